@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "maps/mem.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+namespace ctplane::maps {
+
+size_t region_size(size_t bytes, bool huge) noexcept
+{
+	const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+	const size_t unit = huge && bytes >= kHugePage ? kHugePage : page;
+	return (bytes + unit - 1) / unit * unit;
+}
+
+void* region_alloc(size_t bytes, bool huge) noexcept
+{
+	const size_t len = region_size(bytes, huge);
+	const int prot = PROT_READ | PROT_WRITE;
+	const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+	if (!huge || len < kHugePage) {
+		void* p = mmap(nullptr, len, prot, flags, -1, 0);
+		return p == MAP_FAILED ? nullptr : p;
+	}
+	// Huge pages need 2 MiB alignment: over-map and trim both ends.
+	void* raw = mmap(nullptr, len + kHugePage, prot, flags, -1, 0);
+	if (raw == MAP_FAILED)
+		return nullptr;
+	const auto base = reinterpret_cast<uintptr_t>(raw);
+	const uintptr_t aligned = (base + kHugePage - 1) & ~(kHugePage - 1);
+	if (aligned > base)
+		munmap(raw, aligned - base);
+	const uintptr_t tail = aligned + len;
+	const uintptr_t end = base + len + kHugePage;
+	if (end > tail)
+		munmap(reinterpret_cast<void*>(tail), end - tail);
+	void* p = reinterpret_cast<void*>(aligned);
+	(void)madvise(p, len, MADV_HUGEPAGE);  // advice; failure is harmless
+	return p;
+}
+
+void region_free(void* p, size_t bytes, bool huge) noexcept
+{
+	if (p != nullptr)
+		munmap(p, region_size(bytes, huge));
+}
+
+}  // namespace ctplane::maps

@@ -1,0 +1,36 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// Large zeroed memory regions for tables and chunks.
+//
+// Regions come from anonymous mmap and are advised MADV_HUGEPAGE when they
+// span at least one 2 MiB page: transparent huge pages are in madvise mode on
+// the machines we run on, and a table of millions of entries without them
+// pays a TLB miss per lookup. Regions are zero on return (fresh anonymous
+// pages) and untouched pages cost no RSS, which lets a table reserve the worst
+// case of an overflow pool and pay only for what it touches.
+//
+// Control path only: these are system calls.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ctplane::maps {
+
+inline constexpr size_t kCacheLine = 64;
+inline constexpr size_t kHugePage = size_t{2} << 20;
+
+// Maps `bytes` of zeroed memory. With `huge`, regions of 2 MiB or more are
+// 2 MiB aligned and advised MADV_HUGEPAGE; pass false for sparse regions
+// (pools touched a bucket at a time) where a huge page would commit 2 MiB
+// for one line. Returns nullptr when the kernel refuses.
+void* region_alloc(size_t bytes, bool huge = true) noexcept;
+
+// Unmaps a region returned by region_alloc with the same arguments.
+void region_free(void* p, size_t bytes, bool huge = true) noexcept;
+
+// The bytes region_alloc really maps for `bytes` (rounded up to the page,
+// or to the huge page for huge regions).
+size_t region_size(size_t bytes, bool huge = true) noexcept;
+
+}  // namespace ctplane::maps

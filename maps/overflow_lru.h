@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// overflow_lru: a small fixed-capacity table that takes the inserts an rhash
+// answered -EBUSY to (a bucket under migration, an over-long chain), and is
+// drained back into the rhash when the resize ends (seed 002: "experimenting
+// with a small overflow LRU").
+//
+// Entries are objects of the rhash's own entry_allocator, so draining moves
+// a 32-bit reference into the hash: the entry does not move, and a pointer a
+// reader obtained from the LRU stays valid (until its next quiescent state)
+// whichever table indexes the entry.
+//
+// Eviction, when full: entries inserted with `evict_first` (half-open flows)
+// go first, oldest first; then the others, least recently inserted or
+// touched first. Evicted entries are retired (freed after a grace period).
+//
+// Concurrency contract.
+//   empty                 any thread; one relaxed load. This is the whole
+//                         cost of the LRU while nothing overflows.
+//   lookup*               registered RCU threads; lock-free (atomic slot
+//                         loads, no shared writes).
+//   insert, erase, touch, one spinlock; any registered thread; bounded work
+//   set_evict_first,      (drain: `budget` entries).
+//   drain
+//
+// Lookup order for a caller that uses both tables: the LRU (if !empty())
+// first, then the hash. drain() links an entry into the hash before it
+// unlinks it from the LRU, so a reader following that order never misses an
+// entry that is present throughout its lookup.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "maps/rhash.h"
+#include "maps/spinlock.h"
+
+namespace ctplane::maps {
+
+struct overflow_lru_stats {
+	uint64_t entries, capacity;
+	uint64_t inserts, evicted_first, evicted_other, drained, drain_duplicates, erases;
+};
+
+template <typename K, typename V, typename H = bytes_hash<K>>
+class overflow_lru {
+public:
+	using map_type = rhash<K, V, H>;
+	using entry = typename map_type::entry;
+	static constexpr unsigned kSlots = 15;
+
+	overflow_lru(map_type& map, uint32_t capacity);
+	~overflow_lru();
+	overflow_lru(const overflow_lru&) = delete;
+	overflow_lru& operator=(const overflow_lru&) = delete;
+
+	bool empty() const noexcept { return count_.load(std::memory_order_acquire) == 0; }
+	uint32_t size() const noexcept { return count_.load(std::memory_order_relaxed); }
+	uint32_t capacity() const noexcept { return capacity_; }
+
+	V* lookup(const K& key) const noexcept { return lookup_with_hash(key, map_.hash(key)); }
+	V* lookup_with_hash(const K& key, uint64_t h) const noexcept;
+
+	// 0 (evicting if full), -EEXIST (present; *out points at it), -ENOMEM.
+	int insert(const K& key, const V& value, bool evict_first, V** out = nullptr) noexcept
+	{
+		return insert_with_hash(key, value, map_.hash(key), evict_first, out);
+	}
+	int insert_with_hash(const K& key, const V& value, uint64_t h, bool evict_first,
+			     V** out = nullptr) noexcept;
+	// 0 or -ENOENT.
+	int erase(const K& key) noexcept;
+	// Marks the entry most recently used. 0 or -ENOENT.
+	int touch(const K& key) noexcept;
+	// Moves the entry between the evict-first and the normal class (a flow
+	// that became established). 0 or -ENOENT.
+	int set_evict_first(const K& key, bool evict_first) noexcept;
+	// Moves up to `budget` entries into the hash, oldest first; stops at the
+	// first -EBUSY/-ENOSPC/-ENOMEM of the hash. An entry whose key the hash
+	// already holds is dropped (the hash copy is newer). Returns the number
+	// of entries that left the LRU.
+	size_t drain(size_t budget = SIZE_MAX) noexcept;
+
+	overflow_lru_stats stats() const noexcept;
+
+private:
+	static constexpr uint32_t kNil = UINT32_MAX;
+	struct node {
+		uint32_t ref = 0;
+		uint32_t prev = kNil, next = kNil;
+		uint32_t bucket = 0;
+		uint8_t slot = 0;
+		uint8_t first = 0;  // evict-first class
+		uint64_t hash = 0;
+	};
+	struct alignas(64) bucket {
+		std::atomic<uint32_t> slot[kSlots];
+		uint32_t pad;
+	};
+	struct list {
+		uint32_t head = kNil, tail = kNil;  // head = most recent
+	};
+
+	// Keys spill here precisely because they share a hash bucket, i.e. the
+	// low bits the hash indexes with: remix before indexing, or they would
+	// share an LRU bucket too.
+	uint32_t bucket_index(uint64_t h) const noexcept
+	{
+		const auto x = static_cast<uint32_t>(hash_detail::fold(h, hash_detail::kP2));
+		return static_cast<uint32_t>((static_cast<uint64_t>(x) * nbuckets_) >> 32);
+	}
+	uint32_t tag_of(uint64_t h) const noexcept { return static_cast<uint32_t>(h >> 32) & ~ref_mask_; }
+	// Under lock_: the node holding `key`, or kNil.
+	uint32_t find_locked(const K& key, uint64_t h) const noexcept;
+	void link(uint32_t n) noexcept;
+	void unlink(uint32_t n) noexcept;
+	// Unindexes node n and returns it to the free list; its ref is retired
+	// when `retire`, else the caller took it over.
+	void remove(uint32_t n, bool retire) noexcept;
+	uint32_t victim(uint32_t in_bucket) const noexcept;
+
+	map_type& map_;
+	const uint32_t capacity_;
+	const uint32_t nbuckets_;
+	const uint32_t ref_mask_;
+	std::unique_ptr<bucket[]> buckets_;
+	std::vector<node> nodes_;
+	std::vector<uint32_t> slot_node_;  // writers: bucket*15+slot -> node
+	std::vector<uint32_t> free_nodes_;
+	list lists_[2];  // [0] normal, [1] evict-first
+	mutable spinlock lock_;
+	std::atomic<uint32_t> count_{0};
+	uint64_t inserts_ = 0, evicted_[2] = {0, 0}, drained_ = 0, dups_ = 0, erases_ = 0;
+};
+
+template <typename K, typename V, typename H>
+overflow_lru<K, V, H>::overflow_lru(map_type& map, uint32_t capacity)
+	: map_(map),
+	  capacity_(capacity == 0 ? 1 : capacity),
+	  // ~4 of 15 slots used per bucket: a full bucket is a 1e-5 event, and
+	  // then its own oldest entry is evicted.
+	  nbuckets_((capacity_ + 3) / 4),
+	  ref_mask_((1u << map.allocator().ref_bits()) - 1),
+	  buckets_(std::make_unique<bucket[]>(nbuckets_)),
+	  nodes_(capacity_),
+	  slot_node_(size_t{nbuckets_} * kSlots, kNil)
+{
+	free_nodes_.reserve(capacity_);
+	for (uint32_t i = capacity_; i-- > 0;)
+		free_nodes_.push_back(i);
+}
+
+template <typename K, typename V, typename H>
+overflow_lru<K, V, H>::~overflow_lru()
+{
+	// Entries still here belong to the allocator, which the map owns and
+	// frees with its chunks; nothing to do.
+}
+
+template <typename K, typename V, typename H>
+V* overflow_lru<K, V, H>::lookup_with_hash(const K& key, uint64_t h) const noexcept
+{
+	if (empty())
+		return nullptr;
+	const bucket& b = buckets_[bucket_index(h)];
+	const uint32_t tag = tag_of(h);
+	for (unsigned i = 0; i < kSlots; i++) {
+		// acquire: pairs with the release store that published the entry.
+		const uint32_t s = b.slot[i].load(std::memory_order_acquire);
+		if (s == 0 || (s & ~ref_mask_) != tag)
+			continue;
+		entry* e = map_.entry_of(s & ref_mask_);
+		if (std::memcmp(&e->key, &key, sizeof(K)) == 0)
+			return &e->value;
+	}
+	return nullptr;
+}
+
+template <typename K, typename V, typename H>
+uint32_t overflow_lru<K, V, H>::find_locked(const K& key, uint64_t h) const noexcept
+{
+	const uint32_t bi = bucket_index(h);
+	const bucket& b = buckets_[bi];
+	for (unsigned i = 0; i < kSlots; i++) {
+		const uint32_t s = b.slot[i].load(std::memory_order_relaxed);
+		if (s == 0)
+			continue;
+		const entry* e = map_.entry_of(s & ref_mask_);
+		if (std::memcmp(&e->key, &key, sizeof(K)) == 0)
+			return slot_node_[size_t{bi} * kSlots + i];
+	}
+	return kNil;
+}
+
+template <typename K, typename V, typename H>
+void overflow_lru<K, V, H>::link(uint32_t n) noexcept
+{
+	node& x = nodes_[n];
+	list& l = lists_[x.first];
+	x.prev = kNil;
+	x.next = l.head;
+	if (l.head != kNil)
+		nodes_[l.head].prev = n;
+	l.head = n;
+	if (l.tail == kNil)
+		l.tail = n;
+}
+
+template <typename K, typename V, typename H>
+void overflow_lru<K, V, H>::unlink(uint32_t n) noexcept
+{
+	node& x = nodes_[n];
+	list& l = lists_[x.first];
+	if (x.prev != kNil)
+		nodes_[x.prev].next = x.next;
+	else
+		l.head = x.next;
+	if (x.next != kNil)
+		nodes_[x.next].prev = x.prev;
+	else
+		l.tail = x.prev;
+	x.prev = x.next = kNil;
+}
+
+template <typename K, typename V, typename H>
+void overflow_lru<K, V, H>::remove(uint32_t n, bool retire) noexcept
+{
+	node& x = nodes_[n];
+	unlink(n);
+	buckets_[x.bucket].slot[x.slot].store(0, std::memory_order_release);
+	slot_node_[size_t{x.bucket} * kSlots + x.slot] = kNil;
+	if (retire)
+		map_.allocator().retire(x.ref);
+	x.ref = 0;
+	free_nodes_.push_back(n);
+	count_.fetch_sub(1, std::memory_order_release);
+}
+
+template <typename K, typename V, typename H>
+uint32_t overflow_lru<K, V, H>::victim(uint32_t in_bucket) const noexcept
+{
+	if (in_bucket == kNil) {
+		if (lists_[1].tail != kNil)
+			return lists_[1].tail;
+		return lists_[0].tail;
+	}
+	// A full bucket: its own best victim (evict-first, then any).
+	uint32_t best = kNil;
+	for (unsigned i = 0; i < kSlots; i++) {
+		const uint32_t n = slot_node_[size_t{in_bucket} * kSlots + i];
+		if (best == kNil || (nodes_[n].first && !nodes_[best].first))
+			best = n;
+	}
+	return best;
+}
+
+template <typename K, typename V, typename H>
+int overflow_lru<K, V, H>::insert_with_hash(const K& key, const V& value, uint64_t h,
+					    bool evict_first, V** out) noexcept
+{
+	std::lock_guard<spinlock> g(lock_);
+	if (uint32_t n = find_locked(key, h); n != kNil) {
+		if (out != nullptr)
+			*out = &map_.entry_of(nodes_[n].ref)->value;
+		return -EEXIST;
+	}
+	const uint32_t bi = bucket_index(h);
+	bucket& b = buckets_[bi];
+	int slot = -1;
+	for (unsigned i = 0; i < kSlots && slot < 0; i++)
+		if (b.slot[i].load(std::memory_order_relaxed) == 0)
+			slot = static_cast<int>(i);
+	if (slot < 0 || free_nodes_.empty()) {
+		const uint32_t v = victim(slot < 0 ? bi : kNil);
+		evicted_[nodes_[v].first]++;
+		if (slot < 0)
+			slot = nodes_[v].slot;
+		remove(v, true);
+	}
+	const uint32_t ref = map_.allocator().alloc();
+	if (ref == 0)
+		return -ENOMEM;
+	entry* e = map_.entry_of(ref);
+	std::memcpy(&e->key, &key, sizeof(K));
+	std::memcpy(&e->value, &value, sizeof(V));
+	const uint32_t n = free_nodes_.back();
+	free_nodes_.pop_back();
+	node& x = nodes_[n];
+	x.ref = ref;
+	x.bucket = bi;
+	x.slot = static_cast<uint8_t>(slot);
+	x.first = evict_first ? 1 : 0;
+	x.hash = h;
+	slot_node_[size_t{bi} * kSlots + static_cast<unsigned>(slot)] = n;
+	link(n);
+	count_.fetch_add(1, std::memory_order_release);
+	b.slot[slot].store(tag_of(h) | ref, std::memory_order_release);
+	inserts_++;
+	if (out != nullptr)
+		*out = &e->value;
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+int overflow_lru<K, V, H>::erase(const K& key) noexcept
+{
+	const uint64_t h = map_.hash(key);
+	std::lock_guard<spinlock> g(lock_);
+	const uint32_t n = find_locked(key, h);
+	if (n == kNil)
+		return -ENOENT;
+	remove(n, true);
+	erases_++;
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+int overflow_lru<K, V, H>::touch(const K& key) noexcept
+{
+	const uint64_t h = map_.hash(key);
+	std::lock_guard<spinlock> g(lock_);
+	const uint32_t n = find_locked(key, h);
+	if (n == kNil)
+		return -ENOENT;
+	unlink(n);
+	link(n);
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+int overflow_lru<K, V, H>::set_evict_first(const K& key, bool evict_first) noexcept
+{
+	const uint64_t h = map_.hash(key);
+	std::lock_guard<spinlock> g(lock_);
+	const uint32_t n = find_locked(key, h);
+	if (n == kNil)
+		return -ENOENT;
+	unlink(n);
+	nodes_[n].first = evict_first ? 1 : 0;
+	link(n);
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+size_t overflow_lru<K, V, H>::drain(size_t budget) noexcept
+{
+	std::lock_guard<spinlock> g(lock_);
+	size_t moved = 0;
+	while (moved < budget) {
+		// Oldest first, evict-first class last (it is the likeliest to
+		// be evicted anyway, and established flows matter more).
+		uint32_t n = lists_[0].tail != kNil ? lists_[0].tail : lists_[1].tail;
+		if (n == kNil)
+			break;
+		const int rc = map_.insert_ref(nodes_[n].ref, nodes_[n].hash);
+		if (rc == 0) {
+			remove(n, false);  // the hash owns the entry now
+			drained_++;
+		} else if (rc == -EEXIST) {
+			remove(n, true);
+			dups_++;
+		} else {
+			break;
+		}
+		moved++;
+	}
+	return moved;
+}
+
+template <typename K, typename V, typename H>
+overflow_lru_stats overflow_lru<K, V, H>::stats() const noexcept
+{
+	std::lock_guard<spinlock> g(lock_);
+	return overflow_lru_stats{
+		.entries = count_.load(std::memory_order_relaxed),
+		.capacity = capacity_,
+		.inserts = inserts_,
+		.evicted_first = evicted_[1],
+		.evicted_other = evicted_[0],
+		.drained = drained_,
+		.drain_duplicates = dups_,
+		.erases = erases_,
+	};
+}
+
+}  // namespace ctplane::maps

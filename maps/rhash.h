@@ -1,0 +1,982 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// rhash: a resizable hash for RCU (QSBR) readers, per-bucket-locked writers
+// and one control thread that grows and shrinks it incrementally.
+//
+// ---------------------------------------------------------------------------
+// Design
+//
+// Layout. The index is an array of 64-byte buckets; a bucket is 15 slots of
+// 32 bits and one control word. A slot holds `tag | ref`: `ref` names the
+// entry (key and value, out of line, from an entry_allocator) and the bits
+// above it are a tag taken from the key's hash. A lookup touches one bucket
+// line, compares 15 tags with four SSE compares, and reads the entry of each
+// matching tag (nearly always exactly the right one). The index costs
+// 64 / 15 = 4.3 bytes per slot: at 75% load 5.7 bytes per entry on top of
+// the entry itself, which is what lets the table stay near 1.25x the bytes
+// of its keys and values. The bucket of a hash is `(h32 * nbuckets) >> 32`
+// (Lemire's multiply-shift): any bucket count works, and doubling splits old
+// bucket i into new buckets 2i and 2i+1 while halving merges them back.
+//
+// Overflow. A bucket whose 15 slots are taken links an overflow bucket from
+// the table's pool through the low bits of its control word. Inserts give up
+// with -EBUSY past `max_chain` overflow buckets; migration never does (the
+// pool is sized so that it cannot run dry, see new_table()).
+//
+// Resize. `tbl_` points at the current table; during a resize the current
+// table's `next` points at the new one. The control thread migrates old
+// buckets one at a time: it locks the bucket and marks it MIGRATING, copies
+// each slot into the new table, clears the old slot, and finally marks the
+// bucket MIGRATED (unlocked). Inserts that meet a MIGRATING bucket answer
+// -EBUSY rather than wait; inserts and erases that meet a MIGRATED bucket
+// follow `next`. When every bucket is migrated, `tbl_` moves to the new
+// table and the old one is freed after a grace period.
+//
+// Ordering guarantees (x86-64 TSO is assumed for the bulk path's vector
+// loads; every other access is a C++ atomic):
+//  1. An entry is fully written before its slot is stored with release;
+//     readers load slots with acquire (or a vector load followed by an
+//     atomic reload of the matching slot) before reading the entry.
+//  2. Migration stores the slot into the new table (release) before it
+//     clears the old slot (release). A reader scans the old bucket first and
+//     loads `next` (acquire) after: if it saw the old slot cleared, it sees
+//     the new slot. A present key is therefore never missed.
+//  3. `next` is published before any bucket is marked MIGRATED, and writers
+//     load the control word with acquire, so a writer that sees MIGRATED
+//     sees `next`.
+//  4. Entries are written once, before publication; an erased entry is
+//     retired and freed only after a grace period, so a reader comparing its
+//     key never sees it reused (seed 000).
+//  5. A new resize starts only after the previous old table's grace period,
+//     so a writer's single hop through `next` always lands in a table that
+//     is not migrating.
+// ---------------------------------------------------------------------------
+//
+// Concurrency contract.
+//   lookup*, prefetch, hash      any registered RCU thread; lock-free, no
+//                                shared writes. Returned pointers are valid
+//                                until the caller's next quiescent state.
+//   insert*, erase*              any registered thread; per-bucket lock held
+//                                for the few instructions of the update.
+//                                Insert never waits for a resize (-EBUSY);
+//                                erase may wait for the migration of one
+//                                bucket (bounded, ~15-75 entries).
+//   grow, shrink, rehash,        one control thread at a time. resize_step
+//   resize_step, maintain,       and maintain may wait for a grace period:
+//   reclaim                      the caller must hold no map pointer.
+//   begin/end (iteration)        any registered thread; an iterator pins the
+//                                layout (resize steps do nothing while one
+//                                lives), so it neither misses nor repeats an
+//                                entry present throughout the walk.
+//   stats, size, bytes_used      any thread; a consistent-enough snapshot.
+//
+// Return codes of insert: 0, -EEXIST (key present; *out points at it),
+// -EBUSY (bucket under migration or chain at max_chain; do not spin, spill
+// or drop), -ENOSPC (max_entries reached), -ENOMEM (allocator exhausted).
+// Each is counted per thread.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+
+#include "maps/entry_alloc.h"
+#include "maps/hash_fn.h"
+#include "maps/mem.h"
+#include "maps/rcu.h"
+
+#if defined(__SANITIZE_THREAD__)
+#define CTPLANE_SCALAR_SCAN 1
+#endif
+
+namespace ctplane::maps {
+
+struct rhash_test_peer;
+
+struct rhash_config {
+	// Entries the smallest table holds at the high watermark. The table
+	// never shrinks below it, and starts at it unless initial_entries says
+	// more.
+	uint64_t min_entries = 1024;
+	// Hard limit: inserts past it answer -ENOSPC.
+	uint64_t max_entries = uint64_t{1} << 20;
+	// Start sized for this many entries (0: min_entries).
+	uint64_t initial_entries = 0;
+	// Watermarks, in percent of slots (rhashtable's 75 / 30 by default).
+	uint32_t grow_pct = 75;
+	uint32_t shrink_pct = 30;
+	// Overflow buckets an insert may chain behind one bucket.
+	uint32_t max_chain = 4;
+	uint64_t seed = 0x2545f4914f6cdd1dull;
+};
+
+struct rhash_stats {
+	uint64_t entries;
+	uint64_t buckets;           // current table
+	uint64_t slots;             // buckets * 15
+	double load;                // entries / slots
+	uint64_t overflow_buckets;  // in use in the current table
+	bool resizing;
+	uint64_t inserts, erases;
+	uint64_t err_exist, err_busy_resize, err_busy_chain, err_nospc, err_nomem;
+	uint64_t erase_missing;
+	uint64_t grows, shrinks, rehashes, buckets_migrated;
+	size_t bytes;               // index + entries + metadata
+};
+
+// A relaxed per-thread counter: one writer, any number of readers.
+struct counter {
+	std::atomic<uint64_t> v{0};
+	void inc() noexcept { v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+	uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
+};
+
+template <typename K, typename V, typename Hasher = bytes_hash<K>>
+class rhash {
+	static_assert(std::is_trivially_copyable_v<K> && std::is_trivially_copyable_v<V>,
+		      "keys and values are byte layouts");
+
+public:
+	struct entry {
+		K key;
+		V value;
+	};
+	static constexpr unsigned kSlots = 15;
+	static constexpr unsigned kMaxBulk = 64;
+
+	explicit rhash(const rhash_config& cfg = {});
+	~rhash();
+	rhash(const rhash&) = delete;
+	rhash& operator=(const rhash&) = delete;
+
+	// ---- hot path -------------------------------------------------------
+	uint64_t hash(const K& key) const noexcept { return hasher_(key, seed_); }
+
+	void prefetch(uint64_t h) const noexcept
+	{
+		const table* t = tbl_.load(std::memory_order_acquire);
+		_mm_prefetch(reinterpret_cast<const char*>(bucket_of(t, h)), _MM_HINT_T0);
+	}
+
+	V* lookup(const K& key) const noexcept { return lookup_with_hash(key, hash(key)); }
+	V* lookup_with_hash(const K& key, uint64_t h) const noexcept;
+
+	// Looks up keys[0..n), n <= 64. values[i] is the value or nullptr; bit i
+	// of *hit_mask is set on a hit. Returns the number of hits.
+	unsigned lookup_bulk(const K* const keys[], unsigned n, V* values[],
+			     uint64_t* hit_mask) const noexcept;
+
+	int insert(const K& key, const V& value, V** out = nullptr) noexcept
+	{
+		return insert_with_hash(key, value, hash(key), out);
+	}
+	int insert_with_hash(const K& key, const V& value, uint64_t h,
+			     V** out = nullptr) noexcept
+	{
+		return insert_impl(key, h, 0, &value, out);
+	}
+
+	// 0, or -ENOENT when the key is absent.
+	int erase(const K& key) noexcept { return erase_with_hash(key, hash(key)); }
+	int erase_with_hash(const K& key, uint64_t h) noexcept;
+
+	// ---- entry objects (for the overflow LRU) ----------------------------
+	entry_allocator& allocator() noexcept { return alloc_; }
+	entry* entry_of(uint32_t ref) const noexcept
+	{
+		return static_cast<entry*>(alloc_.ptr(ref));
+	}
+	// Links an entry object already allocated from allocator() and filled
+	// in. Same codes as insert; on any error the caller still owns `ref`.
+	int insert_ref(uint32_t ref, uint64_t h) noexcept
+	{
+		return insert_impl(entry_of(ref)->key, h, ref, nullptr, nullptr);
+	}
+
+	// ---- control thread ---------------------------------------------------
+	// Start a resize to twice / half the buckets, or to the same size
+	// (compacts overflow chains). 0, -EBUSY (a resize is running), -ENOSPC
+	// (already at the size limit), -ENOMEM.
+	int grow() noexcept;
+	int shrink() noexcept;
+	int rehash() noexcept;
+	bool resizing() const noexcept
+	{
+		return tbl_.load(std::memory_order_acquire)->next.load(std::memory_order_acquire) != nullptr;
+	}
+	// Migrates up to `budget` buckets; finishes the resize (with a grace
+	// period) when none remain. Returns the buckets still to migrate.
+	size_t resize_step(size_t budget) noexcept;
+	// One control tick: reclaim retired entries, start a resize if a
+	// watermark is crossed (or overflow chains ran out), migrate up to
+	// `budget` buckets. Returns the buckets still to migrate.
+	size_t maintain(size_t budget = 1024) noexcept;
+	// Frees entries retired by erase once a grace period has passed.
+	size_t reclaim() { return alloc_.reclaim(); }
+
+	// ---- introspection -----------------------------------------------------
+	uint64_t size() const noexcept { return nelems_.load(std::memory_order_relaxed); }
+	uint64_t buckets() const noexcept { return tbl_.load(std::memory_order_acquire)->nbuckets; }
+	uint64_t max_entries() const noexcept { return max_entries_; }
+	rhash_stats stats() const noexcept;
+	size_t bytes_used() const noexcept;
+
+	// ---- iteration -----------------------------------------------------------
+	class iterator;
+	iterator begin() noexcept { return iterator(this); }
+	iterator end() noexcept { return iterator(); }
+
+private:
+	friend struct rhash_test_peer;  // tests/maps: forces bucket states
+	static constexpr uint32_t kLock = 1u << 31;
+	static constexpr uint32_t kMigrating = 1u << 30;
+	static constexpr uint32_t kMigrated = 1u << 29;
+	static constexpr uint32_t kExtMask = kMigrated - 1;
+
+	struct alignas(kCacheLine) bucket {
+		std::atomic<uint32_t> slot[kSlots];
+		std::atomic<uint32_t> ctrl;  // lock/migration bits | overflow link
+	};
+	static_assert(sizeof(bucket) == kCacheLine);
+
+	struct table {
+		bucket* buckets;
+		bucket* ext;  // overflow pool; index 0 unused
+		uint32_t nbuckets;
+		uint32_t ext_cap;
+		std::atomic<uint32_t> ext_used{1};
+		std::atomic<table*> next{nullptr};
+	};
+
+	struct alignas(kCacheLine) thread_stats {
+		counter inserts, erases, exist, busy_resize, busy_chain, nospc, nomem, erase_missing;
+	};
+
+	static const bucket* bucket_of(const table* t, uint64_t h) noexcept
+	{
+		return &t->buckets[(static_cast<uint64_t>(static_cast<uint32_t>(h)) * t->nbuckets) >> 32];
+	}
+	static bucket* bucket_of(table* t, uint64_t h) noexcept
+	{
+		return &t->buckets[(static_cast<uint64_t>(static_cast<uint32_t>(h)) * t->nbuckets) >> 32];
+	}
+	static const bucket* ext_of(const table* t, uint32_t ctrl) noexcept
+	{
+		return &t->ext[ctrl & kExtMask];
+	}
+	uint32_t tag_of(uint64_t h) const noexcept
+	{
+		return static_cast<uint32_t>(h >> 32) & tag_mask_;
+	}
+	uint32_t match(const bucket* b, uint32_t tag) const noexcept;
+	uint32_t find_in_bucket(const bucket* b, uint32_t m, const K& key) const noexcept;
+	uint32_t find_in_chain(const table* t, const bucket* b, const K& key, uint32_t tag) const noexcept;
+	uint32_t find_rest(const table* t, const bucket* b, const K& key, uint64_t h) const noexcept;
+
+	int lock_bucket(table*& t, bucket*& b, uint64_t h, bool busy_on_migrating) noexcept;
+	static void unlock_bucket(bucket* b) noexcept
+	{
+		// release: pairs with the acquire CAS of the next locker.
+		b->ctrl.store(b->ctrl.load(std::memory_order_relaxed) & ~kLock, std::memory_order_release);
+	}
+	std::atomic<uint32_t>* free_slot(table* t, bucket* b, unsigned* chain) noexcept;
+	std::atomic<uint32_t>* append_ext(table* t, bucket* b) noexcept;
+	int insert_impl(const K& key, uint64_t h, uint32_t ref, const V* value, V** out) noexcept;
+
+	table* new_table(uint32_t nbuckets) noexcept;
+	static void free_table(table* t) noexcept;
+	int start_resize(uint64_t nbuckets) noexcept;
+	void migrate_bucket(table* t, table* nt, uint32_t i) noexcept;
+
+	const Hasher hasher_{};
+	const uint64_t seed_;
+	const uint64_t max_entries_;
+	const uint32_t grow_pct_, shrink_pct_, max_chain_;
+	uint32_t min_buckets_, max_buckets_;
+	uint32_t tag_mask_;
+	uint32_t ref_mask_;
+
+	entry_allocator alloc_;
+	std::atomic<table*> tbl_{nullptr};
+	alignas(kCacheLine) std::atomic<uint64_t> nelems_{0};
+	alignas(kCacheLine) std::atomic<uint32_t> iter_pins_{0};
+	std::atomic<bool> want_rehash_{false};
+	// Control thread only.
+	uint32_t cursor_ = 0;
+	int resize_kind_ = 0;  // +1 grow, -1 shrink, 0 rehash
+	counter grows_, shrinks_, rehashes_, migrated_;
+	std::unique_ptr<thread_stats[]> stats_;
+};
+
+// ===========================================================================
+// Implementation
+// ===========================================================================
+
+namespace rhash_detail {
+
+inline uint32_t buckets_for(uint64_t entries, uint32_t pct, unsigned slots)
+{
+	const uint64_t per_bucket_x100 = uint64_t{slots} * pct;
+	const uint64_t n = (entries * 100 + per_bucket_x100 - 1) / per_bucket_x100;
+	return static_cast<uint32_t>(std::max<uint64_t>(n, 1));
+}
+
+[[noreturn]] inline void fatal(const char* what)
+{
+	std::fprintf(stderr, "ctplane: rhash: %s\n", what);
+	std::abort();
+}
+
+inline entry_allocator_config alloc_config(uint32_t object_size, uint64_t max_entries)
+{
+	// Entries beyond max_entries: per-thread caches and retired entries
+	// waiting for a grace period.
+	const uint64_t max_objects = max_entries + max_entries / 4 + 64 * 1024;
+	// Chunks of about 2 MiB so that big tables get transparent huge pages,
+	// but no more than 1/8 of the maximum so that small tables stay small.
+	unsigned log2 = 6;
+	while (log2 < 20 && (uint64_t{object_size} << (log2 + 1)) <= kHugePage * 2 &&
+	       (uint64_t{1} << (log2 + 1)) <= std::max<uint64_t>(max_objects / 8, 64))
+		log2++;
+	return entry_allocator_config{.object_size = object_size,
+				      .max_objects = max_objects,
+				      .chunk_log2 = log2,
+				      .cache_size = 256};
+}
+
+}  // namespace rhash_detail
+
+template <typename K, typename V, typename H>
+rhash<K, V, H>::rhash(const rhash_config& cfg)
+	: seed_(cfg.seed),
+	  max_entries_(cfg.max_entries),
+	  grow_pct_(cfg.grow_pct),
+	  shrink_pct_(cfg.shrink_pct),
+	  max_chain_(cfg.max_chain),
+	  alloc_(rhash_detail::alloc_config(sizeof(entry), cfg.max_entries)),
+	  stats_(std::make_unique<thread_stats[]>(kMaxThreads))
+{
+	if (cfg.grow_pct == 0 || cfg.grow_pct > 100 || cfg.shrink_pct * 2 >= cfg.grow_pct)
+		rhash_detail::fatal("watermarks must satisfy 0 < 2*shrink_pct < grow_pct <= 100");
+	if (cfg.min_entries == 0 || cfg.min_entries > cfg.max_entries)
+		rhash_detail::fatal("need 0 < min_entries <= max_entries");
+	min_buckets_ = rhash_detail::buckets_for(cfg.min_entries, grow_pct_, kSlots);
+	max_buckets_ = min_buckets_;
+	const uint32_t need_max = rhash_detail::buckets_for(cfg.max_entries, grow_pct_, kSlots);
+	while (max_buckets_ < need_max)
+		max_buckets_ *= 2;
+	uint32_t n = min_buckets_;
+	const uint32_t need_init = rhash_detail::buckets_for(
+		std::max(cfg.initial_entries, cfg.min_entries), grow_pct_, kSlots);
+	while (n < need_init && n < max_buckets_)
+		n *= 2;
+	ref_mask_ = (1u << alloc_.ref_bits()) - 1;
+	tag_mask_ = ~ref_mask_;
+	table* t = new_table(n);
+	if (t == nullptr)
+		rhash_detail::fatal("cannot map the initial table");
+	tbl_.store(t, std::memory_order_release);
+}
+
+template <typename K, typename V, typename H>
+rhash<K, V, H>::~rhash()
+{
+	table* t = tbl_.load(std::memory_order_relaxed);
+	if (table* nt = t->next.load(std::memory_order_relaxed))
+		free_table(nt);
+	free_table(t);
+	// Entries are trivially destructible and live in the allocator's chunks.
+}
+
+template <typename K, typename V, typename H>
+typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets) noexcept
+{
+	auto* t = new (std::nothrow) table;
+	if (t == nullptr)
+		return nullptr;
+	t->nbuckets = nbuckets;
+	// Overflow pool: a chain of bucket b needs at most ceil(k_b / 15) - 1
+	// overflow buckets, so max_entries / 15 overflow buckets always suffice
+	// for migration; add room for chains left behind by erases. Untouched
+	// pool pages cost nothing (see mem.h).
+	t->ext_cap = static_cast<uint32_t>(std::min<uint64_t>(
+		max_entries_ / kSlots + nbuckets / 4 + 2, kExtMask));
+	t->buckets = static_cast<bucket*>(region_alloc(size_t{nbuckets} * sizeof(bucket)));
+	t->ext = static_cast<bucket*>(region_alloc(size_t{t->ext_cap} * sizeof(bucket), false));
+	if (t->buckets == nullptr || t->ext == nullptr) {
+		free_table(t);
+		return nullptr;
+	}
+	return t;
+}
+
+template <typename K, typename V, typename H>
+void rhash<K, V, H>::free_table(table* t) noexcept
+{
+	region_free(t->buckets, size_t{t->nbuckets} * sizeof(bucket));
+	region_free(t->ext, size_t{t->ext_cap} * sizeof(bucket), false);
+	delete t;
+}
+
+// ---- lookups ------------------------------------------------------------------
+
+template <typename K, typename V, typename H>
+[[gnu::always_inline]] inline uint32_t rhash<K, V, H>::match(const bucket* b, uint32_t tag) const noexcept
+{
+#ifdef CTPLANE_SCALAR_SCAN
+	uint32_t m = 0;
+	for (unsigned i = 0; i < kSlots; i++) {
+		const uint32_t s = b->slot[i].load(std::memory_order_acquire);
+		if (s != 0 && (s & tag_mask_) == tag)
+			m |= 1u << i;
+	}
+	return m;
+#else
+	const auto* p = reinterpret_cast<const __m128i*>(b);
+	const __m128i tv = _mm_set1_epi32(static_cast<int>(tag));
+	const __m128i hm = _mm_set1_epi32(static_cast<int>(tag_mask_));
+	const __m128i z = _mm_setzero_si128();
+	__m128i r[4];
+	for (int j = 0; j < 4; j++) {
+		const __m128i v = _mm_load_si128(p + j);
+		const __m128i eq = _mm_cmpeq_epi32(_mm_and_si128(v, hm), tv);
+		r[j] = _mm_andnot_si128(_mm_cmpeq_epi32(v, z), eq);
+	}
+	const __m128i w = _mm_packs_epi16(_mm_packs_epi32(r[0], r[1]), _mm_packs_epi32(r[2], r[3]));
+	// Compiler barrier: the vector loads stay before later atomic loads
+	// (ordering guarantee 2 on TSO hardware).
+	std::atomic_signal_fence(std::memory_order_seq_cst);
+	return static_cast<uint32_t>(_mm_movemask_epi8(w)) & ((1u << kSlots) - 1);
+#endif
+}
+
+template <typename K, typename V, typename H>
+[[gnu::always_inline]] inline uint32_t rhash<K, V, H>::find_in_bucket(const bucket* b, uint32_t m,
+								       const K& key) const noexcept
+{
+	while (m != 0) {
+		const unsigned i = static_cast<unsigned>(__builtin_ctz(m));
+		m &= m - 1;
+		// acquire: pairs with the release store that published the entry.
+		const uint32_t ref = b->slot[i].load(std::memory_order_acquire) & ref_mask_;
+		if (ref != 0 && std::memcmp(&entry_of(ref)->key, &key, sizeof(K)) == 0)
+			return ref;
+	}
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+uint32_t rhash<K, V, H>::find_in_chain(const table* t, const bucket* b, const K& key,
+				       uint32_t tag) const noexcept
+{
+	for (;;) {
+		if (uint32_t ref = find_in_bucket(b, match(b, tag), key))
+			return ref;
+		const uint32_t c = b->ctrl.load(std::memory_order_acquire);
+		if ((c & kExtMask) == 0)
+			return 0;
+		b = ext_of(t, c);
+	}
+}
+
+// The slow part of a lookup that missed in bucket `b` of table `t`: the
+// rest of the chain, then the table being resized into.
+template <typename K, typename V, typename H>
+uint32_t rhash<K, V, H>::find_rest(const table* t, const bucket* b, const K& key,
+				   uint64_t h) const noexcept
+{
+	const uint32_t tag = tag_of(h);
+	for (;;) {
+		const uint32_t c = b->ctrl.load(std::memory_order_acquire);
+		if ((c & kExtMask) != 0)
+			if (uint32_t ref = find_in_chain(t, ext_of(t, c), key, tag))
+				return ref;
+		t = t->next.load(std::memory_order_acquire);  // guarantee 2
+		if (t == nullptr)
+			return 0;
+		b = bucket_of(t, h);
+		if (uint32_t ref = find_in_bucket(b, match(b, tag), key))
+			return ref;
+	}
+}
+
+template <typename K, typename V, typename H>
+V* rhash<K, V, H>::lookup_with_hash(const K& key, uint64_t h) const noexcept
+{
+	const table* t = tbl_.load(std::memory_order_acquire);
+	const bucket* b = bucket_of(t, h);
+	uint32_t ref = find_in_bucket(b, match(b, tag_of(h)), key);
+	if (ref == 0) [[unlikely]]
+		ref = find_rest(t, b, key, h);
+	return ref != 0 ? &entry_of(ref)->value : nullptr;
+}
+
+template <typename K, typename V, typename H>
+unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* values[],
+				     uint64_t* hit_mask) const noexcept
+{
+	uint64_t hs[kMaxBulk];
+	const bucket* bs[kMaxBulk];
+	uint32_t ms[kMaxBulk];
+	const table* t = tbl_.load(std::memory_order_acquire);
+
+	// Stage 1: hash every key and prefetch its bucket.
+	for (unsigned i = 0; i < n; i++) {
+		hs[i] = hasher_(*keys[i], seed_);
+		bs[i] = bucket_of(t, hs[i]);
+		_mm_prefetch(reinterpret_cast<const char*>(bs[i]), _MM_HINT_T0);
+	}
+	// Stage 2: compare tags and prefetch the first candidate entry.
+	for (unsigned i = 0; i < n; i++) {
+		ms[i] = match(bs[i], tag_of(hs[i]));
+		if (ms[i] != 0) {
+			const unsigned s = static_cast<unsigned>(__builtin_ctz(ms[i]));
+			const uint32_t ref = bs[i]->slot[s].load(std::memory_order_relaxed) & ref_mask_;
+			_mm_prefetch(static_cast<const char*>(alloc_.ptr(ref)), _MM_HINT_T0);
+		}
+	}
+	// Stage 3: compare keys; chains and resizes take the slow path.
+	uint64_t mask = 0;
+	unsigned hits = 0;
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t ref = find_in_bucket(bs[i], ms[i], *keys[i]);
+		if (ref == 0) [[unlikely]]
+			ref = find_rest(t, bs[i], *keys[i], hs[i]);
+		if (ref != 0) {
+			values[i] = &entry_of(ref)->value;
+			mask |= uint64_t{1} << i;
+			hits++;
+		} else {
+			values[i] = nullptr;
+		}
+	}
+	*hit_mask = mask;
+	return hits;
+}
+
+// ---- writers --------------------------------------------------------------------
+
+// Locks the bucket of `h` for an update, following `next` past a migrated
+// bucket. Returns -EBUSY if the bucket is being migrated and the caller
+// asked not to wait.
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::lock_bucket(table*& t, bucket*& b, uint64_t h, bool busy_on_migrating) noexcept
+{
+	for (;;) {
+		// acquire: guarantee 3 (a MIGRATED mark implies `next` is visible).
+		uint32_t c = b->ctrl.load(std::memory_order_acquire);
+		if (c & kMigrated) {
+			t = t->next.load(std::memory_order_acquire);
+			b = bucket_of(t, h);
+			continue;
+		}
+		if (c & (kLock | kMigrating)) {
+			if ((c & kMigrating) && busy_on_migrating)
+				return -EBUSY;
+			_mm_pause();
+			continue;
+		}
+		// acquire: pairs with unlock_bucket()'s release.
+		if (b->ctrl.compare_exchange_weak(c, c | kLock, std::memory_order_acquire,
+						  std::memory_order_relaxed))
+			return 0;
+	}
+}
+
+template <typename K, typename V, typename H>
+std::atomic<uint32_t>* rhash<K, V, H>::free_slot(table* t, bucket* b, unsigned* chain) noexcept
+{
+	unsigned len = 0;
+	for (;;) {
+		for (unsigned i = 0; i < kSlots; i++)
+			if (b->slot[i].load(std::memory_order_relaxed) == 0)
+				return &b->slot[i];
+		const uint32_t c = b->ctrl.load(std::memory_order_relaxed);
+		if ((c & kExtMask) == 0)
+			break;
+		b = &t->ext[c & kExtMask];
+		len++;
+	}
+	*chain = len;
+	return nullptr;
+}
+
+// Links a fresh overflow bucket at the end of `b`'s chain (b locked).
+template <typename K, typename V, typename H>
+std::atomic<uint32_t>* rhash<K, V, H>::append_ext(table* t, bucket* b) noexcept
+{
+	uint32_t idx = t->ext_used.load(std::memory_order_relaxed);
+	do {
+		if (idx >= t->ext_cap)
+			return nullptr;
+	} while (!t->ext_used.compare_exchange_weak(idx, idx + 1, std::memory_order_relaxed));
+	bucket* last = b;
+	for (uint32_t c; ((c = last->ctrl.load(std::memory_order_relaxed)) & kExtMask) != 0;)
+		last = &t->ext[c & kExtMask];
+	// The pool is fresh zeroed memory; release orders nothing else but
+	// keeps the link a proper publication.
+	const uint32_t c = last->ctrl.load(std::memory_order_relaxed);
+	last->ctrl.store((c & ~kExtMask) | idx, std::memory_order_release);
+	return &t->ext[idx].slot[0];
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::insert_impl(const K& key, uint64_t h, uint32_t ref, const V* value,
+				V** out) noexcept
+{
+	thread_stats& st = stats_[thread_index()];
+	table* t = tbl_.load(std::memory_order_acquire);
+	bucket* b = bucket_of(t, h);
+	if (lock_bucket(t, b, h, true) != 0) {
+		st.busy_resize.inc();
+		return -EBUSY;
+	}
+	const uint32_t tag = tag_of(h);
+	if (uint32_t found = find_in_chain(t, b, key, tag)) {
+		unlock_bucket(b);
+		st.exist.inc();
+		if (out != nullptr)
+			*out = &entry_of(found)->value;
+		return -EEXIST;
+	}
+	unsigned chain = 0;
+	std::atomic<uint32_t>* dst = free_slot(t, b, &chain);
+	if (dst == nullptr && chain >= max_chain_) {
+		unlock_bucket(b);
+		st.busy_chain.inc();
+		return -EBUSY;
+	}
+	if (nelems_.fetch_add(1, std::memory_order_relaxed) >= max_entries_) {
+		nelems_.fetch_sub(1, std::memory_order_relaxed);
+		unlock_bucket(b);
+		st.nospc.inc();
+		return -ENOSPC;
+	}
+	const bool own = ref == 0;
+	if (own && (ref = alloc_.alloc()) == 0) {
+		nelems_.fetch_sub(1, std::memory_order_relaxed);
+		unlock_bucket(b);
+		st.nomem.inc();
+		return -ENOMEM;
+	}
+	if (dst == nullptr && (dst = append_ext(t, b)) == nullptr) {
+		if (own)
+			alloc_.free(ref);  // never published
+		nelems_.fetch_sub(1, std::memory_order_relaxed);
+		unlock_bucket(b);
+		want_rehash_.store(true, std::memory_order_relaxed);
+		st.busy_chain.inc();
+		return -EBUSY;
+	}
+	entry* e = entry_of(ref);
+	if (own) {
+		std::memcpy(&e->key, &key, sizeof(K));
+		std::memcpy(&e->value, value, sizeof(V));
+	}
+	dst->store(tag | ref, std::memory_order_release);  // guarantee 1
+	unlock_bucket(b);
+	st.inserts.inc();
+	if (out != nullptr)
+		*out = &e->value;
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::erase_with_hash(const K& key, uint64_t h) noexcept
+{
+	thread_stats& st = stats_[thread_index()];
+	table* t = tbl_.load(std::memory_order_acquire);
+	bucket* b = bucket_of(t, h);
+	(void)lock_bucket(t, b, h, false);
+	const uint32_t tag = tag_of(h);
+	for (bucket* x = b;;) {
+		for (unsigned i = 0; i < kSlots; i++) {
+			const uint32_t s = x->slot[i].load(std::memory_order_relaxed);
+			if (s == 0 || (s & tag_mask_) != tag)
+				continue;
+			const uint32_t ref = s & ref_mask_;
+			if (std::memcmp(&entry_of(ref)->key, &key, sizeof(K)) != 0)
+				continue;
+			x->slot[i].store(0, std::memory_order_release);
+			nelems_.fetch_sub(1, std::memory_order_relaxed);
+			unlock_bucket(b);
+			alloc_.retire(ref);  // guarantee 4
+			st.erases.inc();
+			return 0;
+		}
+		const uint32_t c = x->ctrl.load(std::memory_order_relaxed);
+		if ((c & kExtMask) == 0)
+			break;
+		x = &t->ext[c & kExtMask];
+	}
+	unlock_bucket(b);
+	st.erase_missing.inc();
+	return -ENOENT;
+}
+
+// ---- resize ---------------------------------------------------------------------
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::start_resize(uint64_t nbuckets) noexcept
+{
+	table* t = tbl_.load(std::memory_order_relaxed);
+	if (t->next.load(std::memory_order_relaxed) != nullptr)
+		return -EBUSY;
+	if (nbuckets > max_buckets_ || nbuckets < min_buckets_)
+		return -ENOSPC;
+	table* nt = new_table(static_cast<uint32_t>(nbuckets));
+	if (nt == nullptr)
+		return -ENOMEM;
+	resize_kind_ = nbuckets > t->nbuckets ? 1 : nbuckets < t->nbuckets ? -1 : 0;
+	cursor_ = 0;
+	want_rehash_.store(false, std::memory_order_relaxed);
+	t->next.store(nt, std::memory_order_release);  // guarantee 3
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::grow() noexcept
+{
+	return start_resize(uint64_t{tbl_.load(std::memory_order_relaxed)->nbuckets} * 2);
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::shrink() noexcept
+{
+	// Halving needs an even count (old buckets 2i and 2i+1 merge into i);
+	// an odd one is the smallest size it can have (start_resize refuses 0).
+	const uint32_t n = tbl_.load(std::memory_order_relaxed)->nbuckets;
+	return start_resize(n % 2 == 0 ? n / 2 : 0);
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::rehash() noexcept
+{
+	return start_resize(tbl_.load(std::memory_order_relaxed)->nbuckets);
+}
+
+template <typename K, typename V, typename H>
+void rhash<K, V, H>::migrate_bucket(table* t, table* nt, uint32_t i) noexcept
+{
+	bucket* b = &t->buckets[i];
+	uint32_t c;
+	for (;;) {  // writers hold bucket locks for a few instructions
+		c = b->ctrl.load(std::memory_order_relaxed);
+		if (c & kLock) {
+			_mm_pause();
+			continue;
+		}
+		if (b->ctrl.compare_exchange_weak(c, c | kLock | kMigrating, std::memory_order_acquire,
+						  std::memory_order_relaxed))
+			break;
+	}
+	for (bucket* x = b;;) {
+		for (unsigned s = 0; s < kSlots; s++) {
+			const uint32_t v = x->slot[s].load(std::memory_order_relaxed);
+			if (v == 0)
+				continue;
+			const uint64_t h = hasher_(entry_of(v & ref_mask_)->key, seed_);
+			table* tt = nt;
+			bucket* nb = bucket_of(nt, h);
+			(void)lock_bucket(tt, nb, h, false);
+			unsigned chain;
+			std::atomic<uint32_t>* dst = free_slot(nt, nb, &chain);
+			if (dst == nullptr && (dst = append_ext(nt, nb)) == nullptr)
+				rhash_detail::fatal("overflow pool exhausted during migration");
+			dst->store(v, std::memory_order_release);  // guarantee 2: new first,
+			unlock_bucket(nb);
+			x->slot[s].store(0, std::memory_order_release);  // then old
+		}
+		const uint32_t xc = x->ctrl.load(std::memory_order_relaxed);
+		if ((xc & kExtMask) == 0)
+			break;
+		x = &t->ext[xc & kExtMask];
+	}
+	// Keep the chain link: readers still walking it find empty slots.
+	b->ctrl.store((c & kExtMask) | kMigrated, std::memory_order_release);
+	migrated_.inc();
+}
+
+template <typename K, typename V, typename H>
+size_t rhash<K, V, H>::resize_step(size_t budget) noexcept
+{
+	table* t = tbl_.load(std::memory_order_relaxed);
+	table* nt = t->next.load(std::memory_order_relaxed);
+	if (nt == nullptr)
+		return 0;
+	if (iter_pins_.load(std::memory_order_acquire) != 0)
+		return t->nbuckets - cursor_;
+	for (; budget != 0 && cursor_ < t->nbuckets; budget--)
+		migrate_bucket(t, nt, cursor_++);
+	if (cursor_ < t->nbuckets)
+		return t->nbuckets - cursor_;
+	tbl_.store(nt, std::memory_order_release);
+	rcu::synchronize();  // no reader or writer holds `t` past this
+	free_table(t);
+	(resize_kind_ > 0 ? grows_ : resize_kind_ < 0 ? shrinks_ : rehashes_).inc();
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+size_t rhash<K, V, H>::maintain(size_t budget) noexcept
+{
+	reclaim();
+	if (!resizing()) {
+		const table* t = tbl_.load(std::memory_order_relaxed);
+		const uint64_t slots = uint64_t{t->nbuckets} * kSlots;
+		const uint64_t n = size();
+		if (n * 100 > slots * grow_pct_ && t->nbuckets < max_buckets_)
+			(void)grow();
+		else if (n * 100 < slots * shrink_pct_ && t->nbuckets / 2 >= min_buckets_ &&
+			 t->nbuckets % 2 == 0)
+			(void)shrink();
+		else if (want_rehash_.load(std::memory_order_relaxed))
+			(void)rehash();
+	}
+	return resize_step(budget);
+}
+
+// ---- introspection --------------------------------------------------------------
+
+template <typename K, typename V, typename H>
+size_t rhash<K, V, H>::bytes_used() const noexcept
+{
+	size_t bytes = alloc_.bytes_used() + sizeof(*this) + kMaxThreads * sizeof(thread_stats);
+	for (const table* t = tbl_.load(std::memory_order_acquire); t != nullptr;
+	     t = t->next.load(std::memory_order_acquire))
+		bytes += (size_t{t->nbuckets} + t->ext_used.load(std::memory_order_relaxed)) * sizeof(bucket);
+	return bytes;
+}
+
+template <typename K, typename V, typename H>
+rhash_stats rhash<K, V, H>::stats() const noexcept
+{
+	const table* t = tbl_.load(std::memory_order_acquire);
+	rhash_stats s{};
+	s.entries = size();
+	s.buckets = t->nbuckets;
+	s.slots = s.buckets * kSlots;
+	s.load = static_cast<double>(s.entries) / static_cast<double>(s.slots);
+	s.overflow_buckets = t->ext_used.load(std::memory_order_relaxed) - 1;
+	s.resizing = t->next.load(std::memory_order_acquire) != nullptr;
+	for (unsigned i = 0; i < kMaxThreads; i++) {
+		const thread_stats& x = stats_[i];
+		s.inserts += x.inserts.get();
+		s.erases += x.erases.get();
+		s.err_exist += x.exist.get();
+		s.err_busy_resize += x.busy_resize.get();
+		s.err_busy_chain += x.busy_chain.get();
+		s.err_nospc += x.nospc.get();
+		s.err_nomem += x.nomem.get();
+		s.erase_missing += x.erase_missing.get();
+	}
+	s.grows = grows_.get();
+	s.shrinks = shrinks_.get();
+	s.rehashes = rehashes_.get();
+	s.buckets_migrated = migrated_.get();
+	s.bytes = bytes_used();
+	return s;
+}
+
+// ---- iteration ------------------------------------------------------------------
+
+// Walks the current table, then the table being resized into. While any
+// iterator lives, resize_step() migrates nothing, so every entry stays in
+// exactly one place. Dereference only inside an RCU read-side section; the
+// iterator itself may be kept across quiescent states.
+template <typename K, typename V, typename H>
+class rhash<K, V, H>::iterator {
+public:
+	iterator() = default;
+	explicit iterator(rhash* h) : h_(h)
+	{
+		h_->iter_pins_.fetch_add(1, std::memory_order_acq_rel);
+		t_ = h_->tbl_.load(std::memory_order_acquire);
+		b_ = &t_->buckets[0];
+		slot_ = -1;
+		advance();
+	}
+	iterator(const iterator& o) : h_(o.h_), t_(o.t_), b_(o.b_), bi_(o.bi_), slot_(o.slot_), ref_(o.ref_)
+	{
+		if (h_ != nullptr)
+			h_->iter_pins_.fetch_add(1, std::memory_order_acq_rel);
+	}
+	iterator& operator=(const iterator& o)
+	{
+		iterator tmp(o);
+		std::swap(h_, tmp.h_);
+		std::swap(t_, tmp.t_);
+		std::swap(b_, tmp.b_);
+		std::swap(bi_, tmp.bi_);
+		std::swap(slot_, tmp.slot_);
+		std::swap(ref_, tmp.ref_);
+		return *this;
+	}
+	~iterator() { release(); }
+
+	entry& operator*() const noexcept { return *h_->entry_of(ref_); }
+	entry* operator->() const noexcept { return h_->entry_of(ref_); }
+	iterator& operator++() noexcept
+	{
+		advance();
+		return *this;
+	}
+	bool operator==(const iterator& o) const noexcept { return ref_ == o.ref_ && (ref_ == 0 || (b_ == o.b_ && slot_ == o.slot_)); }
+	bool operator!=(const iterator& o) const noexcept { return !(*this == o); }
+
+private:
+	void release() noexcept
+	{
+		if (h_ != nullptr)
+			h_->iter_pins_.fetch_sub(1, std::memory_order_acq_rel);
+		h_ = nullptr;
+	}
+	void advance() noexcept
+	{
+		for (;;) {
+			while (++slot_ < static_cast<int>(kSlots)) {
+				const uint32_t s = b_->slot[slot_].load(std::memory_order_acquire);
+				if (s != 0) {
+					ref_ = s & h_->ref_mask_;
+					return;
+				}
+			}
+			slot_ = -1;
+			const uint32_t c = b_->ctrl.load(std::memory_order_acquire);
+			if ((c & kExtMask) != 0) {
+				b_ = &t_->ext[c & kExtMask];
+				continue;
+			}
+			if (++bi_ < t_->nbuckets) {
+				b_ = &t_->buckets[bi_];
+				continue;
+			}
+			t_ = t_->next.load(std::memory_order_acquire);
+			if (t_ == nullptr) {
+				ref_ = 0;
+				release();
+				return;
+			}
+			bi_ = 0;
+			b_ = &t_->buckets[0];
+		}
+	}
+
+	rhash* h_ = nullptr;
+	const table* t_ = nullptr;
+	const bucket* b_ = nullptr;
+	uint32_t bi_ = 0;
+	int slot_ = -1;
+	uint32_t ref_ = 0;
+};
+
+}  // namespace ctplane::maps

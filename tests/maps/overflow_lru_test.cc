@@ -1,0 +1,147 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+#include "maps/overflow_lru.h"
+#include "tests/maps/test_keys.h"
+
+namespace ctplane::maps {
+
+struct rhash_test_peer {
+	template <typename M>
+	static void set_migrating(M& m, uint64_t h, bool on)
+	{
+		auto* b = M::bucket_of(m.tbl_.load(), h);
+		if (on)
+			b->ctrl.fetch_or(M::kLock | M::kMigrating);
+		else
+			b->ctrl.fetch_and(~(M::kLock | M::kMigrating));
+	}
+};
+
+namespace {
+
+using test::make_key;
+using test::tuple4;
+using map4 = rhash<tuple4, uint64_t>;
+using lru4 = overflow_lru<tuple4, uint64_t>;
+
+class overflow_lru_test : public ::testing::Test {
+protected:
+	rcu::thread_registration reg;
+	map4 map{rhash_config{.min_entries = 1000, .max_entries = 100000}};
+};
+
+TEST_F(overflow_lru_test, empty_until_an_insert_and_lookups_find_what_was_inserted)
+{
+	lru4 lru(map, 64);
+	EXPECT_TRUE(lru.empty());
+	EXPECT_EQ(lru.lookup(make_key<tuple4>(1)), nullptr);
+	ASSERT_EQ(lru.insert(make_key<tuple4>(1), 10, false), 0);
+	EXPECT_FALSE(lru.empty());
+	ASSERT_NE(lru.lookup(make_key<tuple4>(1)), nullptr);
+	EXPECT_EQ(*lru.lookup(make_key<tuple4>(1)), 10u);
+	EXPECT_EQ(lru.lookup(make_key<tuple4>(2)), nullptr);
+	uint64_t* out = nullptr;
+	EXPECT_EQ(lru.insert(make_key<tuple4>(1), 11, false, &out), -EEXIST);
+	EXPECT_EQ(*out, 10u);
+	EXPECT_EQ(lru.erase(make_key<tuple4>(1)), 0);
+	EXPECT_EQ(lru.erase(make_key<tuple4>(1)), -ENOENT);
+	EXPECT_TRUE(lru.empty());
+}
+
+TEST_F(overflow_lru_test, full_evicts_evict_first_entries_oldest_first_then_the_rest)
+{
+	lru4 lru(map, 8);
+	for (uint64_t i = 0; i < 4; i++)  // established
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, false), 0);
+	for (uint64_t i = 4; i < 8; i++)  // half-open
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, true), 0);
+	ASSERT_EQ(lru.size(), 8u);
+	// Four more: the four half-open go, oldest first.
+	for (uint64_t i = 8; i < 12; i++) {
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, false), 0);
+		EXPECT_EQ(lru.lookup(make_key<tuple4>(i - 4)), nullptr) << i - 4;
+	}
+	for (uint64_t i = 0; i < 4; i++)
+		EXPECT_NE(lru.lookup(make_key<tuple4>(i)), nullptr) << i;
+	// Then the least recently used established: 0, unless touched.
+	ASSERT_EQ(lru.touch(make_key<tuple4>(0)), 0);
+	ASSERT_EQ(lru.insert(make_key<tuple4>(12), 12, false), 0);
+	EXPECT_NE(lru.lookup(make_key<tuple4>(0)), nullptr);
+	EXPECT_EQ(lru.lookup(make_key<tuple4>(1)), nullptr);
+	const overflow_lru_stats s = lru.stats();
+	EXPECT_EQ(s.evicted_first, 4u);
+	EXPECT_EQ(s.evicted_other, 1u);
+	EXPECT_EQ(s.entries, 8u);
+}
+
+TEST_F(overflow_lru_test, an_established_flow_leaves_the_evict_first_class)
+{
+	lru4 lru(map, 2);
+	ASSERT_EQ(lru.insert(make_key<tuple4>(1), 1, true), 0);
+	ASSERT_EQ(lru.insert(make_key<tuple4>(2), 2, true), 0);
+	ASSERT_EQ(lru.set_evict_first(make_key<tuple4>(1), false), 0);
+	ASSERT_EQ(lru.insert(make_key<tuple4>(3), 3, true), 0);
+	EXPECT_NE(lru.lookup(make_key<tuple4>(1)), nullptr);
+	EXPECT_EQ(lru.lookup(make_key<tuple4>(2)), nullptr);
+}
+
+TEST_F(overflow_lru_test, drain_moves_the_same_entry_objects_into_the_hash)
+{
+	lru4 lru(map, 256);
+	uint64_t* ptrs[100];
+	for (uint64_t i = 0; i < 100; i++)
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, i % 2 == 0, &ptrs[i]), 0);
+	EXPECT_EQ(lru.drain(), 100u);
+	EXPECT_TRUE(lru.empty());
+	EXPECT_EQ(map.size(), 100u);
+	for (uint64_t i = 0; i < 100; i++) {
+		EXPECT_EQ(map.lookup(make_key<tuple4>(i)), ptrs[i]) << "entry moved, not copied";
+		EXPECT_EQ(*ptrs[i], i);
+	}
+	EXPECT_EQ(lru.stats().drained, 100u);
+}
+
+TEST_F(overflow_lru_test, drain_stops_at_ebusy_and_keeps_what_it_could_not_move)
+{
+	lru4 lru(map, 16);
+	const tuple4 k = make_key<tuple4>(5);
+	ASSERT_EQ(lru.insert(k, 5, false), 0);
+	rhash_test_peer::set_migrating(map, map.hash(k), true);
+	EXPECT_EQ(lru.drain(), 0u);
+	EXPECT_NE(lru.lookup(k), nullptr);
+	rhash_test_peer::set_migrating(map, map.hash(k), false);
+	EXPECT_EQ(lru.drain(), 1u);
+	EXPECT_NE(map.lookup(k), nullptr);
+}
+
+TEST_F(overflow_lru_test, drain_drops_a_copy_the_hash_already_holds)
+{
+	lru4 lru(map, 16);
+	ASSERT_EQ(lru.insert(make_key<tuple4>(9), 1, false), 0);
+	ASSERT_EQ(map.insert(make_key<tuple4>(9), 2), 0);
+	EXPECT_EQ(lru.drain(), 1u);
+	EXPECT_TRUE(lru.empty());
+	EXPECT_EQ(*map.lookup(make_key<tuple4>(9)), 2u);
+	EXPECT_EQ(lru.stats().drain_duplicates, 1u);
+}
+
+TEST_F(overflow_lru_test, many_inserts_keep_the_capacity_and_every_survivor_findable)
+{
+	lru4 lru(map, 1000);
+	for (uint64_t i = 0; i < 20000; i++)
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, i % 3 == 0), 0);
+	EXPECT_EQ(lru.size(), 1000u);
+	unsigned found = 0;
+	for (uint64_t i = 0; i < 20000; i++)
+		if (uint64_t* v = lru.lookup(make_key<tuple4>(i))) {
+			EXPECT_EQ(*v, i);
+			found++;
+		}
+	EXPECT_EQ(found, 1000u);
+}
+
+}  // namespace
+}  // namespace ctplane::maps

@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// Every return code of rhash, its counter, the watermarks and the resize
+// rules, single-threaded (the concurrent behaviour is in the stress test).
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "maps/rhash.h"
+#include "tests/maps/test_keys.h"
+
+namespace ctplane::maps {
+
+// Reaches into a bucket to put it in states a single thread cannot
+// otherwise observe (mid-migration).
+struct rhash_test_peer {
+	template <typename M>
+	static void set_migrating(M& m, uint64_t h, bool on)
+	{
+		auto* b = M::bucket_of(m.tbl_.load(), h);
+		if (on)
+			b->ctrl.fetch_or(M::kLock | M::kMigrating);
+		else
+			b->ctrl.fetch_and(~(M::kLock | M::kMigrating));
+	}
+};
+
+namespace {
+
+using test::make_key;
+using test::tuple4;
+using map4 = rhash<tuple4, uint64_t>;
+
+// All keys in one bucket: the chain tests need a degenerate hash.
+struct constant_hash {
+	uint64_t operator()(const tuple4&, uint64_t) const noexcept { return 0x1234567800000042ull; }
+};
+
+class rhash_errors : public ::testing::Test {
+protected:
+	rcu::thread_registration reg;
+};
+
+TEST_F(rhash_errors, enospc_at_max_entries_is_counted_and_leaves_the_table_intact)
+{
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 1000});
+	for (uint64_t i = 0; i < 1000; i++)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0) << i;
+	EXPECT_EQ(m.insert(make_key<tuple4>(5000), 1), -ENOSPC);
+	EXPECT_EQ(m.insert(make_key<tuple4>(5001), 1), -ENOSPC);
+	EXPECT_EQ(m.size(), 1000u);
+	EXPECT_EQ(m.stats().err_nospc, 2u);
+	EXPECT_EQ(m.lookup(make_key<tuple4>(5000)), nullptr);
+	// A free place makes room again.
+	ASSERT_EQ(m.erase(make_key<tuple4>(0)), 0);
+	EXPECT_EQ(m.insert(make_key<tuple4>(5000), 1), 0);
+}
+
+TEST_F(rhash_errors, eexist_is_counted)
+{
+	map4 m;
+	ASSERT_EQ(m.insert(make_key<tuple4>(1), 1), 0);
+	EXPECT_EQ(m.insert(make_key<tuple4>(1), 2), -EEXIST);
+	const rhash_stats s = m.stats();
+	EXPECT_EQ(s.err_exist, 1u);
+	EXPECT_EQ(s.inserts, 1u);
+}
+
+TEST_F(rhash_errors, insert_into_a_bucket_under_migration_is_ebusy_not_a_wait)
+{
+	map4 m;
+	const tuple4 k = make_key<tuple4>(77);
+	const uint64_t h = m.hash(k);
+	rhash_test_peer::set_migrating(m, h, true);
+	EXPECT_EQ(m.insert(k, 1), -EBUSY);
+	EXPECT_EQ(m.stats().err_busy_resize, 1u);
+	EXPECT_EQ(m.size(), 0u);
+	rhash_test_peer::set_migrating(m, h, false);
+	EXPECT_EQ(m.insert(k, 1), 0);
+}
+
+TEST_F(rhash_errors, over_long_chain_is_ebusy_and_the_chain_limit_holds)
+{
+	rhash<tuple4, uint64_t, constant_hash> m(
+		rhash_config{.min_entries = 64, .max_entries = 4096, .max_chain = 2});
+	// One bucket of 15 slots plus two overflow buckets: 45 entries.
+	for (uint64_t i = 0; i < 45; i++)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0) << i;
+	EXPECT_EQ(m.insert(make_key<tuple4>(45), 45), -EBUSY);
+	EXPECT_EQ(m.stats().err_busy_chain, 1u);
+	EXPECT_EQ(m.stats().overflow_buckets, 2u);
+	for (uint64_t i = 0; i < 45; i++)
+		ASSERT_NE(m.lookup(make_key<tuple4>(i)), nullptr) << i;
+	// Erasing from the main bucket frees a slot the next insert reuses.
+	ASSERT_EQ(m.erase(make_key<tuple4>(3)), 0);
+	EXPECT_EQ(m.insert(make_key<tuple4>(45), 45), 0);
+	EXPECT_EQ(m.stats().overflow_buckets, 2u);
+}
+
+TEST_F(rhash_errors, enomem_when_the_entry_allocator_is_exhausted)
+{
+	map4 m(rhash_config{.min_entries = 64, .max_entries = 1024});
+	std::vector<uint32_t> held;
+	for (uint32_t r; (r = m.allocator().alloc()) != 0;)
+		held.push_back(r);
+	EXPECT_EQ(m.insert(make_key<tuple4>(1), 1), -ENOMEM);
+	EXPECT_EQ(m.stats().err_nomem, 1u);
+	EXPECT_EQ(m.size(), 0u);
+	for (uint32_t r : held)
+		m.allocator().free(r);
+	EXPECT_EQ(m.insert(make_key<tuple4>(1), 1), 0);
+}
+
+TEST_F(rhash_errors, resize_requests_outside_the_limits_are_refused)
+{
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 4000});
+	EXPECT_EQ(m.shrink(), -ENOSPC);  // already at the minimum
+	ASSERT_EQ(m.grow(), 0);
+	EXPECT_EQ(m.grow(), -EBUSY);  // one resize at a time
+	EXPECT_EQ(m.shrink(), -EBUSY);
+	while (m.resize_step(16) != 0) {
+	}
+	ASSERT_EQ(m.grow(), 0);
+	while (m.resize_step(16) != 0) {
+	}
+	EXPECT_EQ(m.grow(), -ENOSPC);  // 4x min covers max_entries
+	EXPECT_EQ(m.stats().grows, 2u);
+}
+
+TEST_F(rhash_errors, watermarks_grow_and_shrink_within_min_and_max)
+{
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 100000});
+	const uint64_t min_buckets = m.buckets();
+	uint64_t i = 0;
+	for (; i < 60000; i++) {
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0) << i;
+		if (i % 512 == 0)
+			m.maintain(64);
+	}
+	while (m.maintain(1 << 20) != 0 || m.stats().load > 0.75) {
+	}
+	rhash_stats s = m.stats();
+	EXPECT_GT(s.grows, 0u);
+	EXPECT_LE(s.load, 0.75);
+	EXPECT_GE(s.load, 0.30);
+	for (uint64_t j = 0; j < i; j++) {
+		ASSERT_EQ(m.erase(make_key<tuple4>(j)), 0) << j;
+		if (j % 512 == 0)
+			m.maintain(64);
+	}
+	while (m.maintain(1 << 20) != 0 || (m.buckets() > min_buckets && m.stats().load < 0.30)) {
+	}
+	s = m.stats();
+	EXPECT_GT(s.shrinks, 0u);
+	EXPECT_EQ(m.buckets(), min_buckets);
+	EXPECT_EQ(s.entries, 0u);
+	EXPECT_EQ(s.erases, i);
+}
+
+TEST_F(rhash_errors, incremental_resize_never_hides_a_key_and_loses_none)
+{
+	map4 m(rhash_config{.min_entries = 2000, .max_entries = 200000});
+	std::set<uint64_t> model;
+	std::mt19937_64 rng(7);
+	uint64_t next = 0;
+	for (; next < 1500; next++) {
+		ASSERT_EQ(m.insert(make_key<tuple4>(next), next), 0);
+		model.insert(next);
+	}
+	for (int kind = 0; kind < 3; kind++) {
+		ASSERT_EQ(kind == 0 ? m.grow() : kind == 1 ? m.rehash() : m.shrink(), 0);
+		size_t left;
+		do {
+			left = m.resize_step(3);
+			// Between steps no bucket is mid-migration: inserts succeed
+			// wherever their bucket is, erases find their key.
+			for (int j = 0; j < 4; j++, next++) {
+				ASSERT_EQ(m.insert(make_key<tuple4>(next), next), 0) << next;
+				model.insert(next);
+			}
+			auto it = model.lower_bound(rng() % next);
+			const uint64_t victim = it != model.end() ? *it : *model.begin();
+			ASSERT_EQ(m.erase(make_key<tuple4>(victim)), 0) << victim;
+			model.erase(victim);
+			for (uint64_t k : model) {
+				uint64_t* v = m.lookup(make_key<tuple4>(k));
+				ASSERT_NE(v, nullptr) << "kind " << kind << " key " << k;
+				ASSERT_EQ(*v, k);
+			}
+		} while (left != 0);
+		EXPECT_FALSE(m.resizing());
+	}
+	const rhash_stats s = m.stats();
+	EXPECT_EQ(s.grows, 1u);
+	EXPECT_EQ(s.rehashes, 1u);
+	EXPECT_EQ(s.shrinks, 1u);
+	EXPECT_EQ(m.size(), model.size());
+	std::set<uint64_t> walked;
+	for (auto& e : m)
+		walked.insert(e.value);
+	EXPECT_EQ(walked, model);
+}
+
+TEST_F(rhash_errors, an_iterator_pins_the_layout_so_a_walk_mid_resize_is_exact)
+{
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 100000});
+	for (uint64_t i = 0; i < 700; i++)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0);
+	ASSERT_EQ(m.grow(), 0);
+	m.resize_step(m.buckets() / 2);  // half migrated
+	std::set<uint64_t> seen;
+	for (auto it = m.begin(); it != m.end(); ++it) {
+		EXPECT_TRUE(seen.insert(it->value).second) << it->value;
+		EXPECT_NE(m.resize_step(1), 0u);  // pinned: no progress
+	}
+	EXPECT_EQ(seen.size(), 700u);
+	while (m.resize_step(64) != 0) {
+	}
+	EXPECT_FALSE(m.resizing());
+}
+
+TEST_F(rhash_errors, reclaim_frees_erased_entries_after_a_grace_period)
+{
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 10000});
+	for (uint64_t i = 0; i < 5000; i++)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0);
+	for (uint64_t i = 0; i < 5000; i++)
+		ASSERT_EQ(m.erase(make_key<tuple4>(i)), 0);
+	EXPECT_EQ(m.allocator().stats().objects_retired, 5000u);
+	EXPECT_EQ(m.reclaim(), 5000u);
+	EXPECT_EQ(m.allocator().stats().objects_retired, 0u);
+	m.allocator().flush_thread_cache();
+	EXPECT_EQ(m.allocator().stats().objects_in_use, 0u);
+}
+
+TEST_F(rhash_errors, bad_configuration_is_refused_with_a_message)
+{
+	EXPECT_DEATH(map4(rhash_config{.grow_pct = 50, .shrink_pct = 30}), "watermarks");
+	EXPECT_DEATH(map4(rhash_config{.min_entries = 10, .max_entries = 5}), "min_entries");
+}
+
+TEST_F(rhash_errors, memory_is_reported_and_follows_the_size)
+{
+	// Entry chunks are sized from max_entries (1/8 of it, up to 2 MiB);
+	// keep them small against the 200K entries measured here.
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 1 << 18});
+	const size_t empty = m.bytes_used();
+	for (uint64_t i = 0; i < 200000; i++) {
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0);
+		if (i % 1024 == 0)
+			m.maintain(1 << 20);
+	}
+	while (m.maintain(1 << 20) != 0) {
+	}
+	const size_t full = m.bytes_used();
+	EXPECT_GT(full, empty + 200000 * sizeof(map4::entry));
+	// Index + entries + metadata: well under 2x of the payload here.
+	EXPECT_LT(full, 200000 * sizeof(map4::entry) * 2 + empty);
+}
+
+}  // namespace
+}  // namespace ctplane::maps
