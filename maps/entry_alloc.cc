@@ -15,6 +15,7 @@
 //    after: everything it frees was retired before the wait began.
 #include "maps/entry_alloc.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -179,6 +180,10 @@ bool entry_allocator::refill(cache& c) noexcept
 				break;
 		}
 		m.hint = w;
+		if (c.n != 0) {
+			const uint32_t top = (c.refs[c.n - 1] & slot_mask_) + 1;
+			m.hwm = std::max(m.hwm, top);
+		}
 		if (m.free == 0)
 			list_remove(ci);
 	}
@@ -338,8 +343,17 @@ entry_allocator_stats entry_allocator::stats() const noexcept
 size_t entry_allocator::bytes_used() const noexcept
 {
 	std::lock_guard<spinlock> g(lock_);
-	const size_t per_chunk = region_size(chunk_bytes_) + (size_t{1} << chunk_log2_) / 8;
-	return nchunks_ * per_chunk;
+	const size_t unit = region_size(chunk_bytes_) > region_size(chunk_bytes_, false)
+				    ? kHugePage
+				    : region_size(1, false);
+	size_t bytes = nchunks_ * ((size_t{1} << chunk_log2_) / 8);  // bitmaps
+	for (uint32_t i = 0; i < dir_used_; i++) {
+		if (meta_[i].bitmap == nullptr)
+			continue;
+		const size_t touched = size_t{meta_[i].hwm} * object_size_;
+		bytes += std::min(chunk_bytes_, (touched + unit - 1) / unit * unit);
+	}
+	return bytes;
 }
 
 }  // namespace ctplane::maps

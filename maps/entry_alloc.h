@@ -111,7 +111,10 @@ public:
 	uint64_t max_objects() const noexcept { return max_objects_; }
 
 	entry_allocator_stats stats() const noexcept;
-	// Object memory mapped plus metadata.
+	// Memory the objects really occupy, plus metadata. Objects are handed
+	// out lowest address first, so a chunk's pages above its high-water
+	// mark were never touched and cost nothing; the mark is rounded up to
+	// the page (the 2 MiB page for chunks that get transparent huge pages).
 	size_t bytes_used() const noexcept;
 
 private:
@@ -123,6 +126,7 @@ private:
 		uint64_t* bitmap = nullptr;  // 1 = free
 		uint32_t free = 0;           // set bits
 		uint32_t hint = 0;           // no free bit below this word
+		uint32_t hwm = 0;            // objects below this were ever handed out
 		int32_t prev = -1, next = -1;  // list of chunks with free objects
 		bool on_list = false;
 	};

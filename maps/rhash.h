@@ -341,12 +341,19 @@ inline entry_allocator_config alloc_config(uint32_t object_size, uint64_t max_en
 	// Entries beyond max_entries: per-thread caches and retired entries
 	// waiting for a grace period.
 	const uint64_t max_objects = max_entries + max_entries / 4 + 64 * 1024;
-	// Chunks of about 2 MiB so that big tables get transparent huge pages,
-	// but no more than 1/8 of the maximum so that small tables stay small.
+	// Big tables: the smallest chunk that is a whole number of 2 MiB pages
+	// (object_size x 2^k), so that entries get transparent huge pages and a
+	// chunk never ends in a half-used huge page. Small tables: chunks of at
+	// most 1 MiB and 1/8 of the maximum, on normal pages.
 	unsigned log2 = 6;
-	while (log2 < 20 && (uint64_t{object_size} << (log2 + 1)) <= kHugePage * 2 &&
-	       (uint64_t{1} << (log2 + 1)) <= std::max<uint64_t>(max_objects / 8, 64))
+	while ((uint64_t{object_size} << log2) % kHugePage != 0)
 		log2++;
+	if (log2 > 20 || (uint64_t{1} << log2) > max_objects / 4) {
+		log2 = 6;
+		while (log2 < 20 && (uint64_t{object_size} << (log2 + 1)) <= (1u << 20) &&
+		       (uint64_t{1} << (log2 + 1)) <= std::max<uint64_t>(max_objects / 8, 64))
+			log2++;
+	}
 	return entry_allocator_config{.object_size = object_size,
 				      .max_objects = max_objects,
 				      .chunk_log2 = log2,

@@ -157,9 +157,11 @@ void grow_to_a_million_and_back()
 	EXPECT_EQ(rs.wrong.load(), 0u);
 	const rhash_stats s = m.stats();
 	EXPECT_GE(max_buckets.load() * 15, churn) << "grew with the load";
-	EXPECT_GT(s.grows, 3u);
-	EXPECT_GT(s.shrinks, 3u);
+	EXPECT_GE(s.grows, 3u);
+	EXPECT_GE(s.shrinks, 2u);
+	// Back to the size the remaining keys need.
 	EXPECT_LE(s.load, 0.75);
+	EXPECT_TRUE(s.load >= 0.30 || m.buckets() == min_buckets) << s.load;
 	// Final content equals the model: stable keys and one churn key in 1000.
 	rcu::thread_registration reg;
 	uint64_t stable = 0, churn_left = 0;

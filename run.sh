@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# ctplane: the two commands of the quick start.
+#
+#   ./run.sh demo    install what is missing, build, run the main job
+#   ./run.sh test    install what is missing, build, run every test
+#
+# Also: ./run.sh build, ./run.sh bench [filter] (the full side-by-side
+# benchmarks; minutes), ./run.sh deps.
+#
+# Environment: BUILD_DIR (default: build), BUILDTYPE (default: release).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BUILD_DIR=${BUILD_DIR:-build}
+BUILDTYPE=${BUILDTYPE:-release}
+
+# Debian 12 packages the build, tests and benchmarks need.
+PACKAGES=(
+	g++ meson ninja-build pkg-config python3
+	libdpdk-dev liburcu-dev libyaml-cpp-dev
+	libgtest-dev libbenchmark-dev libabsl-dev
+)
+
+log() { printf '[run.sh] %s\n' "$*" >&2; }
+
+deps() {
+	local missing=()
+	for p in "${PACKAGES[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	log "installing: ${missing[*]}"
+	local sudo=()
+	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+	export DEBIAN_FRONTEND=noninteractive
+	"${sudo[@]}" apt-get update -qq
+	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+	local dir=${1:-$BUILD_DIR}
+	shift || true
+	if [ ! -f "$dir/build.ninja" ]; then
+		log "configuring $dir"
+		meson setup "$dir" --buildtype="$BUILDTYPE" "$@" >/dev/null
+	fi
+	ninja -C "$dir" >/dev/null || ninja -C "$dir"
+}
+
+# Runs the meson test suites given (default: all) with each GoogleTest
+# binary writing its XML, then prints "N passed, N failed".
+run_tests() {
+	local dir=$1
+	shift
+	local suites=()
+	for s in "$@"; do suites+=(--suite "$s"); done
+	rm -rf "$dir/test-results"
+	mkdir -p "$dir/test-results"
+	local rc=0
+	GTEST_OUTPUT="xml:$PWD/$dir/test-results/" \
+		meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}" || rc=$?
+	python3 tests/summarize.py "$dir" || rc=1
+	return $rc
+}
+
+demo() {
+	log "side-by-side hash benchmark (ctplane rhash vs rte_hash vs cds_lfht), 1M entries"
+	"$BUILD_DIR/bench/maps/bench_rhash" --demo \
+		--benchmark_out="$BUILD_DIR/demo.json" --benchmark_out_format=json
+	python3 bench/compare "$BUILD_DIR/demo.json"
+}
+
+cmd=${1:-}
+shift || true
+case "$cmd" in
+deps) deps ;;
+build) deps && build ;;
+test) deps && build && run_tests "$BUILD_DIR" "$@" ;;  # optional: suite names
+demo) deps && build && demo ;;
+bench)
+	deps && build
+	filter=${1:-.}
+	"$BUILD_DIR/bench/maps/bench_rhash" --benchmark_filter="$filter" \
+		--benchmark_out="$BUILD_DIR/bench.json" --benchmark_out_format=json
+	python3 bench/compare "$BUILD_DIR/bench.json"
+	;;
+*)
+	echo "usage: $0 demo|test|build|bench [filter]|deps" >&2
+	exit 2
+	;;
+esac

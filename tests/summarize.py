@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Counts test cases from a meson test run and prints "N passed, N failed".
+
+Every test binary is GoogleTest and wrote <binary>.xml into
+<builddir>/test-results/. A binary meson saw fail without a failing case in
+its XML (a crash, a timeout, a sanitizer abort) counts as one failed case.
+Exits 1 when anything failed.
+"""
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+
+def main(builddir):
+    results = os.path.join(builddir, "test-results")
+    passed = failed = 0
+    per_binary = {}
+    for name in sorted(os.listdir(results)) if os.path.isdir(results) else []:
+        if not name.endswith(".xml"):
+            continue
+        try:
+            root = ET.parse(os.path.join(results, name)).getroot()
+        except ET.ParseError:
+            continue  # cut short by a crash; meson's log says which
+        p = f = 0
+        for case in root.iter("testcase"):
+            if case.get("result", "completed") == "skipped" or case.find("skipped") is not None:
+                continue
+            if case.find("failure") is not None or case.find("error") is not None:
+                f += 1
+            else:
+                p += 1
+        per_binary[name[:-4]] = f
+        passed += p
+        failed += f
+
+    log = os.path.join(builddir, "meson-logs", "testlog.json")
+    if os.path.exists(log):
+        with open(log) as fh:
+            for line in fh:
+                rec = json.loads(line)
+                if rec.get("result") in ("OK", "SKIP", "EXPECTEDFAIL"):
+                    continue
+                binary = os.path.basename(rec.get("cmd", [rec["name"]])[0])
+                if per_binary.get(binary, 0) == 0:
+                    print(f"{rec['name']}: {rec['result']} with no failing case recorded",
+                          file=sys.stderr)
+                    failed += 1
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "build"))
