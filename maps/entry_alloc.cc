@@ -323,6 +323,40 @@ size_t entry_allocator::reclaim()
 	return n;
 }
 
+void entry_allocator::prepare(uint64_t headroom) noexcept
+{
+	const uint32_t objs = 1u << chunk_log2_;
+	struct range {
+		char* p;
+		size_t bytes;
+	} todo[8];
+	unsigned ntodo = 0;
+	{
+		std::lock_guard<spinlock> g(lock_);
+		while (free_in_chunks_ < headroom && add_chunk()) {
+		}
+		// Walk the chunks alloc() takes from (list order), populating
+		// until `headroom` objects above each high-water mark are ready.
+		uint64_t ready = 0;
+		for (int32_t c = list_head_; c >= 0 && ready < headroom && ntodo < 8; c = meta_[c].next) {
+			chunk_meta& m = meta_[c];
+			const uint32_t base = std::max(m.hwm, m.populated);
+			const uint64_t want = std::min<uint64_t>(objs, m.hwm + (headroom - ready));
+			ready += m.free;
+			if (want <= base)
+				continue;
+			char* mem = chunks_[c].load(std::memory_order_relaxed);
+			const size_t from = size_t{base} * object_size_ / 4096 * 4096;
+			todo[ntodo++] = {mem + from, size_t{want} * object_size_ - from};
+			m.populated = static_cast<uint32_t>(want);
+		}
+	}
+	// Outside the lock: the kernel work is slow. A chunk released meanwhile
+	// only makes the call fail harmlessly (or populate a successor's pages).
+	for (unsigned i = 0; i < ntodo; i++)
+		region_prefault(todo[i].p, todo[i].bytes);
+}
+
 entry_allocator_stats entry_allocator::stats() const noexcept
 {
 	std::lock_guard<spinlock> g(lock_);
@@ -350,7 +384,7 @@ size_t entry_allocator::bytes_used() const noexcept
 	for (uint32_t i = 0; i < dir_used_; i++) {
 		if (meta_[i].bitmap == nullptr)
 			continue;
-		const size_t touched = size_t{meta_[i].hwm} * object_size_;
+		const size_t touched = size_t{std::max(meta_[i].hwm, meta_[i].populated)} * object_size_;
 		bytes += std::min(chunk_bytes_, (touched + unit - 1) / unit * unit);
 	}
 	return bytes;

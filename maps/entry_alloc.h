@@ -28,6 +28,7 @@
 //   alloc, free, retire     any thread (per-thread cache, lock on refill);
 //                           lock-free in the common case
 //   ptr                     any thread; wait-free
+//   prepare                 the control thread (maps and faults in pages)
 //   reclaim                 one control thread at a time, holding no map
 //                           pointer (it waits for a grace period)
 //   flush_thread_cache      the thread whose cache it is, before it exits
@@ -102,6 +103,12 @@ public:
 		return base + static_cast<size_t>(ref & slot_mask_) * object_size_;
 	}
 
+	// Control thread: keeps at least `headroom` free objects in chunks with
+	// their pages populated, so that workers' alloc() never maps a chunk or
+	// takes a page fault (on a VM a first-touch fault can cost
+	// milliseconds). Populated pages count in bytes_used().
+	void prepare(uint64_t headroom) noexcept;
+
 	// Hands this thread's cached objects back to the chunks.
 	void flush_thread_cache() noexcept;
 
@@ -127,6 +134,7 @@ private:
 		uint32_t free = 0;           // set bits
 		uint32_t hint = 0;           // no free bit below this word
 		uint32_t hwm = 0;            // objects below this were ever handed out
+		uint32_t populated = 0;      // objects below this have their pages
 		int32_t prev = -1, next = -1;  // list of chunks with free objects
 		bool on_list = false;
 	};

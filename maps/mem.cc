@@ -39,6 +39,16 @@ void* region_alloc(size_t bytes, bool huge) noexcept
 	return p;
 }
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+void region_prefault(void* p, size_t bytes) noexcept
+{
+	if (p != nullptr && bytes != 0)
+		(void)madvise(p, region_size(bytes, false), MADV_POPULATE_WRITE);
+}
+
 void region_free(void* p, size_t bytes, bool huge) noexcept
 {
 	if (p != nullptr)

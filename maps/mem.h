@@ -26,6 +26,14 @@ inline constexpr size_t kHugePage = size_t{2} << 20;
 // for one line. Returns nullptr when the kernel refuses.
 void* region_alloc(size_t bytes, bool huge = true) noexcept;
 
+// Populates the pages of [p, p + bytes) writable, so that their page faults
+// (and huge page zeroing) are paid now by the caller, the control thread,
+// not later by a worker. Contents are untouched (MADV_POPULATE_WRITE), so
+// it is safe while other threads write to the range. `p` must be page
+// aligned. Best effort: on kernels without MADV_POPULATE_WRITE (< 5.14) it
+// does nothing.
+void region_prefault(void* p, size_t bytes) noexcept;
+
 // Unmaps a region returned by region_alloc with the same arguments.
 void region_free(void* p, size_t bytes, bool huge = true) noexcept;
 

@@ -36,12 +36,15 @@ unsigned take_index() noexcept
 	std::abort();
 }
 
+// Gives the index back when the thread exits.
 struct index_holder {
-	unsigned index = take_index();
+	unsigned index = kMaxThreads;
 	~index_holder()
 	{
-		g_index_taken[index / 64].fetch_and(~(uint64_t{1} << (index % 64)),
-						    std::memory_order_acq_rel);
+		if (index < kMaxThreads)
+			g_index_taken[index / 64].fetch_and(~(uint64_t{1} << (index % 64)),
+							    std::memory_order_acq_rel);
+		detail::t_thread_index = kMaxThreads;
 	}
 };
 
@@ -58,11 +61,19 @@ inline void annotate_quiescent() noexcept
 
 }  // namespace
 
-unsigned thread_index() noexcept
+namespace detail {
+
+__thread unsigned t_thread_index = kMaxThreads;
+
+unsigned assign_thread_index() noexcept
 {
 	thread_local index_holder holder;
+	holder.index = take_index();
+	t_thread_index = holder.index;
 	return holder.index;
 }
+
+}  // namespace detail
 
 namespace rcu {
 

@@ -31,10 +31,23 @@ namespace ctplane::maps {
 // default is 128). Per-thread statistics and caches are arrays of this size.
 inline constexpr unsigned kMaxThreads = 128;
 
+namespace detail {
+// __thread, not thread_local: a trivially initialized TLS word the compiler
+// reads directly, with no init-guard call on the hot path.
+extern __thread unsigned t_thread_index;  // kMaxThreads: not assigned yet
+unsigned assign_thread_index() noexcept;
+}  // namespace detail
+
 // A small dense index for the calling thread, in [0, kMaxThreads), assigned
 // on first use and returned to the pool when the thread exits. Aborts if more
 // than kMaxThreads threads hold one at once (a configuration error).
-unsigned thread_index() noexcept;
+[[gnu::always_inline]] inline unsigned thread_index() noexcept
+{
+	const unsigned i = detail::t_thread_index;
+	if (i < kMaxThreads) [[likely]]
+		return i;
+	return detail::assign_thread_index();
+}
 
 namespace rcu {
 

@@ -15,8 +15,9 @@
 // 64 / 15 = 4.3 bytes per slot: at 75% load 5.7 bytes per entry on top of
 // the entry itself, which is what lets the table stay near 1.25x the bytes
 // of its keys and values. The bucket of a hash is `(h32 * nbuckets) >> 32`
-// (Lemire's multiply-shift): any bucket count works, and doubling splits old
-// bucket i into new buckets 2i and 2i+1 while halving merges them back.
+// (Lemire's multiply-shift): any bucket count works, growing by 2^k splits
+// old bucket i into new buckets [i*2^k, (i+1)*2^k), and halving merges 2i
+// and 2i+1 back into i.
 //
 // Overflow. A bucket whose 15 slots are taken links an overflow bucket from
 // the table's pool through the low bits of its control word. Inserts give up
@@ -71,8 +72,9 @@
 //   stats, size, bytes_used      any thread; a consistent-enough snapshot.
 //
 // Return codes of insert: 0, -EEXIST (key present; *out points at it),
-// -EBUSY (bucket under migration or chain at max_chain; do not spin, spill
-// or drop), -ENOSPC (max_entries reached), -ENOMEM (allocator exhausted).
+// -EBUSY (bucket under migration, chain at max_chain, or its lock held past
+// a short bounded spin; do not spin, spill or drop), -ENOSPC (max_entries
+// reached), -ENOMEM (allocator exhausted).
 // Each is counted per thread.
 #pragma once
 
@@ -80,6 +82,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
@@ -127,7 +130,9 @@ struct rhash_stats {
 	uint64_t overflow_buckets;  // in use in the current table
 	bool resizing;
 	uint64_t inserts, erases;
-	uint64_t err_exist, err_busy_resize, err_busy_chain, err_nospc, err_nomem;
+	// -EBUSY has three causes: bucket under migration, chain at max_chain,
+	// bucket lock held past a short spin (its holder was preempted).
+	uint64_t err_exist, err_busy_resize, err_busy_chain, err_busy_lock, err_nospc, err_nomem;
 	uint64_t erase_missing;
 	uint64_t grows, shrinks, rehashes, buckets_migrated;
 	size_t bytes;               // index + entries + metadata
@@ -255,10 +260,12 @@ private:
 		uint32_t ext_cap;
 		std::atomic<uint32_t> ext_used{1};
 		std::atomic<table*> next{nullptr};
+		uint32_t ext_populated = 0;  // control thread: pool pages faulted in
 	};
 
 	struct alignas(kCacheLine) thread_stats {
-		counter inserts, erases, exist, busy_resize, busy_chain, nospc, nomem, erase_missing;
+		counter inserts, erases, exist, busy_resize, busy_chain, busy_lock, nospc, nomem,
+			erase_missing;
 	};
 
 	static const bucket* bucket_of(const table* t, uint64_t h) noexcept
@@ -282,7 +289,9 @@ private:
 	uint32_t find_in_chain(const table* t, const bucket* b, const K& key, uint32_t tag) const noexcept;
 	uint32_t find_rest(const table* t, const bucket* b, const K& key, uint64_t h) const noexcept;
 
-	int lock_bucket(table*& t, bucket*& b, uint64_t h, bool busy_on_migrating) noexcept;
+	// ~2-5 us of pause: far above any lock hold time, far below a time slice.
+	static constexpr unsigned kMaxSpins = 1024;
+	int lock_bucket(table*& t, bucket*& b, uint64_t h, bool no_wait) noexcept;
 	static void unlock_bucket(bucket* b) noexcept
 	{
 		// release: pairs with the acquire CAS of the next locker.
@@ -293,6 +302,8 @@ private:
 	int insert_impl(const K& key, uint64_t h, uint32_t ref, const V* value, V** out) noexcept;
 
 	table* new_table(uint32_t nbuckets) noexcept;
+	static void populate_ext(table* t) noexcept;
+	void prepare_memory() noexcept;
 	static void free_table(table* t) noexcept;
 	int start_resize(uint64_t nbuckets) noexcept;
 	void migrate_bucket(table* t, table* nt, uint32_t i) noexcept;
@@ -423,7 +434,29 @@ typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets) noe
 		free_table(t);
 		return nullptr;
 	}
+	// The control thread pays the page faults, not the first worker to
+	// insert into the new table.
+	region_prefault(t->buckets, size_t{nbuckets} * sizeof(bucket));
+	populate_ext(t);
 	return t;
+}
+
+// Keeps the overflow pool faulted in ahead of its bump pointer (control
+// thread), so that a worker linking an overflow bucket never takes the page
+// fault: 1/16 of the main buckets ahead, at least 256 KiB. (When inserts
+// outrun a resize, chains grow fast: the pool is consumed faster than the
+// load suggests.) Populated pages count in bytes_used().
+template <typename K, typename V, typename H>
+void rhash<K, V, H>::populate_ext(table* t) noexcept
+{
+	const uint32_t ahead = std::max<uint32_t>(t->nbuckets / 16, 4096);
+	const uint32_t want = std::min(t->ext_cap, t->ext_used.load(std::memory_order_relaxed) + ahead);
+	if (want <= t->ext_populated + ahead / 2)
+		return;
+	const size_t page_buckets = 4096 / sizeof(bucket);
+	const uint32_t from = static_cast<uint32_t>(t->ext_populated / page_buckets * page_buckets);
+	region_prefault(&t->ext[from], size_t{want - from} * sizeof(bucket));
+	t->ext_populated = want;
 }
 
 template <typename K, typename V, typename H>
@@ -504,7 +537,8 @@ uint32_t rhash<K, V, H>::find_rest(const table* t, const bucket* b, const K& key
 	const uint32_t tag = tag_of(h);
 	for (;;) {
 		const uint32_t c = b->ctrl.load(std::memory_order_acquire);
-		if ((c & kExtMask) != 0)
+		// A migrated bucket's chain is empty: skip it.
+		if ((c & kExtMask) != 0 && !(c & kMigrated))
 			if (uint32_t ref = find_in_chain(t, ext_of(t, c), key, tag))
 				return ref;
 		t = t->next.load(std::memory_order_acquire);  // guarantee 2
@@ -531,6 +565,7 @@ template <typename K, typename V, typename H>
 unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* values[],
 				     uint64_t* hit_mask) const noexcept
 {
+	assert(n <= kMaxBulk);
 	uint64_t hs[kMaxBulk];
 	const bucket* bs[kMaxBulk];
 	uint32_t ms[kMaxBulk];
@@ -542,8 +577,21 @@ unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* value
 		bs[i] = bucket_of(t, hs[i]);
 		_mm_prefetch(reinterpret_cast<const char*>(bs[i]), _MM_HINT_T0);
 	}
-	// Stage 2: compare tags and prefetch the first candidate entry.
+	// Stage 2: compare tags and prefetch the first candidate entry. A
+	// bucket already migrated by a running resize is empty: go straight to
+	// its bucket in the new table and prefetch that instead (guarantee 2:
+	// MIGRATED is stored after every entry reached the new table).
+	const table* ts[kMaxBulk];
+	uint64_t redirected = 0;
 	for (unsigned i = 0; i < n; i++) {
+		ts[i] = t;
+		if (bs[i]->ctrl.load(std::memory_order_acquire) & kMigrated) [[unlikely]] {
+			ts[i] = t->next.load(std::memory_order_acquire);
+			bs[i] = bucket_of(ts[i], hs[i]);
+			_mm_prefetch(reinterpret_cast<const char*>(bs[i]), _MM_HINT_T0);
+			redirected |= uint64_t{1} << i;
+			continue;
+		}
 		ms[i] = match(bs[i], tag_of(hs[i]));
 		if (ms[i] != 0) {
 			const unsigned s = static_cast<unsigned>(__builtin_ctz(ms[i]));
@@ -551,13 +599,17 @@ unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* value
 			_mm_prefetch(static_cast<const char*>(alloc_.ptr(ref)), _MM_HINT_T0);
 		}
 	}
+	for (uint64_t r = redirected; r != 0; r &= r - 1) {
+		const unsigned i = static_cast<unsigned>(__builtin_ctzll(r));
+		ms[i] = match(bs[i], tag_of(hs[i]));
+	}
 	// Stage 3: compare keys; chains and resizes take the slow path.
 	uint64_t mask = 0;
 	unsigned hits = 0;
 	for (unsigned i = 0; i < n; i++) {
 		uint32_t ref = find_in_bucket(bs[i], ms[i], *keys[i]);
 		if (ref == 0) [[unlikely]]
-			ref = find_rest(t, bs[i], *keys[i], hs[i]);
+			ref = find_rest(ts[i], bs[i], *keys[i], hs[i]);
 		if (ref != 0) {
 			values[i] = &entry_of(ref)->value;
 			mask |= uint64_t{1} << i;
@@ -573,11 +625,14 @@ unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* value
 // ---- writers --------------------------------------------------------------------
 
 // Locks the bucket of `h` for an update, following `next` past a migrated
-// bucket. Returns -EBUSY if the bucket is being migrated and the caller
-// asked not to wait.
+// bucket. With `no_wait` (inserts), answers -EBUSY when the bucket is being
+// migrated, and -EAGAIN when its lock stays held past a short spin: the
+// holder was preempted (the control thread, on a shared core), and an
+// insert must not wait for a scheduler time slice.
 template <typename K, typename V, typename H>
-int rhash<K, V, H>::lock_bucket(table*& t, bucket*& b, uint64_t h, bool busy_on_migrating) noexcept
+int rhash<K, V, H>::lock_bucket(table*& t, bucket*& b, uint64_t h, bool no_wait) noexcept
 {
+	unsigned spins = 0;
 	for (;;) {
 		// acquire: guarantee 3 (a MIGRATED mark implies `next` is visible).
 		uint32_t c = b->ctrl.load(std::memory_order_acquire);
@@ -587,8 +642,10 @@ int rhash<K, V, H>::lock_bucket(table*& t, bucket*& b, uint64_t h, bool busy_on_
 			continue;
 		}
 		if (c & (kLock | kMigrating)) {
-			if ((c & kMigrating) && busy_on_migrating)
+			if (no_wait && (c & kMigrating))
 				return -EBUSY;
+			if (no_wait && ++spins > kMaxSpins)
+				return -EAGAIN;
 			_mm_pause();
 			continue;
 		}
@@ -643,8 +700,8 @@ int rhash<K, V, H>::insert_impl(const K& key, uint64_t h, uint32_t ref, const V*
 	thread_stats& st = stats_[thread_index()];
 	table* t = tbl_.load(std::memory_order_acquire);
 	bucket* b = bucket_of(t, h);
-	if (lock_bucket(t, b, h, true) != 0) {
-		st.busy_resize.inc();
+	if (const int rc = lock_bucket(t, b, h, true); rc != 0) {
+		(rc == -EBUSY ? st.busy_resize : st.busy_lock).inc();
 		return -EBUSY;
 	}
 	const uint32_t tag = tag_of(h);
@@ -822,8 +879,11 @@ size_t rhash<K, V, H>::resize_step(size_t budget) noexcept
 		return 0;
 	if (iter_pins_.load(std::memory_order_acquire) != 0)
 		return t->nbuckets - cursor_;
-	for (; budget != 0 && cursor_ < t->nbuckets; budget--)
+	for (; budget != 0 && cursor_ < t->nbuckets; budget--) {
 		migrate_bucket(t, nt, cursor_++);
+		if (cursor_ % 256 == 0)
+			prepare_memory();  // a long step must not let workers outrun it
+	}
 	if (cursor_ < t->nbuckets)
 		return t->nbuckets - cursor_;
 	tbl_.store(nt, std::memory_order_release);
@@ -833,16 +893,36 @@ size_t rhash<K, V, H>::resize_step(size_t budget) noexcept
 	return 0;
 }
 
+// Workers never map or fault in memory: keep entries (one huge page's worth,
+// or 1/64 of the table) and overflow buckets ready ahead of them.
+template <typename K, typename V, typename H>
+void rhash<K, V, H>::prepare_memory() noexcept
+{
+	alloc_.prepare(std::max<uint64_t>(kHugePage / sizeof(entry), size() / 64));
+	for (table* t = tbl_.load(std::memory_order_relaxed); t != nullptr;
+	     t = t->next.load(std::memory_order_relaxed))
+		populate_ext(t);
+}
+
 template <typename K, typename V, typename H>
 size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 {
 	reclaim();
+	prepare_memory();
 	if (!resizing()) {
 		const table* t = tbl_.load(std::memory_order_relaxed);
 		const uint64_t slots = uint64_t{t->nbuckets} * kSlots;
 		const uint64_t n = size();
-		if (n * 100 > slots * grow_pct_ && t->nbuckets < max_buckets_)
-			(void)grow();
+		if (n * 100 > slots * grow_pct_ && t->nbuckets < max_buckets_) {
+			// Writers may have run far past the watermark while the last
+			// resize ran: grow by as many doublings as bring the load
+			// back to the middle of the band, in one migration.
+			uint64_t nb = uint64_t{t->nbuckets} * 2;
+			const uint64_t mid = (grow_pct_ + shrink_pct_) / 2;
+			while (n * 100 > nb * kSlots * mid && nb * 2 <= max_buckets_)
+				nb *= 2;
+			(void)start_resize(nb);
+		}
 		else if (n * 100 < slots * shrink_pct_ && t->nbuckets / 2 >= min_buckets_ &&
 			 t->nbuckets % 2 == 0)
 			(void)shrink();
@@ -860,7 +940,9 @@ size_t rhash<K, V, H>::bytes_used() const noexcept
 	size_t bytes = alloc_.bytes_used() + sizeof(*this) + kMaxThreads * sizeof(thread_stats);
 	for (const table* t = tbl_.load(std::memory_order_acquire); t != nullptr;
 	     t = t->next.load(std::memory_order_acquire))
-		bytes += (size_t{t->nbuckets} + t->ext_used.load(std::memory_order_relaxed)) * sizeof(bucket);
+		bytes += (size_t{t->nbuckets} +
+			  std::max(t->ext_used.load(std::memory_order_relaxed), t->ext_populated)) *
+			 sizeof(bucket);
 	return bytes;
 }
 
@@ -882,6 +964,7 @@ rhash_stats rhash<K, V, H>::stats() const noexcept
 		s.err_exist += x.exist.get();
 		s.err_busy_resize += x.busy_resize.get();
 		s.err_busy_chain += x.busy_chain.get();
+		s.err_busy_lock += x.busy_lock.get();
 		s.err_nospc += x.nospc.get();
 		s.err_nomem += x.nomem.get();
 		s.erase_missing += x.erase_missing.get();
