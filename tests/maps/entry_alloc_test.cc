@@ -125,6 +125,19 @@ TEST(entry_alloc, bad_configuration_is_refused_with_a_message)
 		     "max_objects");
 }
 
+TEST(entry_alloc, prepare_maps_and_populates_ahead_of_the_workers)
+{
+	entry_allocator a(small_config());
+	a.prepare(5000);
+	const entry_allocator_stats s = a.stats();
+	EXPECT_GE(s.chunks * 1024, 5000u + 1);
+	EXPECT_GE(a.bytes_used(), 5000u * 24) << "populated pages are counted";
+	EXPECT_EQ(s.objects_in_use, 0u);
+	for (int i = 0; i < 5000; i++)
+		ASSERT_NE(a.alloc(), 0u);
+	EXPECT_EQ(a.stats().chunks, s.chunks) << "alloc() found the chunks ready";
+}
+
 TEST(entry_alloc, bytes_used_follows_the_chunks)
 {
 	entry_allocator a(small_config());

@@ -26,6 +26,16 @@ struct rhash_test_peer {
 		else
 			b->ctrl.fetch_and(~(M::kLock | M::kMigrating));
 	}
+	// A writer (or the migrator) holding the bucket lock, preempted.
+	template <typename M>
+	static void set_locked(M& m, uint64_t h, bool on)
+	{
+		auto* b = M::bucket_of(m.tbl_.load(), h);
+		if (on)
+			b->ctrl.fetch_or(M::kLock);
+		else
+			b->ctrl.fetch_and(~M::kLock);
+	}
 };
 
 namespace {
@@ -80,6 +90,21 @@ TEST_F(rhash_errors, insert_into_a_bucket_under_migration_is_ebusy_not_a_wait)
 	EXPECT_EQ(m.size(), 0u);
 	rhash_test_peer::set_migrating(m, h, false);
 	EXPECT_EQ(m.insert(k, 1), 0);
+}
+
+TEST_F(rhash_errors, insert_gives_up_on_a_lock_held_past_a_short_spin)
+{
+	map4 m;
+	const tuple4 k = make_key<tuple4>(78);
+	rhash_test_peer::set_locked(m, m.hash(k), true);
+	EXPECT_EQ(m.insert(k, 1), -EBUSY);
+	const rhash_stats s = m.stats();
+	EXPECT_EQ(s.err_busy_lock, 1u);
+	EXPECT_EQ(s.err_busy_resize, 0u);
+	EXPECT_EQ(m.size(), 0u);
+	rhash_test_peer::set_locked(m, m.hash(k), false);
+	EXPECT_EQ(m.insert(k, 1), 0);
+	EXPECT_NE(m.lookup(k), nullptr);
 }
 
 TEST_F(rhash_errors, over_long_chain_is_ebusy_and_the_chain_limit_holds)
