@@ -117,6 +117,8 @@ private:
 	uint32_t tag_of(uint64_t h) const noexcept { return static_cast<uint32_t>(h >> 32) & ~ref_mask_; }
 	// Under lock_: the node holding `key`, or kNil.
 	uint32_t find_locked(const K& key, uint64_t h) const noexcept;
+	template <typename F>
+	int with_node(const K& key, F&& f) noexcept;
 	void link(uint32_t n) noexcept;
 	void unlink(uint32_t n) noexcept;
 	// Unindexes node n and returns it to the free list; its ref is retired
@@ -306,44 +308,46 @@ int overflow_lru<K, V, H>::insert_with_hash(const K& key, const V& value, uint64
 	return 0;
 }
 
+// Runs f(node) under the lock on the node holding `key`: 0, or -ENOENT.
 template <typename K, typename V, typename H>
-int overflow_lru<K, V, H>::erase(const K& key) noexcept
+template <typename F>
+int overflow_lru<K, V, H>::with_node(const K& key, F&& f) noexcept
 {
 	const uint64_t h = map_.hash(key);
 	std::lock_guard<spinlock> g(lock_);
 	const uint32_t n = find_locked(key, h);
 	if (n == kNil)
 		return -ENOENT;
-	remove(n, true);
-	erases_++;
+	f(n);
 	return 0;
+}
+
+template <typename K, typename V, typename H>
+int overflow_lru<K, V, H>::erase(const K& key) noexcept
+{
+	return with_node(key, [this](uint32_t n) {
+		remove(n, true);
+		erases_++;
+	});
 }
 
 template <typename K, typename V, typename H>
 int overflow_lru<K, V, H>::touch(const K& key) noexcept
 {
-	const uint64_t h = map_.hash(key);
-	std::lock_guard<spinlock> g(lock_);
-	const uint32_t n = find_locked(key, h);
-	if (n == kNil)
-		return -ENOENT;
-	unlink(n);
-	link(n);
-	return 0;
+	return with_node(key, [this](uint32_t n) {
+		unlink(n);
+		link(n);
+	});
 }
 
 template <typename K, typename V, typename H>
 int overflow_lru<K, V, H>::set_evict_first(const K& key, bool evict_first) noexcept
 {
-	const uint64_t h = map_.hash(key);
-	std::lock_guard<spinlock> g(lock_);
-	const uint32_t n = find_locked(key, h);
-	if (n == kNil)
-		return -ENOENT;
-	unlink(n);
-	nodes_[n].first = evict_first ? 1 : 0;
-	link(n);
-	return 0;
+	return with_node(key, [this, evict_first](uint32_t n) {
+		unlink(n);
+		nodes_[n].first = evict_first ? 1 : 0;
+		link(n);
+	});
 }
 
 template <typename K, typename V, typename H>

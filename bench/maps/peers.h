@@ -51,6 +51,22 @@ struct key_eq {
 	bool operator()(const K& a, const K& b) const noexcept { return std::memcmp(&a, &b, sizeof(K)) == 0; }
 };
 
+// Bulk lookup for peers without one: single lookups in a loop.
+template <typename T, typename K>
+unsigned one_by_one(const T& t, const K* const* p, unsigned n, uint64_t** v, uint64_t* mask)
+{
+	unsigned hits = 0;
+	*mask = 0;
+	for (unsigned i = 0; i < n; i++) {
+		v[i] = t.lookup(*p[i]);
+		if (v[i] != nullptr) {
+			*mask |= uint64_t{1} << i;
+			hits++;
+		}
+	}
+	return hits;
+}
+
 // ---- ctplane rhash -----------------------------------------------------------
 template <typename K>
 class ours {
@@ -200,16 +216,7 @@ public:
 	}
 	unsigned lookup_bulk(const K* const* p, unsigned n, uint64_t** v, uint64_t* mask) const
 	{
-		unsigned hits = 0;
-		*mask = 0;
-		for (unsigned i = 0; i < n; i++) {
-			v[i] = lookup(*p[i]);
-			if (v[i] != nullptr) {
-				*mask |= uint64_t{1} << i;
-				hits++;
-			}
-		}
-		return hits;
+		return one_by_one(*this, p, n, v, mask);
 	}
 	size_t bytes() const { return bytes_; }
 
@@ -242,16 +249,7 @@ public:
 	}
 	unsigned lookup_bulk(const K* const* p, unsigned n, uint64_t** v, uint64_t* mask) const
 	{
-		unsigned hits = 0;
-		*mask = 0;
-		for (unsigned i = 0; i < n; i++) {
-			v[i] = lookup(*p[i]);
-			if (v[i] != nullptr) {
-				*mask |= uint64_t{1} << i;
-				hits++;
-			}
-		}
-		return hits;
+		return one_by_one(*this, p, n, v, mask);
 	}
 	size_t bytes() const { return bytes_; }
 

@@ -4,22 +4,10 @@
 #include <cerrno>
 
 #include "maps/overflow_lru.h"
+#include "tests/maps/rhash_test_peer.h"
 #include "tests/maps/test_keys.h"
 
 namespace ctplane::maps {
-
-struct rhash_test_peer {
-	template <typename M>
-	static void set_migrating(M& m, uint64_t h, bool on)
-	{
-		auto* b = M::bucket_of(m.tbl_.load(), h);
-		if (on)
-			b->ctrl.fetch_or(M::kLock | M::kMigrating);
-		else
-			b->ctrl.fetch_and(~(M::kLock | M::kMigrating));
-	}
-};
-
 namespace {
 
 using test::make_key;

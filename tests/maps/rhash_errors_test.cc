@@ -10,33 +10,11 @@
 #include <vector>
 
 #include "maps/rhash.h"
+#include "tests/maps/rhash_test_peer.h"
 #include "tests/maps/test_keys.h"
 
 namespace ctplane::maps {
 
-// Reaches into a bucket to put it in states a single thread cannot
-// otherwise observe (mid-migration).
-struct rhash_test_peer {
-	template <typename M>
-	static void set_migrating(M& m, uint64_t h, bool on)
-	{
-		auto* b = M::bucket_of(m.tbl_.load(), h);
-		if (on)
-			b->ctrl.fetch_or(M::kLock | M::kMigrating);
-		else
-			b->ctrl.fetch_and(~(M::kLock | M::kMigrating));
-	}
-	// A writer (or the migrator) holding the bucket lock, preempted.
-	template <typename M>
-	static void set_locked(M& m, uint64_t h, bool on)
-	{
-		auto* b = M::bucket_of(m.tbl_.load(), h);
-		if (on)
-			b->ctrl.fetch_or(M::kLock);
-		else
-			b->ctrl.fetch_and(~M::kLock);
-	}
-};
 
 namespace {
 

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Reaches into rhash buckets to put them in states a single thread cannot
+// otherwise observe: mid-migration, or locked by a preempted holder.
+#pragma once
+
+#include "maps/rhash.h"
+
+namespace ctplane::maps {
+
+struct rhash_test_peer {
+	template <typename M>
+	static void set_bits(M& m, uint64_t h, uint32_t bits, bool on)
+	{
+		auto* b = M::bucket_of(m.tbl_.load(), h);
+		if (on)
+			b->ctrl.fetch_or(bits);
+		else
+			b->ctrl.fetch_and(~bits);
+	}
+	template <typename M>
+	static void set_migrating(M& m, uint64_t h, bool on)
+	{
+		set_bits(m, h, M::kLock | M::kMigrating, on);
+	}
+	template <typename M>
+	static void set_locked(M& m, uint64_t h, bool on)
+	{
+		set_bits(m, h, M::kLock, on);
+	}
+};
+
+}  // namespace ctplane::maps
