@@ -18,7 +18,7 @@ BUILDTYPE=${BUILDTYPE:-release}
 PACKAGES=(
 	g++ meson ninja-build pkg-config python3
 	libdpdk-dev liburcu-dev libyaml-cpp-dev
-	libgtest-dev libbenchmark-dev libabsl-dev
+	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev
 )
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }

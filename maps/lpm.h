@@ -1,0 +1,722 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// lpm: longest-prefix match for IPv4 and IPv6 on the qp-trie machinery.
+//
+// ---------------------------------------------------------------------------
+// Design
+//
+// Two structures, one writer.
+//
+// Routes. Every route lives in a qptrie keyed by (address bytes, prefix
+// length): exact(), erase() and the ordered walk read it, and it is the
+// truth the lookup structure is compiled from.
+//
+// Lookup structure (poptrie, Asai & Ohara, SIGCOMM 2015, on the qp-trie's
+// bitmap + popcount nodes). A direct-indexed top level of 2^S slots (S = 18
+// for IPv4, 16 for IPv6) holds either a next hop or a subtree. A subtree
+// node consumes 6 address bits: 64 children indexed by popcount over two
+// 64-bit bitmaps, `vector` (which children are nodes) and `leafvec` (where
+// a run of equal next hops starts among the leaves). A node is 24 bytes;
+// equal neighbouring leaves are stored once. A full IPv4 table is a few
+// MiB, so lookups hit cache: slot, one or two nodes, one leaf.
+//
+// Updates. A route longer than S bits rebuilds the subtree of its one slot
+// (a few routes on a real table) from the route trie and publishes it with
+// one atomic store of the slot. A route of S bits or fewer changes the
+// per-slot default of the slots it covers. Replaced subtrees are retired and
+// freed after a grace period. replace() builds a whole new table aside and
+// publishes it with one pointer store.
+//
+// Ordering guarantees:
+//  1. A subtree is fully written before the slot word naming it is stored
+//     (release); readers load the table pointer and slots with acquire.
+//  2. Nothing a reader may hold is freed before a grace period (reclaim()).
+//     A reader sees each slot either before or after an update.
+// ---------------------------------------------------------------------------
+//
+// Addresses are host-order integers whose most significant bit is the
+// first address bit (uint32_t for IPv4, unsigned __int128 for IPv6); the
+// family's from_bytes() converts network-order bytes.
+//
+// Concurrency contract.
+//   lookup, lookup_bulk, exact, for_each   RCU readers; lock-free
+//   insert, erase, replace, load_text      one writer at a time (writer lock)
+//   reclaim                                a thread holding no lpm pointer;
+//                                          waits for a grace period
+// Values are next hops in [0, kNoRoute). Errors: -EINVAL (length out of
+// range, host bits set, value kNoRoute), -EEXIST (insert of a present
+// route; use assign to overwrite), -ENOENT, -ENOMEM.
+#pragma once
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "maps/mem.h"
+#include "maps/qptrie.h"
+#include "maps/rcu.h"
+
+namespace ctplane::maps {
+
+struct ipv4 {
+	using addr = uint32_t;
+	static constexpr unsigned kBits = 32;
+	static constexpr unsigned kTopBits = 18;
+	static constexpr int kAf = AF_INET;
+	static addr from_bytes(const uint8_t* b) noexcept
+	{
+		return uint32_t{b[0]} << 24 | uint32_t{b[1]} << 16 | uint32_t{b[2]} << 8 | b[3];
+	}
+	static void to_bytes(addr a, uint8_t* b) noexcept
+	{
+		for (int i = 3; i >= 0; i--, a >>= 8)
+			b[i] = static_cast<uint8_t>(a);
+	}
+};
+
+struct ipv6 {
+	using addr = unsigned __int128;
+	static constexpr unsigned kBits = 128;
+	static constexpr unsigned kTopBits = 16;
+	static constexpr int kAf = AF_INET6;
+	static addr from_bytes(const uint8_t* b) noexcept
+	{
+		addr a = 0;
+		for (int i = 0; i < 16; i++)
+			a = a << 8 | b[i];
+		return a;
+	}
+	static void to_bytes(addr a, uint8_t* b) noexcept
+	{
+		for (int i = 15; i >= 0; i--, a >>= 8)
+			b[i] = static_cast<uint8_t>(a);
+	}
+};
+
+struct lpm_stats {
+	uint64_t routes;
+	uint64_t subtrees;
+	size_t lookup_bytes;  // top level + live subtrees (what lookups touch)
+	size_t route_bytes;   // the route trie
+	size_t garbage_bytes; // replaced subtrees still mapped in the build arena
+};
+
+template <typename F>
+class lpm {
+public:
+	using addr = typename F::addr;
+	static constexpr uint32_t kNoRoute = UINT32_MAX;
+	static constexpr unsigned kBits = F::kBits;
+	static constexpr unsigned kMaxBulk = 64;
+
+	struct route {
+		addr prefix;
+		uint8_t len;
+		uint32_t value;
+	};
+
+	lpm();
+	~lpm();
+	lpm(const lpm&) = delete;
+	lpm& operator=(const lpm&) = delete;
+
+	// ---- readers ----------------------------------------------------------
+	// The next hop of the longest prefix containing `a`, or kNoRoute.
+	uint32_t lookup(addr a) const noexcept
+	{
+		return lookup_in(t_.load(std::memory_order_acquire), a);
+	}
+	// values[i] = lookup(addrs[i]) for n <= 64; returns the number found.
+	unsigned lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) const noexcept;
+	// The value of exactly (prefix, len), or kNoRoute.
+	uint32_t exact(addr prefix, unsigned len) const noexcept;
+	// f(const route&) in (prefix, len) order while it returns true.
+	template <typename Fn>
+	void for_each(Fn&& f) const;
+	uint64_t size() const noexcept { return t_.load(std::memory_order_acquire)->routes->size(); }
+
+	// ---- writer -----------------------------------------------------------
+	int insert(addr prefix, unsigned len, uint32_t value) noexcept { return update(prefix, len, value, false); }
+	int assign(addr prefix, unsigned len, uint32_t value) noexcept { return update(prefix, len, value, true); }
+	int erase(addr prefix, unsigned len) noexcept;
+	// Builds a table of exactly `routes` aside and publishes it in one
+	// store. All or nothing: on error (-EINVAL with *bad_index set, or
+	// -ENOMEM) the current table stays.
+	int replace(const std::vector<route>& routes, size_t* bad_index = nullptr);
+	// Waits for a grace period, then frees replaced subtrees and tables.
+	size_t reclaim();
+
+	lpm_stats stats() const noexcept;
+
+	// Parses "a.b.c.d/len" (or an IPv6 prefix) into r. Returns an empty
+	// string or the reason it is not a valid prefix of this family.
+	static std::string parse(std::string_view text, route* r);
+
+private:
+	struct node {
+		uint64_t vector;   // child i is a node
+		uint64_t leafvec;  // a run of equal leaves starts at child i
+		uint32_t base0;    // first leaf, in uint32 units from the subtree root
+		uint32_t base1;    // first child node, in nodes from the subtree root
+	};
+	static_assert(sizeof(node) == 24);
+	// A slot word: (value << 32 | 1) for a next hop, else a subtree pointer.
+	using slot_word = uint64_t;
+	static constexpr unsigned kTop = F::kTopBits;
+	static constexpr size_t kSlots = size_t{1} << kTop;
+
+	struct table {
+		std::unique_ptr<std::atomic<slot_word>[]> top;
+		std::unique_ptr<uint32_t[]> dflt;     // best route of <= kTop bits per slot
+		std::unique_ptr<uint8_t[]> dflt_len;  // its length, 0xff for none
+		std::unique_ptr<qptrie<uint32_t>> routes;
+		char* arena = nullptr;  // subtrees of the last full build
+		size_t arena_bytes = 0;
+		size_t garbage = 0;     // arena bytes no slot uses any more
+		uint64_t subtrees = 0;
+		size_t heap_bytes = 0;  // subtrees rebuilt since, outside the arena
+		~table() { region_free(arena, arena_bytes); }
+	};
+	struct built {  // one subtree, before placement
+		std::vector<node> nodes;
+		std::vector<uint32_t> leaves;
+		size_t bytes() const { return nodes.size() * sizeof(node) + leaves.size() * 4; }
+	};
+
+	static constexpr size_t kKeyLen = kBits / 8 + 1;
+	static void key_of(addr prefix, unsigned len, uint8_t* k) noexcept
+	{
+		F::to_bytes(prefix, k);
+		k[kBits / 8] = static_cast<uint8_t>(len);
+	}
+	static addr mask(unsigned len) noexcept
+	{
+		return len == 0 ? addr{0} : ~addr{0} << (kBits - len);
+	}
+	static unsigned chunk(addr a, unsigned pos) noexcept  // 6 bits at bit pos
+	{
+		if constexpr (kBits == 32) {
+			return static_cast<unsigned>(((uint64_t{a} << 32) << pos) >> 58);
+		} else {
+			return static_cast<unsigned>(static_cast<uint64_t>((a << pos) >> 64) >> 58);
+		}
+	}
+	static size_t slot_of(addr a) noexcept { return static_cast<size_t>(a >> (kBits - kTop)); }
+	static uint32_t lookup_in(const table* t, addr a) noexcept;
+
+	static void build_node(built& b, uint32_t self, const route* r, size_t n, unsigned pos, uint32_t dflt);
+	static built build_subtree(const route* r, size_t n, uint32_t dflt);
+	static void place(const built& b, char* at) noexcept;
+	std::unique_ptr<table> build_table(std::vector<route> routes, int* err);
+	void rebuild_slot(table* t, size_t slot);
+	static size_t subtree_bytes(const node* root) noexcept;
+	int update(addr prefix, unsigned len, uint32_t value, bool overwrite) noexcept;
+	static bool valid(addr prefix, unsigned len) noexcept { return len <= kBits && (prefix & ~mask(len)) == 0; }
+
+	std::atomic<table*> t_{nullptr};
+	std::mutex writer_;
+	std::vector<void*> retired_subtrees_;
+	std::vector<std::unique_ptr<table>> retired_tables_;
+};
+
+// ===========================================================================
+
+template <typename F>
+lpm<F>::lpm()
+{
+	int err = 0;
+	t_.store(build_table({}, &err).release(), std::memory_order_release);
+}
+
+template <typename F>
+lpm<F>::~lpm()
+{
+	table* t = t_.load(std::memory_order_relaxed);
+	for (size_t s = 0; s < kSlots; s++) {
+		const slot_word w = t->top[s].load(std::memory_order_relaxed);
+		if (!(w & 1)) {
+			char* p = reinterpret_cast<char*>(w);
+			if (p < t->arena || p >= t->arena + t->arena_bytes)
+				std::free(p);
+		}
+	}
+	delete t;
+	for (void* p : retired_subtrees_)
+		std::free(p);
+}
+
+template <typename F>
+[[gnu::always_inline]] inline uint32_t lpm<F>::lookup_in(const table* t, addr a) noexcept
+{
+	const slot_word w = t->top[slot_of(a)].load(std::memory_order_acquire);  // guarantee 1
+	if (w & 1)
+		return static_cast<uint32_t>(w >> 32);
+	const auto* root = reinterpret_cast<const node*>(w);
+	const node* n = root;
+	for (unsigned pos = kTop;; pos += 6) {
+		const uint64_t bit = uint64_t{1} << chunk(a, pos);
+		if (n->vector & bit) {
+			n = root + n->base1 + __builtin_popcountll(n->vector & (bit - 1));
+			continue;
+		}
+		const auto* leaves = reinterpret_cast<const uint32_t*>(root);
+		return leaves[n->base0 + __builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
+	}
+}
+
+template <typename F>
+unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) const noexcept
+{
+	const table* t = t_.load(std::memory_order_acquire);
+	slot_word w[kMaxBulk];
+	for (unsigned i = 0; i < n; i++)
+		__builtin_prefetch(&t->top[slot_of(addrs[i])]);
+	for (unsigned i = 0; i < n; i++) {
+		w[i] = t->top[slot_of(addrs[i])].load(std::memory_order_acquire);
+		if (!(w[i] & 1))
+			__builtin_prefetch(reinterpret_cast<const node*>(w[i]));
+	}
+	unsigned hits = 0;
+	for (unsigned i = 0; i < n; i++) {
+		uint32_t v;
+		if (w[i] & 1) {
+			v = static_cast<uint32_t>(w[i] >> 32);
+		} else {
+			const auto* root = reinterpret_cast<const node*>(w[i]);
+			const node* x = root;
+			const addr a = addrs[i];
+			for (unsigned pos = kTop;; pos += 6) {
+				const uint64_t bit = uint64_t{1} << chunk(a, pos);
+				if (x->vector & bit) {
+					x = root + x->base1 + __builtin_popcountll(x->vector & (bit - 1));
+					continue;
+				}
+				v = reinterpret_cast<const uint32_t*>(root)[x->base0 +
+					__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
+				break;
+			}
+		}
+		values[i] = v;
+		hits += v != kNoRoute;
+	}
+	return hits;
+}
+
+template <typename F>
+uint32_t lpm<F>::exact(addr prefix, unsigned len) const noexcept
+{
+	if (!valid(prefix, len))
+		return kNoRoute;
+	uint8_t k[kKeyLen];
+	key_of(prefix, len, k);
+	const uint32_t* v = t_.load(std::memory_order_acquire)->routes->lookup(k, kKeyLen);
+	return v != nullptr ? *v : kNoRoute;
+}
+
+template <typename F>
+template <typename Fn>
+void lpm<F>::for_each(Fn&& f) const
+{
+	t_.load(std::memory_order_acquire)->routes->for_each([&](const auto& l) {
+		const route r{F::from_bytes(l.key), l.key[kBits / 8], l.value};
+		return f(r);
+	});
+}
+
+// ---- building ---------------------------------------------------------------
+
+// Fills node `self` of b for the routes r[0..n) (sorted by prefix, then
+// length; all longer than pos and inside this node's span), below a
+// default next hop `dflt`.
+template <typename F>
+void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsigned pos, uint32_t dflt)
+{
+	uint32_t val[64];
+	uint8_t vlen[64];
+	std::fill(val, val + 64, dflt);
+	std::fill(vlen, vlen + 64, 0);
+	uint64_t internal = 0;
+	// Routes ending within these 6 bits cover a range of children: the
+	// longest wins (ties cannot happen: same prefix and length is one route).
+	for (size_t i = 0; i < n; i++) {
+		const unsigned c = chunk(r[i].prefix, pos);
+		if (r[i].len > pos + 6) {
+			internal |= uint64_t{1} << c;
+			continue;
+		}
+		const unsigned span = 1u << (pos + 6 - r[i].len);
+		for (unsigned j = c; j < c + span; j++)
+			if (r[i].len >= vlen[j]) {
+				val[j] = r[i].value;
+				vlen[j] = r[i].len;
+			}
+	}
+	// Leaves: one per run of equal values among the non-node children.
+	uint64_t leafvec = 0;
+	const auto base0 = static_cast<uint32_t>(b.leaves.size());
+	bool have = false;
+	uint32_t last = 0;
+	for (unsigned j = 0; j < 64; j++) {
+		if (internal & (uint64_t{1} << j))
+			continue;
+		if (!have || val[j] != last) {
+			leafvec |= uint64_t{1} << j;
+			b.leaves.push_back(val[j]);
+			last = val[j];
+			have = true;
+		}
+	}
+	const auto base1 = static_cast<uint32_t>(b.nodes.size());
+	b.nodes.resize(b.nodes.size() + static_cast<size_t>(__builtin_popcountll(internal)));
+	b.nodes[self] = node{internal, leafvec, base0, base1};
+	// Children: the routes inside each node child, below its value.
+	size_t i = 0;
+	uint32_t k = base1;
+	for (unsigned c = 0; c < 64; c++) {
+		if (!(internal & (uint64_t{1} << c)))
+			continue;
+		while (i < n && (chunk(r[i].prefix, pos) < c || r[i].len <= pos + 6))
+			i++;
+		size_t j = i;
+		while (j < n && chunk(r[j].prefix, pos) == c)
+			j++;
+		// r[i..j) lie in child c; those ending within pos+6 were used above.
+		std::vector<route> sub;
+		for (size_t x = i; x < j; x++)
+			if (r[x].len > pos + 6)
+				sub.push_back(r[x]);
+		build_node(b, k++, sub.data(), sub.size(), pos + 6, val[c]);
+		i = j;
+	}
+}
+
+template <typename F>
+typename lpm<F>::built lpm<F>::build_subtree(const route* r, size_t n, uint32_t dflt)
+{
+	built b;
+	b.nodes.resize(1);
+	build_node(b, 0, r, n, kTop, dflt);
+	return b;
+}
+
+// Lays b out at `at`: nodes, then leaves; base0 becomes an offset in
+// uint32 units from the subtree root.
+template <typename F>
+void lpm<F>::place(const built& b, char* at) noexcept
+{
+	auto* nodes = reinterpret_cast<node*>(at);
+	const auto shift = static_cast<uint32_t>(b.nodes.size() * sizeof(node) / 4);
+	for (size_t i = 0; i < b.nodes.size(); i++) {
+		nodes[i] = b.nodes[i];
+		nodes[i].base0 += shift;
+	}
+	std::memcpy(at + b.nodes.size() * sizeof(node), b.leaves.data(), b.leaves.size() * 4);
+}
+
+template <typename F>
+std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> routes, int* err)
+{
+	auto t = std::make_unique<table>();
+	t->top = std::make_unique<std::atomic<slot_word>[]>(kSlots);
+	t->dflt = std::make_unique<uint32_t[]>(kSlots);
+	t->dflt_len = std::make_unique<uint8_t[]>(kSlots);
+	t->routes = std::make_unique<qptrie<uint32_t>>(false);  // unpublished until returned
+	std::fill(t->dflt.get(), t->dflt.get() + kSlots, kNoRoute);
+	std::fill(t->dflt_len.get(), t->dflt_len.get() + kSlots, uint8_t{0xff});
+	std::sort(routes.begin(), routes.end(), [](const route& a, const route& b) {
+		return a.prefix != b.prefix ? a.prefix < b.prefix : a.len < b.len;
+	});
+	// Route trie (duplicates: the last one wins).
+	for (const route& r : routes) {
+		uint8_t k[kKeyLen];
+		key_of(r.prefix, r.len, k);
+		if (t->routes->assign(k, kKeyLen, r.value) != 0) {
+			*err = -ENOMEM;
+			return nullptr;
+		}
+	}
+	// Per-slot defaults from the short routes, shortest first.
+	std::vector<route> shorts;
+	for (const route& r : routes)
+		if (r.len <= kTop)
+			shorts.push_back(r);
+	std::stable_sort(shorts.begin(), shorts.end(), [](const route& a, const route& b) { return a.len < b.len; });
+	for (const route& r : shorts) {
+		const size_t first = slot_of(r.prefix), count = size_t{1} << (kTop - r.len);
+		std::fill(t->dflt.get() + first, t->dflt.get() + first + count, r.value);
+		std::fill(t->dflt_len.get() + first, t->dflt_len.get() + first + count, r.len);
+	}
+	// Subtrees, built then packed into one arena.
+	std::vector<std::pair<size_t, built>> subs;
+	size_t total = 0;
+	for (size_t i = 0; i < routes.size();) {
+		if (routes[i].len <= kTop) {
+			i++;
+			continue;
+		}
+		const size_t s = slot_of(routes[i].prefix);
+		std::vector<route> in;
+		size_t j = i;
+		for (; j < routes.size() && slot_of(routes[j].prefix) == s; j++)
+			if (routes[j].len > kTop && (j + 1 == routes.size() || routes[j + 1].prefix != routes[j].prefix ||
+						     routes[j + 1].len != routes[j].len))
+				in.push_back(routes[j]);
+		built b = build_subtree(in.data(), in.size(), t->dflt[s]);
+		total += (b.bytes() + 7) & ~size_t{7};
+		subs.emplace_back(s, std::move(b));
+		i = j;
+	}
+	for (size_t s = 0; s < kSlots; s++)
+		t->top[s].store(slot_word{t->dflt[s]} << 32 | 1, std::memory_order_relaxed);
+	if (total != 0) {
+		t->arena = static_cast<char*>(region_alloc(total));
+		if (t->arena == nullptr) {
+			*err = -ENOMEM;
+			return nullptr;
+		}
+		t->arena_bytes = total;
+		char* at = t->arena;
+		for (auto& [s, b] : subs) {
+			place(b, at);
+			t->top[s].store(reinterpret_cast<slot_word>(at), std::memory_order_relaxed);
+			at += (b.bytes() + 7) & ~size_t{7};
+		}
+		t->subtrees = subs.size();
+	}
+	t->routes->publish();
+	return t;
+}
+
+// ---- updates ------------------------------------------------------------------
+
+// Bytes of the subtree rooted at `root` (nodes, then leaves).
+template <typename F>
+size_t lpm<F>::subtree_bytes(const node* root) noexcept
+{
+	size_t nodes = 0, leaves = 0;
+	std::vector<const node*> todo{root};
+	while (!todo.empty()) {
+		const node* n = todo.back();
+		todo.pop_back();
+		nodes++;
+		leaves += static_cast<size_t>(__builtin_popcountll(n->leafvec));
+		for (int i = 0; i < __builtin_popcountll(n->vector); i++)
+			todo.push_back(root + n->base1 + i);
+	}
+	return nodes * sizeof(node) + leaves * 4;
+}
+
+// Rebuilds slot `s` from the route trie (its routes longer than kTop).
+template <typename F>
+void lpm<F>::rebuild_slot(table* t, size_t s)
+{
+	std::vector<route> in;
+	const addr lo = static_cast<addr>(s) << (kBits - kTop);
+	uint8_t k[kKeyLen];
+	key_of(lo, 0, k);
+	t->routes->for_each_from(k, kKeyLen, [&](const auto& l) {
+		const addr p = F::from_bytes(l.key);
+		if (slot_of(p) != s)
+			return false;
+		if (l.key[kBits / 8] > kTop)
+			in.push_back(route{p, l.key[kBits / 8], l.value});
+		return true;
+	});
+	const slot_word old = t->top[s].load(std::memory_order_relaxed);
+	slot_word w = slot_word{t->dflt[s]} << 32 | 1;
+	if (!in.empty()) {
+		built b = build_subtree(in.data(), in.size(), t->dflt[s]);
+		auto* mem = static_cast<char*>(std::aligned_alloc(64, (b.bytes() + 63) & ~size_t{63}));
+		if (mem == nullptr)
+			return;  // keep the old subtree: still a valid (older) answer
+		place(b, mem);
+		w = reinterpret_cast<slot_word>(mem);
+		t->heap_bytes += b.bytes();
+		t->subtrees++;
+	}
+	t->top[s].store(w, std::memory_order_release);  // guarantee 1
+	if (!(old & 1)) {
+		auto* p = reinterpret_cast<char*>(old);
+		const size_t bytes = subtree_bytes(reinterpret_cast<const node*>(p));
+		t->subtrees--;
+		if (p >= t->arena && p < t->arena + t->arena_bytes) {
+			t->garbage += bytes;  // freed with the arena
+		} else {
+			t->heap_bytes -= bytes;
+			retired_subtrees_.push_back(p);
+		}
+	}
+}
+
+template <typename F>
+int lpm<F>::update(addr prefix, unsigned len, uint32_t value, bool overwrite) noexcept
+{
+	if (!valid(prefix, len) || value == kNoRoute)
+		return -EINVAL;
+	std::lock_guard<std::mutex> g(writer_);
+	table* t = t_.load(std::memory_order_relaxed);
+	uint8_t k[kKeyLen];
+	key_of(prefix, len, k);
+	const int rc = overwrite ? t->routes->assign(k, kKeyLen, value) : t->routes->insert(k, kKeyLen, value);
+	if (rc != 0)
+		return rc;
+	if (len > kTop) {
+		rebuild_slot(t, slot_of(prefix));
+		return 0;
+	}
+	const size_t first = slot_of(prefix), count = size_t{1} << (kTop - len);
+	for (size_t s = first; s < first + count; s++) {
+		if (t->dflt_len[s] != 0xff && t->dflt_len[s] > len)
+			continue;  // a longer short route wins there
+		t->dflt[s] = value;
+		t->dflt_len[s] = static_cast<uint8_t>(len);
+		const slot_word w = t->top[s].load(std::memory_order_relaxed);
+		if (w & 1)
+			t->top[s].store(slot_word{value} << 32 | 1, std::memory_order_release);
+		else
+			rebuild_slot(t, s);
+	}
+	return 0;
+}
+
+template <typename F>
+int lpm<F>::erase(addr prefix, unsigned len) noexcept
+{
+	if (!valid(prefix, len))
+		return -EINVAL;
+	std::lock_guard<std::mutex> g(writer_);
+	table* t = t_.load(std::memory_order_relaxed);
+	uint8_t k[kKeyLen];
+	key_of(prefix, len, k);
+	if (const int rc = t->routes->erase(k, kKeyLen); rc != 0)
+		return rc;
+	if (len > kTop) {
+		rebuild_slot(t, slot_of(prefix));
+		return 0;
+	}
+	// The slots this route was the default of fall back to the longest
+	// shorter route covering it (the same for all of them).
+	uint32_t nv = kNoRoute;
+	uint8_t nl = 0xff;
+	for (int l = static_cast<int>(len) - 1; l >= 0; l--) {
+		uint8_t kk[kKeyLen];
+		key_of(prefix & mask(static_cast<unsigned>(l)), static_cast<unsigned>(l), kk);
+		if (const uint32_t* v = t->routes->lookup(kk, kKeyLen)) {
+			nv = *v;
+			nl = static_cast<uint8_t>(l);
+			break;
+		}
+	}
+	const size_t first = slot_of(prefix), count = size_t{1} << (kTop - len);
+	for (size_t s = first; s < first + count; s++) {
+		if (t->dflt_len[s] != len)
+			continue;
+		t->dflt[s] = nv;
+		t->dflt_len[s] = nl;
+		const slot_word w = t->top[s].load(std::memory_order_relaxed);
+		if (w & 1)
+			t->top[s].store(slot_word{nv} << 32 | 1, std::memory_order_release);
+		else
+			rebuild_slot(t, s);
+	}
+	return 0;
+}
+
+template <typename F>
+int lpm<F>::replace(const std::vector<route>& routes, size_t* bad_index)
+{
+	for (size_t i = 0; i < routes.size(); i++)
+		if (!valid(routes[i].prefix, routes[i].len) || routes[i].value == kNoRoute) {
+			if (bad_index != nullptr)
+				*bad_index = i;
+			return -EINVAL;
+		}
+	int err = 0;
+	std::unique_ptr<table> nt = build_table(routes, &err);
+	if (!nt)
+		return err;
+	std::lock_guard<std::mutex> g(writer_);
+	table* old = t_.exchange(nt.release(), std::memory_order_acq_rel);
+	retired_tables_.emplace_back(old);
+	return 0;
+}
+
+template <typename F>
+size_t lpm<F>::reclaim()
+{
+	std::vector<void*> subs;
+	std::vector<std::unique_ptr<table>> tabs;
+	{
+		std::lock_guard<std::mutex> g(writer_);
+		subs.swap(retired_subtrees_);
+		tabs.swap(retired_tables_);
+	}
+	if (subs.empty() && tabs.empty()) {
+		t_.load(std::memory_order_relaxed)->routes->reclaim();
+		return 0;
+	}
+	rcu::synchronize();  // guarantee 2
+	for (void* p : subs)
+		std::free(p);
+	for (auto& t : tabs) {
+		for (size_t s = 0; s < kSlots; s++) {
+			const slot_word w = t->top[s].load(std::memory_order_relaxed);
+			if (!(w & 1)) {
+				char* p = reinterpret_cast<char*>(w);
+				if (p < t->arena || p >= t->arena + t->arena_bytes)
+					std::free(p);
+			}
+		}
+	}
+	const size_t n = subs.size() + tabs.size();
+	tabs.clear();
+	t_.load(std::memory_order_relaxed)->routes->reclaim();
+	return n;
+}
+
+template <typename F>
+lpm_stats lpm<F>::stats() const noexcept
+{
+	const table* t = t_.load(std::memory_order_acquire);
+	return lpm_stats{
+		.routes = t->routes->size(),
+		.subtrees = t->subtrees,
+		.lookup_bytes = kSlots * sizeof(slot_word) + t->arena_bytes - t->garbage + t->heap_bytes,
+		.route_bytes = t->routes->bytes_used(),
+		.garbage_bytes = t->garbage,
+	};
+}
+
+template <typename F>
+std::string lpm<F>::parse(std::string_view text, route* r)
+{
+	const size_t slash = text.find('/');
+	if (slash == std::string_view::npos)
+		return "missing '/length'";
+	const std::string a(text.substr(0, slash));
+	const std::string l(text.substr(slash + 1));
+	uint8_t bytes[16];
+	if (inet_pton(F::kAf, a.c_str(), bytes) != 1)
+		return "'" + a + "' is not an " + (kBits == 32 ? "IPv4" : "IPv6") + " address";
+	char* end = nullptr;
+	const long len = std::strtol(l.c_str(), &end, 10);
+	if (l.empty() || *end != '\0' || len < 0 || len > static_cast<long>(kBits))
+		return "prefix length '" + l + "' is not in 0.." + std::to_string(kBits);
+	r->prefix = F::from_bytes(bytes);
+	r->len = static_cast<uint8_t>(len);
+	if ((r->prefix & ~mask(r->len)) != 0)
+		return "host bits set (the prefix of /" + l + " would be shorter)";
+	return {};
+}
+
+}  // namespace ctplane::maps
