@@ -162,6 +162,15 @@ public:
 	// string or the reason it is not a valid prefix of this family.
 	static std::string parse(std::string_view text, route* r);
 
+	// Replaces the table with a route file: one "<prefix> [<next hop>]" per
+	// line, '#' comments and blank lines ignored, lines of the other
+	// address family skipped; a missing next hop is the route's ordinal.
+	// All or nothing: returns "" on success, else "line N: <line>: <why>"
+	// for the first bad line, with the current table untouched. Host bits
+	// set are an error here, as in insert() (a route file that means
+	// 10.0.0.1/8 probably has a typo).
+	std::string load_text(std::string_view text, size_t* loaded = nullptr);
+
 private:
 	struct node {
 		uint64_t vector;   // child i is a node
@@ -274,40 +283,48 @@ template <typename F>
 	}
 }
 
+// Walks all addresses one level at a time: each round resolves or descends
+// every address still in a subtree and prefetches its next node, so the n
+// dependent walks overlap instead of queueing (poptrie's depth becomes
+// latency hidden behind the batch).
 template <typename F>
 unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) const noexcept
 {
 	const table* t = t_.load(std::memory_order_acquire);
-	slot_word w[kMaxBulk];
+	const node* roots[kMaxBulk];
+	const node* cur[kMaxBulk];
+	uint8_t live[kMaxBulk];
+	unsigned nlive = 0, hits = 0;
 	for (unsigned i = 0; i < n; i++)
 		__builtin_prefetch(&t->top[slot_of(addrs[i])]);
 	for (unsigned i = 0; i < n; i++) {
-		w[i] = t->top[slot_of(addrs[i])].load(std::memory_order_acquire);
-		if (!(w[i] & 1))
-			__builtin_prefetch(reinterpret_cast<const node*>(w[i]));
-	}
-	unsigned hits = 0;
-	for (unsigned i = 0; i < n; i++) {
-		uint32_t v;
-		if (w[i] & 1) {
-			v = static_cast<uint32_t>(w[i] >> 32);
-		} else {
-			const auto* root = reinterpret_cast<const node*>(w[i]);
-			const node* x = root;
-			const addr a = addrs[i];
-			for (unsigned pos = kTop;; pos += 6) {
-				const uint64_t bit = uint64_t{1} << chunk(a, pos);
-				if (x->vector & bit) {
-					x = root + x->base1 + __builtin_popcountll(x->vector & (bit - 1));
-					continue;
-				}
-				v = reinterpret_cast<const uint32_t*>(root)[x->base0 +
-					__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
-				break;
-			}
+		const slot_word w = t->top[slot_of(addrs[i])].load(std::memory_order_acquire);
+		if (w & 1) {
+			values[i] = static_cast<uint32_t>(w >> 32);
+			hits += values[i] != kNoRoute;
+			continue;
 		}
-		values[i] = v;
-		hits += v != kNoRoute;
+		roots[i] = cur[i] = reinterpret_cast<const node*>(w);
+		__builtin_prefetch(cur[i]);
+		live[nlive++] = static_cast<uint8_t>(i);
+	}
+	for (unsigned pos = kTop; nlive != 0; pos += 6) {
+		unsigned still = 0;
+		for (unsigned k = 0; k < nlive; k++) {
+			const unsigned i = live[k];
+			const node* x = cur[i];
+			const uint64_t bit = uint64_t{1} << chunk(addrs[i], pos);
+			if (x->vector & bit) {
+				cur[i] = roots[i] + x->base1 + __builtin_popcountll(x->vector & (bit - 1));
+				__builtin_prefetch(cur[i]);
+				live[still++] = static_cast<uint8_t>(i);
+				continue;
+			}
+			values[i] = reinterpret_cast<const uint32_t*>(roots[i])[x->base0 +
+				__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
+			hits += values[i] != kNoRoute;
+		}
+		nlive = still;
 	}
 	return hits;
 }
@@ -695,6 +712,50 @@ lpm_stats lpm<F>::stats() const noexcept
 		.route_bytes = t->routes->bytes_used(),
 		.garbage_bytes = t->garbage,
 	};
+}
+
+template <typename F>
+std::string lpm<F>::load_text(std::string_view text, size_t* loaded)
+{
+	std::vector<route> routes;
+	size_t lineno = 0;
+	while (!text.empty()) {
+		const size_t eol = text.find('\n');
+		std::string_view line = text.substr(0, eol);
+		text = eol == std::string_view::npos ? std::string_view{} : text.substr(eol + 1);
+		lineno++;
+		const std::string_view original = line;
+		if (const size_t hash = line.find('#'); hash != std::string_view::npos)
+			line = line.substr(0, hash);
+		const size_t b = line.find_first_not_of(" \t\r");
+		if (b == std::string_view::npos)
+			continue;
+		line = line.substr(b, line.find_last_not_of(" \t\r") - b + 1);
+		const size_t sp = line.find_first_of(" \t");
+		const std::string_view pfx = line.substr(0, sp);
+		const bool v6 = pfx.find(':') != std::string_view::npos;
+		if (v6 != (kBits == 128))
+			continue;  // the other family's line
+		route r{};
+		std::string why = parse(pfx, &r);
+		r.value = static_cast<uint32_t>(routes.size());
+		if (why.empty() && sp != std::string_view::npos) {
+			const std::string hop(line.substr(line.find_first_not_of(" \t", sp)));
+			char* end = nullptr;
+			const unsigned long v = std::strtoul(hop.c_str(), &end, 10);
+			if (hop.empty() || *end != '\0' || v >= kNoRoute)
+				why = "next hop '" + hop + "' is not a number below " + std::to_string(kNoRoute);
+			r.value = static_cast<uint32_t>(v);
+		}
+		if (!why.empty())
+			return "line " + std::to_string(lineno) + ": " + std::string(original) + ": " + why;
+		routes.push_back(r);
+	}
+	if (replace(routes) != 0)
+		return "out of memory building the table";
+	if (loaded != nullptr)
+		*loaded = routes.size();
+	return {};
 }
 
 template <typename F>

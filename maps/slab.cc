@@ -49,7 +49,8 @@ uint32_t slab::alloc(uint32_t bytes) noexcept
 		c.next = 0;
 		chunks_++;
 	}
-	const uint32_t r = c.chunk << 12 | c.next;
+	static_assert(kChunkBytes / kGranule == 1u << kGranuleBits);
+	const uint32_t r = c.chunk << kGranuleBits | c.next;
 	c.next += cls;
 	return r;
 }

@@ -4,8 +4,8 @@
 // 32-bit references, for structures with one writer and RCU readers (the
 // qp-trie's twig arrays and leaves).
 //
-// Layout. Objects live in 64 KiB chunks; a chunk serves one size class.
-// A reference is `chunk << 12 | granule`, so ptr(ref) is one load from a
+// Layout. Objects live in 16 KiB chunks; a chunk serves one size class.
+// A reference is `chunk << 10 | granule`, so ptr(ref) is one load from a
 // shared chunk directory plus a shift: readers never lock. Reference 0 is
 // never handed out.
 //
@@ -31,9 +31,12 @@ namespace ctplane::maps {
 class slab {
 public:
 	static constexpr uint32_t kGranule = 16;
-	static constexpr uint32_t kChunkBytes = 64 * 1024;
+	// Small chunks: each size class keeps one partly carved chunk, and a
+	// trie of long keys uses many classes.
+	static constexpr uint32_t kChunkBytes = 16 * 1024;
+	static constexpr uint32_t kGranuleBits = 10;  // kChunkBytes / kGranule
 	static constexpr uint32_t kMaxBytes = 4096;
-	static constexpr uint32_t kMaxChunks = 1u << 20;
+	static constexpr uint32_t kMaxChunks = 1u << 22;
 
 	slab();
 	~slab();
@@ -51,7 +54,8 @@ public:
 
 	[[gnu::always_inline]] void* ptr(uint32_t ref) const noexcept
 	{
-		return dir_[ref >> 12].load(std::memory_order_relaxed) + size_t{ref & 4095} * kGranule;
+		return dir_[ref >> kGranuleBits].load(std::memory_order_relaxed) +
+		       size_t{ref & ((1u << kGranuleBits) - 1)} * kGranule;
 	}
 
 	size_t bytes_used() const noexcept { return chunks_ * size_t{kChunkBytes}; }

@@ -183,6 +183,31 @@ TYPED_TEST(lpm_test, bad_input_is_refused_with_a_reason)
 	EXPECT_EQ(r.len, F::kBits == 32 ? 8 : 32);
 }
 
+TEST(lpm_load_text, a_bad_line_is_named_and_nothing_is_applied)
+{
+	rcu::thread_registration reg;
+	lpm<ipv4> t;
+	size_t n = 0;
+	EXPECT_EQ(t.load_text("# routes\n10.0.0.0/8 7\n\n2001:db8::/32\n192.168.0.0/16   # home\n", &n), "");
+	EXPECT_EQ(n, 2u);
+	EXPECT_EQ(t.lookup(0x0a010203), 7u);
+	EXPECT_EQ(t.lookup(0xc0a80101), 1u);  // no next hop: its ordinal
+	const std::string err = t.load_text("1.0.0.0/24 1\n10.0.0.1/8 2\n3.0.0.0/8 3\n");
+	EXPECT_EQ(err.rfind("line 2: 10.0.0.1/8 2: host bits set", 0), 0u) << err;
+	EXPECT_NE(t.load_text("1.0.0.0/24 x\n").find("line 1"), std::string::npos);
+	EXPECT_NE(t.load_text("1.0.0.0/24\n1.2.3/24\n").find("line 2"), std::string::npos);
+	EXPECT_NE(t.load_text("1.0.0.0/40\n").find("length"), std::string::npos);
+	// Nothing of the refused files was applied.
+	EXPECT_EQ(t.size(), 2u);
+	EXPECT_EQ(t.lookup(0x01000001), lpm<ipv4>::kNoRoute);
+	EXPECT_EQ(t.lookup(0x0a010203), 7u);
+	lpm<ipv6> t6;
+	EXPECT_EQ(t6.load_text("10.0.0.0/8\n2001:db8::/32 5\n", &n), "");
+	EXPECT_EQ(n, 1u);
+	t.reclaim();
+	t6.reclaim();
+}
+
 // The real Internet table, when ../shared/data has it.
 TEST(lpm_real_table, full_table_matches_the_reference)
 {
