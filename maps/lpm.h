@@ -365,7 +365,10 @@ void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsig
 	uint64_t internal = 0;
 	// Routes ending within these 6 bits cover a range of children: the
 	// longest wins (ties cannot happen: same prefix and length is one route).
+	// Routes ending at or above `pos` were folded into dflt by the parent.
 	for (size_t i = 0; i < n; i++) {
+		if (r[i].len <= pos)
+			continue;
 		const unsigned c = chunk(r[i].prefix, pos);
 		if (r[i].len > pos + 6) {
 			internal |= uint64_t{1} << c;
@@ -396,23 +399,19 @@ void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsig
 	const auto base1 = static_cast<uint32_t>(b.nodes.size());
 	b.nodes.resize(b.nodes.size() + static_cast<size_t>(__builtin_popcountll(internal)));
 	b.nodes[self] = node{internal, leafvec, base0, base1};
-	// Children: the routes inside each node child, below its value.
+	// Children: routes are sorted by prefix, so each node child's routes
+	// are one contiguous range (those ending here are skipped below).
 	size_t i = 0;
 	uint32_t k = base1;
 	for (unsigned c = 0; c < 64; c++) {
 		if (!(internal & (uint64_t{1} << c)))
 			continue;
-		while (i < n && (chunk(r[i].prefix, pos) < c || r[i].len <= pos + 6))
+		while (i < n && (r[i].len <= pos || chunk(r[i].prefix, pos) < c))
 			i++;
 		size_t j = i;
-		while (j < n && chunk(r[j].prefix, pos) == c)
+		while (j < n && (r[j].len <= pos || chunk(r[j].prefix, pos) == c))
 			j++;
-		// r[i..j) lie in child c; those ending within pos+6 were used above.
-		std::vector<route> sub;
-		for (size_t x = i; x < j; x++)
-			if (r[x].len > pos + 6)
-				sub.push_back(r[x]);
-		build_node(b, k++, sub.data(), sub.size(), pos + 6, val[c]);
+		build_node(b, k++, r + i, j - i, pos + 6, val[c]);
 		i = j;
 	}
 }

@@ -166,6 +166,8 @@ private:
 	word prev_in(word w, const uint8_t* key, unsigned len) const noexcept;
 	template <typename F>
 	bool walk(word w, F& f) const;
+	template <typename F>
+	bool walk_from(word w, const uint8_t* key, unsigned len, F& f) const;
 	uint32_t new_leaf(const uint8_t* key, unsigned len, const V& value) noexcept;
 
 	// Unlinks an object: freed now while unpublished, else after a grace
@@ -492,13 +494,42 @@ bool qptrie<V>::walk(word w, F& f) const
 	return true;
 }
 
+// In-order walk of the leaves of w with key >= key, one descent: returns
+// false once f asked to stop.
+template <typename V>
+template <typename F>
+bool qptrie<V>::walk_from(word w, const uint8_t* key, unsigned len, F& f) const
+{
+	if (is_leaf(w))
+		return compare(leaf_of(w), key, len) < 0 || f(static_cast<const leaf&>(*leaf_of(w)));
+	const uint32_t off = offset(w);
+	const leaf* any = leaf_of(leftmost(w));
+	for (uint32_t i = 0; i < off; i++) {
+		const uint32_t a = nibble_bit(any->key, any->len, i);
+		const uint32_t b = nibble_bit(key, len, i);
+		if (a != b)
+			return a > b ? walk(w, f) : true;  // all after, or all before
+	}
+	const uint32_t bm = bitmap(w);
+	const uint32_t bit = nibble_bit(key, len, off);
+	const std::atomic<word>* t = twigs(w);
+	for (uint32_t b = bit; b <= (1u << 16); b <<= 1) {
+		if (!(bm & b))
+			continue;
+		const word c = t[twig_index(bm, b)].load(std::memory_order_acquire);
+		if (!(b == bit ? walk_from(c, key, len, f) : walk(c, f)))
+			return false;
+	}
+	return true;
+}
+
 template <typename V>
 template <typename F>
 void qptrie<V>::for_each_from(const void* key, unsigned len, F&& f) const
 {
-	for (const leaf* l = lower_bound(key, len); l != nullptr; l = next(l->key, l->len))
-		if (!f(*l))
-			return;
+	const word w = root_.load(std::memory_order_acquire);
+	if (w != 0)
+		walk_from(w, static_cast<const uint8_t*>(key), len, f);
 }
 
 }  // namespace ctplane::maps

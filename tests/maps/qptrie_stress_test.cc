@@ -22,10 +22,12 @@ constexpr int kRounds = 20000;
 constexpr int kRounds = 200000;
 #endif
 
+// Distinct for distinct i (never truncated), of at least `len` bytes.
 std::string key(uint64_t i, unsigned len)
 {
-	std::string k = std::to_string(i * 2654435761u);
-	k.resize(std::max<size_t>(len, 1), static_cast<char>('a' + i % 7));
+	std::string k = std::to_string(i);
+	if (k.size() < len)
+		k.append(len - k.size(), static_cast<char>('a' + i % 7));
 	return k;
 }
 
