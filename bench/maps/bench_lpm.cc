@@ -117,17 +117,22 @@ tables load(const std::string& path)
 	return t;
 }
 
-constexpr size_t kQueries = 1 << 16;
+// Query sets: 1M addresses (a destination set as wide as a router sees; a
+// 64 MiB DIR-24-8 table does not stay in cache for it), and a 64K "hot"
+// set that does.
+constexpr size_t kQueries = 1 << 20;
+constexpr size_t kHotQueries = 1 << 16;
+const char* const kKinds[] = {"random", "inside", "inside_hot"};
 // rte_fib's largest next hop with 4-byte next hops (one bit marks tbl8s):
 // its "no route" answer here.
 constexpr uint64_t kFibNone = 0x7fffffff;
 uint32_t from_fib(uint64_t v) { return v == kFibNone ? lpm<ipv4>::kNoRoute : static_cast<uint32_t>(v); }
 
 template <typename F>
-std::vector<typename F::addr> queries(const std::vector<typename lpm<F>::route>& routes, bool inside)
+std::vector<typename F::addr> queries(const std::vector<typename lpm<F>::route>& routes, bool inside, size_t count)
 {
 	std::mt19937_64 rng(inside ? 1 : 2);
-	std::vector<typename F::addr> q(kQueries);
+	std::vector<typename F::addr> q(count);
 	for (auto& a : q) {
 		typename F::addr r;
 		if constexpr (F::kBits == 32)
@@ -155,9 +160,9 @@ struct world {
 	rte_fib* fib4 = nullptr;
 	rte_lpm6* lpm6 = nullptr;
 	rte_fib6* fib6 = nullptr;
-	std::vector<uint32_t> q4[2];
-	std::vector<unsigned __int128> q6[2];
-	std::vector<std::array<uint8_t, 16>> q6b[2];
+	std::vector<uint32_t> q4[3];
+	std::vector<unsigned __int128> q6[3];
+	std::vector<std::array<uint8_t, 16>> q6b[3];
 	struct build_rec {
 		std::string name;
 		double secs;
@@ -257,13 +262,15 @@ void build_all(bool quick)
 		const double s = secs_since(t0);
 		W->builds.push_back({"v6/rte_fib6", s, double(rte_heap_bytes() - h0), 0});
 	}
-	for (int inside = 0; inside < 2; inside++) {
-		W->q4[inside] = queries<ipv4>(W->t.v4, inside);
-		W->q6[inside] = queries<ipv6>(W->t.v6, inside);
-		for (auto a : W->q6[inside]) {
+	for (int kind = 0; kind < 3; kind++) {
+		const bool inside = kind != 0;
+		const size_t count = kind == 2 ? kHotQueries : kQueries;
+		W->q4[kind] = queries<ipv4>(W->t.v4, inside, count);
+		W->q6[kind] = queries<ipv6>(W->t.v6, inside, count);
+		for (auto a : W->q6[kind]) {
 			std::array<uint8_t, 16> b;
 			v6_bytes(a, b.data());
-			W->q6b[inside].push_back(b);
+			W->q6b[kind].push_back(b);
 		}
 	}
 	// Answers agree before anything is timed.
@@ -320,14 +327,14 @@ void build_all(bool quick)
 
 // ---- lookups --------------------------------------------------------------------
 template <typename Body>
-void run(benchmark::State& state, Body&& body)
+void run(benchmark::State& state, Body&& body, size_t count = kQueries)
 {
 	maps::rcu::thread_registration reg;
 	size_t pos = 0;
 	uint64_t sum = 0;
 	for (auto _ : state) {
 		sum += body(pos);
-		pos = (pos + 32) & (kQueries - 1);
+		pos = (pos + 32) & (count - 1);
 	}
 	benchmark::DoNotOptimize(sum);
 	state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * 32);
@@ -335,10 +342,12 @@ void run(benchmark::State& state, Body&& body)
 
 void register_lookups(bool quick)
 {
-	for (int inside = 0; inside < 2; inside++) {
-		const std::string q = inside ? "inside" : "random";
+	for (int inside = 0; inside < 3; inside++) {
+		const std::string q = kKinds[inside];
+		const size_t count = W->q4[inside].size();
 		auto reg = [&](const std::string& name, std::function<uint64_t(size_t)> body) {
-			benchmark::RegisterBenchmark(name.c_str(), [body](benchmark::State& s) { run(s, body); })->MinTime(0.3);
+			benchmark::RegisterBenchmark(name.c_str(), [body, count](benchmark::State& s) { run(s, body, count); })
+				->MinTime(0.3);
 		};
 		const uint32_t* q4 = W->q4[inside].data();
 		const unsigned __int128* q6 = W->q6[inside].data();
