@@ -66,13 +66,22 @@ public:
 	V* lookup(const K& key) const noexcept { return lookup_with_hash(key, map_.hash(key)); }
 	V* lookup_with_hash(const K& key, uint64_t h) const noexcept;
 
-	// 0 (evicting if full), -EEXIST (present; *out points at it), -ENOMEM.
-	int insert(const K& key, const V& value, bool evict_first, V** out = nullptr) noexcept
+	// 0 (evicting if full), -EEXIST (present; *out points at it), -ENOMEM,
+	// -ENOSPC (full, and the only victims are normal-class entries while
+	// `evict_normal` is false: a caller that must never evict an
+	// established flow to admit a new one).
+	int insert(const K& key, const V& value, bool evict_first, V** out = nullptr,
+		   bool evict_normal = true) noexcept
 	{
-		return insert_with_hash(key, value, map_.hash(key), evict_first, out);
+		return insert_with_hash(key, value, map_.hash(key), evict_first, out, evict_normal);
 	}
 	int insert_with_hash(const K& key, const V& value, uint64_t h, bool evict_first,
-			     V** out = nullptr) noexcept;
+			     V** out = nullptr, bool evict_normal = true) noexcept;
+	// Removes (and retires) every entry for which pred(const K&, V&) is
+	// true; returns how many. Visits the whole LRU under its lock: for the
+	// control thread's GC (the LRU is small).
+	template <typename P>
+	size_t erase_if(P&& pred) noexcept;
 	// 0 or -ENOENT.
 	int erase(const K& key) noexcept;
 	// Marks the entry most recently used. 0 or -ENOENT.
@@ -263,7 +272,7 @@ uint32_t overflow_lru<K, V, H>::victim(uint32_t in_bucket) const noexcept
 
 template <typename K, typename V, typename H>
 int overflow_lru<K, V, H>::insert_with_hash(const K& key, const V& value, uint64_t h,
-					    bool evict_first, V** out) noexcept
+					    bool evict_first, V** out, bool evict_normal) noexcept
 {
 	std::lock_guard<spinlock> g(lock_);
 	if (uint32_t n = find_locked(key, h); n != kNil) {
@@ -279,6 +288,8 @@ int overflow_lru<K, V, H>::insert_with_hash(const K& key, const V& value, uint64
 			slot = static_cast<int>(i);
 	if (slot < 0 || free_nodes_.empty()) {
 		const uint32_t v = victim(slot < 0 ? bi : kNil);
+		if (!evict_normal && !nodes_[v].first)
+			return -ENOSPC;
 		evicted_[nodes_[v].first]++;
 		if (slot < 0)
 			slot = nodes_[v].slot;
@@ -374,6 +385,26 @@ size_t overflow_lru<K, V, H>::drain(size_t budget) noexcept
 		moved++;
 	}
 	return moved;
+}
+
+template <typename K, typename V, typename H>
+template <typename P>
+size_t overflow_lru<K, V, H>::erase_if(P&& pred) noexcept
+{
+	std::lock_guard<spinlock> g(lock_);
+	size_t n = 0;
+	for (list& l : lists_)
+		for (uint32_t i = l.head; i != kNil;) {
+			const uint32_t next = nodes_[i].next;
+			entry* e = map_.entry_of(nodes_[i].ref);
+			if (pred(static_cast<const K&>(e->key), e->value)) {
+				remove(i, true);
+				erases_++;
+				n++;
+			}
+			i = next;
+		}
+	return n;
 }
 
 template <typename K, typename V, typename H>

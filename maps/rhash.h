@@ -235,6 +235,21 @@ public:
 	rhash_stats stats() const noexcept;
 	size_t bytes_used() const noexcept;
 
+	// ---- sweeping (GC, eviction) ----------------------------------------------
+	// Visits the entries of the buckets that cover hash positions from `pos`
+	// on (a position is the low 32 bits of a hash, in [0, 2^32)), at most
+	// `max_buckets` buckets of the current table, calling
+	// fn(const K&, V&) -> bool for each; false stops the scan. Returns the
+	// position to continue from: 2^32 once the whole hash space was covered.
+	// Positions, not bucket indexes, so a cursor stays meaningful across
+	// resizes. RCU reader, lock-free; while a resize runs, an entry being
+	// migrated may be visited twice, and one present throughout is never
+	// skipped. fn may call erase (it takes the bucket lock the scan does not
+	// hold).
+	static constexpr uint64_t kScanEnd = uint64_t{1} << 32;
+	template <typename Fn>
+	uint64_t scan(uint64_t pos, size_t max_buckets, Fn&& fn) const noexcept;
+
 	// ---- iteration -----------------------------------------------------------
 	class iterator;
 	iterator begin() noexcept { return iterator(this); }
@@ -300,6 +315,10 @@ private:
 	std::atomic<uint32_t>* free_slot(table* t, bucket* b, unsigned* chain) noexcept;
 	std::atomic<uint32_t>* append_ext(table* t, bucket* b) noexcept;
 	int insert_impl(const K& key, uint64_t h, uint32_t ref, const V* value, V** out) noexcept;
+	// First hash position of bucket b of n (Lemire's map inverted).
+	static uint64_t first_pos(uint64_t b, uint64_t n) noexcept { return ((b << 32) + n - 1) / n; }
+	template <typename Fn>
+	bool scan_chain(const table* t, const bucket* b, Fn& fn) const noexcept;
 
 	table* new_table(uint32_t nbuckets) noexcept;
 	static void populate_ext(table* t) noexcept;
@@ -785,6 +804,59 @@ int rhash<K, V, H>::erase_with_hash(const K& key, uint64_t h) noexcept
 	unlock_bucket(b);
 	st.erase_missing.inc();
 	return -ENOENT;
+}
+
+// ---- sweeping --------------------------------------------------------------------
+
+// Visits one bucket's chain, prefetching a bucket's entries before reading
+// them: a sweep is a stream of independent misses.
+template <typename K, typename V, typename H>
+template <typename Fn>
+bool rhash<K, V, H>::scan_chain(const table* t, const bucket* b, Fn& fn) const noexcept
+{
+	for (;;) {
+		uint32_t refs[kSlots];
+		unsigned n = 0;
+		for (unsigned i = 0; i < kSlots; i++) {
+			// acquire: pairs with the release store that published the entry.
+			const uint32_t ref = b->slot[i].load(std::memory_order_acquire) & ref_mask_;
+			if (ref != 0) {
+				_mm_prefetch(reinterpret_cast<const char*>(entry_of(ref)), _MM_HINT_T0);
+				refs[n++] = ref;
+			}
+		}
+		for (unsigned i = 0; i < n; i++) {
+			entry* e = entry_of(refs[i]);
+			if (!fn(static_cast<const K&>(e->key), e->value))
+				return false;
+		}
+		const uint32_t c = b->ctrl.load(std::memory_order_acquire);
+		if ((c & kExtMask) == 0 || (c & kMigrated))
+			return true;
+		b = ext_of(t, c);
+	}
+}
+
+template <typename K, typename V, typename H>
+template <typename Fn>
+uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const noexcept
+{
+	const table* t = tbl_.load(std::memory_order_acquire);
+	for (; pos < kScanEnd && max_buckets > 0; max_buckets--) {
+		const uint64_t bi = (pos * t->nbuckets) >> 32;
+		const uint64_t end = first_pos(bi + 1, t->nbuckets);
+		if (!scan_chain(t, &t->buckets[bi], fn))
+			return pos;
+		// Then the buckets of the table being resized into that cover the
+		// same positions (guarantee 2: old bucket first, then `next`).
+		if (const table* nt = t->next.load(std::memory_order_acquire)) {
+			for (uint64_t j = (pos * nt->nbuckets) >> 32; j < nt->nbuckets && first_pos(j, nt->nbuckets) < end; j++)
+				if (!scan_chain(nt, &nt->buckets[j], fn))
+					return pos;
+		}
+		pos = end;
+	}
+	return pos;
 }
 
 // ---- resize ---------------------------------------------------------------------

@@ -116,6 +116,35 @@ TEST_F(overflow_lru_test, drain_drops_a_copy_the_hash_already_holds)
 	EXPECT_EQ(lru.stats().drain_duplicates, 1u);
 }
 
+TEST_F(overflow_lru_test, without_evict_normal_a_full_lru_refuses_rather_than_evict_a_normal_entry)
+{
+	lru4 lru(map, 4);
+	for (uint64_t i = 0; i < 3; i++)
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, false), 0);
+	ASSERT_EQ(lru.insert(make_key<tuple4>(3), 3, true), 0);
+	// The one evict-first entry goes; then only normal ones are left.
+	EXPECT_EQ(lru.insert(make_key<tuple4>(4), 4, true, nullptr, false), 0);
+	EXPECT_EQ(lru.lookup(make_key<tuple4>(3)), nullptr);
+	EXPECT_EQ(lru.insert(make_key<tuple4>(5), 5, true, nullptr, true), 0);  // evicts 4
+	ASSERT_EQ(lru.set_evict_first(make_key<tuple4>(5), false), 0);
+	EXPECT_EQ(lru.insert(make_key<tuple4>(6), 6, true, nullptr, false), -ENOSPC);
+	for (uint64_t i : {0, 1, 2, 5})
+		EXPECT_NE(lru.lookup(make_key<tuple4>(i)), nullptr) << i;
+	EXPECT_EQ(lru.size(), 4u);
+}
+
+TEST_F(overflow_lru_test, erase_if_removes_exactly_the_matching_entries_of_both_classes)
+{
+	lru4 lru(map, 64);
+	for (uint64_t i = 0; i < 40; i++)
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, i % 2 == 0), 0);
+	EXPECT_EQ(lru.erase_if([](const tuple4&, uint64_t& v) { return v % 4 == 0 || v % 4 == 1; }), 20u);
+	EXPECT_EQ(lru.size(), 20u);
+	for (uint64_t i = 0; i < 40; i++)
+		EXPECT_EQ(lru.lookup(make_key<tuple4>(i)) != nullptr, i % 4 >= 2) << i;
+	EXPECT_EQ(lru.stats().erases, 20u);
+}
+
 TEST_F(overflow_lru_test, many_inserts_keep_the_capacity_and_every_survivor_findable)
 {
 	lru4 lru(map, 1000);

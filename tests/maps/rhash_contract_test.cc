@@ -182,8 +182,9 @@ TYPED_TEST(map_contract, bulk_lookup_agrees_with_single_lookups)
 			EXPECT_EQ((mask >> i) & 1, single != nullptr ? 1u : 0u);
 			expect_hits += single != nullptr;
 		}
-		if (n < 64)
+		if (n < 64) {
 			EXPECT_EQ(mask >> n, 0u) << "bits past n must be clear";
+		}
 		EXPECT_EQ(hits, expect_hits);
 	}
 }

@@ -225,6 +225,43 @@ TEST_F(rhash_errors, an_iterator_pins_the_layout_so_a_walk_mid_resize_is_exact)
 	EXPECT_FALSE(m.resizing());
 }
 
+// scan() is the GC's and the evictor's cursor: positions in hash space, so
+// it resumes correctly whatever resize ran between two calls.
+TEST_F(rhash_errors, a_scan_in_small_steps_across_every_kind_of_resize_misses_no_entry)
+{
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 100000});
+	for (uint64_t i = 0; i < 2000; i++)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0);
+	while (m.resize_step(64) != 0) {
+	}
+	for (int kind = 0; kind < 4; kind++) {
+		std::set<uint64_t> seen;
+		uint64_t pos = 0, calls = 0;
+		bool started = false;
+		while (pos < map4::kScanEnd) {
+			pos = m.scan(pos, 5, [&](const tuple4&, uint64_t& v) {
+				seen.insert(v);
+				return true;
+			});
+			calls++;
+			// Start a resize part way and advance it between scan calls.
+			if (!started && kind < 3 && calls == 10) {
+				ASSERT_EQ(kind == 0 ? m.grow() : kind == 1 ? m.shrink() : m.rehash(), 0);
+				started = true;
+			}
+			m.resize_step(7);
+		}
+		while (m.resize_step(64) != 0) {
+		}
+		EXPECT_EQ(seen.size(), 2000u) << "kind " << kind;
+	}
+	// fn returning false stops the scan where it was.
+	unsigned visits = 0;
+	const uint64_t at = m.scan(0, 1000000, [&](const tuple4&, uint64_t&) { return ++visits < 3; });
+	EXPECT_EQ(visits, 3u);
+	EXPECT_LT(at, map4::kScanEnd);
+}
+
 TEST_F(rhash_errors, reclaim_frees_erased_entries_after_a_grace_period)
 {
 	map4 m(rhash_config{.min_entries = 1000, .max_entries = 10000});
