@@ -76,7 +76,21 @@ public:
 		return insert_with_hash(key, value, map_.hash(key), evict_first, out, evict_normal);
 	}
 	int insert_with_hash(const K& key, const V& value, uint64_t h, bool evict_first,
-			     V** out = nullptr, bool evict_normal = true) noexcept;
+			     V** out = nullptr, bool evict_normal = true) noexcept
+	{
+		return insert_claiming(key, value, h, evict_first, out, evict_normal,
+				       [](const K&, V&) { return true; });
+	}
+	// insert_with_hash, where a victim must also be taken by the caller:
+	// claim(const K&, V&) runs under the LRU lock on each candidate, oldest
+	// evict-first entries first (up to kClaimProbes), and returns true if the
+	// entry may go. A caller whose entries change class concurrently (a flow
+	// that just became established, before set_evict_first) checks and
+	// claims the entry's real state here, atomically with its own writers.
+	static constexpr unsigned kClaimProbes = 16;
+	template <typename Claim>
+	int insert_claiming(const K& key, const V& value, uint64_t h, bool evict_first, V** out,
+			    bool evict_normal, Claim&& claim) noexcept;
 	// Removes (and retires) every entry for which pred(const K&, V&) is
 	// true; returns how many. Visits the whole LRU under its lock: for the
 	// control thread's GC (the LRU is small).
@@ -133,7 +147,8 @@ private:
 	// Unindexes node n and returns it to the free list; its ref is retired
 	// when `retire`, else the caller took it over.
 	void remove(uint32_t n, bool retire) noexcept;
-	uint32_t victim(uint32_t in_bucket) const noexcept;
+	template <typename Claim>
+	uint32_t victim(uint32_t in_bucket, bool evict_normal, Claim& claim) noexcept;
 
 	map_type& map_;
 	const uint32_t capacity_;
@@ -252,27 +267,41 @@ void overflow_lru<K, V, H>::remove(uint32_t n, bool retire) noexcept
 	count_.fetch_sub(1, std::memory_order_release);
 }
 
+// The entry to evict, or kNil: evict-first entries oldest first, then (if
+// allowed) the oldest normal one; each must pass claim. A full LRU bucket
+// picks among its own 15 entries the same way.
 template <typename K, typename V, typename H>
-uint32_t overflow_lru<K, V, H>::victim(uint32_t in_bucket) const noexcept
+template <typename Claim>
+uint32_t overflow_lru<K, V, H>::victim(uint32_t in_bucket, bool evict_normal, Claim& claim) noexcept
 {
+	auto ok = [&](uint32_t n) {
+		entry* e = map_.entry_of(nodes_[n].ref);
+		return claim(static_cast<const K&>(e->key), e->value);
+	};
 	if (in_bucket == kNil) {
-		if (lists_[1].tail != kNil)
-			return lists_[1].tail;
-		return lists_[0].tail;
+		unsigned probes = 0;
+		for (uint32_t n = lists_[1].tail; n != kNil && probes < kClaimProbes; n = nodes_[n].prev, probes++)
+			if (ok(n))
+				return n;
+		for (uint32_t n = lists_[0].tail; evict_normal && n != kNil && probes < 2 * kClaimProbes;
+		     n = nodes_[n].prev, probes++)
+			if (ok(n))
+				return n;
+		return kNil;
 	}
-	// A full bucket: its own best victim (evict-first, then any).
-	uint32_t best = kNil;
-	for (unsigned i = 0; i < kSlots; i++) {
-		const uint32_t n = slot_node_[size_t{in_bucket} * kSlots + i];
-		if (best == kNil || (nodes_[n].first && !nodes_[best].first))
-			best = n;
-	}
-	return best;
+	for (int pass = 1; pass >= (evict_normal ? 0 : 1); pass--)
+		for (unsigned i = 0; i < kSlots; i++) {
+			const uint32_t n = slot_node_[size_t{in_bucket} * kSlots + i];
+			if (nodes_[n].first == pass && ok(n))
+				return n;
+		}
+	return kNil;
 }
 
 template <typename K, typename V, typename H>
-int overflow_lru<K, V, H>::insert_with_hash(const K& key, const V& value, uint64_t h,
-					    bool evict_first, V** out, bool evict_normal) noexcept
+template <typename Claim>
+int overflow_lru<K, V, H>::insert_claiming(const K& key, const V& value, uint64_t h, bool evict_first,
+					   V** out, bool evict_normal, Claim&& claim) noexcept
 {
 	std::lock_guard<spinlock> g(lock_);
 	if (uint32_t n = find_locked(key, h); n != kNil) {
@@ -287,8 +316,8 @@ int overflow_lru<K, V, H>::insert_with_hash(const K& key, const V& value, uint64
 		if (b.slot[i].load(std::memory_order_relaxed) == 0)
 			slot = static_cast<int>(i);
 	if (slot < 0 || free_nodes_.empty()) {
-		const uint32_t v = victim(slot < 0 ? bi : kNil);
-		if (!evict_normal && !nodes_[v].first)
+		const uint32_t v = victim(slot < 0 ? bi : kNil, evict_normal, claim);
+		if (v == kNil)
 			return -ENOSPC;
 		evicted_[nodes_[v].first]++;
 		if (slot < 0)

@@ -141,7 +141,8 @@ struct rhash_stats {
 // A relaxed per-thread counter: one writer, any number of readers.
 struct counter {
 	std::atomic<uint64_t> v{0};
-	void inc() noexcept { v.store(v.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+	void inc() noexcept { add(1); }
+	void add(uint64_t n) noexcept { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
 	uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
 };
 
@@ -242,9 +243,9 @@ public:
 	// fn(const K&, V&) -> bool for each; false stops the scan. Returns the
 	// position to continue from: 2^32 once the whole hash space was covered.
 	// Positions, not bucket indexes, so a cursor stays meaningful across
-	// resizes. RCU reader, lock-free; while a resize runs, an entry being
-	// migrated may be visited twice, and one present throughout is never
-	// skipped. fn may call erase (it takes the bucket lock the scan does not
+	// resizes. RCU reader, lock-free. An entry present throughout is never
+	// skipped; one that a concurrent resize step migrates may be visited
+	// twice (not when the resize runs on the scanning thread). fn may call erase (it takes the bucket lock the scan does not
 	// hold).
 	static constexpr uint64_t kScanEnd = uint64_t{1} << 32;
 	template <typename Fn>
@@ -844,13 +845,19 @@ uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const n
 	const table* t = tbl_.load(std::memory_order_acquire);
 	for (; pos < kScanEnd && max_buckets > 0; max_buckets--) {
 		const uint64_t bi = (pos * t->nbuckets) >> 32;
-		const uint64_t end = first_pos(bi + 1, t->nbuckets);
+		const uint64_t lo = first_pos(bi, t->nbuckets), end = first_pos(bi + 1, t->nbuckets);
 		if (!scan_chain(t, &t->buckets[bi], fn))
 			return pos;
-		// Then the buckets of the table being resized into that cover the
-		// same positions (guarantee 2: old bucket first, then `next`).
+		// Then the buckets of the table being resized into that start in
+		// this bucket's range (guarantee 2: old bucket first, then `next`).
+		// Growing by 2^k they tile it exactly; shrinking, new bucket i
+		// starts where old bucket 2i does, so it is visited once.
 		if (const table* nt = t->next.load(std::memory_order_acquire)) {
-			for (uint64_t j = (pos * nt->nbuckets) >> 32; j < nt->nbuckets && first_pos(j, nt->nbuckets) < end; j++)
+			const uint64_t nn = nt->nbuckets;
+			uint64_t j = (lo * nn) >> 32;
+			if (first_pos(j, nn) < lo)
+				j++;
+			for (; j < nn && first_pos(j, nn) < end; j++)
 				if (!scan_chain(nt, &nt->buckets[j], fn))
 					return pos;
 		}

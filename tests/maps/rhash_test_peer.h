@@ -17,6 +17,18 @@ struct rhash_test_peer {
 		else
 			b->ctrl.fetch_and(~bits);
 	}
+	// Every bucket of the current table: each insert meets a migration.
+	template <typename M>
+	static void set_all_migrating(M& m, bool on)
+	{
+		auto* t = m.tbl_.load();
+		for (uint32_t i = 0; i < t->nbuckets; i++) {
+			if (on)
+				t->buckets[i].ctrl.fetch_or(M::kLock | M::kMigrating);
+			else
+				t->buckets[i].ctrl.fetch_and(~(M::kLock | M::kMigrating));
+		}
+	}
 	template <typename M>
 	static void set_migrating(M& m, uint64_t h, bool on)
 	{

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// config: one YAML file -> validated plain structs.
+//
+// yaml-cpp stops here. A file is read whole, every key is checked (unknown
+// keys, wrong types, values out of range, values inconsistent with each
+// other), and the first problem is returned as an error naming the file,
+// line, column and YAML path:
+//
+//   ctplane.yaml:7:17: ct.shrink_pct: 40 must be below half of grow_pct (75)
+//
+// Nothing is half-applied: a caller gets a whole config or an error, and a
+// reload that fails leaves the running config as it was.
+//
+// Sections so far: `ct` (conntrack sizing, watermarks, overflow LRU,
+// timeouts, GC budget, events). The documented example with every key and
+// its default is config/ctplane.example.yaml.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <variant>
+
+#include "ct/ct_config.h"
+
+namespace ctplane::config {
+
+struct error {
+	std::string file;
+	int line = 0, column = 0;  // 1-based; 0: not known (file unreadable)
+	std::string path;          // YAML path: ct.timeouts.tcp_syn_sent
+	std::string message;
+	// "file:line:column: path: message"
+	std::string str() const;
+};
+
+// A value or an error, for control-path functions.
+template <typename T>
+class result {
+public:
+	result(T v) : v_(std::move(v)) {}
+	result(error e) : v_(std::move(e)) {}
+	bool ok() const noexcept { return v_.index() == 0; }
+	explicit operator bool() const noexcept { return ok(); }
+	const T& value() const { return std::get<0>(v_); }
+	T& value() { return std::get<0>(v_); }
+	const error& err() const { return std::get<1>(v_); }
+
+private:
+	std::variant<T, error> v_;
+};
+
+struct ctplane_config {
+	ct::config ct;
+};
+
+result<ctplane_config> load_file(const std::string& path);
+// `name` is what errors call the text (a file name, usually).
+result<ctplane_config> load_string(const std::string& text, const std::string& name);
+
+}  // namespace ctplane::config

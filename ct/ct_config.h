@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The CT table's parameters: a plain struct with nf_conntrack-like
+// defaults. config/ fills it from the YAML `ct:` section and validates it;
+// ct::table checks it again (validate()) so a hand-built one cannot start a
+// broken table.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ctplane::ct {
+
+// Per-state timeouts in milliseconds. Defaults: Linux nf_conntrack's.
+struct timeouts {
+	uint32_t tcp_syn_sent = 120'000;
+	uint32_t tcp_syn_recv = 60'000;
+	uint32_t tcp_established = 432'000'000;  // 5 days
+	uint32_t tcp_fin_wait = 120'000;
+	uint32_t tcp_close_wait = 60'000;
+	uint32_t tcp_last_ack = 30'000;
+	uint32_t tcp_time_wait = 120'000;
+	uint32_t tcp_close = 10'000;
+	uint32_t udp_unreplied = 30'000;
+	uint32_t udp_assured = 120'000;
+	uint32_t icmp = 30'000;
+	uint32_t other_unreplied = 60'000;
+	uint32_t other_assured = 600'000;
+};
+
+// Expiry times are 32-bit millisecond ticks compared with wraparound, so a
+// timeout must stay well under 2^31 ms (24.8 days).
+inline constexpr uint32_t kMaxTimeoutMs = 20u * 24 * 3600 * 1000;
+
+struct config {
+	uint64_t min_entries = 1024;         // per family: the table never shrinks below
+	uint64_t max_entries = 1u << 20;     // per family: at it, evict or refuse
+	uint64_t initial_entries = 0;        // 0: min_entries
+	uint32_t grow_pct = 75;              // high watermark, % of slots
+	uint32_t shrink_pct = 30;            // low watermark
+	uint32_t overflow_entries = 4096;    // overflow LRU capacity per family
+	uint32_t gc_budget_us = 200;         // GC time per control tick
+	uint32_t resize_budget_buckets = 4096;  // buckets migrated per control tick
+	bool events = false;                 // new / state / destroy records
+	uint32_t event_ring = 4096;          // records per thread ring (power of two)
+	timeouts timeout;
+};
+
+// "" if `c` is usable, else what is wrong with it (names the field).
+std::string validate(const config& c);
+
+}  // namespace ctplane::ct

@@ -1,0 +1,710 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "ct/table.h"
+
+#include <algorithm>
+#include <chrono>
+#include <stdexcept>
+
+namespace ctplane::ct {
+
+namespace {
+
+template <typename T>
+T load(const T& x) noexcept
+{
+	return std::atomic_ref<T>(const_cast<T&>(x)).load(std::memory_order_relaxed);
+}
+template <typename T>
+void store(T& x, T v) noexcept
+{
+	std::atomic_ref<T>(x).store(v, std::memory_order_relaxed);
+}
+uint16_t load_status(const flow_head& h) noexcept
+{
+	// acquire: pairs with the release CAS of a transition or a restart.
+	return std::atomic_ref<uint16_t>(const_cast<uint16_t&>(h.status)).load(std::memory_order_acquire);
+}
+constexpr uint8_t state_of(uint16_t st) noexcept { return static_cast<uint8_t>(st & 0xff); }
+constexpr uint8_t flags_of(uint16_t st) noexcept { return static_cast<uint8_t>(st >> 8); }
+constexpr uint16_t status(uint8_t s, uint8_t fl) noexcept { return static_cast<uint16_t>(s | fl << 8); }
+
+uint64_t mono_ns() noexcept
+{
+	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+					     std::chrono::steady_clock::now().time_since_epoch())
+					     .count());
+}
+
+// Buckets probed for a victim at max_entries: the key's own bucket first.
+constexpr unsigned kEvictBuckets = 8;
+// Buckets per GC scan call (the time budget is checked between calls).
+constexpr size_t kGcChunk = 32;
+constexpr unsigned kChunk = 64;  // packets per bulk lookup
+
+}  // namespace
+
+const char* verdict_name(verdict v) noexcept
+{
+	switch (v) {
+	case verdict::created: return "created";
+	case verdict::tracked: return "tracked";
+	case verdict::related: return "related";
+	case verdict::untracked: return "untracked";
+	case verdict::invalid: return "invalid";
+	case verdict::refused_full: return "refused_full";
+	case verdict::refused_busy: return "refused_busy";
+	case verdict::refused_nomem: return "refused_nomem";
+	}
+	return "?";
+}
+
+const char* state_name(uint8_t s) noexcept
+{
+	static const char* const names[kStates] = {
+		"NONE",        "SYN_SENT",  "SYN_RECV",  "ESTABLISHED", "FIN_WAIT",
+		"CLOSE_WAIT",  "LAST_ACK",  "TIME_WAIT", "CLOSE",       "UDP_UNREPLIED",
+		"UDP_ASSURED", "ICMP_UNREPLIED", "ICMP_REPLIED", "UNREPLIED", "ASSURED",
+	};
+	return s < kStates ? names[s] : "?";
+}
+
+uint32_t timeout_of(const timeouts& t, uint8_t s) noexcept
+{
+	switch (s) {
+	case tcp_syn_sent: return t.tcp_syn_sent;
+	case tcp_syn_recv: return t.tcp_syn_recv;
+	case tcp_established: return t.tcp_established;
+	case tcp_fin_wait: return t.tcp_fin_wait;
+	case tcp_close_wait: return t.tcp_close_wait;
+	case tcp_last_ack: return t.tcp_last_ack;
+	case tcp_time_wait: return t.tcp_time_wait;
+	case tcp_close: return t.tcp_close;
+	case udp_unreplied: return t.udp_unreplied;
+	case udp_assured: return t.udp_assured;
+	case icmp_unreplied:
+	case icmp_replied: return t.icmp;
+	case other_unreplied: return t.other_unreplied;
+	case other_assured: return t.other_assured;
+	default: return 0;
+	}
+}
+
+std::string validate(const config& c)
+{
+	if (c.min_entries == 0)
+		return "min_entries must be at least 1";
+	if (c.max_entries > (uint64_t{1} << 30))
+		return "max_entries must be at most 1073741824";
+	if (c.min_entries > c.max_entries)
+		return "min_entries (" + std::to_string(c.min_entries) + ") exceeds max_entries (" +
+		       std::to_string(c.max_entries) + ")";
+	if (c.initial_entries > c.max_entries)
+		return "initial_entries (" + std::to_string(c.initial_entries) + ") exceeds max_entries (" +
+		       std::to_string(c.max_entries) + ")";
+	if (c.grow_pct < 10 || c.grow_pct > 95)
+		return "grow_pct must be within 10..95";
+	if (c.shrink_pct * 2 >= c.grow_pct)
+		return "shrink_pct (" + std::to_string(c.shrink_pct) + ") must be below half of grow_pct (" +
+		       std::to_string(c.grow_pct) + ")";
+	if (c.overflow_entries == 0 || c.overflow_entries > (1u << 20))
+		return "overflow_entries must be within 1..1048576";
+	if (c.events && (c.event_ring < 64 || c.event_ring > (1u << 20) || (c.event_ring & (c.event_ring - 1))))
+		return "event_ring must be a power of two within 64..1048576";
+	if (c.gc_budget_us == 0 || c.gc_budget_us > 1'000'000)
+		return "gc_budget_us must be within 1..1000000";
+	if (c.resize_budget_buckets == 0)
+		return "resize_budget_buckets must be at least 1";
+	for (unsigned s = 1; s < kStates; s++) {
+		const uint32_t t = timeout_of(c.timeout, static_cast<uint8_t>(s));
+		if (t == 0 || t > kMaxTimeoutMs)
+			return std::string("timeout of ") + state_name(static_cast<uint8_t>(s)) +
+			       " must be within 1 ms..20 days";
+	}
+	return "";
+}
+
+// ---- events -------------------------------------------------------------------
+
+event_rings::event_rings(uint32_t capacity)
+{
+	if (capacity == 0)
+		return;
+	cap_ = 1;
+	while (cap_ < capacity)
+		cap_ <<= 1;
+	const size_t per = (size_t{cap_} * sizeof(event) + 4095) & ~size_t{4095};
+	bytes_ = per * maps::kMaxThreads;
+	mem_ = maps::region_alloc(bytes_, false);
+	if (mem_ == nullptr)
+		throw std::bad_alloc();
+	for (unsigned i = 0; i < maps::kMaxThreads; i++)
+		rings_[i].offset = per * i;
+}
+
+event_rings::~event_rings()
+{
+	if (mem_ != nullptr)
+		maps::region_free(mem_, bytes_, false);
+}
+
+uint64_t event_rings::lost() const noexcept
+{
+	uint64_t n = 0;
+	for (const ring& r : rings_)
+		n += r.lost.load(std::memory_order_relaxed);
+	return n;
+}
+
+// ---- table ------------------------------------------------------------------------
+
+table::table(const config& c)
+	: cfg_(c), events_(c.events ? c.event_ring : 0),
+	  counters_(std::make_unique<thread_counters[]>(maps::kMaxThreads))
+{
+	if (std::string err = validate(c); !err.empty())
+		throw std::invalid_argument("ct: " + err);
+	maps::rhash_config hc{
+		.min_entries = c.min_entries,
+		.max_entries = c.max_entries,
+		.initial_entries = c.initial_entries,
+		.grow_pct = c.grow_pct,
+		.shrink_pct = c.shrink_pct,
+	};
+	f4_ = std::make_unique<fam4>(hc, c.overflow_entries);
+	f6_ = std::make_unique<fam6>(hc, c.overflow_entries);
+	set_timeouts(c.timeout);
+}
+
+table::~table() = default;
+
+void table::set_timeouts(const timeouts& t) noexcept
+{
+	cfg_.timeout = t;
+	tmo_[st_none].store(0, std::memory_order_relaxed);
+	for (unsigned s = 1; s < kStates; s++)
+		tmo_[s].store(timeout_of(t, static_cast<uint8_t>(s)), std::memory_order_relaxed);
+}
+
+template <typename F>
+bool table::claim(F& f, uint16_t seen) noexcept
+{
+	return std::atomic_ref<uint16_t>(f.h.status)
+		.compare_exchange_strong(seen, status(st_none, flags_of(seen)), std::memory_order_acq_rel);
+}
+
+template <typename K, typename F>
+void table::emit(event_type type, const K& k, const F& f, uint8_t old_state, destroy_reason why,
+		 uint32_t now) noexcept
+{
+	if (!events_.enabled())
+		return;
+	const uint16_t st = load_status(f.h);
+	event e;
+	e.type = type;
+	e.state = type == event_type::destroyed ? old_state : state_of(st);
+	e.old_state = old_state;
+	e.reason = why;
+	e.time_ms = now;
+	e.orig = tuple_of(k, (flags_of(st) & kOrigHi) ? 1 : 0);
+	for (int d = 0; d < 2; d++) {
+		e.packets[d] = load(f.packets[d]);
+		e.bytes[d] = load(f.bytes[d]);
+	}
+	events_.push(e);
+}
+
+template <typename K, typename F>
+flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo) noexcept
+{
+	flow_view v;
+	std::memset(&v, 0, sizeof(v));
+	const uint16_t st = load_status(f.h);
+	v.state = state_of(st);
+	v.flags = flags_of(st);
+	v.orig = tuple_of(k, (v.flags & kOrigHi) ? 1 : 0);
+	for (int d = 0; d < 2; d++) {
+		v.packets[d] = load(f.packets[d]);
+		v.bytes[d] = load(f.bytes[d]);
+	}
+	v.expires_ms = load(f.h.expires);
+	v.last_seen_ms = v.expires_ms - tmo[v.state];
+	v.backend = f.h.backend;
+	std::memcpy(v.nat_addr, f.nat_addr, sizeof(f.nat_addr));
+	v.nat_port = f.h.nat_port;
+	return v;
+}
+
+// ---- the packet path ------------------------------------------------------------------
+
+void table::process_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result* out,
+			 const nat_init* const* nat) noexcept
+{
+	const uint32_t now = ticks(now_ns);
+	uint16_t idx4[kChunk], idx6[kChunk];
+	for (unsigned base = 0; base < n; base += kChunk) {
+		const unsigned m = std::min(kChunk, n - base);
+		unsigned n4 = 0, n6 = 0;
+		for (unsigned i = 0; i < m; i++) {
+			const packet& p = pkts[base + i];
+			if (p.kind == pkt_kind::icmp_other) {
+				out[base + i] = result{verdict::untracked, 0, st_none, p.t.family, nullptr};
+				tc().untracked.inc();
+			} else if (p.t.family == 6) {
+				idx6[n6++] = static_cast<uint16_t>(i);
+			} else {
+				idx4[n4++] = static_cast<uint16_t>(i);
+			}
+		}
+		const nat_init* const* nb = nat != nullptr ? nat + base : nullptr;
+		if (n4 != 0)
+			run(*f4_, pkts + base, idx4, n4, now, out + base, nb);
+		if (n6 != 0)
+			run(*f6_, pkts + base, idx6, n6, now, out + base, nb);
+	}
+}
+
+template <typename Fam>
+void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, uint32_t now,
+		result* out, const nat_init* const* nat) noexcept
+{
+	using K = typename Fam::key;
+	using F = typename Fam::flow;
+	K keys[kChunk];
+	const K* kp[kChunk] = {};
+	F* vals[kChunk];
+	uint8_t kdir[kChunk];
+	uint64_t in_lru = 0;
+	for (unsigned i = 0; i < n; i++) {
+		kdir[i] = static_cast<uint8_t>(make_key(pkts[idx[i]].t, keys[i]));
+		kp[i] = &keys[i];
+	}
+	// The overflow LRU first, then the hash: drain() links an entry into
+	// the hash before unlinking it from the LRU, so this order never misses.
+	if (!fam.lru.empty()) [[unlikely]] {
+		unsigned rest = 0;
+		const K* kr[kChunk];
+		F* vr[kChunk];
+		uint8_t where[kChunk];
+		for (unsigned i = 0; i < n; i++) {
+			vals[i] = fam.lru.lookup(keys[i]);
+			if (vals[i] != nullptr)
+				in_lru |= uint64_t{1} << i;
+			else {
+				where[rest] = static_cast<uint8_t>(i);
+				kr[rest++] = &keys[i];
+			}
+		}
+		uint64_t mask;
+		if (rest != 0)
+			fam.hash.lookup_bulk(kr, rest, vr, &mask);
+		for (unsigned j = 0; j < rest; j++)
+			vals[where[j]] = vr[j];
+	} else {
+		uint64_t mask;
+		fam.hash.lookup_bulk(kp, n, vals, &mask);
+	}
+	for (unsigned i = 0; i < n; i++) {
+		const packet& p = pkts[idx[i]];
+		result& r = out[idx[i]];
+		r.family = p.t.family == 6 ? 6 : 4;
+		if (vals[i] != nullptr)
+			apply(fam, keys[i], vals[i], kdir[i], p, now, (in_lru >> i) & 1, r);
+		else
+			create(fam, keys[i], kdir[i], p, now, nat != nullptr ? nat[idx[i]] : nullptr, r);
+	}
+}
+
+template <typename Fam>
+void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, unsigned kdir,
+		  const packet& p, uint32_t now, bool in_lru, result& r) noexcept
+{
+	thread_counters& c = tc();
+	std::atomic_ref<uint16_t> st(f->h.status);
+	uint16_t cur = st.load(std::memory_order_acquire);
+	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
+	for (;;) {
+		const uint8_t s = state_of(cur), fl = flags_of(cur);
+		if (s == st_none) {
+			// Being destroyed by the GC, an eviction or an erase.
+			r = result{opener ? verdict::refused_busy : verdict::invalid, 0, st_none, r.family, nullptr};
+			(opener ? c.refused_busy : c.invalid_no_flow).inc();
+			return;
+		}
+		unsigned dir = kdir ^ ((fl & kOrigHi) ? 1u : 0u);
+		const bool dead = expired(load(f->h.expires), now);
+		if (p.kind == pkt_kind::icmp_error) {
+			if (dead) {
+				r = result{verdict::invalid, 0, st_none, r.family, nullptr};
+				c.invalid_no_flow.inc();
+			} else {
+				r = result{verdict::related, static_cast<uint8_t>(dir), s, r.family, &f->h};
+				c.related.inc();
+			}
+			return;
+		}
+		step x;
+		if (dead) {
+			if (!opener) {
+				r = result{verdict::invalid, 0, st_none, r.family, nullptr};
+				c.invalid_no_flow.inc();
+				return;
+			}
+			x = step{initial_state(p.t.proto, p.kind), 0, true, true};
+		} else {
+			x = next_state(p.t.proto, s, fl, dir, p.kind, p.tcp_flags);
+		}
+		if (!x.valid) {
+			r = result{verdict::invalid, static_cast<uint8_t>(dir), s, r.family, nullptr};
+			c.invalid_state.inc();
+			return;
+		}
+		uint16_t next;
+		if (x.reopen) {
+			// A new connection on this tuple: its opener is this packet's
+			// sender; the translation stays (same tuple, same backend).
+			next = status(x.state, static_cast<uint8_t>((kdir ? kOrigHi : 0) | (fl & kNat)));
+			dir = 0;
+		} else {
+			next = status(x.state, x.flags);
+		}
+		if (next != cur && !st.compare_exchange_weak(cur, next, std::memory_order_acq_rel))
+			continue;  // another worker moved the flow: judge again
+		if (x.reopen) {
+			for (int d = 0; d < 2; d++) {
+				store(f->packets[d], 0u);
+				store(f->bytes[d], uint64_t{0});
+			}
+		}
+		store(f->h.expires, now + timeout(x.state));
+		store(f->packets[dir], load(f->packets[dir]) + 1);
+		store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
+		if (x.reopen) {
+			r = result{verdict::created, 0, x.state, r.family, &f->h};
+			c.reopened.inc();
+			emit(event_type::created, k, *f, s, destroy_reason::none, now);
+		} else {
+			r = result{verdict::tracked, static_cast<uint8_t>(dir), x.state, r.family, &f->h};
+			c.tracked.inc();
+			if (x.state != s)
+				emit(event_type::state_change, k, *f, s, destroy_reason::none, now);
+		}
+		if (in_lru && is_half_open(s) != is_half_open(x.state)) [[unlikely]]
+			fam.lru.set_evict_first(k, is_half_open(x.state));
+		return;
+	}
+}
+
+template <typename Fam>
+void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const packet& p, uint32_t now,
+		   const nat_init* nat, result& r) noexcept
+{
+	using F = typename Fam::flow;
+	thread_counters& c = tc();
+	if (!opens(p.t.proto, p.kind, p.tcp_flags)) {
+		r = result{verdict::invalid, 0, st_none, r.family, nullptr};
+		c.invalid_no_flow.inc();
+		return;
+	}
+	F init;
+	std::memset(&init, 0, sizeof(init));
+	const uint8_t s0 = initial_state(p.t.proto, p.kind);
+	uint8_t fl = kdir ? kOrigHi : 0;
+	if (nat != nullptr) {
+		fl |= kNat;
+		std::memcpy(init.nat_addr, nat->addr, sizeof(init.nat_addr));
+		init.h.nat_port = nat->port;
+		init.h.backend = nat->backend;
+	}
+	init.h.status = status(s0, fl);
+	init.h.expires = now + timeout(s0);
+	init.packets[0] = 1;
+	init.bytes[0] = p.bytes;
+
+	const uint64_t h = fam.hash.hash(k);
+	F* out = nullptr;
+	bool evicted = false;
+	for (;;) {
+		int rc = fam.hash.insert_with_hash(k, init, h, &out);
+		bool lru = false;
+		if (rc == -EBUSY) {
+			// The bucket is being migrated (or its chain is full): the
+			// overflow LRU takes the flow, refusing rather than evicting
+			// an established one to make room.
+			rc = fam.lru.insert_claiming(k, init, h, true, &out, false,
+						     [&](const typename Fam::key& vk, F& vf) {
+							     return claim_victim(vk, vf, now);
+						     });
+			lru = true;
+			if (rc == 0)
+				c.spilled.inc();
+			else if (rc == -ENOSPC) {
+				r = result{verdict::refused_busy, 0, st_none, r.family, nullptr};
+				c.refused_busy.inc();
+				return;
+			}
+		}
+		if (rc == 0) {
+			r = result{verdict::created, 0, s0, r.family, &out->h};
+			c.created.inc();
+			emit(event_type::created, k, *out, st_none, destroy_reason::none, now);
+			return;
+		}
+		if (rc == -EEXIST) {  // another worker created it first
+			c.insert_raced.inc();
+			apply(fam, k, out, kdir, p, now, lru, r);
+			return;
+		}
+		if (rc == -ENOSPC && !evicted && evict_near(fam, h, now)) {
+			evicted = true;
+			continue;
+		}
+		if (rc == -ENOSPC) {
+			r = result{verdict::refused_full, 0, st_none, r.family, nullptr};
+			c.refused_full.inc();
+		} else {
+			r = result{verdict::refused_nomem, 0, st_none, r.family, nullptr};
+			c.refused_nomem.inc();
+		}
+		return;
+	}
+}
+
+// The overflow LRU asks before it evicts: only a flow that is half-open or
+// expired, and only if this thread wins its destruction (a flow that just
+// became established has already left the half-open class by CAS).
+template <typename K, typename F>
+bool table::claim_victim(const K& k, F& f, uint32_t now) noexcept
+{
+	const uint16_t st = load_status(f.h);
+	const uint8_t s = state_of(st);
+	if (s == st_none)
+		return true;  // being destroyed already
+	if (!is_half_open(s) && !expired(load(f.h.expires), now))
+		return false;
+	if (!claim(f, st))
+		return false;
+	emit(event_type::destroyed, k, f, s, destroy_reason::evicted, now);
+	tc().evicted_overflow.inc();
+	return true;
+}
+
+// At max_entries: one victim from the key's neighbourhood (its bucket and
+// the next kEvictBuckets - 1, like nf_conntrack's early_drop): the first
+// expired flow, else the first half-open one; established flows are never
+// taken.
+template <typename Fam>
+bool table::evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept
+{
+	using K = typename Fam::key;
+	using F = typename Fam::flow;
+	int best = 2;  // 0 expired, 1 half-open, 2 none
+	K vk;
+	F* vf = nullptr;
+	uint16_t vst = 0;
+	auto pick = [&](const K& k, F& f) {
+		const uint16_t st = load_status(f.h);
+		const uint8_t s = state_of(st);
+		if (s == st_none)
+			return true;
+		const int rank = expired(load(f.h.expires), now) ? 0 : is_half_open(s) ? 1 : 2;
+		if (rank < best) {
+			best = rank;
+			vk = k;
+			vf = &f;
+			vst = st;
+		}
+		return best != 0;
+	};
+	uint64_t pos = static_cast<uint32_t>(h);
+	for (unsigned i = 0; i < kEvictBuckets && best != 0; i++) {
+		if (pos >= maps::rhash<K, F>::kScanEnd)
+			pos = 0;
+		pos = fam.hash.scan(pos, 1, pick);
+	}
+	if (best == 2 || !claim(*vf, vst))
+		return false;
+	emit(event_type::destroyed, vk, *vf, state_of(vst), destroy_reason::evicted, now);
+	if (fam.hash.erase(vk) != 0)
+		return false;
+	(best == 0 ? tc().evicted_expired : tc().evicted_halfopen).inc();
+	return true;
+}
+
+template <typename Fam>
+bool table::find_in(const Fam& fam, const tuple& t, uint32_t now, flow_view* v, unsigned* dir) const noexcept
+{
+	typename Fam::key k;
+	const unsigned kdir = make_key(t, k);
+	const auto* f = fam.lru.lookup(k);
+	if (f == nullptr)
+		f = fam.hash.lookup(k);
+	if (f == nullptr)
+		return false;
+	const uint16_t st = load_status(f->h);
+	if (state_of(st) == st_none || expired(load(f->h.expires), now))
+		return false;
+	uint32_t tmo[kStates];
+	for (unsigned s = 0; s < kStates; s++)
+		tmo[s] = timeout(static_cast<uint8_t>(s));
+	if (v != nullptr)
+		*v = view_of(k, *f, tmo);
+	if (dir != nullptr)
+		*dir = kdir ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
+	return true;
+}
+
+bool table::find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir) const noexcept
+{
+	return t.family == 6 ? find_in(*f6_, t, ticks(now_ns), v, dir) : find_in(*f4_, t, ticks(now_ns), v, dir);
+}
+
+template <typename Fam>
+int table::erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept
+{
+	typename Fam::key k;
+	make_key(t, k);
+	bool in_lru = true;
+	auto* f = fam.lru.lookup(k);
+	if (f == nullptr) {
+		in_lru = false;
+		f = fam.hash.lookup(k);
+	}
+	if (f == nullptr)
+		return -ENOENT;
+	const uint16_t st = load_status(f->h);
+	if (state_of(st) == st_none || !claim(*f, st))
+		return -ENOENT;  // someone else is destroying it
+	emit(event_type::destroyed, k, *f, state_of(st), destroy_reason::erased, now);
+	if (!in_lru)
+		fam.hash.erase(k);
+	else if (fam.lru.erase(k) != 0)
+		fam.hash.erase(k);  // drained into the hash meanwhile
+	tc().erased.inc();
+	return 0;
+}
+
+int table::erase(const tuple& t, uint64_t now_ns) noexcept
+{
+	return t.family == 6 ? erase_in(*f6_, t, ticks(now_ns)) : erase_in(*f4_, t, ticks(now_ns));
+}
+
+// ---- control thread ----------------------------------------------------------------
+
+template <typename Fam>
+size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, bool* wrapped) noexcept
+{
+	using K = typename Fam::key;
+	using F = typename Fam::flow;
+	thread_counters& c = tc();
+	size_t expired_n = 0;
+	K victims[kGcChunk];
+	unsigned nv = 0;
+	bool more = true;
+	auto check = [&](const K& k, F& f) {
+		const uint16_t st = load_status(f.h);
+		const uint8_t s = state_of(st);
+		if (s == st_none)
+			return true;
+		const uint32_t exp = load(f.h.expires);
+		if (expired(exp, now)) {
+			if (claim(f, st)) {
+				emit(event_type::destroyed, k, f, s, destroy_reason::expired, now);
+				victims[nv++] = k;
+			}
+		} else if (exp - now > timeout(s)) {
+			// A racing transition (or a timeout reload) left the flow a
+			// longer life than its state allows.
+			store(f.h.expires, now + timeout(s));
+			c.gc_clamped.inc();
+		}
+		return nv < kGcChunk;  // stop while the victim buffer has room
+	};
+	while (more) {
+		fam.gc_pos = fam.hash.scan(fam.gc_pos, kGcChunk, check);
+		for (unsigned i = 0; i < nv; i++)
+			if (fam.hash.erase(victims[i]) == 0 || fam.lru.erase(victims[i]) == 0) {
+				c.expired_gc.inc();
+				expired_n++;
+			}
+		nv = 0;
+		if (fam.gc_pos >= maps::rhash<K, F>::kScanEnd) {
+			fam.gc_pos = 0;
+			*wrapped = true;
+			// The overflow LRU is small: one pass per sweep.
+			expired_n += fam.lru.erase_if([&](const K& k, F& f) {
+				const uint16_t st = load_status(f.h);
+				if (state_of(st) == st_none || !expired(load(f.h.expires), now) || !claim(f, st))
+					return false;
+				emit(event_type::destroyed, k, f, state_of(st), destroy_reason::expired, now);
+				c.expired_gc.inc();
+				return true;
+			});
+			more = false;
+		}
+		if (mono_ns() >= deadline_ns)
+			more = false;
+	}
+	return expired_n;
+}
+
+size_t table::gc(uint64_t now_ns, uint64_t budget_ns) noexcept
+{
+	const uint32_t now = ticks(now_ns);
+	const uint64_t deadline = mono_ns() + budget_ns;
+	bool w4 = false, w6 = false;
+	size_t n = gc_family(*f4_, now, deadline, &w4);
+	// The IPv6 table gets the rest of the budget, and at least one chunk.
+	n += gc_family(*f6_, now, std::max(deadline, mono_ns() + 1), &w6);
+	if (w4)
+		gc_sweeps_.fetch_add(1, std::memory_order_relaxed);
+	return n;
+}
+
+void table::tick(uint64_t now_ns) noexcept
+{
+	gc(now_ns, uint64_t{cfg_.gc_budget_us} * 1000);
+	auto step = [&](auto& fam) {
+		fam.hash.maintain(cfg_.resize_budget_buckets);
+		if (!fam.hash.resizing() && !fam.lru.empty()) {
+			tc().drained.add(fam.lru.drain(1024));
+		}
+	};
+	step(*f4_);
+	step(*f6_);
+}
+
+// ---- introspection -------------------------------------------------------------------
+
+ct::stats table::stats() const noexcept
+{
+	ct::stats s{};
+	for (unsigned t = 0; t < maps::kMaxThreads; t++) {
+#define CTPLANE_X(n) s.c.n += counters_[t].n.get();
+		CTPLANE_CT_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	}
+	s.flows4 = f4_->hash.size();
+	s.flows6 = f6_->hash.size();
+	s.overflow4 = f4_->lru.size();
+	s.overflow6 = f6_->lru.size();
+	s.hash4 = f4_->hash.stats();
+	s.hash6 = f6_->hash.stats();
+	s.lru4 = f4_->lru.stats();
+	s.lru6 = f6_->lru.stats();
+	s.gc_sweeps = gc_sweeps_.load(std::memory_order_relaxed);
+	s.events_lost = events_.lost();
+	s.bytes = bytes_used();
+	return s;
+}
+
+uint64_t table::size() const noexcept
+{
+	return f4_->hash.size() + f6_->hash.size() + f4_->lru.size() + f6_->lru.size();
+}
+
+size_t table::bytes_used() const noexcept
+{
+	return f4_->hash.bytes_used() + f6_->hash.bytes_used();
+}
+
+}  // namespace ctplane::ct

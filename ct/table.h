@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// ct::table: the connection-tracking table.
+//
+// ---------------------------------------------------------------------------
+// Design
+//
+// Storage. One maps::rhash per family (16-byte IPv4 keys, 40-byte IPv6
+// keys) plus its overflow LRU. A flow is stored once, under its canonical
+// key (ct/tuple.h): both directions find it with one probe. The value is
+// the whole flow: status, expiry, per-direction counters and the NAT/LB
+// data, in one object, so expiry or eviction can never split a flow from
+// its translation. An IPv4 flow is a 56-byte entry (16 key + 40 value) and
+// about 6-11 bytes of index; an IPv6 flow is 96 + index.
+//
+//   flow_head   status (state | flags << 8, one CAS-able 16-bit word),
+//               nat_port, expires (32-bit ms ticks), backend
+//   nat_addr    the rewritten destination (DNAT to a backend)
+//   packets[2], bytes[2]   original / reply direction
+//
+// The service is not stored: it is the original destination (VIP, port,
+// protocol), which the key holds. last_seen is not stored either: it is
+// expires - timeout(state), exact for a flow the current timeouts govern.
+// Both would cost 4 bytes per flow and push an IPv4 flow past one 64-byte
+// line.
+//
+// Concurrency. Lookups are lock-free (RCU). A state change is a CAS of the
+// status word, so two workers seeing the two directions of one flow (RSS is
+// not symmetric) agree on every transition. Counters and expiry are plain
+// relaxed stores: a direction's packets reach one worker (one RSS queue),
+// so each counter has one writer; expiry is "last writer wins" between two
+// nearly equal times, and the GC repairs one a racing transition left too
+// long (it clamps expiry to now + timeout(state)). Destruction (GC expiry,
+// eviction, erase) first CASes the status to st_none: exactly one party
+// wins a flow's destruction, a racing transition fails its CAS, and a
+// lookup that sees st_none treats the flow as gone.
+//
+// Full-table policy for a new flow, each outcome counted by name:
+//   insert into the hash                          -> created
+//   -EBUSY (resize, long chain): the overflow LRU  -> spilled (+created);
+//      drained back into the hash when the resize is over; a full LRU
+//      evicts a half-open flow                    -> evicted_overflow;
+//      an LRU full of established flows refuses   -> refused_busy
+//   -ENOSPC (max_entries): evict near the key's bucket, an expired flow
+//      first, else a half-open one                -> evicted_expired /
+//      evicted_halfopen (+created); never an established one; none found
+//                                                  -> refused_full
+//   -ENOMEM                                        -> refused_nomem
+// Growth itself is the hash's watermark resize, run by tick().
+//
+// Time. Callers pass `now` in nanoseconds (ct/clock.h); the table keeps
+// 32-bit millisecond ticks compared with wraparound (timeouts are capped
+// well below 2^31 ms). Expiry is checked lazily on every lookup (an expired
+// flow is gone for a non-opening packet, and restarted by an opening one)
+// and by the GC's incremental sweep on the control thread.
+// ---------------------------------------------------------------------------
+//
+// Concurrency contract.
+//   process, process_bulk, find, erase   registered RCU threads (workers);
+//                                         lock-free except the rare paths
+//                                         (insert's bucket lock, LRU lock)
+//   tick, gc, drain_events, for_each,    the control thread; tick may wait
+//   set_timeouts                          for a grace period (hold no flow
+//                                         pointer across it)
+//   stats, size, bytes_used              any thread
+// Pointers in a result are valid until the caller's next quiescent state.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "ct/ct_config.h"
+#include "ct/events.h"
+#include "ct/state.h"
+#include "ct/tuple.h"
+#include "maps/overflow_lru.h"
+#include "maps/rhash.h"
+
+namespace ctplane::ct {
+
+struct flow_head {
+	uint16_t status;    // state | flags << 8
+	uint16_t nat_port;  // host order
+	uint32_t expires;   // ms ticks
+	uint32_t backend;   // LB backend id; 0: none
+};
+static_assert(sizeof(flow_head) == 12);
+
+struct flow4 {
+	flow_head h;
+	uint8_t nat_addr[4];
+	uint32_t packets[2];  // [0] original direction, [1] reply
+	uint64_t bytes[2];
+};
+static_assert(sizeof(flow4) == 40 && sizeof(key4) + sizeof(flow4) == 56);
+
+struct flow6 {
+	flow_head h;
+	uint8_t nat_addr[16];
+	uint32_t packets[2];
+	uint32_t pad;
+	uint64_t bytes[2];
+};
+static_assert(sizeof(flow6) == 56 && sizeof(key6) + sizeof(flow6) == 96);
+
+// The translation a new flow is created with: the original destination is
+// rewritten to (addr, port), chosen by the load balancer as `backend`.
+struct nat_init {
+	uint8_t addr[16];  // network order; IPv4 in addr[0..4)
+	uint16_t port;
+	uint32_t backend;
+};
+
+// What the parser tells the CT about one packet.
+struct packet {
+	tuple t;            // icmp_error: the quoted packet's tuple, as sent
+	uint32_t bytes;     // counted in the flow's direction
+	uint8_t tcp_flags;
+	pkt_kind kind;
+};
+
+enum class verdict : uint8_t {
+	created,        // a new flow (or one restarted by this packet)
+	tracked,        // a valid packet of a known flow
+	related,        // an ICMP error quoting a known flow
+	untracked,      // not connection-tracked (informational ICMP)
+	invalid,        // no flow and not an opener, or refused by the state machine
+	refused_full,   // an opener the full table could not admit
+	refused_busy,   // an opener neither the resizing hash nor the overflow LRU took
+	refused_nomem,  // the allocator is exhausted
+};
+const char* verdict_name(verdict v) noexcept;
+
+struct result {
+	verdict v;
+	uint8_t dir;    // the packet's direction in the flow: 0 original, 1 reply
+	uint8_t state;  // the flow's state after the packet
+	uint8_t family;
+	flow_head* flow;  // created / tracked / related; else nullptr
+};
+
+// A copy of one flow, for tests, dumps and telemetry.
+struct flow_view {
+	tuple orig;
+	uint8_t state, flags;
+	uint32_t packets[2];
+	uint64_t bytes[2];
+	uint32_t expires_ms, last_seen_ms;
+	uint32_t backend;
+	uint8_t nat_addr[16];
+	uint16_t nat_port;
+};
+
+// Per-thread, summed by stats(). Names are the counters' public names.
+#define CTPLANE_CT_COUNTERS(X)                                                                       \
+	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
+	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_overflow) X(refused_full) X(refused_busy)             \
+	X(refused_nomem) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped)
+
+struct counters {
+#define CTPLANE_X(n) uint64_t n = 0;
+	CTPLANE_CT_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+};
+
+struct stats {
+	counters c;
+	uint64_t flows4, flows6;        // in the hashes
+	uint64_t overflow4, overflow6;  // in the overflow LRUs
+	maps::rhash_stats hash4, hash6;
+	maps::overflow_lru_stats lru4, lru6;
+	uint64_t gc_sweeps;             // full passes over both tables
+	uint64_t events_lost;
+	size_t bytes;
+};
+
+class table {
+public:
+	// Throws std::invalid_argument with validate()'s message.
+	explicit table(const config& c);
+	~table();
+	table(const table&) = delete;
+	table& operator=(const table&) = delete;
+
+	// ---- workers ------------------------------------------------------------
+	// Runs packets [0, n) through the table at time `now_ns`; out[i] is
+	// packet i's result. nat (optional) gives per packet the translation a
+	// flow it creates starts with (nullptr entries: none). Any n.
+	void process_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result* out,
+			  const nat_init* const* nat = nullptr) noexcept;
+	result process(const packet& p, uint64_t now_ns, const nat_init* nat = nullptr) noexcept
+	{
+		result r;
+		process_bulk(&p, 1, now_ns, &r, nat != nullptr ? &nat : nullptr);
+		return r;
+	}
+	// The live (not expired at now_ns) flow of tuple t, from either
+	// direction; *dir gets t's direction in it.
+	bool find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir = nullptr) const noexcept;
+	// Destroys the flow of t (either direction). 0 or -ENOENT.
+	int erase(const tuple& t, uint64_t now_ns) noexcept;
+
+	// ---- control thread ----------------------------------------------------
+	// One control tick: GC for gc_budget_us, resize steps, LRU drain after
+	// a resize, reclaim. May wait for a grace period.
+	void tick(uint64_t now_ns) noexcept;
+	// GC alone: sweeps for about budget_ns of real time; returns flows expired.
+	size_t gc(uint64_t now_ns, uint64_t budget_ns) noexcept;
+	// Calls fn(const event&) for the queued events.
+	template <typename Fn>
+	size_t drain_events(Fn&& fn, size_t max = SIZE_MAX) noexcept
+	{
+		return events_.drain(fn, max);
+	}
+	// Calls fn(const flow_view&) for every flow (hash and overflow LRU).
+	template <typename Fn>
+	void for_each(Fn&& fn);
+	// New timeouts apply to every packet and GC pass from now on.
+	void set_timeouts(const timeouts& t) noexcept;
+
+	// ---- introspection -------------------------------------------------------
+	ct::stats stats() const noexcept;
+	uint64_t size() const noexcept;
+	size_t bytes_used() const noexcept;
+	const config& cfg() const noexcept { return cfg_; }
+
+	static uint32_t ticks(uint64_t now_ns) noexcept { return static_cast<uint32_t>(now_ns / 1'000'000); }
+
+private:
+	friend struct table_test_peer;  // tests/ct: reaches the hashes
+	template <typename K, typename F>
+	struct family {
+		using key = K;
+		using flow = F;
+		maps::rhash<K, F> hash;
+		maps::overflow_lru<K, F> lru;
+		uint64_t gc_pos = 0;
+		family(const maps::rhash_config& hc, uint32_t lru_cap) : hash(hc), lru(hash, lru_cap) {}
+	};
+	using fam4 = family<key4, flow4>;
+	using fam6 = family<key6, flow6>;
+	struct alignas(64) thread_counters {
+#define CTPLANE_X(n) maps::counter n;
+		CTPLANE_CT_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	};
+
+	template <typename Fam>
+	void run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, uint32_t now,
+		 result* out, const nat_init* const* nat) noexcept;
+	template <typename Fam>
+	void apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, unsigned kdir,
+		   const packet& p, uint32_t now, bool in_lru, result& r) noexcept;
+	template <typename Fam>
+	void create(Fam& fam, const typename Fam::key& k, unsigned kdir, const packet& p, uint32_t now,
+		    const nat_init* nat, result& r) noexcept;
+	template <typename Fam>
+	bool evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept;
+	template <typename K, typename F>
+	bool claim_victim(const K& k, F& f, uint32_t now) noexcept;
+	template <typename Fam>
+	size_t gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, bool* wrapped) noexcept;
+	template <typename Fam>
+	int erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept;
+	template <typename Fam>
+	bool find_in(const Fam& fam, const tuple& t, uint32_t now, flow_view* v, unsigned* dir) const noexcept;
+	// Takes the flow's destruction: CAS of its status to st_none.
+	template <typename F>
+	static bool claim(F& f, uint16_t seen) noexcept;
+	template <typename K, typename F>
+	void emit(event_type type, const K& k, const F& f, uint8_t old_state, destroy_reason why,
+		  uint32_t now) noexcept;
+	template <typename K, typename F>
+	static flow_view view_of(const K& k, const F& f, const uint32_t* tmo) noexcept;
+
+	bool expired(uint32_t expires, uint32_t now) const noexcept
+	{
+		return static_cast<int32_t>(now - expires) >= 0;
+	}
+	uint32_t timeout(uint8_t s) const noexcept
+	{
+		return tmo_[s].load(std::memory_order_relaxed);
+	}
+	thread_counters& tc() noexcept { return counters_[maps::thread_index()]; }
+
+	config cfg_;
+	std::unique_ptr<fam4> f4_;
+	std::unique_ptr<fam6> f6_;
+	std::atomic<uint32_t> tmo_[kStates];
+	event_rings events_;
+	std::unique_ptr<thread_counters[]> counters_;
+	std::atomic<uint64_t> gc_sweeps_{0};
+};
+
+template <typename Fn>
+void table::for_each(Fn&& fn)
+{
+	uint32_t tmo[kStates];
+	for (unsigned s = 0; s < kStates; s++)
+		tmo[s] = timeout(static_cast<uint8_t>(s));
+	auto visit = [&](auto& fam) {
+		auto cb = [&](const auto& k, auto& f) {
+			if ((std::atomic_ref<uint16_t>(f.h.status).load(std::memory_order_acquire) & 0xff) != st_none)
+				fn(static_cast<const flow_view&>(view_of(k, f, tmo)));
+			return true;
+		};
+		for (uint64_t pos = 0; pos < maps::rhash<typename std::decay_t<decltype(fam)>::key,
+							  typename std::decay_t<decltype(fam)>::flow>::kScanEnd;)
+			pos = fam.hash.scan(pos, 256, cb);
+		fam.lru.erase_if([&](const auto& k, auto& f) {
+			cb(k, f);
+			return false;
+		});
+	};
+	visit(*f4_);
+	visit(*f6_);
+}
+
+}  // namespace ctplane::ct

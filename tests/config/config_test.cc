@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The YAML loader: defaults, every key, and the exact error for each kind
+// of bad input (file:line:column: path: message).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "config/config.h"
+
+namespace ctplane::config {
+namespace {
+
+std::string err_of(const std::string& yaml)
+{
+	const auto r = load_string(yaml, "t.yaml");
+	return r.ok() ? "(ok)" : r.err().str();
+}
+
+TEST(config, an_empty_file_and_an_empty_section_give_the_defaults)
+{
+	for (const char* text : {"", "ct: {}\n"}) {
+		const auto r = load_string(text, "t.yaml");
+		ASSERT_TRUE(r.ok()) << r.err().str();
+		const ct::config d;
+		EXPECT_EQ(r.value().ct.max_entries, d.max_entries);
+		EXPECT_EQ(r.value().ct.timeout.tcp_established, 432'000'000u);
+		EXPECT_EQ(ct::validate(r.value().ct), "");
+	}
+}
+
+TEST(config, every_key_is_read_with_its_units)
+{
+	const auto r = load_string(R"(ct:
+  min_entries: 2048
+  max_entries: 4194304
+  initial_entries: 65536
+  grow_pct: 80
+  shrink_pct: 20
+  overflow_entries: 8192
+  gc_budget_us: 500
+  resize_budget_buckets: 1024
+  events: true
+  event_ring: 2048
+  timeouts:
+    tcp_syn_sent: 500ms
+    tcp_syn_recv: 30
+    tcp_established: 2h
+    tcp_fin_wait: 3m
+    tcp_close_wait: 4s
+    tcp_last_ack: 5s
+    tcp_time_wait: 6s
+    tcp_close: 7s
+    udp_unreplied: 8s
+    udp_assured: 9s
+    icmp: 10s
+    other_unreplied: 11s
+    other_assured: 1d
+)",
+				   "t.yaml");
+	ASSERT_TRUE(r.ok()) << r.err().str();
+	const ct::config& c = r.value().ct;
+	EXPECT_EQ(c.min_entries, 2048u);
+	EXPECT_EQ(c.max_entries, 4194304u);
+	EXPECT_EQ(c.initial_entries, 65536u);
+	EXPECT_EQ(c.grow_pct, 80u);
+	EXPECT_EQ(c.shrink_pct, 20u);
+	EXPECT_EQ(c.overflow_entries, 8192u);
+	EXPECT_EQ(c.gc_budget_us, 500u);
+	EXPECT_EQ(c.resize_budget_buckets, 1024u);
+	EXPECT_TRUE(c.events);
+	EXPECT_EQ(c.event_ring, 2048u);
+	EXPECT_EQ(c.timeout.tcp_syn_sent, 500u);
+	EXPECT_EQ(c.timeout.tcp_syn_recv, 30'000u);
+	EXPECT_EQ(c.timeout.tcp_established, 7'200'000u);
+	EXPECT_EQ(c.timeout.tcp_fin_wait, 180'000u);
+	EXPECT_EQ(c.timeout.tcp_close_wait, 4'000u);
+	EXPECT_EQ(c.timeout.tcp_close, 7'000u);
+	EXPECT_EQ(c.timeout.icmp, 10'000u);
+	EXPECT_EQ(c.timeout.other_assured, 86'400'000u);
+}
+
+TEST(config, the_shipped_example_loads_and_equals_the_defaults)
+{
+	const auto r = load_file(CTPLANE_SOURCE_ROOT "/config/ctplane.example.yaml");
+	ASSERT_TRUE(r.ok()) << r.err().str();
+	const ct::config d;
+	const ct::config& c = r.value().ct;
+	EXPECT_EQ(c.min_entries, d.min_entries);
+	EXPECT_EQ(c.max_entries, d.max_entries);
+	EXPECT_EQ(c.overflow_entries, d.overflow_entries);
+	EXPECT_EQ(c.gc_budget_us, d.gc_budget_us);
+	EXPECT_EQ(std::memcmp(&c.timeout, &d.timeout, sizeof(d.timeout)), 0);
+}
+
+TEST(config, unknown_and_duplicate_keys)
+{
+	EXPECT_EQ(err_of("ct:\n  max_entires: 5\n"),
+		  "t.yaml:2:3: ct.max_entires: unknown key (expected one of: event_ring, events, "
+		  "gc_budget_us, grow_pct, initial_entries, max_entries, min_entries, overflow_entries, "
+		  "resize_budget_buckets, shrink_pct, timeouts)");
+	EXPECT_EQ(err_of("routes: []\n"), "t.yaml:1:1: routes: unknown key (expected one of: ct)");
+	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_syn: 5s\n"),
+		  "t.yaml:3:5: ct.timeouts.tcp_syn: unknown key (expected one of: icmp, other_assured, "
+		  "other_unreplied, tcp_close, tcp_close_wait, tcp_established, tcp_fin_wait, tcp_last_ack, "
+		  "tcp_syn_recv, tcp_syn_sent, tcp_time_wait, udp_assured, udp_unreplied)");
+	EXPECT_EQ(err_of("ct:\n  grow_pct: 80\n  grow_pct: 70\n"), "t.yaml:3:3: ct.grow_pct: duplicate key");
+}
+
+TEST(config, wrong_types)
+{
+	EXPECT_EQ(err_of("ct: 5\n"), "t.yaml:1:5: ct: expected a mapping, got \"5\"");
+	EXPECT_EQ(err_of("ct:\n  max_entries: lots\n"),
+		  "t.yaml:2:16: ct.max_entries: expected an unsigned integer, got \"lots\"");
+	EXPECT_EQ(err_of("ct:\n  max_entries: -1\n"),
+		  "t.yaml:2:16: ct.max_entries: expected an unsigned integer, got \"-1\"");
+	EXPECT_EQ(err_of("ct:\n  max_entries:\n"),
+		  "t.yaml:2:3: ct.max_entries: expected an unsigned integer, got null");
+	EXPECT_EQ(err_of("ct:\n  max_entries: [1, 2]\n"),
+		  "t.yaml:2:16: ct.max_entries: expected an unsigned integer, got a sequence");
+	EXPECT_EQ(err_of("ct:\n  events: maybe\n"), "t.yaml:2:11: ct.events: expected true or false, got \"maybe\"");
+	EXPECT_EQ(err_of("ct:\n  timeouts:\n    icmp: forever\n"),
+		  "t.yaml:3:11: ct.timeouts.icmp: expected a duration like 500ms, 30s, 2m, 1h or 5d, got "
+		  "\"forever\"");
+	EXPECT_EQ(err_of("ct:\n  timeouts:\n    icmp: 5w\n"),
+		  "t.yaml:3:11: ct.timeouts.icmp: expected a duration like 500ms, 30s, 2m, 1h or 5d, got \"5w\"");
+	EXPECT_EQ(err_of("ct:\n  timeouts: 5\n"), "t.yaml:2:13: ct.timeouts: expected a mapping, got \"5\"");
+}
+
+TEST(config, out_of_range_values)
+{
+	EXPECT_EQ(err_of("ct:\n  grow_pct: 120\n"), "t.yaml:2:13: ct.grow_pct: 120 is out of range 10..95");
+	EXPECT_EQ(err_of("ct:\n  min_entries: 0\n"), "t.yaml:2:16: ct.min_entries: 0 is out of range 1..1073741824");
+	EXPECT_EQ(err_of("ct:\n  max_entries: 99999999999999999999\n"),
+		  "t.yaml:2:16: ct.max_entries: expected an unsigned integer, got \"99999999999999999999\"");
+	EXPECT_EQ(err_of("ct:\n  event_ring: 1000\n"), "t.yaml:2:15: ct.event_ring: 1000 is not a power of two");
+	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_established: 30d\n"),
+		  "t.yaml:3:22: ct.timeouts.tcp_established: 30d exceeds the limit of 20d");
+	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_close: 0s\n"),
+		  "t.yaml:3:16: ct.timeouts.tcp_close: a timeout must be longer than 0");
+}
+
+TEST(config, inconsistent_values_are_reported_at_the_key_that_breaks_the_rule)
+{
+	EXPECT_EQ(err_of("ct:\n  min_entries: 2000000\n  max_entries: 1000\n"),
+		  "t.yaml:2:16: ct.min_entries: 2000000 exceeds max_entries (1000)");
+	EXPECT_EQ(err_of("ct:\n  max_entries: 1000\n"),
+		  "t.yaml:2:16: ct.max_entries: 1024 exceeds max_entries (1000)");
+	EXPECT_EQ(err_of("ct:\n  initial_entries: 5000000\n"),
+		  "t.yaml:2:20: ct.initial_entries: 5000000 exceeds max_entries (1048576)");
+	EXPECT_EQ(err_of("ct:\n  grow_pct: 75\n  shrink_pct: 40\n"),
+		  "t.yaml:3:15: ct.shrink_pct: shrink_pct 40 must be below half of grow_pct (75)");
+	EXPECT_EQ(err_of("ct:\n  grow_pct: 50\n"),
+		  "t.yaml:2:13: ct.grow_pct: shrink_pct 30 must be below half of grow_pct (50)");
+}
+
+TEST(config, syntax_errors_and_unreadable_files)
+{
+	EXPECT_EQ(err_of("ct:\n  max_entries: [1,\n"),
+		  "t.yaml:3:1: YAML syntax error: end of sequence flow not found");
+	const auto r = load_file("/nonexistent/ctplane.yaml");
+	ASSERT_FALSE(r.ok());
+	EXPECT_EQ(r.err().str(), "/nonexistent/ctplane.yaml: cannot read: No such file or directory");
+}
+
+}  // namespace
+}  // namespace ctplane::config

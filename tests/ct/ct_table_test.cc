@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The full-table policy and its counters: spill on -EBUSY, drain after the
+// resize, eviction order at max_entries (expired, then half-open, never
+// established), refusal; plus NAT data, erase, IPv6 and growth.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "tests/ct/ct_helpers.h"
+#include "tests/maps/rhash_test_peer.h"
+
+namespace ctplane::ct {
+
+struct table_test_peer {
+	static void all_buckets_migrating(table& t, bool on)
+	{
+		maps::rhash_test_peer::set_all_migrating(t.f4_->hash, on);
+	}
+};
+
+namespace test {
+namespace {
+
+config sized(uint64_t min, uint64_t max, uint32_t overflow = 64)
+{
+	config c;
+	c.min_entries = min;
+	c.max_entries = max;
+	c.overflow_entries = overflow;
+	return c;
+}
+
+class ct_table_small : public ct_fixture {
+protected:
+	ct_table_small() : ct_fixture(sized(1000, 1000, 64)) {}
+	// Established TCP flows 0..n-1 (ports from `base`).
+	void established(unsigned base, unsigned n)
+	{
+		for (unsigned i = 0; i < n; i++) {
+			const tuple t = client4(static_cast<uint16_t>(base + i));
+			ASSERT_EQ(send(tcp(t, kSYN)).v, verdict::created) << i;
+			send(tcp(t.reversed(), kSYN | kACK));
+			ASSERT_EQ(send(tcp(t, kACK)).state, tcp_established);
+		}
+	}
+};
+
+TEST_F(ct_table_small, at_max_entries_an_established_flow_is_never_evicted_the_opener_is_refused)
+{
+	established(1, 1000);
+	for (unsigned i = 0; i < 200; i++)
+		EXPECT_EQ(send(tcp(client4(static_cast<uint16_t>(5000 + i)), kSYN)).v, verdict::refused_full);
+	const stats s = tbl.stats();
+	EXPECT_EQ(s.c.refused_full, 200u);
+	EXPECT_EQ(s.c.evicted_halfopen + s.c.evicted_expired, 0u);
+	for (unsigned i = 0; i < 1000; i++)
+		ASSERT_EQ(state_of(client4(static_cast<uint16_t>(1 + i))), tcp_established) << i;
+}
+
+TEST_F(ct_table_small, at_max_entries_a_half_open_flow_makes_room)
+{
+	for (unsigned i = 0; i < 1000; i++)
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(1 + i)), kSYN)).v, verdict::created);
+	for (unsigned i = 0; i < 100; i++)
+		EXPECT_EQ(send(tcp(client4(static_cast<uint16_t>(5000 + i)), kSYN)).v, verdict::created);
+	const stats s = tbl.stats();
+	EXPECT_EQ(s.c.evicted_halfopen, 100u);
+	EXPECT_EQ(s.c.refused_full, 0u);
+	EXPECT_EQ(tbl.size(), 1000u);
+}
+
+TEST_F(ct_table_small, expired_flows_go_before_half_open_ones)
+{
+	// 500 UDP flows that will have expired, 500 half-open TCP ones that will not.
+	for (unsigned i = 0; i < 500; i++) {
+		ASSERT_EQ(send(udp(tuple::v4(0x0b000000 + i, 0x08080808, 999, 53, kProtoUDP))).v, verdict::created);
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(1 + i)), kSYN)).v, verdict::created);
+	}
+	advance_ms(31'000);  // UDP unreplied: 30 s; SYN_SENT: 120 s
+	for (unsigned i = 0; i < 100; i++)
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(5000 + i)), kSYN)).v, verdict::created);
+	const stats s = tbl.stats();
+	EXPECT_EQ(s.c.evicted_expired, 100u);
+	EXPECT_EQ(s.c.evicted_halfopen, 0u);
+	for (unsigned i = 0; i < 500; i++)
+		ASSERT_EQ(state_of(client4(static_cast<uint16_t>(1 + i))), tcp_syn_sent) << i;
+}
+
+TEST_F(ct_table_small, busy_buckets_spill_to_the_overflow_lru_and_drain_back_after)
+{
+	established(1, 10);
+	table_test_peer::all_buckets_migrating(tbl, true);
+	for (unsigned i = 0; i < 40; i++)
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(100 + i)), kSYN)).v, verdict::created);
+	stats s = tbl.stats();
+	EXPECT_EQ(s.c.spilled, 40u);
+	EXPECT_EQ(s.overflow4, 40u);
+	EXPECT_EQ(s.flows4, 10u);
+	// Flows in the LRU work like any other: the handshake completes there.
+	for (unsigned i = 0; i < 40; i++) {
+		const tuple t = client4(static_cast<uint16_t>(100 + i));
+		EXPECT_EQ(send(tcp(t.reversed(), kSYN | kACK)).v, verdict::tracked);
+		EXPECT_EQ(send(tcp(t, kACK)).state, tcp_established);
+	}
+	table_test_peer::all_buckets_migrating(tbl, false);
+	tbl.tick(clk.now_ns());
+	s = tbl.stats();
+	EXPECT_EQ(s.c.drained, 40u);
+	EXPECT_EQ(s.overflow4, 0u);
+	EXPECT_EQ(s.flows4, 50u);
+	for (unsigned i = 0; i < 40; i++)
+		EXPECT_EQ(state_of(client4(static_cast<uint16_t>(100 + i))), tcp_established);
+}
+
+TEST_F(ct_table_small, a_full_lru_of_established_flows_refuses_busy_not_evicts)
+{
+	table_test_peer::all_buckets_migrating(tbl, true);
+	for (unsigned i = 0; i < 64; i++) {  // the LRU's capacity, all established
+		const tuple t = client4(static_cast<uint16_t>(100 + i));
+		ASSERT_EQ(send(tcp(t, kSYN)).v, verdict::created);
+		send(tcp(t.reversed(), kSYN | kACK));
+		ASSERT_EQ(send(tcp(t, kACK)).state, tcp_established);
+	}
+	EXPECT_EQ(send(tcp(client4(7), kSYN)).v, verdict::refused_busy);
+	stats s = tbl.stats();
+	EXPECT_EQ(s.c.refused_busy, 1u);
+	EXPECT_EQ(s.c.refused_full, 0u);  // busy and full are told apart
+	EXPECT_EQ(s.lru4.evicted_other, 0u);
+	// A half-open flow in the LRU may be evicted for a new one.
+	table_test_peer::all_buckets_migrating(tbl, false);
+	tbl.tick(clk.now_ns());
+	table_test_peer::all_buckets_migrating(tbl, true);
+	for (unsigned i = 0; i < 65; i++)
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(300 + i)), kSYN)).v, verdict::created);
+	s = tbl.stats();
+	EXPECT_EQ(s.lru4.evicted_first, 1u);
+	table_test_peer::all_buckets_migrating(tbl, false);
+	for (unsigned i = 0; i < 64; i++)
+		EXPECT_EQ(state_of(client4(static_cast<uint16_t>(100 + i))), tcp_established);
+}
+
+TEST_F(ct_fixture, the_translation_lives_in_the_flow_and_survives_every_transition)
+{
+	nat_init n{};
+	n.addr[0] = 10;
+	n.addr[1] = 1;
+	n.addr[3] = 7;
+	n.port = 8080;
+	n.backend = 42;
+	const tuple c = client4();
+	result r = tbl.process(tcp(c, kSYN), clk.now_ns(), &n);
+	ASSERT_EQ(r.v, verdict::created);
+	EXPECT_EQ(r.flow->backend, 42u);
+	send(tcp(c.reversed(), kSYN | kACK));
+	send(tcp(c, kACK));
+	flow_view v;
+	ASSERT_TRUE(tbl.find(c.reversed(), clk.now_ns(), &v));
+	EXPECT_TRUE(v.flags & kNat);
+	EXPECT_EQ(v.backend, 42u);
+	EXPECT_EQ(v.nat_port, 8080);
+	EXPECT_EQ(std::memcmp(v.nat_addr, n.addr, 4), 0);
+	// A packet of a known flow never takes a new translation.
+	nat_init other = n;
+	other.backend = 43;
+	r = tbl.process(tcp(c, kACK), clk.now_ns(), &other);
+	EXPECT_EQ(r.flow->backend, 42u);
+}
+
+TEST_F(ct_fixture, erase_destroys_from_either_direction_once)
+{
+	const tuple c = client4();
+	send(tcp(c, kSYN));
+	EXPECT_EQ(tbl.erase(c.reversed(), clk.now_ns()), 0);
+	EXPECT_EQ(tbl.erase(c, clk.now_ns()), -ENOENT);
+	EXPECT_EQ(tbl.size(), 0u);
+	EXPECT_EQ(tbl.stats().c.erased, 1u);
+}
+
+TEST_F(ct_fixture, ipv6_flows_live_in_their_own_table)
+{
+	uint8_t a[16] = {0x20, 0x01, 0x0d, 0xb8}, b[16] = {0x20, 0x01, 0x0d, 0xb8};
+	a[15] = 1;
+	b[15] = 2;
+	const tuple c = tuple::v6(a, b, 33000, 443, kProtoTCP);
+	EXPECT_EQ(send(tcp(c, kSYN)).v, verdict::created);
+	EXPECT_EQ(send(tcp(c.reversed(), kSYN | kACK)).family, 6);
+	EXPECT_EQ(send(tcp(c, kACK)).state, tcp_established);
+	const stats s = tbl.stats();
+	EXPECT_EQ(s.flows6, 1u);
+	EXPECT_EQ(s.flows4, 0u);
+	flow_view v;
+	ASSERT_TRUE(tbl.find(c.reversed(), clk.now_ns(), &v));
+	EXPECT_EQ(v.orig, c);
+}
+
+TEST_F(ct_fixture, a_burst_mixing_families_and_kinds_gets_one_result_per_packet_in_order)
+{
+	std::vector<packet> burst;
+	for (unsigned i = 0; i < 150; i++) {  // more than one 64-packet chunk
+		uint8_t a[16] = {0xfd}, b[16] = {0xfd};
+		a[15] = static_cast<uint8_t>(i);
+		b[15] = 0xff;
+		switch (i % 3) {
+		case 0: burst.push_back(tcp(client4(static_cast<uint16_t>(i)), kSYN)); break;
+		case 1: burst.push_back(udp(tuple::v6(a, b, 1000, 53, kProtoUDP))); break;
+		default: burst.push_back(tcp(client4(static_cast<uint16_t>(i)), kACK)); break;
+		}
+	}
+	std::vector<result> out(burst.size());
+	tbl.process_bulk(burst.data(), static_cast<unsigned>(burst.size()), clk.now_ns(), out.data());
+	for (unsigned i = 0; i < burst.size(); i++) {
+		EXPECT_EQ(out[i].v, i % 3 == 2 ? verdict::invalid : verdict::created) << i;
+		EXPECT_EQ(out[i].family, i % 3 == 1 ? 6 : 4) << i;
+	}
+	EXPECT_EQ(tbl.size(), 100u);
+}
+
+class ct_table_big : public ct_fixture {
+protected:
+	ct_table_big() : ct_fixture(sized(1024, 1 << 20)) {}
+};
+
+TEST_F(ct_table_big, the_table_grows_with_the_flows_and_shrinks_after_they_expire)
+{
+	for (unsigned i = 0; i < 50000; i++) {
+		ASSERT_EQ(send(udp(tuple::v4(0x0a000000 + i, 0x08080808, 1234, 53, kProtoUDP))).v, verdict::created) << i;
+		if (i % 256 == 0)
+			tbl.tick(clk.now_ns());
+	}
+	for (int i = 0; i < 100; i++)
+		tbl.tick(clk.now_ns());
+	stats s = tbl.stats();
+	EXPECT_GE(s.hash4.grows, 4u);
+	EXPECT_GE(s.hash4.slots * 75 / 100, 50000u);
+	advance_ms(30'000);
+	for (int i = 0; i < 400 && tbl.size() != 0; i++)
+		tbl.tick(clk.now_ns());
+	for (int i = 0; i < 200; i++)
+		tbl.tick(clk.now_ns());
+	s = tbl.stats();
+	EXPECT_EQ(tbl.size(), 0u);
+	EXPECT_EQ(s.c.expired_gc, 50000u);
+	EXPECT_GE(s.hash4.shrinks, 4u);
+	EXPECT_GE(s.gc_sweeps, 1u);
+}
+
+TEST(ct_config, a_broken_config_is_refused_by_the_table_with_the_reason)
+{
+	config c;
+	c.min_entries = 10;
+	c.max_entries = 5;
+	EXPECT_THROW(
+		{
+			try {
+				table t(c);
+			} catch (const std::invalid_argument& e) {
+				EXPECT_STREQ(e.what(), "ct: min_entries (10) exceeds max_entries (5)");
+				throw;
+			}
+		},
+		std::invalid_argument);
+	c = config{};
+	c.timeout.tcp_close = 0;
+	EXPECT_EQ(validate(c), "timeout of CLOSE must be within 1 ms..20 days");
+	EXPECT_EQ(validate(config{}), "");
+}
+
+}  // namespace
+}  // namespace test
+}  // namespace ctplane::ct
