@@ -243,9 +243,10 @@ public:
 	// fn(const K&, V&) -> bool for each; false stops the scan. Returns the
 	// position to continue from: 2^32 once the whole hash space was covered.
 	// Positions, not bucket indexes, so a cursor stays meaningful across
-	// resizes. RCU reader, lock-free. An entry present throughout is never
-	// skipped; one that a concurrent resize step migrates may be visited
-	// twice (not when the resize runs on the scanning thread). fn may call erase (it takes the bucket lock the scan does not
+	// resizes: an entry is visited when the scan passes its position, once,
+	// whatever resize steps run between two calls. RCU reader, lock-free.
+	// An entry present throughout is never skipped; one that a resize step
+	// running concurrently on another thread migrates may be visited twice. fn may call erase (it takes the bucket lock the scan does not
 	// hold).
 	static constexpr uint64_t kScanEnd = uint64_t{1} << 32;
 	template <typename Fn>
@@ -319,7 +320,8 @@ private:
 	// First hash position of bucket b of n (Lemire's map inverted).
 	static uint64_t first_pos(uint64_t b, uint64_t n) noexcept { return ((b << 32) + n - 1) / n; }
 	template <typename Fn>
-	bool scan_chain(const table* t, const bucket* b, Fn& fn) const noexcept;
+	bool scan_chain(const table* t, const bucket* b, Fn& fn, bool filter, uint64_t from,
+			uint64_t to) const noexcept;
 
 	table* new_table(uint32_t nbuckets) noexcept;
 	static void populate_ext(table* t) noexcept;
@@ -810,10 +812,13 @@ int rhash<K, V, H>::erase_with_hash(const K& key, uint64_t h) noexcept
 // ---- sweeping --------------------------------------------------------------------
 
 // Visits one bucket's chain, prefetching a bucket's entries before reading
-// them: a sweep is a stream of independent misses.
+// them (a sweep is a stream of independent misses). With `filter`, only
+// entries whose hash position is in [from, to): a bucket of the table being
+// resized into also holds positions of neighbouring old buckets.
 template <typename K, typename V, typename H>
 template <typename Fn>
-bool rhash<K, V, H>::scan_chain(const table* t, const bucket* b, Fn& fn) const noexcept
+bool rhash<K, V, H>::scan_chain(const table* t, const bucket* b, Fn& fn, bool filter, uint64_t from,
+				uint64_t to) const noexcept
 {
 	for (;;) {
 		uint32_t refs[kSlots];
@@ -828,6 +833,11 @@ bool rhash<K, V, H>::scan_chain(const table* t, const bucket* b, Fn& fn) const n
 		}
 		for (unsigned i = 0; i < n; i++) {
 			entry* e = entry_of(refs[i]);
+			if (filter) {
+				const uint64_t p = static_cast<uint32_t>(hash(e->key));
+				if (p < from || p >= to)
+					continue;
+			}
 			if (!fn(static_cast<const K&>(e->key), e->value))
 				return false;
 		}
@@ -838,6 +848,12 @@ bool rhash<K, V, H>::scan_chain(const table* t, const bucket* b, Fn& fn) const n
 	}
 }
 
+// Positions are covered old bucket by old bucket: the bucket itself (its
+// part from `pos` on), then, if a resize runs, the new buckets overlapping
+// the same positions, filtered to them. An entry has one position, so it is
+// visited once unless a migration concurrent with the scan moves it from a
+// bucket not yet read to one already read (then twice), and it is never
+// skipped: guarantee 2 (old bucket first, then `next`).
 template <typename K, typename V, typename H>
 template <typename Fn>
 uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const noexcept
@@ -846,19 +862,12 @@ uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const n
 	for (; pos < kScanEnd && max_buckets > 0; max_buckets--) {
 		const uint64_t bi = (pos * t->nbuckets) >> 32;
 		const uint64_t lo = first_pos(bi, t->nbuckets), end = first_pos(bi + 1, t->nbuckets);
-		if (!scan_chain(t, &t->buckets[bi], fn))
+		if (!scan_chain(t, &t->buckets[bi], fn, pos > lo, pos, end))
 			return pos;
-		// Then the buckets of the table being resized into that start in
-		// this bucket's range (guarantee 2: old bucket first, then `next`).
-		// Growing by 2^k they tile it exactly; shrinking, new bucket i
-		// starts where old bucket 2i does, so it is visited once.
 		if (const table* nt = t->next.load(std::memory_order_acquire)) {
 			const uint64_t nn = nt->nbuckets;
-			uint64_t j = (lo * nn) >> 32;
-			if (first_pos(j, nn) < lo)
-				j++;
-			for (; j < nn && first_pos(j, nn) < end; j++)
-				if (!scan_chain(nt, &nt->buckets[j], fn))
+			for (uint64_t j = (pos * nn) >> 32; j < nn && first_pos(j, nn) < end; j++)
+				if (!scan_chain(nt, &nt->buckets[j], fn, true, pos, end))
 					return pos;
 		}
 		pos = end;
