@@ -618,7 +618,12 @@ unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* value
 		if (ms[i] != 0) {
 			const unsigned s = static_cast<unsigned>(__builtin_ctz(ms[i]));
 			const uint32_t ref = bs[i]->slot[s].load(std::memory_order_relaxed) & ref_mask_;
-			_mm_prefetch(static_cast<const char*>(alloc_.ptr(ref)), _MM_HINT_T0);
+			const char* e = static_cast<const char*>(alloc_.ptr(ref));
+			_mm_prefetch(e, _MM_HINT_T0);
+			// Entries are packed, not line-aligned: the value the caller
+			// reads next may start on the following line.
+			if constexpr (sizeof(entry) > 8)
+				_mm_prefetch(e + sizeof(entry) - 1, _MM_HINT_T0);
 		}
 	}
 	for (uint64_t r = redirected; r != 0; r &= r - 1) {

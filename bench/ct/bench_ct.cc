@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// Conntrack benchmarks, each side by side with its yardstick in one run.
+//
+//   ct_update/<flows>/<ct|bare_lookup>   an established flow's packet:
+//       lookup + state machine + counters (ct), against the bare rhash
+//       bulk lookup of the same canonical keys (bare_lookup)
+//   ct_new/4M                             3-way handshakes from an empty
+//       table growing to 4M flows (control thread ticking on the other
+//       core); create-burst latency percentiles
+//   ct_memory/<v4|v6>/<flows>             bytes per flow, index included
+//   ct_flood/<syns>                       random-source SYNs against a table
+//       capped at 1M that holds 100K established flows
+//
+// Flags (before Google Benchmark's own):
+//   --quick   1K and 1M flows only; new connections to 1M; a 1M-SYN flood
+#include <benchmark/benchmark.h>
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ct/clock.h"
+#include "ct/table.h"
+#include "maps/rcu.h"
+
+namespace ctplane::bench {
+namespace {
+
+using namespace ctplane::ct;
+
+constexpr unsigned kBurst = 32;
+constexpr size_t kQueries = 1 << 16;
+
+tuple flow(uint64_t i)
+{
+	// Clients 10.x.y.z:port -> 100 servers 172.16.0.s:443.
+	const uint32_t c = 0x0a000000u | static_cast<uint32_t>((i >> 12) & 0xffffff);
+	return tuple::v4(c, 0xac100000u + static_cast<uint32_t>(i % 100), static_cast<uint16_t>(1024 + (i & 0xfff)),
+			 443, kProtoTCP);
+}
+
+config big(uint64_t max)
+{
+	config c;
+	c.min_entries = 1024;
+	c.max_entries = max;
+	c.overflow_entries = 16384;
+	c.gc_budget_us = 200;
+	return c;
+}
+
+// Handshakes for flows [from, to) in bursts; returns the number established.
+uint64_t open_flows(table& t, uint64_t from, uint64_t to, uint64_t now, std::vector<uint64_t>* burst_ns = nullptr)
+{
+	packet p[kBurst];
+	result r[kBurst];
+	uint64_t ok = 0;
+	for (uint64_t b = from; b < to; b += kBurst) {
+		const unsigned n = static_cast<unsigned>(std::min<uint64_t>(kBurst, to - b));
+		for (uint8_t step : {kSYN, uint8_t(kSYN | kACK), kACK}) {
+			for (unsigned i = 0; i < n; i++) {
+				const tuple f = flow(b + i);
+				p[i] = packet{step == (kSYN | kACK) ? f.reversed() : f, 60, step, pkt_kind::normal};
+			}
+			if (step == kSYN && burst_ns != nullptr) {
+				const uint64_t t0 = __rdtsc();
+				t.process_bulk(p, n, now, r);
+				burst_ns->push_back(__rdtsc() - t0);
+			} else {
+				t.process_bulk(p, n, now, r);
+			}
+		}
+		for (unsigned i = 0; i < n; i++)
+			ok += r[i].state == tcp_established;
+		maps::rcu::quiescent();
+	}
+	return ok;
+}
+
+// Opens flows [0, n) on this thread, ticking in between (no control thread),
+// and leaves the table settled: no resize running, the overflow LRU empty.
+void open_ticking(table& t, uint64_t n, uint64_t now)
+{
+	for (uint64_t b = 0; b < n; b += 4096) {
+		open_flows(t, b, std::min(n, b + 4096), now);
+		t.tick(now);
+	}
+	for (int i = 0; i < 100000 && (t.stats().hash4.resizing || t.stats().overflow4 != 0); i++)
+		t.tick(now);
+}
+
+// A control thread ticking until told to stop (the real control loop).
+class control {
+public:
+	control(table& t, const tsc_clock& clk) : t_(t), clk_(clk)
+	{
+		th_ = std::thread([this] {
+			maps::rcu::thread_registration reg;
+			while (!stop_.load(std::memory_order_relaxed))
+				t_.tick(clk_.now_ns());
+		});
+	}
+	~control()
+	{
+		stop_.store(true);
+		th_.join();
+	}
+
+private:
+	table& t_;
+	const tsc_clock& clk_;
+	std::atomic<bool> stop_{false};
+	std::thread th_;
+};
+
+const tsc_clock& clock_()
+{
+	static tsc_clock c;
+	return c;
+}
+
+// ---- established-flow update vs the bare lookup ---------------------------------
+
+struct update_world {
+	std::unique_ptr<table> t;
+	std::vector<packet> pkts;  // kQueries data packets, both directions
+};
+
+update_world& world(uint64_t flows)
+{
+	static std::map<uint64_t, std::unique_ptr<update_world>> cache;
+	auto& w = cache[flows];
+	if (w)
+		return *w;
+	w = std::make_unique<update_world>();
+	w->t = std::make_unique<table>(big(flows * 2));
+	const uint64_t now = clock_().now_ns();
+	open_ticking(*w->t, flows, now);
+	std::mt19937_64 rng(flows);
+	for (size_t i = 0; i < kQueries; i++) {
+		const tuple f = flow(rng() % flows);
+		w->pkts.push_back(packet{i % 2 ? f.reversed() : f, 1500, kACK | kPSH, pkt_kind::normal});
+	}
+	return *w;
+}
+
+void bm_update(benchmark::State& state, uint64_t flows)
+{
+	maps::rcu::thread_registration reg;
+	update_world& w = world(flows);
+	result r[kBurst];
+	size_t q = 0;
+	uint64_t tracked = 0;
+	const uint64_t now = clock_().now_ns();
+	for (auto _ : state) {
+		for (int k = 0; k < 64; k++) {
+			w.t->process_bulk(&w.pkts[q], kBurst, now, r);
+			tracked += r[0].v == verdict::tracked;
+			q = (q + kBurst) & (kQueries - 1);
+		}
+		maps::rcu::quiescent();
+	}
+	state.SetItemsProcessed(int64_t(state.iterations()) * 64 * kBurst);
+	state.counters["flows"] = double(flows);
+	state.counters["buckets"] = double(w.t->stats().hash4.buckets);
+	if (tracked != uint64_t(state.iterations()) * 64)
+		state.SkipWithError("a packet of an established flow was not tracked");
+}
+
+// The same canonical keys through the same rhash type, lookup only.
+void bm_bare(benchmark::State& state, uint64_t flows)
+{
+	maps::rcu::thread_registration reg;
+	static std::map<uint64_t, std::unique_ptr<maps::rhash<key4, flow4>>> cache;
+	static std::vector<key4> keys;
+	auto& h = cache[flows];
+	if (!h) {
+		// Grown the way the CT's table grew, so both end at the same size.
+		h = std::make_unique<maps::rhash<key4, flow4>>(
+			maps::rhash_config{.min_entries = 1024, .max_entries = flows * 2});
+		for (uint64_t i = 0; i < flows; i++) {
+			key4 k;
+			make_key(flow(i), k);
+			flow4 v{};
+			while (h->insert(k, v) == -EBUSY)
+				h->maintain(1 << 20);
+			if (i % 1024 == 0)
+				h->maintain(1 << 20);
+		}
+		while (h->maintain(1 << 20) != 0 || h->resizing()) {
+		}
+	}
+	update_world& w = world(flows);  // the same packets
+	keys.resize(kQueries);
+	for (size_t i = 0; i < kQueries; i++)
+		make_key(w.pkts[i].t, keys[i]);
+	const key4* kp[kBurst];
+	flow4* vals[kBurst];
+	size_t q = 0;
+	uint64_t hits = 0;
+	for (auto _ : state) {
+		for (int k = 0; k < 64; k++) {
+			for (unsigned i = 0; i < kBurst; i++)
+				kp[i] = &keys[q + i];
+			uint64_t mask;
+			hits += h->lookup_bulk(kp, kBurst, vals, &mask);
+			q = (q + kBurst) & (kQueries - 1);
+		}
+		maps::rcu::quiescent();
+	}
+	state.SetItemsProcessed(int64_t(state.iterations()) * 64 * kBurst);
+	state.counters["flows"] = double(flows);
+	state.counters["buckets"] = double(h->buckets());
+	benchmark::DoNotOptimize(hits);
+}
+
+// ---- new connections with growth --------------------------------------------------
+
+void bm_new(benchmark::State& state, uint64_t flows)
+{
+	maps::rcu::thread_registration reg;
+	const tsc_clock& clk = clock_();
+	for (auto _ : state) {
+		state.PauseTiming();
+		auto t = std::make_unique<table>(big(flows + flows / 4));
+		std::vector<uint64_t> lat;
+		lat.reserve(flows / kBurst + 1);
+		uint64_t est;
+		state.ResumeTiming();
+		{
+			control ctl(*t, clk);
+			const uint64_t t0 = clk.now_ns();
+			est = open_flows(*t, 0, flows, clk.now_ns(), &lat);
+			const double secs = double(clk.now_ns() - t0) / 1e9;
+			state.counters["conns_per_s"] = double(flows) / secs;
+		}
+		state.PauseTiming();
+		const stats s = t->stats();
+		std::sort(lat.begin(), lat.end());
+		// rdtsc ticks -> ns: calibrate with the clock's own ratio.
+		const uint64_t c0 = __rdtsc(), n0 = clk.now_ns();
+		std::this_thread::sleep_for(std::chrono::milliseconds(20));
+		const double tsc_ns = double(clk.now_ns() - n0) / double(__rdtsc() - c0);
+		auto pct = [&](double p) { return double(lat[size_t(p * double(lat.size() - 1))]) * tsc_ns; };
+		state.counters["established"] = double(est);
+		state.counters["burst_p50_ns"] = pct(0.50);
+		state.counters["burst_p99_ns"] = pct(0.99);
+		state.counters["burst_p999_ns"] = pct(0.999);
+		state.counters["burst_max_ns"] = double(lat.back()) * tsc_ns;
+		state.counters["spilled"] = double(s.c.spilled);
+		state.counters["refused_busy"] = double(s.c.refused_busy);
+		state.counters["evicted_overflow"] = double(s.c.evicted_overflow);
+		state.counters["grows"] = double(s.hash4.grows);
+		if (est != flows)
+			state.SkipWithError("not every connection got established");
+		t.reset();
+		state.ResumeTiming();
+	}
+	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(flows));
+}
+
+// ---- memory per flow ------------------------------------------------------------------
+
+void bm_memory(benchmark::State& state, int family, uint64_t flows)
+{
+	maps::rcu::thread_registration reg;
+	for (auto _ : state) {
+		table t(big(flows * 2));
+		packet p[kBurst];
+		result r[kBurst];
+		const uint64_t now = clock_().now_ns();
+		for (uint64_t b = 0; b < flows; b += kBurst) {
+			if (b % 4096 == 0)
+				t.tick(now);
+			for (unsigned i = 0; i < kBurst; i++) {
+				tuple f = flow(b + i);
+				if (family == 6) {
+					uint8_t s[16] = {0x20, 0x01, 0x0d, 0xb8}, d[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 1};
+					std::memcpy(s + 8, f.src, 4);
+					std::memcpy(d + 12, f.dst, 4);
+					f = tuple::v6(s, d, f.sport, f.dport, kProtoTCP);
+				}
+				p[i] = packet{f, 60, kSYN, pkt_kind::normal};
+			}
+			t.process_bulk(p, kBurst, now, r);
+		}
+		for (int i = 0; i < 1000 && (t.stats().hash4.resizing || t.stats().hash6.resizing || t.stats().overflow4 + t.stats().overflow6); i++)
+			t.tick(now);
+		const stats s = t.stats();
+		const uint64_t n = family == 6 ? s.flows6 : s.flows4;
+		const maps::rhash_stats& hs = family == 6 ? s.hash6 : s.hash4;
+		state.counters["flows"] = double(n);
+		state.counters["bytes_per_flow"] = double(hs.bytes) / double(n);
+		state.counters["entry_bytes"] = family == 6 ? 96.0 : 56.0;
+		state.counters["load"] = hs.load;
+	}
+}
+
+// ---- SYN flood -------------------------------------------------------------------------
+
+void bm_flood(benchmark::State& state, uint64_t syns)
+{
+	maps::rcu::thread_registration reg;
+	const tsc_clock& clk = clock_();
+	constexpr uint64_t kEstablished = 100'000, kCap = 1'000'000;
+	for (auto _ : state) {
+		state.PauseTiming();
+		auto t = std::make_unique<table>(big(kCap));
+		open_ticking(*t, kEstablished, clk.now_ns());
+		std::mt19937_64 rng(42);
+		packet p[kBurst];
+		result r[kBurst];
+		uint64_t admitted = 0, refused = 0;
+		state.ResumeTiming();
+		{
+			control ctl(*t, clk);
+			for (uint64_t b = 0; b < syns; b += kBurst) {
+				for (unsigned i = 0; i < kBurst; i++) {
+					const uint64_t x = rng();
+					p[i] = packet{tuple::v4(static_cast<uint32_t>(x), 0xac100001, static_cast<uint16_t>(x >> 32),
+								80, kProtoTCP),
+						      60, kSYN, pkt_kind::normal};
+				}
+				t->process_bulk(p, kBurst, clk.now_ns(), r);
+				for (unsigned i = 0; i < kBurst; i++) {
+					admitted += r[i].v == verdict::created;
+					refused += r[i].v == verdict::refused_full || r[i].v == verdict::refused_busy;
+				}
+				maps::rcu::quiescent();
+			}
+		}
+		state.PauseTiming();
+		uint64_t lost = 0;
+		for (uint64_t i = 0; i < kEstablished; i++) {
+			flow_view v;
+			if (!t->find(flow(i), clk.now_ns(), &v) || v.state != tcp_established)
+				lost++;
+		}
+		const stats s = t->stats();
+		state.counters["established_lost"] = double(lost);
+		state.counters["admitted"] = double(admitted);
+		state.counters["refused"] = double(refused);
+		state.counters["evicted_halfopen"] = double(s.c.evicted_halfopen);
+		state.counters["evicted_expired"] = double(s.c.evicted_expired);
+		state.counters["evicted_overflow"] = double(s.c.evicted_overflow);
+		state.counters["flows"] = double(t->size());
+		if (lost != 0)
+			state.SkipWithError("an established flow was lost");
+		t.reset();
+		state.ResumeTiming();
+	}
+	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(syns));
+}
+
+void register_all(bool quick)
+{
+	std::vector<uint64_t> sizes = {1'000, 1'000'000};
+	if (!quick)
+		sizes.push_back(4'000'000);
+	for (uint64_t n : sizes) {
+		const std::string lbl = n >= 1'000'000 ? std::to_string(n / 1'000'000) + "M" : std::to_string(n / 1000) + "K";
+		benchmark::RegisterBenchmark(("ct_update/" + lbl + "/ct").c_str(), bm_update, n)->MinTime(0.5);
+		benchmark::RegisterBenchmark(("ct_update/" + lbl + "/bare_lookup").c_str(), bm_bare, n)->MinTime(0.5);
+	}
+	const uint64_t grow_to = quick ? 1'000'000 : 4'000'000;
+	benchmark::RegisterBenchmark(("ct_new/" + std::to_string(grow_to / 1'000'000) + "M").c_str(), bm_new, grow_to)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond)
+		->UseRealTime();
+	for (int fam : {4, 6})
+		benchmark::RegisterBenchmark(("ct_memory/v" + std::to_string(fam) + "/1M").c_str(), bm_memory, fam,
+					     uint64_t{1'000'000})
+			->Iterations(1)
+			->Unit(benchmark::kMillisecond);
+	const uint64_t syns = quick ? 1'000'000 : 10'000'000;
+	benchmark::RegisterBenchmark(("ct_flood/" + std::to_string(syns / 1'000'000) + "M").c_str(), bm_flood, syns)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond)
+		->UseRealTime();
+}
+
+}  // namespace
+}  // namespace ctplane::bench
+
+int main(int argc, char** argv)
+{
+	bool quick = false;
+	std::vector<char*> rest = {argv[0]};
+	for (int i = 1; i < argc; i++) {
+		if (std::strcmp(argv[i], "--quick") == 0)
+			quick = true;
+		else
+			rest.push_back(argv[i]);
+	}
+	ctplane::bench::register_all(quick);
+	int bargc = static_cast<int>(rest.size());
+	benchmark::Initialize(&bargc, rest.data());
+	benchmark::RunSpecifiedBenchmarks();
+	benchmark::Shutdown();
+	return 0;
+}
