@@ -343,7 +343,9 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			return;
 		}
 		step x;
-		if (dead) {
+		if (s == tcp_established && !dead && tcp::is_ack(p.tcp_flags) && p.kind == pkt_kind::normal) [[likely]] {
+			x = step{s, fl, true, false};  // the common case, without the full machine
+		} else if (dead) {
 			if (!opener) {
 				r = result{verdict::invalid, 0, st_none, r.family, nullptr};
 				c.invalid_no_flow.inc();

@@ -120,6 +120,26 @@ inline unsigned make_key(const tuple& t, K& k) noexcept
 	return kdir;
 }
 
+// IPv4: endpoints compared as (address, port) integers, the same order as
+// the bytes.
+inline unsigned make_key(const tuple& t, key4& k) noexcept
+{
+	uint32_t s, d;
+	std::memcpy(&s, t.src, 4);
+	std::memcpy(&d, t.dst, 4);
+	const uint64_t se = uint64_t{__builtin_bswap32(s)} << 16 | t.sport;
+	const uint64_t de = uint64_t{__builtin_bswap32(d)} << 16 | t.dport;
+	const unsigned kdir = se > de ? 1 : 0;
+	std::memcpy(k.addr[kdir], &s, 4);
+	std::memcpy(k.addr[kdir ^ 1], &d, 4);
+	k.port[kdir] = t.sport;
+	k.port[kdir ^ 1] = t.dport;
+	k.proto = t.proto;
+	k.pad = 0;
+	k.zone = t.zone;
+	return kdir;
+}
+
 // The tuple of a key seen from key direction `kdir`.
 template <typename K>
 inline tuple tuple_of(const K& k, unsigned kdir) noexcept
