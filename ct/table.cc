@@ -36,7 +36,7 @@ uint64_t mono_ns() noexcept
 }
 
 // Buckets probed for a victim at max_entries: the key's own bucket first.
-constexpr unsigned kEvictBuckets = 8;
+constexpr unsigned kEvictBuckets = 2;
 // Buckets per GC scan call (the time budget is checked between calls).
 constexpr size_t kGcChunk = 32;
 constexpr unsigned kChunk = 64;  // packets per bulk lookup
@@ -491,7 +491,7 @@ bool table::claim_victim(const K& k, F& f, uint32_t now) noexcept
 }
 
 // At max_entries: one victim from the key's neighbourhood (its bucket and
-// the next kEvictBuckets - 1, like nf_conntrack's early_drop): the first
+// the next one, a short cousin of nf_conntrack's early_drop): the first
 // expired flow, else the first half-open one; established flows are never
 // taken.
 template <typename Fam>
