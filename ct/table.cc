@@ -270,7 +270,7 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
 	K keys[kChunk];
-	const K* kp[kChunk] = {};
+	const K* kp[kChunk];
 	F* vals[kChunk];
 	uint8_t kdir[kChunk];
 	uint64_t in_lru = 0;
@@ -303,15 +303,37 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		uint64_t mask;
 		fam.hash.lookup_bulk(kp, n, vals, &mask);
 	}
+	// The established fast path, inline: a live ESTABLISHED flow and a
+	// plain ACK (with or without data) changes no state, so no CAS: refresh
+	// the expiry, count the packet. Everything else takes apply().
+	const uint32_t est_expires = now + timeout(tcp_established);
+	const uint8_t fam_id = Fam::kFamily;
+	unsigned fast = 0;
 	for (unsigned i = 0; i < n; i++) {
 		const packet& p = pkts[idx[i]];
 		result& r = out[idx[i]];
-		r.family = p.t.family == 6 ? 6 : 4;
-		if (vals[i] != nullptr)
-			apply(fam, keys[i], vals[i], kdir[i], p, now, (in_lru >> i) & 1, r);
-		else
+		F* f = vals[i];
+		if (f != nullptr) {
+			const uint16_t st = load_status(f->h);
+			if (state_of(st) == tcp_established && p.kind == pkt_kind::normal && tcp::is_ack(p.tcp_flags) &&
+			    !expired(load(f->h.expires), now)) [[likely]] {
+				const unsigned dir = kdir[i] ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
+				store(f->h.expires, est_expires);
+				store(f->packets[dir], load(f->packets[dir]) + 1);
+				store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
+				r = result{verdict::tracked, static_cast<uint8_t>(dir), tcp_established, fam_id, &f->h};
+				fast++;
+				continue;
+			}
+			r.family = fam_id;
+			apply(fam, keys[i], f, kdir[i], p, now, (in_lru >> i) & 1, r);
+		} else {
+			r.family = fam_id;
 			create(fam, keys[i], kdir[i], p, now, nat != nullptr ? nat[idx[i]] : nullptr, r);
+		}
 	}
+	if (fast != 0)
+		tc().tracked.add(fast);
 }
 
 template <typename Fam>
@@ -343,9 +365,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			return;
 		}
 		step x;
-		if (s == tcp_established && !dead && tcp::is_ack(p.tcp_flags) && p.kind == pkt_kind::normal) [[likely]] {
-			x = step{s, fl, true, false};  // the common case, without the full machine
-		} else if (dead) {
+		if (dead) {
 			if (!opener) {
 				r = result{verdict::invalid, 0, st_none, r.family, nullptr};
 				c.invalid_no_flow.inc();

@@ -235,6 +235,7 @@ private:
 	struct family {
 		using key = K;
 		using flow = F;
+		static constexpr uint8_t kFamily = sizeof(K) == sizeof(key4) ? 4 : 6;
 		maps::rhash<K, F> hash;
 		maps::overflow_lru<K, F> lru;
 		uint64_t gc_pos = 0;

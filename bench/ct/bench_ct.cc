@@ -109,10 +109,14 @@ public:
 				t_.tick(clk_.now_ns());
 		});
 	}
+	// The caller is a registered RCU thread: it goes offline for the join,
+	// or a grace period the control thread waits for would never end.
 	~control()
 	{
 		stop_.store(true);
+		maps::rcu::offline();
 		th_.join();
+		maps::rcu::online();
 	}
 
 private:
@@ -376,11 +380,15 @@ void register_all(bool quick)
 		->Iterations(1)
 		->Unit(benchmark::kMillisecond)
 		->UseRealTime();
-	for (int fam : {4, 6})
-		benchmark::RegisterBenchmark(("ct_memory/v" + std::to_string(fam) + "/1M").c_str(), bm_memory, fam,
-					     uint64_t{1'000'000})
-			->Iterations(1)
-			->Unit(benchmark::kMillisecond);
+	for (uint64_t n : sizes)
+		for (int fam : {4, 6})
+			if (n >= 1'000'000)
+				benchmark::RegisterBenchmark(("ct_memory/v" + std::to_string(fam) + "/" +
+							      std::to_string(n / 1'000'000) + "M")
+								     .c_str(),
+							     bm_memory, fam, n)
+					->Iterations(1)
+					->Unit(benchmark::kMillisecond);
 	const uint64_t syns = quick ? 1'000'000 : 10'000'000;
 	benchmark::RegisterBenchmark(("ct_flood/" + std::to_string(syns / 1'000'000) + "M").c_str(), bm_flood, syns)
 		->Iterations(1)
