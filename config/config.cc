@@ -12,6 +12,8 @@
 #include <vector>
 
 #include "ct/state.h"
+#include "lb/lb_config.h"
+#include "sockmap/sockmap.h"
 
 namespace ctplane::config {
 
@@ -38,6 +40,11 @@ struct failure {
 class reader {
 public:
 	explicit reader(std::string file) : file_(std::move(file)) {}
+
+	[[noreturn]] void fail_at(const YAML::Mark& m, const std::string& path, const std::string& msg) const
+	{
+		throw failure{error{file_, m.line + 1, m.column + 1, path, msg}};
+	}
 
 	[[noreturn]] void fail(const YAML::Node& at, const std::string& path, const std::string& msg) const
 	{
@@ -147,6 +154,65 @@ public:
 		return static_cast<uint32_t>(ms);
 	}
 
+	std::string str(const YAML::Node& n, const std::string& path) const
+	{
+		if (!n.IsScalar() || n.Scalar().empty())
+			fail(n, path, "expected a string, got " + shown(n));
+		return n.Scalar();
+	}
+
+	lb::address addr(const YAML::Node& n, const std::string& path) const
+	{
+		lb::address a;
+		if (!n.IsScalar() || !lb::parse_address(n.Scalar(), &a))
+			fail(n, path, "expected an IPv4 or IPv6 address, got " + shown(n));
+		return a;
+	}
+
+	uint16_t port(const YAML::Node& n, const std::string& path) const
+	{
+		return static_cast<uint16_t>(uint(n, path, 1, 65535));
+	}
+
+	// "10.0.0.0/8", "fd00::/64"; host bits set are refused.
+	sockmap::prefix prefix(const YAML::Node& n, const std::string& path) const
+	{
+		const std::string bad = "expected a prefix like 10.0.0.0/8 or fd00::/64, got " + shown(n);
+		if (!n.IsScalar())
+			fail(n, path, bad);
+		const std::string& s = n.Scalar();
+		const size_t slash = s.find('/');
+		lb::address a;
+		if (slash == std::string::npos || slash + 1 >= s.size() || slash + 4 < s.size() ||
+		    !lb::parse_address(s.substr(0, slash), &a))
+			fail(n, path, bad);
+		for (size_t i = slash + 1; i < s.size(); i++)
+			if (s[i] < '0' || s[i] > '9')
+				fail(n, path, bad);
+		const unsigned len = static_cast<unsigned>(std::stoul(s.substr(slash + 1)));
+		const unsigned bits = a.family == 4 ? 32 : 128;
+		if (len > bits)
+			fail(n, path, "prefix length " + std::to_string(len) + " exceeds " + std::to_string(bits));
+		for (unsigned b = len; b < bits; b++)
+			if (a.addr[b / 8] & (0x80 >> (b % 8)))
+				fail(n, path, s + " has host bits set");
+		sockmap::prefix p;
+		p.family = a.family;
+		std::memcpy(p.addr, a.addr, 16);
+		p.len = static_cast<uint8_t>(len);
+		return p;
+	}
+
+	// Visits a sequence's items with paths "path[i]".
+	void items(const YAML::Node& seq, const std::string& path,
+		   const std::function<void(const YAML::Node&, const std::string&)>& fn) const
+	{
+		if (!seq.IsSequence())
+			fail(seq, path, "expected a sequence, got " + shown(seq));
+		for (size_t i = 0; i < seq.size(); i++)
+			fn(seq[i], path + "[" + std::to_string(i) + "]");
+	}
+
 private:
 	std::string file_;
 	mutable YAML::Mark key_mark_;
@@ -235,6 +301,171 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 		r.fail(node, path, err);
 }
 
+// The `lb:` section: table limits and the default Maglev size.
+void read_lb(const reader& r, const YAML::Node& node, const std::string& path, lb::config& c)
+{
+	r.fields(node, path,
+		 {
+			 {"max_services",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.max_services = static_cast<uint32_t>(r.uint(n, p, 1, 1u << 20));
+			  }},
+			 {"max_backends",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.max_backends = static_cast<uint32_t>(r.uint(n, p, 1, 1u << 24));
+			  }},
+			 {"maglev_size",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.maglev_size = static_cast<uint32_t>(r.uint(n, p, 2, lb::kMaxMaglevSize));
+				  if (!lb::is_prime(c.maglev_size))
+					  r.fail(n, p, n.Scalar() + " is not a prime");
+			  }},
+		 });
+}
+
+uint8_t protocol(const reader& r, const YAML::Node& n, const std::string& p)
+{
+	const std::string s = r.str(n, p);
+	if (s == "tcp")
+		return 6;
+	if (s == "udp")
+		return 17;
+	r.fail(n, p, "expected tcp or udp, got " + reader::shown(n));
+}
+
+std::string endpoint_text(const lb::address& a, uint16_t port)
+{
+	return a.family == 6 ? "[" + lb::to_string(a) + "]:" + std::to_string(port)
+			     : lb::to_string(a) + ":" + std::to_string(port);
+}
+
+// `services:` then `backends:` (read after every service is known).
+void read_services(const reader& r, const YAML::Node& node, const std::string& path, lb::config& c)
+{
+	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
+		lb::service_spec s;
+		bool has_vip = false, has_port = false;
+		r.fields(item, ip,
+			 {
+				 {"name", [&](const YAML::Node& n, const std::string& p) { s.name = r.str(n, p); }},
+				 {"vip",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  s.vip = r.addr(n, p);
+					  has_vip = true;
+				  }},
+				 {"port",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  s.port = r.port(n, p);
+					  has_port = true;
+				  }},
+				 {"protocol", [&](const YAML::Node& n, const std::string& p) { s.proto = protocol(r, n, p); }},
+				 {"maglev_size",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  s.maglev_size = static_cast<uint32_t>(r.uint(n, p, 2, lb::kMaxMaglevSize));
+					  if (!lb::is_prime(s.maglev_size))
+						  r.fail(n, p, n.Scalar() + " is not a prime");
+				  }},
+			 });
+		if (s.name.empty() || !has_vip || !has_port)
+			r.fail(item, ip, std::string("a service needs ") + (s.name.empty() ? "a name" : !has_vip ? "a vip" : "a port"));
+		for (const lb::service_spec& o : c.services) {
+			if (o.name == s.name)
+				r.fail(item, ip, "duplicate service name \"" + s.name + "\"");
+			if (o.vip == s.vip && o.port == s.port && o.proto == s.proto)
+				r.fail(item, ip, endpoint_text(s.vip, s.port) + " is already service \"" + o.name + "\"");
+		}
+		c.services.push_back(s);
+	});
+}
+
+void read_backends(const reader& r, const YAML::Node& node, const std::string& path, lb::config& c)
+{
+	std::map<std::string, std::string> endpoints;  // "proto addr:port" -> service
+	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
+		lb::backend_spec b;
+		YAML::Node svc_node, addr_node, port_node;
+		bool has_addr = false, has_port = false;
+		r.fields(item, ip,
+			 {
+				 {"service",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  b.service = r.str(n, p);
+					  svc_node = n;
+				  }},
+				 {"address",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  b.addr = r.addr(n, p);
+					  addr_node = n;
+					  has_addr = true;
+				  }},
+				 {"port",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  b.port = r.port(n, p);
+					  has_port = true;
+				  }},
+				 {"weight",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  b.weight = static_cast<uint32_t>(r.uint(n, p, 0, lb::kMaxWeight));
+				  }},
+				 {"state",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  const std::string s = r.str(n, p);
+					  if (s == "active")
+						  b.state = lb::backend_state::active;
+					  else if (s == "draining")
+						  b.state = lb::backend_state::draining;
+					  else if (s == "down")
+						  b.state = lb::backend_state::down;
+					  else
+						  r.fail(n, p, "expected active, draining or down, got " + reader::shown(n));
+				  }},
+			 });
+		if (b.service.empty() || !has_addr || !has_port)
+			r.fail(item, ip,
+			       std::string("a backend needs ") +
+				       (b.service.empty() ? "a service" : !has_addr ? "an address" : "a port"));
+		const lb::service_spec* s = nullptr;
+		for (const lb::service_spec& o : c.services)
+			if (o.name == b.service)
+				s = &o;
+		if (s == nullptr)
+			r.fail(svc_node, ip + ".service", "unknown service \"" + b.service + "\"");
+		if (s->vip.family != b.addr.family)
+			r.fail(addr_node, ip + ".address",
+			       "an IPv" + std::to_string(b.addr.family) + " backend for the IPv" +
+				       std::to_string(s->vip.family) + " service \"" + s->name + "\"");
+		const std::string ep = std::to_string(s->proto) + " " + endpoint_text(b.addr, b.port);
+		if (auto it = endpoints.find(ep); it != endpoints.end())
+			r.fail(item, ip,
+			       it->second == b.service
+				       ? "duplicate backend " + endpoint_text(b.addr, b.port) + " of service \"" + b.service + "\""
+				       : endpoint_text(b.addr, b.port) + " is already a backend of service \"" + it->second +
+						 "\" (replies are translated by backend endpoint)");
+		endpoints[ep] = b.service;
+		c.backends.push_back(b);
+	});
+}
+
+void read_sockmap(const reader& r, const YAML::Node& node, const std::string& path, sockmap::config& c)
+{
+	r.fields(node, path,
+		 {
+			 {"enabled", [&](const YAML::Node& n, const std::string& p) { c.enabled = r.boolean(n, p); }},
+			 {"max_entries",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.max_entries = static_cast<uint32_t>(r.uint(n, p, 2, 1u << 26));
+			  }},
+			 {"local_prefixes",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  r.items(n, p, [&](const YAML::Node& it, const std::string& ip) {
+					  c.local.push_back(r.prefix(it, ip));
+				  });
+			  }},
+		 });
+	if (c.enabled && c.local.empty())
+		r.fail(node, path, "enabled needs at least one entry in local_prefixes");
+}
+
 }  // namespace
 
 result<ctplane_config> load_string(const std::string& text, const std::string& name)
@@ -245,10 +476,33 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 		const YAML::Node root = YAML::Load(text);
 		if (root.IsNull())
 			return cfg;  // an empty file: every default
+		// Backends reference services: read them once every service is known,
+		// wherever the two sections are in the file.
+		YAML::Node backends;
+		std::string backends_path;
+		YAML::Mark services_at = root.Mark();
 		r.fields(root, "",
 			 {
 				 {"ct", [&](const YAML::Node& n, const std::string& p) { read_ct(r, n, p, cfg.ct); }},
+				 {"lb", [&](const YAML::Node& n, const std::string& p) { read_lb(r, n, p, cfg.lb); }},
+				 {"services",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  services_at = n.Mark();
+					  read_services(r, n, p, cfg.lb);
+				  }},
+				 {"backends",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  backends.reset(n);
+					  backends_path = p;
+				  }},
+				 {"sockmap",
+				  [&](const YAML::Node& n, const std::string& p) { read_sockmap(r, n, p, cfg.sockmap); }},
 			 });
+		if (!backends_path.empty())
+			read_backends(r, backends, backends_path, cfg.lb);
+		// Anything else lb::validate knows (limits against counts).
+		if (std::string err = lb::validate(cfg.lb); !err.empty())
+			r.fail_at(services_at, "services", err);
 	} catch (const failure& f) {
 		return f.e;
 	} catch (const YAML::Exception& e) {

@@ -13,7 +13,10 @@
 // reload that fails leaves the running config as it was.
 //
 // Sections so far: `ct` (conntrack sizing, watermarks, overflow LRU,
-// timeouts, GC budget, events). The documented example with every key and
+// timeouts, GC budget, events), `lb` (limits, default Maglev size),
+// `services` and `backends` (the load balancer's frontends and their
+// backends, which reference services by name), `sockmap` (enabled, local
+// prefixes, max entries). The documented example with every key and
 // its default is config/ctplane.example.yaml.
 #pragma once
 
@@ -22,6 +25,8 @@
 #include <variant>
 
 #include "ct/ct_config.h"
+#include "lb/lb_config.h"
+#include "sockmap/sockmap.h"
 
 namespace ctplane::config {
 
@@ -52,6 +57,8 @@ private:
 
 struct ctplane_config {
 	ct::config ct;
+	lb::config lb;            // `lb:` limits, `services:`, `backends:`
+	sockmap::config sockmap;  // `sockmap:`
 };
 
 result<ctplane_config> load_file(const std::string& path);

@@ -581,6 +581,32 @@ bool table::find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir) c
 }
 
 template <typename Fam>
+int table::touch_in(Fam& fam, const tuple& t, uint32_t now, uint32_t packets, uint64_t bytes) noexcept
+{
+	typename Fam::key k;
+	const unsigned kdir = make_key(t, k);
+	auto* f = fam.lru.lookup(k);
+	if (f == nullptr)
+		f = fam.hash.lookup(k);
+	if (f == nullptr)
+		return -ENOENT;
+	const uint16_t st = load_status(f->h);
+	if (state_of(st) == st_none || expired(load(f->h.expires), now))
+		return -ENOENT;
+	const unsigned dir = kdir ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
+	store(f->h.expires, now + timeout(state_of(st)));
+	store(f->packets[dir], load(f->packets[dir]) + packets);
+	store(f->bytes[dir], load(f->bytes[dir]) + bytes);
+	return 0;
+}
+
+int table::touch(const tuple& t, uint64_t now_ns, uint32_t packets, uint64_t bytes) noexcept
+{
+	return t.family == 6 ? touch_in(*f6_, t, ticks(now_ns), packets, bytes)
+			     : touch_in(*f4_, t, ticks(now_ns), packets, bytes);
+}
+
+template <typename Fam>
 int table::erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept
 {
 	typename Fam::key k;

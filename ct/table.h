@@ -202,6 +202,10 @@ public:
 	bool find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir = nullptr) const noexcept;
 	// Destroys the flow of t (either direction). 0 or -ENOENT.
 	int erase(const tuple& t, uint64_t now_ns) noexcept;
+	// Accounts `packets` / `bytes` seen in t's direction of its live flow
+	// outside process() (the sockmap's short path), and refreshes its
+	// expiry as a packet at now_ns would. No state change. 0 or -ENOENT.
+	int touch(const tuple& t, uint64_t now_ns, uint32_t packets, uint64_t bytes) noexcept;
 
 	// ---- control thread ----------------------------------------------------
 	// One control tick: GC for gc_budget_us, resize steps, LRU drain after
@@ -266,6 +270,8 @@ private:
 	size_t gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, bool* wrapped) noexcept;
 	template <typename Fam>
 	int erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept;
+	template <typename Fam>
+	int touch_in(Fam& fam, const tuple& t, uint32_t now, uint32_t packets, uint64_t bytes) noexcept;
 	template <typename Fam>
 	bool find_in(const Fam& fam, const tuple& t, uint32_t now, flow_view* v, unsigned* dir) const noexcept;
 	// Takes the flow's destruction: CAS of its status to st_none.

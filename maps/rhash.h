@@ -152,6 +152,8 @@ class rhash {
 		      "keys and values are byte layouts");
 
 public:
+	using key_type = K;
+	using mapped_type = V;
 	struct entry {
 		K key;
 		V value;

@@ -91,6 +91,15 @@ TEST(config, the_shipped_example_loads_and_equals_the_defaults)
 	EXPECT_EQ(c.overflow_entries, d.overflow_entries);
 	EXPECT_EQ(c.gc_budget_us, d.gc_budget_us);
 	EXPECT_EQ(std::memcmp(&c.timeout, &d.timeout, sizeof(d.timeout)), 0);
+	const lb::config dl;
+	EXPECT_EQ(r.value().lb.max_services, dl.max_services);
+	EXPECT_EQ(r.value().lb.max_backends, dl.max_backends);
+	EXPECT_EQ(r.value().lb.maglev_size, dl.maglev_size);
+	EXPECT_EQ(r.value().lb.services.size(), 2u);
+	EXPECT_EQ(r.value().lb.backends.size(), 3u);
+	const sockmap::config ds;
+	EXPECT_EQ(r.value().sockmap.enabled, ds.enabled);
+	EXPECT_EQ(r.value().sockmap.max_entries, ds.max_entries);
 }
 
 TEST(config, unknown_and_duplicate_keys)
@@ -99,7 +108,7 @@ TEST(config, unknown_and_duplicate_keys)
 		  "t.yaml:2:3: ct.max_entires: unknown key (expected one of: event_ring, events, "
 		  "gc_budget_us, grow_pct, initial_entries, max_entries, min_entries, overflow_entries, "
 		  "resize_budget_buckets, shrink_pct, timeouts)");
-	EXPECT_EQ(err_of("routes: []\n"), "t.yaml:1:1: routes: unknown key (expected one of: ct)");
+	EXPECT_EQ(err_of("routes: []\n"), "t.yaml:1:1: routes: unknown key (expected one of: backends, ct, lb, services, sockmap)");
 	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_syn: 5s\n"),
 		  "t.yaml:3:5: ct.timeouts.tcp_syn: unknown key (expected one of: icmp, other_assured, "
 		  "other_unreplied, tcp_close, tcp_close_wait, tcp_established, tcp_fin_wait, tcp_last_ack, "

@@ -1,0 +1,556 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "lb/balancer.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <new>
+#include <set>
+#include <tuple>
+
+#include "maps/rcu.h"
+
+namespace ctplane::lb {
+
+// ---- config ---------------------------------------------------------------------
+
+const char* state_name(backend_state s) noexcept
+{
+	switch (s) {
+	case backend_state::active: return "active";
+	case backend_state::draining: return "draining";
+	case backend_state::down: return "down";
+	}
+	return "?";
+}
+
+bool parse_address(const std::string& text, address* out)
+{
+	address a;
+	if (inet_pton(AF_INET, text.c_str(), a.addr) == 1)
+		a.family = 4;
+	else if (inet_pton(AF_INET6, text.c_str(), a.addr) == 1)
+		a.family = 6;
+	else
+		return false;
+	*out = a;
+	return true;
+}
+
+std::string to_string(const address& a)
+{
+	char buf[INET6_ADDRSTRLEN];
+	if (inet_ntop(a.family == 6 ? AF_INET6 : AF_INET, a.addr, buf, sizeof(buf)) == nullptr)
+		return "?";
+	return buf;
+}
+
+bool is_prime(uint64_t n) noexcept
+{
+	if (n < 2)
+		return false;
+	for (uint64_t d = 2; d * d <= n; d++)
+		if (n % d == 0)
+			return false;
+	return true;
+}
+
+namespace {
+std::string ep_str(const address& a, uint16_t port)
+{
+	return a.family == 6 ? "[" + to_string(a) + "]:" + std::to_string(port) : to_string(a) + ":" + std::to_string(port);
+}
+const char* proto_str(uint8_t p)
+{
+	return p == 6 ? "tcp" : p == 17 ? "udp" : "?";
+}
+}  // namespace
+
+namespace {
+// A service's problem, or "".
+std::string check_service(const service_spec& s, uint32_t default_m)
+{
+	const std::string who = "service " + (s.name.empty() ? std::string("(unnamed)") : "\"" + s.name + "\"");
+	if (s.name.empty())
+		return who + ": a name is required";
+	if (s.vip.family != 4 && s.vip.family != 6)
+		return who + ": vip is not an IPv4 or IPv6 address";
+	if (s.port == 0)
+		return who + ": port must be within 1..65535";
+	if (s.proto != 6 && s.proto != 17)
+		return who + ": protocol must be tcp or udp";
+	const uint32_t m = s.maglev_size != 0 ? s.maglev_size : default_m;
+	if (!is_prime(m) || m > kMaxMaglevSize)
+		return who + ": maglev_size " + std::to_string(m) + " must be a prime up to " +
+		       std::to_string(kMaxMaglevSize);
+	return "";
+}
+std::string backend_who(const backend_spec& b)
+{
+	return "backend " + ep_str(b.addr, b.port) + " of service \"" + b.service + "\"";
+}
+}  // namespace
+
+std::string validate(const config& c)
+{
+	if (c.max_services == 0 || c.max_services > (1u << 20))
+		return "max_services must be within 1..1048576";
+	if (c.max_backends == 0 || c.max_backends > (1u << 24))
+		return "max_backends must be within 1..16777216";
+	if (!is_prime(c.maglev_size) || c.maglev_size > kMaxMaglevSize)
+		return "maglev_size " + std::to_string(c.maglev_size) + " must be a prime up to " +
+		       std::to_string(kMaxMaglevSize);
+	if (c.services.size() > c.max_services)
+		return std::to_string(c.services.size()) + " services exceed max_services (" +
+		       std::to_string(c.max_services) + ")";
+	if (c.backends.size() > c.max_backends)
+		return std::to_string(c.backends.size()) + " backends exceed max_backends (" +
+		       std::to_string(c.max_backends) + ")";
+	std::map<std::string, const service_spec*> by_name;
+	std::map<std::string, std::string> frontends;  // "proto vip:port" -> name
+	for (const service_spec& s : c.services) {
+		if (std::string e = check_service(s, c.maglev_size); !e.empty())
+			return e;
+		if (by_name.count(s.name))
+			return "service \"" + s.name + "\": duplicate name";
+		by_name[s.name] = &s;
+		const std::string fe = std::string(proto_str(s.proto)) + " " + ep_str(s.vip, s.port);
+		if (auto it = frontends.find(fe); it != frontends.end())
+			return "service \"" + s.name + "\": " + fe + " is already service \"" + it->second + "\"";
+		frontends[fe] = s.name;
+	}
+	std::map<std::string, std::string> endpoints;  // "proto addr:port" -> service
+	for (const backend_spec& b : c.backends) {
+		auto it = by_name.find(b.service);
+		if (it == by_name.end())
+			return backend_who(b) + ": unknown service \"" + b.service + "\"";
+		if (b.addr.family != it->second->vip.family)
+			return backend_who(b) + ": address family differs from the service's vip";
+		if (b.port == 0)
+			return backend_who(b) + ": port must be within 1..65535";
+		if (b.weight > kMaxWeight)
+			return backend_who(b) + ": weight " + std::to_string(b.weight) + " is out of range 0.." +
+			       std::to_string(kMaxWeight);
+		const std::string ep = std::string(proto_str(it->second->proto)) + " " + ep_str(b.addr, b.port);
+		if (auto e = endpoints.find(ep); e != endpoints.end())
+			return backend_who(b) + (e->second == b.service
+							 ? ": duplicate backend"
+							 : ": already a backend of service \"" + e->second +
+								   "\" (replies are translated by backend endpoint)");
+		endpoints[ep] = b.service;
+	}
+	return "";
+}
+
+// ---- balancer -----------------------------------------------------------------------
+
+endpoint endpoint::of(const address& a, uint16_t port, uint8_t proto) noexcept
+{
+	endpoint e;
+	std::memset(&e, 0, sizeof(e));
+	std::memcpy(e.addr, a.addr, 16);
+	e.port = port;
+	e.proto = proto;
+	e.family = a.family;
+	return e;
+}
+
+bool endpoint::operator==(const endpoint& o) const noexcept
+{
+	return std::memcmp(this, &o, sizeof(o)) == 0;
+}
+
+balancer::balancer(uint32_t max_services, uint32_t max_backends, uint32_t default_maglev_size)
+	: max_services_(max_services), max_backends_(max_backends), default_m_(default_maglev_size),
+	  services_(maps::rhash_config{.min_entries = std::min(64u, max_services), .max_entries = max_services}),
+	  reverse_(maps::rhash_config{.min_entries = std::min(256u, max_backends), .max_entries = max_backends}),
+	  svc_(uint64_t{max_services} + 1), be_(uint64_t{max_backends} + 1)
+{
+	names_.resize(1);
+	members_.resize(1);
+}
+
+balancer::~balancer()
+{
+	for (uint32_t i = 1; i < names_.size(); i++)
+		if (service* s = svc_.at(i); s != nullptr && s->table != nullptr)
+			::operator delete(const_cast<maglev_table*>(s->table));
+	for (maglev_table* t : retired_)
+		::operator delete(t);
+}
+
+unsigned balancer::lookup_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept
+{
+	const svc_ref* v[64];
+	uint64_t mask = 0;
+	const unsigned hits = services_.lookup_bulk(keys, n, const_cast<svc_ref**>(v), &mask);
+	for (unsigned i = 0; i < n; i++)
+		ids[i] = (mask >> i) & 1 ? v[i]->id : 0;
+	return hits;
+}
+
+bool balancer::dnat(uint32_t id, rewrite* out) const noexcept
+{
+	const backend* b = be_.at(id);
+	if (b == nullptr || !b->in_use)
+		return false;
+	std::memcpy(out->addr, b->ep.addr, 16);
+	out->port = b->ep.port;
+	out->backend = id;
+	return true;
+}
+
+const backend* balancer::backend_at(uint32_t id) const noexcept
+{
+	const backend* b = be_.at(id);
+	return b != nullptr && b->in_use ? b : nullptr;
+}
+
+const service* balancer::service_at(uint32_t id) const noexcept
+{
+	const service* s = svc_.at(id);
+	return s != nullptr && s->in_use ? s : nullptr;
+}
+
+namespace {
+// Inserts on the control thread: a resize in progress answers -EBUSY, so
+// step it along and retry.
+template <typename H, typename K, typename V>
+int insert_settled(H& h, const K& k, const V& v)
+{
+	for (;;) {
+		const int rc = h.insert(k, v);
+		if (rc != -EBUSY)
+			return rc;
+		h.maintain(1u << 20);
+	}
+}
+template <typename H, typename K>
+void erase_settled(H& h, const K& k)
+{
+	h.erase(k);
+	h.maintain(1u << 20);
+}
+}  // namespace
+
+uint32_t balancer::alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uint32_t max,
+			    maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b)
+{
+	if (!free_ids.empty()) {
+		const uint32_t id = free_ids.front();
+		free_ids.erase(free_ids.begin());  // oldest first: ids are reused last
+		return id;
+	}
+	if (next > max)
+		return 0;
+	const uint32_t id = next;
+	const int rc = grow_s != nullptr ? grow_s->resize(uint64_t{id} + 1) : grow_b->resize(uint64_t{id} + 1);
+	if (rc != 0)
+		return 0;
+	next++;
+	return id;
+}
+
+std::string balancer::add_service(const service_spec& s, uint32_t* id_out)
+{
+	if (std::string e = check_service(s, default_m_); !e.empty())
+		return e;
+	if (service_id(s.name) != 0)
+		return "service \"" + s.name + "\": duplicate name";
+	const endpoint fe = endpoint::of(s.vip, s.port, s.proto);
+	if (uint32_t other = lookup(fe); other != 0)
+		return "service \"" + s.name + "\": " + proto_str(s.proto) + " " + ep_str(s.vip, s.port) +
+		       " is already service \"" + names_[other] + "\"";
+	const uint32_t id = alloc_id(free_svc_, next_svc_, max_services_, &svc_, nullptr);
+	if (id == 0)
+		return "service \"" + s.name + "\": max_services (" + std::to_string(max_services_) + ") reached";
+	service& r = svc_[id];
+	std::memset(&r, 0, sizeof(r));
+	r.frontend = fe;
+	r.maglev_size = s.maglev_size != 0 ? s.maglev_size : default_m_;
+	r.in_use = 1;
+	if (names_.size() <= id) {
+		names_.resize(id + 1);
+		members_.resize(id + 1);
+	}
+	names_[id] = s.name;
+	members_[id].clear();
+	if (int rc = insert_settled(services_, fe, svc_ref{id}); rc != 0) {
+		r.in_use = 0;
+		names_[id].clear();
+		free_svc_.push_back(id);
+		return "service \"" + s.name + "\": the service table refused it (" + std::strerror(-rc) + ")";
+	}
+	dirty_.push_back(id);
+	if (id_out != nullptr)
+		*id_out = id;
+	return "";
+}
+
+std::string balancer::remove_service(const std::string& name)
+{
+	const uint32_t id = service_id(name);
+	if (id == 0)
+		return "unknown service \"" + name + "\"";
+	for (uint32_t b : std::vector<uint32_t>(members_[id]))
+		remove_backend(b);
+	service& r = svc_[id];
+	erase_settled(services_, r.frontend);
+	r.in_use = 0;
+	names_[id].clear();
+	pending_free_svc_.push_back(id);
+	dirty_.push_back(id);  // its table is unpublished and retired by commit()
+	return "";
+}
+
+std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out)
+{
+	const uint32_t sid = service_id(b.service);
+	if (sid == 0)
+		return backend_who(b) + ": unknown service \"" + b.service + "\"";
+	const service& s = svc_[sid];
+	if (b.addr.family != s.frontend.family)
+		return backend_who(b) + ": address family differs from the service's vip";
+	if (b.port == 0)
+		return backend_who(b) + ": port must be within 1..65535";
+	if (b.weight > kMaxWeight)
+		return backend_who(b) + ": weight " + std::to_string(b.weight) + " is out of range 0.." +
+		       std::to_string(kMaxWeight);
+	const endpoint ep = endpoint::of(b.addr, b.port, s.frontend.proto);
+	if (uint32_t other = reverse(ep); other != 0)
+		return backend_who(b) + (other == sid ? std::string(": duplicate backend")
+						      : ": already a backend of service \"" + names_[other] +
+								"\" (replies are translated by backend endpoint)");
+	const uint32_t id = alloc_id(free_be_, next_be_, max_backends_, nullptr, &be_);
+	if (id == 0)
+		return backend_who(b) + ": max_backends (" + std::to_string(max_backends_) + ") reached";
+	backend& r = be_[id];
+	std::memset(&r, 0, sizeof(r));
+	r.ep = ep;
+	r.weight = b.weight;
+	r.service = sid;
+	r.state = static_cast<uint8_t>(b.weight == 0 && b.state == backend_state::active ? backend_state::draining
+											   : b.state);
+	if (int rc = insert_settled(reverse_, ep, svc_ref{sid}); rc != 0) {
+		free_be_.push_back(id);
+		return backend_who(b) + ": the backend table refused it (" + std::strerror(-rc) + ")";
+	}
+	std::atomic_ref<uint8_t>(r.in_use).store(1, std::memory_order_release);
+	members_[sid].push_back(id);
+	svc_[sid].nbackends++;
+	dirty_.push_back(sid);
+	if (id_out != nullptr)
+		*id_out = id;
+	return "";
+}
+
+std::string balancer::remove_backend(uint32_t id)
+{
+	backend* b = live(id);
+	if (b == nullptr)
+		return "unknown backend " + std::to_string(id);
+	erase_settled(reverse_, b->ep);
+	auto& m = members_[b->service];
+	m.erase(std::remove(m.begin(), m.end(), id), m.end());
+	svc_[b->service].nbackends--;
+	dirty_.push_back(b->service);
+	// The record stays readable (a worker may hold it, and the old Maglev
+	// table still names it) until commit() has passed a grace period.
+	std::atomic_ref<uint8_t>(b->state).store(static_cast<uint8_t>(backend_state::down), std::memory_order_relaxed);
+	pending_free_be_.push_back(id);
+	return "";
+}
+
+std::string balancer::set_weight(uint32_t id, uint32_t weight)
+{
+	backend* b = live(id);
+	if (b == nullptr)
+		return "unknown backend " + std::to_string(id);
+	if (weight > kMaxWeight)
+		return "weight " + std::to_string(weight) + " is out of range 0.." + std::to_string(kMaxWeight);
+	std::atomic_ref<uint32_t>(b->weight).store(weight, std::memory_order_relaxed);
+	uint8_t st = b->state;
+	if (weight == 0 && st == static_cast<uint8_t>(backend_state::active))
+		st = static_cast<uint8_t>(backend_state::draining);
+	else if (weight != 0 && st == static_cast<uint8_t>(backend_state::draining))
+		st = static_cast<uint8_t>(backend_state::active);
+	std::atomic_ref<uint8_t>(b->state).store(st, std::memory_order_relaxed);
+	dirty_.push_back(b->service);
+	return "";
+}
+
+std::string balancer::set_state(uint32_t id, backend_state s)
+{
+	backend* b = live(id);
+	if (b == nullptr)
+		return "unknown backend " + std::to_string(id);
+	std::atomic_ref<uint8_t>(b->state).store(static_cast<uint8_t>(s), std::memory_order_relaxed);
+	dirty_.push_back(b->service);
+	return "";
+}
+
+void balancer::build(uint32_t sid)
+{
+	service& s = svc_[sid];
+	std::atomic_ref<const maglev_table*> pub(s.table);
+	const maglev_table* old = pub.load(std::memory_order_relaxed);
+	maglev_table* t = nullptr;
+	if (s.in_use) {
+		std::vector<maglev_backend> mb;
+		for (uint32_t id : members_[sid]) {
+			const backend& b = be_[id];
+			const bool takes = b.state == static_cast<uint8_t>(backend_state::active) && b.weight != 0;
+			mb.push_back(maglev_backend{id, maps::hash_bytes<sizeof(endpoint)>(&b.ep, 0x5bd1e995u),
+						    takes ? b.weight : 0});
+		}
+		maglev_build(mb, s.maglev_size, scratch_);
+		t = static_cast<maglev_table*>(::operator new(sizeof(maglev_table) + sizeof(uint32_t) * s.maglev_size));
+		t->size = s.maglev_size;
+		t->nactive = 0;
+		for (const maglev_backend& x : mb)
+			t->nactive += x.weight != 0;
+		std::memcpy(t->slot, scratch_.data(), sizeof(uint32_t) * s.maglev_size);
+		tables_built_++;
+	}
+	pub.store(t, std::memory_order_release);  // pairs with select()'s acquire
+	if (old != nullptr)
+		retired_.push_back(const_cast<maglev_table*>(old));
+}
+
+void balancer::commit()
+{
+	std::sort(dirty_.begin(), dirty_.end());
+	dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
+	for (uint32_t sid : dirty_)
+		build(sid);
+	dirty_.clear();
+	commits_++;
+	if (retired_.empty() && pending_free_be_.empty() && pending_free_svc_.empty())
+		return;
+	maps::rcu::synchronize();  // no worker still reads a retired table or record
+	for (maglev_table* t : retired_)
+		::operator delete(t);
+	retired_.clear();
+	for (uint32_t id : pending_free_be_) {
+		std::atomic_ref<uint8_t>(be_[id].in_use).store(0, std::memory_order_relaxed);
+		free_be_.push_back(id);
+	}
+	pending_free_be_.clear();
+	free_svc_.insert(free_svc_.end(), pending_free_svc_.begin(), pending_free_svc_.end());
+	pending_free_svc_.clear();
+}
+
+std::string balancer::apply(const config& c)
+{
+	if (std::string e = validate(c); !e.empty())
+		return e;
+	if (c.max_services != max_services_ || c.max_backends != max_backends_)
+		return "max_services and max_backends cannot change while running";
+	default_m_ = c.maglev_size;
+	// Services: keep those whose name and frontend are unchanged.
+	std::set<std::string> want;
+	for (const service_spec& s : c.services)
+		want.insert(s.name);
+	for (uint32_t id = 1; id < names_.size(); id++) {
+		if (names_[id].empty())
+			continue;
+		const std::string name = names_[id];
+		bool keep = false;
+		for (const service_spec& s : c.services)
+			if (s.name == name) {
+				const uint32_t m = s.maglev_size != 0 ? s.maglev_size : default_m_;
+				keep = svc_[id].frontend == endpoint::of(s.vip, s.port, s.proto);
+				if (keep && svc_[id].maglev_size != m) {
+					svc_[id].maglev_size = m;
+					dirty_.push_back(id);
+				}
+			}
+		if (!keep)
+			remove_service(name);
+	}
+	for (const service_spec& s : c.services)
+		if (service_id(s.name) == 0)
+			if (std::string e = add_service(s); !e.empty())
+				return e;  // validated above: only a resource limit gets here
+	// Backends: by (service, endpoint).
+	std::set<uint32_t> keep_be;
+	for (const backend_spec& b : c.backends) {
+		uint32_t id = backend_id(b.service, b.addr, b.port);
+		if (id == 0) {
+			if (std::string e = add_backend(b, &id); !e.empty())
+				return e;
+		} else {
+			set_weight(id, b.weight);
+			set_state(id, b.weight == 0 && b.state == backend_state::active ? backend_state::draining : b.state);
+		}
+		keep_be.insert(id);
+	}
+	std::vector<uint32_t> gone;
+	for_each_backend([&](uint32_t id, const backend&) {
+		if (!keep_be.count(id))
+			gone.push_back(id);
+	});
+	for (uint32_t id : gone)
+		remove_backend(id);
+	commit();
+	return "";
+}
+
+backend* balancer::live(uint32_t id)
+{
+	backend* b = id != 0 ? be_.at(id) : nullptr;
+	if (b == nullptr || !b->in_use)
+		return nullptr;
+	const auto& m = members_[b->service];
+	return std::find(m.begin(), m.end(), id) != m.end() ? b : nullptr;
+}
+
+uint32_t balancer::service_id(const std::string& name) const
+{
+	for (uint32_t i = 1; i < names_.size(); i++)
+		if (names_[i] == name && !name.empty())
+			return i;
+	return 0;
+}
+
+uint32_t balancer::backend_id(const std::string& service, const address& a, uint16_t port) const
+{
+	const uint32_t sid = service_id(service);
+	if (sid == 0)
+		return 0;
+	const endpoint ep = endpoint::of(a, port, svc_[sid].frontend.proto);
+	for (uint32_t id : members_[sid])
+		if (be_[id].ep == ep)
+			return id;
+	return 0;
+}
+
+const std::string& balancer::service_name(uint32_t id) const
+{
+	static const std::string none;
+	return id < names_.size() ? names_[id] : none;
+}
+
+lb_stats balancer::stats() const
+{
+	lb_stats s{};
+	for_each_service([&](uint32_t, const service&) { s.services++; });
+	for (uint32_t sid = 1; sid < members_.size(); sid++)
+		for (uint32_t id : members_[sid]) {
+			s.backends++;
+			const backend& b = be_[id];
+			s.active_backends += b.state == static_cast<uint8_t>(backend_state::active) && b.weight != 0;
+		}
+	s.commits = commits_;
+	s.tables_built = tables_built_;
+	s.bytes = services_.bytes_used() + reverse_.bytes_used() + svc_.bytes_used() + be_.bytes_used();
+	for_each_service([&](uint32_t, const service& sv) {
+		if (sv.table != nullptr)
+			s.bytes += sizeof(maglev_table) + sizeof(uint32_t) * sv.table->size;
+	});
+	return s;
+}
+
+}  // namespace ctplane::lb

@@ -1,0 +1,213 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// lb::balancer: services, their backends and the Maglev tables that pick a
+// backend for a new flow.
+//
+//   services   maps::rhash<endpoint, svc_ref>: (VIP, port, protocol) -> id,
+//              records in a maps::rarray by service id
+//   backends   maps::rarray<backend> by backend id (1..max_backends; 0 is
+//              "none", as in the CT entry): address, port, weight, state
+//   reverse    maps::rhash<endpoint, svc_ref>: a backend's (address, port,
+//              protocol) -> its service, for the reverse translation of
+//              replies (so one backend endpoint serves one service)
+//   maglev     one table per service, rebuilt off the hot path by commit()
+//              and published with one release store; the old one is freed
+//              after a grace period
+//
+// The CT entry of a flow records the backend chosen for it (and the
+// rewritten address), so established flows never move when backends change:
+// only new flows consult the Maglev table. A draining backend (weight 0 or
+// state draining) is absent from its service's table; its flows continue.
+//
+// Concurrency contract.
+//   lookup, lookup_bulk, select, reverse, backend_at, service_at
+//                      registered RCU threads (workers); lock-free, no
+//                      shared writes. Pointers are valid until the caller's
+//                      next quiescent state.
+//   add_*, remove_*, set_*, apply, commit
+//                      one control thread at a time. Changes are staged;
+//                      commit() rebuilds the Maglev tables of the services
+//                      they touched, publishes them, and waits for a grace
+//                      period before freeing the tables they replace (the
+//                      caller holds no pointer from the hot-path calls).
+//                      Until commit(), workers see the previous tables
+//                      (backend records are updated in place: a removed
+//                      backend's id is not reused before a commit).
+//   stats, for_each_*  the control thread.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lb/lb_config.h"
+#include "lb/maglev.h"
+#include "maps/rarray.h"
+#include "maps/rhash.h"
+
+namespace ctplane::lb {
+
+// A service key (VIP, port, protocol) or a backend endpoint. Explicit
+// layout: compared and hashed as bytes.
+struct endpoint {
+	uint8_t addr[16];  // network order; IPv4 in addr[0..4), the rest zero
+	uint16_t port;     // host order
+	uint8_t proto;
+	uint8_t family;  // 4 or 6
+	static endpoint of(const address& a, uint16_t port, uint8_t proto) noexcept;
+	bool operator==(const endpoint& o) const noexcept;
+};
+static_assert(sizeof(endpoint) == 20);
+
+struct svc_ref {
+	uint32_t id;
+};
+
+struct maglev_table {
+	uint32_t size;     // prime
+	uint32_t nactive;  // backends holding slots
+	uint32_t slot[];   // backend ids
+};
+
+struct service {
+	endpoint frontend;
+	uint32_t maglev_size;
+	const maglev_table* table;  // RCU-published (atomic_ref)
+	uint32_t nbackends;         // all states
+	uint8_t in_use;
+	uint8_t pad[3];
+};
+
+struct backend {
+	endpoint ep;
+	uint32_t weight;   // atomic_ref
+	uint32_t service;  // owning service id
+	uint8_t state;     // backend_state, atomic_ref
+	uint8_t in_use;
+	uint8_t pad[2];
+};
+
+// What the dataplane applies: DNAT of a new flow's destination to the
+// backend (and the id recorded in the CT entry), or for a reply the source
+// rewritten back to the service's frontend.
+struct rewrite {
+	uint8_t addr[16];
+	uint16_t port;
+	uint32_t backend;
+};
+
+struct lb_stats {
+	uint64_t services, backends, active_backends;
+	uint64_t commits, tables_built;
+	size_t bytes;
+};
+
+class balancer {
+public:
+	explicit balancer(uint32_t max_services = 4096, uint32_t max_backends = 1u << 20,
+			  uint32_t default_maglev_size = 65537);
+	~balancer();
+	balancer(const balancer&) = delete;
+	balancer& operator=(const balancer&) = delete;
+
+	// ---- workers ------------------------------------------------------------
+	// The service id of (VIP, port, protocol), or 0.
+	uint32_t lookup(const endpoint& k) const noexcept
+	{
+		const svc_ref* r = services_.lookup(k);
+		return r != nullptr ? r->id : 0;
+	}
+	// ids[i] = lookup(*keys[i]) for n <= 64; returns the number found.
+	unsigned lookup_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept;
+	// The backend for a new flow of service `svc` with this flow hash (the
+	// same hash for every packet of the flow), or 0: no active backend.
+	uint32_t select(uint32_t svc, uint32_t flow_hash) const noexcept
+	{
+		const service* s = svc_.at(svc);
+		if (s == nullptr)
+			return 0;
+		const maglev_table* t = std::atomic_ref<const maglev_table*>(const_cast<const maglev_table*&>(s->table))
+						.load(std::memory_order_acquire);
+		if (t == nullptr || t->nactive == 0)
+			return 0;
+		return t->slot[maglev_slot(flow_hash, t->size)];
+	}
+	// The DNAT of a flow to backend `id`; false if there is no such backend.
+	bool dnat(uint32_t id, rewrite* out) const noexcept;
+	// For a reply from a backend endpoint: its service id, or 0.
+	uint32_t reverse(const endpoint& backend_ep) const noexcept
+	{
+		const svc_ref* r = reverse_.lookup(backend_ep);
+		return r != nullptr ? r->id : 0;
+	}
+	const backend* backend_at(uint32_t id) const noexcept;
+	const service* service_at(uint32_t id) const noexcept;
+
+	// ---- control thread -----------------------------------------------------
+	// Each returns "" or what was wrong, and changes nothing on error.
+	std::string add_service(const service_spec& s, uint32_t* id = nullptr);
+	std::string remove_service(const std::string& name);
+	std::string add_backend(const backend_spec& b, uint32_t* id = nullptr);
+	std::string remove_backend(uint32_t id);
+	std::string set_weight(uint32_t id, uint32_t weight);
+	std::string set_state(uint32_t id, backend_state s);
+	// Makes the running set equal to `c` (validated whole first): unchanged
+	// services and backends keep their ids, the rest are added, updated or
+	// removed; then commit().
+	std::string apply(const config& c);
+	// Rebuilds and publishes the Maglev tables of changed services; waits
+	// for a grace period, then frees the tables replaced.
+	void commit();
+
+	// Ids by name / endpoint (control thread), 0 if none.
+	uint32_t service_id(const std::string& name) const;
+	uint32_t backend_id(const std::string& service, const address& a, uint16_t port) const;
+	const std::string& service_name(uint32_t id) const;
+	// fn(id, const service&) / fn(id, const backend&) in id order.
+	template <typename Fn>
+	void for_each_service(Fn&& fn) const
+	{
+		for (uint32_t i = 1; i < names_.size(); i++)
+			if (const service* s = svc_.at(i); s != nullptr && s->in_use)
+				fn(i, *s);
+	}
+	template <typename Fn>
+	void for_each_backend(Fn&& fn) const
+	{
+		std::vector<uint32_t> ids;
+		for (const auto& m : members_)
+			ids.insert(ids.end(), m.begin(), m.end());
+		std::sort(ids.begin(), ids.end());
+		for (uint32_t i : ids)
+			fn(i, static_cast<const backend&>(be_[i]));
+	}
+	lb_stats stats() const;
+	uint32_t default_maglev_size() const noexcept { return default_m_; }
+
+private:
+	uint32_t alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uint32_t max,
+			  maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b);
+	void build(uint32_t svc);
+	backend* live(uint32_t id);  // a backend not removed, or nullptr
+
+	uint32_t max_services_, max_backends_, default_m_;
+	maps::rhash<endpoint, svc_ref> services_;
+	maps::rhash<endpoint, svc_ref> reverse_;
+	maps::rarray<service, 8> svc_;
+	maps::rarray<backend, 10> be_;
+	// Control thread only.
+	std::vector<std::string> names_;                  // by service id ("" free)
+	std::vector<std::vector<uint32_t>> members_;      // service id -> backend ids
+	std::vector<uint32_t> free_svc_, free_be_;        // reusable after a commit
+	std::vector<uint32_t> pending_free_svc_, pending_free_be_;
+	std::vector<uint32_t> dirty_;
+	std::vector<maglev_table*> retired_;
+	uint32_t next_svc_ = 1, next_be_ = 1;
+	uint64_t commits_ = 0, tables_built_ = 0;
+	std::vector<uint32_t> scratch_;
+};
+
+}  // namespace ctplane::lb

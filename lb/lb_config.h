@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The load balancer's parameters and its services and backends as plain
+// structs. config/ fills them from the YAML `services:` and `backends:`
+// sections; lb::balancer::apply() checks them again (a hand-built config
+// cannot start a broken table) and returns what is wrong, naming the field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ctplane::lb {
+
+enum class backend_state : uint8_t {
+	active = 0,    // takes new flows in proportion to its weight
+	draining = 1,  // keeps its established flows, gets no new ones
+	down = 2,      // gets no new flows; established flows keep their CT entry
+};
+const char* state_name(backend_state s) noexcept;
+
+// An address as the config names it: family 4 or 6, network-order bytes
+// (IPv4 in addr[0..4), the rest zero).
+struct address {
+	uint8_t family = 0;
+	uint8_t addr[16] = {};
+	bool operator==(const address&) const = default;
+};
+// "10.0.0.1" / "2001:db8::1" -> address; false if it is neither.
+bool parse_address(const std::string& text, address* out);
+std::string to_string(const address& a);
+
+struct service_spec {
+	std::string name;  // unique; what backends reference
+	address vip;
+	uint16_t port = 0;  // 1..65535
+	uint8_t proto = 6;  // 6 tcp, 17 udp
+	uint32_t maglev_size = 0;  // a prime; 0: config::maglev_size
+};
+
+struct backend_spec {
+	std::string service;  // a service_spec::name
+	address addr;         // same family as the service's VIP
+	uint16_t port = 0;    // 1..65535
+	uint32_t weight = 1;  // 0..kMaxWeight; 0 drains (same as state: draining)
+	backend_state state = backend_state::active;
+};
+
+inline constexpr uint32_t kMaxWeight = 65535;
+inline constexpr uint32_t kMaxMaglevSize = 1'000'003;  // a prime; tables are 4 B per slot
+
+struct config {
+	uint32_t max_services = 4096;
+	uint32_t max_backends = 1u << 20;
+	uint32_t maglev_size = 65537;  // default per-service table size (prime)
+	std::vector<service_spec> services;
+	std::vector<backend_spec> backends;
+};
+
+bool is_prime(uint64_t n) noexcept;
+
+// "" if `c` is usable, else what is wrong (the service or backend named).
+std::string validate(const config& c);
+
+}  // namespace ctplane::lb

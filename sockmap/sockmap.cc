@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "sockmap/sockmap.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+namespace ctplane::sockmap {
+
+std::string validate(const config& c)
+{
+	if (c.max_entries < 2 || c.max_entries > (1u << 26))
+		return "max_entries must be within 2..67108864";
+	for (const prefix& p : c.local) {
+		if (p.family != 4 && p.family != 6)
+			return "a local prefix must be IPv4 or IPv6";
+		const unsigned bits = p.family == 4 ? 32 : 128;
+		if (p.len > bits)
+			return "prefix length " + std::to_string(p.len) + " exceeds " + std::to_string(bits);
+		for (unsigned b = p.len; b < bits; b++)
+			if (p.addr[b / 8] & (0x80 >> (b % 8)))
+				return "a local prefix has host bits set (length " + std::to_string(p.len) + ")";
+	}
+	if (c.enabled && c.local.empty())
+		return "enabled without local prefixes";
+	return "";
+}
+
+sockmap::sockmap(const config& c)
+	: cfg_(c),
+	  h4_(maps::rhash_config{.min_entries = std::min<uint64_t>(c.max_entries, 1024), .max_entries = c.max_entries}),
+	  h6_(maps::rhash_config{.min_entries = std::min<uint64_t>(c.max_entries, 1024), .max_entries = c.max_entries}),
+	  tc_(std::make_unique<thread_counters[]>(maps::kMaxThreads))
+{
+	if (std::string e = validate(c); !e.empty())
+		throw std::invalid_argument("sockmap: " + e);
+}
+
+bool sockmap::is_local(const ct::tuple& t) const noexcept
+{
+	auto in = [&](const uint8_t* a) {
+		for (const prefix& p : cfg_.local) {
+			if (p.family != t.family)
+				continue;
+			unsigned full = p.len / 8, rest = p.len % 8;
+			if (std::memcmp(a, p.addr, full) != 0)
+				continue;
+			if (rest != 0 && ((a[full] ^ p.addr[full]) & (0xff00 >> rest)) != 0)
+				continue;
+			return true;
+		}
+		return false;
+	};
+	return in(t.src) && in(t.dst);
+}
+
+template <typename K>
+void sockmap::make(const ct::tuple& t, K& k) noexcept
+{
+	std::memset(&k, 0, sizeof(k));
+	std::memcpy(k.src, t.src, sizeof(k.src));
+	std::memcpy(k.dst, t.dst, sizeof(k.dst));
+	k.sport = t.sport;
+	k.dport = t.dport;
+	k.proto = t.proto;
+	k.zone = t.zone;
+}
+
+unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flags, const uint32_t* bytes,
+			      unsigned n, uint64_t now_ns, const redirect** out) noexcept
+{
+	thread_counters& c = tc_[maps::thread_index()];
+	key4 k4[64];
+	key6 k6[64];
+	const key4* p4[64];
+	const key6* p6[64];
+	uint8_t w4[64], w6[64];
+	unsigned n4 = 0, n6 = 0, bypass = 0;
+	for (unsigned i = 0; i < n; i++) {
+		out[i] = nullptr;
+		if (t[i]->proto != ct::kProtoTCP || (tcp_flags[i] & (ct::kSYN | ct::kFIN | ct::kRST)) != 0) {
+			bypass += t[i]->proto == ct::kProtoTCP;
+			continue;
+		}
+		if (t[i]->family == 6) {
+			make(*t[i], k6[n6]);
+			p6[n6] = &k6[n6];
+			w6[n6++] = static_cast<uint8_t>(i);
+		} else {
+			make(*t[i], k4[n4]);
+			p4[n4] = &k4[n4];
+			w4[n4++] = static_cast<uint8_t>(i);
+		}
+	}
+	const uint32_t now = ct::table::ticks(now_ns);
+	unsigned hits = 0;
+	auto account = [&](entry* e, unsigned i) {
+		std::atomic_ref<uint32_t>(e->packets).store(e->packets + 1, std::memory_order_relaxed);
+		std::atomic_ref<uint64_t>(e->bytes).store(e->bytes + bytes[i], std::memory_order_relaxed);
+		std::atomic_ref<uint32_t>(e->last_seen).store(now, std::memory_order_relaxed);
+		out[i] = &e->r;
+		hits++;
+	};
+	entry* v[64];
+	uint64_t mask;
+	if (n4 != 0 && h4_.size() != 0) {
+		h4_.lookup_bulk(p4, n4, v, &mask);
+		for (unsigned j = 0; j < n4; j++)
+			if ((mask >> j) & 1)
+				account(v[j], w4[j]);
+	}
+	if (n6 != 0 && h6_.size() != 0) {
+		h6_.lookup_bulk(p6, n6, v, &mask);
+		for (unsigned j = 0; j < n6; j++)
+			if ((mask >> j) & 1)
+				account(v[j], w6[j]);
+	}
+	c.hits.add(hits);
+	c.misses.add(n - hits - bypass);
+	c.bypass_flags.add(bypass);
+	return hits;
+}
+
+namespace {
+template <typename H, typename K, typename V>
+int insert_settled(H& h, const K& k, const V& v)
+{
+	for (int i = 0; i < 1000; i++) {
+		const int rc = h.insert(k, v);
+		if (rc != -EBUSY)
+			return rc;
+		h.maintain(1u << 20);
+	}
+	return -EBUSY;
+}
+}  // namespace
+
+int sockmap::insert(const ct::tuple& orig, const redirect& fwd, const redirect& rev)
+{
+	if (orig.proto != ct::kProtoTCP)
+		return -EINVAL;
+	entry ef{}, er{};
+	ef.r = fwd;
+	er.r = rev;
+	auto both = [&](auto& h, auto ka, auto kb) {
+		make(orig, ka);
+		make(orig.reversed(), kb);
+		int rc = insert_settled(h, ka, ef);
+		if (rc != 0)
+			return rc;
+		rc = insert_settled(h, kb, er);
+		if (rc != 0)
+			h.erase(ka);
+		return rc;
+	};
+	const int rc = orig.family == 6 ? both(h6_, key6{}, key6{}) : both(h4_, key4{}, key4{});
+	if (rc == 0)
+		cc_.inserted++;
+	else if (rc == -ENOSPC)
+		cc_.full++;
+	return rc;
+}
+
+int sockmap::erase(const ct::tuple& t)
+{
+	auto both = [&](auto& h, auto ka, auto kb) {
+		make(t, ka);
+		make(t.reversed(), kb);
+		const int a = h.erase(ka), b = h.erase(kb);
+		return a == 0 || b == 0 ? 0 : -ENOENT;
+	};
+	return t.family == 6 ? both(h6_, key6{}, key6{}) : both(h4_, key4{}, key4{});
+}
+
+template <typename K>
+static ct::tuple tuple_of(const K& k) noexcept
+{
+	ct::tuple t;
+	std::memset(&t, 0, sizeof(t));
+	std::memcpy(t.src, k.src, sizeof(k.src));
+	std::memcpy(t.dst, k.dst, sizeof(k.dst));
+	t.sport = k.sport;
+	t.dport = k.dport;
+	t.proto = k.proto;
+	t.family = sizeof(k.src) == 4 ? 4 : 6;
+	t.zone = k.zone;
+	return t;
+}
+
+template <typename H>
+size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns)
+{
+	using K = typename H::key_type;
+	std::vector<K> gone;
+	auto visit = [&](const K& k, entry& e) {
+		const ct::tuple t = tuple_of(k);
+		ct::flow_view v;
+		if (!ct.find(t, now_ns, &v) || v.state != ct::tcp_established) {
+			gone.push_back(k);
+			return true;
+		}
+		const uint32_t p = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
+		const uint64_t b = std::atomic_ref<uint64_t>(e.bytes).load(std::memory_order_relaxed);
+		if (p != e.synced_packets) {
+			const uint32_t seen = std::atomic_ref<uint32_t>(e.last_seen).load(std::memory_order_relaxed);
+			// Refresh as of the last hit, not now: an idle connection
+			// still expires on time.
+			const uint64_t ago_ms = static_cast<uint32_t>(ct::table::ticks(now_ns) - seen);
+			const uint64_t at = now_ns - std::min(now_ns, ago_ms * 1'000'000);
+			ct.touch(t, at, p - e.synced_packets, b - e.synced_bytes);
+			e.synced_packets = p;
+			e.synced_bytes = b;
+		}
+		return true;
+	};
+	for (uint64_t pos = 0; pos < H::kScanEnd;)
+		pos = h.scan(pos, 1024, visit);
+	size_t conns = 0;
+	for (const K& k : gone) {
+		if (h.erase(k) == 0)
+			conns++;
+	}
+	h.maintain(1u << 16);
+	return conns;
+}
+
+size_t sockmap::sync(ct::table& ct, uint64_t now_ns)
+{
+	// Each connection has two directions: count the pair once.
+	const size_t n = (sync_family(h4_, ct, now_ns) + sync_family(h6_, ct, now_ns)) / 2;
+	cc_.removed_expired += n;
+	return n;
+}
+
+stats sockmap::get_stats() const noexcept
+{
+	stats s;
+	for (unsigned i = 0; i < maps::kMaxThreads; i++) {
+#define CTPLANE_X(n) s.n += tc_[i].n.get();
+		CTPLANE_SOCKMAP_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	}
+#define CTPLANE_X(n) s.n = cc_.n;
+	CTPLANE_SOCKMAP_CONTROL_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	s.entries = size();
+	s.bytes = h4_.bytes_used() + h6_.bytes_used();
+	return s;
+}
+
+}  // namespace ctplane::sockmap

@@ -1,0 +1,195 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// sockmap: the short path for established connections between two local
+// endpoints (seed 002: sockmap/sockhash glued after the 3-way handshake).
+//
+// When the CT reports a TCP connection established and both its endpoints
+// fall in the configured local prefixes, the control thread inserts both
+// directions into a sockhash (maps::rhash, one per family) keyed by the
+// directional 5-tuple, holding what the dataplane needs to send the packet
+// straight on (egress port, MAC rewrite, NAT rewrite). A later packet of
+// that connection that is a plain ACK (data or not; no SYN, FIN or RST)
+// hits and skips the CT state machine, the load balancer and the LPM; its
+// packets, bytes and last-seen time are counted in the sockhash entry (one
+// writer per direction, relaxed stores) and folded into the CT entry by
+// sync() on the control thread, so the CT entry neither expires nor loses
+// counts. FIN, RST and SYN miss on purpose: the CT sees them, the connection
+// leaves ESTABLISHED, and its event removes the entries. CT expiry removes
+// them too (sync() finds the flow gone). When the sockhash is full the
+// connection stays on the normal path and `full` counts it.
+//
+// Imports: sockmap -> ct (tuple, events, table) -> maps.
+//
+// Concurrency contract.
+//   lookup_bulk                 registered RCU threads (workers); lock-free,
+//                               writes only the hit entry's counters.
+//                               Redirect pointers are valid until the
+//                               caller's next quiescent state.
+//   on_event, insert, erase,    one control thread; may step a resize of
+//   sync                        the sockhash (never waits for a grace
+//                               period itself; reclaim happens in sync()).
+//   is_local, stats, size       any thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ct/events.h"
+#include "ct/table.h"
+#include "ct/tuple.h"
+#include "maps/rhash.h"
+
+namespace ctplane::sockmap {
+
+struct prefix {
+	uint8_t family = 4;  // 4 or 6
+	uint8_t addr[16] = {};  // network order
+	uint8_t len = 0;
+};
+
+struct config {
+	bool enabled = false;
+	uint32_t max_entries = 65536;  // directions (two per connection), per family
+	std::vector<prefix> local;     // local endpoints
+};
+std::string validate(const config& c);
+
+// What the dataplane applies to a hit: its precomputed rewrite.
+struct redirect {
+	uint16_t port;       // egress port id
+	uint8_t dst_mac[6];
+	uint8_t src_mac[6];
+	uint8_t nat;         // kNatDst / kNatSrc bits: which address/port to rewrite
+	uint8_t pad;
+	uint8_t nat_addr[16];  // network order
+	uint16_t nat_port;     // host order
+	uint16_t pad2;
+};
+static_assert(sizeof(redirect) == 36);
+inline constexpr uint8_t kNatDst = 1, kNatSrc = 2;
+
+// Directional keys (packet order, not canonical: each direction has its
+// own rewrite).
+struct key4 {
+	uint8_t src[4], dst[4];
+	uint16_t sport, dport;
+	uint8_t proto, pad;
+	uint16_t zone;
+};
+static_assert(sizeof(key4) == 16);
+struct key6 {
+	uint8_t src[16], dst[16];
+	uint16_t sport, dport;
+	uint8_t proto, pad;
+	uint16_t zone;
+};
+static_assert(sizeof(key6) == 40);
+
+struct entry {
+	redirect r;
+	uint32_t packets;    // hits, this direction
+	uint32_t last_seen;  // ms ticks of the last hit
+	uint64_t bytes;
+	uint32_t synced_packets;  // control thread: already folded into the CT
+	uint32_t pad;
+	uint64_t synced_bytes;
+};
+
+#define CTPLANE_SOCKMAP_COUNTERS(X) X(hits) X(misses) X(bypass_flags)
+#define CTPLANE_SOCKMAP_CONTROL_COUNTERS(X) \
+	X(inserted) X(removed_closed) X(removed_expired) X(full) X(not_local) X(unresolved)
+
+struct stats {
+#define CTPLANE_X(n) uint64_t n = 0;
+	CTPLANE_SOCKMAP_COUNTERS(CTPLANE_X)
+	CTPLANE_SOCKMAP_CONTROL_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	uint64_t entries = 0;
+	size_t bytes = 0;
+};
+
+class sockmap {
+public:
+	// Throws std::invalid_argument with validate()'s message.
+	explicit sockmap(const config& c);
+
+	bool enabled() const noexcept { return cfg_.enabled; }
+	// Both endpoints of t are local.
+	bool is_local(const ct::tuple& t) const noexcept;
+
+	// ---- workers ----------------------------------------------------------
+	// For packets [0, n) (n <= 64): out[i] = the redirect of packet i's
+	// connection direction, or nullptr (not in the sockhash, or a packet
+	// with SYN, FIN or RST, which the CT must see). Returns the hits.
+	unsigned lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flags, const uint32_t* bytes, unsigned n,
+			     uint64_t now_ns, const redirect** out) noexcept;
+
+	// ---- control thread ---------------------------------------------------
+	// Drives the lifecycle from one CT event: a TCP flow becoming
+	// ESTABLISHED between local endpoints is inserted (both directions,
+	// rewrites from resolve(const ct::tuple& direction, redirect*) -> bool);
+	// leaving ESTABLISHED or destroyed removes it.
+	template <typename Resolve>
+	void on_event(const ct::event& e, Resolve&& resolve);
+	// 0, -EEXIST, -ENOSPC (full: counted), -EINVAL (not TCP).
+	int insert(const ct::tuple& orig, const redirect& fwd, const redirect& rev);
+	// Removes both directions of the connection of t; 0 or -ENOENT.
+	int erase(const ct::tuple& t);
+	// Folds hit counters into the CT and removes connections the CT no
+	// longer holds as established; steps the sockhash's resize. Returns
+	// the connections removed.
+	size_t sync(ct::table& ct, uint64_t now_ns);
+
+	stats get_stats() const noexcept;
+	uint64_t size() const noexcept { return h4_.size() + h6_.size(); }
+
+private:
+	template <typename K>
+	static void make(const ct::tuple& t, K& k) noexcept;
+	template <typename H>
+	size_t sync_family(H& h, ct::table& ct, uint64_t now_ns);
+	struct alignas(64) thread_counters {
+#define CTPLANE_X(n) maps::counter n;
+		CTPLANE_SOCKMAP_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	};
+
+	config cfg_;
+	maps::rhash<key4, entry> h4_;
+	maps::rhash<key6, entry> h6_;
+	std::unique_ptr<thread_counters[]> tc_;
+	struct {
+#define CTPLANE_X(n) uint64_t n = 0;
+		CTPLANE_SOCKMAP_CONTROL_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	} cc_;
+};
+
+template <typename Resolve>
+void sockmap::on_event(const ct::event& e, Resolve&& resolve)
+{
+	if (!cfg_.enabled || e.orig.proto != ct::kProtoTCP)
+		return;
+	const bool now_est = e.type == ct::event_type::state_change && e.state == ct::tcp_established;
+	if (now_est) {
+		if (!is_local(e.orig)) {
+			cc_.not_local++;
+			return;
+		}
+		redirect fwd, rev;
+		if (!resolve(static_cast<const ct::tuple&>(e.orig), &fwd) ||
+		    !resolve(static_cast<const ct::tuple&>(e.orig.reversed()), &rev)) {
+			cc_.unresolved++;
+			return;
+		}
+		insert(e.orig, fwd, rev);
+		return;
+	}
+	const bool leaves = (e.type == ct::event_type::state_change && e.old_state == ct::tcp_established) ||
+			    e.type == ct::event_type::destroyed;
+	if (leaves && erase(e.orig) == 0)
+		cc_.removed_closed++;
+}
+
+}  // namespace ctplane::sockmap

@@ -1,0 +1,252 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The balancer: services, selection, DNAT / reverse data, draining with the
+// CT keeping established flows on their backend, apply() diffs, errors.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <random>
+
+#include "ct/table.h"
+#include "lb/balancer.h"
+#include "maps/rcu.h"
+
+namespace ctplane::lb {
+namespace {
+
+address ip(const char* s)
+{
+	address a;
+	EXPECT_TRUE(parse_address(s, &a)) << s;
+	return a;
+}
+
+config two_backends()
+{
+	config c;
+	c.maglev_size = 251;
+	c.services = {service_spec{.name = "web", .vip = ip("10.96.0.10"), .port = 80, .proto = 6}};
+	c.backends = {backend_spec{.service = "web", .addr = ip("10.0.1.1"), .port = 8080},
+		      backend_spec{.service = "web", .addr = ip("10.0.1.2"), .port = 8080}};
+	return c;
+}
+
+class lb_fixture : public ::testing::Test {
+protected:
+	maps::rcu::thread_registration reg;
+	balancer lb{4096, 1 << 20, 251};
+	endpoint web() { return endpoint::of(ip("10.96.0.10"), 80, 6); }
+	std::map<uint32_t, unsigned> pick(unsigned flows)
+	{
+		std::map<uint32_t, unsigned> n;
+		const uint32_t s = lb.lookup(web());
+		for (unsigned i = 0; i < flows; i++)
+			n[lb.select(s, i * 2654435761u)]++;
+		return n;
+	}
+};
+
+TEST_F(lb_fixture, a_service_is_found_by_vip_port_and_protocol_only)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	EXPECT_NE(lb.lookup(web()), 0u);
+	EXPECT_EQ(lb.lookup(endpoint::of(ip("10.96.0.10"), 81, 6)), 0u);
+	EXPECT_EQ(lb.lookup(endpoint::of(ip("10.96.0.10"), 80, 17)), 0u);
+	EXPECT_EQ(lb.lookup(endpoint::of(ip("10.96.0.11"), 80, 6)), 0u);
+	const endpoint keys[3] = {web(), endpoint::of(ip("10.96.0.10"), 81, 6), web()};
+	const endpoint* kp[3] = {&keys[0], &keys[1], &keys[2]};
+	uint32_t ids[3];
+	EXPECT_EQ(lb.lookup_bulk(kp, 3, ids), 2u);
+	EXPECT_EQ(ids[0], lb.lookup(web()));
+	EXPECT_EQ(ids[1], 0u);
+}
+
+TEST_F(lb_fixture, selection_spreads_new_flows_and_gives_the_dnat_and_the_reverse)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	auto n = pick(10000);
+	ASSERT_EQ(n.size(), 2u);
+	for (auto [id, k] : n)
+		EXPECT_NEAR(k, 5000, 500) << id;
+	const uint32_t b = lb.select(lb.lookup(web()), 12345);
+	rewrite rw;
+	ASSERT_TRUE(lb.dnat(b, &rw));
+	EXPECT_EQ(rw.backend, b);
+	EXPECT_EQ(rw.port, 8080);
+	EXPECT_EQ(rw.addr[0], 10);
+	EXPECT_EQ(rw.addr[3], b == lb.backend_id("web", ip("10.0.1.1"), 8080) ? 1 : 2);
+	// The reply from the backend endpoint maps back to the service frontend.
+	const uint32_t s = lb.reverse(endpoint::of(ip("10.0.1.2"), 8080, 6));
+	ASSERT_EQ(s, lb.lookup(web()));
+	EXPECT_EQ(lb.service_at(s)->frontend, web());
+	EXPECT_EQ(lb.reverse(endpoint::of(ip("10.0.1.2"), 8081, 6)), 0u);
+}
+
+TEST_F(lb_fixture, the_same_flow_hash_always_picks_the_same_backend)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	const uint32_t s = lb.lookup(web());
+	for (uint32_t h = 0; h < 1000; h++)
+		EXPECT_EQ(lb.select(s, h * 7919), lb.select(s, h * 7919));
+}
+
+TEST_F(lb_fixture, draining_sends_new_flows_elsewhere_and_the_ct_keeps_established_ones)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	const uint32_t s = lb.lookup(web());
+	const uint32_t b1 = lb.backend_id("web", ip("10.0.1.1"), 8080);
+	ct::table t(ct::config{});
+	const uint64_t now = 1'000'000'000'000ull;
+	// Flows to the VIP, each created with the backend the LB picked.
+	std::vector<ct::tuple> on_b1;
+	for (uint16_t i = 0; i < 200; i++) {
+		const ct::tuple f = ct::tuple::v4(0x0a000001, 0x0a60000a, static_cast<uint16_t>(10000 + i), 80, 6);
+		const uint32_t b = lb.select(s, i * 2654435761u);
+		rewrite rw;
+		ASSERT_TRUE(lb.dnat(b, &rw));
+		ct::nat_init ni{};
+		std::memcpy(ni.addr, rw.addr, 16);
+		ni.port = rw.port;
+		ni.backend = rw.backend;
+		ASSERT_EQ(t.process(ct::packet{f, 60, ct::kSYN, ct::pkt_kind::normal}, now, &ni).v, ct::verdict::created);
+		if (b == b1)
+			on_b1.push_back(f);
+	}
+	ASSERT_FALSE(on_b1.empty());
+	ASSERT_EQ(lb.set_weight(b1, 0), "");
+	lb.commit();
+	EXPECT_EQ(lb.backend_at(b1)->state, static_cast<uint8_t>(backend_state::draining));
+	auto n = pick(10000);
+	EXPECT_EQ(n.count(b1), 0u) << "a draining backend got a new flow";
+	EXPECT_EQ(n.size(), 1u);
+	for (const ct::tuple& f : on_b1) {
+		ct::flow_view v;
+		ASSERT_TRUE(t.find(f, now, &v));
+		EXPECT_EQ(v.backend, b1);
+		EXPECT_EQ(v.nat_addr[3], 1);
+	}
+	// Weight back: it takes new flows again.
+	ASSERT_EQ(lb.set_weight(b1, 1), "");
+	lb.commit();
+	EXPECT_EQ(pick(10000).size(), 2u);
+	// Down: no new flows either.
+	ASSERT_EQ(lb.set_state(b1, backend_state::down), "");
+	lb.commit();
+	EXPECT_EQ(pick(10000).count(b1), 0u);
+}
+
+TEST_F(lb_fixture, no_active_backend_selects_none)
+{
+	config c = two_backends();
+	c.backends[0].state = backend_state::down;
+	c.backends[1].weight = 0;
+	ASSERT_EQ(lb.apply(c), "");
+	EXPECT_EQ(lb.select(lb.lookup(web()), 1), 0u);
+	EXPECT_EQ(lb.select(0, 1), 0u);
+	EXPECT_EQ(lb.select(999, 1), 0u);
+}
+
+TEST_F(lb_fixture, apply_keeps_the_ids_of_what_did_not_change)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	const uint32_t s = lb.lookup(web());
+	const uint32_t b1 = lb.backend_id("web", ip("10.0.1.1"), 8080);
+	const uint32_t b2 = lb.backend_id("web", ip("10.0.1.2"), 8080);
+	config c = two_backends();
+	c.backends[1] = backend_spec{.service = "web", .addr = ip("10.0.1.3"), .port = 8080, .weight = 3};
+	c.services.push_back(service_spec{.name = "dns", .vip = ip("10.96.0.53"), .port = 53, .proto = 17});
+	c.backends.push_back(backend_spec{.service = "dns", .addr = ip("10.0.2.1"), .port = 53});
+	ASSERT_EQ(lb.apply(c), "");
+	EXPECT_EQ(lb.lookup(web()), s);
+	EXPECT_EQ(lb.backend_id("web", ip("10.0.1.1"), 8080), b1);
+	EXPECT_EQ(lb.backend_id("web", ip("10.0.1.2"), 8080), 0u);
+	EXPECT_EQ(lb.backend_at(b2), nullptr) << "a removed backend is gone after the commit";
+	EXPECT_NE(lb.lookup(endpoint::of(ip("10.96.0.53"), 53, 17)), 0u);
+	auto n = pick(20000);
+	const uint32_t b3 = lb.backend_id("web", ip("10.0.1.3"), 8080);
+	EXPECT_NEAR(double(n[b3]) / 20000, 0.75, 0.03);
+	// Removing the service removes its backends and its frontend.
+	c.services.pop_back();
+	c.backends.pop_back();
+	ASSERT_EQ(lb.apply(c), "");
+	EXPECT_EQ(lb.lookup(endpoint::of(ip("10.96.0.53"), 53, 17)), 0u);
+	EXPECT_EQ(lb.reverse(endpoint::of(ip("10.0.2.1"), 53, 17)), 0u);
+	EXPECT_EQ(lb.stats().services, 1u);
+	EXPECT_EQ(lb.stats().backends, 2u);
+}
+
+TEST_F(lb_fixture, ipv6_services_and_backends)
+{
+	config c;
+	c.maglev_size = 251;
+	c.services = {service_spec{.name = "v6", .vip = ip("2001:db8::10"), .port = 443, .proto = 6}};
+	c.backends = {backend_spec{.service = "v6", .addr = ip("2001:db8:1::1"), .port = 8443}};
+	ASSERT_EQ(lb.apply(c), "");
+	const uint32_t s = lb.lookup(endpoint::of(ip("2001:db8::10"), 443, 6));
+	ASSERT_NE(s, 0u);
+	rewrite rw;
+	ASSERT_TRUE(lb.dnat(lb.select(s, 42), &rw));
+	EXPECT_EQ(rw.port, 8443);
+	EXPECT_EQ(rw.addr[15], 1);
+}
+
+TEST(lb_errors, bad_configs_are_refused_whole_with_the_reason)
+{
+	maps::rcu::thread_registration reg;
+	balancer lb(4096, 1 << 20, 251);
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	auto bad = [&](auto&& edit) {
+		config c = two_backends();
+		edit(c);
+		return lb.apply(c);
+	};
+	EXPECT_EQ(bad([](config& c) { c.services[0].port = 0; }), "service \"web\": port must be within 1..65535");
+	EXPECT_EQ(bad([](config& c) { c.backends[1].port = 0; }),
+		  "backend 10.0.1.2:0 of service \"web\": port must be within 1..65535");
+	EXPECT_EQ(bad([](config& c) { c.backends[1].addr = c.backends[0].addr; }),
+		  "backend 10.0.1.1:8080 of service \"web\": duplicate backend");
+	EXPECT_EQ(bad([](config& c) { c.backends[1].weight = 70000; }),
+		  "backend 10.0.1.2:8080 of service \"web\": weight 70000 is out of range 0..65535");
+	EXPECT_EQ(bad([](config& c) { c.backends[1].service = "api"; }),
+		  "backend 10.0.1.2:8080 of service \"api\": unknown service \"api\"");
+	EXPECT_EQ(bad([](config& c) { c.services[0].maglev_size = 100; }),
+		  "service \"web\": maglev_size 100 must be a prime up to 1000003");
+	EXPECT_EQ(bad([](config& c) { c.backends[1].addr = ip("2001:db8::1"); }),
+		  "backend [2001:db8::1]:8080 of service \"web\": address family differs from the service's vip");
+	EXPECT_EQ(bad([](config& c) { c.services.push_back(c.services[0]); }), "service \"web\": duplicate name");
+	EXPECT_EQ(bad([](config& c) {
+			  c.services.push_back(c.services[0]);
+			  c.services[1].name = "web2";
+		  }),
+		  "service \"web2\": tcp 10.96.0.10:80 is already service \"web\"");
+	// Nothing of a refused config was applied.
+	EXPECT_EQ(lb.stats().backends, 2u);
+	EXPECT_EQ(lb.add_backend(backend_spec{.service = "nope", .addr = ip("10.0.0.1"), .port = 1}),
+		  "backend 10.0.0.1:1 of service \"nope\": unknown service \"nope\"");
+	EXPECT_EQ(lb.set_weight(777, 1), "unknown backend 777");
+	EXPECT_EQ(lb.remove_service("nope"), "unknown service \"nope\"");
+}
+
+TEST(lb_limits, max_services_and_max_backends_are_enforced)
+{
+	maps::rcu::thread_registration reg;
+	balancer lb(2, 3, 251);
+	for (int i = 0; i < 2; i++)
+		ASSERT_EQ(lb.add_service(service_spec{.name = "s" + std::to_string(i), .vip = ip("10.96.0.1"),
+						      .port = static_cast<uint16_t>(80 + i)}),
+			  "");
+	EXPECT_EQ(lb.add_service(service_spec{.name = "s2", .vip = ip("10.96.0.1"), .port = 90}),
+		  "service \"s2\": max_services (2) reached");
+	for (int i = 0; i < 3; i++)
+		ASSERT_EQ(lb.add_backend(backend_spec{.service = "s0", .addr = ip("10.0.0.1"),
+						      .port = static_cast<uint16_t>(1000 + i)}),
+			  "");
+	EXPECT_EQ(lb.add_backend(backend_spec{.service = "s0", .addr = ip("10.0.0.1"), .port = 2000}),
+		  "backend 10.0.0.1:2000 of service \"s0\": max_backends (3) reached");
+	// A removed backend's id comes back after a commit.
+	ASSERT_EQ(lb.remove_backend(1), "");
+	lb.commit();
+	EXPECT_EQ(lb.add_backend(backend_spec{.service = "s1", .addr = ip("10.0.0.1"), .port = 2000}), "");
+}
+
+}  // namespace
+}  // namespace ctplane::lb

@@ -1,0 +1,228 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// sockmap lifecycle driven by real CT events: inserted when a local
+// connection becomes established, hit by its plain ACKs, removed on FIN,
+// RST and CT expiry; fallback when full; non-local connections never
+// inserted; hits keep the CT entry alive and counted.
+#include <gtest/gtest.h>
+
+#include "ct/clock.h"
+#include "ct/table.h"
+#include "maps/rcu.h"
+#include "sockmap/sockmap.h"
+
+namespace ctplane::sockmap {
+namespace {
+
+using ct::kACK;
+using ct::kFIN;
+using ct::kPSH;
+using ct::kRST;
+using ct::kSYN;
+
+prefix pfx(uint8_t a, uint8_t b, uint8_t len)
+{
+	prefix p;
+	p.family = 4;
+	p.addr[0] = a;
+	p.addr[1] = b;
+	p.len = len;
+	return p;
+}
+
+class sockmap_fixture : public ::testing::Test {
+protected:
+	static ct::config ctc()
+	{
+		ct::config c;
+		c.events = true;
+		c.event_ring = 1024;
+		return c;
+	}
+	static config smc(uint32_t max = 1024)
+	{
+		config c;
+		c.enabled = true;
+		c.max_entries = max;
+		c.local = {pfx(10, 1, 16), pfx(10, 2, 16)};
+		return c;
+	}
+	explicit sockmap_fixture(config c = smc()) : sm(c) {}
+
+	ct::result send(const ct::tuple& t, uint8_t flags, uint32_t bytes = 60)
+	{
+		return ct.process(ct::packet{t, bytes, flags, ct::pkt_kind::normal}, clk.now_ns());
+	}
+	void handshake(const ct::tuple& t)
+	{
+		ASSERT_EQ(send(t, kSYN).v, ct::verdict::created);
+		ASSERT_EQ(send(t.reversed(), kSYN | kACK).v, ct::verdict::tracked);
+		ASSERT_EQ(send(t, kACK).v, ct::verdict::tracked);
+	}
+	// The control loop's part: events -> sockmap, resolving rewrites.
+	void control()
+	{
+		ct.drain_events([&](const ct::event& e) {
+			sm.on_event(e, [&](const ct::tuple& dir, redirect* r) {
+				std::memset(r, 0, sizeof(*r));
+				r->port = dir.dst[1];  // "egress port": the destination's /16
+				r->dst_mac[5] = dir.dst[3];
+				return resolvable;
+			});
+		});
+	}
+	const redirect* hit(const ct::tuple& t, uint8_t flags = kACK | kPSH, uint32_t bytes = 1000)
+	{
+		const ct::tuple* tp = &t;
+		const redirect* out = nullptr;
+		sm.lookup_bulk(&tp, &flags, &bytes, 1, clk.now_ns(), &out);
+		return out;
+	}
+
+	maps::rcu::thread_registration reg;
+	ct::manual_clock clk{1000ull * 1'000'000'000};
+	ct::table ct{ctc()};
+	sockmap sm;
+	bool resolvable = true;
+	const ct::tuple local = ct::tuple::v4(0x0a010005, 0x0a020007, 40000, 6379, ct::kProtoTCP);
+};
+
+TEST_F(sockmap_fixture, an_established_local_connection_is_inserted_both_ways_and_hit)
+{
+	EXPECT_EQ(hit(local), nullptr);
+	handshake(local);
+	EXPECT_EQ(hit(local), nullptr) << "inserted by the control thread, not by the packet";
+	control();
+	EXPECT_EQ(sm.size(), 2u);
+	const redirect* f = hit(local);
+	const redirect* r = hit(local.reversed());
+	ASSERT_NE(f, nullptr);
+	ASSERT_NE(r, nullptr);
+	EXPECT_EQ(f->port, 2);  // towards 10.2.0.7
+	EXPECT_EQ(f->dst_mac[5], 7);
+	EXPECT_EQ(r->port, 1);  // towards 10.1.0.5
+	const stats s = sm.get_stats();
+	EXPECT_EQ(s.inserted, 1u);
+	EXPECT_EQ(s.hits, 2u);
+	EXPECT_EQ(s.misses, 2u);
+}
+
+TEST_F(sockmap_fixture, syn_fin_and_rst_always_take_the_normal_path)
+{
+	handshake(local);
+	control();
+	EXPECT_EQ(hit(local, kFIN | kACK), nullptr);
+	EXPECT_EQ(hit(local, kRST), nullptr);
+	EXPECT_EQ(hit(local, kSYN), nullptr);
+	EXPECT_EQ(sm.get_stats().bypass_flags, 3u);
+}
+
+TEST_F(sockmap_fixture, a_fin_removes_it_through_the_ct_event)
+{
+	handshake(local);
+	control();
+	ASSERT_NE(hit(local), nullptr);
+	ASSERT_EQ(send(local, kFIN | kACK).state, ct::tcp_fin_wait);
+	control();
+	EXPECT_EQ(sm.size(), 0u);
+	EXPECT_EQ(hit(local), nullptr);
+	EXPECT_EQ(sm.get_stats().removed_closed, 1u);
+}
+
+TEST_F(sockmap_fixture, a_rst_removes_it_through_the_ct_event)
+{
+	handshake(local);
+	control();
+	ASSERT_EQ(send(local.reversed(), kRST).state, ct::tcp_close);
+	control();
+	EXPECT_EQ(sm.size(), 0u);
+}
+
+TEST_F(sockmap_fixture, hits_keep_the_ct_entry_alive_and_counted)
+{
+	ct::timeouts t;
+	t.tcp_established = 60'000;
+	ct.set_timeouts(t);
+	handshake(local);
+	control();
+	for (int minute = 0; minute < 5; minute++) {
+		clk.advance_ms(40'000);
+		ASSERT_NE(hit(local), nullptr);
+		ASSERT_NE(hit(local.reversed(), kACK, 500), nullptr);
+		sm.sync(ct, clk.now_ns());
+	}
+	ct::flow_view v;
+	ASSERT_TRUE(ct.find(local, clk.now_ns(), &v)) << "the CT entry expired under sockmap traffic";
+	EXPECT_EQ(v.state, ct::tcp_established);
+	EXPECT_EQ(v.packets[0], 2u + 5);  // SYN, ACK, five hits
+	EXPECT_EQ(v.packets[1], 1u + 5);
+	EXPECT_EQ(v.bytes[1], 60u + 5 * 500);
+	// Idle: the CT expires it and sync() removes the sockmap entries.
+	clk.advance_ms(61'000);
+	ct.tick(clk.now_ns());
+	EXPECT_EQ(sm.sync(ct, clk.now_ns()), 1u);
+	EXPECT_EQ(sm.size(), 0u);
+	EXPECT_EQ(hit(local), nullptr);
+}
+
+TEST_F(sockmap_fixture, non_local_connections_are_never_inserted)
+{
+	const ct::tuple out = ct::tuple::v4(0x0a010005, 0x08080808, 40000, 443, ct::kProtoTCP);
+	const ct::tuple in = ct::tuple::v4(0xc0a80001, 0x0a020007, 40000, 443, ct::kProtoTCP);
+	handshake(out);
+	handshake(in);
+	control();
+	EXPECT_EQ(sm.size(), 0u);
+	EXPECT_EQ(sm.get_stats().not_local, 2u);
+	// UDP between local endpoints is not a socket redirect either.
+	const ct::tuple u = ct::tuple::v4(0x0a010005, 0x0a020007, 5000, 53, ct::kProtoUDP);
+	send(u, 0);
+	send(u.reversed(), 0);
+	control();
+	EXPECT_EQ(sm.size(), 0u);
+}
+
+TEST_F(sockmap_fixture, an_unresolvable_rewrite_leaves_the_connection_on_the_normal_path)
+{
+	resolvable = false;
+	handshake(local);
+	control();
+	EXPECT_EQ(sm.size(), 0u);
+	EXPECT_EQ(sm.get_stats().unresolved, 1u);
+}
+
+class sockmap_small : public sockmap_fixture {
+protected:
+	sockmap_small() : sockmap_fixture(smc(4)) {}
+};
+
+TEST_F(sockmap_small, when_full_connections_stay_on_the_normal_path_and_are_counted)
+{
+	for (uint16_t i = 0; i < 4; i++)
+		handshake(ct::tuple::v4(0x0a010005, 0x0a020007, static_cast<uint16_t>(40000 + i), 6379, ct::kProtoTCP));
+	control();
+	EXPECT_EQ(sm.size(), 4u);
+	EXPECT_EQ(sm.get_stats().inserted, 2u);
+	EXPECT_EQ(sm.get_stats().full, 2u);
+	// The refused ones still work through the CT.
+	const ct::tuple t = ct::tuple::v4(0x0a010005, 0x0a020007, 40003, 6379, ct::kProtoTCP);
+	EXPECT_EQ(hit(t), nullptr);
+	EXPECT_EQ(send(t, kACK).v, ct::verdict::tracked);
+}
+
+TEST(sockmap_config, bad_configs_are_refused_with_the_reason)
+{
+	config c;
+	c.enabled = true;
+	EXPECT_EQ(validate(c), "enabled without local prefixes");
+	c.local = {pfx(10, 1, 8)};
+	EXPECT_EQ(validate(c), "a local prefix has host bits set (length 8)");
+	c.local = {pfx(10, 0, 33)};
+	EXPECT_EQ(validate(c), "prefix length 33 exceeds 32");
+	c.local = {pfx(10, 0, 8)};
+	c.max_entries = 1;
+	EXPECT_EQ(validate(c), "max_entries must be within 2..67108864");
+	EXPECT_THROW(sockmap{c}, std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace ctplane::sockmap
