@@ -49,6 +49,15 @@ void region_prefault(void* p, size_t bytes) noexcept
 		(void)madvise(p, region_size(bytes, false), MADV_POPULATE_WRITE);
 }
 
+void region_release(void* p, size_t bytes) noexcept
+{
+	const uintptr_t page = 4096;
+	const uintptr_t lo = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+	const uintptr_t hi = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+	if (hi > lo)
+		(void)madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 void region_free(void* p, size_t bytes, bool huge) noexcept
 {
 	if (p != nullptr)

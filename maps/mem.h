@@ -34,6 +34,10 @@ void* region_alloc(size_t bytes, bool huge = true) noexcept;
 // does nothing.
 void region_prefault(void* p, size_t bytes) noexcept;
 
+// Returns the pages wholly inside [p, p + bytes) to the kernel; they read as
+// zero afterwards and cost nothing until touched again (MADV_DONTNEED).
+void region_release(void* p, size_t bytes) noexcept;
+
 // Unmaps a region returned by region_alloc with the same arguments.
 void region_free(void* p, size_t bytes, bool huge = true) noexcept;
 

@@ -7,23 +7,25 @@
 // Design
 //
 // Layout. Elements live in chunks of 2^ChunkLog2 elements; element i is
-// chunk i >> ChunkLog2, offset i & mask. The directory is one array of chunk
-// pointers sized at construction for max_elements, so it never moves; its
-// untouched tail costs address space only (mem.h). A read is two dependent
-// loads, the directory word (hot in L1 for any working set) and the element.
+// chunk i >> ChunkLog2, offset i & mask. The chunks are laid out back to
+// back in one address range reserved at construction for max_elements
+// (untouched pages cost address space only, mem.h), so the chunk directory
+// is arithmetic: a read is one bounds check and one load, as in a flat
+// array, and no directory word sits between the reader and the element.
 //
-// Growth adds chunks at the end and never moves an element: a pointer a
-// reader holds stays valid however the array grows. Shrinking lowers the
-// size first, then unpublishes the trailing chunks that are wholly past it
-// and frees them after a grace period.
+// Growth populates the pages of the chunks it adds and never moves an
+// element: a pointer a reader holds stays valid however the array grows.
+// Shrinking lowers the size first and, after a grace period, returns the
+// pages of the trailing chunks wholly past it to the kernel (they read as
+// zero when a later growth exposes them again).
 //
 // Ordering guarantees:
-//  1. A new chunk is zeroed (fresh anonymous memory) and its directory slot
-//     stored with release before size_ is raised (release); a reader that
-//     loads size_ with acquire and sees the index in range sees the chunk.
+//  1. A new chunk's pages are populated (zero) before size_ is raised
+//     (release); a reader that loads size_ with acquire and sees the index
+//     in range sees the zeroed (or since written) element.
 //  2. Shrink lowers size_ (release), waits for a grace period, and only
-//     then clears directory slots, frees chunks and zeroes the dropped
-//     elements: a reader that saw the old size finished with it first.
+//     then releases trailing pages and zeroes the dropped elements: a
+//     reader that saw the old size finished with it first.
 // ---------------------------------------------------------------------------
 //
 // Concurrency contract.
@@ -71,23 +73,17 @@ public:
 	// with `initial` elements.
 	explicit rarray(uint64_t max_elements, uint64_t initial = 0)
 	{
-		nchunks_max_ = (max_elements + kMask) >> ChunkLog2;
-		if (nchunks_max_ == 0)
-			nchunks_max_ = 1;
-		dir_ = static_cast<std::atomic<T*>*>(region_alloc(nchunks_max_ * sizeof(T*), false));
-		if (dir_ == nullptr)
+		nchunks_max_ = std::max<uint64_t>((max_elements + kMask) >> ChunkLog2, 1);
+		bytes_max_ = nchunks_max_ * kChunk * sizeof(T);
+		base_ = static_cast<T*>(region_alloc(bytes_max_));
+		if (base_ == nullptr)
 			throw std::bad_alloc();
 		if (initial != 0 && resize(initial) != 0) {
-			region_free(dir_, nchunks_max_ * sizeof(T*), false);
+			region_free(base_, bytes_max_);
 			throw std::bad_alloc();
 		}
 	}
-	~rarray()
-	{
-		for (uint64_t c = 0; c < nchunks_; c++)
-			region_free(dir_[c].load(std::memory_order_relaxed), kChunk * sizeof(T));
-		region_free(dir_, nchunks_max_ * sizeof(T*), false);
-	}
+	~rarray() { region_free(base_, bytes_max_); }
 	rarray(const rarray&) = delete;
 	rarray& operator=(const rarray&) = delete;
 
@@ -96,12 +92,12 @@ public:
 	{
 		if (i >= size_.load(std::memory_order_acquire)) [[unlikely]]
 			return nullptr;
-		return &(*this)[i];
+		return &base_[i];
 	}
-	[[gnu::always_inline]] T& operator[](uint64_t i) const noexcept
-	{
-		return dir_[i >> ChunkLog2].load(std::memory_order_relaxed)[i & kMask];
-	}
+	[[gnu::always_inline]] T& operator[](uint64_t i) const noexcept { return base_[i]; }
+	// Chunk c's first element (index math: chunk i >> ChunkLog2, offset
+	// i & kMask).
+	T* chunk(uint64_t c) const noexcept { return &base_[c << ChunkLog2]; }
 	uint64_t size() const noexcept { return size_.load(std::memory_order_acquire); }
 	uint64_t capacity() const noexcept { return nchunks_max_ << ChunkLog2; }
 
@@ -116,43 +112,37 @@ public:
 		const uint64_t want = (n + kMask) >> ChunkLog2;
 		const uint64_t cur = size_.load(std::memory_order_relaxed);
 		if (n >= cur) {
-			for (uint64_t c = nchunks_; c < want; c++) {
-				T* mem = static_cast<T*>(region_alloc(kChunk * sizeof(T)));
-				if (mem == nullptr)
-					return -ENOMEM;  // chunks added so far stay for a retry
-				region_prefault(mem, kChunk * sizeof(T));
-				dir_[c].store(mem, std::memory_order_release);  // (1)
-				nchunks_ = c + 1;
+			if (want > nchunks_) {
+				const uint64_t from = nchunks_ * kChunk * sizeof(T) / 4096 * 4096;
+				region_prefault(reinterpret_cast<char*>(base_) + from, want * kChunk * sizeof(T) - from);
+				nchunks_ = want;
 			}
 			size_.store(n, std::memory_order_release);  // (1)
 			return 0;
 		}
 		size_.store(n, std::memory_order_release);  // (2)
-		// One grace period: no reader still uses an index past n, so the
-		// trailing chunks can go and the dropped tail of the last one can
-		// be zeroed for the next growth.
+		// One grace period: no reader still uses an index past n.
 		rcu::synchronize();
-		while (nchunks_ > want) {
-			nchunks_--;
-			T* gone = dir_[nchunks_].load(std::memory_order_relaxed);
-			dir_[nchunks_].store(nullptr, std::memory_order_relaxed);
-			region_free(gone, kChunk * sizeof(T));
+		if (want < nchunks_) {
+			char* lo = reinterpret_cast<char*>(chunk(want));
+			region_release(lo, (nchunks_ - want) * kChunk * sizeof(T));
+			nchunks_ = want;
 		}
-		const uint64_t end = std::min<uint64_t>(cur, nchunks_ << ChunkLog2);
+		// What release left (partial pages, the last chunk's tail): zero
+		// for the next growth.
+		const uint64_t end = std::min<uint64_t>(cur, nchunks_max_ << ChunkLog2);
 		for (uint64_t i = n; i < end; i++)
-			std::memset(static_cast<void*>(&(*this)[i]), 0, sizeof(T));
+			std::memset(static_cast<void*>(&base_[i]), 0, sizeof(T));
 		return 0;
 	}
 
-	// Chunks and directory, as mapped.
-	size_t bytes_used() const noexcept
-	{
-		return nchunks_ * region_size(kChunk * sizeof(T)) + region_size(nchunks_max_ * sizeof(T*), false);
-	}
+	// Pages of the chunks in use.
+	size_t bytes_used() const noexcept { return region_size(nchunks_ * kChunk * sizeof(T), false); }
 
 private:
-	std::atomic<T*>* dir_ = nullptr;
+	T* base_ = nullptr;
 	uint64_t nchunks_max_ = 0;
+	size_t bytes_max_ = 0;
 	uint64_t nchunks_ = 0;  // control thread
 	std::atomic<uint64_t> size_{0};
 };
