@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Frame builders for the parser and pipeline tests: Ethernet (VLANs),
+// IPv4 / IPv6 (options, extension headers, fragments), TCP, UDP, ICMP,
+// with correct lengths and checksums unless a test breaks them.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <vector>
+
+#include "dataplane/parser.h"
+
+namespace ctplane::dataplane::test {
+
+using bytes = std::vector<uint8_t>;
+
+inline void put16(bytes& b, size_t at, uint16_t v)
+{
+	b[at] = uint8_t(v >> 8);
+	b[at + 1] = uint8_t(v);
+}
+
+struct l4 {
+	uint8_t proto;
+	bytes hdr;  // header + payload
+};
+
+inline l4 tcp(uint16_t sp, uint16_t dp, uint8_t flags, size_t payload = 0)
+{
+	bytes h(20 + payload, 0);
+	put16(h, 0, sp);
+	put16(h, 2, dp);
+	h[12] = 5 << 4;
+	h[13] = flags;
+	put16(h, 14, 65535);
+	return {6, h};
+}
+inline l4 udp(uint16_t sp, uint16_t dp, size_t payload = 0)
+{
+	bytes h(8 + payload, 0);
+	put16(h, 0, sp);
+	put16(h, 2, dp);
+	put16(h, 4, static_cast<uint16_t>(8 + payload));
+	return {17, h};
+}
+inline l4 icmp(uint8_t proto, uint8_t type, uint16_t id, const bytes& quoted = {})
+{
+	bytes h(8, 0);
+	h[0] = type;
+	put16(h, 4, id);
+	h.insert(h.end(), quoted.begin(), quoted.end());
+	return {proto, h};
+}
+
+struct ip_opts {
+	uint8_t ttl = 64;
+	uint16_t id = 1;
+	uint16_t frag = 0;  // IPv4: flags+offset field; IPv6: offset<<3 | M (adds a fragment header)
+	bool v6_frag = false;
+	size_t options = 0;  // IPv4 option bytes (NOPs); IPv6: a destination options header of this size
+};
+
+// An IPv4 datagram (no Ethernet).
+inline bytes ipv4(uint32_t src, uint32_t dst, const l4& x, ip_opts o = {})
+{
+	const size_t ihl = 20 + o.options;
+	bytes b(ihl, 0);
+	b[0] = uint8_t(0x40 | (ihl / 4));
+	put16(b, 2, static_cast<uint16_t>(ihl + x.hdr.size()));
+	put16(b, 4, o.id);
+	put16(b, 6, o.frag);
+	b[8] = o.ttl;
+	b[9] = x.proto;
+	for (int i = 0; i < 4; i++) {
+		b[12 + i] = uint8_t(src >> (24 - 8 * i));
+		b[16 + i] = uint8_t(dst >> (24 - 8 * i));
+	}
+	for (size_t i = 20; i < ihl; i++)
+		b[i] = 1;  // NOP
+	put16(b, 10, static_cast<uint16_t>(~csum_fold(b.data(), static_cast<uint32_t>(ihl))));
+	b.insert(b.end(), x.hdr.begin(), x.hdr.end());
+	return b;
+}
+
+inline bytes ipv6(uint8_t src_last, uint8_t dst_last, const l4& x, ip_opts o = {})
+{
+	bytes b(40, 0);
+	b[0] = 0x60;
+	b[7] = o.ttl;
+	b[8] = 0x20, b[9] = 0x01, b[10] = 0x0d, b[11] = 0xb8, b[23] = src_last;
+	b[24] = 0x20, b[25] = 0x01, b[26] = 0x0d, b[27] = 0xb8, b[39] = dst_last;
+	bytes ext;
+	uint8_t first = x.proto;
+	if (o.options != 0) {  // destination options: (len+1)*8 bytes
+		bytes d(o.options, 0);
+		d[0] = o.v6_frag ? 44 : x.proto;
+		d[1] = static_cast<uint8_t>(o.options / 8 - 1);
+		ext = d;
+		first = 60;
+	}
+	if (o.v6_frag) {
+		bytes f(8, 0);
+		f[0] = x.proto;
+		put16(f, 2, o.frag);
+		f[7] = static_cast<uint8_t>(o.id);
+		ext.insert(ext.end(), f.begin(), f.end());
+		if (o.options == 0)
+			first = 44;
+	}
+	b[6] = first;
+	put16(b, 4, static_cast<uint16_t>(ext.size() + x.hdr.size()));
+	b.insert(b.end(), ext.begin(), ext.end());
+	b.insert(b.end(), x.hdr.begin(), x.hdr.end());
+	return b;
+}
+
+inline bytes ether(const bytes& l3, uint16_t ethertype, std::initializer_list<uint16_t> vlans = {})
+{
+	bytes b(12, 0);
+	b[0] = 0x02, b[5] = 0x01, b[6] = 0x02, b[11] = 0x02;
+	bool outer = vlans.size() == 2;
+	for (uint16_t tci : vlans) {
+		b.push_back(outer ? 0x88 : 0x81);
+		b.push_back(outer ? 0xa8 : 0x00);
+		b.push_back(uint8_t(tci >> 8));
+		b.push_back(uint8_t(tci));
+		outer = false;
+	}
+	b.push_back(uint8_t(ethertype >> 8));
+	b.push_back(uint8_t(ethertype));
+	b.insert(b.end(), l3.begin(), l3.end());
+	return b;
+}
+inline bytes eth4(const bytes& l3, std::initializer_list<uint16_t> vlans = {}) { return ether(l3, 0x0800, vlans); }
+inline bytes eth6(const bytes& l3, std::initializer_list<uint16_t> vlans = {}) { return ether(l3, 0x86dd, vlans); }
+
+inline parsed parse_of(const bytes& f)
+{
+	parsed p;
+	parse(f.data(), static_cast<uint32_t>(f.size()), &p);
+	return p;
+}
+
+}  // namespace ctplane::dataplane::test
