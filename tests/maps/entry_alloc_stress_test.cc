@@ -70,6 +70,7 @@ TEST(entry_alloc_stress, retired_objects_outlive_every_reader_that_holds_them)
 	std::atomic<uint32_t> current{0};
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> torn{0}, reads{0};
+	std::atomic<bool> exhausted{false};
 	auto fill = [&](uint32_t r, uint64_t gen) {
 		auto* p = static_cast<std::atomic<uint64_t>*>(a.ptr(r));
 		for (int i = 0; i < 8; i++)
@@ -83,8 +84,19 @@ TEST(entry_alloc_stress, retired_objects_outlive_every_reader_that_holds_them)
 	std::thread writer([&] {
 		rcu::thread_registration reg;
 		for (uint64_t gen = 2; gen < static_cast<uint64_t>(kRounds) / 4; gen++) {
-			const uint32_t r = a.alloc();
-			ASSERT_NE(r, 0u);
+			// The pool may run dry while the control thread has not yet
+			// reclaimed what was retired (a loaded machine): wait for it,
+			// but never leave the other threads spinning on a failure.
+			uint32_t r = a.alloc();
+			for (int tries = 0; r == 0 && tries < 200000; tries++) {
+				rcu::quiescent();
+				std::this_thread::yield();
+				r = a.alloc();
+			}
+			if (r == 0) {
+				exhausted = true;
+				break;
+			}
 			fill(r, gen);
 			// release: pairs with the readers' acquire of `current`.
 			const uint32_t old = current.exchange(r, std::memory_order_acq_rel);
@@ -121,6 +133,7 @@ TEST(entry_alloc_stress, retired_objects_outlive_every_reader_that_holds_them)
 	r2.join();
 	control.join();
 	a.reclaim();
+	EXPECT_FALSE(exhausted.load()) << "reclaim never gave the writer an object back";
 	EXPECT_GT(reads.load(), 0u);
 	EXPECT_EQ(torn.load(), 0u) << "an object was reused while a reader held it";
 	// Everything but the published object came back.
