@@ -203,6 +203,24 @@ public:
 		return p;
 	}
 
+	// "02:00:00:00:00:01"
+	void mac(const YAML::Node& n, const std::string& path, uint8_t out[6]) const
+	{
+		const std::string bad = "expected a MAC address like 02:00:00:00:00:01, got " + shown(n);
+		if (!n.IsScalar() || n.Scalar().size() != 17)
+			fail(n, path, bad);
+		const std::string& s = n.Scalar();
+		for (int i = 0; i < 6; i++) {
+			auto hex = [&](char c) -> int {
+				return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+			};
+			const int hi = hex(s[i * 3]), lo = hex(s[i * 3 + 1]);
+			if (hi < 0 || lo < 0 || (i < 5 && s[i * 3 + 2] != ':'))
+				fail(n, path, bad);
+			out[i] = static_cast<uint8_t>(hi << 4 | lo);
+		}
+	}
+
 	// Visits a sequence's items with paths "path[i]".
 	void items(const YAML::Node& seq, const std::string& path,
 		   const std::function<void(const YAML::Node&, const std::string&)>& fn) const
@@ -299,6 +317,131 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 	// Anything else ct::validate knows (kept in one place for hand-built configs).
 	if (std::string err = ct::validate(c); !err.empty())
 		r.fail(node, path, err);
+}
+
+// `ports:` a list of {name, device, mac, addresses}.
+void read_ports(const reader& r, const YAML::Node& node, const std::string& path, ctplane_config& c)
+{
+	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
+		port_spec p;
+		bool has_mac = false;
+		r.fields(item, ip,
+			 {
+				 {"name", [&](const YAML::Node& n, const std::string& q) { p.name = r.str(n, q); }},
+				 {"device", [&](const YAML::Node& n, const std::string& q) { p.device = r.str(n, q); }},
+				 {"mac",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  r.mac(n, q, p.mac);
+					  has_mac = true;
+				  }},
+				 {"addresses",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  r.items(n, q, [&](const YAML::Node& a, const std::string& aq) {
+						  // An interface address: the host bits are the address.
+						  const std::string text = a.IsScalar() ? a.Scalar() : "";
+						  const size_t slash = text.find('/');
+						  lb::address ad;
+						  if (slash == std::string::npos || !lb::parse_address(text.substr(0, slash), &ad))
+							  r.fail(a, aq, "expected an address with its prefix length like 10.0.0.1/24, got " +
+										reader::shown(a));
+						  sockmap::prefix pf;
+						  pf.family = ad.family;
+						  std::memcpy(pf.addr, ad.addr, 16);
+						  const std::string len = text.substr(slash + 1);
+						  const unsigned bits = ad.family == 4 ? 32 : 128;
+						  if (len.empty() || len.size() > 3 || len.find_first_not_of("0123456789") != std::string::npos ||
+						      std::stoul(len) > bits)
+							  r.fail(a, aq, "bad prefix length in " + reader::shown(a));
+						  pf.len = static_cast<uint8_t>(std::stoul(len));
+						  p.addresses.push_back(pf);
+					  });
+				  }},
+			 });
+		if (p.name.empty() || !has_mac)
+			r.fail(item, ip, std::string("a port needs ") + (p.name.empty() ? "a name" : "a mac"));
+		for (const port_spec& o : c.ports)
+			if (o.name == p.name)
+				r.fail(item, ip, "duplicate port name \"" + p.name + "\"");
+		c.ports.push_back(p);
+	});
+}
+
+uint32_t port_ref(const reader& r, const YAML::Node& n, const std::string& p, const ctplane_config& c)
+{
+	const std::string name = r.str(n, p);
+	for (uint32_t i = 0; i < c.ports.size(); i++)
+		if (c.ports[i].name == name)
+			return i;
+	r.fail(n, p, "unknown port \"" + name + "\"");
+}
+
+void read_neighbors(const reader& r, const YAML::Node& node, const std::string& path, ctplane_config& c)
+{
+	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
+		neighbor_spec nb;
+		bool has_addr = false, has_mac = false, has_port = false;
+		r.fields(item, ip,
+			 {
+				 {"address",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  nb.addr = r.addr(n, q);
+					  has_addr = true;
+				  }},
+				 {"mac",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  r.mac(n, q, nb.mac);
+					  has_mac = true;
+				  }},
+				 {"port",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  nb.port = port_ref(r, n, q, c);
+					  has_port = true;
+				  }},
+			 });
+		if (!has_addr || !has_mac || !has_port)
+			r.fail(item, ip, std::string("a neighbor needs ") + (!has_addr ? "an address" : !has_mac ? "a mac" : "a port"));
+		for (const neighbor_spec& o : c.neighbors)
+			if (o.addr == nb.addr)
+				r.fail(item, ip, "duplicate neighbor " + lb::to_string(nb.addr));
+		c.neighbors.push_back(nb);
+	});
+}
+
+void read_routes(const reader& r, const YAML::Node& node, const std::string& path, ctplane_config& c)
+{
+	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
+		route_spec rt;
+		bool has_prefix = false, has_port = false;
+		YAML::Mark via_at;
+		r.fields(item, ip,
+			 {
+				 {"prefix",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  rt.prefix = r.prefix(n, q);
+					  has_prefix = true;
+				  }},
+				 {"port",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  rt.port = port_ref(r, n, q, c);
+					  has_port = true;
+				  }},
+				 {"via",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  rt.via = r.addr(n, q);
+					  rt.has_via = true;
+					  via_at = n.Mark();
+				  }},
+			 });
+		if (!has_prefix || !has_port)
+			r.fail(item, ip, std::string("a route needs ") + (!has_prefix ? "a prefix" : "a port"));
+		if (rt.has_via && rt.via.family != rt.prefix.family)
+			r.fail_at(via_at, ip + ".via", "next hop family differs from the prefix's");
+		for (const route_spec& o : c.routes)
+			if (o.prefix.family == rt.prefix.family && o.prefix.len == rt.prefix.len &&
+			    std::memcmp(o.prefix.addr, rt.prefix.addr, 16) == 0)
+				r.fail(item, ip, "duplicate route");
+		c.routes.push_back(rt);
+	});
 }
 
 // The `lb:` section: table limits and the default Maglev size.
@@ -481,8 +624,30 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 		YAML::Node backends;
 		std::string backends_path;
 		YAML::Mark services_at = root.Mark();
+		// Neighbors and routes reference ports: read after them.
+		YAML::Node neighbors, routes;
+		std::string neighbors_path, routes_path;
 		r.fields(root, "",
 			 {
+				 {"ports", [&](const YAML::Node& n, const std::string& p) { read_ports(r, n, p, cfg); }},
+				 {"workers",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  cfg.workers = static_cast<uint32_t>(r.uint(n, p, 1, 64));
+				  }},
+				 {"burst",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  cfg.burst = static_cast<uint32_t>(r.uint(n, p, 1, 64));
+				  }},
+				 {"neighbors",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  neighbors.reset(n);
+					  neighbors_path = p;
+				  }},
+				 {"routes",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  routes.reset(n);
+					  routes_path = p;
+				  }},
 				 {"ct", [&](const YAML::Node& n, const std::string& p) { read_ct(r, n, p, cfg.ct); }},
 				 {"lb", [&](const YAML::Node& n, const std::string& p) { read_lb(r, n, p, cfg.lb); }},
 				 {"services",
@@ -500,6 +665,10 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 			 });
 		if (!backends_path.empty())
 			read_backends(r, backends, backends_path, cfg.lb);
+		if (!neighbors_path.empty())
+			read_neighbors(r, neighbors, neighbors_path, cfg);
+		if (!routes_path.empty())
+			read_routes(r, routes, routes_path, cfg);
 		// Anything else lb::validate knows (limits against counts).
 		if (std::string err = lb::validate(cfg.lb); !err.empty())
 			r.fail_at(services_at, "services", err);

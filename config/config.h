@@ -12,17 +12,19 @@
 // Nothing is half-applied: a caller gets a whole config or an error, and a
 // reload that fails leaves the running config as it was.
 //
-// Sections so far: `ct` (conntrack sizing, watermarks, overflow LRU,
-// timeouts, GC budget, events), `lb` (limits, default Maglev size),
+// Sections: `ports`, `workers`, `burst`, `neighbors`, `routes`, `ct`
+// (conntrack sizing, watermarks, overflow LRU, timeouts, GC budget, events), `lb` (limits, default Maglev size),
 // `services` and `backends` (the load balancer's frontends and their
 // backends, which reference services by name), `sockmap` (enabled, local
 // prefixes, max entries). The documented example with every key and
 // its default is config/ctplane.example.yaml.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 #include "ct/ct_config.h"
 #include "lb/lb_config.h"
@@ -55,7 +57,37 @@ private:
 	std::variant<T, error> v_;
 };
 
+// A port: a DPDK device (devargs: "net_pcap0,iface=eth0", "0000:01:00.0",
+// "net_tap0,iface=ct0") with its own MAC and addresses.
+struct port_spec {
+	std::string name;          // what routes and neighbors reference
+	std::string device;        // DPDK devargs; "" for replay-only configs
+	uint8_t mac[6] = {};
+	std::vector<sockmap::prefix> addresses;  // the appliance's own, with their subnets
+};
+
+// A neighbor: the link-layer address of a host on a port (static entries;
+// the appliance resolves the rest with ARP / ND).
+struct neighbor_spec {
+	lb::address addr;
+	uint8_t mac[6] = {};
+	uint32_t port = 0;  // index into ports
+};
+
+// A route: prefix -> next hop. `via` absent: the destination is on the link.
+struct route_spec {
+	sockmap::prefix prefix;
+	uint32_t port = 0;  // index into ports
+	bool has_via = false;
+	lb::address via;
+};
+
 struct ctplane_config {
+	std::vector<port_spec> ports;
+	uint32_t workers = 1;       // worker lcores (each polls every port)
+	uint32_t burst = 32;        // packets per RX burst
+	std::vector<neighbor_spec> neighbors;
+	std::vector<route_spec> routes;
 	ct::config ct;
 	lb::config lb;            // `lb:` limits, `services:`, `backends:`
 	sockmap::config sockmap;  // `sockmap:`

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 
 namespace ctplane::ct {
@@ -121,6 +122,24 @@ std::string validate(const config& c)
 			       " must be within 1 ms..20 days";
 	}
 	return "";
+}
+
+bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, uint32_t* backend) noexcept
+{
+	if (r.flow == nullptr)
+		return false;
+	const uint16_t st = load_status(*r.flow);
+	if ((flags_of(st) & kNat) == 0)
+		return false;
+	// flow_head is the first member of flow4 / flow6 (standard layout).
+	std::memset(addr, 0, 16);
+	if (r.family == 6)
+		std::memcpy(addr, reinterpret_cast<const flow6*>(r.flow)->nat_addr, 16);
+	else
+		std::memcpy(addr, reinterpret_cast<const flow4*>(r.flow)->nat_addr, 4);
+	*port = r.flow->nat_port;
+	*backend = r.flow->backend;
+	return true;
 }
 
 // ---- events -------------------------------------------------------------------

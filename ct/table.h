@@ -134,6 +134,11 @@ enum class verdict : uint8_t {
 };
 const char* verdict_name(verdict v) noexcept;
 
+struct result;
+// The translation of the flow `r` points at: false if it has none (kNat
+// unset) or r has no flow. addr gets 16 bytes (IPv4 in addr[0..4)).
+bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, uint32_t* backend) noexcept;
+
 struct result {
 	verdict v;
 	uint8_t dir;    // the packet's direction in the flow: 0 original, 1 reply

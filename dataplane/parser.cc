@@ -63,7 +63,7 @@ bool fail(parsed* out, drop why) noexcept
 // ICMP error, where the quoted datagram is usually cut short: lengths are
 // not checked against the frame, and checksums are not verified.
 struct l3_info {
-	uint8_t family, proto, ttl, frag;
+	uint8_t family, proto, ttl, frag, mf;
 	uint32_t frag_id;
 	uint32_t l3_len;   // as the header says
 	uint32_t l4_rel;   // L4 header offset from ip; 0: none
@@ -91,6 +91,7 @@ bool parse_ipv4(const uint8_t* ip, uint32_t avail, bool quoted, l3_info& li, par
 	const bool mf = (fo & 0x2000) != 0;
 	const uint16_t off = fo & 0x1fff;
 	li.frag = off != 0 ? kFragLater : mf ? kFragFirst : kFragNone;
+	li.mf = mf;
 	li.frag_id = be16(ip + 4);
 	li.l3_len = total;
 	li.l4_rel = li.frag == kFragLater ? 0 : ihl;
@@ -121,6 +122,7 @@ bool parse_ipv6(const uint8_t* ip, uint32_t avail, bool quoted, l3_info& li, par
 	uint8_t nh = ip[6];
 	uint32_t off = 40;
 	li.frag = kFragNone;
+	li.mf = 0;
 	li.frag_id = 0;
 	for (unsigned n = 0; is_ext_header(nh); n++) {
 		if (n == kMaxExtHeaders || off + 8 > end)
@@ -132,6 +134,7 @@ bool parse_ipv6(const uint8_t* ip, uint32_t avail, bool quoted, l3_info& li, par
 			const uint16_t foff = fo >> 3;
 			const bool mf = (fo & 1) != 0;
 			li.frag = foff != 0 ? kFragLater : mf ? kFragFirst : kFragNone;
+			li.mf = mf;
 			li.frag_id = be32(ip + off + 4);
 			hlen = 8;
 		} else if (nh == 51) {  // AH: (len + 2) * 4
@@ -253,6 +256,7 @@ void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept
 	out->family = family;
 	out->ttl = li.ttl;
 	out->frag = li.frag;
+	out->more_frags = li.mf;
 	out->frag_id = li.frag_id;
 	out->l3_len = static_cast<uint16_t>(li.l3_len);
 	ct::packet& c = out->ct;

@@ -76,6 +76,7 @@ struct parsed {
 	uint16_t l3_len;     // IP header + payload as the header says (<= frame)
 	uint8_t ttl;         // or hop limit
 	uint8_t frag;        // kFragNone / kFragFirst / kFragLater
+	uint8_t more_frags;  // the MF bit: not the last fragment
 	uint32_t frag_id;    // IPv4 id or IPv6 fragment id
 	uint16_t inner_l3_off;  // ICMP error: the quoted IP header
 	uint8_t icmp_type;

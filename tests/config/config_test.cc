@@ -108,7 +108,9 @@ TEST(config, unknown_and_duplicate_keys)
 		  "t.yaml:2:3: ct.max_entires: unknown key (expected one of: event_ring, events, "
 		  "gc_budget_us, grow_pct, initial_entries, max_entries, min_entries, overflow_entries, "
 		  "resize_budget_buckets, shrink_pct, timeouts)");
-	EXPECT_EQ(err_of("routes: []\n"), "t.yaml:1:1: routes: unknown key (expected one of: backends, ct, lb, services, sockmap)");
+	EXPECT_EQ(err_of("rutes: []\n"),
+		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, ct, lb, neighbors, ports, routes, "
+		  "services, sockmap, workers)");
 	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_syn: 5s\n"),
 		  "t.yaml:3:5: ct.timeouts.tcp_syn: unknown key (expected one of: icmp, other_assured, "
 		  "other_unreplied, tcp_close, tcp_close_wait, tcp_established, tcp_fin_wait, tcp_last_ack, "

@@ -131,5 +131,61 @@ TEST(config_services, sockmap_section)
 	EXPECT_EQ(err_of("sockmap:\n  max_entries: 1\n"), "t.yaml:2:16: sockmap.max_entries: 1 is out of range 2..67108864");
 }
 
+const char* kPorts = R"(ports:
+  - {name: a, mac: "02:00:00:00:00:01", addresses: [10.0.0.1/24]}
+  - {name: b, device: "net_tap0,iface=ct0", mac: "02:00:00:00:00:02"}
+)";
+
+TEST(config_ports, ports_neighbors_and_routes_are_read)
+{
+	const auto r = load_string(std::string(kPorts) + R"(workers: 2
+burst: 16
+neighbors:
+  - {address: 10.0.0.2, mac: "02:aa:bb:cc:dd:ee", port: a}
+routes:
+  - {prefix: 0.0.0.0/0, port: a, via: 10.0.0.2}
+  - {prefix: "fd00::/8", port: b}
+)",
+				   "t.yaml");
+	ASSERT_TRUE(r.ok()) << r.err().str();
+	const ctplane_config& c = r.value();
+	ASSERT_EQ(c.ports.size(), 2u);
+	EXPECT_EQ(c.ports[1].device, "net_tap0,iface=ct0");
+	EXPECT_EQ(c.ports[1].mac[5], 2);
+	ASSERT_EQ(c.ports[0].addresses.size(), 1u);
+	EXPECT_EQ(c.ports[0].addresses[0].addr[3], 1);
+	EXPECT_EQ(c.ports[0].addresses[0].len, 24);
+	EXPECT_EQ(c.workers, 2u);
+	EXPECT_EQ(c.burst, 16u);
+	ASSERT_EQ(c.neighbors.size(), 1u);
+	EXPECT_EQ(c.neighbors[0].mac[5], 0xee);
+	ASSERT_EQ(c.routes.size(), 2u);
+	EXPECT_TRUE(c.routes[0].has_via);
+	EXPECT_EQ(c.routes[1].port, 1u);
+	EXPECT_FALSE(c.routes[1].has_via);
+}
+
+TEST(config_ports, bad_ports_neighbors_and_routes)
+{
+	const std::string p = kPorts;
+	EXPECT_EQ(err_of("ports:\n  - {name: a, mac: 02:00}\n"),
+		  "t.yaml:2:20: ports[0].mac: expected a MAC address like 02:00:00:00:00:01, got \"02:00\"");
+	EXPECT_EQ(err_of("ports:\n  - {name: a}\n"), "t.yaml:2:5: ports[0]: a port needs a mac");
+	EXPECT_EQ(err_of(p + "  - {name: a, mac: \"02:00:00:00:00:03\"}\n"), "t.yaml:4:5: ports[2]: duplicate port name \"a\"");
+	EXPECT_EQ(err_of(p + "routes:\n  - {prefix: 10.0.0.0/8, port: c}\n"),
+		  "t.yaml:5:32: routes[0].port: unknown port \"c\"");
+	EXPECT_EQ(err_of(p + "routes:\n  - {prefix: 10.0.0.1/8, port: a}\n"),
+		  "t.yaml:5:14: routes[0].prefix: 10.0.0.1/8 has host bits set");
+	EXPECT_EQ(err_of(p + "routes:\n  - {prefix: 10.0.0.0/8, port: a, via: \"fd00::1\"}\n"),
+		  "t.yaml:5:40: routes[0].via: next hop family differs from the prefix's");
+	EXPECT_EQ(err_of(p + "routes:\n  - {prefix: 10.0.0.0/8, port: a}\n  - {prefix: 10.0.0.0/8, port: b}\n"),
+		  "t.yaml:6:5: routes[1]: duplicate route");
+	EXPECT_EQ(err_of(p + "neighbors:\n  - {address: 10.0.0.9, port: a}\n"), "t.yaml:5:5: neighbors[0]: a neighbor needs a mac");
+	EXPECT_EQ(err_of("workers: 0\n"), "t.yaml:1:10: workers: 0 is out of range 1..64");
+	EXPECT_EQ(err_of(p + "  - {name: c, mac: \"02:00:00:00:00:03\", addresses: [10.0.0.1]}\n"),
+		  "t.yaml:4:53: ports[2].addresses[0]: expected an address with its prefix length like 10.0.0.1/24, got "
+		  "\"10.0.0.1\"");
+}
+
 }  // namespace
 }  // namespace ctplane::config

@@ -115,6 +115,42 @@ inline bytes ipv6(uint8_t src_last, uint8_t dst_last, const l4& x, ip_opts o = {
 	return b;
 }
 
+// The L4 checksum of an IPv4 TCP/UDP datagram (pseudo-header included).
+inline uint16_t l4_sum4(const uint8_t* ip)
+{
+	const unsigned ihl = static_cast<unsigned>(ip[0] & 0x0f) * 4;
+	const unsigned total = static_cast<unsigned>(ip[2] << 8 | ip[3]);
+	const unsigned l4len = total - ihl;
+	uint32_t seed = csum_fold(ip + 12, 8);
+	seed += ip[9] + l4len;
+	return csum_fold(ip + ihl, l4len, seed);
+}
+// Sets a correct TCP / UDP checksum in an IPv4 datagram.
+inline bytes with_l4_csum(bytes ip)
+{
+	const unsigned ihl = static_cast<unsigned>(ip[0] & 0x0f) * 4;
+	const unsigned off = ip[9] == 6 ? 16 : ip[9] == 17 ? 6 : 0;
+	if (off == 0)
+		return ip;
+	ip[ihl + off] = ip[ihl + off + 1] = 0;
+	uint16_t c = static_cast<uint16_t>(~l4_sum4(ip.data()));
+	if (ip[9] == 17 && c == 0)
+		c = 0xffff;
+	put16(ip, ihl + off, c);
+	return ip;
+}
+// True when the IPv4 header and TCP/UDP checksums of the frame verify.
+inline bool checksums_ok(const bytes& f, unsigned l3_off = 14)
+{
+	const uint8_t* ip = f.data() + l3_off;
+	const unsigned ihl = static_cast<unsigned>(ip[0] & 0x0f) * 4;
+	if (csum_fold(ip, ihl) != 0xffff)
+		return false;
+	if (ip[9] != 6 && ip[9] != 17)
+		return true;
+	return l4_sum4(ip) == 0xffff;
+}
+
 inline bytes ether(const bytes& l3, uint16_t ethertype, std::initializer_list<uint16_t> vlans = {})
 {
 	bytes b(12, 0);

@@ -1,0 +1,606 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "dataplane/pipeline.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ctplane::dataplane {
+
+namespace {
+
+uint16_t be16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+void put16(uint8_t* p, uint16_t v) noexcept
+{
+	p[0] = static_cast<uint8_t>(v >> 8);
+	p[1] = static_cast<uint8_t>(v);
+}
+
+lb::endpoint ep_of(const uint8_t* addr, uint8_t family, uint16_t port, uint8_t proto) noexcept
+{
+	lb::endpoint e;
+	std::memset(&e, 0, sizeof(e));
+	std::memcpy(e.addr, addr, family == 4 ? 4 : 16);
+	e.port = port;
+	e.proto = proto;
+	e.family = family;
+	return e;
+}
+
+constexpr unsigned kV4Src = 12, kV4Dst = 16, kV6Src = 8, kV6Dst = 24;
+
+// Offsets of the L4 checksum, or 0 when the header has none to update.
+unsigned l4_csum_off(uint8_t proto, uint8_t family, const uint8_t* l4) noexcept
+{
+	if (proto == ct::kProtoTCP)
+		return 16;
+	if (proto == ct::kProtoUDP)
+		return (family == 4 && be16(l4 + 6) == 0) ? 0 : 6;  // IPv4 UDP without checksum
+	if (proto == ct::kProtoICMPv6)
+		return 2;  // its pseudo-header holds the addresses
+	return 0;
+}
+
+}  // namespace
+
+void csum_replace(uint8_t* c, const uint8_t* old, const uint8_t* neu, unsigned n) noexcept
+{
+	// HC' = ~(~HC + ~m + m'), summed over the changed 16-bit words.
+	uint32_t s = static_cast<uint16_t>(~be16(c));
+	for (unsigned i = 0; i + 1 < n; i += 2) {
+		s += static_cast<uint16_t>(~be16(old + i));
+		s += be16(neu + i);
+	}
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	put16(c, static_cast<uint16_t>(~s));
+}
+
+uint32_t flow_hash(const ct::tuple& t) noexcept
+{
+	const uint64_t h = maps::hash_bytes<sizeof(ct::tuple)>(&t, 0x6c62272e07bb0142ull);
+	return static_cast<uint32_t>(h ^ (h >> 32));
+}
+
+// ---- per-burst state -----------------------------------------------------------------
+
+struct pipeline::work {
+	frame* f;
+	outcome* out;
+	parsed p[kMaxBurst];
+	ct::packet ctp[kMaxBurst];
+	ct::nat_init nat[kMaxBurst];
+	const ct::nat_init* natp[kMaxBurst];
+	ct::result res[kMaxBurst];
+	uint32_t svc[kMaxBurst];  // service of a new flow's destination
+	uint32_t rev[kMaxBurst];  // the reply's (or quoted packet's) backend service
+	uint16_t idx[kMaxBurst];  // frames still on the normal path
+	unsigned n = 0;
+};
+
+pipeline::pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores)
+	: ct_(ct), lb_(lb), sm_(sm), neigh_(maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20}),
+	  frags_(maps::rhash_config{.min_entries = 1024, .max_entries = 1u << 18}),
+	  lc_(std::make_unique<lcore_stats[]>(lcores)), nlcores_(lcores)
+{
+}
+
+pipeline::~pipeline() = default;
+
+std::string pipeline::build(const config::ctplane_config& c)
+{
+	if (c.ports.size() > 0xffff)
+		return "too many ports";
+	std::vector<port_info> ports;
+	for (const config::port_spec& p : c.ports) {
+		port_info pi;
+		std::memcpy(pi.mac, p.mac, 6);
+		pi.addrs = p.addresses;
+		ports.push_back(pi);
+	}
+	std::vector<hop> hops;
+	std::vector<maps::lpm<maps::ipv4>::route> r4;
+	std::vector<maps::lpm<maps::ipv6>::route> r6;
+	for (const config::route_spec& r : c.routes) {
+		if (r.port >= ports.size())
+			return "route to port " + std::to_string(r.port) + ": no such port";
+		hop h{};
+		h.port = static_cast<uint16_t>(r.port);
+		h.has_via = r.has_via;
+		h.via = r.via;
+		const uint32_t id = static_cast<uint32_t>(hops.size());
+		hops.push_back(h);
+		if (r.prefix.family == 4)
+			r4.push_back({maps::ipv4::from_bytes(r.prefix.addr), r.prefix.len, id});
+		else
+			r6.push_back({maps::ipv6::from_bytes(r.prefix.addr), r.prefix.len, id});
+	}
+	if (fib4_.replace(r4) != 0 || fib6_.replace(r6) != 0)
+		return "the route table refused a route";
+	ports_ = std::move(ports);
+	hops_ = std::move(hops);
+	for (const config::neighbor_spec& nb : c.neighbors)
+		set_neighbor(nb.addr, nb.mac, static_cast<uint16_t>(nb.port));
+	uint32_t maxb = 0;
+	lb_.for_each_backend([&](uint32_t id, const lb::backend&) { maxb = std::max(maxb, id); });
+	for (unsigned i = 0; i < nlcores_; i++)
+		lc_[i].backend_flows.resize(std::max<size_t>(lc_[i].backend_flows.size(), maxb + 1), 0);
+	return "";
+}
+
+void pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port)
+{
+	nb_key k{};
+	std::memcpy(k.addr, a.addr, 16);
+	k.family = a.family;
+	nb_val v{};
+	std::memcpy(v.mac, mac, 6);
+	v.port = port;
+	if (nb_val* cur = neigh_.lookup(k)) {
+		neigh_.erase(k);
+		(void)cur;
+	}
+	while (neigh_.insert(k, v) == -EBUSY)
+		neigh_.maintain(1u << 20);
+	neigh_.maintain(1u << 16);
+}
+
+bool pipeline::route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
+{
+	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(dst)) : fib6_.lookup(maps::ipv6::from_bytes(dst));
+	if (id >= hops_.size())
+		return false;
+	const hop& h = hops_[id];
+	nb_key k{};
+	k.family = family;
+	if (h.has_via)
+		std::memcpy(k.addr, h.via.addr, 16);
+	else
+		std::memcpy(k.addr, dst, family == 4 ? 4 : 16);
+	*port = h.port;
+	const nb_val* v = neigh_.lookup(k);
+	if (v == nullptr) {
+		std::memset(mac, 0, 6);
+		return true;  // routed; the caller drops it as no_neighbor
+	}
+	std::memcpy(mac, v->mac, 6);
+	return true;
+}
+
+bool pipeline::resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcept
+{
+	std::memset(r, 0, sizeof(*r));
+	uint8_t mac[6];
+	uint16_t port;
+	if (!route(dir.dst, dir.family, &port, mac) || std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; }))
+		return false;
+	r->port = port;
+	std::memcpy(r->dst_mac, mac, 6);
+	std::memcpy(r->src_mac, ports_[port].mac, 6);
+	return true;
+}
+
+bool pipeline::for_us(const parsed& p) const noexcept
+{
+	const uint8_t* dst = p.ct.kind == ct::pkt_kind::icmp_error ? nullptr : p.ct.t.dst;
+	if (dst == nullptr)
+		return false;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	for (const port_info& pi : ports_)
+		for (const sockmap::prefix& a : pi.addrs)
+			if (a.family == p.family && std::memcmp(a.addr, dst, alen) == 0)
+				return true;
+	return false;
+}
+
+namespace {
+
+// Rewrites the frame's source (src = true) or destination address and port
+// (port 0: keep), updating the IPv4 header checksum and the L4 checksum.
+void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint16_t port) noexcept
+{
+	uint8_t* ip = frm + p.l3_off;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	uint8_t* field = ip + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
+	uint8_t* l4 = p.l4_off != 0 ? frm + p.l4_off : nullptr;
+	const unsigned co = l4 != nullptr && p.frag != kFragLater ? l4_csum_off(p.ct.t.proto, p.family, l4) : 0;
+	if (std::memcmp(field, addr, alen) != 0) {
+		if (p.family == 4)
+			csum_replace(ip + 10, field, addr, 4);
+		if (co != 0)
+			csum_replace(l4 + co, field, addr, alen);
+		std::memcpy(field, addr, alen);
+	}
+	if (port != 0 && l4 != nullptr && (p.ct.t.proto == ct::kProtoTCP || p.ct.t.proto == ct::kProtoUDP)) {
+		uint8_t* pf = l4 + (src ? 0 : 2);
+		uint8_t np[2];
+		put16(np, port);
+		if (co != 0)
+			csum_replace(l4 + co, pf, np, 2);
+		pf[0] = np[0];
+		pf[1] = np[1];
+	}
+}
+
+// ICMP errors: rewrite the quoted packet's source or destination (its IP
+// header checksum too), then recompute the ICMP checksum over the message.
+void rewrite_quoted(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint16_t port, uint32_t len) noexcept
+{
+	uint8_t* in = frm + p.inner_l3_off;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	uint8_t* field = in + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
+	unsigned ihl = p.family == 4 ? static_cast<unsigned>(in[0] & 0x0f) * 4 : 40;
+	if (p.family == 4)
+		csum_replace(in + 10, field, addr, 4);
+	std::memcpy(field, addr, alen);
+	const uint8_t proto = p.ct.t.proto;
+	if (p.family == 6)
+		ihl = 0;  // extension headers in a quoted IPv6 packet: ports not rewritten
+	if (ihl != 0 && port != 0 && (proto == ct::kProtoTCP || proto == ct::kProtoUDP) &&
+	    p.inner_l3_off + ihl + 4 <= len)
+		put16(in + ihl + (src ? 0 : 2), port);
+	// The ICMP checksum over the whole message (plus the pseudo-header for
+	// ICMPv6): the quoted bytes changed in several places.
+	uint8_t* icmp = frm + p.l4_off;
+	const uint32_t mlen = p.l3_off + p.l3_len - p.l4_off;
+	icmp[2] = icmp[3] = 0;
+	uint32_t seed = 0;
+	if (p.family == 6) {
+		const uint8_t* ip = frm + p.l3_off;
+		seed = csum_fold(ip + kV6Src, 32);
+		seed += (mlen >> 16) + (mlen & 0xffff) + ct::kProtoICMPv6;
+	}
+	put16(icmp + 2, static_cast<uint16_t>(~csum_fold(icmp, mlen, seed)));
+}
+
+}  // namespace
+
+void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept
+{
+	uint8_t* frm = w.f[i].data;
+	const parsed& p = w.p[i];
+	std::memcpy(frm, mac, 6);
+	std::memcpy(frm + 6, ports_[port].mac, 6);
+	uint8_t* ip = frm + p.l3_off;
+	if (p.family == 4) {
+		const uint8_t old[2] = {ip[8], ip[9]};
+		ip[8]--;
+		csum_replace(ip + 10, old, ip + 8, 2);
+	} else {
+		ip[7]--;
+	}
+	w.out[i] = outcome{fate::forward, drop::kCount, port};
+	s.forwarded++;
+}
+
+void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc) noexcept
+{
+	lcore_stats& s = lc_[lc];
+	work w;
+	w.f = f;
+	w.out = out;
+	s.rx += n;
+	auto drop_it = [&](unsigned i, drop why) {
+		out[i] = outcome{fate::drop, why, 0};
+		s.dropped++;
+		s.drops[static_cast<unsigned>(why)]++;
+	};
+
+	// 1. Parse; ARP, neighbour discovery and traffic to our own addresses
+	//    go to the control path; TTL expiry drops here.
+	for (unsigned i = 0; i < n; i++) {
+		parsed& p = w.p[i];
+		parse(f[i].data, f[i].len, &p);
+		if (p.kind == frame_kind::dropped) {
+			drop_it(i, p.reason);
+			continue;
+		}
+		if (p.kind == frame_kind::arp ||
+		    (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137) || for_us(p)) {
+			out[i] = outcome{fate::control, drop::kCount, 0};
+			s.control++;
+			continue;
+		}
+		if (p.ttl <= 1) {
+			drop_it(i, drop::ttl_exceeded);
+			continue;
+		}
+		p.ct.t.zone = 0;
+		w.idx[w.n++] = static_cast<uint16_t>(i);
+	}
+
+	// 2. Fragments: a first fragment leaves its ports for the later ones;
+	//    a later fragment follows its flow (no state change) and takes its
+	//    translation, one by one (rare).
+	unsigned m = 0;
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		const parsed& p = w.p[i];
+		if (p.frag == kFragFirst) {
+			s.fragments++;
+			frags_.insert(frag_key_of(p), frag_val{p.ct.t.sport, p.ct.t.dport, ct::table::ticks(now_ns) + 30'000});
+		} else if (p.frag == kFragLater) {
+			s.fragments++;
+			later_fragment(w, i, now_ns, s);
+			continue;
+		}
+		w.idx[m++] = static_cast<uint16_t>(i);
+	}
+	w.n = m;
+
+	// 3. sockmap: established local connections skip the rest.
+	if (sm_.enabled() && sm_.size() != 0 && w.n != 0) {
+		const ct::tuple* tp[kMaxBurst];
+		uint8_t fl[kMaxBurst];
+		uint32_t by[kMaxBurst];
+		const sockmap::redirect* rd[kMaxBurst];
+		for (unsigned j = 0; j < w.n; j++) {
+			const parsed& p = w.p[w.idx[j]];
+			tp[j] = &p.ct.t;
+			fl[j] = p.ct.kind == ct::pkt_kind::normal ? p.ct.tcp_flags : ct::kSYN;
+			by[j] = p.ct.bytes;
+		}
+		sm_.lookup_bulk(tp, fl, by, w.n, now_ns, rd);
+		m = 0;
+		for (unsigned j = 0; j < w.n; j++) {
+			const unsigned i = w.idx[j];
+			if (rd[j] == nullptr) {
+				w.idx[m++] = static_cast<uint16_t>(i);
+				continue;
+			}
+			const sockmap::redirect& r = *rd[j];
+			if (r.nat & sockmap::kNatDst)
+				rewrite(f[i].data, w.p[i], false, r.nat_addr, r.nat_port);
+			if (r.nat & sockmap::kNatSrc)
+				rewrite(f[i].data, w.p[i], true, r.nat_addr, r.nat_port);
+			s.sockmap_hits++;
+			finish(w, i, r.port, r.dst_mac, s);
+		}
+		w.n = m;
+	}
+
+	// 4. Translate replies from backends back to their service (so the CT
+	//    finds the flow under its original tuple), look services up for
+	//    new flows, and pick their backends.
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		const parsed& p = w.p[i];
+		ct::packet& c = w.ctp[j];
+		c = p.ct;
+		w.svc[j] = w.rev[j] = 0;
+		w.natp[j] = nullptr;
+		const uint8_t proto = c.t.proto;
+		if (proto != ct::kProtoTCP && proto != ct::kProtoUDP)
+			continue;
+		if (c.kind == ct::pkt_kind::icmp_error) {
+			const uint32_t sv = lb_.reverse(ep_of(c.t.dst, c.t.family, c.t.dport, proto));
+			if (const lb::service* svc = sv != 0 ? lb_.service_at(sv) : nullptr) {
+				std::memcpy(c.t.dst, svc->frontend.addr, 16);
+				c.t.dport = svc->frontend.port;
+				w.rev[j] = sv;
+			}
+			continue;
+		}
+		const bool opener = proto == ct::kProtoTCP && ct::tcp::is_syn(c.tcp_flags);
+		if (!opener) {
+			const uint32_t sv = lb_.reverse(ep_of(c.t.src, c.t.family, c.t.sport, proto));
+			if (const lb::service* svc = sv != 0 ? lb_.service_at(sv) : nullptr) {
+				std::memcpy(c.t.src, svc->frontend.addr, 16);
+				c.t.sport = svc->frontend.port;
+				w.rev[j] = sv;
+				continue;
+			}
+		}
+		const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, proto));
+		if (sv == 0)
+			continue;
+		w.svc[j] = sv;
+		const uint32_t be = lb_.select(sv, flow_hash(c.t));
+		lb::rewrite rw;
+		if (be != 0 && lb_.dnat(be, &rw)) {
+			std::memcpy(w.nat[j].addr, rw.addr, 16);
+			w.nat[j].port = rw.port;
+			w.nat[j].backend = rw.backend;
+			w.natp[j] = &w.nat[j];
+		}
+	}
+
+	// 5. Conntrack, the whole burst at once.
+	if (w.n != 0)
+		ct_.process_bulk(w.ctp, w.n, now_ns, w.res, w.natp);
+
+	// 6. Verdicts and translations. A translated reply the CT did not
+	//    know was not a reply: run it again as it came.
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		ct::result& r = w.res[j];
+		if (w.rev[j] != 0 && w.ctp[j].kind == ct::pkt_kind::normal &&
+		    (r.v == ct::verdict::created || r.v == ct::verdict::invalid)) {
+			if (r.v == ct::verdict::created)
+				ct_.erase(w.ctp[j].t, now_ns);
+			w.ctp[j] = w.p[i].ct;
+			w.rev[j] = 0;
+			r = ct_.process(w.ctp[j], now_ns, nullptr);
+		}
+		switch (r.v) {
+		case ct::verdict::invalid: drop_it(i, drop::ct_invalid); w.idx[j] = UINT16_MAX; continue;
+		case ct::verdict::refused_full: drop_it(i, drop::ct_refused_full); w.idx[j] = UINT16_MAX; continue;
+		case ct::verdict::refused_busy: drop_it(i, drop::ct_refused_busy); w.idx[j] = UINT16_MAX; continue;
+		case ct::verdict::refused_nomem: drop_it(i, drop::ct_refused_nomem); w.idx[j] = UINT16_MAX; continue;
+		default: break;
+		}
+		if (r.v == ct::verdict::created && w.svc[j] != 0 && w.natp[j] == nullptr) {
+			ct_.erase(w.ctp[j].t, now_ns);  // a service without an active backend
+			drop_it(i, drop::no_backend);
+			w.idx[j] = UINT16_MAX;
+			continue;
+		}
+		if (r.v == ct::verdict::created) {
+			s.new_flows++;
+			if (w.natp[j] != nullptr && w.natp[j]->backend < s.backend_flows.size())
+				s.backend_flows[w.natp[j]->backend]++;
+		}
+		uint8_t addr[16];
+		uint16_t port;
+		uint32_t backend;
+		if (!ct::nat_of(r, addr, &port, &backend))
+			continue;
+		const parsed& p = w.p[i];
+		if (r.v == ct::verdict::related) {
+			if (r.dir == 0 && w.rev[j] != 0) {
+				// The quoted packet went to the backend: show it as sent to the VIP.
+				rewrite_quoted(f[i].data, p, false, w.ctp[j].t.dst, w.ctp[j].t.dport, f[i].len);
+				s.snat++;
+			} else if (r.dir == 1) {
+				// The quoted packet is our reply from the VIP: it came from the backend.
+				const lb::service* sv = lb_.service_at(lb_.backend_at(backend) ? lb_.backend_at(backend)->service : 0);
+				if (sv != nullptr && std::memcmp(p.ct.t.src, sv->frontend.addr, p.family == 4 ? 4 : 16) == 0)
+					rewrite_quoted(f[i].data, p, true, addr, port, f[i].len);
+				uint8_t* ip = f[i].data + p.l3_off;
+				uint8_t* dst = ip + (p.family == 4 ? kV4Dst : kV6Dst);
+				if (sv != nullptr && std::memcmp(dst, sv->frontend.addr, p.family == 4 ? 4 : 16) == 0) {
+					parsed outer = p;
+					outer.l4_off = 0;  // the ICMP checksum was recomputed above (or covers no pseudo-header)
+					rewrite(f[i].data, outer, false, addr, 0);
+					if (p.family == 6)
+						rewrite_quoted(f[i].data, p, true, addr, port, f[i].len);
+				}
+				s.dnat++;
+			}
+			continue;
+		}
+		if (r.dir == 0) {
+			rewrite(f[i].data, p, false, addr, port);
+			s.dnat++;
+		} else if (w.rev[j] != 0) {
+			rewrite(f[i].data, p, true, w.ctp[j].t.src, w.ctp[j].t.sport);
+			s.snat++;
+		}
+	}
+
+	// 7. Route the (translated) destination, rewrite L2, decrement TTL.
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		if (i == UINT16_MAX)
+			continue;
+		const parsed& p = w.p[i];
+		const uint8_t* ip = f[i].data + p.l3_off;
+		const uint8_t* dst = ip + (p.family == 4 ? kV4Dst : kV6Dst);
+		uint16_t port;
+		uint8_t mac[6];
+		if (!route(dst, p.family, &port, mac)) {
+			drop_it(i, drop::no_route);
+			continue;
+		}
+		if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
+			drop_it(i, drop::no_neighbor);
+			continue;
+		}
+		finish(w, i, port, mac, s);
+	}
+}
+
+pipeline::frag_key pipeline::frag_key_of(const parsed& p) noexcept
+{
+	frag_key k;
+	std::memset(&k, 0, sizeof(k));
+	std::memcpy(k.src, p.ct.t.src, 16);
+	std::memcpy(k.dst, p.ct.t.dst, 16);
+	k.id = p.frag_id;
+	k.proto = p.ct.t.proto;
+	k.family = p.family;
+	return k;
+}
+
+void pipeline::later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept
+{
+	parsed& p = w.p[i];
+	const frag_key k = frag_key_of(p);
+	const frag_val* v = frags_.lookup(k);
+	const uint32_t now = ct::table::ticks(now_ns);
+	auto dropped = [&](drop why) {
+		w.out[i] = outcome{fate::drop, why, 0};
+		s.dropped++;
+		s.drops[static_cast<unsigned>(why)]++;
+	};
+	if (v == nullptr || static_cast<int32_t>(now - v->expires) >= 0) {
+		dropped(drop::fragment_unknown);
+		return;
+	}
+	ct::tuple t = p.ct.t;
+	t.sport = v->sport;
+	t.dport = v->dport;
+	if (!p.more_frags)
+		frags_.erase(k);  // the last one (reordered stragglers drop)
+	// A reply from a backend: the flow is under the service's tuple.
+	ct::tuple looked = t;
+	const uint32_t sv = lb_.reverse(ep_of(t.src, t.family, t.sport, t.proto));
+	const lb::service* svc = sv != 0 ? lb_.service_at(sv) : nullptr;
+	if (svc != nullptr) {
+		std::memcpy(looked.src, svc->frontend.addr, 16);
+		looked.sport = svc->frontend.port;
+	}
+	ct::flow_view fv;
+	unsigned dir = 0;
+	if (!(svc != nullptr && ct_.find(looked, now_ns, &fv, &dir)) && !ct_.find(looked = t, now_ns, &fv, &dir)) {
+		dropped(drop::ct_invalid);
+		return;
+	}
+	ct_.touch(looked, now_ns, 1, p.ct.bytes);
+	if (fv.flags & ct::kNat) {
+		if (dir == 0) {
+			rewrite(w.f[i].data, p, false, fv.nat_addr, 0);
+			s.dnat++;
+		} else if (svc != nullptr) {
+			rewrite(w.f[i].data, p, true, svc->frontend.addr, 0);
+			s.snat++;
+		}
+	}
+	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
+	uint16_t port;
+	uint8_t mac[6];
+	if (!route(dst, p.family, &port, mac)) {
+		dropped(drop::no_route);
+		return;
+	}
+	if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
+		dropped(drop::no_neighbor);
+		return;
+	}
+	finish(w, i, port, mac, s);
+}
+
+void pipeline::maintain(uint64_t now_ns) noexcept
+{
+	const uint32_t now = ct::table::ticks(now_ns);
+	std::vector<frag_key> old;
+	for (uint64_t pos = 0; pos < decltype(frags_)::kScanEnd;)
+		pos = frags_.scan(pos, 4096, [&](const frag_key& k, frag_val& v) {
+			if (static_cast<int32_t>(now - v.expires) >= 0)
+				old.push_back(k);
+			return true;
+		});
+	for (const frag_key& k : old)
+		frags_.erase(k);
+	frags_.maintain(1u << 16);
+	neigh_.maintain(1u << 16);
+}
+
+pipeline_stats pipeline::stats() const
+{
+	pipeline_stats t;
+	for (unsigned l = 0; l < nlcores_; l++) {
+		const lcore_stats& s = lc_[l];
+#define CTPLANE_X(n) t.n += s.n;
+		CTPLANE_LCORE_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+		for (unsigned d = 0; d < kDropReasons; d++)
+			t.drops[d] += s.drops[d];
+		if (t.backend_flows.size() < s.backend_flows.size())
+			t.backend_flows.resize(s.backend_flows.size(), 0);
+		for (size_t b = 0; b < s.backend_flows.size(); b++)
+			t.backend_flows[b] += s.backend_flows[b];
+	}
+	return t;
+}
+
+}  // namespace ctplane::dataplane

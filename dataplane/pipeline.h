@@ -1,0 +1,175 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The burst pipeline: what a worker lcore does to each burst of frames.
+//
+//   parse -> fragments -> TTL -> sockmap -> reverse NAT -> service lookup
+//   -> CT -> DNAT / SNAT -> LPM route -> next hop -> L2 rewrite
+//
+// Each stage runs over the whole burst before the next (the CT, the LPM and
+// the sockhash are called with bulk lookups); every frame ends forwarded
+// (with its egress port), handed to the control path (ARP, neighbour
+// discovery, traffic to the appliance itself) or dropped with a named
+// reason, counted per lcore. The pipeline rewrites frames in place: MACs,
+// TTL / hop limit, NAT addresses and ports, with IPv4 header and L4
+// checksums updated incrementally (RFC 1624).
+//
+// No DPDK here: a frame is a mutable byte range, so packet fixtures and
+// pcap replay drive the same code the DPDK workers run. No allocation,
+// lock, exception or log line on the hot path.
+//
+// NAT. A new flow to a service (VIP, port, protocol) gets a backend from
+// Maglev over the flow hash of its original tuple; the CT entry records it
+// (ct::nat_init) and the frame's destination is rewritten to it (DNAT).
+// A reply from a backend endpoint is first translated back (its source
+// becomes the service's VIP and port) so the CT finds the flow under the
+// original tuple; the rewrite is applied if the CT confirms the flow is
+// NATed. ICMP errors about a NATed flow get the same treatment for the
+// packet they quote.
+//
+// Concurrency contract.
+//   process        a worker (registered RCU thread), its own lcore_stats;
+//                  lock-free (the CT's rare insert paths excepted)
+//   build          the control thread, before workers start or between
+//                  bursts of a single-threaded replay
+//   stats          any thread (sums relaxed per-lcore counters)
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "ct/table.h"
+#include "dataplane/parser.h"
+#include "lb/balancer.h"
+#include "maps/lpm.h"
+#include "maps/rhash.h"
+#include "sockmap/sockmap.h"
+
+namespace ctplane::dataplane {
+
+inline constexpr unsigned kMaxBurst = 64;
+
+struct frame {
+	uint8_t* data;
+	uint32_t len;
+	uint16_t in_port;
+};
+
+enum class fate : uint8_t { forward, control, drop };
+
+struct outcome {
+	fate f;
+	drop reason;    // fate::drop
+	uint16_t port;  // fate::forward: the egress port
+};
+
+// The Maglev flow hash of a packet's tuple (its original direction).
+uint32_t flow_hash(const ct::tuple& t) noexcept;
+
+#define CTPLANE_LCORE_COUNTERS(X) \
+	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments)
+
+struct alignas(64) lcore_stats {
+#define CTPLANE_X(n) uint64_t n = 0;
+	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	uint64_t drops[kDropReasons] = {};
+	std::vector<uint64_t> backend_flows;  // new flows per backend id
+};
+
+struct pipeline_stats {
+#define CTPLANE_X(n) uint64_t n = 0;
+	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	uint64_t drops[kDropReasons] = {};
+	std::vector<uint64_t> backend_flows;
+};
+
+class pipeline {
+public:
+	// The CT, LB and sockmap are the caller's (the control thread drives
+	// their maintenance); the pipeline keeps routes, next hops and ports.
+	pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores = 1);
+	~pipeline();
+	pipeline(const pipeline&) = delete;
+	pipeline& operator=(const pipeline&) = delete;
+
+	// Ports, neighbors and routes from the config (validated by config/);
+	// "" or what is wrong (a route whose next hop is no neighbor is kept:
+	// its packets drop as no_neighbor until the address is resolved).
+	std::string build(const config::ctplane_config& c);
+
+	// Runs frames [0, n) (n <= kMaxBurst) at time now_ns on lcore `lc`.
+	void process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc = 0) noexcept;
+
+	// Sets the link-layer address of a neighbor (control thread: ARP/ND).
+	void set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port);
+	// Control thread, per tick: grows and shrinks the neighbor and fragment
+	// tables, forgets fragment state older than 30 s.
+	void maintain(uint64_t now_ns) noexcept;
+	// The sockmap's resolver: the rewrite for one direction of a connection.
+	bool resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcept;
+
+	pipeline_stats stats() const;
+	const lcore_stats& lcore(unsigned lc) const { return lc_[lc]; }
+	unsigned nports() const noexcept { return static_cast<unsigned>(ports_.size()); }
+
+private:
+	struct port_info {
+		uint8_t mac[6];
+		std::vector<sockmap::prefix> addrs;
+	};
+	struct hop {
+		uint16_t port;
+		uint8_t has_via;
+		lb::address via;  // or the destination itself (on link)
+	};
+	struct nb_key {
+		uint8_t addr[16];
+		uint8_t family;
+		uint8_t pad[3];
+	};
+	struct nb_val {
+		uint8_t mac[6];
+		uint16_t port;
+	};
+	// Fragments: the first one's ports, for the later ones (by IP id).
+	struct frag_key {
+		uint8_t src[16], dst[16];
+		uint32_t id;
+		uint8_t proto, family;
+		uint8_t pad[2];
+	};
+	struct frag_val {
+		uint16_t sport, dport;
+		uint32_t expires;  // ms ticks
+	};
+	struct work;  // per-burst state, on the worker's stack
+	static frag_key frag_key_of(const parsed& p) noexcept;
+	void later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept;
+
+	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
+	bool for_us(const parsed& p) const noexcept;
+	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept;
+
+	ct::table& ct_;
+	lb::balancer& lb_;
+	sockmap::sockmap& sm_;
+	std::vector<port_info> ports_;
+	std::vector<hop> hops_;
+	maps::lpm<maps::ipv4> fib4_;
+	maps::lpm<maps::ipv6> fib6_;
+	maps::rhash<nb_key, nb_val> neigh_;
+	maps::rhash<frag_key, frag_val> frags_;
+	std::unique_ptr<lcore_stats[]> lc_;
+	unsigned nlcores_;
+};
+
+// ---- checksums (RFC 1624) --------------------------------------------------------
+// Updates the big-endian 16-bit checksum at `c` for `n` bytes (n even) at
+// an even offset changing from `old` to `neu`.
+void csum_replace(uint8_t* c, const uint8_t* old, const uint8_t* neu, unsigned n) noexcept;
+
+}  // namespace ctplane::dataplane
