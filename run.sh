@@ -18,7 +18,7 @@ BUILDTYPE=${BUILDTYPE:-release}
 PACKAGES=(
 	g++ meson ninja-build pkg-config python3
 	libdpdk-dev liburcu-dev libyaml-cpp-dev
-	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev
+	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev libpcap-dev
 )
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
@@ -64,11 +64,21 @@ run_tests() {
 	return $rc
 }
 
+# The main job: the bundled sample trace (tests/replay/sample.pcap, made by
+# tools/gen_trace from the example config) replayed through the pipeline
+# with the example config; the output trace goes to $BUILD_DIR/demo.out.pcap.
+# DEMO_FLOWS=N generates a fresh trace of N TCP connections instead.
 demo() {
-	log "side-by-side hash benchmark (ctplane rhash vs rte_hash vs cds_lfht), 1M entries"
-	"$BUILD_DIR/bench/maps/bench_rhash" --demo \
-		--benchmark_out="$BUILD_DIR/demo.json" --benchmark_out_format=json
-	python3 bench/compare "$BUILD_DIR/demo.json"
+	local trace=tests/replay/sample.pcap
+	if [ -n "${DEMO_FLOWS:-}" ]; then
+		trace=$BUILD_DIR/demo.pcap
+		log "generating $trace: $DEMO_FLOWS TCP connections, UDP, ICMP, IPv4 and IPv6"
+		"$BUILD_DIR/tools/gen_trace" --config config/ctplane.example.yaml --out "$trace" \
+			--flows "$DEMO_FLOWS" --udp $((DEMO_FLOWS / 2)) --icmp $((DEMO_FLOWS / 10 + 1)) --duration 5
+	fi
+	log "replaying $trace through the pipeline with config/ctplane.example.yaml"
+	"$BUILD_DIR/dataplane/ctplane" replay --config config/ctplane.example.yaml \
+		--pcap "$trace" --out "$BUILD_DIR/demo.out.pcap"
 }
 
 cmd=${1:-}

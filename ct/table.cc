@@ -442,6 +442,17 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	using F = typename Fam::flow;
 	thread_counters& c = tc();
 	if (!opens(p.t.proto, p.kind, p.tcp_flags)) {
+		// The bulk lookup ran before earlier packets of this burst were
+		// applied: one of them may have created the flow (a SYN and its
+		// SYN-ACK in one burst). Look again before calling it invalid.
+		F* f = fam.lru.empty() ? nullptr : fam.lru.lookup(k);
+		const bool in_lru = f != nullptr;
+		if (f == nullptr)
+			f = fam.hash.lookup(k);
+		if (f != nullptr) {
+			apply(fam, k, f, kdir, p, now, in_lru, r);
+			return;
+		}
 		r = result{verdict::invalid, 0, st_none, r.family, nullptr};
 		c.invalid_no_flow.inc();
 		return;
@@ -658,8 +669,9 @@ int table::erase(const tuple& t, uint64_t now_ns) noexcept
 // ---- control thread ----------------------------------------------------------------
 
 template <typename Fam>
-size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, bool* wrapped) noexcept
+size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max_chunks, bool* wrapped) noexcept
 {
+	size_t chunks = 0;
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
 	thread_counters& c = tc();
@@ -708,7 +720,7 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, bool* wrap
 			});
 			more = false;
 		}
-		if (mono_ns() >= deadline_ns)
+		if (max_chunks != 0 ? ++chunks >= max_chunks : mono_ns() >= deadline_ns)
 			more = false;
 	}
 	return expired_n;
@@ -719,17 +731,32 @@ size_t table::gc(uint64_t now_ns, uint64_t budget_ns) noexcept
 	const uint32_t now = ticks(now_ns);
 	const uint64_t deadline = mono_ns() + budget_ns;
 	bool w4 = false, w6 = false;
-	size_t n = gc_family(*f4_, now, deadline, &w4);
+	size_t n = gc_family(*f4_, now, deadline, 0, &w4);
 	// The IPv6 table gets the rest of the budget, and at least one chunk.
-	n += gc_family(*f6_, now, std::max(deadline, mono_ns() + 1), &w6);
+	n += gc_family(*f6_, now, std::max(deadline, mono_ns() + 1), 0, &w6);
 	if (w4)
 		gc_sweeps_.fetch_add(1, std::memory_order_relaxed);
 	return n;
 }
 
-void table::tick(uint64_t now_ns) noexcept
+size_t table::gc_buckets(uint64_t now_ns, size_t buckets) noexcept
 {
-	gc(now_ns, uint64_t{cfg_.gc_budget_us} * 1000);
+	const uint32_t now = ticks(now_ns);
+	const size_t chunks = std::max<size_t>(1, buckets / kGcChunk);
+	bool w4 = false, w6 = false;
+	size_t n = gc_family(*f4_, now, 0, chunks, &w4);
+	n += gc_family(*f6_, now, 0, chunks, &w6);
+	if (w4)
+		gc_sweeps_.fetch_add(1, std::memory_order_relaxed);
+	return n;
+}
+
+void table::tick(uint64_t now_ns, size_t gc_buckets_per_tick) noexcept
+{
+	if (gc_buckets_per_tick != 0)
+		gc_buckets(now_ns, gc_buckets_per_tick);
+	else
+		gc(now_ns, uint64_t{cfg_.gc_budget_us} * 1000);
 	auto step = [&](auto& fam) {
 		fam.hash.maintain(cfg_.resize_budget_buckets);
 		if (!fam.hash.resizing() && !fam.lru.empty()) {

@@ -214,10 +214,14 @@ public:
 
 	// ---- control thread ----------------------------------------------------
 	// One control tick: GC for gc_budget_us, resize steps, LRU drain after
-	// a resize, reclaim. May wait for a grace period.
-	void tick(uint64_t now_ns) noexcept;
+	// a resize, reclaim. May wait for a grace period. gc_buckets_per_tick
+	// != 0 bounds the GC by work instead of time (pcap replay: the same
+	// trace then gives the same result on any machine).
+	void tick(uint64_t now_ns, size_t gc_buckets_per_tick = 0) noexcept;
 	// GC alone: sweeps for about budget_ns of real time; returns flows expired.
 	size_t gc(uint64_t now_ns, uint64_t budget_ns) noexcept;
+	// GC alone, over about `buckets` buckets per family.
+	size_t gc_buckets(uint64_t now_ns, size_t buckets) noexcept;
 	// Calls fn(const event&) for the queued events.
 	template <typename Fn>
 	size_t drain_events(Fn&& fn, size_t max = SIZE_MAX) noexcept
@@ -272,7 +276,7 @@ private:
 	template <typename K, typename F>
 	bool claim_victim(const K& k, F& f, uint32_t now) noexcept;
 	template <typename Fam>
-	size_t gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, bool* wrapped) noexcept;
+	size_t gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max_chunks, bool* wrapped) noexcept;
 	template <typename Fam>
 	int erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept;
 	template <typename Fam>

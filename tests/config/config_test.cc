@@ -95,8 +95,11 @@ TEST(config, the_shipped_example_loads_and_equals_the_defaults)
 	EXPECT_EQ(r.value().lb.max_services, dl.max_services);
 	EXPECT_EQ(r.value().lb.max_backends, dl.max_backends);
 	EXPECT_EQ(r.value().lb.maglev_size, dl.maglev_size);
-	EXPECT_EQ(r.value().lb.services.size(), 2u);
-	EXPECT_EQ(r.value().lb.backends.size(), 3u);
+	EXPECT_EQ(r.value().lb.services.size(), 3u);
+	EXPECT_EQ(r.value().lb.backends.size(), 4u);
+	EXPECT_EQ(r.value().ports.size(), 2u);
+	EXPECT_EQ(r.value().routes.size(), 4u);
+	EXPECT_EQ(r.value().workers, 1u);
 	const sockmap::config ds;
 	EXPECT_EQ(r.value().sockmap.enabled, ds.enabled);
 	EXPECT_EQ(r.value().sockmap.max_entries, ds.max_entries);

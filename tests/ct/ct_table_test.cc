@@ -195,6 +195,21 @@ TEST_F(ct_fixture, ipv6_flows_live_in_their_own_table)
 	EXPECT_EQ(v.orig, c);
 }
 
+TEST_F(ct_fixture, a_handshake_inside_one_burst_is_applied_in_order)
+{
+	// The bulk lookup runs before the SYN creates the flow: the SYN-ACK and
+	// the ACK behind it in the same burst must still find it.
+	const tuple c = client4(45000);
+	const packet b[3] = {tcp(c, kSYN), tcp(c.reversed(), kSYN | kACK), tcp(c, kACK)};
+	result r[3];
+	tbl.process_bulk(b, 3, clk.now_ns(), r);
+	EXPECT_EQ(r[0].v, verdict::created);
+	EXPECT_EQ(r[1].v, verdict::tracked);
+	EXPECT_EQ(r[1].dir, 1);
+	EXPECT_EQ(r[2].v, verdict::tracked);
+	EXPECT_EQ(r[2].state, tcp_established);
+}
+
 TEST_F(ct_fixture, a_burst_mixing_families_and_kinds_gets_one_result_per_packet_in_order)
 {
 	std::vector<packet> burst;

@@ -1,0 +1,304 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "dataplane/replay.h"
+
+#include <pcap/pcap.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "config/config.h"
+#include "ct/clock.h"
+#include "ct/table.h"
+#include "dataplane/pipeline.h"
+#include "lb/balancer.h"
+#include "maps/rcu.h"
+#include "sockmap/sockmap.h"
+
+namespace ctplane::dataplane {
+
+namespace {
+
+constexpr uint64_t kTickNs = 50'000'000;   // control work every 50 ms of trace time
+constexpr size_t kGcBucketsPerTick = 1024;  // work-bounded: deterministic
+constexpr uint32_t kSnap = 65535;
+
+int fail(const std::string& msg)
+{
+	std::fprintf(stderr, "ctplane replay: %s\n", msg.c_str());
+	return 2;
+}
+
+double wall() noexcept
+{
+	return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string endpoint_str(const lb::endpoint& e)
+{
+	lb::address a;
+	a.family = e.family;
+	std::memcpy(a.addr, e.addr, 16);
+	const std::string s = lb::to_string(a);
+	return (e.family == 6 ? "[" + s + "]" : s) + ":" + std::to_string(e.port);
+}
+
+std::string jstr(const std::string& s)
+{
+	std::string o = "\"";
+	for (char c : s) {
+		if (c == '"' || c == '\\')
+			o += '\\';
+		o += c;
+	}
+	return o + "\"";
+}
+
+struct summary {
+	std::string in, out;
+	uint64_t packets = 0, bytes = 0;
+	double trace_s = 0, wall_s = 0;
+	pipeline_stats p;
+	ct::stats c;
+	sockmap::stats sm;
+	struct be_line {
+		std::string ep;
+		uint64_t flows;
+	};
+	struct svc_line {
+		std::string name, frontend;
+		std::vector<be_line> backends;
+	};
+	std::vector<svc_line> services;
+};
+
+void print_text(const summary& s)
+{
+	std::printf("ctplane replay: %s -> %s\n", s.in.c_str(), s.out.empty() ? "(no output)" : s.out.c_str());
+	std::printf("  trace      %" PRIu64 " packets, %" PRIu64 " bytes, %.3f s\n", s.packets, s.bytes, s.trace_s);
+	std::printf("  packets    in %" PRIu64 "  out %" PRIu64 "  control %" PRIu64 "  dropped %" PRIu64 "\n", s.p.rx,
+		    s.p.forwarded, s.p.control, s.p.dropped);
+	if (s.p.dropped != 0) {
+		std::printf("  drops     ");
+		for (unsigned d = 0; d < kDropReasons; d++)
+			if (s.p.drops[d] != 0)
+				std::printf(" %s %" PRIu64, drop_name(static_cast<drop>(d)), s.p.drops[d]);
+		std::printf("\n");
+	}
+	const ct::counters& k = s.c.c;
+	std::printf("  flows      created %" PRIu64 "  reopened %" PRIu64 "  expired %" PRIu64 "  evicted %" PRIu64
+		    " (expired %" PRIu64 ", half-open %" PRIu64 ", overflow %" PRIu64 ")  refused %" PRIu64 "\n",
+		    k.created, k.reopened, k.expired_gc, k.evicted_expired + k.evicted_halfopen + k.evicted_overflow,
+		    k.evicted_expired, k.evicted_halfopen, k.evicted_overflow, k.refused_full + k.refused_busy + k.refused_nomem);
+	std::printf("  ct table   %" PRIu64 " flows (IPv4 %" PRIu64 ", IPv6 %" PRIu64 ")  resizes: %" PRIu64 " grows, %" PRIu64
+		    " shrinks  spilled %" PRIu64 "\n",
+		    s.c.flows4 + s.c.flows6 + s.c.overflow4 + s.c.overflow6, s.c.flows4 + s.c.overflow4,
+		    s.c.flows6 + s.c.overflow6, s.c.hash4.grows + s.c.hash6.grows, s.c.hash4.shrinks + s.c.hash6.shrinks,
+		    k.spilled);
+	std::printf("  nat        dnat %" PRIu64 "  snat %" PRIu64 "  fragments %" PRIu64 "\n", s.p.dnat, s.p.snat,
+		    s.p.fragments);
+	for (const auto& sv : s.services) {
+		std::printf("  service    %s %s:", sv.name.c_str(), sv.frontend.c_str());
+		for (const auto& b : sv.backends)
+			std::printf(" %s %" PRIu64, b.ep.c_str(), b.flows);
+		std::printf("\n");
+	}
+	std::printf("  sockmap    hits %" PRIu64 "  inserted %" PRIu64 "  full %" PRIu64 "\n", s.sm.hits, s.sm.inserted,
+		    s.sm.full);
+	std::printf("  time       %.3f s, %.2f Mpps\n", s.wall_s, s.wall_s > 0 ? double(s.packets) / s.wall_s / 1e6 : 0.0);
+}
+
+void print_json(const summary& s)
+{
+	std::ostringstream o;
+	// Machine-dependent first (input, output, timing), so that filtering
+	// those three lines out leaves the deterministic part as valid JSON.
+	o << "{\n  \"input\": " << jstr(s.in) << ",\n  \"output\": " << jstr(s.out) << ",\n";
+	o << "  \"timing\": {\"seconds\": " << s.wall_s
+	  << ", \"pps\": " << (s.wall_s > 0 ? double(s.packets) / s.wall_s : 0.0) << "},\n";
+	o << "  \"trace\": {\"packets\": " << s.packets << ", \"bytes\": " << s.bytes << ", \"seconds\": " << s.trace_s
+	  << "},\n";
+	o << "  \"packets\": {\"in\": " << s.p.rx << ", \"out\": " << s.p.forwarded << ", \"control\": " << s.p.control
+	  << ", \"dropped\": " << s.p.dropped << "},\n  \"drops\": {";
+	bool first = true;
+	for (unsigned d = 0; d < kDropReasons; d++)
+		if (s.p.drops[d] != 0) {
+			o << (first ? "" : ", ") << jstr(drop_name(static_cast<drop>(d))) << ": " << s.p.drops[d];
+			first = false;
+		}
+	const ct::counters& k = s.c.c;
+	o << "},\n  \"flows\": {\"created\": " << k.created << ", \"reopened\": " << k.reopened
+	  << ", \"expired\": " << k.expired_gc << ", \"evicted_expired\": " << k.evicted_expired
+	  << ", \"evicted_halfopen\": " << k.evicted_halfopen << ", \"evicted_overflow\": " << k.evicted_overflow
+	  << ", \"refused_full\": " << k.refused_full << ", \"refused_busy\": " << k.refused_busy
+	  << ", \"refused_nomem\": " << k.refused_nomem << "},\n";
+	o << "  \"ct\": {\"flows_ipv4\": " << s.c.flows4 + s.c.overflow4 << ", \"flows_ipv6\": " << s.c.flows6 + s.c.overflow6
+	  << ", \"grows\": " << s.c.hash4.grows + s.c.hash6.grows << ", \"shrinks\": " << s.c.hash4.shrinks + s.c.hash6.shrinks
+	  << ", \"spilled\": " << k.spilled << "},\n";
+	o << "  \"nat\": {\"dnat\": " << s.p.dnat << ", \"snat\": " << s.p.snat << ", \"fragments\": " << s.p.fragments
+	  << "},\n  \"services\": [";
+	for (size_t i = 0; i < s.services.size(); i++) {
+		const auto& sv = s.services[i];
+		o << (i ? ", " : "") << "\n    {\"name\": " << jstr(sv.name) << ", \"frontend\": " << jstr(sv.frontend)
+		  << ", \"backends\": {";
+		for (size_t j = 0; j < sv.backends.size(); j++)
+			o << (j ? ", " : "") << jstr(sv.backends[j].ep) << ": " << sv.backends[j].flows;
+		o << "}}";
+	}
+	o << "\n  ],\n  \"sockmap\": {\"hits\": " << s.sm.hits << ", \"inserted\": " << s.sm.inserted
+	  << ", \"full\": " << s.sm.full << "}\n}\n";
+	std::fputs(o.str().c_str(), stdout);
+}
+
+}  // namespace
+
+int replay(const replay_options& o)
+{
+	auto cfg = config::load_file(o.config);
+	if (!cfg)
+		return fail(cfg.err().str());
+	config::ctplane_config& c = cfg.value();
+	if (c.sockmap.enabled)
+		c.ct.events = true;  // the sockmap follows CT events
+
+	char err[PCAP_ERRBUF_SIZE] = {};
+	std::unique_ptr<pcap_t, void (*)(pcap_t*)> in(pcap_open_offline(o.pcap.c_str(), err), pcap_close);
+	if (!in)
+		return fail(o.pcap + ": " + err);
+	if (pcap_datalink(in.get()) != DLT_EN10MB)
+		return fail(o.pcap + ": not an Ethernet trace (link type " + std::to_string(pcap_datalink(in.get())) + ")");
+	struct stat st{};
+	const double file_bytes = stat(o.pcap.c_str(), &st) == 0 ? double(st.st_size) : 0;
+
+	maps::rcu::thread_registration reg;
+	std::unique_ptr<ct::table> ct;
+	std::unique_ptr<sockmap::sockmap> sm;
+	try {
+		ct = std::make_unique<ct::table>(c.ct);
+		sm = std::make_unique<sockmap::sockmap>(c.sockmap);
+	} catch (const std::exception& e) {
+		return fail(o.config + ": " + e.what());
+	}
+	lb::balancer lb(c.lb.max_services, c.lb.max_backends, c.lb.maglev_size);
+	if (std::string e = lb.apply(c.lb); !e.empty())
+		return fail(o.config + ": " + e);
+	pipeline pl(*ct, lb, *sm);
+	if (std::string e = pl.build(c); !e.empty())
+		return fail(o.config + ": " + e);
+
+	std::unique_ptr<pcap_t, void (*)(pcap_t*)> dead(pcap_open_dead(DLT_EN10MB, kSnap), pcap_close);
+	std::unique_ptr<pcap_dumper_t, void (*)(pcap_dumper_t*)> out(nullptr, pcap_dump_close);
+	if (!o.out.empty()) {
+		out.reset(pcap_dump_open(dead.get(), o.out.c_str()));
+		if (!out)
+			return fail(o.out + ": " + pcap_geterr(dead.get()));
+	}
+
+	const unsigned burst = std::min<unsigned>(c.burst, kMaxBurst);
+	std::vector<std::vector<uint8_t>> buf(burst, std::vector<uint8_t>(kSnap));
+	std::vector<pcap_pkthdr> hdr(burst);
+	frame fr[kMaxBurst];
+	outcome oc[kMaxBurst];
+	summary s;
+	s.in = o.pcap;
+	s.out = o.out;
+	uint64_t first_ns = 0, last_ns = 0, next_tick = 0;
+	const bool tty = o.progress && isatty(STDERR_FILENO);
+	const double t0 = wall();
+	double shown = t0;
+	auto control = [&](uint64_t now) {
+		ct->tick(now, kGcBucketsPerTick);
+		pl.maintain(now);
+		if (sm->enabled())
+			sm->sync(*ct, now);
+	};
+	auto drain = [&] {
+		ct->drain_events([&](const ct::event& e) {
+			sm->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl.resolve(d, r); });
+		});
+	};
+	for (bool more = true; more;) {
+		unsigned n = 0;
+		while (n < burst) {
+			pcap_pkthdr* h;
+			const u_char* data;
+			const int rc = pcap_next_ex(in.get(), &h, &data);
+			if (rc == -2) {
+				more = false;
+				break;
+			}
+			if (rc != 1)
+				return fail(o.pcap + ": " + pcap_geterr(in.get()));
+			hdr[n] = *h;
+			std::memcpy(buf[n].data(), data, h->caplen);
+			fr[n] = frame{buf[n].data(), h->caplen, 0};
+			s.bytes += h->len;
+			n++;
+		}
+		if (n == 0)
+			break;
+		const uint64_t now = uint64_t(hdr[n - 1].ts.tv_sec) * 1'000'000'000 + uint64_t(hdr[n - 1].ts.tv_usec) * 1000;
+		if (s.packets == 0) {
+			first_ns = uint64_t(hdr[0].ts.tv_sec) * 1'000'000'000 + uint64_t(hdr[0].ts.tv_usec) * 1000;
+			next_tick = now + kTickNs;
+		}
+		last_ns = now;
+		s.packets += n;
+		pl.process(fr, n, now, oc);
+		for (unsigned i = 0; i < n; i++)
+			if (oc[i].f == fate::forward && out) {
+				pcap_pkthdr h = hdr[i];
+				h.caplen = h.len = std::min<uint32_t>(fr[i].len, kSnap);
+				pcap_dump(reinterpret_cast<u_char*>(out.get()), &h, fr[i].data);
+			}
+		if (sm->enabled())
+			drain();
+		if (now >= next_tick) {
+			control(now);
+			next_tick = now + kTickNs;
+		}
+		maps::rcu::quiescent();
+		if (tty && (s.packets & 1023) == 0 && wall() - shown > 0.25) {
+			shown = wall();
+			const double pos = double(ftell(pcap_file(in.get())));
+			std::fprintf(stderr, "\r[replay] %" PRIu64 " packets  %.2f Mpps  %3.0f%%", s.packets,
+				     double(s.packets) / (shown - t0) / 1e6, file_bytes > 0 ? 100.0 * pos / file_bytes : 0.0);
+		}
+	}
+	if (s.packets != 0) {
+		if (sm->enabled())
+			drain();
+		control(last_ns);
+	}
+	if (tty)
+		std::fprintf(stderr, "\r%60s\r", "");
+	s.wall_s = wall() - t0;
+	s.trace_s = double(last_ns - first_ns) / 1e9;
+	s.p = pl.stats();
+	s.c = ct->stats();
+	s.sm = sm->get_stats();
+	lb.for_each_service([&](uint32_t id, const lb::service& sv) {
+		summary::svc_line l{lb.service_name(id), endpoint_str(sv.frontend) + (sv.frontend.proto == 17 ? "/udp" : "/tcp"), {}};
+		lb.for_each_backend([&](uint32_t bid, const lb::backend& b) {
+			if (b.service == id)
+				l.backends.push_back({endpoint_str(b.ep), bid < s.p.backend_flows.size() ? s.p.backend_flows[bid] : 0});
+		});
+		s.services.push_back(l);
+	});
+	out.reset();
+	if (o.json)
+		print_json(s);
+	else
+		print_text(s);
+	return 0;
+}
+
+}  // namespace ctplane::dataplane

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// pcap replay: a trace through the same pipeline the workers run, in
+// virtual time (each packet's timestamp is the clock), so the same trace
+// and config give the same output trace and summary, byte for byte, on any
+// machine: the control work (CT GC, resizes, sockmap upkeep) runs every
+// 50 ms of trace time with work budgets, not time budgets.
+//
+// Traces are read and written with libpcap (Ethernet link type). Forwarded
+// frames are written, rewritten, with their input timestamps; dropped and
+// control frames are not.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace ctplane::dataplane {
+
+struct replay_options {
+	std::string config;  // YAML file
+	std::string pcap;    // input trace
+	std::string out;     // output trace ("" : none)
+	bool json = false;   // summary as JSON on stdout
+	bool progress = true;  // on a terminal (stderr): packets, rate, percent
+};
+
+// Runs the replay and prints the summary. Returns the exit status: 0, or 2
+// with one line on stderr (bad config, unreadable trace, ...).
+int replay(const replay_options& o);
+
+}  // namespace ctplane::dataplane

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerates the replay goldens after an intended change of the generator
+# or the pipeline: the sample trace, its output trace and its summary.
+#   tests/replay/regen.sh [builddir]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+b=${1:-build}
+d=tests/replay
+"$b/tools/gen_trace" --config config/ctplane.example.yaml --out $d/sample.pcap \
+	--flows 60 --udp 40 --icmp 8 --duration 1 --malformed 3 --seed 7
+"$b/dataplane/ctplane" replay --config config/ctplane.example.yaml --pcap $d/sample.pcap \
+	--out $d/sample.out.pcap --json --no-progress |
+	grep -v -E '^  "(input|output|timing)"' >$d/sample.summary.json
+echo "regenerated $d/sample.pcap, sample.out.pcap, sample.summary.json"
