@@ -2,6 +2,8 @@
 //
 // ctplane: the command line.
 //
+//   ctplane [run] [EAL options] -- --config FILE [--duration S] [--stats S]
+//                                        the appliance on DPDK ports
 //   ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]
 //   ctplane check  --config FILE         validate a config, print nothing on success
 #include <cstdio>
@@ -10,12 +12,14 @@
 
 #include "config/config.h"
 #include "dataplane/replay.h"
+#include "dataplane/runtime.h"
 
 namespace {
 
 int usage(FILE* f)
 {
-	std::fputs("usage: ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]\n"
+	std::fputs("usage: ctplane [run] [EAL options] -- --config FILE [--duration SECONDS] [--stats SECONDS]\n"
+		   "       ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]\n"
 		   "       ctplane check --config FILE\n",
 		   f);
 	return f == stdout ? 0 : 2;
@@ -30,6 +34,12 @@ int main(int argc, char** argv)
 	const std::string cmd = argv[1];
 	if (cmd == "-h" || cmd == "--help" || cmd == "help")
 		return usage(stdout);
+	if (cmd == "run") {
+		argv[1] = argv[0];
+		return ctplane::dataplane::run_main(argc - 1, argv + 1);
+	}
+	if (cmd != "replay" && cmd != "check")
+		return ctplane::dataplane::run_main(argc, argv);
 	ctplane::dataplane::replay_options o;
 	for (int i = 2; i < argc; i++) {
 		const std::string a = argv[i];
@@ -78,6 +88,5 @@ int main(int argc, char** argv)
 		}
 		return ctplane::dataplane::replay(o);
 	}
-	std::fprintf(stderr, "ctplane: unknown command %s\n", cmd.c_str());
 	return usage(stderr);
 }
