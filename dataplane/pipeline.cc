@@ -2,6 +2,7 @@
 #include "dataplane/pipeline.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace ctplane::dataplane {
@@ -142,6 +143,11 @@ void pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t
 	while (neigh_.insert(k, v) == -EBUSY)
 		neigh_.maintain(1u << 20);
 	neigh_.maintain(1u << 16);
+	uint64_t w = uint64_t{1} << 48;  // resolved
+	std::memcpy(&w, mac, 6);
+	for (hop& h : hops_)
+		if (h.has_via && h.via == a)
+			std::atomic_ref<uint64_t>(h.mac_word).store(w, std::memory_order_relaxed);
 }
 
 bool pipeline::route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
@@ -150,13 +156,21 @@ bool pipeline::route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t
 	if (id >= hops_.size())
 		return false;
 	const hop& h = hops_[id];
+	*port = h.port;
+	if (h.has_via) {
+		// The gateway's MAC, cached in the hop by set_neighbor (one
+		// relaxed 8-byte word: MAC and a resolved flag).
+		const uint64_t w = std::atomic_ref<const uint64_t>(h.mac_word).load(std::memory_order_relaxed);
+		if ((w >> 48) == 0) {
+			std::memset(mac, 0, 6);
+			return true;
+		}
+		std::memcpy(mac, &w, 6);
+		return true;
+	}
 	nb_key k{};
 	k.family = family;
-	if (h.has_via)
-		std::memcpy(k.addr, h.via.addr, 16);
-	else
-		std::memcpy(k.addr, dst, family == 4 ? 4 : 16);
-	*port = h.port;
+	std::memcpy(k.addr, dst, family == 4 ? 4 : 16);
 	const nb_val* v = neigh_.lookup(k);
 	if (v == nullptr) {
 		std::memset(mac, 0, 6);
@@ -390,6 +404,10 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 				continue;
 			}
 		}
+		// Only a packet that can open a flow needs a backend: for TCP a
+		// SYN; a later TCP packet's flow already holds its translation.
+		if (proto == ct::kProtoTCP && !opener)
+			continue;
 		const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, proto));
 		if (sv == 0)
 			continue;

@@ -124,7 +124,8 @@ private:
 	struct hop {
 		uint16_t port;
 		uint8_t has_via;
-		lb::address via;  // or the destination itself (on link)
+		lb::address via;        // the gateway (has_via); else the destination is on link
+		uint64_t mac_word = 0;  // the gateway's MAC in bytes 0..5, bit 48: resolved
 	};
 	struct nb_key {
 		uint8_t addr[16];

@@ -160,7 +160,7 @@ void print_json(const summary& s)
 
 }  // namespace
 
-int replay(const replay_options& o)
+int replay(const replay_options& o, replay_report* report)
 {
 	auto cfg = config::load_file(o.config);
 	if (!cfg)
@@ -294,6 +294,10 @@ int replay(const replay_options& o)
 		s.services.push_back(l);
 	});
 	out.reset();
+	if (report != nullptr)
+		*report = replay_report{s.packets, s.p.forwarded, s.wall_s};
+	if (o.quiet)
+		return 0;
 	if (o.json)
 		print_json(s);
 	else

@@ -22,10 +22,16 @@ struct replay_options {
 	std::string out;     // output trace ("" : none)
 	bool json = false;   // summary as JSON on stdout
 	bool progress = true;  // on a terminal (stderr): packets, rate, percent
+	bool quiet = false;    // no summary (benchmarks read the report)
+};
+
+struct replay_report {
+	uint64_t packets = 0, forwarded = 0;
+	double seconds = 0;  // wall time of the packet loop
 };
 
 // Runs the replay and prints the summary. Returns the exit status: 0, or 2
 // with one line on stderr (bad config, unreadable trace, ...).
-int replay(const replay_options& o);
+int replay(const replay_options& o, replay_report* report = nullptr);
 
 }  // namespace ctplane::dataplane

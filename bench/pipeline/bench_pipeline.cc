@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The whole pipeline per core over a DPDK net_ring port, beside the
+// do-nothing ceiling on the same port, in one run.
+//
+//   pipeline/established/<flows>   64-byte ACKs of established flows to
+//       100 services (DNAT, CT update, LPM route, L2 rewrite)
+//   pipeline/sockmap/<conns>       64-byte ACKs of established local
+//       connections (sockmap hit, rewrite)
+//   pipeline/new_flows             64-byte SYNs of new connections
+//       (service lookup, Maglev, CT create, DNAT, route); the table grows,
+//       a control thread ticks on the other core
+//   io_forward                     rx_burst -> tx_burst on the same port:
+//       testpmd's io forwarding mode, the ceiling
+//   replay/<packets>               ctplane replay of a generated pcap file
+//
+// Every variant rewrites its frames from templates after RX (the pipeline
+// rewrites them in place, and the ring gives the same mbufs back), the io
+// ceiling included, so the ratio is like for like.
+//
+// Flags (before Google Benchmark's own): --quick (100K flows).
+#include <benchmark/benchmark.h>
+#include <pcap/pcap.h>
+#include <rte_eal.h>
+#include <rte_eth_ring.h>
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+#include <rte_ring.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "config/config.h"
+#include "ct/clock.h"
+#include "ct/table.h"
+#include "dataplane/pipeline.h"
+#include "dataplane/replay.h"
+#include "lb/balancer.h"
+#include "maps/rcu.h"
+#include "sockmap/sockmap.h"
+
+namespace ctplane::bench {
+namespace {
+
+using namespace ctplane::dataplane;
+using bytes = std::vector<uint8_t>;
+
+constexpr unsigned kBurst = 32;
+constexpr unsigned kServices = 100, kPerService = 10;
+constexpr size_t kTemplates = 1 << 16;
+constexpr uint32_t kFrame = 60;  // 64 bytes on the wire with the FCS
+
+uint16_t g_port;
+rte_mempool* g_pool;
+
+void put16(uint8_t* p, uint16_t v)
+{
+	p[0] = uint8_t(v >> 8);
+	p[1] = uint8_t(v);
+}
+void put32(uint8_t* p, uint32_t v)
+{
+	put16(p, uint16_t(v >> 16));
+	put16(p + 2, uint16_t(v));
+}
+
+// A 60-byte Ethernet/IPv4/TCP frame with valid checksums.
+bytes tcp_frame(uint32_t src, uint32_t dst, uint16_t sp, uint16_t dp, uint8_t flags)
+{
+	bytes f(kFrame, 0);
+	f[0] = 0x02, f[5] = 0x01;  // to port 0's MAC
+	f[6] = 0x02, f[7] = 0xcc;
+	put16(&f[12], 0x0800);
+	uint8_t* ip = &f[14];
+	ip[0] = 0x45;
+	put16(ip + 2, 40);
+	ip[8] = 64;
+	ip[9] = 6;
+	put32(ip + 12, src);
+	put32(ip + 16, dst);
+	put16(ip + 10, uint16_t(~csum_fold(ip, 20)));
+	uint8_t* t = ip + 20;
+	put16(t, sp);
+	put16(t + 2, dp);
+	t[12] = 5 << 4;
+	t[13] = flags;
+	put16(t + 14, 65535);
+	uint32_t seed = csum_fold(ip + 12, 8) + 6 + 20;
+	put16(t + 16, uint16_t(~csum_fold(t, 20, seed)));
+	return f;
+}
+
+std::string config_text(bool sockmap)
+{
+	std::string s = R"(ports:
+  - {name: client, mac: "02:00:00:00:00:01", addresses: [192.168.1.1/24]}
+  - {name: server, mac: "02:00:00:00:00:02", addresses: [10.0.0.254/8]}
+neighbors:
+  - {address: 192.168.1.254, mac: "02:cc:00:00:00:fe", port: client}
+  - {address: 10.255.255.254, mac: "02:bb:00:00:00:fe", port: server}
+routes:
+  - {prefix: 192.168.0.0/16, port: client, via: 192.168.1.254}
+  - {prefix: 10.0.0.0/8, port: server, via: 10.255.255.254}
+  - {prefix: 100.64.0.0/10, port: server, via: 10.255.255.254}
+lb:
+  maglev_size: 4099
+ct:
+  max_entries: 16777216
+  initial_entries: 2097152
+  overflow_entries: 65536
+)";
+	if (sockmap)
+		s += "sockmap:\n  enabled: true\n  max_entries: 1048576\n  local_prefixes: [100.64.0.0/10]\n";
+	s += "services:\n";
+	for (unsigned i = 0; i < kServices; i++)
+		s += "  - {name: s" + std::to_string(i) + ", vip: 10.96." + std::to_string(i / 256) + "." +
+		     std::to_string(i % 256) + ", port: 80, protocol: tcp}\n";
+	s += "backends:\n";
+	for (unsigned i = 0; i < kServices; i++)
+		for (unsigned b = 0; b < kPerService; b++)
+			s += "  - {service: s" + std::to_string(i) + ", address: 10.1." + std::to_string(i) + "." +
+			     std::to_string(b + 1) + ", port: 8080}\n";
+	return s;
+}
+
+struct world {
+	config::ctplane_config cfg;
+	std::unique_ptr<ct::table> ct;
+	std::unique_ptr<lb::balancer> lb;
+	std::unique_ptr<sockmap::sockmap> sm;
+	std::unique_ptr<pipeline> pl;
+	uint64_t now = 1'000'000'000'000ull;
+
+	explicit world(bool sockmap)
+	{
+		auto c = config::load_string(config_text(sockmap), "bench.yaml");
+		if (!c) {
+			std::fprintf(stderr, "bench config: %s\n", c.err().str().c_str());
+			std::abort();
+		}
+		cfg = c.value();
+		if (sockmap)
+			cfg.ct.events = true, cfg.ct.event_ring = 1 << 20;
+		ct = std::make_unique<ct::table>(cfg.ct);
+		lb = std::make_unique<lb::balancer>(cfg.lb.max_services, cfg.lb.max_backends, cfg.lb.maglev_size);
+		lb->apply(cfg.lb);
+		sm = std::make_unique<sockmap::sockmap>(cfg.sockmap);
+		pl = std::make_unique<pipeline>(*ct, *lb, *sm);
+		pl->build(cfg);
+	}
+	void run(std::vector<bytes>& frames)
+	{
+		frame fr[kBurst];
+		outcome oc[kBurst];
+		for (size_t b = 0; b < frames.size(); b += kBurst) {
+			const unsigned n = unsigned(std::min<size_t>(kBurst, frames.size() - b));
+			for (unsigned i = 0; i < n; i++)
+				fr[i] = frame{frames[b + i].data(), uint32_t(frames[b + i].size()), 0};
+			pl->process(fr, n, now, oc);
+			if (b % 8192 == 0)
+				ct->tick(now, 1 << 16);
+			maps::rcu::quiescent();
+		}
+		for (int i = 0; i < 100000 && ct->stats().hash4.resizing; i++)
+			ct->tick(now, 1 << 16);
+	}
+	// Opens `n` connections client -> service VIP (or local -> local) and
+	// returns the templates of their established ACKs.
+	std::vector<bytes> establish(uint64_t n, bool local)
+	{
+		std::vector<bytes> syn, synack, ack;
+		std::vector<bytes> acks;
+		const uint64_t chunk = 1 << 18;
+		for (uint64_t base = 0; base < n; base += chunk) {
+			syn.clear(), synack.clear(), ack.clear();
+			for (uint64_t i = base; i < std::min(n, base + chunk); i++) {
+				const uint32_t cl = (local ? 0x64400000u : 0xc0a80000u) | uint32_t(2 + (i >> 10) % 60000);
+				const uint16_t sp = uint16_t(1024 + (i & 1023));
+				uint32_t dst = 0x0a600000u | uint32_t(i % kServices);
+				uint16_t dp = 80;
+				if (local) {
+					dst = 0x64500000u | uint32_t(i % 1000);
+					dp = 6379;
+				}
+				syn.push_back(tcp_frame(cl, dst, sp, dp, ct::kSYN));
+				ack.push_back(tcp_frame(cl, dst, sp, dp, ct::kACK));
+			}
+			bytes probe;
+			std::vector<bytes> s2 = syn;
+			run(s2);  // DNATed in place: the destination is now the backend
+			for (size_t i = 0; i < s2.size(); i++) {
+				const uint8_t* ip = s2[i].data() + 14;
+				uint32_t src = uint32_t(ip[12]) << 24 | uint32_t(ip[13]) << 16 | uint32_t(ip[14]) << 8 | ip[15];
+				uint32_t d = uint32_t(ip[16]) << 24 | uint32_t(ip[17]) << 16 | uint32_t(ip[18]) << 8 | ip[19];
+				const uint16_t sp = uint16_t(ip[20] << 8 | ip[21]), dp = uint16_t(ip[22] << 8 | ip[23]);
+				synack.push_back(tcp_frame(d, src, dp, sp, ct::kSYN | ct::kACK));
+			}
+			run(synack);
+			std::vector<bytes> a2 = ack;
+			run(a2);
+			acks.insert(acks.end(), ack.begin(), ack.end());
+		}
+		if (local) {
+			ct->drain_events([&](const ct::event& e) {
+				sm->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl->resolve(d, r); });
+			});
+			for (int i = 0; i < 16; i++)
+				sm->sync(*ct, now);
+		}
+		return acks;
+	}
+};
+
+std::vector<bytes> sample(const std::vector<bytes>& all, size_t n)
+{
+	std::vector<bytes> t;
+	std::mt19937_64 rng(n);
+	for (size_t i = 0; i < n; i++)
+		t.push_back(all[rng() % all.size()]);
+	return t;
+}
+
+// Fills the ring with template frames in mbufs (a few bursts in flight).
+void prime(const std::vector<bytes>& t)
+{
+	for (unsigned b = 0; b < 8; b++) {
+		rte_mbuf* m[kBurst];
+		if (rte_pktmbuf_alloc_bulk(g_pool, m, kBurst) != 0)
+			std::abort();
+		for (unsigned i = 0; i < kBurst; i++) {
+			std::memcpy(rte_pktmbuf_append(m[i], kFrame), t[(b * kBurst + i) % t.size()].data(), kFrame);
+		}
+		const uint16_t s = rte_eth_tx_burst(g_port, 0, m, kBurst);
+		for (unsigned i = s; i < kBurst; i++)
+			rte_pktmbuf_free(m[i]);
+	}
+}
+
+void drain_ring()
+{
+	rte_mbuf* m[kBurst];
+	uint16_t n;
+	while ((n = rte_eth_rx_burst(g_port, 0, m, kBurst)) != 0)
+		rte_pktmbuf_free_bulk(m, n);
+}
+
+// The measured loop: RX, rewrite from templates, `work`, TX.
+template <typename Work>
+void loop(benchmark::State& state, const std::vector<bytes>& t, Work&& work)
+{
+	prime(t);
+	rte_mbuf* m[kBurst];
+	frame fr[kBurst];
+	outcome oc[kBurst];
+	size_t k = 0;
+	uint64_t pkts = 0, fwd = 0;
+	for (auto _ : state) {
+		const uint16_t n = rte_eth_rx_burst(g_port, 0, m, kBurst);
+		for (uint16_t i = 0; i < n; i++) {
+			uint8_t* d = rte_pktmbuf_mtod(m[i], uint8_t*);
+			std::memcpy(d, t[k].data(), kFrame);
+			k = (k + 1) & (kTemplates - 1);
+			fr[i] = frame{d, kFrame, 0};
+		}
+		fwd += work(fr, n, oc);
+		const uint16_t s = rte_eth_tx_burst(g_port, 0, m, n);
+		for (uint16_t i = s; i < n; i++)
+			rte_pktmbuf_free(m[i]);
+		pkts += n;
+		maps::rcu::quiescent();
+	}
+	drain_ring();
+	state.SetItemsProcessed(int64_t(pkts));
+	state.counters["forwarded_share"] = pkts != 0 ? double(fwd) / double(pkts) : 0;
+	state.counters["frame_bytes"] = kFrame + 4;
+}
+
+unsigned forwarded(const outcome* oc, unsigned n)
+{
+	unsigned f = 0;
+	for (unsigned i = 0; i < n; i++)
+		f += oc[i].f == fate::forward;
+	return f;
+}
+
+void bm_established(benchmark::State& state, uint64_t flows)
+{
+	static std::map<uint64_t, std::pair<std::unique_ptr<world>, std::vector<bytes>>> cache;
+	auto& c = cache[flows];
+	if (!c.first) {
+		c.first = std::make_unique<world>(false);
+		c.second = sample(c.first->establish(flows, false), kTemplates);
+	}
+	world& w = *c.first;
+	loop(state, c.second, [&](frame* fr, unsigned n, outcome* oc) {
+		w.pl->process(fr, n, w.now, oc);
+		return forwarded(oc, n);
+	});
+	state.counters["flows"] = double(w.ct->size());
+	if (state.counters["forwarded_share"] < 0.999)
+		state.SkipWithError("established packets were not all forwarded");
+}
+
+void bm_sockmap(benchmark::State& state, uint64_t conns)
+{
+	static std::unique_ptr<world> w;
+	static std::vector<bytes> t;
+	if (!w) {
+		w = std::make_unique<world>(true);
+		t = sample(w->establish(conns, true), kTemplates);
+	}
+	loop(state, t, [&](frame* fr, unsigned n, outcome* oc) {
+		w->pl->process(fr, n, w->now, oc);
+		return forwarded(oc, n);
+	});
+	state.counters["sockmap_entries"] = double(w->sm->size());
+	if (w->pl->stats().sockmap_hits == 0)
+		state.SkipWithError("no sockmap hit");
+}
+
+void bm_new_flows(benchmark::State& state)
+{
+	world w(false);
+	std::vector<bytes> t;
+	for (size_t i = 0; i < kTemplates; i++)
+		t.push_back(tcp_frame(0xc0a80000u | uint32_t(2 + i % 60000), 0x0a600000u | uint32_t(i % kServices), 1024, 80,
+				      ct::kSYN));
+	std::atomic<bool> stop{false};
+	ct::tsc_clock clk;
+	std::thread ctl([&] {
+		maps::rcu::thread_registration r;
+		while (!stop.load(std::memory_order_relaxed))
+			w.ct->tick(clk.now_ns());
+	});
+	uint32_t gen = 0;
+	loop(state, t, [&](frame* fr, unsigned n, outcome* oc) {
+		// A new source port per packet: every SYN opens a new connection.
+		for (unsigned i = 0; i < n; i++) {
+			uint8_t* tcp = fr[i].data + 34;
+			const uint16_t old = uint16_t(tcp[0] << 8 | tcp[1]);
+			const uint16_t sp = uint16_t(1024 + (gen++ >> 16) % 60000);
+			uint8_t o[2] = {uint8_t(old >> 8), uint8_t(old)}, nw[2] = {uint8_t(sp >> 8), uint8_t(sp)};
+			csum_replace(tcp + 16, o, nw, 2);
+			tcp[0] = nw[0], tcp[1] = nw[1];
+		}
+		w.pl->process(fr, n, clk.now_ns(), oc);
+		return forwarded(oc, n);
+	});
+	stop = true;
+	maps::rcu::offline();
+	ctl.join();
+	maps::rcu::online();
+	state.counters["flows"] = double(w.ct->size());
+}
+
+void bm_io(benchmark::State& state)
+{
+	std::vector<bytes> t(kTemplates, tcp_frame(0xc0a80002, 0x0a600001, 1024, 80, ct::kACK));
+	loop(state, t, [](frame*, unsigned n, outcome*) { return n; });
+}
+
+void bm_replay(benchmark::State& state, const std::string& trace, const std::string& cfg)
+{
+	maps::rcu::unregister_thread();  // replay() registers its own
+	for (auto _ : state) {
+		replay_options o;
+		o.config = cfg;
+		o.pcap = trace;
+		o.progress = false;
+		o.quiet = true;
+		replay_report r;
+		if (replay(o, &r) != 0) {
+			state.SkipWithError("replay failed");
+			return;
+		}
+		state.SetIterationTime(r.seconds);
+		state.counters["packets"] = double(r.packets);
+		state.SetItemsProcessed(int64_t(r.packets));
+	}
+	maps::rcu::register_thread();
+}
+
+}  // namespace
+}  // namespace ctplane::bench
+
+int main(int argc, char** argv)
+{
+	using namespace ctplane::bench;
+	bool quick = false;
+	std::string trace, cfg = CTPLANE_SOURCE_ROOT "/config/ctplane.example.yaml";
+	std::vector<char*> rest = {argv[0]};
+	for (int i = 1; i < argc; i++) {
+		if (std::strcmp(argv[i], "--quick") == 0)
+			quick = true;
+		else if (std::strncmp(argv[i], "--trace=", 8) == 0)
+			trace = argv[i] + 8;
+		else
+			rest.push_back(argv[i]);
+	}
+	const char* eal[] = {"bench_pipeline", "--no-huge", "--no-pci", "--no-shconf", "-m", "2048", "-l", "0",
+			     "--log-level=lib.eal:error"};
+	if (rte_eal_init(int(std::size(eal)), const_cast<char**>(eal)) < 0) {
+		std::fprintf(stderr, "bench_pipeline: rte_eal_init failed\n");
+		return 1;
+	}
+	g_pool = rte_pktmbuf_pool_create("bench_mbufs", 8191, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+	rte_ring* r = rte_ring_create("bench_ring", 4096, 0, RING_F_SP_ENQ | RING_F_SC_DEQ);
+	const int port = r != nullptr ? rte_eth_from_ring(r) : -1;
+	if (g_pool == nullptr || port < 0) {
+		std::fprintf(stderr, "bench_pipeline: mbuf pool or net_ring port failed\n");
+		return 1;
+	}
+	g_port = uint16_t(port);
+	rte_eth_conf conf{};
+	if (rte_eth_dev_configure(g_port, 1, 1, &conf) != 0 || rte_eth_rx_queue_setup(g_port, 0, 1024, 0, nullptr, g_pool) != 0 ||
+	    rte_eth_tx_queue_setup(g_port, 0, 1024, 0, nullptr) != 0 || rte_eth_dev_start(g_port) != 0) {
+		std::fprintf(stderr, "bench_pipeline: net_ring port setup failed\n");
+		return 1;
+	}
+	// The benchmark thread is the worker: registered once for the run.
+	ctplane::maps::rcu::register_thread();
+	const uint64_t flows = quick ? 100'000 : 1'000'000;
+	const std::string fl = quick ? "100K" : "1M";
+	benchmark::RegisterBenchmark("io_forward", bm_io);
+	benchmark::RegisterBenchmark(("pipeline/established/" + fl).c_str(), bm_established, flows);
+	benchmark::RegisterBenchmark("pipeline/sockmap/100K", bm_sockmap, uint64_t{100'000});
+	benchmark::RegisterBenchmark("pipeline/new_flows", bm_new_flows)->Iterations(quick ? 20'000 : 100'000);
+	if (!trace.empty())
+		benchmark::RegisterBenchmark("replay/pcap", bm_replay, trace, cfg)->UseManualTime()->Iterations(1);
+	int bargc = int(rest.size());
+	benchmark::Initialize(&bargc, rest.data());
+	benchmark::RunSpecifiedBenchmarks();
+	benchmark::Shutdown();
+	ctplane::maps::rcu::unregister_thread();
+	rte_eth_dev_stop(g_port);
+	rte_eal_cleanup();
+	return 0;
+}
