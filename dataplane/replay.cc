@@ -19,6 +19,7 @@
 #include "ct/clock.h"
 #include "ct/table.h"
 #include "dataplane/pipeline.h"
+#include "dataplane/stack.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
 #include "sockmap/sockmap.h"
@@ -165,9 +166,7 @@ int replay(const replay_options& o, replay_report* report)
 	auto cfg = config::load_file(o.config);
 	if (!cfg)
 		return fail(cfg.err().str());
-	config::ctplane_config& c = cfg.value();
-	if (c.sockmap.enabled)
-		c.ct.events = true;  // the sockmap follows CT events
+	const config::ctplane_config& c = cfg.value();
 
 	char err[PCAP_ERRBUF_SIZE] = {};
 	std::unique_ptr<pcap_t, void (*)(pcap_t*)> in(pcap_open_offline(o.pcap.c_str(), err), pcap_close);
@@ -179,20 +178,15 @@ int replay(const replay_options& o, replay_report* report)
 	const double file_bytes = stat(o.pcap.c_str(), &st) == 0 ? double(st.st_size) : 0;
 
 	maps::rcu::thread_registration reg;
-	std::unique_ptr<ct::table> ct;
-	std::unique_ptr<sockmap::sockmap> sm;
-	try {
-		ct = std::make_unique<ct::table>(c.ct);
-		sm = std::make_unique<sockmap::sockmap>(c.sockmap);
-	} catch (const std::exception& e) {
-		return fail(o.config + ": " + e.what());
-	}
-	lb::balancer lb(c.lb.max_services, c.lb.max_backends, c.lb.maglev_size);
-	if (std::string e = lb.apply(c.lb); !e.empty())
-		return fail(o.config + ": " + e);
-	pipeline pl(*ct, lb, *sm);
-	if (std::string e = pl.build(c); !e.empty())
-		return fail(o.config + ": " + e);
+	std::string err_text;
+	std::unique_ptr<stack> st_ = stack::build(c, 1, &err_text);
+	if (!st_)
+		return fail(o.config + ": " + err_text);
+	stack& dp = *st_;
+	ct::table* ct = &dp.ct();
+	sockmap::sockmap* sm = &dp.sm();
+	lb::balancer& lb = dp.lb();
+	pipeline& pl = dp.pl();
 
 	std::unique_ptr<pcap_t, void (*)(pcap_t*)> dead(pcap_open_dead(DLT_EN10MB, kSnap), pcap_close);
 	std::unique_ptr<pcap_dumper_t, void (*)(pcap_dumper_t*)> out(nullptr, pcap_dump_close);
@@ -214,17 +208,8 @@ int replay(const replay_options& o, replay_report* report)
 	const bool tty = o.progress && isatty(STDERR_FILENO);
 	const double t0 = wall();
 	double shown = t0;
-	auto control = [&](uint64_t now) {
-		ct->tick(now, kGcBucketsPerTick);
-		pl.maintain(now);
-		if (sm->enabled())
-			sm->sync(*ct, now);
-	};
-	auto drain = [&] {
-		ct->drain_events([&](const ct::event& e) {
-			sm->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl.resolve(d, r); });
-		});
-	};
+	auto control = [&](uint64_t now) { dp.tick(now, kGcBucketsPerTick); };
+	auto drain = [&] { dp.drain_events(); };
 	for (bool more = true; more;) {
 		unsigned n = 0;
 		while (n < burst) {

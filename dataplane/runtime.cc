@@ -20,6 +20,7 @@
 #include "ct/clock.h"
 #include "ct/table.h"
 #include "dataplane/pipeline.h"
+#include "dataplane/stack.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
 #include "sockmap/sockmap.h"
@@ -159,9 +160,6 @@ int run_main(int argc, char** argv)
 	for (const config::port_spec& p : c.ports)
 		if (p.device.empty())
 			return fail(cfg_path + ": port \"" + p.name + "\" has no device");
-	if (c.sockmap.enabled)
-		c.ct.events = true;
-
 	// EAL: the caller's arguments, plus the configured devices.
 	std::vector<std::string> args(argv, argv + sep);
 	for (const config::port_spec& p : c.ports)
@@ -217,20 +215,13 @@ int run_main(int argc, char** argv)
 			port_ids.push_back(id);
 		}
 
-		std::unique_ptr<ct::table> ct;
-		std::unique_ptr<sockmap::sockmap> sm;
-		try {
-			ct = std::make_unique<ct::table>(c.ct);
-			sm = std::make_unique<sockmap::sockmap>(c.sockmap);
-		} catch (const std::exception& e) {
-			return fail(cfg_path + ": " + e.what());
-		}
-		lb::balancer lb(c.lb.max_services, c.lb.max_backends, c.lb.maglev_size);
-		if (std::string e = lb.apply(c.lb); !e.empty())
-			return fail(cfg_path + ": " + e);
-		pipeline pl(*ct, lb, *sm, workers);
-		if (std::string e = pl.build(c); !e.empty())
-			return fail(cfg_path + ": " + e);
+		std::string err_text;
+		std::unique_ptr<stack> dp = stack::build(c, workers, &err_text);
+		if (!dp)
+			return fail(cfg_path + ": " + err_text);
+		pipeline& pl = dp->pl();
+		ct::table* ct = &dp->ct();
+		sockmap::sockmap* sm = &dp->sm();
 		ct::tsc_clock clk;
 
 		std::signal(SIGINT, on_signal);
@@ -252,14 +243,7 @@ int run_main(int argc, char** argv)
 		uint64_t next_stats = t0 + uint64_t(stats_every * 1e9);
 		while (!g_stop.load(std::memory_order_relaxed)) {
 			const uint64_t now = clk.now_ns();
-			ct->tick(now);
-			pl.maintain(now);
-			if (sm->enabled()) {
-				ct->drain_events([&](const ct::event& e) {
-					sm->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl.resolve(d, r); });
-				});
-				sm->sync(*ct, now);
-			}
+			dp->tick(now);
 			if (stats_every > 0 && now >= next_stats) {
 				print_stats(pl, *ct, *sm, 0, stderr);
 				next_stats = now + uint64_t(stats_every * 1e9);
@@ -281,7 +265,7 @@ int run_main(int argc, char** argv)
 			rte_eth_dev_stop(id);
 			rte_eth_dev_close(id);
 		}
-		ct.reset();
+		dp.reset();
 		rte_mempool_free(pool);
 	}
 	rte_eal_cleanup();

@@ -91,6 +91,18 @@ std::string backend_who(const backend_spec& b)
 {
 	return "backend " + ep_str(b.addr, b.port) + " of service \"" + b.service + "\"";
 }
+// A backend's own problem against its service's family, or "".
+std::string check_backend(const backend_spec& b, uint8_t service_family)
+{
+	if (b.addr.family != service_family)
+		return backend_who(b) + ": address family differs from the service's vip";
+	if (b.port == 0)
+		return backend_who(b) + ": port must be within 1..65535";
+	if (b.weight > kMaxWeight)
+		return backend_who(b) + ": weight " + std::to_string(b.weight) + " is out of range 0.." +
+		       std::to_string(kMaxWeight);
+	return "";
+}
 }  // namespace
 
 std::string validate(const config& c)
@@ -126,13 +138,8 @@ std::string validate(const config& c)
 		auto it = by_name.find(b.service);
 		if (it == by_name.end())
 			return backend_who(b) + ": unknown service \"" + b.service + "\"";
-		if (b.addr.family != it->second->vip.family)
-			return backend_who(b) + ": address family differs from the service's vip";
-		if (b.port == 0)
-			return backend_who(b) + ": port must be within 1..65535";
-		if (b.weight > kMaxWeight)
-			return backend_who(b) + ": weight " + std::to_string(b.weight) + " is out of range 0.." +
-			       std::to_string(kMaxWeight);
+		if (std::string e = check_backend(b, it->second->vip.family); !e.empty())
+			return e;
 		const std::string ep = std::string(proto_str(it->second->proto)) + " " + ep_str(b.addr, b.port);
 		if (auto e = endpoints.find(ep); e != endpoints.end())
 			return backend_who(b) + (e->second == b.service
@@ -311,13 +318,8 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out)
 	if (sid == 0)
 		return backend_who(b) + ": unknown service \"" + b.service + "\"";
 	const service& s = svc_[sid];
-	if (b.addr.family != s.frontend.family)
-		return backend_who(b) + ": address family differs from the service's vip";
-	if (b.port == 0)
-		return backend_who(b) + ": port must be within 1..65535";
-	if (b.weight > kMaxWeight)
-		return backend_who(b) + ": weight " + std::to_string(b.weight) + " is out of range 0.." +
-		       std::to_string(kMaxWeight);
+	if (std::string e = check_backend(b, s.frontend.family); !e.empty())
+		return e;
 	const endpoint ep = endpoint::of(b.addr, b.port, s.frontend.proto);
 	if (uint32_t other = reverse(ep); other != 0)
 		return backend_who(b) + (other == sid ? std::string(": duplicate backend")

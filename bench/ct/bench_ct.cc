@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "ct/clock.h"
 #include "ct/table.h"
 #include "maps/rcu.h"
@@ -401,18 +402,8 @@ void register_all(bool quick)
 
 int main(int argc, char** argv)
 {
-	bool quick = false;
-	std::vector<char*> rest = {argv[0]};
-	for (int i = 1; i < argc; i++) {
-		if (std::strcmp(argv[i], "--quick") == 0)
-			quick = true;
-		else
-			rest.push_back(argv[i]);
-	}
-	ctplane::bench::register_all(quick);
-	int bargc = static_cast<int>(rest.size());
-	benchmark::Initialize(&bargc, rest.data());
-	benchmark::RunSpecifiedBenchmarks();
-	benchmark::Shutdown();
-	return 0;
+	return ctplane::bench::bench_main(argc, argv, "bench_ct", "256", {"--quick"}, [](const ctplane::bench::bench_args& a) {
+		ctplane::bench::register_all(a.has("--quick"));
+		return 0;
+	});
 }

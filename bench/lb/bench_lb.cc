@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "ct/table.h"
 #include "lb/balancer.h"
 #include "maps/lpm.h"
@@ -58,9 +59,10 @@ std::vector<uint32_t> queries(uint64_t n)
 	return q;
 }
 
-void bm_rarray(benchmark::State& state, uint64_t n)
+// Random reads of `a[i].weight` (a is the rarray or the std::vector).
+template <typename A>
+void read_loop(benchmark::State& state, A& a, uint64_t n)
 {
-	maps::rarray<rec, 10> a(n, n);
 	for (uint64_t i = 0; i < n; i++)
 		a[i].weight = static_cast<uint32_t>(i);
 	const auto q = queries(n);
@@ -76,22 +78,16 @@ void bm_rarray(benchmark::State& state, uint64_t n)
 	state.counters["elements"] = double(n);
 }
 
+void bm_rarray(benchmark::State& state, uint64_t n)
+{
+	maps::rarray<rec, 10> a(n, n);
+	read_loop(state, a, n);
+}
+
 void bm_vector(benchmark::State& state, uint64_t n)
 {
 	std::vector<rec> a(n);
-	for (uint64_t i = 0; i < n; i++)
-		a[i].weight = static_cast<uint32_t>(i);
-	const auto q = queries(n);
-	uint64_t sum = 0;
-	size_t k = 0;
-	for (auto _ : state) {
-		for (unsigned i = 0; i < kBurst; i++)
-			sum += a[q[(k + i) & (kQueries - 1)]].weight;
-		k += kBurst;
-	}
-	benchmark::DoNotOptimize(sum);
-	state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
-	state.counters["elements"] = double(n);
+	read_loop(state, a, n);
 }
 
 // The seed's map-of-arrays as a user would build it on DPDK: rte_hash from
@@ -375,25 +371,8 @@ void register_all(bool quick)
 
 int main(int argc, char** argv)
 {
-	bool quick = false;
-	std::vector<char*> rest = {argv[0]};
-	for (int i = 1; i < argc; i++) {
-		if (std::strcmp(argv[i], "--quick") == 0)
-			quick = true;
-		else
-			rest.push_back(argv[i]);
-	}
-	const char* eal[] = {"ctplane-bench", "--no-huge", "--no-pci", "--no-shconf", "-m", "1024",
-			     "-l", "0", "--log-level=lib.eal:error", "--log-level=lib.hash:error"};
-	if (rte_eal_init(static_cast<int>(std::size(eal)), const_cast<char**>(eal)) < 0) {
-		std::fprintf(stderr, "bench_lb: rte_eal_init failed\n");
-		return 1;
-	}
-	ctplane::bench::register_all(quick);
-	int bargc = static_cast<int>(rest.size());
-	benchmark::Initialize(&bargc, rest.data());
-	benchmark::RunSpecifiedBenchmarks();
-	benchmark::Shutdown();
-	rte_eal_cleanup();
-	return 0;
+	return ctplane::bench::bench_main(argc, argv, "bench_lb", "1024", {"--quick"}, [](const ctplane::bench::bench_args& a) {
+		ctplane::bench::register_all(a.has("--quick"));
+		return 0;
+	});
 }

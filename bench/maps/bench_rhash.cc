@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "bench/maps/peers.h"
 #include "maps/entry_alloc.h"
 #include "maps/rcu.h"
@@ -532,29 +533,11 @@ void register_everything(bool demo, bool quick)
 
 int main(int argc, char** argv)
 {
-	bool demo = false, quick = false;
-	std::vector<char*> rest = {argv[0]};
-	for (int i = 1; i < argc; i++) {
-		if (std::strcmp(argv[i], "--demo") == 0)
-			demo = true;
-		else if (std::strcmp(argv[i], "--quick") == 0)
-			quick = true;
-		else
-			rest.push_back(argv[i]);
-	}
 	// DPDK memory for rte_hash and rte_mempool only; ctplane's own tables
 	// use anonymous mmap with transparent huge pages.
-	const char* eal[] = {"ctplane-bench", "--no-huge", "--no-pci", "--no-shconf", "-m", "6144",
-			     "-l", "0", "--log-level=lib.eal:error", "--log-level=lib.hash:error"};
-	if (rte_eal_init(static_cast<int>(std::size(eal)), const_cast<char**>(eal)) < 0) {
-		std::fprintf(stderr, "ctplane-bench: rte_eal_init failed\n");
-		return 1;
-	}
-	ctplane::bench::register_everything(demo, quick);
-	int bargc = static_cast<int>(rest.size());
-	benchmark::Initialize(&bargc, rest.data());
-	benchmark::RunSpecifiedBenchmarks();
-	benchmark::Shutdown();
-	rte_eal_cleanup();
-	return 0;
+	return ctplane::bench::bench_main(argc, argv, "bench_rhash", "6144", {"--demo", "--quick"},
+					  [](const ctplane::bench::bench_args& a) {
+						  ctplane::bench::register_everything(a.has("--demo"), a.has("--quick"));
+						  return 0;
+					  });
 }

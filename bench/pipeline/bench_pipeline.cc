@@ -42,6 +42,7 @@
 #include "ct/table.h"
 #include "dataplane/pipeline.h"
 #include "dataplane/replay.h"
+#include "dataplane/stack.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
 #include "sockmap/sockmap.h"
@@ -131,29 +132,27 @@ ct:
 }
 
 struct world {
-	config::ctplane_config cfg;
-	std::unique_ptr<ct::table> ct;
-	std::unique_ptr<lb::balancer> lb;
-	std::unique_ptr<sockmap::sockmap> sm;
-	std::unique_ptr<pipeline> pl;
+	std::unique_ptr<stack> dp;
+	ct::table* ct;
+	sockmap::sockmap* sm;
+	pipeline* pl;
 	uint64_t now = 1'000'000'000'000ull;
 
 	explicit world(bool sockmap)
 	{
 		auto c = config::load_string(config_text(sockmap), "bench.yaml");
-		if (!c) {
-			std::fprintf(stderr, "bench config: %s\n", c.err().str().c_str());
+		std::string err;
+		if (c) {
+			c.value().ct.event_ring = 1 << 20;
+			dp = stack::build(c.value(), 1, &err);
+		}
+		if (!dp) {
+			std::fprintf(stderr, "bench config: %s\n", c ? err.c_str() : c.err().str().c_str());
 			std::abort();
 		}
-		cfg = c.value();
-		if (sockmap)
-			cfg.ct.events = true, cfg.ct.event_ring = 1 << 20;
-		ct = std::make_unique<ct::table>(cfg.ct);
-		lb = std::make_unique<lb::balancer>(cfg.lb.max_services, cfg.lb.max_backends, cfg.lb.maglev_size);
-		lb->apply(cfg.lb);
-		sm = std::make_unique<sockmap::sockmap>(cfg.sockmap);
-		pl = std::make_unique<pipeline>(*ct, *lb, *sm);
-		pl->build(cfg);
+		ct = &dp->ct();
+		sm = &dp->sm();
+		pl = &dp->pl();
 	}
 	void run(std::vector<bytes>& frames)
 	{
@@ -207,13 +206,9 @@ struct world {
 			run(a2);
 			acks.insert(acks.end(), ack.begin(), ack.end());
 		}
-		if (local) {
-			ct->drain_events([&](const ct::event& e) {
-				sm->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl->resolve(d, r); });
-			});
+		if (local)
 			for (int i = 0; i < 16; i++)
-				sm->sync(*ct, now);
-		}
+				dp->tick(now, 1 << 16);
 		return acks;
 	}
 };
