@@ -153,6 +153,11 @@ void pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t
 bool pipeline::route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
 {
 	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(dst)) : fib6_.lookup(maps::ipv6::from_bytes(dst));
+	return next_hop(id, dst, family, port, mac);
+}
+
+bool pipeline::next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
+{
 	if (id >= hops_.size())
 		return false;
 	const hop& h = hops_[id];
@@ -375,13 +380,35 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	// 4. Translate replies from backends back to their service (so the CT
 	//    finds the flow under its original tuple), look services up for
 	//    new flows, and pick their backends.
+	// Replies first, in one bulk lookup: the source endpoints of the
+	// packets that cannot open a flow (TCP without a lone SYN; any UDP).
+	lb::endpoint rk[kMaxBurst];
+	const lb::endpoint* rkp[kMaxBurst];
+	uint8_t rj[kMaxBurst];
+	uint32_t rsv[kMaxBurst];
+	unsigned nr = 0;
 	for (unsigned j = 0; j < w.n; j++) {
-		const unsigned i = w.idx[j];
-		const parsed& p = w.p[i];
+		const parsed& p = w.p[w.idx[j]];
 		ct::packet& c = w.ctp[j];
 		c = p.ct;
 		w.svc[j] = w.rev[j] = 0;
 		w.natp[j] = nullptr;
+		const uint8_t proto = c.t.proto;
+		if ((proto != ct::kProtoTCP && proto != ct::kProtoUDP) || c.kind == ct::pkt_kind::icmp_error)
+			continue;
+		if (proto == ct::kProtoTCP && ct::tcp::is_syn(c.tcp_flags))
+			continue;
+		rk[nr] = ep_of(c.t.src, c.t.family, c.t.sport, proto);
+		rkp[nr] = &rk[nr];
+		rj[nr++] = static_cast<uint8_t>(j);
+	}
+	if (nr != 0)
+		lb_.reverse_bulk(rkp, nr, rsv);
+	for (unsigned r = 0; r < nr; r++)
+		if (rsv[r] != 0)
+			w.rev[rj[r]] = rsv[r];
+	for (unsigned j = 0; j < w.n; j++) {
+		ct::packet& c = w.ctp[j];
 		const uint8_t proto = c.t.proto;
 		if (proto != ct::kProtoTCP && proto != ct::kProtoUDP)
 			continue;
@@ -394,19 +421,17 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			}
 			continue;
 		}
-		const bool opener = proto == ct::kProtoTCP && ct::tcp::is_syn(c.tcp_flags);
-		if (!opener) {
-			const uint32_t sv = lb_.reverse(ep_of(c.t.src, c.t.family, c.t.sport, proto));
-			if (const lb::service* svc = sv != 0 ? lb_.service_at(sv) : nullptr) {
+		if (w.rev[j] != 0) {
+			if (const lb::service* svc = lb_.service_at(w.rev[j])) {
 				std::memcpy(c.t.src, svc->frontend.addr, 16);
 				c.t.sport = svc->frontend.port;
-				w.rev[j] = sv;
 				continue;
 			}
+			w.rev[j] = 0;
 		}
 		// Only a packet that can open a flow needs a backend: for TCP a
-		// SYN; a later TCP packet's flow already holds its translation.
-		if (proto == ct::kProtoTCP && !opener)
+		// lone SYN; a later TCP packet's flow already holds its translation.
+		if (proto == ct::kProtoTCP && !ct::tcp::is_syn(c.tcp_flags))
 			continue;
 		const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, proto));
 		if (sv == 0)
@@ -495,26 +520,49 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		}
 	}
 
-	// 7. Route the (translated) destination, rewrite L2, decrement TTL.
+	// 7. Route the (translated) destinations, one bulk LPM lookup per
+	//    family; rewrite L2, decrement TTL.
+	uint32_t a4[kMaxBurst], h4[kMaxBurst], h6[kMaxBurst];
+	maps::ipv6::addr a6[kMaxBurst];
+	uint8_t j4[kMaxBurst], j6[kMaxBurst];
+	unsigned n4 = 0, n6 = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
 		if (i == UINT16_MAX)
 			continue;
 		const parsed& p = w.p[i];
 		const uint8_t* ip = f[i].data + p.l3_off;
-		const uint8_t* dst = ip + (p.family == 4 ? kV4Dst : kV6Dst);
+		if (p.family == 4) {
+			a4[n4] = maps::ipv4::from_bytes(ip + kV4Dst);
+			j4[n4++] = static_cast<uint8_t>(i);
+		} else {
+			a6[n6] = maps::ipv6::from_bytes(ip + kV6Dst);
+			j6[n6++] = static_cast<uint8_t>(i);
+		}
+	}
+	if (n4 != 0)
+		fib4_.lookup_bulk(a4, n4, h4);
+	if (n6 != 0)
+		fib6_.lookup_bulk(a6, n6, h6);
+	auto forward = [&](unsigned i, uint32_t hop_id) {
+		const parsed& p = w.p[i];
+		const uint8_t* dst = f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
 		uint16_t port;
 		uint8_t mac[6];
-		if (!route(dst, p.family, &port, mac)) {
+		if (!next_hop(hop_id, dst, p.family, &port, mac)) {
 			drop_it(i, drop::no_route);
-			continue;
+			return;
 		}
 		if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
 			drop_it(i, drop::no_neighbor);
-			continue;
+			return;
 		}
 		finish(w, i, port, mac, s);
-	}
+	};
+	for (unsigned k = 0; k < n4; k++)
+		forward(j4[k], h4[k]);
+	for (unsigned k = 0; k < n6; k++)
+		forward(j6[k], h6[k]);
 }
 
 pipeline::frag_key pipeline::frag_key_of(const parsed& p) noexcept

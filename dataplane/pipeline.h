@@ -152,6 +152,7 @@ private:
 	void later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept;
 
 	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
+	bool next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
 	bool for_us(const parsed& p) const noexcept;
 	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept;
 

@@ -188,14 +188,27 @@ balancer::~balancer()
 		::operator delete(t);
 }
 
-unsigned balancer::lookup_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept
+namespace {
+template <typename H>
+unsigned ids_bulk(const H& h, const endpoint* const* keys, unsigned n, uint32_t* ids) noexcept
 {
 	const svc_ref* v[64];
 	uint64_t mask = 0;
-	const unsigned hits = services_.lookup_bulk(keys, n, const_cast<svc_ref**>(v), &mask);
+	const unsigned hits = h.lookup_bulk(keys, n, const_cast<svc_ref**>(v), &mask);
 	for (unsigned i = 0; i < n; i++)
 		ids[i] = (mask >> i) & 1 ? v[i]->id : 0;
 	return hits;
+}
+}  // namespace
+
+unsigned balancer::lookup_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept
+{
+	return ids_bulk(services_, keys, n, ids);
+}
+
+unsigned balancer::reverse_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept
+{
+	return ids_bulk(reverse_, keys, n, ids);
 }
 
 bool balancer::dnat(uint32_t id, rewrite* out) const noexcept

@@ -137,6 +137,8 @@ public:
 	}
 	// The DNAT of a flow to backend `id`; false if there is no such backend.
 	bool dnat(uint32_t id, rewrite* out) const noexcept;
+	// ids[i] = reverse(*keys[i]) for n <= 64; returns the number found.
+	unsigned reverse_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept;
 	// For a reply from a backend endpoint: its service id, or 0.
 	uint32_t reverse(const endpoint& backend_ep) const noexcept
 	{
