@@ -10,8 +10,10 @@
 //   pipeline/new_flows             64-byte SYNs of new connections
 //       (service lookup, Maglev, CT create, DNAT, route); the table grows,
 //       a control thread ticks on the other core
-//   io_forward                     rx_burst -> tx_burst on the same port:
-//       testpmd's io forwarding mode, the ceiling
+//   testpmd_io                     dpdk-testpmd --forward-mode=io on a
+//       net_ring port (a separate process), the do-nothing ceiling
+//   io_forward                     rx_burst -> template rewrite -> tx_burst
+//       on our port: the same loop as the pipeline variants, no pipeline
 //   replay/<packets>               ctplane replay of a generated pcap file
 //
 // Every variant rewrites its frames from templates after RX (the pipeline
@@ -27,6 +29,7 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -361,6 +364,37 @@ void bm_io(benchmark::State& state)
 	loop(state, t, [](frame*, unsigned n, outcome*) { return n; });
 }
 
+// dpdk-testpmd --forward-mode=io on a net_ring port (its own process and
+// EAL), for 5 s: the median of its per-second Rx-pps lines. net_ring never
+// touches packet data, so this is the ceiling of RX + TX alone.
+void bm_testpmd(benchmark::State& state)
+{
+	for (auto _ : state) {
+		FILE* p = popen("timeout -s INT 6 dpdk-testpmd --no-huge --no-pci --no-shconf -m 1024 -l 0-1 "
+				"--file-prefix=ctplane_testpmd --vdev=net_ring0 --log-level=lib.eal:error -- "
+				"--forward-mode=io --port-topology=loop --auto-start --stats-period=1 --tx-first "
+				"--nb-cores=1 --total-num-mbufs=16384 2>&1",
+				"r");
+		std::vector<double> pps;
+		char line[512];
+		while (p != nullptr && std::fgets(line, sizeof(line), p) != nullptr) {
+			double v;
+			if (std::sscanf(line, " Rx-pps: %lf", &v) == 1 && v > 0)
+				pps.push_back(v);
+		}
+		if (p != nullptr)
+			pclose(p);
+		if (pps.empty()) {
+			state.SkipWithError("dpdk-testpmd did not run (Debian package dpdk-dev)");
+			return;
+		}
+		std::sort(pps.begin(), pps.end());
+		const double med = pps[pps.size() / 2];
+		state.SetIterationTime(1.0);
+		state.SetItemsProcessed(int64_t(med));
+	}
+}
+
 void bm_replay(benchmark::State& state, const std::string& trace, const std::string& cfg)
 {
 	maps::rcu::unregister_thread();  // replay() registers its own
@@ -423,6 +457,7 @@ int main(int argc, char** argv)
 	ctplane::maps::rcu::register_thread();
 	const uint64_t flows = quick ? 100'000 : 1'000'000;
 	const std::string fl = quick ? "100K" : "1M";
+	benchmark::RegisterBenchmark("testpmd_io", bm_testpmd)->UseManualTime()->Iterations(1);
 	benchmark::RegisterBenchmark("io_forward", bm_io);
 	benchmark::RegisterBenchmark(("pipeline/established/" + fl).c_str(), bm_established, flows);
 	benchmark::RegisterBenchmark("pipeline/sockmap/100K", bm_sockmap, uint64_t{100'000});
