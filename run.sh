@@ -4,8 +4,8 @@
 #   ./run.sh demo    install what is missing, build, run the main job
 #   ./run.sh test    install what is missing, build, run every test
 #
-# Also: ./run.sh build, ./run.sh bench [filter] (the full side-by-side
-# benchmarks; minutes), ./run.sh deps.
+# Also: ./run.sh build, ./run.sh bench [rhash|lpm|ct|lb|pipeline] [filter]
+# (the side-by-side benchmarks; minutes), ./run.sh deps.
 #
 # Environment: BUILD_DIR (default: build), BUILDTYPE (default: release).
 set -euo pipefail
@@ -21,11 +21,14 @@ PACKAGES=(
 	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev libpcap-dev
 )
 
+# Only for ./run.sh bench: dpdk-testpmd, the pipeline benchmark's ceiling.
+BENCH_PACKAGES=(dpdk-dev)
+
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 
 deps() {
 	local missing=()
-	for p in "${PACKAGES[@]}"; do
+	for p in "${PACKAGES[@]}" "$@"; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' ||
 			missing+=("$p")
 	done
@@ -89,14 +92,25 @@ build) deps && build ;;
 test) deps && build && run_tests "$BUILD_DIR" "$@" ;;  # optional: suite names
 demo) deps && build && demo ;;
 bench)
-	deps && build
+	# ./run.sh bench [rhash|lpm|ct|lb|pipeline] [Google Benchmark filter]
+	deps "${BENCH_PACKAGES[@]}" && build
+	which=rhash
+	case "${1:-}" in rhash | lpm | ct | lb | pipeline) which=$1 && shift ;; esac
 	filter=${1:-.}
-	"$BUILD_DIR/bench/maps/bench_rhash" --benchmark_filter="$filter" \
+	bin=$BUILD_DIR/bench/maps/bench_$which
+	[ -x "$bin" ] || bin=$BUILD_DIR/bench/$which/bench_$which
+	extra=()
+	if [ "$which" = pipeline ]; then
+		"$BUILD_DIR/tools/gen_trace" --config config/ctplane.example.yaml --out "$BUILD_DIR/bench.pcap" \
+			--flows 100000 --udp 50000 --icmp 1000 --duration 20
+		extra=(--trace="$BUILD_DIR/bench.pcap")
+	fi
+	"$bin" "${extra[@]}" --benchmark_filter="$filter" \
 		--benchmark_out="$BUILD_DIR/bench.json" --benchmark_out_format=json
 	python3 bench/compare "$BUILD_DIR/bench.json"
 	;;
 *)
-	echo "usage: $0 demo|test|build|bench [filter]|deps" >&2
+	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline] [filter]|deps" >&2
 	exit 2
 	;;
 esac
