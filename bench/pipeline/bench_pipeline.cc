@@ -183,7 +183,8 @@ struct world {
 		for (uint64_t base = 0; base < n; base += chunk) {
 			syn.clear(), synack.clear(), ack.clear();
 			for (uint64_t i = base; i < std::min(n, base + chunk); i++) {
-				const uint32_t cl = (local ? 0x64400000u : 0xc0a80000u) | uint32_t(2 + (i >> 10) % 60000);
+				// 192.168.128.0/17 (never the appliance's 192.168.1.1), or local 100.64/16.
+				const uint32_t cl = (local ? 0x64400000u : 0xc0a88000u) | uint32_t(2 + (i >> 10) % 30000);
 				const uint16_t sp = uint16_t(1024 + (i & 1023));
 				uint32_t dst = 0x0a600000u | uint32_t(i % kServices);
 				uint16_t dp = 80;
@@ -302,8 +303,18 @@ void bm_established(benchmark::State& state, uint64_t flows)
 		return forwarded(oc, n);
 	});
 	state.counters["flows"] = double(w.ct->size());
-	if (state.counters["forwarded_share"] < 0.999)
-		state.SkipWithError("established packets were not all forwarded");
+	if (state.counters["forwarded_share"] < 0.999) {
+		std::string why = "established packets were not all forwarded:";
+		const pipeline_stats ps = w.pl->stats();
+		for (unsigned d = 0; d < kDropReasons; d++)
+			if (ps.drops[d] != 0)
+				why += std::string(" ") + drop_name(static_cast<drop>(d)) + " " + std::to_string(ps.drops[d]);
+		const ct::stats cs = w.ct->stats();
+		why += " (ct: invalid_no_flow " + std::to_string(cs.c.invalid_no_flow) + ", invalid_state " +
+		       std::to_string(cs.c.invalid_state) + ", spilled " + std::to_string(cs.c.spilled) + ", refused_busy " +
+		       std::to_string(cs.c.refused_busy) + ", insert_raced " + std::to_string(cs.c.insert_raced) + ")";
+		state.SkipWithError(why.c_str());
+	}
 }
 
 void bm_sockmap(benchmark::State& state, uint64_t conns)
