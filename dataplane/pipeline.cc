@@ -119,6 +119,20 @@ std::string pipeline::build(const config::ctplane_config& c)
 		return "the route table refused a route";
 	ports_ = std::move(ports);
 	hops_ = std::move(hops);
+	own4_.clear();
+	own6_.clear();
+	for (const port_info& pi : ports_)
+		for (const sockmap::prefix& a : pi.addrs) {
+			if (a.family == 4) {
+				uint32_t v;
+				std::memcpy(&v, a.addr, 4);
+				own4_.push_back(v);
+			} else {
+				std::array<uint8_t, 16> v;
+				std::memcpy(v.data(), a.addr, 16);
+				own6_.push_back(v);
+			}
+		}
 	for (const config::neighbor_spec& nb : c.neighbors)
 		set_neighbor(nb.addr, nb.mac, static_cast<uint16_t>(nb.port));
 	uint32_t maxb = 0;
@@ -200,14 +214,20 @@ bool pipeline::resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcep
 
 bool pipeline::for_us(const parsed& p) const noexcept
 {
-	const uint8_t* dst = p.ct.kind == ct::pkt_kind::icmp_error ? nullptr : p.ct.t.dst;
-	if (dst == nullptr)
+	if (p.ct.kind == ct::pkt_kind::icmp_error)
 		return false;
-	const unsigned alen = p.family == 4 ? 4 : 16;
-	for (const port_info& pi : ports_)
-		for (const sockmap::prefix& a : pi.addrs)
-			if (a.family == p.family && std::memcmp(a.addr, dst, alen) == 0)
+	const uint8_t* dst = p.ct.t.dst;
+	if (p.family == 4) {
+		uint32_t d;
+		std::memcpy(&d, dst, 4);
+		for (uint32_t a : own4_)
+			if (a == d)
 				return true;
+		return false;
+	}
+	for (const auto& a : own6_)
+		if (std::memcmp(a.data(), dst, 16) == 0)
+			return true;
 	return false;
 }
 

@@ -34,6 +34,7 @@
 //   stats          any thread (sums relaxed per-lcore counters)
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -161,6 +162,8 @@ private:
 	sockmap::sockmap& sm_;
 	std::vector<port_info> ports_;
 	std::vector<hop> hops_;
+	std::vector<uint32_t> own4_;                 // our addresses, network order
+	std::vector<std::array<uint8_t, 16>> own6_;
 	maps::lpm<maps::ipv4> fib4_;
 	maps::lpm<maps::ipv6> fib6_;
 	maps::rhash<nb_key, nb_val> neigh_;

@@ -436,6 +436,12 @@ void balancer::build(uint32_t sid)
 
 void balancer::commit()
 {
+	// The service and reverse tables grow with what was added (their
+	// inserts here never wait for a resize): settle them first.
+	for (int i = 0; i < 1000 && (services_.maintain(1u << 20) != 0 || services_.resizing()); i++) {
+	}
+	for (int i = 0; i < 1000 && (reverse_.maintain(1u << 20) != 0 || reverse_.resizing()); i++) {
+	}
 	std::sort(dirty_.begin(), dirty_.end());
 	dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
 	for (uint32_t sid : dirty_)
