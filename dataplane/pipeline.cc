@@ -242,22 +242,31 @@ void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint1
 	uint8_t* field = ip + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
 	uint8_t* l4 = p.l4_off != 0 ? frm + p.l4_off : nullptr;
 	const unsigned co = l4 != nullptr && p.frag != kFragLater ? l4_csum_off(p.ct.t.proto, p.family, l4) : 0;
-	if (std::memcmp(field, addr, alen) != 0) {
-		if (p.family == 4)
-			csum_replace(ip + 10, field, addr, 4);
-		if (co != 0)
-			csum_replace(l4 + co, field, addr, alen);
-		std::memcpy(field, addr, alen);
+	const bool ports = port != 0 && l4 != nullptr && (p.ct.t.proto == ct::kProtoTCP || p.ct.t.proto == ct::kProtoUDP);
+	// The L4 checksum changes once, over the address and the port
+	// together: old and new words side by side.
+	uint8_t before[18], after[18];
+	std::memcpy(before, field, alen);
+	std::memcpy(after, addr, alen);
+	unsigned n = alen;
+	uint8_t* pf = ports ? l4 + (src ? 0 : 2) : nullptr;
+	if (ports) {
+		before[n] = pf[0], before[n + 1] = pf[1];
+		put16(after + n, port);
+		n += 2;
 	}
-	if (port != 0 && l4 != nullptr && (p.ct.t.proto == ct::kProtoTCP || p.ct.t.proto == ct::kProtoUDP)) {
-		uint8_t* pf = l4 + (src ? 0 : 2);
-		uint8_t np[2];
-		put16(np, port);
-		if (co != 0)
-			csum_replace(l4 + co, pf, np, 2);
-		pf[0] = np[0];
-		pf[1] = np[1];
+	if (std::memcmp(before, after, n) == 0)
+		return;
+	if (p.family == 4)
+		csum_replace(ip + 10, before, after, 4);
+	if (co != 0) {
+		csum_replace(l4 + co, before, after, n);
+		if (p.ct.t.proto == ct::kProtoUDP && l4[co] == 0 && l4[co + 1] == 0)
+			l4[co] = l4[co + 1] = 0xff;  // 0 means "no checksum" in UDP: send its other form
 	}
+	std::memcpy(field, addr, alen);
+	if (ports)
+		pf[0] = after[alen], pf[1] = after[alen + 1];
 }
 
 // ICMP errors: rewrite the quoted packet's source or destination (its IP

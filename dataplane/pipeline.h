@@ -113,6 +113,15 @@ public:
 	// The sockmap's resolver: the rewrite for one direction of a connection.
 	bool resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcept;
 
+	// Frames a worker had to drop after process() (a full TX queue), counted
+	// with the pipeline's own drops. Worker `lc` only.
+	void count_drops(unsigned lc, drop why, uint64_t n) noexcept
+	{
+		lc_[lc].dropped += n;
+		lc_[lc].drops[static_cast<unsigned>(why)] += n;
+		lc_[lc].forwarded -= n;
+	}
+
 	pipeline_stats stats() const;
 	const lcore_stats& lcore(unsigned lc) const { return lc_[lc]; }
 	unsigned nports() const noexcept { return static_cast<unsigned>(ports_.size()); }

@@ -92,7 +92,10 @@ int worker_main(void* arg)
 				const uint16_t sent = rte_eth_tx_burst(w->ports[o], q, tx[o].data(), static_cast<uint16_t>(tx[o].size()));
 				for (size_t i = sent; i < tx[o].size(); i++)
 					rte_pktmbuf_free(tx[o][i]);
-				tx_dropped += tx[o].size() - sent;
+				if (sent != tx[o].size()) {
+					w->pl->count_drops(w->id, drop::tx_full, tx[o].size() - sent);
+					tx_dropped += tx[o].size() - sent;
+				}
 				tx[o].clear();
 			}
 		}
