@@ -302,6 +302,61 @@ void rewrite_quoted(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr
 
 }  // namespace
 
+// ARP requests for the receiving port's addresses and ICMP echo requests
+// to our own addresses are answered in place, out of the port they came
+// in on. Everything else for the appliance goes to the control path.
+bool pipeline::answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept
+{
+	if (fr.in_port >= ports_.size())
+		return false;
+	const port_info& port = ports_[fr.in_port];
+	uint8_t* eth = fr.data;
+	if (p.kind == frame_kind::arp) {
+		uint8_t* a = fr.data + p.l3_off;
+		// Ethernet / IPv4 request: htype 1, ptype 0x0800, hlen 6, plen 4, op 1.
+		if (be16(a) != 1 || be16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 || be16(a + 6) != 1)
+			return false;
+		bool mine = false;
+		for (const sockmap::prefix& x : port.addrs)
+			mine = mine || (x.family == 4 && std::memcmp(x.addr, a + 24, 4) == 0);
+		if (!mine)
+			return false;
+		uint8_t sha[6], spa[4], tpa[4];
+		std::memcpy(sha, a + 8, 6);
+		std::memcpy(spa, a + 14, 4);
+		std::memcpy(tpa, a + 24, 4);
+		put16(a + 6, 2);  // reply
+		std::memcpy(a + 8, port.mac, 6);
+		std::memcpy(a + 14, tpa, 4);
+		std::memcpy(a + 18, sha, 6);
+		std::memcpy(a + 24, spa, 4);
+		std::memcpy(eth, sha, 6);
+		std::memcpy(eth + 6, port.mac, 6);
+		s.arp_replies++;
+		return true;
+	}
+	if (p.family != 4 || p.ct.kind != ct::pkt_kind::icmp_echo_request || p.frag != kFragNone)
+		return false;
+	uint8_t* ip = fr.data + p.l3_off;
+	uint8_t* icmp = fr.data + p.l4_off;
+	uint8_t t[4];
+	std::memcpy(t, ip + kV4Src, 4);
+	std::memcpy(ip + kV4Src, ip + kV4Dst, 4);  // swapping keeps the header sum
+	std::memcpy(ip + kV4Dst, t, 4);
+	const uint8_t old_ttl[2] = {ip[8], ip[9]};
+	ip[8] = 64;
+	csum_replace(ip + 10, old_ttl, ip + 8, 2);
+	const uint8_t old_type[2] = {icmp[0], icmp[1]};
+	icmp[0] = 0;  // echo reply
+	csum_replace(icmp + 2, old_type, icmp, 2);
+	uint8_t m[6];
+	std::memcpy(m, eth + 6, 6);
+	std::memcpy(eth, m, 6);
+	std::memcpy(eth + 6, port.mac, 6);
+	s.echo_replies++;
+	return true;
+}
+
 void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept
 {
 	uint8_t* frm = w.f[i].data;
@@ -344,6 +399,10 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		}
 		if (p.kind == frame_kind::arp ||
 		    (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137) || for_us(p)) {
+			if (answer(f[i], p, s)) {
+				out[i] = outcome{fate::forward, drop::kCount, f[i].in_port};
+				continue;
+			}
 			out[i] = outcome{fate::control, drop::kCount, 0};
 			s.control++;
 			continue;

@@ -7,9 +7,11 @@
 //
 // Each stage runs over the whole burst before the next (the CT, the LPM and
 // the sockhash are called with bulk lookups); every frame ends forwarded
-// (with its egress port), handed to the control path (ARP, neighbour
-// discovery, traffic to the appliance itself) or dropped with a named
-// reason, counted per lcore. The pipeline rewrites frames in place: MACs,
+// (with its egress port), handed to the control path (neighbour discovery,
+// ARP replies, other traffic to the appliance itself) or dropped with a
+// named reason, counted per lcore. ARP requests for a port's own addresses
+// and ICMP echo requests to them are answered in place, out of the port
+// they came in on. The pipeline rewrites frames in place: MACs,
 // TTL / hop limit, NAT addresses and ports, with IPv4 header and L4
 // checksums updated incrementally (RFC 1624).
 //
@@ -70,7 +72,8 @@ struct outcome {
 uint32_t flow_hash(const ct::tuple& t) noexcept;
 
 #define CTPLANE_LCORE_COUNTERS(X) \
-	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments)
+	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments) \
+	X(arp_replies) X(echo_replies)
 
 struct alignas(64) lcore_stats {
 #define CTPLANE_X(n) uint64_t n = 0;
@@ -164,6 +167,7 @@ private:
 	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
 	bool next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
 	bool for_us(const parsed& p) const noexcept;
+	bool answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept;
 	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept;
 
 	ct::table& ct_;

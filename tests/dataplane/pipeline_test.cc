@@ -288,13 +288,65 @@ TEST_F(pipeline_fixture, an_icmp_error_about_a_dnated_packet_goes_back_quoting_t
 	EXPECT_EQ(one(eth4(ipv4(kRouter, kClient, icmp(1, 3, 0, q2))), 1).reason, drop::ct_invalid);
 }
 
-TEST_F(pipeline_fixture, arp_neighbour_discovery_and_traffic_to_the_appliance_go_to_control)
+bytes arp_request(uint32_t sender, uint32_t target)
 {
-	EXPECT_EQ(one(ether(bytes(28, 0), 0x0806)).f, fate::control);
+	bytes a(28, 0);
+	put16(a, 0, 1);
+	put16(a, 2, 0x0800);
+	a[4] = 6, a[5] = 4;
+	put16(a, 6, 1);
+	a[8] = 0x02, a[9] = 0xaa, a[13] = 0x10;  // sender MAC 02:aa:00:00:00:10
+	for (int i = 0; i < 4; i++) {
+		a[14 + i] = uint8_t(sender >> (24 - 8 * i));
+		a[24 + i] = uint8_t(target >> (24 - 8 * i));
+	}
+	bytes f = ether(a, 0x0806);
+	std::memset(f.data(), 0xff, 6);  // broadcast
+	std::memcpy(f.data() + 6, a.data() + 8, 6);
+	return f;
+}
+
+TEST_F(pipeline_fixture, arp_for_the_ports_address_is_answered_out_of_the_same_port)
+{
+	const out o = one(arp_request(kClient, 0xc0a80101));  // who has 192.168.1.1 (ours, port 0)
+	ASSERT_EQ(o.f, fate::forward);
+	EXPECT_EQ(o.port, 0);
+	EXPECT_EQ(u16_at(o.frame, 14 + 6), 2);  // reply
+	EXPECT_EQ(o.frame[14 + 13], 0x01);     // sender hardware address: port 0's MAC
+	EXPECT_EQ(ip4_at(o.frame, 14 + 14), 0xc0a80101u);
+	EXPECT_EQ(ip4_at(o.frame, 14 + 24), kClient);
+	EXPECT_EQ(o.frame[14 + 18 + 5], 0x10);  // target: the asker
+	EXPECT_EQ(o.frame[5], 0x10);            // Ethernet: back to the asker
+	EXPECT_EQ(o.frame[11], 0x01);
+	// An address of the other port, or of someone else: not answered here.
+	EXPECT_EQ(one(arp_request(kClient, 0x0a0000fe)).f, fate::control);
+	EXPECT_EQ(one(arp_request(kClient, 0xc0a80163)).f, fate::control);
+	EXPECT_EQ(pl.stats().arp_replies, 1u);
+}
+
+TEST_F(pipeline_fixture, a_ping_to_the_appliance_is_answered_in_place)
+{
+	bytes f = eth4(ipv4(kClient, 0xc0a80101, icmp(1, 8, 77, bytes(32, 0x61))));
+	uint8_t* ic = f.data() + 34;
+	put16(f, 36, static_cast<uint16_t>(~csum_fold(ic, static_cast<uint32_t>(f.size() - 34))));
+	const out o = one(f);
+	ASSERT_EQ(o.f, fate::forward) << drop_name(o.reason);
+	EXPECT_EQ(o.port, 0);
+	EXPECT_EQ(ip4_at(o.frame, 26), 0xc0a80101u);
+	EXPECT_EQ(ip4_at(o.frame, 30), kClient);
+	EXPECT_EQ(o.frame[34], 0);  // echo reply
+	EXPECT_EQ(u16_at(o.frame, 38), 77);
+	EXPECT_EQ(csum_fold(o.frame.data() + 14, 20), 0xffff);
+	EXPECT_EQ(csum_fold(o.frame.data() + 34, static_cast<uint32_t>(o.frame.size() - 34)), 0xffff);
+	EXPECT_EQ(pl.stats().echo_replies, 1u);
+}
+
+TEST_F(pipeline_fixture, neighbour_discovery_and_other_traffic_to_the_appliance_go_to_control)
+{
 	EXPECT_EQ(one(syn(9, 0xc0a80101, 22)).f, fate::control);  // 192.168.1.1: ours
 	bytes ns = eth6(ipv6(1, 2, icmp(58, 135, 0, bytes(16, 0))));
 	EXPECT_EQ(one(ns).f, fate::control);
-	EXPECT_EQ(pl.stats().control, 3u);
+	EXPECT_EQ(pl.stats().control, 2u);
 }
 
 TEST_F(pipeline_fixture, a_burst_gets_one_outcome_per_frame_in_order)
