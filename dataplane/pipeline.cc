@@ -270,24 +270,40 @@ void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint1
 }
 
 // ICMP errors: rewrite the quoted packet's source or destination (its IP
-// header checksum too), then recompute the ICMP checksum over the message.
+// header checksum too, and its port for IPv4). The caller recomputes the
+// ICMP checksum once, after every edit (icmp_checksum).
 void rewrite_quoted(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint16_t port, uint32_t len) noexcept
 {
 	uint8_t* in = frm + p.inner_l3_off;
 	const unsigned alen = p.family == 4 ? 4 : 16;
 	uint8_t* field = in + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
-	unsigned ihl = p.family == 4 ? static_cast<unsigned>(in[0] & 0x0f) * 4 : 40;
 	if (p.family == 4)
 		csum_replace(in + 10, field, addr, 4);
 	std::memcpy(field, addr, alen);
+	// IPv4 only: a quoted IPv6 packet may carry extension headers, so its
+	// ports are left as they are.
+	const unsigned ihl = p.family == 4 ? static_cast<unsigned>(in[0] & 0x0f) * 4 : 0;
 	const uint8_t proto = p.ct.t.proto;
-	if (p.family == 6)
-		ihl = 0;  // extension headers in a quoted IPv6 packet: ports not rewritten
 	if (ihl != 0 && port != 0 && (proto == ct::kProtoTCP || proto == ct::kProtoUDP) &&
 	    p.inner_l3_off + ihl + 4 <= len)
 		put16(in + ihl + (src ? 0 : 2), port);
-	// The ICMP checksum over the whole message (plus the pseudo-header for
-	// ICMPv6): the quoted bytes changed in several places.
+}
+
+// The outer header's source or destination address alone (the IPv4
+// header checksum follows; an ICMP message's checksum is the caller's).
+void set_outer_addr(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr) noexcept
+{
+	uint8_t* ip = frm + p.l3_off;
+	uint8_t* field = ip + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
+	if (p.family == 4)
+		csum_replace(ip + 10, field, addr, 4);
+	std::memcpy(field, addr, p.family == 4 ? 4 : 16);
+}
+
+// The ICMP checksum over the whole message (plus the pseudo-header for
+// ICMPv6): quoted bytes changed in several places.
+void icmp_checksum(uint8_t* frm, const parsed& p) noexcept
+{
 	uint8_t* icmp = frm + p.l4_off;
 	const uint32_t mlen = p.l3_off + p.l3_len - p.l4_off;
 	icmp[2] = icmp[3] = 0;
@@ -577,23 +593,24 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			continue;
 		const parsed& p = w.p[i];
 		if (r.v == ct::verdict::related) {
+			const unsigned alen = p.family == 4 ? 4 : 16;
 			if (r.dir == 0 && w.rev[j] != 0) {
 				// The quoted packet went to the backend: show it as sent to the VIP.
 				rewrite_quoted(f[i].data, p, false, w.ctp[j].t.dst, w.ctp[j].t.dport, f[i].len);
+				icmp_checksum(f[i].data, p);
 				s.snat++;
 			} else if (r.dir == 1) {
-				// The quoted packet is our reply from the VIP: it came from the backend.
-				const lb::service* sv = lb_.service_at(lb_.backend_at(backend) ? lb_.backend_at(backend)->service : 0);
-				if (sv != nullptr && std::memcmp(p.ct.t.src, sv->frontend.addr, p.family == 4 ? 4 : 16) == 0)
-					rewrite_quoted(f[i].data, p, true, addr, port, f[i].len);
-				uint8_t* ip = f[i].data + p.l3_off;
-				uint8_t* dst = ip + (p.family == 4 ? kV4Dst : kV6Dst);
-				if (sv != nullptr && std::memcmp(dst, sv->frontend.addr, p.family == 4 ? 4 : 16) == 0) {
-					parsed outer = p;
-					outer.l4_off = 0;  // the ICMP checksum was recomputed above (or covers no pseudo-header)
-					rewrite(f[i].data, outer, false, addr, 0);
-					if (p.family == 6)
+				// The quoted packet is our reply from the VIP: it came from the
+				// backend, and the error goes to the backend too.
+				const lb::backend* be = lb_.backend_at(backend);
+				const lb::service* sv = be != nullptr ? lb_.service_at(be->service) : nullptr;
+				if (sv != nullptr) {
+					if (std::memcmp(p.ct.t.src, sv->frontend.addr, alen) == 0)
 						rewrite_quoted(f[i].data, p, true, addr, port, f[i].len);
+					const uint8_t* dst = f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
+					if (std::memcmp(dst, sv->frontend.addr, alen) == 0)
+						set_outer_addr(f[i].data, p, false, addr);
+					icmp_checksum(f[i].data, p);
 				}
 				s.dnat++;
 			}

@@ -56,7 +56,6 @@ struct worker_ctx {
 	std::vector<uint16_t> ports;  // DPDK port id by config port index
 	unsigned id;                  // queue and lcore_stats index
 	unsigned burst;
-	std::atomic<uint64_t> tx_dropped{0};
 };
 
 int worker_main(void* arg)
@@ -71,7 +70,6 @@ int worker_main(void* arg)
 	std::vector<std::vector<rte_mbuf*>> tx(np);
 	for (auto& t : tx)
 		t.reserve(kMaxBurst);
-	uint64_t tx_dropped = 0;
 	while (!g_stop.load(std::memory_order_relaxed)) {
 		for (unsigned pi = 0; pi < np; pi++) {
 			const uint16_t n = rte_eth_rx_burst(w->ports[pi], q, rx, static_cast<uint16_t>(w->burst));
@@ -92,28 +90,25 @@ int worker_main(void* arg)
 				const uint16_t sent = rte_eth_tx_burst(w->ports[o], q, tx[o].data(), static_cast<uint16_t>(tx[o].size()));
 				for (size_t i = sent; i < tx[o].size(); i++)
 					rte_pktmbuf_free(tx[o][i]);
-				if (sent != tx[o].size()) {
+				if (sent != tx[o].size())
 					w->pl->count_drops(w->id, drop::tx_full, tx[o].size() - sent);
-					tx_dropped += tx[o].size() - sent;
-				}
 				tx[o].clear();
 			}
 		}
 		maps::rcu::quiescent();
 	}
-	w->tx_dropped.store(tx_dropped, std::memory_order_relaxed);
 	maps::rcu::offline();
 	return 0;
 }
 
-void print_stats(const pipeline& pl, const ct::table& ct, const sockmap::sockmap& sm, uint64_t tx_dropped, FILE* f)
+void print_stats(const pipeline& pl, const ct::table& ct, const sockmap::sockmap& sm, FILE* f)
 {
 	const pipeline_stats s = pl.stats();
 	const ct::stats c = ct.stats();
 	std::fprintf(f, "ctplane: rx %" PRIu64 " forwarded %" PRIu64 " control %" PRIu64 " dropped %" PRIu64
-		     " tx_full %" PRIu64 " | flows %" PRIu64 " created %" PRIu64 " expired %" PRIu64 " | dnat %" PRIu64
+		      " | flows %" PRIu64 " created %" PRIu64 " expired %" PRIu64 " | dnat %" PRIu64
 		     " snat %" PRIu64 " sockmap hits %" PRIu64 "\n",
-		     s.rx, s.forwarded, s.control, s.dropped, tx_dropped, ct.size(), c.c.created, c.c.expired_gc, s.dnat,
+		     s.rx, s.forwarded, s.control, s.dropped, ct.size(), c.c.created, c.c.expired_gc, s.dnat,
 		     s.snat, sm.get_stats().hits);
 	for (unsigned d = 0; d < kDropReasons; d++)
 		if (s.drops[d] != 0)
@@ -248,7 +243,7 @@ int run_main(int argc, char** argv)
 			const uint64_t now = clk.now_ns();
 			dp->tick(now);
 			if (stats_every > 0 && now >= next_stats) {
-				print_stats(pl, *ct, *sm, 0, stderr);
+				print_stats(pl, *ct, *sm, stderr);
 				next_stats = now + uint64_t(stats_every * 1e9);
 			}
 			if (duration > 0 && now - t0 >= uint64_t(duration * 1e9))
@@ -260,10 +255,7 @@ int run_main(int argc, char** argv)
 		maps::rcu::offline();
 		rte_eal_mp_wait_lcore();
 		maps::rcu::online();
-		uint64_t tx_dropped = 0;
-		for (auto& x : ctx)
-			tx_dropped += x->tx_dropped.load();
-		print_stats(pl, *ct, *sm, tx_dropped, stdout);
+		print_stats(pl, *ct, *sm, stdout);
 		for (uint16_t id : port_ids) {
 			rte_eth_dev_stop(id);
 			rte_eth_dev_close(id);

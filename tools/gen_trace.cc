@@ -68,20 +68,8 @@ struct gen {
 		f[6] = 0x02, f[7] = from_client ? 0xcc : 0xbb, f[11] = 0x01;
 		const bool v4 = s.family == 4;
 		put16(f.data() + 12, v4 ? 0x0800 : 0x86dd);
-		const unsigned csum_off = proto == 6 ? 16 : proto == 17 ? 6 : 2;
-		if (l4.size() >= csum_off + 2 && frag == 0) {
-			l4[csum_off] = l4[csum_off + 1] = 0;
-			uint32_t seed = 0;
-			if (proto != 1) {
-				const unsigned alen = v4 ? 4 : 16;
-				seed = csum_fold(s.addr, alen) + csum_fold(d.addr, alen);
-				seed += proto + uint32_t(l4.size());
-			}
-			uint16_t c = static_cast<uint16_t>(~csum_fold(l4.data(), uint32_t(l4.size()), seed));
-			if (proto == 17 && c == 0)
-				c = 0xffff;
-			put16(l4.data() + csum_off, c);
-		}
+		if (frag == 0)  // a fragment carries (part of) an already summed datagram
+			set_checksum(s, d, proto, l4);
 		if (v4) {
 			bytes ip(20, 0);
 			ip[0] = 0x45;
@@ -106,6 +94,25 @@ struct gen {
 		}
 		f.insert(f.end(), l4.begin(), l4.end());
 		out.push_back(pkt{t_us, seq++, std::move(f)});
+	}
+
+	// The L4 checksum of a whole datagram (pseudo-header but for ICMPv4).
+	static void set_checksum(const endpoint& s, const endpoint& d, uint8_t proto, bytes& l4)
+	{
+		const unsigned csum_off = proto == 6 ? 16 : proto == 17 ? 6 : 2;
+		if (l4.size() < csum_off + 2)
+			return;
+		l4[csum_off] = l4[csum_off + 1] = 0;
+		uint32_t seed = 0;
+		if (proto != 1) {
+			const unsigned alen = s.family == 4 ? 4 : 16;
+			seed = csum_fold(s.addr, alen) + csum_fold(d.addr, alen);
+			seed += proto + uint32_t(l4.size());
+		}
+		uint16_t c = static_cast<uint16_t>(~csum_fold(l4.data(), uint32_t(l4.size()), seed));
+		if (proto == 17 && c == 0)
+			c = 0xffff;
+		put16(l4.data() + csum_off, c);
 	}
 
 	static bytes tcp(uint16_t sp, uint16_t dp, uint8_t flags, uint32_t seq_no, uint32_t ack, size_t payload)
@@ -297,12 +304,9 @@ int main(int argc, char** argv)
 		uint64_t t = t_base + rnd(span_us);
 		const bytes req = gen::udp(cl.port, vip.port, 40 + rnd(60));
 		if (i % 8 == 7 && cl.family == 4) {
-			bytes whole = gen::udp(cl.port, vip.port, 200);
 			// Checksum over the whole datagram, then split at 104 bytes.
-			gen tmp;
-			std::memcpy(tmp.client_port_mac, g.client_port_mac, 6);
-			tmp.emit(0, true, cl, vip, 17, whole);
-			bytes full(tmp.out[0].b.begin() + 34, tmp.out[0].b.end());
+			bytes full = gen::udp(cl.port, vip.port, 200);
+			gen::set_checksum(cl, vip, 17, full);
 			const uint16_t id = uint16_t(rnd(65536));
 			g.emit(t, true, cl, vip, 17, bytes(full.begin(), full.begin() + 104), 64, id, 0x2000);
 			g.emit(t + 10, true, cl, vip, 17, bytes(full.begin() + 104, full.end()), 64, id, 104 / 8);
