@@ -253,6 +253,10 @@ flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo) noexcept
 	return v;
 }
 
+// for_each() is a template callers instantiate: the views it builds are made here.
+template flow_view table::view_of<key4, flow4>(const key4&, const flow4&, const uint32_t*) noexcept;
+template flow_view table::view_of<key6, flow6>(const key6&, const flow6&, const uint32_t*) noexcept;
+
 // ---- the packet path ------------------------------------------------------------------
 
 void table::process_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result* out,

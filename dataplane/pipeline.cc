@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstring>
 
+#include "maps/rcu.h"
+
 namespace ctplane::dataplane {
 
 namespace {
@@ -115,10 +117,14 @@ std::string pipeline::build(const config::ctplane_config& c)
 		else
 			r6.push_back({maps::ipv6::from_bytes(r.prefix.addr), r.prefix.len, id});
 	}
+	if (hops_.resize(0) != 0 || hops_.resize(hops.size()) != 0)
+		return "too many routes";
+	for (size_t i = 0; i < hops.size(); i++)
+		hops_[i] = hops[i];
 	if (fib4_.replace(r4) != 0 || fib6_.replace(r6) != 0)
 		return "the route table refused a route";
 	ports_ = std::move(ports);
-	hops_ = std::move(hops);
+	free_hops_.clear();
 	own4_.clear();
 	own6_.clear();
 	for (const port_info& pi : ports_)
@@ -138,7 +144,11 @@ std::string pipeline::build(const config::ctplane_config& c)
 	uint32_t maxb = 0;
 	lb_.for_each_backend([&](uint32_t id, const lb::backend&) { maxb = std::max(maxb, id); });
 	for (unsigned i = 0; i < nlcores_; i++)
-		lc_[i].backend_flows.resize(std::max<size_t>(lc_[i].backend_flows.size(), maxb + 1), 0);
+		// Room for backends added at run time too (up to 64K ids; workers
+		// count into it, so it never reallocates while they run).
+		lc_[i].backend_flows.resize(std::max<size_t>({lc_[i].backend_flows.size(), maxb + 1u,
+							      std::min<size_t>(c.lb.max_backends + 1u, 65536)}),
+					    0);
 	return "";
 }
 
@@ -159,9 +169,115 @@ void pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t
 	neigh_.maintain(1u << 16);
 	uint64_t w = uint64_t{1} << 48;  // resolved
 	std::memcpy(&w, mac, 6);
-	for (hop& h : hops_)
-		if (h.has_via && h.via == a)
-			std::atomic_ref<uint64_t>(h.mac_word).store(w, std::memory_order_relaxed);
+	for (uint64_t i = 0; i < hops_.size(); i++)
+		if (hops_[i].has_via && hops_[i].via == a)
+			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(w, std::memory_order_relaxed);
+}
+
+void pipeline::clear_neighbor(const lb::address& a)
+{
+	nb_key k{};
+	std::memcpy(k.addr, a.addr, 16);
+	k.family = a.family;
+	neigh_.erase(k);
+	for (uint64_t i = 0; i < hops_.size(); i++)
+		if (hops_[i].has_via && hops_[i].via == a)
+			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(0, std::memory_order_relaxed);
+}
+
+bool pipeline::next_hop_of(const uint8_t* dst, uint8_t family, uint16_t* port, lb::address* nh) const noexcept
+{
+	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(dst)) : fib6_.lookup(maps::ipv6::from_bytes(dst));
+	const hop* h = id != maps::lpm<maps::ipv4>::kNoRoute ? hops_.at(id) : nullptr;
+	if (h == nullptr)
+		return false;
+	*port = h->port;
+	if (h->has_via) {
+		*nh = h->via;
+	} else {
+		*nh = lb::address{};
+		nh->family = family;
+		std::memcpy(nh->addr, dst, family == 4 ? 4 : 16);
+	}
+	return true;
+}
+
+std::string pipeline::add_route(const config::route_spec& r)
+{
+	if (r.port >= ports_.size())
+		return "no port " + std::to_string(r.port);
+	if (r.has_via && r.via.family != r.prefix.family)
+		return "the next hop is not of the prefix's family";
+	hop h{};
+	h.port = static_cast<uint16_t>(r.port);
+	h.has_via = r.has_via;
+	h.via = r.via;
+	if (r.has_via) {
+		// A gateway already known: the hop starts resolved.
+		nb_key k{};
+		std::memcpy(k.addr, r.via.addr, 16);
+		k.family = r.via.family;
+		if (const nb_val* v = neigh_.lookup(k)) {
+			uint64_t w = uint64_t{1} << 48;
+			std::memcpy(&w, v->mac, 6);
+			h.mac_word = w;
+		}
+	}
+	uint32_t id;
+	if (!free_hops_.empty()) {
+		id = free_hops_.back();
+		free_hops_.pop_back();
+	} else {
+		id = static_cast<uint32_t>(hops_.size());
+		if (hops_.resize(id + 1) != 0)
+			return "too many routes";
+	}
+	hops_[id] = h;
+	std::atomic_thread_fence(std::memory_order_release);  // the hop, then the route that names it
+	uint32_t old = 0;
+	int rc;
+	if (r.prefix.family == 4) {
+		const auto a = maps::ipv4::from_bytes(r.prefix.addr);
+		old = fib4_.exact(a, r.prefix.len);
+		rc = fib4_.assign(a, r.prefix.len, id);
+		fib4_.reclaim();
+	} else {
+		const auto a = maps::ipv6::from_bytes(r.prefix.addr);
+		old = fib6_.exact(a, r.prefix.len);
+		rc = fib6_.assign(a, r.prefix.len, id);
+		fib6_.reclaim();
+	}
+	if (rc != 0) {
+		free_hops_.push_back(id);
+		return rc == -EINVAL ? "bad prefix (host bits set?)" : "the route table is full";
+	}
+	if (old != maps::lpm<maps::ipv4>::kNoRoute) {
+		maps::rcu::synchronize();  // no worker still reads the old hop
+		free_hops_.push_back(old);
+	}
+	return "";
+}
+
+std::string pipeline::del_route(const sockmap::prefix& p)
+{
+	uint32_t old;
+	int rc;
+	if (p.family == 4) {
+		const auto a = maps::ipv4::from_bytes(p.addr);
+		old = fib4_.exact(a, p.len);
+		rc = fib4_.erase(a, p.len);
+		fib4_.reclaim();
+	} else {
+		const auto a = maps::ipv6::from_bytes(p.addr);
+		old = fib6_.exact(a, p.len);
+		rc = fib6_.erase(a, p.len);
+		fib6_.reclaim();
+	}
+	if (rc != 0)
+		return "no such route";
+	maps::rcu::synchronize();
+	free_hops_.push_back(old);
+	return "";
 }
 
 bool pipeline::route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
@@ -172,9 +288,10 @@ bool pipeline::route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t
 
 bool pipeline::next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
 {
-	if (id >= hops_.size())
+	const hop* hp = hops_.at(id);
+	if (hp == nullptr)
 		return false;
-	const hop& h = hops_[id];
+	const hop& h = *hp;
 	*port = h.port;
 	if (h.has_via) {
 		// The gateway's MAC, cached in the hop by set_neighbor (one
@@ -419,12 +536,13 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 				out[i] = outcome{fate::forward, drop::kCount, f[i].in_port};
 				continue;
 			}
-			out[i] = outcome{fate::control, drop::kCount, 0};
+			out[i] = outcome{fate::control, drop::kCount, 0, punt::local};
 			s.control++;
 			continue;
 		}
 		if (p.ttl <= 1) {
 			drop_it(i, drop::ttl_exceeded);
+			out[i].why = punt::ttl_exceeded;  // the control path answers it
 			continue;
 		}
 		p.ct.t.zone = 0;
@@ -660,6 +778,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		}
 		if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
 			drop_it(i, drop::no_neighbor);
+			out[i].why = punt::resolve;  // the control path resolves the next hop
 			return;
 		}
 		finish(w, i, port, mac, s);
@@ -735,6 +854,7 @@ void pipeline::later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats&
 	}
 	if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
 		dropped(drop::no_neighbor);
+		w.out[i].why = punt::resolve;
 		return;
 	}
 	finish(w, i, port, mac, s);

@@ -47,6 +47,7 @@
 #include "dataplane/parser.h"
 #include "lb/balancer.h"
 #include "maps/lpm.h"
+#include "maps/rarray.h"
 #include "maps/rhash.h"
 #include "sockmap/sockmap.h"
 
@@ -62,10 +63,16 @@ struct frame {
 
 enum class fate : uint8_t { forward, control, drop };
 
+// What the control path is to do with a frame the pipeline hands it: one
+// for the appliance (fate::control), or a copy of one it dropped that needs
+// an answer (an ICMP time exceeded) or a neighbour resolved.
+enum class punt : uint8_t { none, local, ttl_exceeded, resolve };
+
 struct outcome {
 	fate f;
 	drop reason;    // fate::drop
 	uint16_t port;  // fate::forward: the egress port
+	punt why = punt::none;
 };
 
 // The Maglev flow hash of a packet's tuple (its original direction).
@@ -108,8 +115,46 @@ public:
 	// Runs frames [0, n) (n <= kMaxBurst) at time now_ns on lcore `lc`.
 	void process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc = 0) noexcept;
 
-	// Sets the link-layer address of a neighbor (control thread: ARP/ND).
+	// Sets or forgets the link-layer address of a neighbor (control thread:
+	// ARP/ND, static entries).
 	void set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port);
+	void clear_neighbor(const lb::address& a);
+	// The neighbor a packet to `dst` leaves through: its egress port and
+	// the address to resolve (the gateway, or dst itself on link). false:
+	// no route. Any registered thread.
+	bool next_hop_of(const uint8_t* dst, uint8_t family, uint16_t* port, lb::address* nh) const noexcept;
+
+	// Routes at run time (control thread; workers keep forwarding): adds
+	// or replaces the route of r.prefix, or removes it. "" or what is wrong.
+	std::string add_route(const config::route_spec& r);
+	std::string del_route(const sockmap::prefix& p);
+	// f(const config::route_spec&) for every route, in prefix order.
+	template <typename Fn>
+	void for_each_route(Fn&& f) const
+	{
+		auto one = [&](uint32_t value, uint8_t family, const auto& rt) {
+			const hop* h = hops_.at(value);
+			if (h == nullptr)
+				return true;
+			config::route_spec r;
+			r.prefix.family = family;
+			if (family == 4)
+				maps::ipv4::to_bytes(static_cast<maps::ipv4::addr>(rt.prefix), r.prefix.addr);
+			else
+				maps::ipv6::to_bytes(rt.prefix, r.prefix.addr);
+			r.prefix.len = static_cast<uint8_t>(rt.len);
+			r.port = h->port;
+			r.has_via = h->has_via;
+			r.via = h->via;
+			f(r);
+			return true;
+		};
+		fib4_.for_each([&](const auto& rt) { return one(rt.value, 4, rt); });
+		fib6_.for_each([&](const auto& rt) { return one(rt.value, 6, rt); });
+	}
+	// A port's MAC and addresses (its config).
+	const uint8_t* port_mac(unsigned port) const noexcept { return ports_[port].mac; }
+	const std::vector<sockmap::prefix>& port_addrs(unsigned port) const noexcept { return ports_[port].addrs; }
 	// Control thread, per tick: grows and shrinks the neighbor and fragment
 	// tables, forgets fragment state older than 30 s.
 	void maintain(uint64_t now_ns) noexcept;
@@ -174,7 +219,8 @@ private:
 	lb::balancer& lb_;
 	sockmap::sockmap& sm_;
 	std::vector<port_info> ports_;
-	std::vector<hop> hops_;
+	maps::rarray<hop> hops_{1u << 20};  // by route: the LPM's value
+	std::vector<uint32_t> free_hops_;    // ids of removed routes, past a grace period
 	std::vector<uint32_t> own4_;                 // our addresses, network order
 	std::vector<std::array<uint8_t, 16>> own6_;
 	maps::lpm<maps::ipv4> fib4_;

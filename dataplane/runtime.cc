@@ -6,9 +6,15 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
+#include <rte_telemetry.h>
 
 #include <atomic>
+#include <chrono>
 #include <cinttypes>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
@@ -19,6 +25,8 @@
 #include "config/config.h"
 #include "ct/clock.h"
 #include "ct/table.h"
+#include "dataplane/control.h"
+#include "dataplane/ops.h"
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
 #include "lb/balancer.h"
@@ -50,12 +58,27 @@ bool is_vdev(const std::string& devargs)
 	return devargs.rfind("net_", 0) == 0 || devargs.rfind("eth_", 0) == 0;
 }
 
+// What a punted (or injected) mbuf carries in its private area.
+struct mbuf_meta {
+	uint16_t port;  // config port index: where it came in / goes out
+	uint8_t why;    // punt
+	uint8_t pad[5];
+};
+static_assert(sizeof(mbuf_meta) == RTE_MBUF_PRIV_ALIGN);
+
+mbuf_meta* meta(rte_mbuf* m) { return static_cast<mbuf_meta*>(rte_mbuf_to_priv(m)); }
+
+constexpr unsigned kPuntRing = 4096, kInjectRing = 1024;
+
 struct worker_ctx {
 	pipeline* pl;
 	const ct::tsc_clock* clk;
 	std::vector<uint16_t> ports;  // DPDK port id by config port index
 	unsigned id;                  // queue and lcore_stats index
 	unsigned burst;
+	rte_ring* punt;               // to the control thread (multi-producer)
+	rte_ring* inject;             // from the control thread: worker 0 sends them
+	std::atomic<uint64_t>* punt_dropped;  // per port
 };
 
 int worker_main(void* arg)
@@ -65,12 +88,35 @@ int worker_main(void* arg)
 	const uint16_t q = static_cast<uint16_t>(w->id);
 	const unsigned np = static_cast<unsigned>(w->ports.size());
 	rte_mbuf* rx[kMaxBurst];
+	rte_mbuf* pu[kMaxBurst];
 	frame fr[kMaxBurst];
 	outcome oc[kMaxBurst];
 	std::vector<std::vector<rte_mbuf*>> tx(np);
 	for (auto& t : tx)
-		t.reserve(kMaxBurst);
+		t.reserve(2 * kMaxBurst);
+	auto flush = [&](unsigned o) {
+		if (tx[o].empty())
+			return;
+		const uint16_t sent = rte_eth_tx_burst(w->ports[o], q, tx[o].data(), static_cast<uint16_t>(tx[o].size()));
+		for (size_t i = sent; i < tx[o].size(); i++)
+			rte_pktmbuf_free(tx[o][i]);
+		if (sent != tx[o].size())
+			w->pl->count_drops(w->id, drop::tx_full, tx[o].size() - sent);
+		tx[o].clear();
+	};
 	while (!g_stop.load(std::memory_order_relaxed)) {
+		// Frames the control path made (ARP, ND, ICMP errors, packets that
+		// waited for a neighbour) leave through worker 0's TX queues.
+		if (w->inject != nullptr) {
+			const unsigned n = rte_ring_sc_dequeue_burst(w->inject, reinterpret_cast<void**>(rx), kMaxBurst, nullptr);
+			for (unsigned i = 0; i < n; i++) {
+				const uint16_t o = meta(rx[i])->port;
+				if (o < np)
+					tx[o].push_back(rx[i]);
+				else
+					rte_pktmbuf_free(rx[i]);
+			}
+		}
 		for (unsigned pi = 0; pi < np; pi++) {
 			const uint16_t n = rte_eth_rx_burst(w->ports[pi], q, rx, static_cast<uint16_t>(w->burst));
 			if (n == 0)
@@ -78,27 +124,117 @@ int worker_main(void* arg)
 			for (uint16_t i = 0; i < n; i++)
 				fr[i] = frame{rte_pktmbuf_mtod(rx[i], uint8_t*), rte_pktmbuf_data_len(rx[i]), static_cast<uint16_t>(pi)};
 			w->pl->process(fr, n, w->clk->now_ns(), oc, w->id);
+			unsigned npu = 0;
 			for (uint16_t i = 0; i < n; i++) {
-				if (oc[i].f == fate::forward && oc[i].port < np)
+				if (oc[i].f == fate::forward && oc[i].port < np) {
 					tx[oc[i].port].push_back(rx[i]);
-				else
-					rte_pktmbuf_free(rx[i]);  // drops are counted by reason; control: not handled here
+				} else if (oc[i].why != punt::none) {
+					*meta(rx[i]) = mbuf_meta{static_cast<uint16_t>(pi), static_cast<uint8_t>(oc[i].why), {}};
+					pu[npu++] = rx[i];
+				} else {
+					rte_pktmbuf_free(rx[i]);  // dropped: counted by reason
+				}
 			}
-			for (unsigned o = 0; o < np; o++) {
-				if (tx[o].empty())
-					continue;
-				const uint16_t sent = rte_eth_tx_burst(w->ports[o], q, tx[o].data(), static_cast<uint16_t>(tx[o].size()));
-				for (size_t i = sent; i < tx[o].size(); i++)
-					rte_pktmbuf_free(tx[o][i]);
-				if (sent != tx[o].size())
-					w->pl->count_drops(w->id, drop::tx_full, tx[o].size() - sent);
-				tx[o].clear();
+			if (npu != 0) {
+				const unsigned ok = rte_ring_mp_enqueue_burst(w->punt, reinterpret_cast<void**>(pu), npu, nullptr);
+				for (unsigned i = ok; i < npu; i++)
+					rte_pktmbuf_free(pu[i]);
+				if (ok != npu)
+					w->punt_dropped[pi].fetch_add(npu - ok, std::memory_order_relaxed);
 			}
+			for (unsigned o = 0; o < np; o++)
+				flush(o);
 		}
+		for (unsigned o = 0; o < np; o++)
+			flush(o);
 		maps::rcu::quiescent();
 	}
 	maps::rcu::offline();
 	return 0;
+}
+
+// ---- telemetry: commands run on the control thread ------------------------------------
+//
+// DPDK calls a command's callback on its telemetry thread; the callback
+// queues the request and waits for the control thread, which runs it
+// between its ticks (so no command races the dataplane's single writer).
+
+struct tel_request {
+	std::string cmd, params;
+	reply out;
+	bool done = false;
+};
+
+struct tel_server {
+	std::mutex mu;
+	std::condition_variable cv;
+	std::deque<tel_request*> queue;
+	bool serving = false;
+};
+tel_server g_tel;  // outlives the appliance: DPDK's telemetry threads may call late
+
+void to_tel(const reply& r, rte_tel_data* d)
+{
+	rte_tel_data_start_dict(d);
+	for (const auto& [k, v] : r.items) {
+		switch (v.kind) {
+		case reply::value::u64: rte_tel_data_add_dict_u64(d, k.c_str(), v.u); break;
+		case reply::value::str: rte_tel_data_add_dict_string(d, k.c_str(), v.s.substr(0, RTE_TEL_MAX_STRING_LEN - 1).c_str()); break;
+		case reply::value::list: {
+			rte_tel_data* a = rte_tel_data_alloc();
+			if (a == nullptr)
+				break;
+			rte_tel_data_start_array(a, RTE_TEL_STRING_VAL);
+			for (const std::string& s : v.l)
+				rte_tel_data_add_array_string(a, s.substr(0, RTE_TEL_MAX_STRING_LEN - 1).c_str());
+			if (rte_tel_data_add_dict_container(d, k.c_str(), a, 0) != 0)
+				rte_tel_data_free(a);
+			break;
+		}
+		}
+	}
+}
+
+int tel_command(const char* cmd, const char* params, rte_tel_data* d)
+{
+	tel_request r;
+	r.cmd = cmd;
+	r.params = params != nullptr ? params : "";
+	{
+		std::unique_lock<std::mutex> lk(g_tel.mu);
+		if (!g_tel.serving) {
+			r.out.error("ctplane is not running (starting or stopping)");
+		} else {
+			g_tel.queue.push_back(&r);
+			if (!g_tel.cv.wait_for(lk, std::chrono::seconds(5), [&] { return r.done; })) {
+				std::erase(g_tel.queue, &r);
+				r.out.error("the control thread did not answer within 5 s");
+			}
+		}
+	}
+	to_tel(r.out, d);
+	return 0;
+}
+
+// Control thread: answers the queued requests.
+void tel_serve(ops& o, uint64_t now)
+{
+	std::unique_lock<std::mutex> lk(g_tel.mu);
+	if (g_tel.queue.empty())
+		return;
+	for (tel_request* r : g_tel.queue) {
+		r->out = o.run(r->cmd, r->params, now);
+		r->done = true;
+	}
+	g_tel.queue.clear();
+	lk.unlock();
+	g_tel.cv.notify_all();
+}
+
+void tel_serving(bool on)
+{
+	std::lock_guard<std::mutex> lk(g_tel.mu);
+	g_tel.serving = on;
 }
 
 void print_stats(const pipeline& pl, const ct::table& ct, const sockmap::sockmap& sm, FILE* f)
@@ -179,7 +315,8 @@ int run_main(int argc, char** argv)
 		maps::rcu::thread_registration reg;
 		const unsigned nports = static_cast<unsigned>(c.ports.size());
 		const unsigned nb_mbufs = std::max(8191u, nports * workers * 2048 + 4096);
-		rte_mempool* pool = rte_pktmbuf_pool_create("ctplane_mbufs", nb_mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+		rte_mempool* pool = rte_pktmbuf_pool_create("ctplane_mbufs", nb_mbufs + kPuntRing + kInjectRing, 256,
+							    sizeof(mbuf_meta), RTE_MBUF_DEFAULT_BUF_SIZE,
 							    static_cast<int>(rte_socket_id()));
 		if (pool == nullptr)
 			return fail(std::string("mbuf pool: ") + rte_strerror(rte_errno));
@@ -213,7 +350,14 @@ int run_main(int argc, char** argv)
 			port_ids.push_back(id);
 		}
 
+		rte_ring* punt_ring = rte_ring_create("ctplane_punt", kPuntRing, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+		rte_ring* inject_ring = rte_ring_create("ctplane_inject", kInjectRing, static_cast<int>(rte_socket_id()),
+							RING_F_SP_ENQ | RING_F_SC_DEQ);
+		if (punt_ring == nullptr || inject_ring == nullptr)
+			return fail(std::string("control rings: ") + rte_strerror(rte_errno));
+
 		std::string err_text;
+		c.ct.events = true;  // for /ctplane/ct/events
 		std::unique_ptr<stack> dp = stack::build(c, workers, &err_text);
 		if (!dp)
 			return fail(cfg_path + ": " + err_text);
@@ -221,6 +365,46 @@ int run_main(int argc, char** argv)
 		ct::table* ct = &dp->ct();
 		sockmap::sockmap* sm = &dp->sm();
 		ct::tsc_clock clk;
+
+		// The control path sends through worker 0: a copy in an mbuf on the inject ring.
+		control_path ctl(pl, c, [&](uint16_t port, const uint8_t* f, uint32_t len) {
+			rte_mbuf* m = rte_pktmbuf_alloc(pool);
+			if (m == nullptr)
+				return false;
+			char* d = rte_pktmbuf_append(m, static_cast<uint16_t>(len));
+			if (d == nullptr) {
+				rte_pktmbuf_free(m);
+				return false;
+			}
+			std::memcpy(d, f, len);
+			*meta(m) = mbuf_meta{port, 0, {}};
+			if (rte_ring_sp_enqueue(inject_ring, m) != 0) {
+				rte_pktmbuf_free(m);
+				return false;
+			}
+			return true;
+		});
+		std::unique_ptr<std::atomic<uint64_t>[]> punt_dropped(new std::atomic<uint64_t>[nports]());
+		ops op(*dp, ctl, [&](unsigned p, port_counters* pc) {
+			if (p >= port_ids.size())
+				return false;
+			rte_eth_stats es{};
+			if (rte_eth_stats_get(port_ids[p], &es) != 0)
+				return false;
+			pc->rx_packets = es.ipackets;
+			pc->tx_packets = es.opackets;
+			pc->rx_bytes = es.ibytes;
+			pc->tx_bytes = es.obytes;
+			pc->rx_missed = es.imissed;
+			pc->rx_errors = es.ierrors;
+			pc->tx_errors = es.oerrors;
+			pc->rx_nombuf = es.rx_nombuf;
+			pc->punt_dropped = punt_dropped[p].load(std::memory_order_relaxed);
+			return true;
+		});
+		dp->set_event_sink([&](const ct::event& e) { op.record(e); });
+		for (const auto& [cmd, help] : ops::commands())
+			rte_telemetry_register_cmd(cmd.c_str(), tel_command, help.c_str());
 
 		std::signal(SIGINT, on_signal);
 		std::signal(SIGTERM, on_signal);
@@ -234,14 +418,34 @@ int run_main(int argc, char** argv)
 			x.ports = port_ids;
 			x.id = w;
 			x.burst = std::min<unsigned>(c.burst, kMaxBurst);
+			x.punt = punt_ring;
+			x.inject = w == 0 ? inject_ring : nullptr;
+			x.punt_dropped = punt_dropped.get();
 			rte_eal_remote_launch(worker_main, &x, lc);
 		}
-		std::fprintf(stderr, "ctplane: %u ports, %u workers; SIGINT or SIGTERM stops\n", nports, workers);
+		tel_serving(true);
+		std::fprintf(stderr, "ctplane: %u ports, %u workers; telemetry under /ctplane/; SIGINT or SIGTERM stops\n",
+			     nports, workers);
 		const uint64_t t0 = clk.now_ns();
-		uint64_t next_stats = t0 + uint64_t(stats_every * 1e9);
+		uint64_t next_stats = t0 + uint64_t(stats_every * 1e9), next_tick = t0;
+		rte_mbuf* pm[32];
 		while (!g_stop.load(std::memory_order_relaxed)) {
 			const uint64_t now = clk.now_ns();
-			dp->tick(now);
+			// Punted frames first: ARP / ND answers unblock waiting packets.
+			for (unsigned n; (n = rte_ring_sc_dequeue_burst(punt_ring, reinterpret_cast<void**>(pm), 32, nullptr)) != 0;)
+				for (unsigned i = 0; i < n; i++) {
+					const mbuf_meta* mm = meta(pm[i]);
+					ctl.receive(rte_pktmbuf_mtod(pm[i], const uint8_t*), rte_pktmbuf_data_len(pm[i]), mm->port,
+						    static_cast<punt>(mm->why), now);
+					rte_pktmbuf_free(pm[i]);
+				}
+			if (now >= next_tick) {
+				dp->tick(now);
+				ctl.tick(now);
+				op.watch_tables(now);
+				next_tick = now + 10'000'000;  // 10 ms
+			}
+			tel_serve(op, now);
 			if (stats_every > 0 && now >= next_stats) {
 				print_stats(pl, *ct, *sm, stderr);
 				next_stats = now + uint64_t(stats_every * 1e9);
@@ -249,18 +453,33 @@ int run_main(int argc, char** argv)
 			if (duration > 0 && now - t0 >= uint64_t(duration * 1e9))
 				g_stop.store(true);
 			maps::rcu::offline();
-			rte_delay_us_sleep(1000);
+			rte_delay_us_sleep(500);
 			maps::rcu::online();
 		}
+		tel_serve(op, clk.now_ns());
+		tel_serving(false);
 		maps::rcu::offline();
 		rte_eal_mp_wait_lcore();
 		maps::rcu::online();
+		// Drain: what the workers punted or were to send is dropped (counted).
+		for (void* m = nullptr; rte_ring_dequeue(punt_ring, &m) == 0;)
+			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+		for (void* m = nullptr; rte_ring_dequeue(inject_ring, &m) == 0;)
+			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
 		print_stats(pl, *ct, *sm, stdout);
+		const control_stats& cs = ctl.stats();
+		std::fprintf(stdout, "ctplane: control: arp requests %" PRIu64 " nd solicits %" PRIu64 " resolved %" PRIu64
+				     " failed %" PRIu64 " icmp errors %" PRIu64 " echo6 %" PRIu64 "\n",
+			     cs.arp_requests_sent, cs.nd_solicits_sent, cs.resolved, cs.resolve_failed, cs.icmp_errors_sent,
+			     cs.echo6_replies);
 		for (uint16_t id : port_ids) {
 			rte_eth_dev_stop(id);
 			rte_eth_dev_close(id);
 		}
+		dp->set_event_sink(nullptr);
 		dp.reset();
+		rte_ring_free(punt_ring);
+		rte_ring_free(inject_ring);
 		rte_mempool_free(pool);
 	}
 	rte_eal_cleanup();

@@ -33,10 +33,14 @@ std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, s
 
 void stack::drain_events()
 {
-	if (!sm_->enabled())
+	const bool sm = sm_->enabled();
+	if (!sm && !sink_)
 		return;
 	ct_->drain_events([&](const ct::event& e) {
-		sm_->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl_->resolve(d, r); });
+		if (sink_)
+			sink_(e);
+		if (sm)
+			sm_->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl_->resolve(d, r); });
 	});
 }
 
@@ -44,10 +48,9 @@ void stack::tick(uint64_t now_ns, size_t gc_buckets)
 {
 	ct_->tick(now_ns, gc_buckets);
 	pl_->maintain(now_ns);
-	if (sm_->enabled()) {
-		drain_events();
+	drain_events();
+	if (sm_->enabled())
 		sm_->sync(*ct_, now_ns);
-	}
 }
 
 }  // namespace ctplane::dataplane

@@ -6,6 +6,7 @@
 // and the pipeline benchmark all start from here.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -27,8 +28,12 @@ public:
 	// non-zero: deterministic), resizes, fragment table upkeep, the
 	// sockmap's events and sync.
 	void tick(uint64_t now_ns, size_t gc_buckets = 0);
-	// Control thread: CT events -> sockmap (cheap; replay calls it per burst).
+	// Control thread: CT events -> sockmap and the event sink (cheap;
+	// replay calls it per burst).
 	void drain_events();
+	// Control thread: every CT event drained is also passed to `sink` (the
+	// operator's event log). Needs `ct.events` on in the config.
+	void set_event_sink(std::function<void(const ct::event&)> sink) { sink_ = std::move(sink); }
 
 	ct::table& ct() noexcept { return *ct_; }
 	lb::balancer& lb() noexcept { return *lb_; }
@@ -43,6 +48,7 @@ private:
 	std::unique_ptr<lb::balancer> lb_;
 	std::unique_ptr<sockmap::sockmap> sm_;
 	std::unique_ptr<dataplane::pipeline> pl_;
+	std::function<void(const ct::event&)> sink_;
 };
 
 }  // namespace ctplane::dataplane

@@ -1,0 +1,519 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "dataplane/control.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "dataplane/parser.h"
+
+namespace ctplane::dataplane {
+
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint16_t kEthArp = 0x0806, kEthIpv4 = 0x0800, kEthIpv6 = 0x86dd;
+constexpr uint8_t kNdSolicit = 135, kNdAdvert = 136, kEcho6Request = 128, kEcho6Reply = 129;
+constexpr uint8_t kTime6Exceeded = 3, kTime4Exceeded = 11;
+constexpr unsigned kMin4Quote = 576, kMin6Mtu = 1280;  // RFC 1812 4.3.2.3, RFC 4443 2.4(c)
+
+uint16_t be16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+void put16(uint8_t* p, uint16_t v) noexcept
+{
+	p[0] = static_cast<uint8_t>(v >> 8);
+	p[1] = static_cast<uint8_t>(v);
+}
+void put_eth(std::vector<uint8_t>& f, const uint8_t* dst, const uint8_t* src, uint16_t type)
+{
+	f.insert(f.end(), dst, dst + 6);
+	f.insert(f.end(), src, src + 6);
+	f.push_back(static_cast<uint8_t>(type >> 8));
+	f.push_back(static_cast<uint8_t>(type));
+}
+
+// The IPv4 header checksum of the 20 bytes at ip.
+void ip4_checksum(uint8_t* ip)
+{
+	ip[10] = ip[11] = 0;
+	put16(ip + 10, static_cast<uint16_t>(~csum_fold(ip, 20)));
+}
+
+// The ICMPv6 checksum of the message after the IPv6 header at ip.
+void icmp6_checksum(uint8_t* ip, uint32_t mlen)
+{
+	uint8_t* m = ip + 40;
+	m[2] = m[3] = 0;
+	const uint32_t seed = csum_fold(ip + 8, 32) + (mlen >> 16) + (mlen & 0xffff) + 58;
+	put16(m + 2, static_cast<uint16_t>(~csum_fold(m, mlen, seed)));
+}
+
+void put_ip4(std::vector<uint8_t>& f, const uint8_t* src, const uint8_t* dst, uint8_t proto, uint16_t payload)
+{
+	const size_t at = f.size();
+	f.resize(at + 20, 0);
+	uint8_t* ip = f.data() + at;
+	ip[0] = 0x45;
+	ip[1] = 0xc0;  // internetwork control
+	put16(ip + 2, static_cast<uint16_t>(20 + payload));
+	ip[8] = 64;
+	ip[9] = proto;
+	std::memcpy(ip + 12, src, 4);
+	std::memcpy(ip + 16, dst, 4);
+	ip4_checksum(ip);
+}
+
+void put_ip6(std::vector<uint8_t>& f, const uint8_t* src, const uint8_t* dst, uint8_t hlim, uint16_t payload)
+{
+	const size_t at = f.size();
+	f.resize(at + 40, 0);
+	uint8_t* ip = f.data() + at;
+	ip[0] = 0x60;
+	put16(ip + 4, payload);
+	ip[6] = 58;  // ICMPv6
+	ip[7] = hlim;
+	std::memcpy(ip + 8, src, 16);
+	std::memcpy(ip + 24, dst, 16);
+}
+
+bool in_prefix(const sockmap::prefix& p, const lb::address& a)
+{
+	if (p.family != a.family)
+		return false;
+	const unsigned full = p.len / 8, rest = p.len % 8;
+	if (std::memcmp(p.addr, a.addr, full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	const uint8_t m = static_cast<uint8_t>(0xff << (8 - rest));
+	return (p.addr[full] & m) == (a.addr[full] & m);
+}
+
+bool is_link_local6(const uint8_t* a) { return a[0] == 0xfe && (a[1] & 0xc0) == 0x80; }
+
+lb::address addr_of(const uint8_t* b, uint8_t family)
+{
+	lb::address a{};
+	a.family = family;
+	std::memcpy(a.addr, b, family == 4 ? 4 : 16);
+	return a;
+}
+
+// The NDP option of `type` (1: source, 2: target link-layer address) in
+// the options at [o, end), or nullptr.
+const uint8_t* nd_option(const uint8_t* o, const uint8_t* end, uint8_t type)
+{
+	while (o + 8 <= end && o[1] != 0 && o + o[1] * 8 <= end) {
+		if (o[0] == type && o[1] == 1)
+			return o + 2;
+		o += o[1] * 8;
+	}
+	return nullptr;
+}
+
+}  // namespace
+
+const char* nb_state_name(nb_state s) noexcept
+{
+	switch (s) {
+	case nb_state::incomplete: return "incomplete";
+	case nb_state::reachable: return "reachable";
+	case nb_state::probe: return "probe";
+	case nb_state::failed: return "failed";
+	case nb_state::permanent: return "permanent";
+	}
+	return "?";
+}
+
+control_path::key control_path::key_of(const lb::address& a)
+{
+	key k{a.family, {}};
+	std::memcpy(k.second.data(), a.addr, 16);
+	return k;
+}
+
+control_path::control_path(pipeline& pl, const config::ctplane_config& c, emit_fn emit, control_config cc)
+	: pl_(pl), emit_(std::move(emit)), cc_(cc), tokens_(cc.icmp_rate)
+{
+	for (const config::neighbor_spec& n : c.neighbors) {
+		entry& e = nb_[key_of(n.addr)];
+		e.addr = n.addr;
+		std::memcpy(e.mac, n.mac, 6);
+		e.port = static_cast<uint16_t>(n.port);
+		e.state = nb_state::permanent;
+	}
+}
+
+bool control_path::send(uint16_t port, const std::vector<uint8_t>& f)
+{
+	if (emit_(port, f.data(), static_cast<uint32_t>(f.size())))
+		return true;
+	st_.emit_failed++;
+	return false;
+}
+
+bool control_path::source_for(uint16_t port, const lb::address& peer, uint8_t out[16]) const
+{
+	if (port >= pl_.nports())
+		return false;
+	const sockmap::prefix* any = nullptr;
+	for (const sockmap::prefix& a : pl_.port_addrs(port)) {
+		if (a.family != peer.family)
+			continue;
+		if (in_prefix(a, peer)) {
+			std::memcpy(out, a.addr, 16);
+			return true;
+		}
+		if (any == nullptr || (a.family == 6 && is_link_local6(any->addr)))
+			any = &a;
+	}
+	if (any == nullptr)
+		return false;
+	std::memcpy(out, any->addr, 16);
+	return true;
+}
+
+void control_path::receive(const uint8_t* f, uint32_t len, uint16_t in_port, punt why, uint64_t now)
+{
+	st_.punted++;
+	parsed p;
+	parse(f, len, &p);
+	if (p.kind == frame_kind::dropped || in_port >= pl_.nports()) {
+		st_.ignored++;
+		return;
+	}
+	switch (why) {
+	case punt::ttl_exceeded: on_ttl(f, len, p, in_port, now); return;
+	case punt::resolve: on_resolve(f, len, p, now); return;
+	default: break;
+	}
+	if (p.kind == frame_kind::arp)
+		on_arp(f, len, p, in_port, now);
+	else if (p.family == 6 && p.ct.t.proto == ct::kProtoICMPv6 && p.l4_off != 0)
+		on_icmp6(f, len, p, in_port, now);
+	else
+		st_.ignored++;  // TCP/UDP to the appliance: nothing listens
+}
+
+// ---- neighbours --------------------------------------------------------------------
+
+void control_path::learned(entry& e, const uint8_t mac[6], uint64_t now)
+{
+	if (e.state == nb_state::permanent)
+		return;
+	if (e.state == nb_state::incomplete || e.state == nb_state::failed)
+		st_.resolved++;
+	std::memcpy(e.mac, mac, 6);
+	e.state = nb_state::reachable;
+	e.probes = 0;
+	e.updated_ns = now;
+	e.next_ns = now + uint64_t{cc_.reachable_ms} * kMs;
+	pl_.set_neighbor(e.addr, e.mac, e.port);
+	send_queued(e);
+}
+
+void control_path::send_queued(entry& e)
+{
+	// The frames went through the pipeline already (translated, routed):
+	// they need their MACs and the TTL step finish() would have done.
+	for (std::vector<uint8_t>& f : e.queue) {
+		parsed p;
+		parse(f.data(), static_cast<uint32_t>(f.size()), &p);
+		if (p.kind != frame_kind::ip) {
+			st_.queued_dropped++;
+			continue;
+		}
+		std::memcpy(f.data(), e.mac, 6);
+		std::memcpy(f.data() + 6, pl_.port_mac(e.port), 6);
+		uint8_t* ip = f.data() + p.l3_off;
+		if (p.family == 4) {
+			const uint8_t old[2] = {ip[8], ip[9]};
+			ip[8]--;
+			csum_replace(ip + 10, old, ip + 8, 2);
+		} else {
+			ip[7]--;
+		}
+		if (send(e.port, f))
+			st_.queued_sent++;
+	}
+	e.queue.clear();
+}
+
+void control_path::probe(entry& e, uint64_t now, bool unicast)
+{
+	uint8_t src[16];
+	if (!source_for(e.port, e.addr, src))
+		return;  // no address of that family on the port: cannot ask
+	const uint8_t* mac = pl_.port_mac(e.port);
+	static constexpr uint8_t kBcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+	std::vector<uint8_t> f;
+	if (e.addr.family == 4) {
+		put_eth(f, unicast ? e.mac : kBcast, mac, kEthArp);
+		const uint8_t hdr[8] = {0, 1, 8, 0, 6, 4, 0, 1};  // Ethernet/IPv4, request
+		f.insert(f.end(), hdr, hdr + 8);
+		f.insert(f.end(), mac, mac + 6);
+		f.insert(f.end(), src, src + 4);
+		f.insert(f.end(), 6, 0);
+		f.insert(f.end(), e.addr.addr, e.addr.addr + 4);
+		f.resize(60, 0);
+		st_.arp_requests_sent++;
+	} else {
+		// To the solicited-node multicast address ff02::1:ffXX:XXXX.
+		uint8_t dst[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff};
+		std::memcpy(dst + 13, e.addr.addr + 13, 3);
+		uint8_t dmac[6] = {0x33, 0x33, 0xff, e.addr.addr[13], e.addr.addr[14], e.addr.addr[15]};
+		if (unicast) {
+			std::memcpy(dst, e.addr.addr, 16);
+			std::memcpy(dmac, e.mac, 6);
+		}
+		put_eth(f, dmac, mac, kEthIpv6);
+		put_ip6(f, src, dst, 255, 32);
+		const size_t m = f.size();
+		f.resize(m + 32, 0);
+		f[m] = kNdSolicit;
+		std::memcpy(f.data() + m + 8, e.addr.addr, 16);
+		f[m + 24] = 1;  // source link-layer address
+		f[m + 25] = 1;
+		std::memcpy(f.data() + m + 26, mac, 6);
+		icmp6_checksum(f.data() + 14, 32);
+		st_.nd_solicits_sent++;
+	}
+	send(e.port, f);
+	e.probes++;
+	e.next_ns = now + uint64_t{cc_.retrans_ms} * kMs;
+}
+
+void control_path::on_resolve(const uint8_t* f, uint32_t len, const parsed& p, uint64_t now)
+{
+	if (p.kind != frame_kind::ip) {
+		st_.ignored++;
+		return;
+	}
+	const uint8_t* dst = f + p.l3_off + (p.family == 4 ? 16 : 24);
+	uint16_t port;
+	lb::address nh;
+	if (!pl_.next_hop_of(dst, p.family, &port, &nh)) {
+		st_.ignored++;  // the route went away meanwhile
+		return;
+	}
+	auto [it, fresh] = nb_.try_emplace(key_of(nh));
+	entry& e = it->second;
+	if (fresh) {
+		e.addr = nh;
+		e.port = port;
+		e.updated_ns = now;
+	}
+	switch (e.state) {
+	case nb_state::failed:
+		st_.queued_dropped++;
+		return;
+	case nb_state::reachable:
+	case nb_state::probe:
+	case nb_state::permanent:
+		// Resolved while the frame was on its way here.
+		e.queue.emplace_back(f, f + len);
+		send_queued(e);
+		return;
+	case nb_state::incomplete:
+		break;
+	}
+	if (e.queue.size() == kQueued) {
+		e.queue.pop_front();
+		st_.queued_dropped++;
+	}
+	e.queue.emplace_back(f, f + len);
+	if (fresh)
+		probe(e, now, false);
+}
+
+void control_path::on_arp(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now)
+{
+	const uint8_t* a = f + p.l3_off;
+	if (p.l3_off + 28u > len || be16(a) != 1 || be16(a + 2) != kEthIpv4 || a[4] != 6 || a[5] != 4) {
+		st_.ignored++;
+		return;
+	}
+	st_.arp_seen++;
+	// A reply, or a request / gratuitous ARP from a neighbour we track:
+	// its sender's address is where it says it is (RFC 826's merge).
+	const lb::address spa = addr_of(a + 14, 4);
+	auto it = nb_.find(key_of(spa));
+	if (it == nb_.end() || it->second.port != in_port)
+		return;
+	learned(it->second, a + 8, now);
+}
+
+void control_path::on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now)
+{
+	const uint8_t* ip = f + p.l3_off;
+	const uint8_t* m = f + p.l4_off;
+	const uint8_t* end = f + std::min<uint32_t>(len, p.l3_off + p.l3_len);
+	const uint8_t type = p.icmp_type;
+	const uint8_t* port_mac = pl_.port_mac(in_port);
+	auto ours = [&](const uint8_t* a) {
+		for (const sockmap::prefix& x : pl_.port_addrs(in_port))
+			if (x.family == 6 && std::memcmp(x.addr, a, 16) == 0)
+				return true;
+		return false;
+	};
+	if (type == kEcho6Request && ours(ip + 24)) {
+		const uint32_t mlen = static_cast<uint32_t>(end - m);
+		std::vector<uint8_t> r;
+		put_eth(r, f + 6, port_mac, kEthIpv6);
+		put_ip6(r, ip + 24, ip + 8, 64, static_cast<uint16_t>(mlen));
+		const size_t at = r.size();
+		r.insert(r.end(), m, end);
+		r[at] = kEcho6Reply;
+		icmp6_checksum(r.data() + 14, mlen);
+		if (send(in_port, r))
+			st_.echo6_replies++;
+		return;
+	}
+	// Neighbour discovery: hop limit 255 (it came from the link), code 0.
+	if ((type != kNdSolicit && type != kNdAdvert) || ip[7] != 255 || m[1] != 0 || m + 24 > end) {
+		st_.ignored++;
+		return;
+	}
+	st_.nd_seen++;
+	const uint8_t* target = m + 8;
+	static constexpr uint8_t kUnspec[16] = {};
+	const bool dad = std::memcmp(ip + 8, kUnspec, 16) == 0;
+	if (type == kNdSolicit) {
+		const uint8_t* sll = nd_option(m + 24, end, 1);
+		if (sll != nullptr && !dad) {
+			auto it = nb_.find(key_of(addr_of(ip + 8, 6)));
+			if (it != nb_.end() && it->second.port == in_port)
+				learned(it->second, sll, now);
+		}
+		if (!ours(target))
+			return;
+		// Solicited advertisement: router, solicited (unless DAD), override.
+		static constexpr uint8_t kAllNodes[16] = {0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+		static constexpr uint8_t kAllNodesMac[6] = {0x33, 0x33, 0, 0, 0, 1};
+		std::vector<uint8_t> r;
+		put_eth(r, dad ? kAllNodesMac : (sll != nullptr ? sll : f + 6), port_mac, kEthIpv6);
+		put_ip6(r, target, dad ? kAllNodes : ip + 8, 255, 32);
+		const size_t at = r.size();
+		r.resize(at + 32, 0);
+		r[at] = kNdAdvert;
+		r[at + 4] = dad ? 0xa0 : 0xe0;  // R S O
+		std::memcpy(r.data() + at + 8, target, 16);
+		r[at + 24] = 2;  // target link-layer address
+		r[at + 25] = 1;
+		std::memcpy(r.data() + at + 26, port_mac, 6);
+		icmp6_checksum(r.data() + 14, 32);
+		if (send(in_port, r))
+			st_.nd_adverts_sent++;
+		return;
+	}
+	const uint8_t* tll = nd_option(m + 24, end, 2);
+	auto it = nb_.find(key_of(addr_of(target, 6)));
+	if (it == nb_.end() || it->second.port != in_port)
+		return;
+	if (tll == nullptr)
+		tll = f + 6;  // no option: the frame's source (a unicast answer)
+	learned(it->second, tll, now);
+}
+
+void control_path::tick(uint64_t now)
+{
+	for (auto it = nb_.begin(); it != nb_.end();) {
+		entry& e = it->second;
+		if (e.state == nb_state::permanent || now < e.next_ns) {
+			++it;
+			continue;
+		}
+		switch (e.state) {
+		case nb_state::incomplete:
+			if (e.probes >= cc_.probes) {
+				st_.resolve_failed++;
+				st_.queued_dropped += e.queue.size();
+				e.queue.clear();
+				e.state = nb_state::failed;
+				e.updated_ns = now;
+				e.next_ns = now + uint64_t{cc_.hold_ms} * kMs;
+			} else {
+				probe(e, now, false);
+			}
+			break;
+		case nb_state::reachable:
+			e.state = nb_state::probe;  // still used, asked again
+			e.probes = 0;
+			probe(e, now, true);
+			break;
+		case nb_state::probe:
+			if (e.probes >= cc_.probes) {
+				pl_.clear_neighbor(e.addr);
+				it = nb_.erase(it);
+				continue;
+			}
+			probe(e, now, true);
+			break;
+		case nb_state::failed:
+			it = nb_.erase(it);
+			continue;
+		case nb_state::permanent:
+			break;
+		}
+		++it;
+	}
+}
+
+// ---- ICMP errors -------------------------------------------------------------------
+
+bool control_path::icmp_token(uint64_t now)
+{
+	if (tokens_ns_ != 0) {
+		tokens_ = std::min<double>(cc_.icmp_rate, tokens_ + double(now - tokens_ns_) * 1e-9 * cc_.icmp_rate);
+	}
+	tokens_ns_ = now;
+	if (tokens_ < 1) {
+		st_.icmp_errors_limited++;
+		return false;
+	}
+	tokens_ -= 1;
+	return true;
+}
+
+void control_path::on_ttl(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now)
+{
+	if (p.kind != frame_kind::ip || p.frag == kFragLater || p.ct.kind == ct::pkt_kind::icmp_error) {
+		st_.ignored++;
+		return;
+	}
+	const uint8_t* ip = f + p.l3_off;
+	const uint8_t* src = ip + (p.family == 4 ? 12 : 8);
+	if ((p.family == 4 && (src[0] >= 224 || src[0] == 0)) || (p.family == 6 && src[0] == 0xff) || (f[6] & 1)) {
+		st_.ignored++;
+		return;
+	}
+	const lb::address peer = addr_of(src, p.family);
+	uint8_t me[16];
+	if (!source_for(in_port, peer, me) || !icmp_token(now)) {
+		st_.ignored++;
+		return;
+	}
+	const uint32_t have = std::min<uint32_t>(p.l3_len, len - p.l3_off);
+	std::vector<uint8_t> r(f, f + p.l3_off);  // the L2 header (VLAN tags kept), swapped
+	std::memcpy(r.data(), f + 6, 6);
+	std::memcpy(r.data() + 6, pl_.port_mac(in_port), 6);
+	if (p.family == 4) {
+		const uint32_t q = std::min<uint32_t>(have, kMin4Quote - 28);
+		put_ip4(r, me, src, 1, static_cast<uint16_t>(8 + q));
+		const size_t at = r.size();
+		r.resize(at + 8, 0);
+		r[at] = kTime4Exceeded;
+		r.insert(r.end(), ip, ip + q);
+		put16(r.data() + at + 2, static_cast<uint16_t>(~csum_fold(r.data() + at, 8 + q)));
+	} else {
+		const uint32_t q = std::min<uint32_t>(have, kMin6Mtu - 48);
+		put_ip6(r, me, src, 64, static_cast<uint16_t>(8 + q));
+		const size_t at = r.size();
+		r.resize(at + 8, 0);
+		r[at] = kTime6Exceeded;
+		r.insert(r.end(), ip, ip + q);
+		icmp6_checksum(r.data() + p.l3_off, 8 + q);
+	}
+	if (send(in_port, r))
+		st_.icmp_errors_sent++;
+}
+
+}  // namespace ctplane::dataplane

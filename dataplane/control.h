@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// The control path: what the appliance does with the frames the pipeline
+// hands it (punt), on the control thread.
+//
+//   ARP          replies and gratuitous ARP update the neighbours we asked
+//                for (requests for our addresses are answered by the
+//                workers, in place)
+//   ND           neighbour solicitations for our IPv6 addresses get an
+//                advertisement; advertisements resolve what we asked for;
+//                echo requests to our IPv6 addresses get a reply
+//   resolution   a packet dropped for an unknown next hop starts an ARP
+//                request or a neighbour solicitation, retried every
+//                `retrans_ms` up to `probes` times; up to kQueued packets
+//                per neighbour wait and are sent once it answers. A
+//                neighbour that never answers is "failed" for `hold_ms`
+//                (its packets drop at once). A learnt neighbour is probed
+//                again (unicast) after `reachable_ms`, and forgotten if it
+//                does not answer. Static neighbours (YAML) never change.
+//   TTL expiry   an ICMP time exceeded (ICMPv6 hop limit exceeded) from
+//                the receiving port's address, quoting the packet; never
+//                about an ICMP error, a later fragment or a multicast
+//                source; rate-limited (token bucket, `icmp_rate` per s).
+//
+// Frames leave through `emit(port, bytes, len)` (the runtime copies them
+// into an mbuf for a worker's TX queue; tests collect them). No DPDK here.
+//
+// Concurrency contract: one thread (the control thread, an RCU-registered
+// one: it reads the pipeline's routes). Not thread-safe otherwise.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <vector>
+
+#include "config/config.h"
+#include "dataplane/pipeline.h"
+#include "lb/lb_config.h"
+
+namespace ctplane::dataplane {
+
+struct control_config {
+	uint32_t retrans_ms = 1000;      // between ARP requests / solicitations
+	uint32_t probes = 3;             // before a neighbour is failed
+	uint32_t hold_ms = 5000;         // how long a failed neighbour stays failed
+	uint32_t reachable_ms = 300000;  // a learnt neighbour is probed again after this
+	uint32_t icmp_rate = 1000;       // ICMP errors per second (burst: the same)
+};
+
+enum class nb_state : uint8_t { incomplete, reachable, probe, failed, permanent };
+const char* nb_state_name(nb_state s) noexcept;
+
+struct neighbor_info {
+	lb::address addr;
+	uint8_t mac[6];
+	uint16_t port;
+	nb_state state;
+	uint32_t probes;      // sent without an answer
+	uint64_t updated_ns;  // last state change / confirmation
+	uint32_t queued;      // packets waiting for it
+};
+
+#define CTPLANE_CONTROL_COUNTERS(X)                                                                  \
+	X(punted) X(arp_requests_sent) X(arp_seen) X(nd_solicits_sent) X(nd_adverts_sent) X(nd_seen) \
+	X(echo6_replies) X(icmp_errors_sent) X(icmp_errors_limited) X(resolved) X(resolve_failed)   \
+	X(queued_sent) X(queued_dropped) X(ignored) X(emit_failed)
+
+struct control_stats {
+#define CTPLANE_X(n) uint64_t n = 0;
+	CTPLANE_CONTROL_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+};
+
+class control_path {
+public:
+	// emit(port, frame, len): false if it could not be sent (counted).
+	using emit_fn = std::function<bool(uint16_t port, const uint8_t* frame, uint32_t len)>;
+	static constexpr unsigned kQueued = 3;
+
+	// Static neighbours from the config are entered as permanent.
+	control_path(pipeline& pl, const config::ctplane_config& c, emit_fn emit, control_config cc = {});
+
+	// One punted frame (pipeline outcome `why`), received on port in_port.
+	void receive(const uint8_t* frame, uint32_t len, uint16_t in_port, punt why, uint64_t now_ns);
+	// Retries, timeouts and re-probes due at now_ns.
+	void tick(uint64_t now_ns);
+
+	template <typename Fn>
+	void for_each_neighbor(Fn&& f) const
+	{
+		for (const auto& [k, e] : nb_) {
+			neighbor_info i{};
+			i.addr = e.addr;
+			std::copy(e.mac, e.mac + 6, i.mac);
+			i.port = e.port;
+			i.state = e.state;
+			i.probes = e.probes;
+			i.updated_ns = e.updated_ns;
+			i.queued = static_cast<uint32_t>(e.queue.size());
+			f(i);
+		}
+	}
+	const control_stats& stats() const noexcept { return st_; }
+
+private:
+	struct entry {
+		lb::address addr;
+		uint8_t mac[6] = {};
+		uint16_t port = 0;
+		nb_state state = nb_state::incomplete;
+		uint32_t probes = 0;
+		uint64_t updated_ns = 0, next_ns = 0;
+		std::deque<std::vector<uint8_t>> queue;  // frames waiting (incomplete)
+	};
+	using key = std::pair<uint8_t, std::array<uint8_t, 16>>;
+	static key key_of(const lb::address& a);
+
+	void on_arp(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
+	void on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
+	void on_resolve(const uint8_t* f, uint32_t len, const parsed& p, uint64_t now);
+	void on_ttl(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
+	// A neighbour answered: reachable, the pipeline told, its queue sent.
+	void learned(entry& e, const uint8_t mac[6], uint64_t now);
+	void probe(entry& e, uint64_t now, bool unicast);
+	void send_queued(entry& e);
+	bool send(uint16_t port, const std::vector<uint8_t>& f);
+	bool icmp_token(uint64_t now);
+	// Our address on `port` for talking to `peer` (same subnet first), or false.
+	bool source_for(uint16_t port, const lb::address& peer, uint8_t out[16]) const;
+
+	pipeline& pl_;
+	emit_fn emit_;
+	control_config cc_;
+	std::map<key, entry> nb_;
+	control_stats st_;
+	double tokens_;
+	uint64_t tokens_ns_ = 0;
+};
+
+}  // namespace ctplane::dataplane

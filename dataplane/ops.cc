@@ -1,0 +1,725 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "dataplane/ops.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <strings.h>
+
+#include "ct/state.h"
+
+namespace ctplane::dataplane {
+
+namespace {
+
+constexpr size_t kBudget = 14 * 1024;  // of the socket's 16 KiB, with room for the envelope
+constexpr unsigned kMaxRows = 240;     // a telemetry dict holds 256 entries
+
+std::vector<std::string> split(const std::string& s, char sep)
+{
+	std::vector<std::string> out;
+	if (s.empty())
+		return out;
+	size_t b = 0;
+	for (;;) {
+		const size_t e = s.find(sep, b);
+		out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
+		if (e == std::string::npos)
+			return out;
+		b = e + 1;
+	}
+}
+
+bool parse_u64(const std::string& s, uint64_t max, uint64_t* out)
+{
+	if (s.empty() || s.size() > 20)
+		return false;
+	uint64_t v = 0;
+	for (char c : s) {
+		if (c < '0' || c > '9')
+			return false;
+		v = v * 10 + static_cast<uint64_t>(c - '0');
+	}
+	if (v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+const char* proto_name(uint8_t p)
+{
+	switch (p) {
+	case ct::kProtoTCP: return "tcp";
+	case ct::kProtoUDP: return "udp";
+	case ct::kProtoICMP: return "icmp";
+	case ct::kProtoICMPv6: return "icmpv6";
+	default: return nullptr;
+	}
+}
+std::string proto_str(uint8_t p)
+{
+	const char* n = proto_name(p);
+	return n != nullptr ? n : std::to_string(p);
+}
+
+std::string addr_str(const uint8_t* a, uint8_t family)
+{
+	lb::address x{};
+	x.family = family;
+	std::memcpy(x.addr, a, family == 4 ? 4 : 16);
+	return lb::to_string(x);
+}
+
+std::string endpoint_str(const lb::endpoint& e)
+{
+	const std::string a = addr_str(e.addr, e.family);
+	return (e.family == 6 ? "[" + a + "]" : a) + ":" + std::to_string(e.port);
+}
+
+std::string mac_str(const uint8_t* m)
+{
+	char b[18];
+	std::snprintf(b, sizeof(b), "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5]);
+	return b;
+}
+
+// "10.0.0.1:80" / "[2001:db8::1]:80" -> address and port.
+bool parse_endpoint(const std::string& s, lb::address* a, uint16_t* port)
+{
+	std::string host, p;
+	if (!s.empty() && s[0] == '[') {
+		const size_t e = s.find("]:");
+		if (e == std::string::npos)
+			return false;
+		host = s.substr(1, e - 1);
+		p = s.substr(e + 2);
+	} else {
+		const size_t e = s.rfind(':');
+		if (e == std::string::npos || s.find(':') != e)
+			return false;
+		host = s.substr(0, e);
+		p = s.substr(e + 1);
+	}
+	uint64_t v;
+	if (!lb::parse_address(host, a) || !parse_u64(p, 65535, &v) || v == 0)
+		return false;
+	*port = static_cast<uint16_t>(v);
+	return true;
+}
+
+// Rows of a table, until the reply would pass the socket's limit.
+class table_out {
+public:
+	table_out(reply& r, std::vector<std::string> fields) : r_(r)
+	{
+		r_.row("fields", std::move(fields));
+		size_ = r_.json_size();
+	}
+	// false: no room (the caller stops and reports where to go on).
+	bool add(std::vector<std::string> row)
+	{
+		size_t n = 16;
+		for (const std::string& s : row)
+			n += s.size() + 4;
+		if (size_ + n > kBudget || rows_ == kMaxRows)
+			return false;
+		size_ += n;
+		r_.row(std::to_string(rows_++), std::move(row));
+		return true;
+	}
+	unsigned rows() const { return rows_; }
+	void finish(uint64_t next)
+	{
+		r_.num("rows", rows_);
+		r_.num("next", next);
+	}
+
+private:
+	reply& r_;
+	size_t size_;
+	unsigned rows_ = 0;
+};
+
+// key=value parameters (and bare positional ones, under "").
+struct kv {
+	std::map<std::string, std::string> named;
+	std::vector<std::string> positional;
+};
+kv parse_kv(const std::string& params)
+{
+	kv out;
+	for (const std::string& p : split(params, ',')) {
+		const size_t eq = p.find('=');
+		if (eq == std::string::npos)
+			out.positional.push_back(p);
+		else
+			out.named[p.substr(0, eq)] = p.substr(eq + 1);
+	}
+	return out;
+}
+
+}  // namespace
+
+size_t reply::json_size() const
+{
+	size_t n = 2;
+	for (const auto& [k, v] : items) {
+		n += k.size() + 4;
+		switch (v.kind) {
+		case value::u64: n += 20; break;
+		case value::str: n += v.s.size() + 2; break;
+		case value::list:
+			n += 2;
+			for (const std::string& s : v.l)
+				n += s.size() + 3;
+			break;
+		}
+	}
+	return n;
+}
+
+std::string parse_prefix(const std::string& text, sockmap::prefix* out)
+{
+	const size_t slash = text.find('/');
+	lb::address a;
+	if (slash == std::string::npos || !lb::parse_address(text.substr(0, slash), &a))
+		return "expected a prefix like 10.0.0.0/8 or fd00::/64, got \"" + text + "\"";
+	uint64_t len;
+	const unsigned bits = a.family == 4 ? 32 : 128;
+	if (!parse_u64(text.substr(slash + 1), bits, &len))
+		return "bad prefix length in \"" + text + "\"";
+	for (unsigned b = static_cast<unsigned>(len); b < bits; b++)
+		if (a.addr[b / 8] & (0x80 >> (b % 8)))
+			return "\"" + text + "\" has host bits set";
+	sockmap::prefix p;
+	p.family = a.family;
+	std::memcpy(p.addr, a.addr, 16);
+	p.len = static_cast<uint8_t>(len);
+	*out = p;
+	return "";
+}
+
+std::string to_string(const sockmap::prefix& p)
+{
+	return addr_str(p.addr, p.family) + "/" + std::to_string(p.len);
+}
+
+const std::vector<std::pair<std::string, std::string>>& ops::commands()
+{
+	static const std::vector<std::pair<std::string, std::string>> c = {
+		{"/ctplane/stats", "Totals, drops by reason, control path counters"},
+		{"/ctplane/stats/ports", "Per-port counters. Table"},
+		{"/ctplane/stats/lcores", "Per-worker counters. Table"},
+		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
+		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,skip=,limit="},
+		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
+		{"/ctplane/services", "Services. Table"},
+		{"/ctplane/backends", "Backends. Params: [SERVICE]"},
+		{"/ctplane/backend/add", "Adds a backend. Params: SERVICE,ADDR:PORT[,WEIGHT]"},
+		{"/ctplane/backend/remove", "Removes a backend. Params: SERVICE,ADDR:PORT"},
+		{"/ctplane/backend/set_weight", "Sets a backend's weight. Params: SERVICE,ADDR:PORT,WEIGHT"},
+		{"/ctplane/backend/drain", "No new flows to a backend. Params: SERVICE,ADDR:PORT"},
+		{"/ctplane/backend/activate", "New flows to a backend again. Params: SERVICE,ADDR:PORT"},
+		{"/ctplane/routes", "Routes. Table"},
+		{"/ctplane/route/add", "Adds or replaces a route. Params: PREFIX,PORT[,VIA]"},
+		{"/ctplane/route/del", "Removes a route. Params: PREFIX"},
+		{"/ctplane/neighbors", "Neighbours (ARP / ND). Table"},
+		{"/ctplane/tables", "Table sizes and resize history"},
+	};
+	return c;
+}
+
+ops::ops(stack& dp, control_path& ctl, port_stats_fn ports) : dp_(dp), ctl_(ctl), port_stats_(std::move(ports)) {}
+
+void ops::record(const ct::event& e)
+{
+	events_.emplace_back(++seq_, e);
+	if (events_.size() > kEventLog)
+		events_.pop_front();
+}
+
+void ops::watch_tables(uint64_t now_ns)
+{
+	if (t0_ns_ == 0)
+		t0_ns_ = now_ns;
+	const ct::stats s = dp_.ct().stats();
+	const std::pair<const char*, uint64_t> now[] = {{"ct4", s.hash4.buckets}, {"ct6", s.hash6.buckets}};
+	if (sizes_.empty())
+		for (const auto& [n, b] : now)
+			sizes_.push_back({n, b});
+	for (size_t i = 0; i < sizes_.size(); i++) {
+		if (sizes_[i].buckets == now[i].second)
+			continue;
+		resizes_.push_back({now_ns, sizes_[i].name, sizes_[i].buckets, now[i].second});
+		if (resizes_.size() > kResizeLog)
+			resizes_.pop_front();
+		sizes_[i].buckets = now[i].second;
+	}
+}
+
+std::string ops::port_name(unsigned port) const
+{
+	const auto& ports = dp_.cfg().ports;
+	return port < ports.size() ? ports[port].name : std::to_string(port);
+}
+
+reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_ns)
+{
+	const std::string pre = "/ctplane/";
+	const std::string c = cmd.rfind(pre, 0) == 0 ? cmd.substr(pre.size()) : cmd;
+	if (c == "stats")
+		return stats();
+	if (c == "stats/ports")
+		return stats_ports();
+	if (c == "stats/lcores")
+		return stats_lcores();
+	if (c == "ct/summary")
+		return ct_summary();
+	if (c == "ct/list")
+		return ct_list(params, now_ns);
+	if (c == "ct/events")
+		return ct_events(params);
+	if (c == "services")
+		return services();
+	if (c == "backends")
+		return backends(params);
+	if (c.rfind("backend/", 0) == 0)
+		return backend_cmd(c.substr(8), params);
+	if (c == "routes")
+		return routes();
+	if (c.rfind("route/", 0) == 0)
+		return route_cmd(c.substr(6), params);
+	if (c == "neighbors")
+		return neighbors(now_ns);
+	if (c == "tables")
+		return tables();
+	reply r;
+	r.error("unknown command " + cmd);
+	return r;
+}
+
+reply ops::stats()
+{
+	reply r;
+	const pipeline_stats s = dp_.pl().stats();
+#define CTPLANE_X(n) r.num(#n, s.n);
+	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	for (unsigned d = 0; d < kDropReasons; d++)
+		r.num(std::string("drop/") + drop_name(static_cast<drop>(d)), s.drops[d]);
+	const control_stats& cs = ctl_.stats();
+#define CTPLANE_X(n) r.num("control/" #n, cs.n);
+	CTPLANE_CONTROL_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	r.num("ct/flows", dp_.ct().size());
+	r.num("sockmap/entries", dp_.sm().get_stats().entries);
+	return r;
+}
+
+reply ops::stats_ports()
+{
+	reply r;
+	table_out t(r, {"port", "name", "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_missed", "rx_errors",
+			"tx_errors", "rx_nombuf", "punt_dropped"});
+	const unsigned n = dp_.pl().nports();
+	for (unsigned p = 0; p < n; p++) {
+		port_counters pc;
+		if (port_stats_ == nullptr || !port_stats_(p, &pc))
+			continue;
+		t.add({std::to_string(p), port_name(p), std::to_string(pc.rx_packets), std::to_string(pc.tx_packets),
+		       std::to_string(pc.rx_bytes), std::to_string(pc.tx_bytes), std::to_string(pc.rx_missed),
+		       std::to_string(pc.rx_errors), std::to_string(pc.tx_errors), std::to_string(pc.rx_nombuf),
+		       std::to_string(pc.punt_dropped)});
+	}
+	t.finish(0);
+	return r;
+}
+
+reply ops::stats_lcores()
+{
+	reply r;
+	std::vector<std::string> f = {"lcore"};
+#define CTPLANE_X(n) f.push_back(#n);
+	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	table_out t(r, f);
+	const unsigned n = dp_.cfg().workers;
+	for (unsigned l = 0; l < n; l++) {
+		const lcore_stats& s = dp_.pl().lcore(l);
+		std::vector<std::string> row = {std::to_string(l)};
+#define CTPLANE_X(n) row.push_back(std::to_string(std::atomic_ref<const uint64_t>(s.n).load(std::memory_order_relaxed)));
+		CTPLANE_LCORE_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+		t.add(row);
+	}
+	t.finish(0);
+	return r;
+}
+
+reply ops::ct_summary()
+{
+	reply r;
+	ct::table& ct = dp_.ct();
+	const ct::stats s = ct.stats();
+	r.num("flows", ct.size());
+	r.num("flows4", s.flows4);
+	r.num("flows6", s.flows6);
+	r.num("overflow4", s.overflow4);
+	r.num("overflow6", s.overflow6);
+	r.num("max_entries", ct.cfg().max_entries);
+	r.num("bytes", s.bytes);
+#define CTPLANE_X(n) r.num(#n, s.c.n);
+	CTPLANE_CT_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+	const std::pair<const char*, const maps::rhash_stats*> h[] = {{"hash4", &s.hash4}, {"hash6", &s.hash6}};
+	for (const auto& [n, x] : h) {
+		const std::string p = n;
+		r.num(p + "/buckets", x->buckets);
+		r.num(p + "/load_pct", static_cast<uint64_t>(x->load * 100 + 0.5));
+		r.num(p + "/resizing", x->resizing);
+		r.num(p + "/grows", x->grows);
+		r.num(p + "/shrinks", x->shrinks);
+		r.num(p + "/busy_resize", x->err_busy_resize);
+	}
+	r.num("gc_sweeps", s.gc_sweeps);
+	r.num("events_lost", s.events_lost);
+	return r;
+}
+
+reply ops::ct_list(const std::string& params, uint64_t now_ns)
+{
+	reply r;
+	const kv p = parse_kv(params);
+	if (!p.positional.empty()) {
+		r.error("ct list takes key=value filters (addr, port, state, proto, skip, limit), got \"" +
+			p.positional[0] + "\"");
+		return r;
+	}
+	lb::address addr{};
+	uint64_t port = 0, skip = 0, limit = UINT64_MAX;
+	int state = -1, proto = -1;
+	for (const auto& [k, v] : p.named) {
+		if (k == "addr") {
+			if (!lb::parse_address(v, &addr)) {
+				r.error("bad address \"" + v + "\"");
+				return r;
+			}
+		} else if (k == "port") {
+			if (!parse_u64(v, 65535, &port)) {
+				r.error("bad port \"" + v + "\"");
+				return r;
+			}
+		} else if (k == "state") {
+			for (int s = 1; s < ct::kStates; s++)
+				if (strcasecmp(v.c_str(), ct::state_name(static_cast<uint8_t>(s))) == 0)
+					state = s;
+			if (state < 0) {
+				r.error("unknown state \"" + v + "\" (ESTABLISHED, SYN_SENT, TIME_WAIT, ...)");
+				return r;
+			}
+		} else if (k == "proto") {
+			for (int x : {ct::kProtoTCP, ct::kProtoUDP, ct::kProtoICMP, ct::kProtoICMPv6})
+				if (v == proto_name(static_cast<uint8_t>(x)))
+					proto = x;
+			if (proto < 0) {
+				r.error("unknown protocol \"" + v + "\" (tcp, udp, icmp, icmpv6)");
+				return r;
+			}
+		} else if (k == "skip" || k == "limit") {
+			uint64_t n;
+			if (!parse_u64(v, UINT64_MAX / 2, &n)) {
+				r.error("bad " + k + " \"" + v + "\"");
+				return r;
+			}
+			(k == "skip" ? skip : limit) = n;
+		} else {
+			r.error("unknown filter \"" + k + "\" (addr, port, state, proto, skip, limit)");
+			return r;
+		}
+	}
+	table_out t(r, {"proto", "state", "src", "sport", "dst", "dport", "nat", "packets", "bytes", "expires_s"});
+	const unsigned alen = addr.family == 4 ? 4 : 16;
+	const uint32_t now = ct::table::ticks(now_ns);
+	uint64_t matched = 0, next = 0;
+	bool full = false;
+	dp_.ct().for_each([&](const ct::flow_view& f) {
+		if (full)
+			return;
+		const ct::tuple& o = f.orig;
+		if (addr.family != 0 &&
+		    !(o.family == addr.family && (std::memcmp(o.src, addr.addr, alen) == 0 ||
+						  std::memcmp(o.dst, addr.addr, alen) == 0 ||
+						  ((f.flags & ct::kNat) && std::memcmp(f.nat_addr, addr.addr, alen) == 0))))
+			return;
+		if (port != 0 && o.sport != port && o.dport != port && !((f.flags & ct::kNat) && f.nat_port == port))
+			return;
+		if ((state >= 0 && f.state != state) || (proto >= 0 && o.proto != proto))
+			return;
+		const uint64_t k = matched++;
+		if (k < skip)
+			return;
+		if (k - skip >= limit) {
+			full = true;
+			return;
+		}
+		std::string nat = "-";
+		if (f.flags & ct::kNat) {
+			lb::endpoint e{};
+			std::memcpy(e.addr, f.nat_addr, 16);
+			e.family = o.family;
+			e.port = f.nat_port;
+			nat = endpoint_str(e);
+		}
+		const int32_t left = static_cast<int32_t>(f.expires_ms - now);
+		if (!t.add({proto_str(o.proto), ct::state_name(f.state), addr_str(o.src, o.family), std::to_string(o.sport),
+			    addr_str(o.dst, o.family), std::to_string(o.dport), nat,
+			    std::to_string(f.packets[0]) + "/" + std::to_string(f.packets[1]),
+			    std::to_string(f.bytes[0]) + "/" + std::to_string(f.bytes[1]),
+			    std::to_string(left > 0 ? left / 1000 : 0)})) {
+			full = true;
+			next = k;
+		}
+	});
+	t.finish(next);
+	return r;
+}
+
+reply ops::ct_events(const std::string& params)
+{
+	// Without after=: no events, only where the log is ("last"), for a
+	// client that follows from now on. after=0: everything still kept.
+	reply r;
+	const kv p = parse_kv(params);
+	uint64_t after = seq_;
+	const auto it = p.named.find("after");
+	if (!p.positional.empty() || p.named.size() > (it != p.named.end() ? 1u : 0u)) {
+		r.error("ct events takes after=SEQ");
+		return r;
+	}
+	if (it != p.named.end() && !parse_u64(it->second, UINT64_MAX, &after)) {
+		r.error("bad sequence number \"" + it->second + "\"");
+		return r;
+	}
+	const uint64_t oldest = events_.empty() ? seq_ + 1 : events_.front().first;
+	r.num("missed", after + 1 < oldest ? oldest - after - 1 : 0);
+	table_out t(r, {"seq", "time_ms", "event", "proto", "src", "sport", "dst", "dport", "state", "reason"});
+	uint64_t last = std::max(after, oldest - 1);
+	static const char* kType[] = {"new", "update", "destroy"};
+	static const char* kWhy[] = {"", "expired", "evicted", "erased", "refused"};
+	for (const auto& [seq, e] : events_) {
+		if (seq <= after)
+			continue;
+		const ct::tuple& o = e.orig;
+		if (!t.add({std::to_string(seq), std::to_string(e.time_ms), kType[static_cast<unsigned>(e.type)],
+			    proto_str(o.proto), addr_str(o.src, o.family), std::to_string(o.sport), addr_str(o.dst, o.family),
+			    std::to_string(o.dport), ct::state_name(e.state), kWhy[static_cast<unsigned>(e.reason)]}))
+			break;
+		last = seq;
+	}
+	r.num("last", std::min(last, seq_));
+	t.finish(0);
+	return r;
+}
+
+reply ops::services()
+{
+	reply r;
+	table_out t(r, {"id", "name", "frontend", "proto", "backends", "active", "maglev"});
+	lb::balancer& lb = dp_.lb();
+	std::map<uint32_t, std::pair<unsigned, unsigned>> counts;
+	lb.for_each_backend([&](uint32_t, const lb::backend& b) {
+		auto& c = counts[b.service];
+		c.first++;
+		if (b.state == static_cast<uint8_t>(lb::backend_state::active) && b.weight != 0)
+			c.second++;
+	});
+	lb.for_each_service([&](uint32_t id, const lb::service& s) {
+		t.add({std::to_string(id), lb.service_name(id), endpoint_str(s.frontend), proto_str(s.frontend.proto),
+		       std::to_string(counts[id].first), std::to_string(counts[id].second), std::to_string(s.maglev_size)});
+	});
+	t.finish(0);
+	return r;
+}
+
+reply ops::backends(const std::string& params)
+{
+	reply r;
+	lb::balancer& lb = dp_.lb();
+	uint32_t only = 0;
+	if (!params.empty() && (only = lb.service_id(params)) == 0) {
+		r.error("unknown service \"" + params + "\"");
+		return r;
+	}
+	const pipeline_stats ps = dp_.pl().stats();
+	table_out t(r, {"id", "service", "address", "weight", "state", "new_flows"});
+	lb.for_each_backend([&](uint32_t id, const lb::backend& b) {
+		if (only != 0 && b.service != only)
+			return;
+		t.add({std::to_string(id), lb.service_name(b.service), endpoint_str(b.ep), std::to_string(b.weight),
+		       lb::state_name(static_cast<lb::backend_state>(b.state)),
+		       std::to_string(id < ps.backend_flows.size() ? ps.backend_flows[id] : 0)});
+	});
+	t.finish(0);
+	return r;
+}
+
+reply ops::backend_cmd(const std::string& verb, const std::string& params)
+{
+	reply r;
+	lb::balancer& lb = dp_.lb();
+	const std::vector<std::string> a = split(params, ',');
+	const bool takes_weight = verb == "set_weight" || verb == "add";
+	if ((verb != "add" && verb != "remove" && verb != "set_weight" && verb != "drain" && verb != "activate")) {
+		r.error("unknown backend command \"" + verb + "\" (add, remove, set_weight, drain, activate)");
+		return r;
+	}
+	if (a.size() < 2 || a.size() > (takes_weight ? 3u : 2u) || (verb == "set_weight" && a.size() != 3)) {
+		r.error("usage: backend " + verb + " SERVICE ADDR:PORT" + (takes_weight ? " WEIGHT" : ""));
+		return r;
+	}
+	const uint32_t svc = lb.service_id(a[0]);
+	if (svc == 0) {
+		r.error("unknown service \"" + a[0] + "\"");
+		return r;
+	}
+	lb::address addr;
+	uint16_t port;
+	if (!parse_endpoint(a[1], &addr, &port)) {
+		r.error("bad backend address \"" + a[1] + "\" (expected ADDR:PORT, [v6]:PORT)");
+		return r;
+	}
+	uint64_t weight = 1;
+	if (a.size() == 3 && !parse_u64(a[2], lb::kMaxWeight, &weight)) {
+		r.error("bad weight \"" + a[2] + "\" (0.." + std::to_string(lb::kMaxWeight) + ")");
+		return r;
+	}
+	std::string err;
+	uint32_t id = lb.backend_id(a[0], addr, port);
+	if (verb == "add") {
+		lb::backend_spec b;
+		b.service = a[0];
+		b.addr = addr;
+		b.port = port;
+		b.weight = static_cast<uint32_t>(weight);
+		err = lb.add_backend(b, &id);
+	} else if (id == 0) {
+		err = "service \"" + a[0] + "\" has no backend " + a[1];
+	} else if (verb == "remove") {
+		err = lb.remove_backend(id);
+	} else if (verb == "set_weight") {
+		err = lb.set_weight(id, static_cast<uint32_t>(weight));
+	} else {
+		err = lb.set_state(id, verb == "drain" ? lb::backend_state::draining : lb::backend_state::active);
+	}
+	if (!err.empty()) {
+		r.error(err);
+		return r;
+	}
+	lb.commit();
+	r.text("ok", verb + " " + a[0] + " " + a[1]);
+	r.num("backend", id);
+	return r;
+}
+
+reply ops::routes()
+{
+	reply r;
+	table_out t(r, {"prefix", "port", "via"});
+	dp_.pl().for_each_route([&](const config::route_spec& rt) {
+		t.add({to_string(rt.prefix), port_name(rt.port), rt.has_via ? lb::to_string(rt.via) : "-"});
+	});
+	t.finish(0);
+	return r;
+}
+
+reply ops::route_cmd(const std::string& verb, const std::string& params)
+{
+	reply r;
+	const std::vector<std::string> a = split(params, ',');
+	if (verb != "add" && verb != "del") {
+		r.error("unknown route command \"" + verb + "\" (add, del)");
+		return r;
+	}
+	if (a.empty() || (verb == "add" && (a.size() < 2 || a.size() > 3)) || (verb == "del" && a.size() != 1)) {
+		r.error(verb == "add" ? "usage: route add PREFIX PORT [VIA]" : "usage: route del PREFIX");
+		return r;
+	}
+	config::route_spec rt;
+	if (std::string e = parse_prefix(a[0], &rt.prefix); !e.empty()) {
+		r.error(e);
+		return r;
+	}
+	std::string err;
+	if (verb == "del") {
+		err = dp_.pl().del_route(rt.prefix);
+	} else {
+		const auto& ports = dp_.cfg().ports;
+		size_t pi = 0;
+		while (pi < ports.size() && ports[pi].name != a[1])
+			pi++;
+		if (pi == ports.size()) {
+			r.error("unknown port \"" + a[1] + "\"");
+			return r;
+		}
+		rt.port = static_cast<uint32_t>(pi);
+		if (a.size() == 3) {
+			if (!lb::parse_address(a[2], &rt.via)) {
+				r.error("bad next hop address \"" + a[2] + "\"");
+				return r;
+			}
+			rt.has_via = true;
+		}
+		err = dp_.pl().add_route(rt);
+	}
+	if (!err.empty()) {
+		r.error(err);
+		return r;
+	}
+	r.text("ok", "route " + verb + " " + a[0]);
+	return r;
+}
+
+reply ops::neighbors(uint64_t now_ns)
+{
+	reply r;
+	table_out t(r, {"address", "mac", "port", "state", "probes", "queued", "age_s"});
+	ctl_.for_each_neighbor([&](const neighbor_info& n) {
+		const bool known = n.state != nb_state::incomplete && n.state != nb_state::failed;
+		t.add({lb::to_string(n.addr), known ? mac_str(n.mac) : "-", port_name(n.port), nb_state_name(n.state),
+		       std::to_string(n.probes), std::to_string(n.queued),
+		       n.state == nb_state::permanent ? "-" : std::to_string((now_ns - n.updated_ns) / 1'000'000'000)});
+	});
+	t.finish(0);
+	return r;
+}
+
+reply ops::tables()
+{
+	reply r;
+	const ct::stats s = dp_.ct().stats();
+	const lb::lb_stats l = dp_.lb().stats();
+	const sockmap::stats sm = dp_.sm().get_stats();
+	r.num("ct4/entries", s.hash4.entries);
+	r.num("ct4/buckets", s.hash4.buckets);
+	r.num("ct4/load_pct", static_cast<uint64_t>(s.hash4.load * 100 + 0.5));
+	r.num("ct6/entries", s.hash6.entries);
+	r.num("ct6/buckets", s.hash6.buckets);
+	r.num("ct6/load_pct", static_cast<uint64_t>(s.hash6.load * 100 + 0.5));
+	r.num("ct_overflow/entries", s.lru4.entries + s.lru6.entries);
+	r.num("ct_overflow/capacity", s.lru4.capacity + s.lru6.capacity);
+	r.num("ct/bytes", s.bytes);
+	r.num("lb/services", l.services);
+	r.num("lb/backends", l.backends);
+	r.num("lb/bytes", l.bytes);
+	r.num("sockmap/entries", sm.entries);
+	r.num("sockmap/bytes", sm.bytes);
+	table_out t(r, {"time_s", "table", "from_buckets", "to_buckets"});
+	for (const resize_rec& x : resizes_)
+		t.add({std::to_string((x.at_ns - t0_ns_) / 1'000'000'000), x.table, std::to_string(x.from),
+		       std::to_string(x.to)});
+	t.finish(0);
+	return r;
+}
+
+}  // namespace ctplane::dataplane

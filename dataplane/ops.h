@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// ops: the operator's commands (what DPDK telemetry serves under
+// /ctplane/ and ctplane-ctl prints), run on the control thread.
+//
+// A reply is a flat, ordered dictionary of numbers, strings and lists of
+// strings: DPDK 22.11 telemetry nests only arrays of scalars inside a
+// dictionary, and its names are letters, digits, '_' and '/' (so groups
+// read "drop/no_route"). A table (flows, services, routes, ...) is therefore:
+//   "fields": ["proto", "state", ...]   the column names
+//   "0": [...], "1": [...], ...          one row each, in order
+//   "rows": N, "next": K                 K != 0: more rows from skip=K
+// and an error is {"error": "what was wrong"}. Replies stay under the
+// telemetry socket's 16 KiB: a table stops early and says where to go on.
+//
+// Commands and parameters (parameters: comma separated, key=value or
+// positional as listed):
+//   /ctplane/stats                   totals, drops by reason, control path
+//   /ctplane/stats/ports             per port (the runtime's counters)
+//   /ctplane/stats/lcores            per worker lcore
+//   /ctplane/ct/summary              sizes, counters, hash load and resizes
+//   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,skip=N][,limit=N]
+//   /ctplane/ct/events,[after=SEQ]   the events after SEQ ("last": the newest)
+//   /ctplane/services                services with their backend counts
+//   /ctplane/backends,[SERVICE]
+//   /ctplane/backend/add,SERVICE,ADDR:PORT[,WEIGHT]   (and remove,
+//       set_weight,SERVICE,ADDR:PORT,WEIGHT, drain,SERVICE,ADDR:PORT,
+//       activate,SERVICE,ADDR:PORT)
+//   /ctplane/routes
+//   /ctplane/route/add,PREFIX,PORT[,VIA]   /ctplane/route/del,PREFIX
+//   /ctplane/neighbors
+//   /ctplane/tables                  table sizes and their resize history
+//
+// Concurrency contract: run() and record() on the control thread only.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "ct/events.h"
+#include "dataplane/control.h"
+#include "dataplane/stack.h"
+
+namespace ctplane::dataplane {
+
+struct reply {
+	struct value {
+		enum kind_t : uint8_t { u64, str, list } kind;
+		uint64_t u = 0;
+		std::string s;
+		std::vector<std::string> l;
+	};
+	std::vector<std::pair<std::string, value>> items;
+
+	void num(std::string k, uint64_t v) { items.push_back({std::move(k), value{value::u64, v, {}, {}}}); }
+	void text(std::string k, std::string v) { items.push_back({std::move(k), value{value::str, 0, std::move(v), {}}}); }
+	void row(std::string k, std::vector<std::string> v) { items.push_back({std::move(k), value{value::list, 0, {}, std::move(v)}}); }
+	void error(std::string msg)
+	{
+		items.clear();
+		text("error", std::move(msg));
+	}
+	bool is_error() const { return items.size() == 1 && items[0].first == "error"; }
+	// About how long its JSON is.
+	size_t json_size() const;
+};
+
+// What the runtime knows of a port (DPDK's counters); absent in replay.
+struct port_counters {
+	uint64_t rx_packets = 0, tx_packets = 0, rx_bytes = 0, tx_bytes = 0;
+	uint64_t rx_missed = 0, rx_errors = 0, tx_errors = 0, rx_nombuf = 0;
+	uint64_t punt_dropped = 0;  // control frames the punt ring had no room for
+};
+
+class ops {
+public:
+	using port_stats_fn = std::function<bool(unsigned port, port_counters*)>;
+	static constexpr size_t kEventLog = 4096;  // events kept for ct/events
+	static constexpr size_t kResizeLog = 64;
+
+	ops(stack& dp, control_path& ctl, port_stats_fn ports = nullptr);
+
+	// Runs one command ("/ctplane/..."), params as telemetry passes them.
+	reply run(const std::string& cmd, const std::string& params, uint64_t now_ns);
+	// Every command this class answers, with its one-line help.
+	static const std::vector<std::pair<std::string, std::string>>& commands();
+
+	// Control thread, as events are drained / each tick.
+	void record(const ct::event& e);
+	void watch_tables(uint64_t now_ns);
+
+private:
+	struct resize_rec {
+		uint64_t at_ns;
+		std::string table;
+		uint64_t from, to;
+	};
+	struct tracked {
+		std::string name;
+		uint64_t buckets;
+	};
+	reply stats();
+	reply stats_ports();
+	reply stats_lcores();
+	reply ct_summary();
+	reply ct_list(const std::string& params, uint64_t now_ns);
+	reply ct_events(const std::string& params);
+	reply services();
+	reply backends(const std::string& params);
+	reply backend_cmd(const std::string& verb, const std::string& params);
+	reply routes();
+	reply route_cmd(const std::string& verb, const std::string& params);
+	reply neighbors(uint64_t now_ns);
+	reply tables();
+	std::string port_name(unsigned port) const;
+
+	stack& dp_;
+	control_path& ctl_;
+	port_stats_fn port_stats_;
+	std::deque<std::pair<uint64_t, ct::event>> events_;  // (seq, event)
+	uint64_t seq_ = 0;
+	std::deque<resize_rec> resizes_;
+	std::vector<tracked> sizes_;
+	uint64_t t0_ns_ = 0;
+};
+
+// "a/len" -> prefix (host bits must be clear); "" or what is wrong.
+std::string parse_prefix(const std::string& text, sockmap::prefix* out);
+std::string to_string(const sockmap::prefix& p);
+
+}  // namespace ctplane::dataplane

@@ -1,0 +1,522 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: BSD-3-Clause
+"""End-to-end tests: ctplane between network namespaces, real clients and servers.
+
+Topology (made per run, names suffixed with this process's id):
+
+  client 10.0.0.2 ---- [client]                 [s1] ---- s1 10.1.1.2  (HTTP :8080)
+  gen    10.0.9.2 ---- [gen]     ctplane (ns dp) [s2] ---- s2 10.1.2.2  (HTTP :8080)
+
+Each [port] is a veth pair: one end in the host namespace, the other in the
+dp namespace where ctplane drives it through net_af_packet. Services:
+web 10.100.0.1:80/tcp and dns 10.100.0.1:53/udp, backends s1 and s2.
+
+Needs root, iproute2, ethtool, curl and ping. Writes GoogleTest-style XML
+to $GTEST_OUTPUT (xml:DIR/) so tests/summarize.py counts the cases. Every
+namespace and process is removed at the end, also on failure.
+Usage: e2e_test.py CTPLANE_BINARY CTPLANE_CTL
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import unittest
+import xml.etree.ElementTree as ET
+
+CTPLANE = CTL = None
+TAG = f"e{os.getpid() % 100000}"
+NS = {n: f"ctp{TAG}{n}" for n in ("dp", "client", "s1", "s2", "gen")}
+VIP = "10.100.0.1"
+PORT_MAC = {"client": "02:c7:00:00:00:01", "s1": "02:c7:00:00:00:02", "s2": "02:c7:00:00:00:03",
+            "gen": "02:c7:00:00:00:04"}
+HOST = {"client": ("10.0.0.2/24", "10.0.0.1", "2001:db8::2/64", "2001:db8::1"),
+        "s1": ("10.1.1.2/24", "10.1.1.1", "2001:db8:1::2/64", "2001:db8:1::1"),
+        "s2": ("10.1.2.2/24", "10.1.2.1", None, None),
+        "gen": ("10.0.9.2/24", "10.0.9.1", None, None)}
+BIG = 6 * 1024 * 1024  # the long transfer's file; at 1.5 MB/s about 4 s
+
+
+def sh(*cmd, check=True, timeout=30, ns=None, **kw):
+    if ns is not None:
+        cmd = ("ip", "netns", "exec", ns) + cmd
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {r.returncode}: {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def veth(n):
+    return f"v{TAG}{n}"[:15]
+
+
+CONFIG = """
+workers: 1
+burst: 32
+ports:
+{ports}
+routes:
+  - {{prefix: 10.0.0.0/24, port: client}}
+  - {{prefix: 10.0.9.0/24, port: gen}}
+  - {{prefix: 10.1.1.0/24, port: s1}}
+  - {{prefix: 10.1.2.0/24, port: s2}}
+  - {{prefix: "2001:db8::/64", port: client}}
+  - {{prefix: "2001:db8:1::/64", port: s1}}
+ct:
+  max_entries: 1048576
+services:
+  - {{name: web, vip: {vip}, port: 80, protocol: tcp}}
+  - {{name: dns, vip: {vip}, port: 53, protocol: udp}}
+backends:
+  - {{service: web, address: 10.1.1.2, port: 8080}}
+  - {{service: web, address: 10.1.2.2, port: 8080}}
+  - {{service: dns, address: 10.1.1.2, port: 5353}}
+  - {{service: dns, address: 10.1.2.2, port: 5353}}
+"""
+
+
+class Topology:
+    """The namespaces, veths, servers and the appliance."""
+
+    def __init__(self):
+        self.procs = []
+        self.dir = tempfile.mkdtemp(prefix="ctplane-e2e-")
+        self.app = None
+
+    def build(self):
+        for ns in NS.values():
+            sh("ip", "netns", "add", ns)
+        for ns in NS.values():
+            sh("ip", "link", "set", "lo", "up", ns=ns)
+        dp = NS["dp"]
+        sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=dp)
+        for name, (a4, gw4, a6, gw6) in HOST.items():
+            inner, outer = veth(name), veth(name + "d")
+            sh("ip", "link", "add", inner, "netns", NS[name], "type", "veth", "peer", "name", outer, "netns", dp)
+            # Full checksums and no segmentation offload on the host side:
+            # af_packet hands ctplane the frames exactly as they are on the wire.
+            sh("ethtool", "-K", inner, "tx", "off", "tso", "off", "gso", "off", ns=NS[name])
+            sh("ethtool", "-K", outer, "gro", "off", ns=dp, check=False)
+            sh("ip", "link", "set", outer, "up", ns=dp)
+            sh("ip", "link", "set", inner, "up", ns=NS[name])
+            sh("ip", "addr", "add", a4, "dev", inner, ns=NS[name])
+            sh("ip", "route", "add", "default", "via", gw4, ns=NS[name])
+            if a6:
+                sh("ip", "-6", "addr", "add", a6, "dev", inner, "nodad", ns=NS[name])
+                sh("ip", "-6", "route", "add", "default", "via", gw6, ns=NS[name])
+        sh("ip", "addr", "add", "10.0.9.3/24", "dev", veth("gen"), ns=NS["gen"])
+        for s in ("s1", "s2"):
+            root = os.path.join(self.dir, s)
+            os.makedirs(root)
+            with open(os.path.join(root, "whoami"), "w") as f:
+                f.write(s)
+            with open(os.path.join(root, "big"), "wb") as f:
+                f.write(os.urandom(BIG))
+            self.spawn(NS[s], sys.executable, "-m", "http.server", "8080", "--bind", HOST[s][0].split("/")[0],
+                       "--directory", root)
+        ports = []
+        for i, name in enumerate(HOST):
+            a4, gw4, a6, gw6 = HOST[name]
+            addrs = [gw4 + "/" + a4.split("/")[1]] + ([gw6 + "/64"] if gw6 else [])
+            ports.append(f"  - {{name: {name}, device: \"net_af_packet{i},iface={veth(name + 'd')}\", "
+                         f"mac: \"{PORT_MAC[name]}\", addresses: [{', '.join(repr(a) for a in addrs)}]}}")
+        cfg = os.path.join(self.dir, "ctplane.yaml")
+        with open(cfg, "w") as f:
+            f.write(CONFIG.format(ports="\n".join(ports), vip=VIP))
+        self.log = open(os.path.join(self.dir, "ctplane.log"), "w+")
+        self.app = subprocess.Popen(
+            ["ip", "netns", "exec", dp, CTPLANE, "run", "-l", "0-1", "--no-huge", "--no-pci", "-m", "512",
+             f"--file-prefix=ctp{TAG}", "--log-level=*:warning", "--", "--config", cfg],
+            stdout=self.log, stderr=subprocess.STDOUT)
+        self.procs.append(self.app)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(self.socket()):
+            if self.app.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("ctplane did not start:\n" + self.app_log())
+            time.sleep(0.2)
+        self.wait_http()
+
+    def socket(self):
+        return f"/var/run/dpdk/ctp{TAG}/dpdk_telemetry.v2"
+
+    def app_log(self):
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def spawn(self, ns, *cmd):
+        p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def wait_http(self):
+        # The servers are up and ctplane resolved them: a first request each way.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            ok = all(self.curl(f"http://{HOST[s][0].split('/')[0]}:8080/whoami", check=False).returncode == 0
+                     for s in ("s1", "s2"))
+            if ok:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("the HTTP servers are not reachable through ctplane:\n" + self.app_log())
+
+    def curl(self, url, *extra, check=True, timeout=30):
+        return sh("curl", "-sS", "--max-time", str(timeout - 2), *extra, url, ns=NS["client"], check=check,
+                  timeout=timeout)
+
+    def ctl(self, *args, check=True):
+        return sh(sys.executable, CTL, "--prefix", f"ctp{TAG}", *args, check=check)
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl("--json", *args).stdout)
+
+    def teardown(self):
+        if self.app is not None and self.app.poll() is None:
+            self.app.send_signal(signal.SIGTERM)
+            try:
+                self.app.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        for ns in NS.values():
+            pids = sh("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", ns, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(f"/var/run/dpdk/ctp{TAG}", ignore_errors=True)
+
+
+T = None  # the topology, shared by the cases (built once: bringing it up takes seconds)
+
+
+def backend_of(flow):
+    return flow["nat"].rsplit(":", 1)[0]
+
+
+class E2E(unittest.TestCase):
+    def test_01_curl_to_the_vip_spreads_over_both_backends(self):
+        seen = {}
+        for i in range(24):
+            who = T.curl(f"http://{VIP}/whoami").stdout
+            seen[who] = seen.get(who, 0) + 1
+        self.assertEqual(set(seen), {"s1", "s2"}, seen)
+        flows = T.ctl_json("ct", "list", "--addr", VIP, "--port", "80")
+        self.assertGreaterEqual(len(flows), 24)
+        # Every one of them closed (FIN both ways): TIME_WAIT or CLOSE, none left open.
+        for f in flows:
+            self.assertIn(f["state"], ("TIME_WAIT", "CLOSE", "LAST_ACK", "FIN_WAIT"), f)
+        self.assertEqual({backend_of(f) for f in flows}, {"10.1.1.2", "10.1.2.2"})
+        backends = {b["address"]: int(b["new_flows"]) for b in T.ctl_json("backend", "list", "web")}
+        self.assertEqual(sum(backends.values()), len(flows))
+
+    def test_02_a_long_transfer_is_established_then_closed(self):
+        out = os.path.join(T.dir, "long.out")
+        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
+                              "-o", out, f"http://{VIP}/big"])
+        T.procs.append(p)
+        est = self.wait_for_flow("ESTABLISHED")
+        self.assertIn(backend_of(est), ("10.1.1.2", "10.1.2.2"))
+        self.assertEqual(p.wait(timeout=60), 0)
+        self.assertEqual(os.path.getsize(out), BIG)
+        sport = est["sport"]
+        for _ in range(20):
+            now = [f for f in T.ctl_json("ct", "list", "--addr", VIP, "--port", sport) if f["sport"] == sport]
+            if now and now[0]["state"] in ("TIME_WAIT", "CLOSE"):
+                break
+            time.sleep(0.2)
+        self.assertIn(now[0]["state"], ("TIME_WAIT", "CLOSE"))
+
+    def wait_for_flow(self, state, deadline_s=10):
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            flows = T.ctl_json("ct", "list", "--addr", VIP, "--port", "80", "--state", state)
+            if flows:
+                return flows[0]
+            time.sleep(0.1)
+        self.fail(f"no {state} flow to the VIP")
+
+    def test_03_draining_a_backend_keeps_its_transfer_and_moves_new_flows(self):
+        out = os.path.join(T.dir, "drain.out")
+        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
+                              "-o", out, f"http://{VIP}/big"])
+        T.procs.append(p)
+        est = self.wait_for_flow("ESTABLISHED")
+        drained = backend_of(est)
+        other = "s2" if drained == "10.1.1.2" else "s1"
+        T.ctl("backend", "drain", "web", f"{drained}:8080")
+        states = {b["address"]: b["state"] for b in T.ctl_json("backend", "list", "web")}
+        self.assertEqual(states[f"{drained}:8080"], "draining")
+        try:
+            for _ in range(12):
+                self.assertEqual(T.curl(f"http://{VIP}/whoami").stdout, other)
+            self.assertEqual(p.wait(timeout=60), 0)
+            self.assertEqual(os.path.getsize(out), BIG)
+        finally:
+            T.ctl("backend", "activate", "web", f"{drained}:8080")
+
+    def test_04_ping_through_and_to_the_appliance(self):
+        sh("ping", "-c", "2", "-W", "2", "10.0.0.1", ns=NS["client"])          # the appliance
+        sh("ping", "-c", "2", "-W", "2", "10.1.1.2", ns=NS["client"])          # through it
+        sh("ping", "-6", "-c", "2", "-W", "2", "2001:db8::1", ns=NS["client"])  # ND, then ICMPv6 echo
+        sh("ping", "-6", "-c", "2", "-W", "2", "2001:db8:1::2", ns=NS["client"])
+
+    def test_05_ttl_expiry_answers_time_exceeded(self):
+        # traceroute's first hop: TTL 1 expires at ctplane, which answers from its address.
+        for dst in ("10.1.1.2", VIP):
+            r = sh("ping", "-c", "1", "-W", "2", "-t", "1", dst, ns=NS["client"], check=False)
+            self.assertIn("From 10.0.0.1", r.stdout, r.stdout)
+            self.assertIn("Time to live exceeded", r.stdout, r.stdout)
+        r = sh("ping", "-6", "-c", "1", "-W", "2", "-t", "1", "2001:db8:1::2", ns=NS["client"], check=False)
+        self.assertIn("From 2001:db8::1", r.stdout, r.stdout)
+        self.assertIn("Time exceeded", r.stdout, r.stdout)
+        # TTL 2 reaches the server.
+        sh("ping", "-c", "1", "-W", "2", "-t", "2", "10.1.1.2", ns=NS["client"])
+        self.assertGreaterEqual(T.ctl_json("stats")["control/icmp_errors_sent"], 3)
+
+    def test_06_icmp_errors_from_a_backend_are_nated_back(self):
+        # Nothing listens on the dns backends' port: the backend's port
+        # unreachable quotes client -> backend; ctplane rewrites it to quote
+        # client -> VIP, so the client's connected socket sees the refusal.
+        code = ("import socket\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "s.settimeout(3)\n"
+                f"s.connect(('{VIP}', 53))\n"
+                "s.send(b'hello')\n"
+                "try:\n"
+                "    s.recv(100)\n"
+                "    print('answered')\n"
+                "except ConnectionRefusedError:\n"
+                "    print('refused')\n"
+                "except socket.timeout:\n"
+                "    print('timeout')\n")
+        r = sh(sys.executable, "-c", code, ns=NS["client"])
+        self.assertEqual(r.stdout.strip(), "refused")
+
+    def test_07_a_syn_burst_does_not_break_an_established_transfer(self):
+        out = os.path.join(T.dir, "flood.out")
+        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
+                              "-o", out, f"http://{VIP}/big"])
+        T.procs.append(p)
+        self.wait_for_flow("ESTABLISHED")
+        before = T.ctl_json("stats")["new_flows"]
+        sh("ping", "-c", "1", "-W", "2", "10.0.9.1", ns=NS["gen"])  # the generator learns ctplane's MAC
+        r = sh(sys.executable, __file__, "--syn-burst", veth("gen"), PORT_MAC["gen"], "100000", ns=NS["gen"],
+               timeout=120)
+        self.assertEqual(r.stdout.strip(), "100000")
+        self.assertEqual(p.wait(timeout=90), 0)
+        self.assertEqual(os.path.getsize(out), BIG)
+        st = T.ctl_json("stats")
+        # Most of the SYNs opened flows (the CT grew for them); none of it stalled the transfer.
+        self.assertGreater(st["new_flows"] - before, 50000, st)
+        self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)
+
+    def test_08_routes_at_run_time(self):
+        T.ctl("route", "add", "10.1.3.0/24", "s1", "10.1.1.2")
+        routes = {r["prefix"]: r for r in T.ctl_json("route", "list")}
+        self.assertEqual(routes["10.1.3.0/24"]["via"], "10.1.1.2")
+        self.assertEqual(routes["10.1.3.0/24"]["port"], "s1")
+        T.ctl("route", "del", "10.1.3.0/24")
+        self.assertNotIn("10.1.3.0/24", {r["prefix"] for r in T.ctl_json("route", "list")})
+
+    def test_09_cli_errors_say_what_was_wrong(self):
+        cases = [
+            (("backend", "drain", "nosuch", "10.1.1.2:8080"), 'unknown service "nosuch"'),
+            (("backend", "drain", "web", "10.1.1.300:8080"), "bad backend address"),
+            (("backend", "set-weight", "web", "10.1.1.9:8080", "3"), "has no backend"),
+            (("route", "add", "10.9.0.0/33", "s1"), "bad prefix length"),
+            (("route", "add", "10.9.0.0/16", "nosuch"), 'unknown port "nosuch"'),
+            (("route", "del", "10.9.0.0/16"), "no such route"),
+            (("ct", "list", "--state", "BOGUS"), 'unknown state "BOGUS"'),
+        ]
+        for args, want in cases:
+            r = T.ctl(*args, check=False)
+            self.assertEqual(r.returncode, 1, (args, r.stdout))
+            self.assertIn(want, r.stderr, args)
+        r = sh(sys.executable, CTL, "--prefix", "ctplane-not-running", "stats", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not running", r.stderr)
+
+    def test_10_observability(self):
+        neigh = {n["address"]: n for n in T.ctl_json("neigh")}
+        self.assertEqual(neigh["10.1.1.2"]["state"], "reachable")
+        self.assertEqual(neigh["10.0.0.2"]["state"], "reachable")
+        self.assertEqual(len(neigh["10.1.1.2"]["mac"]), 17)
+        svcs = {s["name"]: s for s in T.ctl_json("svc", "list")}
+        self.assertEqual(svcs["web"]["frontend"], f"{VIP}:80")
+        self.assertEqual(svcs["web"]["active"], "2")
+        ports = {p["name"]: p for p in T.ctl_json("stats", "ports")}
+        self.assertGreater(int(ports["client"]["rx_packets"]), 0)
+        self.assertEqual(len(T.ctl_json("stats", "lcores")), 1)
+        summary = T.ctl_json("ct", "stats")
+        self.assertGreater(summary["created"], 0)
+        tables = T.ctl_json("tables")
+        self.assertGreater(tables["ct4/buckets"], 0)
+        # The human table has a header and a row per service.
+        text = T.ctl("svc", "list").stdout.splitlines()
+        self.assertTrue(text[0].startswith("ID"), text)
+        self.assertEqual(len(text), 3, text)
+
+    def test_11_ct_events_stream(self):
+        ev = subprocess.Popen([sys.executable, CTL, "--prefix", f"ctp{TAG}", "ct", "events", "--timeout", "8",
+                               "--count", "2"], stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        T.curl(f"http://{VIP}/whoami")
+        out, _ = ev.communicate(timeout=20)
+        lines = out.splitlines()
+        self.assertGreaterEqual(len(lines), 1, out)
+        self.assertTrue(lines[0].startswith("[NEW] tcp 10.0.0.2:"), out)
+        self.assertIn(f"-> {VIP}:80", lines[0])
+
+    def test_12_dpdk_telemetry_client_protocol(self):
+        # What dpdk-telemetry.py does: connect, read the hello, send a command.
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(T.socket())
+        hello = json.loads(s.recv(1024))
+        s.send(b"/")
+        cmds = json.loads(s.recv(hello["max_output_len"]))["/"]
+        self.assertIn("/ctplane/stats", cmds)
+        self.assertIn("/ctplane/ct/list", cmds)
+        s.close()
+
+
+def syn_burst(ifname, dst_mac, count):
+    """Sends `count` TCP SYNs to the VIP from 10.0.9.2 and .3 (distinct source ports)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((ifname, 0))
+    src_mac = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip().replace(":", ""))
+    eth = bytes.fromhex(dst_mac.replace(":", "")) + src_mac + b"\x08\x00"
+    vip = socket.inet_aton(VIP)
+
+    def csum(b):
+        if len(b) % 2:
+            b += b"\0"
+        v = sum(struct.unpack(f"!{len(b) // 2}H", b))
+        while v >> 16:
+            v = (v & 0xffff) + (v >> 16)
+        return ~v & 0xffff
+
+    sent = 0
+    for i in range(count):
+        src = socket.inet_aton("10.0.9.2" if i % 2 == 0 else "10.0.9.3")
+        sport = 1024 + (i // 2) % 64000
+        tcp = struct.pack("!HHIIBBHHH", sport, 80, i, 0, 5 << 4, 0x02, 65535, 0, 0)
+        tcs = csum(src + vip + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+        tcp = tcp[:16] + struct.pack("!H", tcs) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), i & 0xffff, 0, 64, 6, 0, src, vip)
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        while True:
+            try:
+                s.send(eth + ip + tcp)
+                break
+            except BlockingIOError:
+                time.sleep(0.001)
+            except OSError as e:
+                if e.errno != 105:  # ENOBUFS: the veth queue is full for a moment
+                    raise
+                time.sleep(0.001)
+        sent += 1
+    print(sent)
+
+
+class XmlResult(unittest.TextTestResult):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.cases = []
+        self.t0 = {}
+
+    def startTest(self, test):
+        self.t0[test.id()] = time.monotonic()
+        super().startTest(test)
+
+    def _rec(self, test, kind=None, text=""):
+        self.cases.append((test, kind, text, time.monotonic() - self.t0.get(test.id(), time.monotonic())))
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._rec(test)
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._rec(test, "failure", self._exc_info_to_string(err, test))
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._rec(test, "failure", self._exc_info_to_string(err, test))
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._rec(test, "skipped", reason)
+
+
+def write_xml(cases, path, setup_error=None):
+    root = ET.Element("testsuites", name="e2e")
+    suite = ET.SubElement(root, "testsuite", name="E2E", tests=str(len(cases) or 1))
+    if setup_error is not None:
+        c = ET.SubElement(suite, "testcase", name="topology", classname="E2E")
+        ET.SubElement(c, "failure", message="setup").text = setup_error
+    for test, kind, text, secs in cases:
+        c = ET.SubElement(suite, "testcase", name=test.id().split(".")[-1], classname="E2E", time=f"{secs:.3f}")
+        if kind == "skipped":
+            ET.SubElement(c, "skipped", message=text)
+        elif kind is not None:
+            ET.SubElement(c, "failure", message="failed").text = text
+    ET.ElementTree(root).write(path)
+
+
+def main():
+    global CTPLANE, CTL, T
+    if len(sys.argv) >= 2 and sys.argv[1] == "--syn-burst":
+        syn_burst(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return 0
+    CTPLANE, CTL = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    out = os.environ.get("GTEST_OUTPUT", "")
+    xml = os.path.join(out[4:], "e2e_test.py.xml") if out.startswith("xml:") else None
+    suite = unittest.defaultTestLoader.loadTestsFromTestCase(E2E)
+    if os.geteuid() != 0 or shutil.which("ethtool") is None or shutil.which("curl") is None:
+        print("e2e: needs root, ethtool and curl; skipped", file=sys.stderr)
+        if xml:
+            write_xml([(t, "skipped", "needs root, ethtool and curl", 0) for t in suite], xml)
+        return 77
+    T = Topology()
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        try:
+            T.build()
+        except Exception:
+            err = traceback.format_exc()
+            if T.app is not None:
+                err += "\n--- ctplane log ---\n" + T.app_log()
+            print(err, file=sys.stderr)
+            if xml:
+                write_xml([], xml, setup_error=err)
+            return 1
+        runner = unittest.TextTestRunner(resultclass=XmlResult, verbosity=2)
+        result = runner.run(suite)
+        if not result.wasSuccessful():
+            print("--- ctplane log ---\n" + T.app_log(), file=sys.stderr)
+        if xml:
+            write_xml(result.cases, xml)
+        return 0 if result.wasSuccessful() else 1
+    finally:
+        T.teardown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
