@@ -14,11 +14,13 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 BUILDTYPE=${BUILDTYPE:-release}
 
-# Debian 12 packages the build, tests and benchmarks need.
+# Debian 12 packages the build, tests and benchmarks need (the last line:
+# the end-to-end tests' namespaces, clients and servers).
 PACKAGES=(
 	g++ meson ninja-build pkg-config python3
 	libdpdk-dev liburcu-dev libyaml-cpp-dev
 	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev libpcap-dev
+	iproute2 ethtool curl iputils-ping procps
 )
 
 # Only for ./run.sh bench: dpdk-testpmd, the pipeline benchmark's ceiling.

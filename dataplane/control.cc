@@ -479,9 +479,14 @@ void control_path::on_ttl(const uint8_t* f, uint32_t len, const parsed& p, uint1
 		st_.ignored++;
 		return;
 	}
+	// Never about a multicast or broadcast packet, nor to a source that is
+	// not one host (RFC 1812 4.3.2.7, RFC 4443 2.4 e).
 	const uint8_t* ip = f + p.l3_off;
 	const uint8_t* src = ip + (p.family == 4 ? 12 : 8);
-	if ((p.family == 4 && (src[0] >= 224 || src[0] == 0)) || (p.family == 6 && src[0] == 0xff) || (f[6] & 1)) {
+	const uint8_t* dst = ip + (p.family == 4 ? 16 : 24);
+	const bool v4_bad = p.family == 4 && (src[0] >= 224 || src[0] == 0 || dst[0] >= 224);
+	const bool v6_bad = p.family == 6 && (src[0] == 0xff || dst[0] == 0xff);
+	if (v4_bad || v6_bad || (f[0] & 1) || (f[6] & 1)) {
 		st_.ignored++;
 		return;
 	}

@@ -16,6 +16,7 @@
 #include <deque>
 #include <mutex>
 #include <csignal>
+#include <pthread.h>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -81,9 +82,25 @@ struct worker_ctx {
 	std::atomic<uint64_t>* punt_dropped;  // per port
 };
 
+// Real-time signals stay off the control and worker threads. net_tap
+// raises one per received frame (its RX "trigger", F_SETSIG on every queue
+// fd): at a few 100K frames per second the storm interrupts every syscall
+// of the thread it lands on, and once left the control thread asleep for
+// seconds. DPDK's own threads (interrupt, telemetry, made before this runs)
+// still take them, which is all the trigger needs.
+void block_rt_signals()
+{
+	sigset_t s;
+	sigemptyset(&s);
+	for (int sig = SIGRTMIN; sig <= SIGRTMAX; sig++)
+		sigaddset(&s, sig);
+	pthread_sigmask(SIG_BLOCK, &s, nullptr);
+}
+
 int worker_main(void* arg)
 {
 	auto* w = static_cast<worker_ctx*>(arg);
+	block_rt_signals();
 	maps::rcu::thread_registration reg;
 	const uint16_t q = static_cast<uint16_t>(w->id);
 	const unsigned np = static_cast<unsigned>(w->ports.size());
@@ -311,6 +328,7 @@ int run_main(int argc, char** argv)
 	}
 
 	int status = 0;
+	block_rt_signals();
 	{
 		maps::rcu::thread_registration reg;
 		const unsigned nports = static_cast<unsigned>(c.ports.size());

@@ -57,6 +57,18 @@ def veth(n):
     return f"v{TAG}{n}"[:15]
 
 
+DRIVER = os.environ.get("CTPLANE_E2E_DRIVER", "af_packet")
+
+
+def device(i, ifname):
+    """ctplane's devargs for port i on the veth end ifname."""
+    if DRIVER == "af_xdp":
+        return f"net_af_xdp{i},iface={ifname},start_queue=0,queue_count=1"
+    if DRIVER == "tap":  # ctplane makes the device; the test bridges it to the veth
+        return f"net_tap{i},iface={ifname[:-1]}t"
+    return f"net_af_packet{i},iface={ifname}"
+
+
 CONFIG = """
 workers: 1
 burst: 32
@@ -97,35 +109,20 @@ class Topology:
             sh("ip", "link", "set", "lo", "up", ns=ns)
         dp = NS["dp"]
         sh("sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", ns=dp)
-        for name, (a4, gw4, a6, gw6) in HOST.items():
+        for name in HOST:
             inner, outer = veth(name), veth(name + "d")
             sh("ip", "link", "add", inner, "netns", NS[name], "type", "veth", "peer", "name", outer, "netns", dp)
             # Full checksums and no segmentation offload on the host side:
-            # af_packet hands ctplane the frames exactly as they are on the wire.
+            # ctplane gets the frames exactly as they are on the wire.
             sh("ethtool", "-K", inner, "tx", "off", "tso", "off", "gso", "off", ns=NS[name])
             sh("ethtool", "-K", outer, "gro", "off", ns=dp, check=False)
             sh("ip", "link", "set", outer, "up", ns=dp)
-            sh("ip", "link", "set", inner, "up", ns=NS[name])
-            sh("ip", "addr", "add", a4, "dev", inner, ns=NS[name])
-            sh("ip", "route", "add", "default", "via", gw4, ns=NS[name])
-            if a6:
-                sh("ip", "-6", "addr", "add", a6, "dev", inner, "nodad", ns=NS[name])
-                sh("ip", "-6", "route", "add", "default", "via", gw6, ns=NS[name])
-        sh("ip", "addr", "add", "10.0.9.3/24", "dev", veth("gen"), ns=NS["gen"])
-        for s in ("s1", "s2"):
-            root = os.path.join(self.dir, s)
-            os.makedirs(root)
-            with open(os.path.join(root, "whoami"), "w") as f:
-                f.write(s)
-            with open(os.path.join(root, "big"), "wb") as f:
-                f.write(os.urandom(BIG))
-            self.spawn(NS[s], sys.executable, "-m", "http.server", "8080", "--bind", HOST[s][0].split("/")[0],
-                       "--directory", root)
+            self.host_side(name)
         ports = []
         for i, name in enumerate(HOST):
             a4, gw4, a6, gw6 = HOST[name]
             addrs = [gw4 + "/" + a4.split("/")[1]] + ([gw6 + "/64"] if gw6 else [])
-            ports.append(f"  - {{name: {name}, device: \"net_af_packet{i},iface={veth(name + 'd')}\", "
+            ports.append(f"  - {{name: {name}, device: \"{device(i, veth(name + 'd'))}\", "
                          f"mac: \"{PORT_MAC[name]}\", addresses: [{', '.join(repr(a) for a in addrs)}]}}")
         cfg = os.path.join(self.dir, "ctplane.yaml")
         with open(cfg, "w") as f:
@@ -141,7 +138,37 @@ class Topology:
             if self.app.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("ctplane did not start:\n" + self.app_log())
             time.sleep(0.2)
+        if DRIVER == "tap":
+            # ctplane made its tap devices in the dp namespace: each joins
+            # its veth's end there on a bridge (as a VM's tap would).
+            for name in HOST:
+                br = veth(name + "b")
+                sh("ip", "link", "add", br, "type", "bridge", ns=dp)
+                sh("ip", "link", "set", veth(name + "t"), "master", br, "up", ns=dp)
+                sh("ip", "link", "set", veth(name + "d"), "master", br, ns=dp)
+                sh("ip", "link", "set", br, "up", ns=dp)
+        for s in ("s1", "s2"):
+            root = os.path.join(self.dir, s)
+            os.makedirs(root)
+            with open(os.path.join(root, "whoami"), "w") as f:
+                f.write(s)
+            with open(os.path.join(root, "big"), "wb") as f:
+                f.write(os.urandom(BIG))
+            self.spawn(NS[s], sys.executable, "-m", "http.server", "8080", "--bind", HOST[s][0].split("/")[0],
+                       "--directory", root)
         self.wait_http()
+
+    def host_side(self, name):
+        a4, gw4, a6, gw6 = HOST[name]
+        inner = veth(name)
+        sh("ip", "link", "set", inner, "up", ns=NS[name])
+        sh("ip", "addr", "add", a4, "dev", inner, ns=NS[name])
+        sh("ip", "route", "add", "default", "via", gw4, ns=NS[name])
+        if a6:
+            sh("ip", "-6", "addr", "add", a6, "dev", inner, "nodad", ns=NS[name])
+            sh("ip", "-6", "route", "add", "default", "via", gw6, ns=NS[name])
+        if name == "gen":
+            sh("ip", "addr", "add", "10.0.9.3/24", "dev", inner, ns=NS[name])
 
     def socket(self):
         return f"/var/run/dpdk/ctp{TAG}/dpdk_telemetry.v2"
@@ -323,8 +350,9 @@ class E2E(unittest.TestCase):
         self.assertEqual(p.wait(timeout=90), 0)
         self.assertEqual(os.path.getsize(out), BIG)
         st = T.ctl_json("stats")
-        # Most of the SYNs opened flows (the CT grew for them); none of it stalled the transfer.
-        self.assertGreater(st["new_flows"] - before, 50000, st)
+        # Most of the SYNs opened flows (the CT grew for them; what the veth or
+        # tap queues dropped never arrived); none of it stalled the transfer.
+        self.assertGreater(st["new_flows"] - before, 30000, st)
         self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)
 
     def test_08_routes_at_run_time(self):
@@ -487,7 +515,8 @@ def main():
         return 0
     CTPLANE, CTL = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     out = os.environ.get("GTEST_OUTPUT", "")
-    xml = os.path.join(out[4:], "e2e_test.py.xml") if out.startswith("xml:") else None
+    name = os.environ.get("CTPLANE_E2E_NAME", "e2e")  # the meson test's name
+    xml = os.path.join(out[4:], name + ".xml") if out.startswith("xml:") else None
     suite = unittest.defaultTestLoader.loadTestsFromTestCase(E2E)
     if os.geteuid() != 0 or shutil.which("ethtool") is None or shutil.which("curl") is None:
         print("e2e: needs root, ethtool and curl; skipped", file=sys.stderr)
