@@ -171,6 +171,65 @@ inline bytes ether(const bytes& l3, uint16_t ethertype, std::initializer_list<ui
 inline bytes eth4(const bytes& l3, std::initializer_list<uint16_t> vlans = {}) { return ether(l3, 0x0800, vlans); }
 inline bytes eth6(const bytes& l3, std::initializer_list<uint16_t> vlans = {}) { return ether(l3, 0x86dd, vlans); }
 
+// An Ethernet / IPv4 ARP message (op 1 request, 2 reply); a request is
+// broadcast, a reply goes to the target's MAC.
+inline bytes arp(uint16_t op, const uint8_t sha[6], uint32_t spa, const uint8_t tha[6], uint32_t tpa)
+{
+	bytes a(28, 0);
+	put16(a, 0, 1);
+	put16(a, 2, 0x0800);
+	a[4] = 6, a[5] = 4;
+	put16(a, 6, op);
+	std::memcpy(a.data() + 8, sha, 6);
+	std::memcpy(a.data() + 18, tha, 6);
+	for (int i = 0; i < 4; i++) {
+		a[14 + i] = uint8_t(spa >> (24 - 8 * i));
+		a[24 + i] = uint8_t(tpa >> (24 - 8 * i));
+	}
+	bytes f = ether(a, 0x0806);
+	if (op == 1)
+		std::memset(f.data(), 0xff, 6);
+	else
+		std::memcpy(f.data(), tha, 6);
+	std::memcpy(f.data() + 6, sha, 6);
+	return f;
+}
+// Who has `target`? asks 192.168.1.10's 02:aa:00:00:00:10.
+inline bytes arp_request(uint32_t sender, uint32_t target)
+{
+	static constexpr uint8_t kSha[6] = {0x02, 0xaa, 0, 0, 0, 0x10}, kZero[6] = {};
+	return arp(1, kSha, sender, kZero, target);
+}
+
+// An IPv6 packet between full addresses with an ICMPv6 message `m`
+// (type, code, then the body), its checksum set.
+inline bytes ipv6_icmp(const uint8_t src[16], const uint8_t dst[16], bytes m, uint8_t hlim = 255)
+{
+	bytes b(40, 0);
+	b[0] = 0x60;
+	put16(b, 4, static_cast<uint16_t>(m.size()));
+	b[6] = 58;
+	b[7] = hlim;
+	std::memcpy(b.data() + 8, src, 16);
+	std::memcpy(b.data() + 24, dst, 16);
+	m[2] = m[3] = 0;
+	const uint32_t len = static_cast<uint32_t>(m.size());
+	const uint32_t seed = csum_fold(b.data() + 8, 32) + (len >> 16) + (len & 0xffff) + 58;
+	put16(m, 2, static_cast<uint16_t>(~csum_fold(m.data(), len, seed)));
+	b.insert(b.end(), m.begin(), m.end());
+	return b;
+}
+// True when the ICMPv6 checksum of the IPv6 packet at l3_off verifies.
+inline bool icmp6_ok(const bytes& f, unsigned l3_off = 14)
+{
+	const uint8_t* ip = f.data() + l3_off;
+	const uint32_t len = static_cast<uint32_t>(ip[4] << 8 | ip[5]);
+	if (l3_off + 40 + len > f.size())
+		return false;
+	const uint32_t seed = csum_fold(ip + 8, 32) + (len >> 16) + (len & 0xffff) + 58;
+	return csum_fold(ip + 40, len, seed) == 0xffff;
+}
+
 inline parsed parse_of(const bytes& f)
 {
 	parsed p;

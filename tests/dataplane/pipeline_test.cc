@@ -288,24 +288,6 @@ TEST_F(pipeline_fixture, an_icmp_error_about_a_dnated_packet_goes_back_quoting_t
 	EXPECT_EQ(one(eth4(ipv4(kRouter, kClient, icmp(1, 3, 0, q2))), 1).reason, drop::ct_invalid);
 }
 
-bytes arp_request(uint32_t sender, uint32_t target)
-{
-	bytes a(28, 0);
-	put16(a, 0, 1);
-	put16(a, 2, 0x0800);
-	a[4] = 6, a[5] = 4;
-	put16(a, 6, 1);
-	a[8] = 0x02, a[9] = 0xaa, a[13] = 0x10;  // sender MAC 02:aa:00:00:00:10
-	for (int i = 0; i < 4; i++) {
-		a[14 + i] = uint8_t(sender >> (24 - 8 * i));
-		a[24 + i] = uint8_t(target >> (24 - 8 * i));
-	}
-	bytes f = ether(a, 0x0806);
-	std::memset(f.data(), 0xff, 6);  // broadcast
-	std::memcpy(f.data() + 6, a.data() + 8, 6);
-	return f;
-}
-
 TEST_F(pipeline_fixture, arp_for_the_ports_address_is_answered_out_of_the_same_port)
 {
 	const out o = one(arp_request(kClient, 0xc0a80101));  // who has 192.168.1.1 (ours, port 0)
