@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The operator's commands (what /ctplane/ telemetry serves) on a real
+// stack, no DPDK: tables and their paging under the socket's size limit,
+// CT filters and events, backend and route changes that the pipeline then
+// follows, and the error each bad request gets.
+#include "dataplane/ops.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <cctype>
+#include <map>
+#include <set>
+
+#include "ct/clock.h"
+#include "frames.h"
+#include "maps/rcu.h"
+
+namespace ctplane::dataplane::test {
+namespace {
+
+constexpr uint32_t kVip = 0x0a60000a;  // 10.96.0.10
+constexpr uint64_t kSec = 1'000'000'000;
+
+const char* kConfig = R"(
+ports:
+  - {name: client, mac: "02:00:00:00:00:01", addresses: [192.168.1.1/24]}
+  - {name: server, mac: "02:00:00:00:00:02", addresses: [10.0.0.254/16]}
+neighbors:
+  - {address: 10.0.1.1, mac: "02:bb:00:00:00:01", port: server}
+  - {address: 10.0.1.2, mac: "02:bb:00:00:00:02", port: server}
+  - {address: 10.0.1.3, mac: "02:bb:00:00:00:03", port: server}
+routes:
+  - {prefix: 192.168.0.0/16, port: client}
+  - {prefix: 10.0.0.0/16, port: server}
+ct:
+  events: true
+lb:
+  maglev_size: 251
+services:
+  - {name: web, vip: 10.96.0.10, port: 80, protocol: tcp}
+backends:
+  - {service: web, address: 10.0.1.1, port: 8080}
+  - {service: web, address: 10.0.1.2, port: 8080}
+)";
+
+class ops_fixture : public ::testing::Test {
+protected:
+	ops_fixture()
+	{
+		auto c = config::load_string(kConfig, "fixture.yaml");
+		EXPECT_TRUE(c.ok()) << c.err().str();
+		std::string err;
+		dp = stack::build(c.value(), 1, &err);
+		EXPECT_NE(dp, nullptr) << err;
+		ctl = std::make_unique<control_path>(dp->pl(), dp->cfg(),
+						     [](uint16_t, const uint8_t*, uint32_t) { return true; });
+		op = std::make_unique<ops>(*dp, *ctl);
+		dp->set_event_sink([this](const ct::event& e) { op->record(e); });
+	}
+	// A SYN from 192.168.<hi>.<lo>:sport to the VIP; returns the outcome.
+	outcome syn(uint32_t src, uint16_t sport, uint32_t dst = kVip, uint16_t dport = 80)
+	{
+		bytes f = eth4(with_l4_csum(ipv4(src, dst, tcp(sport, dport, ct::kSYN))));
+		frame fr{f.data(), static_cast<uint32_t>(f.size()), 0};
+		outcome o;
+		dp->pl().process(&fr, 1, now, &o);
+		last = f;
+		return o;
+	}
+	reply run(const std::string& cmd, const std::string& params = "")
+	{
+		reply r = op->run(cmd, params, now);
+		EXPECT_LT(r.json_size(), 16384u) << cmd;
+		return r;
+	}
+	static const reply::value* get(const reply& r, const std::string& k)
+	{
+		for (const auto& [name, v] : r.items)
+			if (name == k)
+				return &v;
+		return nullptr;
+	}
+	static uint64_t num(const reply& r, const std::string& k)
+	{
+		const reply::value* v = get(r, k);
+		EXPECT_NE(v, nullptr) << k;
+		return v != nullptr ? v->u : 0;
+	}
+	static std::string error(const reply& r) { return r.is_error() ? r.items[0].second.s : ""; }
+	// A table reply as rows of field -> value.
+	static std::vector<std::map<std::string, std::string>> rows(const reply& r)
+	{
+		std::vector<std::map<std::string, std::string>> out;
+		const reply::value* f = get(r, "fields");
+		EXPECT_NE(f, nullptr);
+		if (f == nullptr)
+			return out;
+		for (uint64_t i = 0; i < num(r, "rows"); i++) {
+			const reply::value* row = get(r, std::to_string(i));
+			EXPECT_NE(row, nullptr);
+			std::map<std::string, std::string> m;
+			for (size_t c = 0; c < f->l.size() && row != nullptr && c < row->l.size(); c++)
+				m[f->l[c]] = row->l[c];
+			out.push_back(m);
+		}
+		return out;
+	}
+
+	maps::rcu::thread_registration reg;
+	uint64_t now = 1000 * kSec;
+	std::unique_ptr<stack> dp;
+	std::unique_ptr<control_path> ctl;
+	std::unique_ptr<ops> op;
+	bytes last;
+};
+
+TEST_F(ops_fixture, every_command_answers_and_names_are_telemetry_safe)
+{
+	for (const auto& [cmd, help] : ops::commands()) {
+		const reply r = run(cmd);
+		EXPECT_FALSE(help.empty());
+		for (const auto& [k, v] : r.items)
+			for (char c : k)
+				EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '/')
+					<< cmd << ": key " << k;
+	}
+	EXPECT_EQ(error(run("/ctplane/nosuch")), "unknown command /ctplane/nosuch");
+}
+
+TEST_F(ops_fixture, stats_count_what_the_pipeline_did)
+{
+	ASSERT_EQ(syn(0xc0a8010a, 1).f, fate::forward);
+	syn(0xc0a8010a, 2, 0x08080808, 53);  // no route
+	const reply r = run("/ctplane/stats");
+	EXPECT_EQ(num(r, "rx"), 2u);
+	EXPECT_EQ(num(r, "forwarded"), 1u);
+	EXPECT_EQ(num(r, "drop/no_route"), 1u);
+	EXPECT_EQ(num(r, "new_flows"), 2u);  // conntrack runs before routing
+	EXPECT_EQ(num(r, "ct/flows"), 2u);
+	EXPECT_EQ(num(r, "control/punted"), 0u);
+	const auto lc = rows(run("/ctplane/stats/lcores"));
+	ASSERT_EQ(lc.size(), 1u);
+	EXPECT_EQ(lc[0].at("rx"), "2");
+}
+
+TEST_F(ops_fixture, ct_list_filters_and_shows_the_translation)
+{
+	for (uint16_t sp = 1; sp <= 10; sp++)
+		ASSERT_EQ(syn(0xc0a80100 + sp, sp).f, fate::forward);
+	syn(0xc0a80163, 99, 0x0a000103, 22);  // straight to 10.0.1.3, no service
+	auto all = rows(run("/ctplane/ct/list"));
+	ASSERT_EQ(all.size(), 11u);
+	auto one = rows(run("/ctplane/ct/list", "addr=192.168.1.3"));
+	ASSERT_EQ(one.size(), 1u);
+	EXPECT_EQ(one[0].at("proto"), "tcp");
+	EXPECT_EQ(one[0].at("state"), "SYN_SENT");
+	EXPECT_EQ(one[0].at("dst"), "10.96.0.10");
+	EXPECT_EQ(one[0].at("dport"), "80");
+	EXPECT_TRUE(one[0].at("nat") == "10.0.1.1:8080" || one[0].at("nat") == "10.0.1.2:8080") << one[0].at("nat");
+	EXPECT_EQ(one[0].at("packets"), "1/0");
+	EXPECT_EQ(rows(run("/ctplane/ct/list", "port=22")).size(), 1u);
+	EXPECT_EQ(rows(run("/ctplane/ct/list", "port=8080")).size(), 10u) << "the backend's port matches too";
+	EXPECT_EQ(rows(run("/ctplane/ct/list", "addr=10.0.1.3,proto=tcp,state=syn_sent")).size(), 1u);
+	EXPECT_EQ(rows(run("/ctplane/ct/list", "state=ESTABLISHED")).size(), 0u);
+	EXPECT_EQ(rows(run("/ctplane/ct/list", "proto=udp")).size(), 0u);
+	EXPECT_EQ(rows(run("/ctplane/ct/list", "limit=4")).size(), 4u);
+
+	EXPECT_EQ(error(run("/ctplane/ct/list", "addr=10.0.0.300")), "bad address \"10.0.0.300\"");
+	EXPECT_NE(error(run("/ctplane/ct/list", "state=OPEN")).find("unknown state \"OPEN\""), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/ct/list", "proto=sctp")).find("unknown protocol"), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/ct/list", "colour=red")).find("unknown filter \"colour\""), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/ct/list", "port=70000")).find("bad port"), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/ct/list", "10.0.0.1")).find("key=value"), std::string::npos);
+}
+
+TEST_F(ops_fixture, a_long_ct_list_pages_under_the_socket_limit)
+{
+	for (uint32_t i = 0; i < 1000; i++)
+		ASSERT_EQ(syn(0xc0a80000 + i, static_cast<uint16_t>(1000 + i)).f, fate::forward);
+	std::set<std::string> seen;
+	uint64_t skip = 0;
+	unsigned pages = 0;
+	do {
+		const reply r = run("/ctplane/ct/list", "skip=" + std::to_string(skip));
+		const auto page = rows(r);
+		EXPECT_FALSE(page.empty());
+		for (const auto& f : page)
+			seen.insert(f.at("src") + ":" + f.at("sport"));
+		skip = num(r, "next");
+		pages++;
+	} while (skip != 0 && pages < 100);
+	EXPECT_GT(pages, 4u);
+	EXPECT_EQ(seen.size(), 1000u) << "every flow once, no page lost";
+}
+
+TEST_F(ops_fixture, ct_events_follow_from_where_the_client_is)
+{
+	reply r = run("/ctplane/ct/events");
+	EXPECT_EQ(num(r, "last"), 0u);
+	EXPECT_EQ(num(r, "rows"), 0u);
+	syn(0xc0a8010a, 1);
+	syn(0xc0a8010a, 2);
+	dp->drain_events();
+	r = run("/ctplane/ct/events");
+	EXPECT_EQ(num(r, "rows"), 0u) << "no after=: where the log is, nothing old";
+	EXPECT_EQ(num(r, "last"), 2u);
+	r = run("/ctplane/ct/events", "after=0");
+	auto ev = rows(r);
+	ASSERT_EQ(ev.size(), 2u);
+	EXPECT_EQ(ev[0].at("event"), "new");
+	EXPECT_EQ(ev[0].at("src"), "192.168.1.10");
+	EXPECT_EQ(ev[0].at("sport"), "1");
+	EXPECT_EQ(ev[0].at("dst"), "10.96.0.10");
+	EXPECT_EQ(ev[1].at("seq"), "2");
+	syn(0xc0a8010a, 3);
+	dp->drain_events();
+	ev = rows(run("/ctplane/ct/events", "after=2"));
+	ASSERT_EQ(ev.size(), 1u);
+	EXPECT_EQ(ev[0].at("sport"), "3");
+	// The log keeps the last kEventLog: an old position hears what it missed.
+	for (uint32_t i = 0; i < ops::kEventLog + 10; i++) {
+		syn(0xc0a90000 + i, 7);
+		if (i % 1000 == 0)
+			dp->drain_events();
+	}
+	dp->drain_events();
+	r = run("/ctplane/ct/events", "after=3");
+	EXPECT_EQ(num(r, "missed"), 10u);  // 4109 events, the oldest 13 gone: seq 4..13 missed
+	EXPECT_NE(error(run("/ctplane/ct/events", "after=x")).find("bad sequence number"), std::string::npos);
+}
+
+TEST_F(ops_fixture, draining_a_backend_moves_new_flows_and_errors_name_the_problem)
+{
+	reply r = run("/ctplane/backend/drain", "web,10.0.1.1:8080");
+	ASSERT_EQ(error(r), "");
+	auto be = rows(run("/ctplane/backends", "web"));
+	ASSERT_EQ(be.size(), 2u);
+	EXPECT_EQ(be[0].at("address"), "10.0.1.1:8080");
+	EXPECT_EQ(be[0].at("state"), "draining");
+	for (uint16_t sp = 1; sp <= 40; sp++) {
+		ASSERT_EQ(syn(0xc0a8010a, sp).f, fate::forward);
+		EXPECT_EQ(last[5], 0x02) << "every new flow to 10.0.1.2";
+	}
+	EXPECT_EQ(rows(run("/ctplane/services"))[0].at("active"), "1");
+	ASSERT_EQ(error(run("/ctplane/backend/activate", "web,10.0.1.1:8080")), "");
+	ASSERT_EQ(error(run("/ctplane/backend/set_weight", "web,10.0.1.2:8080,0")), "");
+	for (uint16_t sp = 100; sp < 120; sp++) {
+		ASSERT_EQ(syn(0xc0a8010a, sp).f, fate::forward);
+		EXPECT_EQ(last[5], 0x01);
+	}
+	// A new backend takes flows; a removed one is gone.
+	ASSERT_EQ(error(run("/ctplane/backend/add", "web,10.0.1.3:8080,5")), "");
+	ASSERT_EQ(error(run("/ctplane/backend/remove", "web,10.0.1.1:8080")), "");
+	be = rows(run("/ctplane/backends"));
+	ASSERT_EQ(be.size(), 2u);
+	for (uint16_t sp = 200; sp < 220; sp++) {
+		ASSERT_EQ(syn(0xc0a8010a, sp).f, fate::forward);
+		EXPECT_EQ(last[5], 0x03);
+	}
+	EXPECT_EQ(rows(run("/ctplane/backends"))[1].at("new_flows"), "20");
+
+	EXPECT_EQ(error(run("/ctplane/backend/drain", "nosuch,10.0.1.1:8080")), "unknown service \"nosuch\"");
+	EXPECT_EQ(error(run("/ctplane/backend/drain", "web,10.0.1.1")).substr(0, 21), "bad backend address \"");
+	EXPECT_EQ(error(run("/ctplane/backend/drain", "web,10.0.1.9:8080")), "service \"web\" has no backend 10.0.1.9:8080");
+	EXPECT_NE(error(run("/ctplane/backend/set_weight", "web,10.0.1.2:8080,70000")).find("bad weight"), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/backend/set_weight", "web,10.0.1.2:8080")).find("usage"), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/backend/explode", "web,10.0.1.2:8080")).find("unknown backend command"),
+		  std::string::npos);
+	EXPECT_NE(error(run("/ctplane/backends", "nosuch")).find("unknown service"), std::string::npos);
+}
+
+TEST_F(ops_fixture, routes_change_at_run_time)
+{
+	EXPECT_EQ(syn(0xc0a8010a, 1, 0xac100001, 22).reason, drop::no_route);  // 172.16.0.1
+	ASSERT_EQ(error(run("/ctplane/route/add", "172.16.0.0/12,server,10.0.1.3")), "");
+	auto rt = rows(run("/ctplane/routes"));
+	ASSERT_EQ(rt.size(), 3u);
+	EXPECT_EQ(rt[1].at("prefix"), "172.16.0.0/12");
+	EXPECT_EQ(rt[1].at("port"), "server");
+	EXPECT_EQ(rt[1].at("via"), "10.0.1.3");
+	ASSERT_EQ(syn(0xc0a8010a, 2, 0xac100001, 22).f, fate::forward);
+	EXPECT_EQ(last[5], 0x03) << "via the gateway's MAC (it was known)";
+	// Replaced in place, then removed.
+	ASSERT_EQ(error(run("/ctplane/route/add", "172.16.0.0/12,server,10.0.1.2")), "");
+	ASSERT_EQ(syn(0xc0a8010a, 3, 0xac100001, 22).f, fate::forward);
+	EXPECT_EQ(last[5], 0x02);
+	ASSERT_EQ(error(run("/ctplane/route/del", "172.16.0.0/12")), "");
+	EXPECT_EQ(syn(0xc0a8010a, 4, 0xac100001, 22).reason, drop::no_route);
+	EXPECT_EQ(rows(run("/ctplane/routes")).size(), 2u);
+	// Ids of removed routes are reused, not leaked.
+	for (int i = 0; i < 100; i++) {
+		ASSERT_EQ(error(run("/ctplane/route/add", "172.16.0.0/12,server")), "");
+		ASSERT_EQ(error(run("/ctplane/route/del", "172.16.0.0/12")), "");
+	}
+
+	EXPECT_EQ(error(run("/ctplane/route/del", "172.16.0.0/12")), "no such route");
+	EXPECT_NE(error(run("/ctplane/route/add", "172.16.0.1/12,server")).find("host bits set"), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/route/add", "172.16.0.0/33,server")).find("bad prefix length"), std::string::npos);
+	EXPECT_EQ(error(run("/ctplane/route/add", "172.16.0.0/12,nosuch")), "unknown port \"nosuch\"");
+	EXPECT_EQ(error(run("/ctplane/route/add", "172.16.0.0/12,server,10.0.0.300")), "bad next hop address \"10.0.0.300\"");
+	EXPECT_NE(error(run("/ctplane/route/add", "172.16.0.0/12,server,2001:db8::1")).find("family"), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/route/add", "172.16.0.0/12")).find("usage"), std::string::npos);
+}
+
+TEST_F(ops_fixture, neighbors_and_tables)
+{
+	const auto nb = rows(run("/ctplane/neighbors"));
+	ASSERT_EQ(nb.size(), 3u);
+	EXPECT_EQ(nb[0].at("address"), "10.0.1.1");
+	EXPECT_EQ(nb[0].at("mac"), "02:bb:00:00:00:01");
+	EXPECT_EQ(nb[0].at("state"), "permanent");
+	EXPECT_EQ(nb[0].at("port"), "server");
+	// The CT grows under load: the resize shows in the history.
+	op->watch_tables(now);
+	for (uint32_t i = 0; i < 20000; i++) {
+		syn(0xc0a80000 + i % 60000, static_cast<uint16_t>(1 + i / 60000));
+		if (i % 256 == 0) {
+			dp->tick(now += 1'000'000);
+			op->watch_tables(now);
+		}
+	}
+	for (int i = 0; i < 200; i++) {
+		dp->tick(now += 1'000'000);
+		op->watch_tables(now);
+	}
+	const reply t = run("/ctplane/tables");
+	EXPECT_EQ(num(t, "ct4/entries"), 20000u);
+	const auto hist = rows(t);
+	ASSERT_FALSE(hist.empty());
+	EXPECT_EQ(hist[0].at("table"), "ct4");
+	EXPECT_LT(std::stoull(hist[0].at("from_buckets")), std::stoull(hist[0].at("to_buckets")));
+	EXPECT_GT(num(run("/ctplane/ct/summary"), "hash4/grows"), 0u);
+}
+
+}  // namespace
+}  // namespace ctplane::dataplane::test
