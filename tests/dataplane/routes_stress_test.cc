@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Routes and neighbours change on the control thread while workers forward
+// (run under TSan and ASan by .ci/run): every packet is either forwarded to
+// one of the gateways its route ever had, with that gateway's MAC, or
+// dropped as no_route / no_neighbor; never a torn hop, never a freed one.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "config/config.h"
+#include "ct/clock.h"
+#include "dataplane/pipeline.h"
+#include "frames.h"
+#include "maps/rcu.h"
+
+namespace ctplane::dataplane::test {
+namespace {
+
+const char* kConfig = R"(
+ports:
+  - {name: client, mac: "02:00:00:00:00:01", addresses: [192.168.1.1/24]}
+  - {name: server, mac: "02:00:00:00:00:02", addresses: [10.0.0.254/16]}
+neighbors:
+  - {address: 10.0.1.1, mac: "02:bb:00:00:00:01", port: server}
+  - {address: 10.0.1.2, mac: "02:bb:00:00:00:02", port: server}
+routes:
+  - {prefix: 10.0.0.0/16, port: server}
+)";
+
+TEST(routes_stress, routes_change_under_forwarding_workers)
+{
+	maps::rcu::thread_registration reg;
+	auto c = config::load_string(kConfig, "stress.yaml");
+	ASSERT_TRUE(c.ok()) << c.err().str();
+	ct::config cc;
+	cc.max_entries = 1u << 16;
+	ct::table ct(cc);
+	lb::balancer lb(16, 64, 251);
+	sockmap::sockmap sm{sockmap::config{}};
+	constexpr unsigned kWorkers = 2;
+	pipeline pl(ct, lb, sm, kWorkers);
+	ASSERT_EQ(pl.build(c.value()), "");
+
+	std::atomic<bool> stop{false};
+	std::atomic<uint64_t> bad{0}, forwarded{0}, unrouted{0};
+	auto worker = [&](unsigned lc) {
+		maps::rcu::thread_registration r;
+		uint64_t now = 1'000'000'000'000ull;
+		uint16_t sport = static_cast<uint16_t>(1 + lc * 20000);
+		while (!stop.load(std::memory_order_relaxed)) {
+			bytes f[16];
+			frame fr[16];
+			outcome oc[16];
+			for (unsigned i = 0; i < 16; i++) {
+				const uint32_t dst = 0xac100000u + (i % 4);  // 172.16.0.x
+				f[i] = eth4(with_l4_csum(ipv4(0xc0a8010a, dst, tcp(sport++, 22, ct::kSYN))));
+				fr[i] = frame{f[i].data(), static_cast<uint32_t>(f[i].size()), 0};
+			}
+			pl.process(fr, 16, now += 1000, oc, lc);
+			for (unsigned i = 0; i < 16; i++) {
+				if (oc[i].f == fate::forward) {
+					const bool gw = f[i][0] == 0x02 && f[i][1] == 0xbb && (f[i][5] == 1 || f[i][5] == 2);
+					if (oc[i].port != 1 || !gw)
+						bad.fetch_add(1);
+					forwarded.fetch_add(1, std::memory_order_relaxed);
+				} else if (oc[i].reason == drop::no_route || oc[i].reason == drop::no_neighbor) {
+					unrouted.fetch_add(1, std::memory_order_relaxed);
+				} else if (oc[i].reason != drop::ct_refused_full && oc[i].reason != drop::ct_refused_busy) {
+					bad.fetch_add(1);
+				}
+			}
+			maps::rcu::quiescent();
+		}
+		maps::rcu::offline();
+	};
+	std::vector<std::thread> ws;
+	for (unsigned w = 0; w < kWorkers; w++)
+		ws.emplace_back(worker, w);
+
+	config::route_spec r;
+	r.prefix.family = 4;
+	r.prefix.addr[0] = 172, r.prefix.addr[1] = 16;
+	r.prefix.len = 12;
+	r.port = 1;
+	r.has_via = true;
+	r.via.family = 4;
+	r.via.addr[0] = 10, r.via.addr[2] = 1;
+	config::route_spec host = r;  // a /32 beside it, on link
+	host.prefix.addr[3] = 2;
+	host.prefix.len = 32;
+	host.has_via = false;
+	ct::manual_clock clk{1'000'000'000'000ull};
+	for (int round = 0; round < 400; round++) {
+		r.via.addr[3] = static_cast<uint8_t>(1 + round % 2);
+		ASSERT_EQ(pl.add_route(r), "");  // added or replaced
+		if (round % 3 == 0)
+			ASSERT_EQ(pl.add_route(host), "");
+		if (round % 5 == 4) {
+			ASSERT_EQ(pl.del_route(r.prefix), "");
+			pl.del_route(host.prefix);
+		}
+		if (round % 7 == 0) {
+			// A gateway forgotten and learnt again under the workers.
+			pl.clear_neighbor(r.via);
+			const uint8_t mac[6] = {0x02, 0xbb, 0, 0, 0, r.via.addr[3]};
+			pl.set_neighbor(r.via, mac, 1);
+		}
+		pl.maintain(clk.now_ns());
+		maps::rcu::quiescent();
+	}
+	stop.store(true);
+	maps::rcu::offline();
+	for (auto& t : ws)
+		t.join();
+	maps::rcu::online();
+	EXPECT_EQ(bad.load(), 0u);
+	EXPECT_GT(forwarded.load(), 0u);
+	EXPECT_GT(unrouted.load(), 0u);
+}
+
+}  // namespace
+}  // namespace ctplane::dataplane::test
