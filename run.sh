@@ -20,11 +20,12 @@ PACKAGES=(
 	g++ meson ninja-build pkg-config python3
 	libdpdk-dev liburcu-dev libyaml-cpp-dev
 	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev libpcap-dev
-	iproute2 ethtool curl iputils-ping procps
+	iproute2 ethtool curl iputils-ping procps dpdk-dev
 )
 
-# Only for ./run.sh bench: dpdk-testpmd, the pipeline benchmark's ceiling.
-BENCH_PACKAGES=(dpdk-dev)
+# Only for ./run.sh bench (dpdk-testpmd, the pipeline benchmark's ceiling,
+# comes with dpdk-dev above, as does dpdk-telemetry.py for the e2e tests).
+BENCH_PACKAGES=()
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 

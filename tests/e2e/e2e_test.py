@@ -412,16 +412,31 @@ class E2E(unittest.TestCase):
         self.assertTrue(lines[0].startswith("[NEW] tcp 10.0.0.2:"), out)
         self.assertIn(f"-> {VIP}:80", lines[0])
 
-    def test_12_dpdk_telemetry_client_protocol(self):
-        # What dpdk-telemetry.py does: connect, read the hello, send a command.
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        s.connect(T.socket())
-        hello = json.loads(s.recv(1024))
-        s.send(b"/")
-        cmds = json.loads(s.recv(hello["max_output_len"]))["/"]
-        self.assertIn("/ctplane/stats", cmds)
-        self.assertIn("/ctplane/ct/list", cmds)
-        s.close()
+    def test_12_dpdk_telemetry_py_reads_the_commands(self):
+        # DPDK's own client, commands on stdin, one JSON reply each.
+        tool = shutil.which("dpdk-telemetry.py")
+        self.assertIsNotNone(tool, "dpdk-telemetry.py (Debian's dpdk-dev) is missing")
+        r = subprocess.run([sys.executable, tool, "-f", f"ctp{TAG}"], input="/\n/ctplane/services\n/ctplane/ct/list,proto=tcp\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+        decoder, text, replies = json.JSONDecoder(), r.stdout, {}
+        i = text.find("{")
+        while i != -1:
+            obj, end = decoder.raw_decode(text, i)
+            replies.update(obj)
+            i = text.find("{", end)
+        self.assertIn("/ctplane/stats", replies["/"], r.stdout)
+        svc = replies["/ctplane/services"]
+        self.assertEqual(svc["fields"][1], "name")
+        self.assertEqual(svc["0"][1], "web")
+        self.assertGreater(replies["/ctplane/ct/list"]["rows"], 0)
+
+    def test_99_sigterm_stops_it_cleanly_with_the_final_counters(self):
+        T.app.send_signal(signal.SIGTERM)
+        self.assertEqual(T.app.wait(timeout=20), 0)
+        log = T.app_log()
+        self.assertRegex(log, r"ctplane: rx \d+ forwarded \d+")
+        self.assertIn("ctplane: control: arp requests", log)
+        self.assertFalse(os.path.exists(T.socket()) and T.ctl("stats", check=False).returncode == 0)
 
 
 def syn_burst(ifname, dst_mac, count):
