@@ -449,8 +449,12 @@ int run_main(int argc, char** argv)
 		rte_mbuf* pm[32];
 		while (!g_stop.load(std::memory_order_relaxed)) {
 			const uint64_t now = clk.now_ns();
-			// Punted frames first: ARP / ND answers unblock waiting packets.
-			for (unsigned n; (n = rte_ring_sc_dequeue_burst(punt_ring, reinterpret_cast<void**>(pm), 32, nullptr)) != 0;)
+			// Punted frames first (ARP / ND answers unblock waiting packets),
+			// a bounded number per pass: a flood of them (TTL 1, say) must not
+			// keep the ticks and the telemetry commands from running.
+			for (unsigned n, budget = 512;
+			     budget != 0 && (n = rte_ring_sc_dequeue_burst(punt_ring, reinterpret_cast<void**>(pm), 32, nullptr)) != 0;
+			     budget -= std::min(budget, n))
 				for (unsigned i = 0; i < n; i++) {
 					const mbuf_meta* mm = meta(pm[i]);
 					ctl.receive(rte_pktmbuf_mtod(pm[i], const uint8_t*), rte_pktmbuf_data_len(pm[i]), mm->port,
