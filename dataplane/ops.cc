@@ -348,7 +348,7 @@ reply ops::stats_lcores()
 	for (unsigned l = 0; l < n; l++) {
 		const lcore_stats& s = dp_.pl().lcore(l);
 		std::vector<std::string> row = {std::to_string(l)};
-#define CTPLANE_X(n) row.push_back(std::to_string(std::atomic_ref<const uint64_t>(s.n).load(std::memory_order_relaxed)));
+#define CTPLANE_X(n) row.push_back(std::to_string(s.n.get()));
 		CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
 		t.add(row);

@@ -143,12 +143,19 @@ std::string pipeline::build(const config::ctplane_config& c)
 		set_neighbor(nb.addr, nb.mac, static_cast<uint16_t>(nb.port));
 	uint32_t maxb = 0;
 	lb_.for_each_backend([&](uint32_t id, const lb::backend&) { maxb = std::max(maxb, id); });
-	for (unsigned i = 0; i < nlcores_; i++)
-		// Room for backends added at run time too (up to 64K ids; workers
-		// count into it, so it never reallocates while they run).
-		lc_[i].backend_flows.resize(std::max<size_t>({lc_[i].backend_flows.size(), maxb + 1u,
-							      std::min<size_t>(c.lb.max_backends + 1u, 65536)}),
-					    0);
+	// Room for backends added at run time too (up to 64K ids; workers count
+	// into it, so it is never reallocated while they run).
+	const size_t nb = std::max<size_t>(maxb + 1u, std::min<size_t>(c.lb.max_backends + 1u, 65536));
+	for (unsigned i = 0; i < nlcores_; i++) {
+		lcore_stats& l = lc_[i];
+		if (l.nbackend_flows >= nb)
+			continue;
+		auto grown = std::make_unique<maps::counter[]>(nb);
+		for (size_t b = 0; b < l.nbackend_flows; b++)
+			grown[b].add(l.backend_flows[b].get());
+		l.backend_flows = std::move(grown);
+		l.nbackend_flows = nb;
+	}
 	return "";
 }
 
@@ -465,7 +472,7 @@ bool pipeline::answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept
 		std::memcpy(a + 24, spa, 4);
 		std::memcpy(eth, sha, 6);
 		std::memcpy(eth + 6, port.mac, 6);
-		s.arp_replies++;
+		s.arp_replies.inc();
 		return true;
 	}
 	if (p.family != 4 || p.ct.kind != ct::pkt_kind::icmp_echo_request || p.frag != kFragNone)
@@ -486,7 +493,7 @@ bool pipeline::answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept
 	std::memcpy(m, eth + 6, 6);
 	std::memcpy(eth, m, 6);
 	std::memcpy(eth + 6, port.mac, 6);
-	s.echo_replies++;
+	s.echo_replies.inc();
 	return true;
 }
 
@@ -505,7 +512,7 @@ void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], 
 		ip[7]--;
 	}
 	w.out[i] = outcome{fate::forward, drop::kCount, port};
-	s.forwarded++;
+	s.forwarded.inc();
 }
 
 void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc) noexcept
@@ -514,11 +521,11 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	work w;
 	w.f = f;
 	w.out = out;
-	s.rx += n;
+	s.rx.add(n);
 	auto drop_it = [&](unsigned i, drop why) {
 		out[i] = outcome{fate::drop, why, 0};
-		s.dropped++;
-		s.drops[static_cast<unsigned>(why)]++;
+		s.dropped.inc();
+		s.drops[static_cast<unsigned>(why)].inc();
 	};
 
 	// 1. Parse; ARP, neighbour discovery and traffic to our own addresses
@@ -537,7 +544,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 				continue;
 			}
 			out[i] = outcome{fate::control, drop::kCount, 0, punt::local};
-			s.control++;
+			s.control.inc();
 			continue;
 		}
 		if (p.ttl <= 1) {
@@ -557,10 +564,10 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		const unsigned i = w.idx[j];
 		const parsed& p = w.p[i];
 		if (p.frag == kFragFirst) {
-			s.fragments++;
+			s.fragments.inc();
 			frags_.insert(frag_key_of(p), frag_val{p.ct.t.sport, p.ct.t.dport, ct::table::ticks(now_ns) + 30'000});
 		} else if (p.frag == kFragLater) {
-			s.fragments++;
+			s.fragments.inc();
 			later_fragment(w, i, now_ns, s);
 			continue;
 		}
@@ -593,7 +600,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 				rewrite(f[i].data, w.p[i], false, r.nat_addr, r.nat_port);
 			if (r.nat & sockmap::kNatSrc)
 				rewrite(f[i].data, w.p[i], true, r.nat_addr, r.nat_port);
-			s.sockmap_hits++;
+			s.sockmap_hits.inc();
 			finish(w, i, r.port, r.dst_mac, s);
 		}
 		w.n = m;
@@ -700,9 +707,9 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			continue;
 		}
 		if (r.v == ct::verdict::created) {
-			s.new_flows++;
-			if (w.natp[j] != nullptr && w.natp[j]->backend < s.backend_flows.size())
-				s.backend_flows[w.natp[j]->backend]++;
+			s.new_flows.inc();
+			if (w.natp[j] != nullptr && w.natp[j]->backend < s.nbackend_flows)
+				s.backend_flows[w.natp[j]->backend].inc();
 		}
 		uint8_t addr[16];
 		uint16_t port;
@@ -716,7 +723,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 				// The quoted packet went to the backend: show it as sent to the VIP.
 				rewrite_quoted(f[i].data, p, false, w.ctp[j].t.dst, w.ctp[j].t.dport, f[i].len);
 				icmp_checksum(f[i].data, p);
-				s.snat++;
+				s.snat.inc();
 			} else if (r.dir == 1) {
 				// The quoted packet is our reply from the VIP: it came from the
 				// backend, and the error goes to the backend too.
@@ -730,16 +737,16 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 						set_outer_addr(f[i].data, p, false, addr);
 					icmp_checksum(f[i].data, p);
 				}
-				s.dnat++;
+				s.dnat.inc();
 			}
 			continue;
 		}
 		if (r.dir == 0) {
 			rewrite(f[i].data, p, false, addr, port);
-			s.dnat++;
+			s.dnat.inc();
 		} else if (w.rev[j] != 0) {
 			rewrite(f[i].data, p, true, w.ctp[j].t.src, w.ctp[j].t.sport);
-			s.snat++;
+			s.snat.inc();
 		}
 	}
 
@@ -809,8 +816,8 @@ void pipeline::later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats&
 	const uint32_t now = ct::table::ticks(now_ns);
 	auto dropped = [&](drop why) {
 		w.out[i] = outcome{fate::drop, why, 0};
-		s.dropped++;
-		s.drops[static_cast<unsigned>(why)]++;
+		s.dropped.inc();
+		s.drops[static_cast<unsigned>(why)].inc();
 	};
 	if (v == nullptr || static_cast<int32_t>(now - v->expires) >= 0) {
 		dropped(drop::fragment_unknown);
@@ -839,10 +846,10 @@ void pipeline::later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats&
 	if (fv.flags & ct::kNat) {
 		if (dir == 0) {
 			rewrite(w.f[i].data, p, false, fv.nat_addr, 0);
-			s.dnat++;
+			s.dnat.inc();
 		} else if (svc != nullptr) {
 			rewrite(w.f[i].data, p, true, svc->frontend.addr, 0);
-			s.snat++;
+			s.snat.inc();
 		}
 	}
 	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
@@ -881,15 +888,15 @@ pipeline_stats pipeline::stats() const
 	pipeline_stats t;
 	for (unsigned l = 0; l < nlcores_; l++) {
 		const lcore_stats& s = lc_[l];
-#define CTPLANE_X(n) t.n += s.n;
+#define CTPLANE_X(n) t.n += s.n.get();
 		CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
 		for (unsigned d = 0; d < kDropReasons; d++)
-			t.drops[d] += s.drops[d];
-		if (t.backend_flows.size() < s.backend_flows.size())
-			t.backend_flows.resize(s.backend_flows.size(), 0);
-		for (size_t b = 0; b < s.backend_flows.size(); b++)
-			t.backend_flows[b] += s.backend_flows[b];
+			t.drops[d] += s.drops[d].get();
+		if (t.backend_flows.size() < s.nbackend_flows)
+			t.backend_flows.resize(s.nbackend_flows, 0);
+		for (size_t b = 0; b < s.nbackend_flows; b++)
+			t.backend_flows[b] += s.backend_flows[b].get();
 	}
 	return t;
 }

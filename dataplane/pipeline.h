@@ -82,12 +82,15 @@ uint32_t flow_hash(const ct::tuple& t) noexcept;
 	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments) \
 	X(arp_replies) X(echo_replies)
 
+// One worker's counters: it alone writes them (relaxed load + store, the
+// cost of a plain increment); stats() and telemetry read them from any thread.
 struct alignas(64) lcore_stats {
-#define CTPLANE_X(n) uint64_t n = 0;
+#define CTPLANE_X(n) maps::counter n;
 	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
-	uint64_t drops[kDropReasons] = {};
-	std::vector<uint64_t> backend_flows;  // new flows per backend id
+	maps::counter drops[kDropReasons];
+	std::unique_ptr<maps::counter[]> backend_flows;  // new flows per backend id
+	size_t nbackend_flows = 0;
 };
 
 struct pipeline_stats {
@@ -165,9 +168,9 @@ public:
 	// with the pipeline's own drops. Worker `lc` only.
 	void count_drops(unsigned lc, drop why, uint64_t n) noexcept
 	{
-		lc_[lc].dropped += n;
-		lc_[lc].drops[static_cast<unsigned>(why)] += n;
-		lc_[lc].forwarded -= n;
+		lc_[lc].dropped.add(n);
+		lc_[lc].drops[static_cast<unsigned>(why)].add(n);
+		lc_[lc].forwarded.sub(n);
 	}
 
 	pipeline_stats stats() const;

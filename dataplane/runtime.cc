@@ -80,6 +80,10 @@ struct worker_ctx {
 	rte_ring* punt;               // to the control thread (multi-producer)
 	rte_ring* inject;             // from the control thread: worker 0 sends them
 	std::atomic<uint64_t>* punt_dropped;  // per port
+	// Set last by the worker, read after rte_eal_mp_wait_lcore(): the
+	// worker's writes happen before the teardown, in a way ThreadSanitizer
+	// sees too (DPDK's lcore wait is not instrumented).
+	std::atomic<bool> done{false};
 };
 
 // Real-time signals stay off the control and worker threads. net_tap
@@ -167,6 +171,7 @@ int worker_main(void* arg)
 		maps::rcu::quiescent();
 	}
 	maps::rcu::offline();
+	w->done.store(true, std::memory_order_release);
 	return 0;
 }
 
@@ -482,6 +487,9 @@ int run_main(int argc, char** argv)
 		tel_serving(false);
 		maps::rcu::offline();
 		rte_eal_mp_wait_lcore();
+		for (const auto& x : ctx)
+			while (!x->done.load(std::memory_order_acquire))
+				rte_pause();
 		maps::rcu::online();
 		// Drain: what the workers punted or were to send is dropped (counted).
 		for (void* m = nullptr; rte_ring_dequeue(punt_ring, &m) == 0;)

@@ -143,6 +143,7 @@ struct counter {
 	std::atomic<uint64_t> v{0};
 	void inc() noexcept { add(1); }
 	void add(uint64_t n) noexcept { v.store(v.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+	void sub(uint64_t n) noexcept { v.store(v.load(std::memory_order_relaxed) - n, std::memory_order_relaxed); }
 	uint64_t get() const noexcept { return v.load(std::memory_order_relaxed); }
 };
 
