@@ -28,11 +28,21 @@
 // NATed. ICMP errors about a NATed flow get the same treatment for the
 // packet they quote.
 //
+// A dropped frame may still carry a punt (outcome::why): TTL expiry (the
+// control path answers with ICMP time exceeded) or an unknown next hop (it
+// resolves the neighbour and sends the frame once it is known).
+//
 // Concurrency contract.
 //   process        a worker (registered RCU thread), its own lcore_stats;
 //                  lock-free (the CT's rare insert paths excepted)
 //   build          the control thread, before workers start or between
 //                  bursts of a single-threaded replay
+//   set_neighbor, clear_neighbor, add_route, del_route, maintain
+//                  the control thread, while workers run (routes are
+//                  published through the LPM, a removed route's hop is
+//                  reused only after a grace period)
+//   next_hop_of, resolve, for_each_route
+//                  any registered thread
 //   stats          any thread (sums relaxed per-lcore counters)
 #pragma once
 

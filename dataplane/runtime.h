@@ -11,9 +11,17 @@
 // allowed with -a). Each worker lcore owns one RX and one TX queue of every
 // port (RSS spreads flows over the RX queues where the port supports it)
 // and runs the pipeline to completion on bursts; the main lcore is the
-// control thread (CT GC and resizes, sockmap upkeep, statistics). SIGINT
-// and SIGTERM stop it cleanly: workers finish their burst, then the final
-// statistics are printed.
+// control thread: CT GC and resizes, sockmap upkeep, the control path
+// (dataplane/control.h: ARP / ND, ICMP errors) and the operator's commands.
+//
+//   workers --punt ring (MP/SC, bounded; full: dropped, counted)--> control
+//   control --inject ring (SP/SC)--> worker 0's TX queues
+//
+// Telemetry: the /ctplane/ commands (dataplane/ops.h) are registered with
+// DPDK telemetry; a command's callback queues it for the control thread and
+// waits (5 s at most), so commands never race the dataplane's one writer.
+// SIGINT and SIGTERM stop it cleanly: workers finish their burst, the rings
+// are emptied, then the final statistics are printed.
 #pragma once
 
 namespace ctplane::dataplane {
