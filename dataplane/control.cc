@@ -13,7 +13,7 @@ namespace {
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint16_t kEthArp = 0x0806, kEthIpv4 = 0x0800, kEthIpv6 = 0x86dd;
 constexpr uint8_t kNdSolicit = 135, kNdAdvert = 136, kEcho6Request = 128, kEcho6Reply = 129;
-constexpr uint8_t kTime6Exceeded = 3, kTime4Exceeded = 11;
+constexpr uint8_t kTime6Exceeded = 3, kTime4Exceeded = 11, kUnreach4 = 3, kUnreach6 = 1;
 constexpr unsigned kMin4Quote = 576, kMin6Mtu = 1280;  // RFC 1812 4.3.2.3, RFC 4443 2.4(c)
 
 uint16_t be16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
@@ -181,7 +181,9 @@ void control_path::receive(const uint8_t* f, uint32_t len, uint16_t in_port, pun
 		return;
 	}
 	switch (why) {
-	case punt::ttl_exceeded: on_ttl(f, len, p, in_port, now); return;
+	case punt::ttl_exceeded: icmp_error(f, len, p, in_port, now, kTime4Exceeded, 0, kTime6Exceeded, 0); return;
+	case punt::no_route: icmp_error(f, len, p, in_port, now, kUnreach4, 0, kUnreach6, 0); return;    // net / no route
+	case punt::no_backend: icmp_error(f, len, p, in_port, now, kUnreach4, 3, kUnreach6, 4); return;  // port
 	case punt::resolve: on_resolve(f, len, p, now); return;
 	default: break;
 	}
@@ -473,7 +475,8 @@ bool control_path::icmp_token(uint64_t now)
 	return true;
 }
 
-void control_path::on_ttl(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now)
+void control_path::icmp_error(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now,
+			      uint8_t type4, uint8_t code4, uint8_t type6, uint8_t code6)
 {
 	if (p.kind != frame_kind::ip || p.frag == kFragLater || p.ct.kind == ct::pkt_kind::icmp_error) {
 		st_.ignored++;
@@ -505,7 +508,8 @@ void control_path::on_ttl(const uint8_t* f, uint32_t len, const parsed& p, uint1
 		put_ip4(r, me, src, 1, static_cast<uint16_t>(8 + q));
 		const size_t at = r.size();
 		r.resize(at + 8, 0);
-		r[at] = kTime4Exceeded;
+		r[at] = type4;
+		r[at + 1] = code4;
 		r.insert(r.end(), ip, ip + q);
 		put16(r.data() + at + 2, static_cast<uint16_t>(~csum_fold(r.data() + at, 8 + q)));
 	} else {
@@ -513,7 +517,8 @@ void control_path::on_ttl(const uint8_t* f, uint32_t len, const parsed& p, uint1
 		put_ip6(r, me, src, 64, static_cast<uint16_t>(8 + q));
 		const size_t at = r.size();
 		r.resize(at + 8, 0);
-		r[at] = kTime6Exceeded;
+		r[at] = type6;
+		r[at + 1] = code6;
 		r.insert(r.end(), ip, ip + q);
 		icmp6_checksum(r.data() + p.l3_off, 8 + q);
 	}

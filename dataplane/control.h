@@ -17,10 +17,13 @@
 //                (its packets drop at once). A learnt neighbour is probed
 //                again (unicast) after `reachable_ms`, and forgotten if it
 //                does not answer. Static neighbours (YAML) never change.
-//   TTL expiry   an ICMP time exceeded (ICMPv6 hop limit exceeded) from
-//                the receiving port's address, quoting the packet; never
-//                about an ICMP error, a later fragment or a multicast
-//                source; rate-limited (token bucket, `icmp_rate` per s).
+//   ICMP errors  TTL expiry: time exceeded (ICMPv6 hop limit exceeded); no
+//                route: net unreachable (ICMPv6 no route); a service without
+//                an active backend: port unreachable (as kube-proxy's
+//                REJECT). From the receiving port's address, quoting the
+//                packet; never about an ICMP error, a later fragment or a
+//                multicast packet; rate-limited (token bucket, `icmp_rate`
+//                per second, shared).
 //
 // Frames leave through `emit(port, bytes, len)` (the runtime copies them
 // into an mbuf for a worker's TX queue; tests collect them). No DPDK here.
@@ -120,7 +123,10 @@ private:
 	void on_arp(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
 	void on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
 	void on_resolve(const uint8_t* f, uint32_t len, const parsed& p, uint64_t now);
-	void on_ttl(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
+	// An ICMP error about the frame back to its sender (type4/code4 for
+	// IPv4, type6/code6 for ICMPv6).
+	void icmp_error(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now, uint8_t type4,
+			uint8_t code4, uint8_t type6, uint8_t code6);
 	// A neighbour answered: reachable, the pipeline told, its queue sent.
 	void learned(entry& e, const uint8_t mac[6], uint64_t now);
 	void probe(entry& e, uint64_t now, bool unicast);

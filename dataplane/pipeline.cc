@@ -77,6 +77,7 @@ struct pipeline::work {
 	uint32_t svc[kMaxBurst];  // service of a new flow's destination
 	uint32_t rev[kMaxBurst];  // the reply's (or quoted packet's) backend service
 	uint16_t idx[kMaxBurst];  // frames still on the normal path
+	bool dnat[kMaxBurst];     // by frame: its destination was translated
 	unsigned n = 0;
 };
 
@@ -521,6 +522,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	work w;
 	w.f = f;
 	w.out = out;
+	std::fill_n(w.dnat, n, false);
 	s.rx.add(n);
 	auto drop_it = [&](unsigned i, drop why) {
 		out[i] = outcome{fate::drop, why, 0};
@@ -703,6 +705,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		if (r.v == ct::verdict::created && w.svc[j] != 0 && w.natp[j] == nullptr) {
 			ct_.erase(w.ctp[j].t, now_ns);  // a service without an active backend
 			drop_it(i, drop::no_backend);
+			out[i].why = punt::no_backend;
 			w.idx[j] = UINT16_MAX;
 			continue;
 		}
@@ -743,6 +746,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		}
 		if (r.dir == 0) {
 			rewrite(f[i].data, p, false, addr, port);
+			w.dnat[i] = true;
 			s.dnat.inc();
 		} else if (w.rev[j] != 0) {
 			rewrite(f[i].data, p, true, w.ctp[j].t.src, w.ctp[j].t.sport);
@@ -781,6 +785,8 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		uint8_t mac[6];
 		if (!next_hop(hop_id, dst, p.family, &port, mac)) {
 			drop_it(i, drop::no_route);
+			if (!w.dnat[i])
+				out[i].why = punt::no_route;
 			return;
 		}
 		if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {

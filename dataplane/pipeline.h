@@ -28,9 +28,11 @@
 // NATed. ICMP errors about a NATed flow get the same treatment for the
 // packet they quote.
 //
-// A dropped frame may still carry a punt (outcome::why): TTL expiry (the
-// control path answers with ICMP time exceeded) or an unknown next hop (it
-// resolves the neighbour and sends the frame once it is known).
+// A dropped frame may still carry a punt (outcome::why): TTL expiry, no
+// route or no backend (the control path answers with an ICMP error; not for
+// a frame already translated, whose quote the sender would not know) or an
+// unknown next hop (it resolves the neighbour and sends the frame once it
+// is known).
 //
 // Concurrency contract.
 //   process        a worker (registered RCU thread), its own lcore_stats;
@@ -74,9 +76,10 @@ struct frame {
 enum class fate : uint8_t { forward, control, drop };
 
 // What the control path is to do with a frame the pipeline hands it: one
-// for the appliance (fate::control), or a copy of one it dropped that needs
-// an answer (an ICMP time exceeded) or a neighbour resolved.
-enum class punt : uint8_t { none, local, ttl_exceeded, resolve };
+// for the appliance (fate::control), or one it dropped that needs an answer
+// (ICMP time exceeded; destination unreachable: no route, or a service
+// without a backend, as kube-proxy's REJECT) or a neighbour resolved.
+enum class punt : uint8_t { none, local, ttl_exceeded, resolve, no_route, no_backend };
 
 struct outcome {
 	fate f;

@@ -44,6 +44,11 @@ routes:
   - {prefix: 172.16.0.0/12, port: server, via: 10.0.9.9}
   - {prefix: "2001:db8:1::/64", port: server}
   - {prefix: "2001:db8:c::/64", port: client}
+services:
+  - {name: empty, vip: 10.96.0.99, port: 80, protocol: tcp}
+  - {name: lost, vip: 10.96.0.7, port: 80, protocol: tcp}
+backends:
+  - {service: lost, address: 10.200.0.1, port: 8080}   # no route to it
 )";
 
 uint32_t ip4_at(const bytes& f, unsigned off)
@@ -63,6 +68,7 @@ protected:
 		auto c = config::load_string(kConfig, "fixture.yaml");
 		EXPECT_TRUE(c.ok()) << c.err().str();
 		cfg = c.value();
+		EXPECT_EQ(lb.apply(cfg.lb), "");
 		EXPECT_EQ(pl.build(cfg), "");
 		cc.icmp_rate = 100;
 		ctl = std::make_unique<control_path>(
@@ -134,7 +140,7 @@ protected:
 	control_config cc;
 	uint64_t now = 1000 * kSec;
 	ct::table ct{ct::config{}};
-	lb::balancer lb{16, 64, 251};
+	lb::balancer lb{4096, 1u << 20, 251};
 	sockmap::sockmap sm{sockmap::config{}};
 	pipeline pl{ct, lb, sm};
 	std::unique_ptr<control_path> ctl;
@@ -375,6 +381,40 @@ TEST_F(control_fixture, ttl_expiry_is_answered_with_time_exceeded_from_the_recei
 	EXPECT_EQ(e.size(), 14 + 20 + 8 + (last.size() - 14));
 	EXPECT_EQ(std::memcmp(e.data() + 42, last.data() + 14, last.size() - 14), 0);
 	EXPECT_EQ(ctl->stats().icmp_errors_sent, 1u);
+}
+
+TEST_F(control_fixture, no_route_and_no_backend_are_answered_with_destination_unreachable)
+{
+	const outcome o = run(syn(0x08080808, 40));
+	EXPECT_EQ(o.reason, drop::no_route);
+	EXPECT_EQ(o.why, punt::no_route);
+	ASSERT_EQ(out.size(), 1u);
+	EXPECT_EQ(out[0].frame[34], 3);  // destination unreachable
+	EXPECT_EQ(out[0].frame[35], 0);  // net
+	EXPECT_EQ(ip4_at(out[0].frame, 26), 0xc0a80101u);
+	EXPECT_EQ(ip4_at(out[0].frame, 30), kClient);
+	EXPECT_EQ(csum_fold(out[0].frame.data() + 34, static_cast<uint32_t>(out[0].frame.size() - 34)), 0xffff);
+	out.clear();
+	// A service without an active backend: port unreachable (kube-proxy's REJECT).
+	const outcome o2 = run(syn(0x0a600063, 41));
+	EXPECT_EQ(o2.reason, drop::no_backend);
+	ASSERT_EQ(out.size(), 1u);
+	EXPECT_EQ(out[0].frame[34], 3);
+	EXPECT_EQ(out[0].frame[35], 3);
+	EXPECT_EQ(ip4_at(out[0].frame, 42 + 16), 0x0a600063u) << "quoting the packet as the client sent it";
+	out.clear();
+	// Translated, then unroutable: the client would not know the quote.
+	const outcome o3 = run(syn(0x0a600007, 42));
+	EXPECT_EQ(o3.reason, drop::no_route);
+	EXPECT_EQ(o3.why, punt::none);
+	EXPECT_TRUE(out.empty());
+	// IPv6: no route to destination.
+	const uint8_t nowhere[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+	run(eth6(ipv6_icmp(kClient6, nowhere, bytes{128, 0, 0, 0, 0, 1, 0, 1}, 64)));
+	ASSERT_EQ(out.size(), 1u);
+	EXPECT_EQ(out[0].frame[54], 1);
+	EXPECT_EQ(out[0].frame[55], 0);
+	EXPECT_TRUE(icmp6_ok(out[0].frame));
 }
 
 TEST_F(control_fixture, ipv6_hop_limit_expiry_is_answered_too)

@@ -47,27 +47,31 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 	auto worker = [&](unsigned lc) {
 		maps::rcu::thread_registration r;
 		uint64_t now = 1'000'000'000'000ull;
-		uint16_t sport = static_cast<uint16_t>(1 + lc * 20000);
+		// A bounded set of flows (the CT is not what this test is about):
+		// 2048 source ports per worker, reused.
+		uint32_t k = 0;
 		while (!stop.load(std::memory_order_relaxed)) {
 			bytes f[16];
 			frame fr[16];
 			outcome oc[16];
 			for (unsigned i = 0; i < 16; i++) {
 				const uint32_t dst = 0xac100000u + (i % 4);  // 172.16.0.x
-				f[i] = eth4(with_l4_csum(ipv4(0xc0a8010a, dst, tcp(sport++, 22, ct::kSYN))));
+				const auto sport = static_cast<uint16_t>(1 + lc * 20000 + k++ % 2048);
+				f[i] = eth4(with_l4_csum(ipv4(0xc0a8010a, dst, tcp(sport, 22, ct::kSYN))));
 				fr[i] = frame{f[i].data(), static_cast<uint32_t>(f[i].size()), 0};
 			}
 			pl.process(fr, 16, now += 1000, oc, lc);
 			for (unsigned i = 0; i < 16; i++) {
 				if (oc[i].f == fate::forward) {
 					const bool gw = f[i][0] == 0x02 && f[i][1] == 0xbb && (f[i][5] == 1 || f[i][5] == 2);
-					if (oc[i].port != 1 || !gw)
-						bad.fetch_add(1);
+					if ((oc[i].port != 1 || !gw) && bad.fetch_add(1) == 0)
+						ADD_FAILURE() << "forwarded to port " << oc[i].port << " MAC byte " << int(f[i][5]);
 					forwarded.fetch_add(1, std::memory_order_relaxed);
 				} else if (oc[i].reason == drop::no_route || oc[i].reason == drop::no_neighbor) {
 					unrouted.fetch_add(1, std::memory_order_relaxed);
 				} else if (oc[i].reason != drop::ct_refused_full && oc[i].reason != drop::ct_refused_busy) {
-					bad.fetch_add(1);
+					if (bad.fetch_add(1) == 0)
+						ADD_FAILURE() << "dropped as " << drop_name(oc[i].reason);
 				}
 			}
 			maps::rcu::quiescent();
@@ -94,8 +98,9 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 	for (int round = 0; round < 400; round++) {
 		r.via.addr[3] = static_cast<uint8_t>(1 + round % 2);
 		ASSERT_EQ(pl.add_route(r), "");  // added or replaced
-		if (round % 3 == 0)
+		if (round % 3 == 0) {
 			ASSERT_EQ(pl.add_route(host), "");
+		}
 		if (round % 5 == 4) {
 			ASSERT_EQ(pl.del_route(r.prefix), "");
 			pl.del_route(host.prefix);
@@ -107,6 +112,7 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 			pl.set_neighbor(r.via, mac, 1);
 		}
 		pl.maintain(clk.now_ns());
+		ct.tick(clk.now_ns());
 		maps::rcu::quiescent();
 	}
 	stop.store(true);

@@ -86,6 +86,7 @@ ct:
 services:
   - {{name: web, vip: {vip}, port: 80, protocol: tcp}}
   - {{name: dns, vip: {vip}, port: 53, protocol: udp}}
+  - {{name: void, vip: 10.100.0.2, port: 80, protocol: tcp}}
 backends:
   - {{service: web, address: 10.1.1.2, port: 8080}}
   - {{service: web, address: 10.1.2.2, port: 8080}}
@@ -429,6 +430,17 @@ class E2E(unittest.TestCase):
         self.assertEqual(svc["fields"][1], "name")
         self.assertEqual(svc["0"][1], "web")
         self.assertGreater(replies["/ctplane/ct/list"]["rows"], 0)
+
+    def test_13_unreachable_destinations_are_refused_at_once(self):
+        # No route: net unreachable; a service without a backend: port
+        # unreachable (kube-proxy's REJECT). Both end the connect within a
+        # second instead of a SYN timeout.
+        for url, want in (("http://10.77.0.1/", "No route to host"), ("http://10.100.0.2/", "Connection refused")):
+            t = time.monotonic()
+            r = T.curl(url, check=False, timeout=20)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn(want, r.stderr, url)
+            self.assertLess(time.monotonic() - t, 5, url)
 
     def test_99_sigterm_stops_it_cleanly_with_the_final_counters(self):
         T.app.send_signal(signal.SIGTERM)
