@@ -344,16 +344,22 @@ class E2E(unittest.TestCase):
         T.procs.append(p)
         self.wait_for_flow("ESTABLISHED")
         before = T.ctl_json("stats")["new_flows"]
+        ct0 = T.ctl_json("ct", "stats")
         sh("ping", "-c", "1", "-W", "2", "10.0.9.1", ns=NS["gen"])  # the generator learns ctplane's MAC
         r = sh(sys.executable, __file__, "--syn-burst", veth("gen"), PORT_MAC["gen"], "100000", ns=NS["gen"],
                timeout=120)
         self.assertEqual(r.stdout.strip(), "100000")
         self.assertEqual(p.wait(timeout=90), 0)
         self.assertEqual(os.path.getsize(out), BIG)
-        st = T.ctl_json("stats")
-        # Nearly all of the SYNs opened flows (the CT grew for them; the few the
-        # veth or tap queues dropped never arrived); none of it stalled the transfer.
-        self.assertGreater(st["new_flows"] - before, 80000, st)
+        st, ct1 = T.ctl_json("stats"), T.ctl_json("ct", "stats")
+        # Tens of thousands of flows opened at once (what the veth or tap queues
+        # dropped never arrived: a tap moves far fewer frames per second than
+        # af_packet); the CT grew for them, refusing and evicting none, and
+        # none of it stalled the transfer.
+        self.assertGreater(st["new_flows"] - before, 20000, st)
+        for k in ("refused_full", "refused_busy", "refused_nomem", "evicted_overflow"):
+            self.assertEqual(ct1[k], ct0[k], k)
+        self.assertGreater(ct1["hash4/grows"], ct0["hash4/grows"])
         self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)
 
     def test_08_routes_at_run_time(self):
@@ -467,7 +473,7 @@ def syn_burst(ifname, dst_mac, count):
             v = (v & 0xffff) + (v >> 16)
         return ~v & 0xffff
 
-    sent, t0, rate = 0, time.monotonic(), 50000  # SYNs per second: a burst, paced so the veth queues keep up
+    sent, t0, rate = 0, time.monotonic(), 25000  # SYNs per second: a burst, paced so the veth queues mostly keep up
     for i in range(count):
         if i % 1000 == 0:
             ahead = t0 + i / rate - time.monotonic()
