@@ -79,7 +79,7 @@ struct port_counters {
 class ops {
 public:
 	using port_stats_fn = std::function<bool(unsigned port, port_counters*)>;
-	static constexpr size_t kEventLog = 4096;  // events kept for ct/events
+	static constexpr size_t kEventLog = 65536;  // events kept for ct/events
 	static constexpr size_t kResizeLog = 64;
 
 	ops(stack& dp, control_path& ctl, port_stats_fn ports = nullptr);
