@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <random>
 #include <thread>
 #include <vector>
@@ -121,8 +122,15 @@ void grow_to_a_million_and_back()
 				put(id);
 			rcu::quiescent();
 		}
-		// Every churn key is in; then take them all out again but one
-		// in 1000, which must survive the shrink.
+		// Every churn key is in; the control thread grows the table past
+		// the watermark for them (how soon depends on the machine: wait for
+		// it, not for a time), then they all go out again but one in 1000,
+		// which must survive the shrink.
+		const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+		while (m.buckets() * 15 < churn && std::chrono::steady_clock::now() < deadline) {
+			rcu::quiescent();
+			std::this_thread::yield();
+		}
 		for (uint64_t id = 0; id < churn; id++) {
 			if (id % 1000 != 0) {
 				ASSERT_EQ(m.erase(make_key<K>(kChurnBase + id)), 0) << id;
