@@ -223,16 +223,7 @@ void control_path::send_queued(entry& e)
 			st_.queued_dropped++;
 			continue;
 		}
-		std::memcpy(f.data(), e.mac, 6);
-		std::memcpy(f.data() + 6, pl_.port_mac(e.port), 6);
-		uint8_t* ip = f.data() + p.l3_off;
-		if (p.family == 4) {
-			const uint8_t old[2] = {ip[8], ip[9]};
-			ip[8]--;
-			csum_replace(ip + 10, old, ip + 8, 2);
-		} else {
-			ip[7]--;
-		}
+		forward_rewrite(f.data(), p, e.mac, pl_.port_mac(e.port));
 		if (send(e.port, f))
 			st_.queued_sent++;
 	}
@@ -503,25 +494,21 @@ void control_path::icmp_error(const uint8_t* f, uint32_t len, const parsed& p, u
 	std::vector<uint8_t> r(f, f + p.l3_off);  // the L2 header (VLAN tags kept), swapped
 	std::memcpy(r.data(), f + 6, 6);
 	std::memcpy(r.data() + 6, pl_.port_mac(in_port), 6);
-	if (p.family == 4) {
-		const uint32_t q = std::min<uint32_t>(have, kMin4Quote - 28);
+	const bool v4 = p.family == 4;
+	const uint32_t q = std::min<uint32_t>(have, v4 ? kMin4Quote - 28 : kMin6Mtu - 48);
+	if (v4)
 		put_ip4(r, me, src, 1, static_cast<uint16_t>(8 + q));
-		const size_t at = r.size();
-		r.resize(at + 8, 0);
-		r[at] = type4;
-		r[at + 1] = code4;
-		r.insert(r.end(), ip, ip + q);
-		put16(r.data() + at + 2, static_cast<uint16_t>(~csum_fold(r.data() + at, 8 + q)));
-	} else {
-		const uint32_t q = std::min<uint32_t>(have, kMin6Mtu - 48);
+	else
 		put_ip6(r, me, src, 64, static_cast<uint16_t>(8 + q));
-		const size_t at = r.size();
-		r.resize(at + 8, 0);
-		r[at] = type6;
-		r[at + 1] = code6;
-		r.insert(r.end(), ip, ip + q);
+	const size_t at = r.size();
+	r.resize(at + 8, 0);
+	r[at] = v4 ? type4 : type6;
+	r[at + 1] = v4 ? code4 : code6;
+	r.insert(r.end(), ip, ip + q);
+	if (v4)
+		put16(r.data() + at + 2, static_cast<uint16_t>(~csum_fold(r.data() + at, 8 + q)));
+	else
 		icmp6_checksum(r.data() + p.l3_off, 8 + q);
-	}
 	if (send(in_port, r))
 		st_.icmp_errors_sent++;
 }

@@ -498,12 +498,10 @@ bool pipeline::answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept
 	return true;
 }
 
-void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept
+void forward_rewrite(uint8_t* frm, const parsed& p, const uint8_t dst_mac[6], const uint8_t src_mac[6]) noexcept
 {
-	uint8_t* frm = w.f[i].data;
-	const parsed& p = w.p[i];
-	std::memcpy(frm, mac, 6);
-	std::memcpy(frm + 6, ports_[port].mac, 6);
+	std::memcpy(frm, dst_mac, 6);
+	std::memcpy(frm + 6, src_mac, 6);
 	uint8_t* ip = frm + p.l3_off;
 	if (p.family == 4) {
 		const uint8_t old[2] = {ip[8], ip[9]};
@@ -512,6 +510,11 @@ void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], 
 	} else {
 		ip[7]--;
 	}
+}
+
+void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept
+{
+	forward_rewrite(w.f[i].data, w.p[i], mac, ports_[port].mac);
 	w.out[i] = outcome{fate::forward, drop::kCount, port};
 	s.forwarded.inc();
 }

@@ -247,6 +247,11 @@ private:
 	unsigned nlcores_;
 };
 
+// The last step of forwarding a parsed frame: its MACs set, TTL / hop limit
+// decremented (IPv4 header checksum updated). The pipeline's and the
+// control path's (packets that waited for a neighbour) alike.
+void forward_rewrite(uint8_t* frm, const parsed& p, const uint8_t dst_mac[6], const uint8_t src_mac[6]) noexcept;
+
 // ---- checksums (RFC 1624) --------------------------------------------------------
 // Updates the big-endian 16-bit checksum at `c` for `n` bytes (n even) at
 // an even offset changing from `old` to `neu`.
