@@ -199,6 +199,34 @@ class Topology:
         return sh("curl", "-sS", "--max-time", str(timeout - 2), *extra, url, ns=NS["client"], check=check,
                   timeout=timeout)
 
+    def long_transfer(self, out):
+        """curl of the big file at 1.5 MB/s (about 4 s) from the client, in the background."""
+        err = open(out + ".log", "w+")
+        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
+                              "-w", "connected after %{time_connect} s\n", "-o", out, f"http://{VIP}/big"],
+                             stdout=err, stderr=subprocess.STDOUT)
+        p.log = err
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def describe(proc):
+        state = "running" if proc.poll() is None else f"exit {proc.returncode}"
+        proc.log.seek(0)
+        return f"{state}: {proc.log.read().strip()}"
+
+    def diagnose(self):
+        """What a failed wait saw: every flow to the VIP, the counters, the client's view."""
+        parts = [("flows to the VIP", self.ctl("ct", "list", "--addr", VIP, check=False).stdout),
+                 ("stats", self.ctl("stats", check=False).stdout),
+                 ("ports", self.ctl("stats", "ports", check=False).stdout),
+                 ("neighbours", self.ctl("neigh", check=False).stdout),
+                 ("client: ip neigh", sh("ip", "neigh", ns=NS["client"], check=False).stdout),
+                 ("client: ss", sh("ss", "-tni", ns=NS["client"], check=False).stdout),
+                 ("client: ip -s link", sh("ip", "-s", "link", "show", veth("client"), ns=NS["client"],
+                                           check=False).stdout)]
+        return "\n".join(f"--- {k} ---\n{v.rstrip()}" for k, v in parts)
+
     def ctl(self, *args, check=True):
         return sh(sys.executable, CTL, "--prefix", f"ctp{TAG}", *args, check=check)
 
@@ -256,10 +284,8 @@ class E2E(unittest.TestCase):
 
     def test_02_a_long_transfer_is_established_then_closed(self):
         out = os.path.join(T.dir, "long.out")
-        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
-                              "-o", out, f"http://{VIP}/big"])
-        T.procs.append(p)
-        est = self.wait_for_flow("ESTABLISHED")
+        p = T.long_transfer(out)
+        est = self.wait_for_flow("ESTABLISHED", p)
         self.assertIn(backend_of(est), ("10.1.1.2", "10.1.2.2"))
         self.assertEqual(p.wait(timeout=60), 0)
         self.assertEqual(os.path.getsize(out), BIG)
@@ -271,21 +297,22 @@ class E2E(unittest.TestCase):
             time.sleep(0.2)
         self.assertIn(now[0]["state"], ("TIME_WAIT", "CLOSE"))
 
-    def wait_for_flow(self, state, deadline_s=10):
+    def wait_for_flow(self, state, proc, deadline_s=20):
+        """The first flow to the VIP in `state`, while `proc` (the client) runs."""
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             flows = T.ctl_json("ct", "list", "--addr", VIP, "--port", "80", "--state", state)
             if flows:
                 return flows[0]
+            if proc.poll() is not None:
+                break
             time.sleep(0.1)
-        self.fail(f"no {state} flow to the VIP")
+        self.fail(f"no {state} flow to the VIP; the client: {T.describe(proc)}\n{T.diagnose()}")
 
     def test_03_draining_a_backend_keeps_its_transfer_and_moves_new_flows(self):
         out = os.path.join(T.dir, "drain.out")
-        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
-                              "-o", out, f"http://{VIP}/big"])
-        T.procs.append(p)
-        est = self.wait_for_flow("ESTABLISHED")
+        p = T.long_transfer(out)
+        est = self.wait_for_flow("ESTABLISHED", p)
         drained = backend_of(est)
         other = "s2" if drained == "10.1.1.2" else "s1"
         T.ctl("backend", "drain", "web", f"{drained}:8080")
@@ -339,10 +366,8 @@ class E2E(unittest.TestCase):
 
     def test_07_a_syn_burst_does_not_break_an_established_transfer(self):
         out = os.path.join(T.dir, "flood.out")
-        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
-                              "-o", out, f"http://{VIP}/big"])
-        T.procs.append(p)
-        self.wait_for_flow("ESTABLISHED")
+        p = T.long_transfer(out)
+        self.wait_for_flow("ESTABLISHED", p)
         before = T.ctl_json("stats")["new_flows"]
         ct0 = T.ctl_json("ct", "stats")
         sh("ping", "-c", "1", "-W", "2", "10.0.9.1", ns=NS["gen"])  # the generator learns ctplane's MAC
