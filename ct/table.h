@@ -66,9 +66,11 @@
 // Pointers in a result are valid until the caller's next quiescent state.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -231,6 +233,18 @@ public:
 	// Calls fn(const flow_view&) for every flow (hash and overflow LRU).
 	template <typename Fn>
 	void for_each(Fn&& fn);
+	// for_each in pages, for a dump that cannot hold the table at once (a
+	// telemetry reply): each call costs its page, not the table. From
+	// `cursor` (0: the start) calls fn(const flow_view&) -> bool per flow;
+	// false refuses that flow and ends the page. Returns the cursor of the
+	// refused flow, kWalkEnd once every flow was offered.
+	// Flows come in hash-position order (maps::rhash::scan) and a cursor is
+	// a position, so resizes between two calls neither skip nor repeat a
+	// flow present throughout; only flows moving between the hash and the
+	// overflow LRU meanwhile may be missed or seen twice.
+	static constexpr uint64_t kWalkEnd = ~uint64_t{0};
+	template <typename Fn>
+	uint64_t walk(uint64_t cursor, Fn&& fn);
 	// New timeouts apply to every packet and GC pass from now on.
 	void set_timeouts(const timeouts& t) noexcept;
 
@@ -311,28 +325,96 @@ private:
 	std::atomic<uint64_t> gc_sweeps_{0};
 };
 
+// Cursor layout: part (0 hash4, 1 LRU4, 2 hash6, 3 LRU6) in bits 48-49, a
+// hash position in [0, 2^32] or an LRU index in bits 16-48, and in bits
+// 0-15 the flows at exactly that position already offered (a 32-bit tie).
 template <typename Fn>
-void table::for_each(Fn&& fn)
+uint64_t table::walk(uint64_t cursor, Fn&& fn)
 {
+	constexpr uint64_t kPosMask = (uint64_t{1} << 33) - 1;
+	if (cursor == kWalkEnd)
+		return kWalkEnd;
 	uint32_t tmo[kStates];
 	for (unsigned s = 0; s < kStates; s++)
 		tmo[s] = timeout(static_cast<uint8_t>(s));
-	auto visit = [&](auto& fam) {
-		auto cb = [&](const auto& k, auto& f) {
-			if ((std::atomic_ref<uint16_t>(f.h.status).load(std::memory_order_acquire) & 0xff) != st_none)
-				fn(static_cast<const flow_view&>(view_of(k, f, tmo)));
-			return true;
-		};
-		for (uint64_t pos = 0; pos < maps::rhash<typename std::decay_t<decltype(fam)>::key,
-							  typename std::decay_t<decltype(fam)>::flow>::kScanEnd;)
-			pos = fam.hash.scan(pos, 256, cb);
-		fam.lru.erase_if([&](const auto& k, auto& f) {
-			cb(k, f);
-			return false;
-		});
+	unsigned part = static_cast<unsigned>(cursor >> 48);
+	uint64_t pos = (cursor >> 16) & kPosMask;
+	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
+	auto at = [&](uint64_t p, unsigned k) { return uint64_t{part} << 48 | p << 16 | k; };
+	auto live = [](const auto& f) {
+		return (std::atomic_ref<uint16_t>(const_cast<uint16_t&>(f.h.status)).load(std::memory_order_acquire) &
+			0xff) != st_none;
 	};
-	visit(*f4_);
-	visit(*f6_);
+	// One part; false: fn refused a flow, `stop` says where.
+	auto family = [&](auto& fam, bool lru, uint64_t* stop) {
+		using Fam = std::decay_t<decltype(fam)>;
+		using K = typename Fam::key;
+		using F = typename Fam::flow;
+		if (lru) {
+			// Small (overflow_entries) and usually empty: indexed by its order.
+			std::vector<flow_view> v;
+			fam.lru.erase_if([&](const K& k, F& f) {
+				if (live(f))
+					v.push_back(view_of(k, f, tmo));
+				return false;
+			});
+			for (uint64_t i = pos; i < v.size(); i++)
+				if (!fn(static_cast<const flow_view&>(v[i]))) {
+					*stop = at(i, 0);
+					return false;
+				}
+			return true;
+		}
+		// A scan step covers the positions [pos, next); offered in position
+		// order (the key breaks a tie), a step can end at any flow and the
+		// next call resume right after it, whatever the table's size then.
+		struct item {
+			uint32_t at;
+			const K* k;
+			F* f;
+		};
+		std::vector<item> step;
+		while (pos < maps::rhash<K, F>::kScanEnd) {
+			step.clear();
+			const uint64_t next = fam.hash.scan(pos, 1, [&](const K& k, F& f) {
+				if (live(f))
+					step.push_back({static_cast<uint32_t>(fam.hash.hash(k)), &k, &f});
+				return true;
+			});
+			std::sort(step.begin(), step.end(), [](const item& a, const item& b) {
+				return a.at != b.at ? a.at < b.at : std::memcmp(a.k, b.k, sizeof(K)) < 0;
+			});
+			unsigned ties = 0;
+			for (size_t i = 0; i < step.size(); i++) {
+				const item& e = step[i];
+				ties = i > 0 && step[i - 1].at == e.at ? ties + 1 : 0;
+				if (e.at == pos && ties < skip)
+					continue;  // offered before the cursor
+				if (!fn(static_cast<const flow_view&>(view_of(*e.k, *e.f, tmo)))) {
+					*stop = at(e.at, ties);
+					return false;
+				}
+			}
+			pos = next;
+			skip = 0;
+		}
+		return true;
+	};
+	for (; part < 4; part++, pos = 0, skip = 0) {
+		uint64_t stop = 0;
+		if (!(part < 2 ? family(*f4_, part == 1, &stop) : family(*f6_, part == 3, &stop)))
+			return stop;
+	}
+	return kWalkEnd;
+}
+
+template <typename Fn>
+void table::for_each(Fn&& fn)
+{
+	walk(0, [&](const flow_view& v) {
+		fn(v);
+		return true;
+	});
 }
 
 }  // namespace ctplane::ct

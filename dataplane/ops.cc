@@ -212,7 +212,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/stats/ports", "Per-port counters. Table"},
 		{"/ctplane/stats/lcores", "Per-worker counters. Table"},
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
-		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,skip=,limit="},
+		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
 		{"/ctplane/services", "Services. Table"},
 		{"/ctplane/backends", "Backends. Params: [SERVICE]"},
@@ -392,12 +392,12 @@ reply ops::ct_list(const std::string& params, uint64_t now_ns)
 	reply r;
 	const kv p = parse_kv(params);
 	if (!p.positional.empty()) {
-		r.error("ct list takes key=value filters (addr, port, state, proto, skip, limit), got \"" +
+		r.error("ct list takes key=value filters (addr, port, state, proto, cursor, limit), got \"" +
 			p.positional[0] + "\"");
 		return r;
 	}
 	lb::address addr{};
-	uint64_t port = 0, skip = 0, limit = UINT64_MAX;
+	uint64_t port = 0, cursor = 0, limit = UINT64_MAX;
 	int state = -1, proto = -1;
 	for (const auto& [k, v] : p.named) {
 		if (k == "addr") {
@@ -426,43 +426,42 @@ reply ops::ct_list(const std::string& params, uint64_t now_ns)
 				r.error("unknown protocol \"" + v + "\" (tcp, udp, icmp, icmpv6)");
 				return r;
 			}
-		} else if (k == "skip" || k == "limit") {
+		} else if (k == "cursor" || k == "limit") {
 			uint64_t n;
 			if (!parse_u64(v, UINT64_MAX / 2, &n)) {
 				r.error("bad " + k + " \"" + v + "\"");
 				return r;
 			}
-			(k == "skip" ? skip : limit) = n;
+			if (k == "limit" && n == 0) {
+				r.error("limit must be at least 1");
+				return r;
+			}
+			(k == "cursor" ? cursor : limit) = n;
 		} else {
-			r.error("unknown filter \"" + k + "\" (addr, port, state, proto, skip, limit)");
+			r.error("unknown filter \"" + k + "\" (addr, port, state, proto, cursor, limit)");
 			return r;
 		}
 	}
 	table_out t(r, {"proto", "state", "src", "sport", "dst", "dport", "nat", "packets", "bytes", "expires_s"});
 	const unsigned alen = addr.family == 4 ? 4 : 16;
 	const uint32_t now = ct::table::ticks(now_ns);
-	uint64_t matched = 0, next = 0;
-	bool full = false;
-	dp_.ct().for_each([&](const ct::flow_view& f) {
-		if (full)
-			return;
+	// A page ends where the reply is full (or at `limit`); "next" is the
+	// cursor to continue from, 0 once the table is done. Each page costs
+	// its own flows (plus those the filters pass over), not the table.
+	uint64_t rows = 0;
+	const uint64_t next = dp_.ct().walk(cursor, [&](const ct::flow_view& f) {
 		const ct::tuple& o = f.orig;
 		if (addr.family != 0 &&
 		    !(o.family == addr.family && (std::memcmp(o.src, addr.addr, alen) == 0 ||
 						  std::memcmp(o.dst, addr.addr, alen) == 0 ||
 						  ((f.flags & ct::kNat) && std::memcmp(f.nat_addr, addr.addr, alen) == 0))))
-			return;
+			return true;
 		if (port != 0 && o.sport != port && o.dport != port && !((f.flags & ct::kNat) && f.nat_port == port))
-			return;
+			return true;
 		if ((state >= 0 && f.state != state) || (proto >= 0 && o.proto != proto))
-			return;
-		const uint64_t k = matched++;
-		if (k < skip)
-			return;
-		if (k - skip >= limit) {
-			full = true;
-			return;
-		}
+			return true;
+		if (rows == limit)
+			return false;
 		std::string nat = "-";
 		if (f.flags & ct::kNat) {
 			lb::endpoint e{};
@@ -476,12 +475,12 @@ reply ops::ct_list(const std::string& params, uint64_t now_ns)
 			    addr_str(o.dst, o.family), std::to_string(o.dport), nat,
 			    std::to_string(f.packets[0]) + "/" + std::to_string(f.packets[1]),
 			    std::to_string(f.bytes[0]) + "/" + std::to_string(f.bytes[1]),
-			    std::to_string(left > 0 ? left / 1000 : 0)})) {
-			full = true;
-			next = k;
-		}
+			    std::to_string(left > 0 ? left / 1000 : 0)}))
+			return false;
+		rows++;
+		return true;
 	});
-	t.finish(next);
+	t.finish(next == ct::table::kWalkEnd ? 0 : next);
 	return r;
 }
 

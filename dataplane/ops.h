@@ -19,7 +19,8 @@
 //   /ctplane/stats/ports             per port (the runtime's counters)
 //   /ctplane/stats/lcores            per worker lcore
 //   /ctplane/ct/summary              sizes, counters, hash load and resizes
-//   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,skip=N][,limit=N]
+//   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,cursor=C][,limit=N]
+//                                    a page; "next": the cursor of the next (0: done)
 //   /ctplane/ct/events,[after=SEQ]   the events after SEQ ("last": the newest)
 //   /ctplane/services                services with their backend counts
 //   /ctplane/backends,[SERVICE]
