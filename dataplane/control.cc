@@ -37,13 +37,20 @@ void ip4_checksum(uint8_t* ip)
 	put16(ip + 10, static_cast<uint16_t>(~csum_fold(ip, 20)));
 }
 
+// The checksum (pseudo-header included) at offset `at` of the len bytes
+// after the IP header at ip (20 bytes for IPv4, 40 for IPv6).
+void l4_checksum(uint8_t* ip, bool v4, uint8_t proto, uint32_t len, unsigned at)
+{
+	uint8_t* m = ip + (v4 ? 20 : 40);
+	m[at] = m[at + 1] = 0;
+	const uint32_t seed = (v4 ? csum_fold(ip + 12, 8) : csum_fold(ip + 8, 32)) + (len >> 16) + (len & 0xffff) + proto;
+	put16(m + at, static_cast<uint16_t>(~csum_fold(m, len, seed)));
+}
+
 // The ICMPv6 checksum of the message after the IPv6 header at ip.
 void icmp6_checksum(uint8_t* ip, uint32_t mlen)
 {
-	uint8_t* m = ip + 40;
-	m[2] = m[3] = 0;
-	const uint32_t seed = csum_fold(ip + 8, 32) + (mlen >> 16) + (mlen & 0xffff) + 58;
-	put16(m + 2, static_cast<uint16_t>(~csum_fold(m, mlen, seed)));
+	l4_checksum(ip, false, 58, mlen, 2);
 }
 
 void put_ip4(std::vector<uint8_t>& f, const uint8_t* src, const uint8_t* dst, uint8_t proto, uint16_t payload)
@@ -61,14 +68,15 @@ void put_ip4(std::vector<uint8_t>& f, const uint8_t* src, const uint8_t* dst, ui
 	ip4_checksum(ip);
 }
 
-void put_ip6(std::vector<uint8_t>& f, const uint8_t* src, const uint8_t* dst, uint8_t hlim, uint16_t payload)
+void put_ip6(std::vector<uint8_t>& f, const uint8_t* src, const uint8_t* dst, uint8_t hlim, uint16_t payload,
+	     uint8_t next = 58)
 {
 	const size_t at = f.size();
 	f.resize(at + 40, 0);
 	uint8_t* ip = f.data() + at;
 	ip[0] = 0x60;
 	put16(ip + 4, payload);
-	ip[6] = 58;  // ICMPv6
+	ip[6] = next;
 	ip[7] = hlim;
 	std::memcpy(ip + 8, src, 16);
 	std::memcpy(ip + 24, dst, 16);
@@ -191,8 +199,71 @@ void control_path::receive(const uint8_t* f, uint32_t len, uint16_t in_port, pun
 		on_arp(f, len, p, in_port, now);
 	else if (p.family == 6 && p.ct.t.proto == ct::kProtoICMPv6 && p.l4_off != 0)
 		on_icmp6(f, len, p, in_port, now);
+	else if (p.kind == frame_kind::ip && p.ct.t.proto == ct::kProtoTCP)
+		reset(f, len, p, in_port, now);  // nothing listens on the appliance
+	else if (p.kind == frame_kind::ip && p.ct.t.proto == ct::kProtoUDP)
+		icmp_error(f, len, p, in_port, now, kUnreach4, 3, kUnreach6, 4);
 	else
-		st_.ignored++;  // TCP/UDP to the appliance: nothing listens
+		st_.ignored++;
+}
+
+// A frame between two hosts, fit for an answer: not from or to a multicast
+// or broadcast address (RFC 1812 4.3.2.7, RFC 4443 2.4 e).
+static bool one_host(const uint8_t* f, const parsed& p)
+{
+	const uint8_t* ip = f + p.l3_off;
+	const uint8_t* src = ip + (p.family == 4 ? 12 : 8);
+	const uint8_t* dst = ip + (p.family == 4 ? 16 : 24);
+	const bool v4_bad = p.family == 4 && (src[0] >= 224 || src[0] == 0 || dst[0] >= 224);
+	const bool v6_bad = p.family == 6 && (src[0] == 0xff || dst[0] == 0xff);
+	return !(v4_bad || v6_bad || (f[0] & 1) || (f[6] & 1));
+}
+
+// A TCP segment to one of our addresses: the RST of a host without the
+// socket (RFC 9293 3.10.7.1): seq = the segment's ACK if it has one, else
+// seq 0 with ACK = its sequence number plus its length.
+void control_path::reset(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now)
+{
+	const uint8_t* ip = f + p.l3_off;
+	const uint8_t* tcp = f + p.l4_off;
+	const uint8_t flags = p.ct.tcp_flags;
+	if (p.frag != kFragNone || p.l4_off == 0 || len < p.l4_off + 20u || (flags & ct::kRST) || !one_host(f, p) ||
+	    !icmp_token(now)) {
+		st_.ignored++;
+		return;
+	}
+	const bool v4 = p.family == 4;
+	const uint32_t hlen = (tcp[12] >> 4) * 4u;
+	const uint32_t l4len = p.l3_len - (p.l4_off - p.l3_off);
+	const uint32_t seg = (l4len > hlen ? l4len - hlen : 0) + ((flags & ct::kSYN) ? 1 : 0) +
+			     ((flags & ct::kFIN) ? 1 : 0);
+	std::vector<uint8_t> r(f, f + p.l3_off);  // the L2 header (VLAN tags kept), swapped
+	std::memcpy(r.data(), f + 6, 6);
+	std::memcpy(r.data() + 6, pl_.port_mac(in_port), 6);
+	const uint8_t* src = ip + (v4 ? 12 : 8);  // theirs
+	const uint8_t* dst = ip + (v4 ? 16 : 24);  // ours
+	if (v4)
+		put_ip4(r, dst, src, 6, 20);
+	else
+		put_ip6(r, dst, src, 64, 20, 6);
+	const size_t at = r.size();
+	r.resize(at + 20, 0);
+	uint8_t* t = r.data() + at;
+	std::memcpy(t, tcp + 2, 2);  // their destination port is our source
+	std::memcpy(t + 2, tcp, 2);
+	if (flags & ct::kACK) {
+		std::memcpy(t + 4, tcp + 8, 4);
+		t[13] = ct::kRST;
+	} else {
+		const uint32_t ack = (uint32_t{tcp[4]} << 24 | uint32_t{tcp[5]} << 16 | uint32_t{tcp[6]} << 8 | tcp[7]) + seg;
+		for (int i = 0; i < 4; i++)
+			t[8 + i] = static_cast<uint8_t>(ack >> (24 - 8 * i));
+		t[13] = ct::kRST | ct::kACK;
+	}
+	t[12] = 5 << 4;
+	l4_checksum(r.data() + p.l3_off, v4, 6, 20, 16);
+	if (send(in_port, r))
+		st_.resets_sent++;
 }
 
 // ---- neighbours --------------------------------------------------------------------
@@ -473,17 +544,12 @@ void control_path::icmp_error(const uint8_t* f, uint32_t len, const parsed& p, u
 		st_.ignored++;
 		return;
 	}
-	// Never about a multicast or broadcast packet, nor to a source that is
-	// not one host (RFC 1812 4.3.2.7, RFC 4443 2.4 e).
-	const uint8_t* ip = f + p.l3_off;
-	const uint8_t* src = ip + (p.family == 4 ? 12 : 8);
-	const uint8_t* dst = ip + (p.family == 4 ? 16 : 24);
-	const bool v4_bad = p.family == 4 && (src[0] >= 224 || src[0] == 0 || dst[0] >= 224);
-	const bool v6_bad = p.family == 6 && (src[0] == 0xff || dst[0] == 0xff);
-	if (v4_bad || v6_bad || (f[0] & 1) || (f[6] & 1)) {
+	if (!one_host(f, p)) {
 		st_.ignored++;
 		return;
 	}
+	const uint8_t* ip = f + p.l3_off;
+	const uint8_t* src = ip + (p.family == 4 ? 12 : 8);
 	const lb::address peer = addr_of(src, p.family);
 	uint8_t me[16];
 	if (!source_for(in_port, peer, me) || !icmp_token(now)) {

@@ -24,6 +24,10 @@
 //                packet; never about an ICMP error, a later fragment or a
 //                multicast packet; rate-limited (token bucket, `icmp_rate`
 //                per second, shared).
+//   closed ports TCP to one of our addresses gets a RST, UDP a port
+//                unreachable (nothing listens on the appliance), as a host
+//                without the socket answers; never for a RST; under the
+//                same rate limit.
 //
 // Frames leave through `emit(port, bytes, len)` (the runtime copies them
 // into an mbuf for a worker's TX queue; tests collect them). No DPDK here.
@@ -67,7 +71,7 @@ struct neighbor_info {
 
 #define CTPLANE_CONTROL_COUNTERS(X)                                                                  \
 	X(punted) X(arp_requests_sent) X(arp_seen) X(nd_solicits_sent) X(nd_adverts_sent) X(nd_seen) \
-	X(echo6_replies) X(icmp_errors_sent) X(icmp_errors_limited) X(resolved) X(resolve_failed)   \
+	X(echo6_replies) X(resets_sent) X(icmp_errors_sent) X(icmp_errors_limited) X(resolved) X(resolve_failed)   \
 	X(queued_sent) X(queued_dropped) X(ignored) X(emit_failed)
 
 struct control_stats {
@@ -123,6 +127,7 @@ private:
 	void on_arp(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
 	void on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
 	void on_resolve(const uint8_t* f, uint32_t len, const parsed& p, uint64_t now);
+	void reset(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now);
 	// An ICMP error about the frame back to its sender (type4/code4 for
 	// IPv4, type6/code6 for ICMPv6).
 	void icmp_error(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now, uint8_t type4,

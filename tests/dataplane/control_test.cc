@@ -2,7 +2,8 @@
 // The control path through the real pipeline, no DPDK: packets dropped for
 // an unknown next hop start ARP / ND resolution (retries, failure, the
 // waiting packets sent once it answers), neighbour discovery for our own
-// addresses, ICMPv6 echo, ICMP time exceeded (and what never gets one).
+// addresses, ICMPv6 echo, ICMP time exceeded (and what never gets one),
+// RSTs and port unreachables for the appliance's own closed ports.
 #include "dataplane/control.h"
 
 #include <gtest/gtest.h>
@@ -449,6 +450,73 @@ TEST_F(control_fixture, no_icmp_error_about_errors_multicast_or_past_the_rate)
 	out.clear();
 	run(syn(kHost, 7, 1));
 	EXPECT_EQ(out.size(), 1u);
+}
+
+uint32_t be32_at(const bytes& f, unsigned off) { return ip4_at(f, off); }
+
+TEST_F(control_fixture, tcp_to_the_appliance_is_reset_and_udp_refused)
+{
+	constexpr uint32_t kOurs = 0xc0a80101;  // 192.168.1.1, the client port's address
+	// A SYN (seq 1000): RST|ACK, seq 0, ack 1001, from the address it was sent to.
+	l4 s = tcp(40000, 22, ct::kSYN);
+	put16(s.hdr, 4, 0), put16(s.hdr, 6, 1000);
+	EXPECT_EQ(run(eth4(with_l4_csum(ipv4(kClient, kOurs, s)))).f, fate::control);
+	ASSERT_EQ(out.size(), 1u);
+	const bytes& r = out[0].frame;
+	EXPECT_EQ(out[0].port, 0);
+	ASSERT_EQ(r.size(), 14u + 20 + 20);
+	EXPECT_EQ(std::memcmp(r.data(), last.data() + 6, 6), 0) << "to the sender's MAC";
+	EXPECT_EQ(r[23], 6);
+	EXPECT_EQ(ip4_at(r, 26), kOurs);
+	EXPECT_EQ(ip4_at(r, 30), kClient);
+	EXPECT_EQ(csum_fold(r.data() + 14, 20), 0xffff);
+	EXPECT_EQ(r[34] << 8 | r[35], 22);
+	EXPECT_EQ(r[36] << 8 | r[37], 40000);
+	EXPECT_EQ(be32_at(r, 38), 0u);
+	EXPECT_EQ(be32_at(r, 42), 1001u);
+	EXPECT_EQ(r[47], ct::kRST | ct::kACK);
+	EXPECT_EQ(l4_sum4(r.data() + 14), 0xffff);
+	out.clear();
+	// A segment with an ACK (and 10 bytes): RST with seq = its ACK.
+	l4 a = tcp(40001, 22, ct::kACK | ct::kPSH, 10);
+	put16(a.hdr, 8, 0x1234), put16(a.hdr, 10, 0x5678);
+	run(eth4(with_l4_csum(ipv4(kClient, kOurs, a))));
+	ASSERT_EQ(out.size(), 1u);
+	EXPECT_EQ(be32_at(out[0].frame, 38), 0x12345678u);
+	EXPECT_EQ(out[0].frame[47], ct::kRST);
+	out.clear();
+	// Never a RST for a RST.
+	run(eth4(with_l4_csum(ipv4(kClient, kOurs, tcp(40002, 22, ct::kRST)))));
+	EXPECT_TRUE(out.empty());
+	// UDP: port unreachable, quoting the datagram.
+	run(eth4(with_l4_csum(ipv4(kClient, kOurs, udp(40003, 161)))));
+	ASSERT_EQ(out.size(), 1u);
+	EXPECT_EQ(out[0].frame[34], 3);
+	EXPECT_EQ(out[0].frame[35], 3);
+	EXPECT_EQ(ip4_at(out[0].frame, 42 + 16), kOurs);
+	out.clear();
+	// IPv6: a SYN to 2001:db8:c::1.
+	const uint8_t our_c[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+	bytes v6(40, 0);
+	v6[0] = 0x60;
+	put16(v6, 4, 20);
+	v6[6] = 6;
+	v6[7] = 64;
+	std::memcpy(v6.data() + 8, kClient6, 16);
+	std::memcpy(v6.data() + 24, our_c, 16);
+	const l4 s6 = tcp(40004, 443, ct::kSYN);
+	v6.insert(v6.end(), s6.hdr.begin(), s6.hdr.end());
+	run(eth6(v6));
+	ASSERT_EQ(out.size(), 1u);
+	const bytes& r6 = out[0].frame;
+	ASSERT_EQ(r6.size(), 14u + 40 + 20);
+	EXPECT_EQ(r6[20], 6);
+	EXPECT_EQ(std::memcmp(r6.data() + 22, our_c, 16), 0);
+	EXPECT_EQ(std::memcmp(r6.data() + 38, kClient6, 16), 0);
+	EXPECT_EQ(be32_at(r6, 54 + 8), 1u);
+	EXPECT_EQ(r6[54 + 13], ct::kRST | ct::kACK);
+	EXPECT_TRUE(l4_ok6(r6));
+	EXPECT_EQ(ctl->stats().resets_sent, 3u);
 }
 
 }  // namespace

@@ -219,16 +219,18 @@ inline bytes ipv6_icmp(const uint8_t src[16], const uint8_t dst[16], bytes m, ui
 	b.insert(b.end(), m.begin(), m.end());
 	return b;
 }
-// True when the ICMPv6 checksum of the IPv6 packet at l3_off verifies.
-inline bool icmp6_ok(const bytes& f, unsigned l3_off = 14)
+// True when the upper-layer checksum (ICMPv6, TCP, UDP: the next header
+// right after the fixed one) of the IPv6 packet at l3_off verifies.
+inline bool l4_ok6(const bytes& f, unsigned l3_off = 14)
 {
 	const uint8_t* ip = f.data() + l3_off;
 	const uint32_t len = static_cast<uint32_t>(ip[4] << 8 | ip[5]);
 	if (l3_off + 40 + len > f.size())
 		return false;
-	const uint32_t seed = csum_fold(ip + 8, 32) + (len >> 16) + (len & 0xffff) + 58;
+	const uint32_t seed = csum_fold(ip + 8, 32) + (len >> 16) + (len & 0xffff) + ip[6];
 	return csum_fold(ip + 40, len, seed) == 0xffff;
 }
+inline bool icmp6_ok(const bytes& f, unsigned l3_off = 14) { return f[l3_off + 6] == 58 && l4_ok6(f, l3_off); }
 
 inline parsed parse_of(const bytes& f)
 {

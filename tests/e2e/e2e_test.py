@@ -349,20 +349,22 @@ class E2E(unittest.TestCase):
         # Nothing listens on the dns backends' port: the backend's port
         # unreachable quotes client -> backend; ctplane rewrites it to quote
         # client -> VIP, so the client's connected socket sees the refusal.
+        # UDP to the appliance's own address is refused the same way.
         code = ("import socket\n"
-                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                "s.settimeout(3)\n"
-                f"s.connect(('{VIP}', 53))\n"
-                "s.send(b'hello')\n"
-                "try:\n"
-                "    s.recv(100)\n"
-                "    print('answered')\n"
-                "except ConnectionRefusedError:\n"
-                "    print('refused')\n"
-                "except socket.timeout:\n"
-                "    print('timeout')\n")
+                f"for addr in ('{VIP}', '10.0.0.1'):\n"
+                "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "    s.settimeout(3)\n"
+                "    s.connect((addr, 53))\n"
+                "    s.send(b'hello')\n"
+                "    try:\n"
+                "        s.recv(100)\n"
+                "        print(addr, 'answered')\n"
+                "    except ConnectionRefusedError:\n"
+                "        print(addr, 'refused')\n"
+                "    except socket.timeout:\n"
+                "        print(addr, 'timeout')\n")
         r = sh(sys.executable, "-c", code, ns=NS["client"])
-        self.assertEqual(r.stdout.strip(), "refused")
+        self.assertEqual(r.stdout.split("\n")[:2], [f"{VIP} refused", "10.0.0.1 refused"], r.stdout)
 
     def test_07_a_syn_burst_does_not_break_an_established_transfer(self):
         out = os.path.join(T.dir, "flood.out")
@@ -465,10 +467,12 @@ class E2E(unittest.TestCase):
 
     def test_13_unreachable_destinations_are_refused_at_once(self):
         # No route: net unreachable; a service without a backend: port
-        # unreachable (kube-proxy's REJECT). Either ends the connect at once
-        # with its errno, instead of a SYN timeout.
+        # unreachable (kube-proxy's REJECT); the appliance itself: a RST
+        # (nothing listens there). Each ends the connect at once with its
+        # errno, instead of a SYN timeout.
         code = ("import errno, socket, sys, time\n"
-                "for addr, want in (('10.77.0.1', 'ENETUNREACH'), ('10.100.0.2', 'ECONNREFUSED')):\n"
+                "for addr, want in (('10.77.0.1', 'ENETUNREACH'), ('10.100.0.2', 'ECONNREFUSED'),\n"
+                "                   ('10.0.0.1', 'ECONNREFUSED')):\n"
                 "    s = socket.socket(); s.settimeout(10); t = time.monotonic()\n"
                 "    try:\n"
                 "        s.connect((addr, 80)); got = 'connected'\n"
@@ -480,7 +484,8 @@ class E2E(unittest.TestCase):
             addr, got, want, secs = line.split()
             self.assertEqual(got, want, line)
             self.assertLess(float(secs), 3, line)
-        self.assertEqual(len(r.stdout.splitlines()), 2, r.stdout)
+        self.assertEqual(len(r.stdout.splitlines()), 3, r.stdout)
+        self.assertGreaterEqual(T.ctl_json("stats")["control/resets_sent"], 1)
 
     def test_99_sigterm_stops_it_cleanly_with_the_final_counters(self):
         T.app.send_signal(signal.SIGTERM)
