@@ -279,7 +279,7 @@ void control_path::learned(entry& e, const uint8_t mac[6], uint64_t now)
 	e.probes = 0;
 	e.updated_ns = now;
 	e.next_ns = now + uint64_t{cc_.reachable_ms} * kMs;
-	pl_.set_neighbor(e.addr, e.mac, e.port);
+	pl_.set_neighbor(e.addr, e.mac);
 	send_queued(e);
 }
 

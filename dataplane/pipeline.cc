@@ -141,7 +141,7 @@ std::string pipeline::build(const config::ctplane_config& c)
 			}
 		}
 	for (const config::neighbor_spec& nb : c.neighbors)
-		set_neighbor(nb.addr, nb.mac, static_cast<uint16_t>(nb.port));
+		set_neighbor(nb.addr, nb.mac);
 	uint32_t maxb = 0;
 	lb_.for_each_backend([&](uint32_t id, const lb::backend&) { maxb = std::max(maxb, id); });
 	// Room for backends added at run time too (up to 64K ids; workers count
@@ -160,23 +160,21 @@ std::string pipeline::build(const config::ctplane_config& c)
 	return "";
 }
 
-void pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port)
+void pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6])
 {
 	nb_key k{};
 	std::memcpy(k.addr, a.addr, 16);
 	k.family = a.family;
 	nb_val v{};
-	std::memcpy(v.mac, mac, 6);
-	v.port = port;
+	std::memcpy(&v.mac_word, mac, 6);
 	if (nb_val* cur = neigh_.lookup(k)) {
-		neigh_.erase(k);
-		(void)cur;
+		std::atomic_ref<uint64_t>(cur->mac_word).store(v.mac_word, std::memory_order_relaxed);
+	} else {
+		while (neigh_.insert(k, v) == -EBUSY)
+			neigh_.maintain(1u << 20);
+		neigh_.maintain(1u << 16);
 	}
-	while (neigh_.insert(k, v) == -EBUSY)
-		neigh_.maintain(1u << 20);
-	neigh_.maintain(1u << 16);
-	uint64_t w = uint64_t{1} << 48;  // resolved
-	std::memcpy(&w, mac, 6);
+	const uint64_t w = v.mac_word | uint64_t{1} << 48;  // resolved
 	for (uint64_t i = 0; i < hops_.size(); i++)
 		if (hops_[i].has_via && hops_[i].via == a)
 			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(w, std::memory_order_relaxed);
@@ -225,11 +223,8 @@ std::string pipeline::add_route(const config::route_spec& r)
 		nb_key k{};
 		std::memcpy(k.addr, r.via.addr, 16);
 		k.family = r.via.family;
-		if (const nb_val* v = neigh_.lookup(k)) {
-			uint64_t w = uint64_t{1} << 48;
-			std::memcpy(&w, v->mac, 6);
-			h.mac_word = w;
-		}
+		if (const nb_val* v = neigh_.lookup(k))
+			h.mac_word = v->mac_word | uint64_t{1} << 48;
 	}
 	uint32_t id;
 	if (!free_hops_.empty()) {
@@ -320,7 +315,8 @@ bool pipeline::next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_
 		std::memset(mac, 0, 6);
 		return true;  // routed; the caller drops it as no_neighbor
 	}
-	std::memcpy(mac, v->mac, 6);
+	const uint64_t w = std::atomic_ref<const uint64_t>(v->mac_word).load(std::memory_order_relaxed);
+	std::memcpy(mac, &w, 6);
 	return true;
 }
 

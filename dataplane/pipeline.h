@@ -133,7 +133,7 @@ public:
 
 	// Sets or forgets the link-layer address of a neighbor (control thread:
 	// ARP/ND, static entries).
-	void set_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port);
+	void set_neighbor(const lb::address& a, const uint8_t mac[6]);
 	void clear_neighbor(const lb::address& a);
 	// The neighbor a packet to `dst` leaves through: its egress port and
 	// the address to resolve (the gateway, or dst itself on link). false:
@@ -206,9 +206,11 @@ private:
 		uint8_t family;
 		uint8_t pad[3];
 	};
+	// The MAC in bytes 0-5 of one 8-byte word: the control thread updates a
+	// known neighbour in place (a relaxed store workers read whole), so a
+	// re-resolution never leaves a moment without it.
 	struct nb_val {
-		uint8_t mac[6];
-		uint16_t port;
+		uint64_t mac_word;
 	};
 	// Fragments: the first one's ports, for the later ones (by IP id).
 	struct frag_key {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
 #include <thread>
 
 #include "config/config.h"
@@ -109,7 +110,7 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 			// A gateway forgotten and learnt again under the workers.
 			pl.clear_neighbor(r.via);
 			const uint8_t mac[6] = {0x02, 0xbb, 0, 0, 0, r.via.addr[3]};
-			pl.set_neighbor(r.via, mac, 1);
+			pl.set_neighbor(r.via, mac);
 		}
 		pl.maintain(clk.now_ns());
 		ct.tick(clk.now_ns());
@@ -123,6 +124,82 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 	EXPECT_EQ(bad.load(), 0u);
 	EXPECT_GT(forwarded.load(), 0u);
 	EXPECT_GT(unrouted.load(), 0u);
+}
+
+TEST(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
+{
+	// The control thread re-learns an on-link neighbour (a re-probe's
+	// answer, a new MAC) over and over while workers forward to it: each
+	// packet leaves with the old MAC or the new one, whole, and none is
+	// dropped for want of a neighbour.
+	maps::rcu::thread_registration reg;
+	auto c = config::load_string(kConfig, "stress.yaml");
+	ASSERT_TRUE(c.ok()) << c.err().str();
+	ct::config cc;
+	cc.max_entries = 1u << 16;
+	ct::table ct(cc);
+	lb::balancer lb(16, 64, 251);
+	sockmap::sockmap sm{sockmap::config{}};
+	constexpr unsigned kWorkers = 2;
+	pipeline pl(ct, lb, sm, kWorkers);
+	ASSERT_EQ(pl.build(c.value()), "");
+	const uint8_t mac[2][6] = {{0x02, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5}, {0x06, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5}};
+	lb::address nb{};
+	nb.family = 4;
+	nb.addr[0] = 10, nb.addr[2] = 1, nb.addr[3] = 1;  // 10.0.1.1, a static neighbour
+	pl.set_neighbor(nb, mac[0]);
+
+	std::atomic<bool> stop{false};
+	std::atomic<uint64_t> bad{0}, forwarded{0};
+	auto worker = [&](unsigned lc) {
+		maps::rcu::thread_registration r;
+		uint64_t now = 1'000'000'000'000ull;
+		uint32_t k = 0;
+		while (!stop.load(std::memory_order_relaxed)) {
+			bytes f[16];
+			frame fr[16];
+			outcome oc[16];
+			for (unsigned i = 0; i < 16; i++) {
+				const auto sport = static_cast<uint16_t>(1 + lc * 20000 + k++ % 2048);
+				f[i] = eth4(with_l4_csum(ipv4(0xc0a8010a, 0x0a000101, tcp(sport, 22, ct::kSYN))));
+				fr[i] = frame{f[i].data(), static_cast<uint32_t>(f[i].size()), 0};
+			}
+			pl.process(fr, 16, now += 1000, oc, lc);
+			for (unsigned i = 0; i < 16; i++) {
+				if (oc[i].f == fate::forward) {
+					const bool whole = std::memcmp(f[i].data(), mac[0], 6) == 0 ||
+							   std::memcmp(f[i].data(), mac[1], 6) == 0;
+					if (!whole && bad.fetch_add(1) == 0)
+						ADD_FAILURE() << "a torn or foreign MAC, first byte " << int(f[i][0]);
+					forwarded.fetch_add(1, std::memory_order_relaxed);
+				} else if (oc[i].reason != drop::ct_refused_full && oc[i].reason != drop::ct_refused_busy &&
+					   bad.fetch_add(1) == 0) {
+					ADD_FAILURE() << "dropped as " << drop_name(oc[i].reason);
+				}
+			}
+			maps::rcu::quiescent();
+		}
+		maps::rcu::offline();
+	};
+	std::vector<std::thread> ws;
+	for (unsigned w = 0; w < kWorkers; w++)
+		ws.emplace_back(worker, w);
+	ct::manual_clock clk{1'000'000'000'000ull};
+	for (int round = 0; round < 20000 && bad.load() == 0; round++) {
+		pl.set_neighbor(nb, mac[round % 2]);
+		if (round % 64 == 0) {
+			pl.maintain(clk.now_ns());
+			ct.tick(clk.now_ns());
+		}
+		maps::rcu::quiescent();
+	}
+	stop.store(true);
+	maps::rcu::offline();
+	for (auto& t : ws)
+		t.join();
+	maps::rcu::online();
+	EXPECT_EQ(bad.load(), 0u);
+	EXPECT_GT(forwarded.load(), 0u);
 }
 
 }  // namespace
