@@ -170,6 +170,14 @@ class Topology:
             sh("ip", "-6", "route", "add", "default", "via", gw6, ns=NS[name])
         if name == "gen":
             sh("ip", "addr", "add", "10.0.9.3/24", "dev", inner, ns=NS[name])
+        if name == "client":
+            # A small receive buffer: a rate-limited curl keeps its
+            # connection busy (ESTABLISHED) for the whole transfer. With the
+            # default (up to 6 MiB, the file's size) the server could push
+            # most of the file ahead into the buffer and close within a
+            # second, long before curl had read it; a test waiting to see the
+            # transfer ESTABLISHED could then miss it altogether.
+            sh("sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 131072", ns=NS[name])
 
     def socket(self):
         return f"/var/run/dpdk/ctp{TAG}/dpdk_telemetry.v2"
