@@ -207,10 +207,10 @@ class Topology:
         return sh("curl", "-sS", "--max-time", str(timeout - 2), *extra, url, ns=NS["client"], check=check,
                   timeout=timeout)
 
-    def long_transfer(self, out):
-        """curl of the big file at 1.5 MB/s (about 4 s) from the client, in the background."""
+    def long_transfer(self, out, rate="1500k"):
+        """curl of the big file at `rate` (1.5 MB/s: about 4 s) from the client, in the background."""
         err = open(out + ".log", "w+")
-        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", "1500k",
+        p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", rate,
                               "-w", "connected after %{time_connect} s\n", "-o", out, f"http://{VIP}/big"],
                              stdout=err, stderr=subprocess.STDOUT)
         p.log = err
@@ -376,7 +376,7 @@ class E2E(unittest.TestCase):
 
     def test_07_a_syn_burst_does_not_break_an_established_transfer(self):
         out = os.path.join(T.dir, "flood.out")
-        p = T.long_transfer(out)
+        p = T.long_transfer(out, rate="800k")  # about 8 s: longer than the burst
         self.wait_for_flow("ESTABLISHED", p)
         before = T.ctl_json("stats")["new_flows"]
         ct0 = T.ctl_json("ct", "stats")
