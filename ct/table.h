@@ -341,9 +341,8 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 	uint64_t pos = (cursor >> 16) & kPosMask;
 	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
 	auto at = [&](uint64_t p, unsigned k) { return uint64_t{part} << 48 | p << 16 | k; };
-	auto live = [](const auto& f) {
-		return (std::atomic_ref<uint16_t>(const_cast<uint16_t&>(f.h.status)).load(std::memory_order_acquire) &
-			0xff) != st_none;
+	auto live = [](auto& f) {
+		return (std::atomic_ref<uint16_t>(f.h.status).load(std::memory_order_acquire) & 0xff) != st_none;
 	};
 	// One part; false: fn refused a flow, `stop` says where.
 	auto family = [&](auto& fam, bool lru, uint64_t* stop) {
