@@ -438,6 +438,16 @@ class E2E(unittest.TestCase):
         self.assertGreater(summary["created"], 0)
         tables = T.ctl_json("tables")
         self.assertGreater(tables["ct4/buckets"], 0)
+        # ct list: 1000 flows by default, a note when there are more; --limit 0
+        # pages through the whole table (the SYN burst's tens of thousands
+        # are there), each flow once.
+        r = T.ctl("ct", "list", "--limit", "2")
+        self.assertEqual(len(r.stdout.splitlines()), 3, r.stdout)
+        self.assertIn("--limit 0 for all", r.stderr)
+        every = T.ctl_json("ct", "list", "--limit", "0")
+        self.assertGreater(len(every), 10000)
+        keys = [(f["proto"], f["src"], f["sport"], f["dst"], f["dport"]) for f in every]
+        self.assertEqual(len(set(keys)), len(keys), "a flow listed twice")
         # The human table has a header and a row per service.
         text = T.ctl("svc", "list").stdout.splitlines()
         self.assertTrue(text[0].startswith("ID"), text)
