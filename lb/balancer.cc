@@ -60,7 +60,12 @@ bool is_prime(uint64_t n) noexcept
 namespace {
 std::string ep_str(const address& a, uint16_t port)
 {
-	return a.family == 6 ? "[" + to_string(a) + "]:" + std::to_string(port) : to_string(a) + ":" + std::to_string(port);
+	const bool v6 = a.family == 6;
+	std::string s = v6 ? "[" : "";
+	s += to_string(a);
+	s += v6 ? "]:" : ":";
+	s += std::to_string(port);
+	return s;
 }
 const char* proto_str(uint8_t p)
 {

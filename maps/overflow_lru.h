@@ -201,7 +201,7 @@ V* overflow_lru<K, V, H>::lookup_with_hash(const K& key, uint64_t h) const noexc
 		if (s == 0 || (s & ~ref_mask_) != tag)
 			continue;
 		entry* e = map_.entry_of(s & ref_mask_);
-		if (std::memcmp(&e->key, &key, sizeof(K)) == 0)
+		if (bytes_equal<sizeof(K)>(&e->key, &key))
 			return &e->value;
 	}
 	return nullptr;
@@ -217,7 +217,7 @@ uint32_t overflow_lru<K, V, H>::find_locked(const K& key, uint64_t h) const noex
 		if (s == 0)
 			continue;
 		const entry* e = map_.entry_of(s & ref_mask_);
-		if (std::memcmp(&e->key, &key, sizeof(K)) == 0)
+		if (bytes_equal<sizeof(K)>(&e->key, &key))
 			return slot_node_[size_t{bi} * kSlots + i];
 	}
 	return kNil;

@@ -533,7 +533,7 @@ template <typename K, typename V, typename H>
 		m &= m - 1;
 		// acquire: pairs with the release store that published the entry.
 		const uint32_t ref = b->slot[i].load(std::memory_order_acquire) & ref_mask_;
-		if (ref != 0 && std::memcmp(&entry_of(ref)->key, &key, sizeof(K)) == 0)
+		if (ref != 0 && bytes_equal<sizeof(K)>(&entry_of(ref)->key, &key))
 			return ref;
 	}
 	return 0;
@@ -798,7 +798,7 @@ int rhash<K, V, H>::erase_with_hash(const K& key, uint64_t h) noexcept
 			if (s == 0 || (s & tag_mask_) != tag)
 				continue;
 			const uint32_t ref = s & ref_mask_;
-			if (std::memcmp(&entry_of(ref)->key, &key, sizeof(K)) != 0)
+			if (!bytes_equal<sizeof(K)>(&entry_of(ref)->key, &key))
 				continue;
 			x->slot[i].store(0, std::memory_order_release);
 			nelems_.fetch_sub(1, std::memory_order_relaxed);

@@ -155,7 +155,8 @@ std::unique_ptr<lb::balancer> make_lb(unsigned services, unsigned per_service)
 {
 	auto b = std::make_unique<lb::balancer>(4096, 1u << 20, 65537);
 	for (unsigned s = 0; s < services; s++) {
-		const std::string name = "s" + std::to_string(s);
+		std::string name = "s";
+		name += std::to_string(s);
 		b->add_service(lb::service_spec{.name = name, .vip = ip4(0x0a600000 + s), .port = 80});
 		for (unsigned i = 0; i < per_service; i++)
 			b->add_backend(lb::backend_spec{.service = name, .addr = ip4(0x0a000000 + s * 256 + i), .port = 8080});

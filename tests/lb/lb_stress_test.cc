@@ -71,8 +71,9 @@ TEST(lb_stress, selections_stay_valid_while_backends_come_and_go)
 		ASSERT_GE(ids.size(), 3u);
 		ASSERT_EQ(lb.set_weight(ids[1], 0), "");
 		ASSERT_EQ(lb.remove_backend(ids[0]), "");
-		if (ids.size() > 12)
+		if (ids.size() > 12) {
 			ASSERT_EQ(lb.remove_backend(ids[2]), "");
+		}
 		lb.commit();
 	}
 	stop = true;
