@@ -178,7 +178,8 @@ balancer::balancer(uint32_t max_services, uint32_t max_backends, uint32_t defaul
 	: max_services_(max_services), max_backends_(max_backends), default_m_(default_maglev_size),
 	  services_(maps::rhash_config{.min_entries = std::min(64u, max_services), .max_entries = max_services}),
 	  reverse_(maps::rhash_config{.min_entries = std::min(256u, max_backends), .max_entries = max_backends}),
-	  svc_(uint64_t{max_services} + 1), be_(uint64_t{max_backends} + 1)
+	  port_bits_(std::make_unique<std::atomic<uint64_t>[]>(65536 / 64)), svc_(uint64_t{max_services} + 1),
+	  be_(uint64_t{max_backends} + 1), port_refs_(65536, 0)
 {
 	names_.resize(1);
 	members_.resize(1);
@@ -213,7 +214,25 @@ unsigned balancer::lookup_bulk(const endpoint* const* keys, unsigned n, uint32_t
 
 unsigned balancer::reverse_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept
 {
-	return ids_bulk(reverse_, keys, n, ids);
+	// Only sources on a backend port are looked up (the other half of the
+	// traffic, client to service, has ephemeral source ports).
+	const endpoint* maybe[64];
+	uint8_t at[64];
+	unsigned m = 0;
+	for (unsigned i = 0; i < n; i++) {
+		ids[i] = 0;
+		if (backend_port(keys[i]->port)) {
+			maybe[m] = keys[i];
+			at[m++] = static_cast<uint8_t>(i);
+		}
+	}
+	if (m == 0)
+		return 0;
+	uint32_t found[64];
+	const unsigned hits = ids_bulk(reverse_, maybe, m, found);
+	for (unsigned j = 0; j < m; j++)
+		ids[at[j]] = found[j];
+	return hits;
 }
 
 bool balancer::dnat(uint32_t id, rewrite* out) const noexcept
@@ -330,6 +349,12 @@ std::string balancer::remove_service(const std::string& name)
 	return "";
 }
 
+void balancer::unref_port(uint16_t port)
+{
+	if (--port_refs_[port] == 0)
+		port_bits_[port >> 6].fetch_and(~(uint64_t{1} << (port & 63)), std::memory_order_relaxed);
+}
+
 std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out)
 {
 	const uint32_t sid = service_id(b.service);
@@ -353,7 +378,10 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out)
 	r.service = sid;
 	r.state = static_cast<uint8_t>(b.weight == 0 && b.state == backend_state::active ? backend_state::draining
 											   : b.state);
+	if (port_refs_[ep.port]++ == 0)
+		port_bits_[ep.port >> 6].fetch_or(uint64_t{1} << (ep.port & 63), std::memory_order_release);
 	if (int rc = insert_settled(reverse_, ep, svc_ref{sid}); rc != 0) {
+		unref_port(ep.port);
 		free_be_.push_back(id);
 		return backend_who(b) + ": the backend table refused it (" + std::strerror(-rc) + ")";
 	}
@@ -372,6 +400,7 @@ std::string balancer::remove_backend(uint32_t id)
 	if (b == nullptr)
 		return "unknown backend " + std::to_string(id);
 	erase_settled(reverse_, b->ep);
+	unref_port(b->ep.port);
 	auto& m = members_[b->service];
 	m.erase(std::remove(m.begin(), m.end(), id), m.end());
 	svc_[b->service].nbackends--;

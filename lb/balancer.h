@@ -142,8 +142,16 @@ public:
 	// For a reply from a backend endpoint: its service id, or 0.
 	uint32_t reverse(const endpoint& backend_ep) const noexcept
 	{
+		if (!backend_port(backend_ep.port))
+			return 0;
 		const svc_ref* r = reverse_.lookup(backend_ep);
 		return r != nullptr ? r->id : 0;
+	}
+	// Whether some backend listens on `port` (host order): a source on any
+	// other port is no backend's reply, and costs a bit test, not a probe.
+	bool backend_port(uint16_t port) const noexcept
+	{
+		return (port_bits_[port >> 6].load(std::memory_order_relaxed) >> (port & 63)) & 1;
 	}
 	const backend* backend_at(uint32_t id) const noexcept;
 	const service* service_at(uint32_t id) const noexcept;
@@ -194,10 +202,14 @@ private:
 			  maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b);
 	void build(uint32_t svc);
 	backend* live(uint32_t id);  // a backend not removed, or nullptr
+	void unref_port(uint16_t port);
 
 	uint32_t max_services_, max_backends_, default_m_;
 	maps::rhash<endpoint, svc_ref> services_;
 	maps::rhash<endpoint, svc_ref> reverse_;
+	// Backend ports, a bit each (8 KiB, read by workers); set before a
+	// backend is in reverse_, cleared when the last one on the port leaves.
+	std::unique_ptr<std::atomic<uint64_t>[]> port_bits_;
 	maps::rarray<service, 8> svc_;
 	maps::rarray<backend, 10> be_;
 	// Control thread only.
@@ -210,6 +222,7 @@ private:
 	uint32_t next_svc_ = 1, next_be_ = 1;
 	uint64_t commits_ = 0, tables_built_ = 0;
 	std::vector<uint32_t> scratch_;
+	std::vector<uint32_t> port_refs_;  // backends per port
 };
 
 }  // namespace ctplane::lb

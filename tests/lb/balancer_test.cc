@@ -81,6 +81,40 @@ TEST_F(lb_fixture, selection_spreads_new_flows_and_gives_the_dnat_and_the_revers
 	EXPECT_EQ(lb.reverse(endpoint::of(ip("10.0.1.2"), 8081, 6)), 0u);
 }
 
+TEST_F(lb_fixture, replies_are_looked_up_only_from_backend_ports)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	const uint32_t web_id = lb.lookup(web());
+	EXPECT_TRUE(lb.backend_port(8080));
+	EXPECT_FALSE(lb.backend_port(8081));
+	EXPECT_FALSE(lb.backend_port(40000));
+	// A burst mixing replies (from 8080) and client packets (ephemeral ports).
+	const endpoint k[4] = {endpoint::of(ip("10.0.1.1"), 8080, 6), endpoint::of(ip("192.168.1.10"), 40000, 6),
+			       endpoint::of(ip("10.0.1.2"), 8080, 6), endpoint::of(ip("10.0.1.3"), 8080, 6)};
+	const endpoint* kp[4] = {&k[0], &k[1], &k[2], &k[3]};
+	uint32_t ids[4];
+	EXPECT_EQ(lb.reverse_bulk(kp, 4, ids), 2u);
+	EXPECT_EQ(ids[0], web_id);
+	EXPECT_EQ(ids[1], 0u);
+	EXPECT_EQ(ids[2], web_id);
+	EXPECT_EQ(ids[3], 0u) << "the port is a backend's, the address is not";
+	// The port stays marked while any backend uses it; one added on a new
+	// port marks it.
+	ASSERT_EQ(lb.remove_backend(lb.backend_id("web", ip("10.0.1.1"), 8080)), "");
+	EXPECT_TRUE(lb.backend_port(8080));
+	EXPECT_EQ(lb.reverse(k[2]), web_id);
+	ASSERT_EQ(lb.add_backend(backend_spec{.service = "web", .addr = ip("10.0.1.9"), .port = 9090}), "");
+	EXPECT_TRUE(lb.backend_port(9090));
+	EXPECT_EQ(lb.reverse(endpoint::of(ip("10.0.1.9"), 9090, 6)), web_id);
+	ASSERT_EQ(lb.remove_backend(lb.backend_id("web", ip("10.0.1.2"), 8080)), "");
+	EXPECT_FALSE(lb.backend_port(8080));
+	EXPECT_EQ(lb.reverse(k[2]), 0u);
+	// A refused backend leaves no mark.
+	EXPECT_NE(lb.add_backend(backend_spec{.service = "nosuch", .addr = ip("10.0.1.7"), .port = 7070}), "");
+	EXPECT_FALSE(lb.backend_port(7070));
+	lb.commit();
+}
+
 TEST_F(lb_fixture, the_same_flow_hash_always_picks_the_same_backend)
 {
 	ASSERT_EQ(lb.apply(two_backends()), "");
