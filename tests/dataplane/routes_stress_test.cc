@@ -14,6 +14,7 @@
 #include "dataplane/pipeline.h"
 #include "frames.h"
 #include "maps/rcu.h"
+#include "tests/start_gate.h"
 
 namespace ctplane::dataplane::test {
 namespace {
@@ -44,6 +45,7 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 	ASSERT_EQ(pl.build(c.value()), "");
 
 	std::atomic<bool> stop{false};
+	ctplane::test::start_gate gate(kWorkers);
 	std::atomic<uint64_t> bad{0}, forwarded{0}, unrouted{0};
 	auto worker = [&](unsigned lc) {
 		maps::rcu::thread_registration r;
@@ -51,7 +53,7 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 		// A bounded set of flows (the CT is not what this test is about):
 		// 2048 source ports per worker, reused.
 		uint32_t k = 0;
-		while (!stop.load(std::memory_order_relaxed)) {
+		for (bool first = true; !stop.load(std::memory_order_relaxed); first = false) {
 			bytes f[16];
 			frame fr[16];
 			outcome oc[16];
@@ -75,6 +77,8 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 						ADD_FAILURE() << "dropped as " << drop_name(oc[i].reason);
 				}
 			}
+			if (first)
+				gate.arrived();
 			maps::rcu::quiescent();
 		}
 		maps::rcu::offline();
@@ -82,6 +86,7 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 	std::vector<std::thread> ws;
 	for (unsigned w = 0; w < kWorkers; w++)
 		ws.emplace_back(worker, w);
+	gate.wait([] { maps::rcu::quiescent(); });
 
 	config::route_spec r;
 	r.prefix.family = 4;
@@ -150,12 +155,13 @@ TEST(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 	pl.set_neighbor(nb, mac[0]);
 
 	std::atomic<bool> stop{false};
+	ctplane::test::start_gate gate(kWorkers);
 	std::atomic<uint64_t> bad{0}, forwarded{0};
 	auto worker = [&](unsigned lc) {
 		maps::rcu::thread_registration r;
 		uint64_t now = 1'000'000'000'000ull;
 		uint32_t k = 0;
-		while (!stop.load(std::memory_order_relaxed)) {
+		for (bool first = true; !stop.load(std::memory_order_relaxed); first = false) {
 			bytes f[16];
 			frame fr[16];
 			outcome oc[16];
@@ -177,6 +183,8 @@ TEST(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 					ADD_FAILURE() << "dropped as " << drop_name(oc[i].reason);
 				}
 			}
+			if (first)
+				gate.arrived();
 			maps::rcu::quiescent();
 		}
 		maps::rcu::offline();
@@ -184,6 +192,7 @@ TEST(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 	std::vector<std::thread> ws;
 	for (unsigned w = 0; w < kWorkers; w++)
 		ws.emplace_back(worker, w);
+	gate.wait([] { maps::rcu::quiescent(); });
 	ct::manual_clock clk{1'000'000'000'000ull};
 	for (int round = 0; round < 20000 && bad.load() == 0; round++) {
 		pl.set_neighbor(nb, mac[round % 2]);

@@ -10,6 +10,7 @@
 
 #include "lb/balancer.h"
 #include "maps/rcu.h"
+#include "tests/start_gate.h"
 
 namespace ctplane::lb {
 namespace {
@@ -33,11 +34,12 @@ TEST(lb_stress, selections_stay_valid_while_backends_come_and_go)
 	lb.commit();
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> bad{0}, selected{0};
+	ctplane::test::start_gate gate(2);
 	auto worker = [&](unsigned seed) {
 		maps::rcu::thread_registration r;
 		const endpoint k = endpoint::of(vip, 80, 6);
 		uint32_t h = seed;
-		while (!stop.load(std::memory_order_relaxed)) {
+		for (bool first = true; !stop.load(std::memory_order_relaxed); first = false) {
 			for (int i = 0; i < 64; i++) {
 				h = h * 1664525 + 1013904223;
 				const uint32_t s = lb.lookup(k);
@@ -56,11 +58,14 @@ TEST(lb_stress, selections_stay_valid_while_backends_come_and_go)
 					bad++;
 				selected++;
 			}
+			if (first)
+				gate.arrived();
 			maps::rcu::quiescent();
 		}
 		maps::rcu::offline();
 	};
 	std::thread w1(worker, 1), w2(worker, 2);
+	gate.wait([] { maps::rcu::quiescent(); });
 	uint16_t next = 9;
 	for (int round = 0; round < kRounds; round++) {
 		// Add two, drain one, remove the oldest.

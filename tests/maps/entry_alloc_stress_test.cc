@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "maps/entry_alloc.h"
+#include "tests/start_gate.h"
 
 namespace ctplane::maps {
 namespace {
@@ -71,6 +72,7 @@ TEST(entry_alloc_stress, retired_objects_outlive_every_reader_that_holds_them)
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> torn{0}, reads{0};
 	std::atomic<bool> exhausted{false};
+	ctplane::test::start_gate gate(2);
 	auto fill = [&](uint32_t r, uint64_t gen) {
 		auto* p = static_cast<std::atomic<uint64_t>*>(a.ptr(r));
 		for (int i = 0; i < 8; i++)
@@ -83,6 +85,7 @@ TEST(entry_alloc_stress, retired_objects_outlive_every_reader_that_holds_them)
 	}
 	std::thread writer([&] {
 		rcu::thread_registration reg;
+		gate.wait([] { rcu::quiescent(); });  // retire only once both readers hold objects
 		for (uint64_t gen = 2; gen < static_cast<uint64_t>(kRounds) / 4; gen++) {
 			// The pool may run dry while the control thread has not yet
 			// reclaimed what was retired (a loaded machine): wait for it,
@@ -115,7 +118,8 @@ TEST(entry_alloc_stress, retired_objects_outlive_every_reader_that_holds_them)
 			for (int pass = 0; pass < 4; pass++)
 				for (int i = 0; i < 8; i++)
 					bad += p[i].load(std::memory_order_relaxed) != g;
-			n++;
+			if (n++ == 0)
+				gate.arrived();
 			rcu::quiescent();
 		}
 		reads += n;

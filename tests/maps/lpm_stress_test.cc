@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "maps/lpm.h"
+#include "tests/start_gate.h"
 
 namespace ctplane::maps {
 namespace {
@@ -48,6 +49,7 @@ void readers_see_before_or_after()
 	}
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> checks{0}, bad{0};
+	ctplane::test::start_gate gate(2);
 	auto reader = [&](unsigned seed) {
 		rcu::thread_registration reg;
 		std::mt19937_64 rng(seed);
@@ -67,7 +69,8 @@ void readers_see_before_or_after()
 			}
 			const uint32_t hi = started[i].load(std::memory_order_acquire);
 			wrong += v < lo || v > hi;
-			n++;
+			if (n++ == 0)
+				gate.arrived();
 			if (n % 16 == 0)
 				rcu::quiescent();
 		}
@@ -75,6 +78,7 @@ void readers_see_before_or_after()
 		bad += wrong;
 	};
 	std::thread r1(reader, 1), r2(reader, 2);
+	gate.wait();
 	{
 		rcu::thread_registration reg;
 		std::mt19937_64 rng(3);

@@ -12,6 +12,7 @@
 
 #include "maps/qptrie.h"
 #include "maps/rcu.h"
+#include "tests/start_gate.h"
 
 namespace ctplane::maps {
 namespace {
@@ -44,6 +45,7 @@ TEST(qptrie_stress, readers_always_find_the_stable_keys_while_the_writer_churns)
 	}
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> misses{0}, wrong{0}, unsorted{0}, reads{0};
+	ctplane::test::start_gate gate(2);
 	auto reader = [&](unsigned seed) {
 		rcu::thread_registration reg;
 		std::mt19937_64 rng(seed);
@@ -67,12 +69,15 @@ TEST(qptrie_stress, readers_always_find_the_stable_keys_while_the_writer_churns)
 							return ++steps < 16;
 						});
 			}
-			if (++n % 32 == 0)
+			if (n++ == 0)
+				gate.arrived();
+			if (n % 32 == 0)
 				rcu::quiescent();
 		}
 		reads += n;
 	};
 	std::thread r1(reader, 1), r2(reader, 2);
+	gate.wait();
 	{
 		rcu::thread_registration reg;
 		std::mt19937_64 rng(3);

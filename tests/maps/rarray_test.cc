@@ -8,6 +8,7 @@
 
 #include "maps/rarray.h"
 #include "maps/rcu.h"
+#include "tests/start_gate.h"
 
 namespace ctplane::maps {
 namespace {
@@ -97,10 +98,11 @@ TEST(rarray_stress, readers_never_see_a_torn_or_missing_element_across_resizes)
 		std::atomic_ref<uint64_t>(a[i].id).store(i + 1, std::memory_order_relaxed);
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> bad{0}, reads{0};
+	ctplane::test::start_gate gate(2);
 	auto reader = [&](uint64_t seed) {
 		rcu::thread_registration r;
 		uint64_t x = seed;
-		while (!stop.load(std::memory_order_relaxed)) {
+		for (bool first = true; !stop.load(std::memory_order_relaxed); first = false) {
 			for (int i = 0; i < 256; i++) {
 				x = x * 6364136223846793005ull + 1442695040888963407ull;
 				const uint64_t idx = (x >> 33) % kMax;
@@ -114,11 +116,14 @@ TEST(rarray_stress, readers_never_see_a_torn_or_missing_element_across_resizes)
 					reads++;
 				}
 			}
+			if (first)
+				gate.arrived();
 			rcu::quiescent();
 		}
 		rcu::offline();
 	};
 	std::thread r1(reader, 1), r2(reader, 2);
+	gate.wait([] { rcu::quiescent(); });
 	for (int round = 0; round < kRounds; round++) {
 		const uint64_t n = kBase + (round * 977) % (kMax - kBase);
 		ASSERT_EQ(a.resize(n), 0);
