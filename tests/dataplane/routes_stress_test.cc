@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "config/config.h"
 #include "ct/clock.h"
@@ -30,22 +31,52 @@ routes:
   - {prefix: 10.0.0.0/16, port: server}
 )";
 
-TEST(routes_stress, routes_change_under_forwarding_workers)
-{
-	maps::rcu::thread_registration reg;
-	auto c = config::load_string(kConfig, "stress.yaml");
-	ASSERT_TRUE(c.ok()) << c.err().str();
-	ct::config cc;
-	cc.max_entries = 1u << 16;
-	ct::table ct(cc);
-	lb::balancer lb(16, 64, 251);
-	sockmap::sockmap sm{sockmap::config{}};
-	constexpr unsigned kWorkers = 2;
-	pipeline pl(ct, lb, sm, kWorkers);
-	ASSERT_EQ(pl.build(c.value()), "");
+// The pipeline and its tables, and workers forwarding through it.
+class routes_stress : public ::testing::Test {
+protected:
+	static constexpr unsigned kWorkers = 2;
+	routes_stress()
+	{
+		auto c = config::load_string(kConfig, "stress.yaml");
+		EXPECT_TRUE(c.ok()) << c.err().str();
+		EXPECT_EQ(pl.build(c.value()), "");
+	}
+	// worker(lcore) loops until stop; returns once each did a round.
+	template <typename W>
+	void start(W& worker)
+	{
+		for (unsigned w = 0; w < kWorkers; w++)
+			ws.emplace_back(worker, w);
+		gate.wait([] { maps::rcu::quiescent(); });
+	}
+	void stop_workers()
+	{
+		stop.store(true);
+		maps::rcu::offline();
+		for (auto& t : ws)
+			t.join();
+		maps::rcu::online();
+	}
+	static ct::config small_ct()
+	{
+		ct::config cc;
+		cc.max_entries = 1u << 16;
+		return cc;
+	}
 
+	maps::rcu::thread_registration reg;
+	ct::table ct{small_ct()};
+	lb::balancer lb{16, 64, 251};
+	sockmap::sockmap sm{sockmap::config{}};
+	pipeline pl{ct, lb, sm, kWorkers};
 	std::atomic<bool> stop{false};
-	ctplane::test::start_gate gate(kWorkers);
+	ctplane::test::start_gate gate{kWorkers};
+	std::vector<std::thread> ws;
+};
+
+TEST_F(routes_stress, routes_change_under_forwarding_workers)
+{
+
 	std::atomic<uint64_t> bad{0}, forwarded{0}, unrouted{0};
 	auto worker = [&](unsigned lc) {
 		maps::rcu::thread_registration r;
@@ -83,10 +114,7 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 		}
 		maps::rcu::offline();
 	};
-	std::vector<std::thread> ws;
-	for (unsigned w = 0; w < kWorkers; w++)
-		ws.emplace_back(worker, w);
-	gate.wait([] { maps::rcu::quiescent(); });
+	start(worker);
 
 	config::route_spec r;
 	r.prefix.family = 4;
@@ -121,41 +149,24 @@ TEST(routes_stress, routes_change_under_forwarding_workers)
 		ct.tick(clk.now_ns());
 		maps::rcu::quiescent();
 	}
-	stop.store(true);
-	maps::rcu::offline();
-	for (auto& t : ws)
-		t.join();
-	maps::rcu::online();
+	stop_workers();
 	EXPECT_EQ(bad.load(), 0u);
 	EXPECT_GT(forwarded.load(), 0u);
 	EXPECT_GT(unrouted.load(), 0u);
 }
 
-TEST(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
+TEST_F(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 {
 	// The control thread re-learns an on-link neighbour (a re-probe's
 	// answer, a new MAC) over and over while workers forward to it: each
 	// packet leaves with the old MAC or the new one, whole, and none is
 	// dropped for want of a neighbour.
-	maps::rcu::thread_registration reg;
-	auto c = config::load_string(kConfig, "stress.yaml");
-	ASSERT_TRUE(c.ok()) << c.err().str();
-	ct::config cc;
-	cc.max_entries = 1u << 16;
-	ct::table ct(cc);
-	lb::balancer lb(16, 64, 251);
-	sockmap::sockmap sm{sockmap::config{}};
-	constexpr unsigned kWorkers = 2;
-	pipeline pl(ct, lb, sm, kWorkers);
-	ASSERT_EQ(pl.build(c.value()), "");
 	const uint8_t mac[2][6] = {{0x02, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5}, {0x06, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5}};
 	lb::address nb{};
 	nb.family = 4;
 	nb.addr[0] = 10, nb.addr[2] = 1, nb.addr[3] = 1;  // 10.0.1.1, a static neighbour
 	pl.set_neighbor(nb, mac[0]);
 
-	std::atomic<bool> stop{false};
-	ctplane::test::start_gate gate(kWorkers);
 	std::atomic<uint64_t> bad{0}, forwarded{0};
 	auto worker = [&](unsigned lc) {
 		maps::rcu::thread_registration r;
@@ -189,10 +200,7 @@ TEST(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 		}
 		maps::rcu::offline();
 	};
-	std::vector<std::thread> ws;
-	for (unsigned w = 0; w < kWorkers; w++)
-		ws.emplace_back(worker, w);
-	gate.wait([] { maps::rcu::quiescent(); });
+	start(worker);
 	ct::manual_clock clk{1'000'000'000'000ull};
 	for (int round = 0; round < 20000 && bad.load() == 0; round++) {
 		pl.set_neighbor(nb, mac[round % 2]);
@@ -202,11 +210,7 @@ TEST(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 		}
 		maps::rcu::quiescent();
 	}
-	stop.store(true);
-	maps::rcu::offline();
-	for (auto& t : ws)
-		t.join();
-	maps::rcu::online();
+	stop_workers();
 	EXPECT_EQ(bad.load(), 0u);
 	EXPECT_GT(forwarded.load(), 0u);
 }
