@@ -266,6 +266,18 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 			 {"gc_budget_us", u32(c.gc_budget_us, 1, 1'000'000)},
 			 {"resize_budget_buckets", u32(c.resize_budget_buckets, 1, 1u << 24)},
 			 {"events", [&](const YAML::Node& n, const std::string& p) { c.events = r.boolean(n, p); }},
+			 {"checksum", [&](const YAML::Node& n, const std::string& p) { c.checksum = r.boolean(n, p); }},
+			 {"hash_seed",
+			  [&](const YAML::Node& n, const std::string& p) { c.hash_seed = r.uint(n, p, 1, UINT64_MAX); }},
+			 {"tcp",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  r.fields(n, p,
+					   {
+						   {"be_liberal",
+						    [&](const YAML::Node& m, const std::string& q) { c.tcp.be_liberal = r.boolean(m, q); }},
+						   {"loose", [&](const YAML::Node& m, const std::string& q) { c.tcp.loose = r.boolean(m, q); }},
+					   });
+			  }},
 			 {"event_ring",
 			  [&](const YAML::Node& n, const std::string& p) {
 				  c.event_ring = static_cast<uint32_t>(r.uint(n, p, 64, 1u << 20));
@@ -329,6 +341,18 @@ void read_ports(const reader& r, const YAML::Node& node, const std::string& path
 			 {
 				 {"name", [&](const YAML::Node& n, const std::string& q) { p.name = r.str(n, q); }},
 				 {"device", [&](const YAML::Node& n, const std::string& q) { p.device = r.str(n, q); }},
+				 {"rp_filter",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  const std::string v = n.IsScalar() ? n.Scalar() : "";
+					  if (v == "strict")
+						  p.rp_filter = rp_mode::strict;
+					  else if (v == "loose")
+						  p.rp_filter = rp_mode::loose;
+					  else if (v == "off")
+						  p.rp_filter = rp_mode::off;
+					  else
+						  r.fail(n, q, "expected strict, loose or off, got " + reader::shown(n));
+				  }},
 				 {"mac",
 				  [&](const YAML::Node& n, const std::string& q) {
 					  r.mac(n, q, p.mac);
@@ -362,6 +386,8 @@ void read_ports(const reader& r, const YAML::Node& node, const std::string& path
 		for (const port_spec& o : c.ports)
 			if (o.name == p.name)
 				r.fail(item, ip, "duplicate port name \"" + p.name + "\"");
+		if (c.ports.size() >= kMaxPorts)
+			r.fail(item, ip, "at most " + std::to_string(kMaxPorts) + " ports");
 		c.ports.push_back(p);
 	});
 }

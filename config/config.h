@@ -59,9 +59,18 @@ private:
 
 // A port: a DPDK device (devargs: "net_pcap0,iface=eth0", "0000:01:00.0",
 // "net_tap0,iface=ct0") with its own MAC and addresses.
+// Reverse path filtering of a port (RFC 3704, Linux's rp_filter): a packet
+// that may open a flow passes only if its source routes back through the
+// port it came in on (strict), through any port (loose), or always (off).
+enum class rp_mode : uint8_t { strict, loose, off };
+
+// Ports the dataplane handles (a flow records its ports in one byte each).
+inline constexpr size_t kMaxPorts = 254;
+
 struct port_spec {
 	std::string name;          // what routes and neighbors reference
 	std::string device;        // DPDK devargs; "" for replay-only configs
+	rp_mode rp_filter = rp_mode::strict;
 	uint8_t mac[6] = {};
 	std::vector<sockmap::prefix> addresses;  // the appliance's own, with their subnets
 };

@@ -32,6 +32,17 @@ struct timeouts {
 // timeout must stay well under 2^31 ms (24.8 days).
 inline constexpr uint32_t kMaxTimeoutMs = 20u * 24 * 3600 * 1000;
 
+// TCP tracking knobs, after nf_conntrack's sysctls of the same names.
+struct tcp_config {
+	// Segments outside the window pass (counted, changing no state)
+	// instead of being dropped as invalid (nf_conntrack_tcp_be_liberal).
+	bool be_liberal = false;
+	// A non-SYN segment of an unknown flow opens it ESTABLISHED, its
+	// window seeded from the segment (nf_conntrack_tcp_loose): a restarted
+	// or failed-over appliance keeps its connections. false: only a SYN opens.
+	bool loose = true;
+};
+
 struct config {
 	uint64_t min_entries = 1024;         // per family: the table never shrinks below
 	uint64_t max_entries = 1u << 20;     // per family: at it, evict or refuse
@@ -44,6 +55,13 @@ struct config {
 	bool events = false;                 // new / state / destroy records
 	uint32_t event_ring = 4096;          // records per thread ring (power of two)
 	timeouts timeout;
+	tcp_config tcp;
+	// The dataplane verifies L4 checksums of the packets it tracks
+	// (nf_conntrack_checksum); a bad one is dropped and changes nothing.
+	bool checksum = true;
+	// The hash seed of the CT tables (and the dataplane's other tables);
+	// 0: random from getrandom() at start. Set it for a reproducible run.
+	uint64_t hash_seed = 0;
 };
 
 // "" if `c` is usable, else what is wrong with it (names the field).

@@ -42,6 +42,40 @@ constexpr unsigned kEvictBuckets = 2;
 constexpr size_t kGcChunk = 32;
 constexpr unsigned kChunk = 64;  // packets per bulk lookup
 
+tcp_segment segment_of(const packet& p) noexcept
+{
+	return tcp_segment{p.tcp_seq, p.tcp_ack, p.tcp_len, p.tcp_win, p.tcp_flags, p.tcp_wscale};
+}
+
+// The ingress check of a packet from `side`: the port it came in on is the
+// one that side's packets came in on before (or, for the reply side, the
+// one its opener's destination routes through). Learnt on first sight.
+bool port_ok(tcp_seen& side, uint8_t in_port) noexcept
+{
+	if (in_port == kNoPort)
+		return true;
+	const uint8_t want = window::get(side.port);
+	if (want == 0) {
+		window::put(side.port, static_cast<uint8_t>(in_port + 1));
+		return true;
+	}
+	return want == in_port + 1;
+}
+
+void set_ports(tcp_seen& s, tcp_seen& r, const packet& p) noexcept
+{
+	window::put(s.port, static_cast<uint8_t>(p.in_port == kNoPort ? 0 : p.in_port + 1));
+	window::put(r.port, static_cast<uint8_t>(p.reply_port == kNoPort ? 0 : p.reply_port + 1));
+}
+
+// Evictable to admit a new flow: half-open, or a TCP flow picked up
+// mid-stream whose other side has not answered (one forged segment opens
+// one; it must not hold its slot like a real connection).
+constexpr bool evictable(uint8_t s, uint8_t fl) noexcept
+{
+	return is_half_open(s) || (s >= tcp_syn_sent && s <= tcp_close && !(fl & kReplied));
+}
+
 }  // namespace
 
 const char* verdict_name(verdict v) noexcept
@@ -326,9 +360,10 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		uint64_t mask;
 		fam.hash.lookup_bulk(kp, n, vals, &mask);
 	}
-	// The established fast path, inline: a live ESTABLISHED flow and a
-	// plain ACK (with or without data) changes no state, so no CAS: refresh
-	// the expiry, count the packet. Everything else takes apply().
+	// The established fast path, inline: a live, answered ESTABLISHED flow
+	// and a plain ACK (with or without data) in the window changes no
+	// state, so no CAS: the window data of its sender (one writer), the
+	// expiry, the counters. Everything else takes apply().
 	const uint32_t est_expires = now + timeout(tcp_established);
 	const uint8_t fam_id = Fam::kFamily;
 	unsigned fast = 0;
@@ -338,8 +373,11 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		F* f = vals[i];
 		if (f != nullptr) {
 			const uint16_t st = load_status(f->h);
-			if (state_of(st) == tcp_established && p.kind == pkt_kind::normal && tcp::is_ack(p.tcp_flags) &&
-			    !expired(load(f->h.expires), now)) [[likely]] {
+			if (state_of(st) == tcp_established && (flags_of(st) & kReplied) && p.kind == pkt_kind::normal &&
+			    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) &&
+			    port_ok(f->seen[kdir[i]], p.in_port) &&
+			    window::track(f->seen[kdir[i]], f->seen[kdir[i] ^ 1], segment_of(p)) ==
+				    window_verdict::in_window) [[likely]] {
 				const unsigned dir = kdir[i] ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
 				store(f->h.expires, est_expires);
 				store(f->packets[dir], load(f->packets[dir]) + 1);
@@ -357,6 +395,63 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 	}
 	if (fast != 0)
 		tc().tracked.add(fast);
+}
+
+// The window's say on a TCP segment the state machine accepted (x):
+// 0 it is believable (the sender's window data is updated), 1 it passes
+// but changes nothing (an inexact RST, or out of the window on a liberal
+// flow), -1 it is invalid.
+template <typename F>
+int table::judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x, const packet& p) noexcept
+{
+	using window::get;
+	using window::put;
+	tcp_seen& S = f.seen[kdir];
+	tcp_seen& R = f.seen[kdir ^ 1];
+	const tcp_segment g = segment_of(p);
+	const uint8_t fl = p.tcp_flags;
+	if (x.reopen) {  // a new connection on the tuple: its opener's window only
+		for (tcp_seen* d : {&S, &R}) {
+			put(d->end, 0u);
+			put(d->edge, 0u);
+			put(d->maxwin, uint16_t{0});
+			put(d->flags, uint8_t{0});
+		}
+		if (fl & kSYN)
+			window::init_syn(S, R, g, false);
+		else
+			window::init_pickup(S, R, g);
+		return 0;
+	}
+	const bool syn = (fl & kSYN) != 0;
+	const uint8_t sf = get(S.flags);
+	if (syn && (!(sf & kSeenInit) ||
+		    // A SYN (or SYN-ACK) again with a later ISN: the opener restarted
+		    // (RFC 9293 3.4.1: a new incarnation uses higher numbers).
+		    (((s == tcp_syn_sent && dir == 0) || (s == tcp_syn_recv && dir == 1)) &&
+		     seq_after(window::seg_end(g), get(S.end))))) {
+		window::init_syn(S, R, g, dir == 1 || (get(R.flags) & kSeenInit));
+	} else if (!(sf & kSeenInit)) {
+		// This side never opened: only a RST answering the SYN is
+		// believable, and only if it acknowledges it exactly (RFC 9293
+		// 3.10.7.3: a RST in SYN-SENT is acceptable if its ACK is).
+		if (tcp::is_rst(fl) && (fl & kACK) && p.tcp_ack == get(R.end))
+			return 0;
+		return (cfg_.tcp.be_liberal || (sf & kSeenLiberal)) ? (tc().window_liberal.inc(), 1) : -1;
+	}
+	// The handshake's last ACK establishes only if it acknowledges the SYN-ACK.
+	if (s == tcp_syn_recv && x.state == tcp_established && !(fl & kSYN) && p.tcp_ack != get(R.end))
+		return -1;
+	switch (window::track(S, R, g)) {
+	case window_verdict::in_window: return 0;
+	case window_verdict::rst_inexact: tc().rst_ignored.inc(); return 1;
+	case window_verdict::out_of_window: break;
+	}
+	if (cfg_.tcp.be_liberal || (get(S.flags) & kSeenLiberal)) {
+		tc().window_liberal.inc();
+		return 1;
+	}
+	return -1;
 }
 
 template <typename Fam>
@@ -387,14 +482,23 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			}
 			return;
 		}
+		if (!dead && !port_ok(f->seen[kdir], p.in_port)) {
+			r = result{verdict::invalid, static_cast<uint8_t>(dir), s, r.family, nullptr};
+			c.invalid_port.inc();
+			return;
+		}
 		step x;
 		if (dead) {
-			if (!opener) {
+			if (!opener && can_pickup(p)) {
+				x = step{tcp_established, 0, true, true};
+				c.picked_up.inc();
+			} else if (!opener) {
 				r = result{verdict::invalid, 0, st_none, r.family, nullptr};
 				c.invalid_no_flow.inc();
 				return;
+			} else {
+				x = step{initial_state(p.t.proto, p.kind), 0, true, true};
 			}
-			x = step{initial_state(p.t.proto, p.kind), 0, true, true};
 		} else {
 			x = next_state(p.t.proto, s, fl, dir, p.kind, p.tcp_flags);
 		}
@@ -402,6 +506,24 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			r = result{verdict::invalid, static_cast<uint8_t>(dir), s, r.family, nullptr};
 			c.invalid_state.inc();
 			return;
+		}
+		if (p.t.proto == kProtoTCP && p.kind == pkt_kind::normal) {
+			const int w = judge_tcp(*f, s, kdir, dir, x, p);
+			if (w < 0) {
+				r = result{verdict::invalid, static_cast<uint8_t>(dir), s, r.family, nullptr};
+				c.invalid_window.inc();
+				return;
+			}
+			if (w > 0) {
+				// Believable enough to pass, not to change the flow.
+				store(f->packets[dir], load(f->packets[dir]) + 1);
+				store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
+				r = result{verdict::tracked, static_cast<uint8_t>(dir), s, r.family, &f->h};
+				c.tracked.inc();
+				return;
+			}
+			if (dir == 1 && !x.reopen)
+				x.flags |= kReplied;  // a flow picked up mid-stream is answered
 		}
 		uint16_t next;
 		if (x.reopen) {
@@ -419,6 +541,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 				store(f->packets[d], 0u);
 				store(f->bytes[d], uint64_t{0});
 			}
+			set_ports(f->seen[kdir], f->seen[kdir ^ 1], p);
 		}
 		store(f->h.expires, now + timeout(x.state));
 		store(f->packets[dir], load(f->packets[dir]) + 1);
@@ -433,8 +556,8 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			if (x.state != s)
 				emit(event_type::state_change, k, *f, s, destroy_reason::none, now);
 		}
-		if (in_lru && is_half_open(s) != is_half_open(x.state)) [[unlikely]]
-			fam.lru.set_evict_first(k, is_half_open(x.state));
+		if (in_lru && evictable(s, fl) != evictable(x.state, x.flags)) [[unlikely]]
+			fam.lru.set_evict_first(k, evictable(x.state, x.flags));
 		return;
 	}
 }
@@ -445,7 +568,8 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 {
 	using F = typename Fam::flow;
 	thread_counters& c = tc();
-	if (!opens(p.t.proto, p.kind, p.tcp_flags)) {
+	const bool pickup = can_pickup(p);
+	if (!pickup && !opens(p.t.proto, p.kind, p.tcp_flags)) {
 		// The bulk lookup ran before earlier packets of this burst were
 		// applied: one of them may have created the flow (a SYN and its
 		// SYN-ACK in one burst). Look again before calling it invalid.
@@ -458,13 +582,32 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			return;
 		}
 		r = result{verdict::invalid, 0, st_none, r.family, nullptr};
-		c.invalid_no_flow.inc();
+		(p.t.proto == kProtoTCP && p.kind == pkt_kind::normal ? c.refused_not_syn : c.invalid_no_flow).inc();
 		return;
+	}
+	if (pickup) {
+		// The lookup may have missed a flow an earlier packet of this burst made.
+		F* f = fam.lru.empty() ? nullptr : fam.lru.lookup(k);
+		const bool in_lru = f != nullptr;
+		if (f == nullptr)
+			f = fam.hash.lookup(k);
+		if (f != nullptr) {
+			apply(fam, k, f, kdir, p, now, in_lru, r);
+			return;
+		}
 	}
 	F init;
 	std::memset(&init, 0, sizeof(init));
-	const uint8_t s0 = initial_state(p.t.proto, p.kind);
+	const uint8_t s0 = pickup ? uint8_t{tcp_established} : initial_state(p.t.proto, p.kind);
 	uint8_t fl = kdir ? kOrigHi : 0;
+	set_ports(init.seen[kdir], init.seen[kdir ^ 1], p);
+	if (p.t.proto == kProtoTCP && p.kind == pkt_kind::normal) {
+		const tcp_segment g = segment_of(p);
+		if (pickup)
+			window::init_pickup(init.seen[kdir], init.seen[kdir ^ 1], g);
+		else
+			window::init_syn(init.seen[kdir], init.seen[kdir ^ 1], g, false);
+	}
 	if (nat != nullptr) {
 		fl |= kNat;
 		std::memcpy(init.nat_addr, nat->addr, sizeof(init.nat_addr));
@@ -502,6 +645,8 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 		if (rc == 0) {
 			r = result{verdict::created, 0, s0, r.family, &out->h};
 			c.created.inc();
+			if (pickup)
+				c.picked_up.inc();
 			emit(event_type::created, k, *out, st_none, destroy_reason::none, now);
 			return;
 		}
@@ -535,7 +680,7 @@ bool table::claim_victim(const K& k, F& f, uint32_t now) noexcept
 	const uint8_t s = state_of(st);
 	if (s == st_none)
 		return true;  // being destroyed already
-	if (!is_half_open(s) && !expired(load(f.h.expires), now))
+	if (!evictable(s, flags_of(st)) && !expired(load(f.h.expires), now))
 		return false;
 	if (!claim(f, st))
 		return false;
@@ -562,7 +707,7 @@ bool table::evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept
 		const uint8_t s = state_of(st);
 		if (s == st_none)
 			return true;
-		const int rank = expired(load(f.h.expires), now) ? 0 : is_half_open(s) ? 1 : 2;
+		const int rank = expired(load(f.h.expires), now) ? 0 : evictable(s, flags_of(st)) ? 1 : 2;
 		if (rank < best) {
 			best = rank;
 			vk = k;

@@ -77,6 +77,7 @@
 #include "ct/ct_config.h"
 #include "ct/events.h"
 #include "ct/state.h"
+#include "ct/tcp_window.h"
 #include "ct/tuple.h"
 #include "maps/overflow_lru.h"
 #include "maps/rhash.h"
@@ -96,8 +97,9 @@ struct flow4 {
 	uint8_t nat_addr[4];
 	uint32_t packets[2];  // [0] original direction, [1] reply
 	uint64_t bytes[2];
+	tcp_seen seen[2];     // TCP window, by key direction (ct/tcp_window.h)
 };
-static_assert(sizeof(flow4) == 40 && sizeof(key4) + sizeof(flow4) == 56);
+static_assert(sizeof(flow4) == 64 && sizeof(key4) + sizeof(flow4) == 80);
 
 struct flow6 {
 	flow_head h;
@@ -105,8 +107,9 @@ struct flow6 {
 	uint32_t packets[2];
 	uint32_t pad;
 	uint64_t bytes[2];
+	tcp_seen seen[2];
 };
-static_assert(sizeof(flow6) == 56 && sizeof(key6) + sizeof(flow6) == 96);
+static_assert(sizeof(flow6) == 80 && sizeof(key6) + sizeof(flow6) == 120);
 
 // The translation a new flow is created with: the original destination is
 // rewritten to (addr, port), chosen by the load balancer as `backend`.
@@ -116,12 +119,28 @@ struct nat_init {
 	uint32_t backend;
 };
 
+inline constexpr uint8_t kNoPort = 0xff;  // packet::in_port / reply_port: not checked
+
 // What the parser tells the CT about one packet.
 struct packet {
 	tuple t;            // icmp_error: the quoted packet's tuple, as sent
 	uint32_t bytes;     // counted in the flow's direction
 	uint8_t tcp_flags;
 	pkt_kind kind;
+	// TCP only: what the window tracker judges (ct/tcp_window.h).
+	uint8_t tcp_wscale = kNoWscale;  // a SYN's window scale option
+	// Ingress checks (kNoPort: none). in_port: the port the packet came
+	// in on; a known flow's packet from another port is invalid.
+	// reply_port: for a packet that opens a flow, the port its replies
+	// must come in on (where its destination routes).
+	uint8_t in_port = kNoPort;
+	uint8_t reply_port = kNoPort;
+	// The packet may not open a flow mid-stream even in loose mode (a
+	// backend's segment: the client's side picks its flow up).
+	bool no_pickup = false;
+	uint16_t tcp_win = 0;            // the raw window field
+	uint32_t tcp_seq = 0, tcp_ack = 0;
+	uint32_t tcp_len = 0;            // payload bytes
 };
 
 enum class verdict : uint8_t {
@@ -164,6 +183,7 @@ struct flow_view {
 // Per-thread, summed by stats(). Names are the counters' public names.
 #define CTPLANE_CT_COUNTERS(X)                                                                       \
 	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
+	X(invalid_window) X(invalid_port) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
 	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_overflow) X(refused_full) X(refused_busy)             \
 	X(refused_nomem) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped)
 
@@ -282,6 +302,8 @@ private:
 	template <typename Fam>
 	void apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, unsigned kdir,
 		   const packet& p, uint32_t now, bool in_lru, result& r) noexcept;
+	template <typename F>
+	int judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x, const packet& p) noexcept;
 	template <typename Fam>
 	void create(Fam& fam, const typename Fam::key& k, unsigned kdir, const packet& p, uint32_t now,
 		    const nat_init* nat, result& r) noexcept;
@@ -306,6 +328,13 @@ private:
 	template <typename K, typename F>
 	static flow_view view_of(const K& k, const F& f, const uint32_t* tmo) noexcept;
 
+	// A TCP segment that may open a flow mid-stream (ct.tcp.loose): an
+	// ACK without SYN or RST, with or without data or FIN.
+	bool can_pickup(const packet& p) const noexcept
+	{
+		return cfg_.tcp.loose && !p.no_pickup && p.t.proto == kProtoTCP && p.kind == pkt_kind::normal &&
+		       (p.tcp_flags & (kSYN | kRST | kACK)) == kACK;
+	}
 	bool expired(uint32_t expires, uint32_t now) const noexcept
 	{
 		return static_cast<int32_t>(now - expires) >= 0;

@@ -230,7 +230,61 @@ bool parse_quoted(const uint8_t* q, uint32_t avail, uint8_t family, parsed* out)
 	return true;
 }
 
+// A SYN's options (RFC 9293 3.2): the window scale (RFC 7323). At
+// most 40 bytes, one option per step: the walk ends within n steps.
+void tcp_options(const uint8_t* o, uint32_t n, ct::packet& c) noexcept
+{
+	for (uint32_t i = 0; i < n;) {
+		const uint8_t kind = o[i];
+		if (kind == 0)  // end of options
+			return;
+		if (kind == 1) {  // no-op
+			i++;
+			continue;
+		}
+		if (i + 1 >= n || o[i + 1] < 2 || i + o[i + 1] > n)
+			return;  // malformed: what was read stands
+		const uint8_t len = o[i + 1];
+		if (kind == 3 && len == 3)
+			c.tcp_wscale = o[i + 2];
+		i += len;
+	}
+}
+
 }  // namespace
+
+bool l4_checksum_ok(const uint8_t* frm, const parsed& p) noexcept
+{
+	if (p.kind != frame_kind::ip || p.l4_off == 0 || p.frag != kFragNone)
+		return true;  // nothing to verify: not IP, or a fragment (no reassembly)
+	const uint8_t proto = p.ct.kind == ct::pkt_kind::icmp_error
+				      ? (p.family == 4 ? ct::kProtoICMP : ct::kProtoICMPv6)
+				      : p.ct.t.proto;
+	const uint8_t* ip = frm + p.l3_off;
+	const uint8_t* l4 = frm + p.l4_off;
+	const uint32_t len = p.l3_off + p.l3_len - p.l4_off;
+	uint32_t seed = 0;
+	switch (proto) {
+	case ct::kProtoUDP:
+		if (p.family == 4 && be16(l4 + 6) == 0)
+			return true;  // IPv4 UDP without a checksum (RFC 768)
+		[[fallthrough]];
+	case ct::kProtoTCP:
+	case ct::kProtoICMPv6:
+		if (proto == ct::kProtoICMPv6 && p.family != 6)
+			return true;  // ICMPv6 over IPv4: just a protocol number
+		seed = p.family == 4 ? csum_fold(ip + 12, 8) : csum_fold(ip + 8, 32);
+		seed += proto + (len >> 16) + (len & 0xffff);
+		break;
+	case ct::kProtoICMP:
+		if (p.family != 4)
+			return true;
+		break;
+	default:
+		return true;
+	}
+	return csum_fold(l4, len, seed) == 0xffff;
+}
 
 void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept
 {
@@ -282,6 +336,8 @@ void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept
 	out->frag_id = li.frag_id;
 	out->l3_len = static_cast<uint16_t>(li.l3_len);
 	ct::packet& c = out->ct;
+	c.in_port = c.reply_port = ct::kNoPort;
+	c.tcp_wscale = ct::kNoWscale;
 	c.bytes = li.l3_len;
 	c.kind = ct::pkt_kind::normal;
 	if (li.l4_rel == 0) {  // a later fragment: the pipeline matches it by id
@@ -305,11 +361,24 @@ void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept
 		}
 		set_tuple(c.t, li, be16(l4), be16(l4 + 2), li.proto);
 		c.tcp_flags = l4[13];
+		c.tcp_seq = be32(l4 + 4);
+		c.tcp_ack = be32(l4 + 8);
+		c.tcp_win = be16(l4 + 14);
+		c.tcp_len = l4_avail - doff;
+		c.tcp_wscale = ct::kNoWscale;
+		if (c.tcp_flags & ct::kSYN)
+			tcp_options(l4 + 20, doff - 20, c);
 		break;
 	}
 	case ct::kProtoUDP:
 		if (l4_avail < 8) {
 			fail(out, drop::l4_truncated);
+			return;
+		}
+		// The length field covers the datagram: at least its header, at
+		// most what IP carries (RFC 768; a first fragment carries part).
+		if (li.frag == kFragNone && (be16(l4 + 4) < 8 || be16(l4 + 4) > l4_avail)) {
+			fail(out, drop::udp_bad_length);
 			return;
 		}
 		set_tuple(c.t, li, be16(l4), be16(l4 + 2), li.proto);

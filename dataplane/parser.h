@@ -40,6 +40,12 @@ namespace ctplane::dataplane {
 	X(l4_truncated, "TCP, UDP or ICMP header past the IP payload")                             \
 	X(tcp_bad_offset, "TCP data offset below 5 words or past the IP payload")                   \
 	X(icmp_error_truncated, "ICMP error quoting less than an IP header and 8 bytes")            \
+	X(udp_bad_length, "UDP length field below 8 or past the IP payload")                        \
+	X(l4_bad_checksum, "TCP, UDP or ICMP checksum does not verify")                             \
+	X(martian_source, "source address no host may use (RFC 1812 5.3.7, RFC 4291)")              \
+	X(martian_destination, "destination that is never routed (loopback, link-local, ...)")     \
+	X(rp_filter, "source not reachable back through the port it came in on (rp_filter)")        \
+	X(oversize, "frame larger than the receive buffer (chained, or past the data room)")        \
 	X(ttl_exceeded, "TTL or hop limit expired here")                                            \
 	X(no_route, "no route to the destination")                                                  \
 	X(no_neighbor, "next hop's link-layer address unknown")                                     \
@@ -86,6 +92,11 @@ struct parsed {
 // Parses frame [p, p + len). Always fills out->kind (and out->reason when
 // dropped); the rest is valid for kind == ip (and l3_off for arp).
 void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept;
+
+// True when the frame's L4 checksum verifies (TCP, UDP, ICMP, ICMPv6 with
+// their pseudo-headers), or when there is none to verify: no L4 header,
+// a fragment, IPv4 UDP without a checksum, another protocol.
+bool l4_checksum_ok(const uint8_t* frame, const parsed& p) noexcept;
 
 // The 16-bit one's complement sum of [p, p + n) (n may be odd), folded.
 uint16_t csum_fold(const uint8_t* p, uint32_t n, uint32_t seed = 0) noexcept;

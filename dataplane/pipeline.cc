@@ -43,6 +43,35 @@ unsigned l4_csum_off(uint8_t proto, uint8_t family, const uint8_t* l4) noexcept
 	return 0;
 }
 
+// RFC 1812 5.3.7 and RFC 4291 2.5: addresses a router never forwards
+// from (source) or to (destination). drop::kCount: neither.
+drop martian(const parsed& p) noexcept
+{
+	const uint8_t* s = p.ct.t.src;
+	const uint8_t* d = p.ct.t.dst;
+	if (p.family == 4) {
+		// 0/8 (this network), 127/8 (loopback), 224/4 multicast and 240/4
+		// (255.255.255.255 among them), 169.254/16 link-local.
+		if (s[0] == 0 || s[0] == 127 || s[0] >= 224 || (s[0] == 169 && s[1] == 254))
+			return drop::martian_source;
+		// Multicast is not routed here (224.0.0.0/24 is link-local anyway).
+		if (d[0] == 0 || d[0] == 127 || (d[0] >= 224 && d[0] < 240) || (d[0] == 169 && d[1] == 254) ||
+		    (d[0] == 255 && d[1] == 255 && d[2] == 255 && d[3] == 255))
+			return drop::martian_destination;
+		return drop::kCount;
+	}
+	static constexpr uint8_t kZero[16] = {};
+	auto unspecified_or_loopback = [](const uint8_t* a) {
+		return std::memcmp(a, kZero, 15) == 0 && (a[15] == 0 || a[15] == 1);
+	};
+	auto link_local = [](const uint8_t* a) { return a[0] == 0xfe && (a[1] & 0xc0) == 0x80; };
+	if (unspecified_or_loopback(s) || s[0] == 0xff || link_local(s))
+		return drop::martian_source;
+	if (unspecified_or_loopback(d) || d[0] == 0xff || link_local(d))
+		return drop::martian_destination;
+	return drop::kCount;
+}
+
 }  // namespace
 
 void csum_replace(uint8_t* c, const uint8_t* old, const uint8_t* neu, unsigned n) noexcept
@@ -78,6 +107,9 @@ struct pipeline::work {
 	uint32_t rev[kMaxBurst];  // the reply's (or quoted packet's) backend service
 	uint16_t idx[kMaxBurst];  // frames still on the normal path
 	bool dnat[kMaxBurst];     // by frame: its destination was translated
+	bool made[kMaxBurst];     // by frame: its CT flow is new (undone if it cannot leave)
+	uint8_t j_of[kMaxBurst];  // by frame: its index in ctp / res
+	uint16_t in_port[kMaxBurst];  // by frame: where it came in (kPortInfer: nowhere known)
 	unsigned n = 0;
 };
 
@@ -92,15 +124,17 @@ pipeline::~pipeline() = default;
 
 std::string pipeline::build(const config::ctplane_config& c)
 {
-	if (c.ports.size() > 0xffff)
-		return "too many ports";
+	if (c.ports.size() > config::kMaxPorts)
+		return "too many ports (at most " + std::to_string(config::kMaxPorts) + ")";
 	std::vector<port_info> ports;
 	for (const config::port_spec& p : c.ports) {
 		port_info pi;
 		std::memcpy(pi.mac, p.mac, 6);
 		pi.addrs = p.addresses;
+		pi.rp_filter = p.rp_filter;
 		ports.push_back(pi);
 	}
+	checksum_ = c.ct.checksum;
 	std::vector<hop> hops;
 	std::vector<maps::lpm<maps::ipv4>::route> r4;
 	std::vector<maps::lpm<maps::ipv6>::route> r6;
@@ -548,28 +582,46 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			s.control.inc();
 			continue;
 		}
+		if (const drop m = martian(p); m != drop::kCount) {
+			drop_it(i, m);
+			continue;
+		}
 		if (p.ttl <= 1) {
 			drop_it(i, drop::ttl_exceeded);
 			out[i].why = punt::ttl_exceeded;  // the control path answers it
 			continue;
 		}
+		// A corrupt segment changes no state (and its endpoint would drop it).
+		if (checksum_ && f[i].l4_csum != rx_csum::good &&
+		    (f[i].l4_csum == rx_csum::bad || !l4_checksum_ok(f[i].data, p))) {
+			drop_it(i, drop::l4_bad_checksum);
+			continue;
+		}
+		uint16_t ip = f[i].in_port;
+		if (ip == kPortInfer && !port_of(p.ct.t.src, p.family, &ip))
+			ip = kPortInfer;
+		w.in_port[i] = ip;
+		p.ct.in_port = checked(ip) ? static_cast<uint8_t>(ip) : ct::kNoPort;
 		p.ct.t.zone = 0;
+		w.made[i] = false;
 		w.idx[w.n++] = static_cast<uint16_t>(i);
 	}
 
-	// 2. Fragments: a first fragment leaves its ports for the later ones;
-	//    a later fragment follows its flow (no state change) and takes its
-	//    translation, one by one (rare).
+	// 2. Fragments: a first fragment leaves its ports for the later ones
+	//    once it is forwarded (stage 7); a later fragment follows its flow
+	//    (no state change) and takes its translation, after the rest of the
+	//    burst (its first fragment may be in it), one by one (rare).
 	unsigned m = 0;
+	uint16_t later[kMaxBurst];
+	unsigned nlater = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
 		const parsed& p = w.p[i];
 		if (p.frag == kFragFirst) {
 			s.fragments.inc();
-			frags_.insert(frag_key_of(p), frag_val{p.ct.t.sport, p.ct.t.dport, ct::table::ticks(now_ns) + 30'000});
 		} else if (p.frag == kFragLater) {
 			s.fragments.inc();
-			later_fragment(w, i, now_ns, s);
+			later[nlater++] = static_cast<uint16_t>(i);
 			continue;
 		}
 		w.idx[m++] = static_cast<uint16_t>(i);
@@ -655,6 +707,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			if (const lb::service* svc = lb_.service_at(w.rev[j])) {
 				std::memcpy(c.t.src, svc->frontend.addr, 16);
 				c.t.sport = svc->frontend.port;
+				c.no_pickup = true;  // a reply: never the opener of a flow
 				continue;
 			}
 			w.rev[j] = 0;
@@ -677,7 +730,11 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		}
 	}
 
-	// 5. Conntrack, the whole burst at once.
+	// 5. State only for what may pass: the packets that may open a flow
+	//    are routed and reverse-path filtered first; then the conntrack,
+	//    the whole burst at once.
+	if (w.n != 0)
+		admit(w, now_ns, s);
 	if (w.n != 0)
 		ct_.process_bulk(w.ctp, w.n, now_ns, w.res, w.natp);
 
@@ -686,13 +743,40 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
 		ct::result& r = w.res[j];
+		auto picked_up = [&] {
+			const ct::packet& c = w.ctp[j];
+			return r.v == ct::verdict::created && c.t.proto == ct::kProtoTCP && c.kind == ct::pkt_kind::normal &&
+			       !ct::tcp::is_syn(c.tcp_flags);
+		};
 		if (w.rev[j] != 0 && w.ctp[j].kind == ct::pkt_kind::normal &&
 		    (r.v == ct::verdict::created || r.v == ct::verdict::invalid)) {
 			if (r.v == ct::verdict::created)
 				ct_.erase(w.ctp[j].t, now_ns);
+			// A backend's segment of an unknown connection is not picked
+			// up (it could belong to a service flow or a direct one): the
+			// client's next segment picks the flow up through the service.
 			w.ctp[j] = w.p[i].ct;
+			w.ctp[j].no_pickup = true;
 			w.rev[j] = 0;
 			r = ct_.process(w.ctp[j], now_ns, nullptr);
+		} else if (picked_up() && w.svc[j] == 0) {
+			// Picked up mid-stream to a service: Maglev gives the backend
+			// the flow had (when the backends did not change meanwhile).
+			ct::packet& c = w.ctp[j];
+			const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, c.t.proto));
+			if (sv != 0) {
+				ct_.erase(c.t, now_ns);
+				w.svc[j] = sv;
+				const uint32_t be = lb_.select(sv, flow_hash(c.t));
+				lb::rewrite rw;
+				if (be != 0 && lb_.dnat(be, &rw)) {
+					std::memcpy(w.nat[j].addr, rw.addr, 16);
+					w.nat[j].port = rw.port;
+					w.nat[j].backend = rw.backend;
+					w.natp[j] = &w.nat[j];
+				}
+				r = ct_.process(c, now_ns, w.natp[j]);
+			}
 		}
 		switch (r.v) {
 		case ct::verdict::invalid: drop_it(i, drop::ct_invalid); w.idx[j] = UINT16_MAX; continue;
@@ -709,6 +793,8 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			continue;
 		}
 		if (r.v == ct::verdict::created) {
+			w.made[i] = true;
+			w.j_of[i] = static_cast<uint8_t>(j);
 			s.new_flows.inc();
 			if (w.natp[j] != nullptr && w.natp[j]->backend < s.nbackend_flows)
 				s.backend_flows[w.natp[j]->backend].inc();
@@ -783,6 +869,10 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		uint16_t port;
 		uint8_t mac[6];
 		if (!next_hop(hop_id, dst, p.family, &port, mac)) {
+			// A flow picked up mid-stream was not routed before the CT:
+			// it leaves no state behind either.
+			if (w.made[i])
+				ct_.erase(w.ctp[w.j_of[i]].t, now_ns);
 			drop_it(i, drop::no_route);
 			if (!w.dnat[i])
 				out[i].why = punt::no_route;
@@ -793,12 +883,90 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			out[i].why = punt::resolve;  // the control path resolves the next hop
 			return;
 		}
+		if (p.frag == kFragFirst)
+			record_fragment(w, i, now_ns);
 		finish(w, i, port, mac, s);
 	};
 	for (unsigned k = 0; k < n4; k++)
 		forward(j4[k], h4[k]);
 	for (unsigned k = 0; k < n6; k++)
 		forward(j6[k], h6[k]);
+
+	// 8. Later fragments, now that the burst's first fragments are known.
+	for (unsigned k = 0; k < nlater; k++)
+		later_fragment(w, later[k], now_ns, s);
+}
+
+bool pipeline::port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept
+{
+	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(addr)) : fib6_.lookup(maps::ipv6::from_bytes(addr));
+	const hop* h = id != maps::lpm<maps::ipv4>::kNoRoute ? hops_.at(id) : nullptr;
+	if (h == nullptr)
+		return false;
+	*port = h->port;
+	return true;
+}
+
+void pipeline::admit(work& w, uint64_t now_ns, lcore_stats& s) noexcept
+{
+	(void)now_ns;
+	unsigned m = 0;
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		ct::packet& c = w.ctp[j];
+		bool pass = true;
+		if (ct::opens(c.t.proto, c.kind, c.tcp_flags)) {
+			const parsed& p = w.p[i];
+			// The source, through the port it came in on.
+			const uint16_t in = w.in_port[i];
+			if (in < ports_.size() && ports_[in].rp_filter != config::rp_mode::off) {
+				uint16_t back;
+				if (!port_of(p.ct.t.src, p.family, &back) ||
+				    (ports_[in].rp_filter == config::rp_mode::strict && back != in)) {
+					w.out[i] = outcome{fate::drop, drop::rp_filter, 0};
+					s.dropped.inc();
+					s.drops[static_cast<unsigned>(drop::rp_filter)].inc();
+					pass = false;
+				}
+			}
+			// A service without an active backend (as kube-proxy's REJECT).
+			if (pass && w.svc[j] != 0 && w.natp[j] == nullptr) {
+				w.out[i] = outcome{fate::drop, drop::no_backend, 0, punt::no_backend};
+				s.dropped.inc();
+				s.drops[static_cast<unsigned>(drop::no_backend)].inc();
+				pass = false;
+			}
+			// The destination, as it will leave (a new flow to a service:
+			// its backend's).
+			uint16_t out_port = 0;
+			if (pass && !port_of(w.natp[j] != nullptr ? w.natp[j]->addr : p.ct.t.dst, p.family, &out_port)) {
+				w.out[i] = outcome{fate::drop, drop::no_route, 0, punt::no_route};
+				s.dropped.inc();
+				s.drops[static_cast<unsigned>(drop::no_route)].inc();
+				pass = false;
+			}
+			if (pass)
+				c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
+		}
+		if (!pass)
+			continue;
+		if (m != j) {
+			w.idx[m] = w.idx[j];
+			w.ctp[m] = w.ctp[j];
+			w.nat[m] = w.nat[j];
+			w.natp[m] = w.natp[j] != nullptr ? &w.nat[m] : nullptr;
+			w.svc[m] = w.svc[j];
+			w.rev[m] = w.rev[j];
+		}
+		m++;
+	}
+	w.n = m;
+}
+
+void pipeline::record_fragment(const work& w, unsigned i, uint64_t now_ns) noexcept
+{
+	const parsed& p = w.p[i];
+	frags_.insert(frag_key_of(p), frag_val{p.ct.t.sport, p.ct.t.dport, ct::table::ticks(now_ns) + 30'000, w.in_port[i]});
 }
 
 pipeline::frag_key pipeline::frag_key_of(const parsed& p) noexcept
@@ -824,7 +992,7 @@ void pipeline::later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats&
 		s.dropped.inc();
 		s.drops[static_cast<unsigned>(why)].inc();
 	};
-	if (v == nullptr || static_cast<int32_t>(now - v->expires) >= 0) {
+	if (v == nullptr || static_cast<int32_t>(now - v->expires) >= 0 || v->in_port != w.in_port[i]) {
 		dropped(drop::fragment_unknown);
 		return;
 	}

@@ -67,10 +67,18 @@ namespace ctplane::dataplane {
 
 inline constexpr unsigned kMaxBurst = 64;
 
+// The port a frame came in on, when nothing says (a pcap trace): the port
+// its source routes through, as if it had come from there.
+inline constexpr uint16_t kPortInfer = 0xffff;
+
+// What the NIC says of a frame's L4 checksum (DPDK's RX offload flags).
+enum class rx_csum : uint8_t { unknown, good, bad };
+
 struct frame {
 	uint8_t* data;
 	uint32_t len;
-	uint16_t in_port;
+	uint16_t in_port;  // kPortInfer: from the source's route
+	rx_csum l4_csum = rx_csum::unknown;
 };
 
 enum class fate : uint8_t { forward, control, drop };
@@ -177,6 +185,14 @@ public:
 	// The sockmap's resolver: the rewrite for one direction of a connection.
 	bool resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcept;
 
+	// A frame received but refused before process() (drop::oversize: it
+	// did not fit a receive buffer), counted as received and dropped.
+	void refuse(unsigned lc, drop why) noexcept
+	{
+		lc_[lc].rx.inc();
+		lc_[lc].dropped.inc();
+		lc_[lc].drops[static_cast<unsigned>(why)].inc();
+	}
 	// Frames a worker had to drop after process() (a full TX queue), counted
 	// with the pipeline's own drops. Worker `lc` only.
 	void count_drops(unsigned lc, drop why, uint64_t n) noexcept
@@ -194,6 +210,7 @@ private:
 	struct port_info {
 		uint8_t mac[6];
 		std::vector<sockmap::prefix> addrs;
+		config::rp_mode rp_filter;
 	};
 	struct hop {
 		uint16_t port;
@@ -222,12 +239,26 @@ private:
 	struct frag_val {
 		uint16_t sport, dport;
 		uint32_t expires;  // ms ticks
+		uint16_t in_port;  // later fragments must come in where the first did
 	};
 	struct work;  // per-burst state, on the worker's stack
 	static frag_key frag_key_of(const parsed& p) noexcept;
 	void later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept;
 
 	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
+	// The port `addr` routes through; false: no route.
+	bool port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept;
+	// Pre-CT checks of the packets that may open a flow: their (translated)
+	// destination routes, and their source passes the ingress port's
+	// rp_filter. Drops the others; sets the survivors' reply_port.
+	void admit(work& w, uint64_t now_ns, lcore_stats& s) noexcept;
+	void record_fragment(const work& w, unsigned i, uint64_t now_ns) noexcept;
+	// Packets coming in on `port` are held to it by the CT (a flow's
+	// packets must keep coming in where they did): not on rp_filter: off.
+	bool checked(uint16_t port) const noexcept
+	{
+		return port < ports_.size() && ports_[port].rp_filter != config::rp_mode::off;
+	}
 	bool next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
 	bool for_us(const parsed& p) const noexcept;
 	bool answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept;
@@ -247,6 +278,7 @@ private:
 	maps::rhash<frag_key, frag_val> frags_;
 	std::unique_ptr<lcore_stats[]> lc_;
 	unsigned nlcores_;
+	bool checksum_ = true;  // ct.checksum: verify L4 checksums in software when the NIC did not
 };
 
 // The last step of forwarding a parsed frame: its MACs set, TTL / hop limit

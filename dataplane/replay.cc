@@ -210,6 +210,7 @@ int replay(const replay_options& o, replay_report* report)
 	double shown = t0;
 	auto control = [&](uint64_t now) { dp.tick(now, kGcBucketsPerTick); };
 	auto drain = [&] { dp.drain_events(); };
+	uint64_t refused = 0;  // frames past kSnap
 	for (bool more = true; more;) {
 		unsigned n = 0;
 		while (n < burst) {
@@ -222,10 +223,19 @@ int replay(const replay_options& o, replay_report* report)
 			}
 			if (rc != 1)
 				return fail(o.pcap + ": " + pcap_geterr(in.get()));
+			s.bytes += h->len;
+			// A frame no receive buffer holds (BIG TCP, jumbograms): a NIC
+			// would not deliver it whole either.
+			if (h->caplen > kSnap || h->len > kSnap) {
+				refused++;
+				pl.refuse(0, drop::oversize);
+				continue;
+			}
 			hdr[n] = *h;
 			std::memcpy(buf[n].data(), data, h->caplen);
-			fr[n] = frame{buf[n].data(), h->caplen, 0};
-			s.bytes += h->len;
+			// A trace says nothing of ports: each frame comes in where its
+			// source routes, as on the appliance.
+			fr[n] = frame{buf[n].data(), h->caplen, kPortInfer};
 			n++;
 		}
 		if (n == 0)
@@ -258,6 +268,7 @@ int replay(const replay_options& o, replay_report* report)
 				     double(s.packets) / (shown - t0) / 1e6, file_bytes > 0 ? 100.0 * pos / file_bytes : 0.0);
 		}
 	}
+	s.packets += refused;
 	if (s.packets != 0) {
 		if (sm->enabled())
 			drain();

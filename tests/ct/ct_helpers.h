@@ -4,15 +4,93 @@
 
 #include <gtest/gtest.h>
 
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
 #include "ct/clock.h"
 #include "ct/table.h"
 #include "maps/rcu.h"
 
 namespace ctplane::ct::test {
 
+// TCP packets carry what a real stack would send, so the window tracker
+// believes them: each direction of a tuple keeps its next sequence number
+// (from a fixed ISN per direction; a SYN starts it again), the ACK
+// acknowledges everything the other direction sent, the window is 65535
+// unscaled, and `bytes` - 40 is payload (SYN and FIN count one).
+class tcp_sequencer {
+public:
+	static tcp_sequencer& get()
+	{
+		static tcp_sequencer s;
+		return s;
+	}
+	// advance = false: a packet the CT is to refuse (its direction's
+	// sequence stays where it was).
+	packet make(const tuple& t, uint8_t flags, uint32_t bytes, bool advance = true)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		packet p{t, bytes, flags, pkt_kind::normal};
+		const uint32_t len = (flags & kSYN) || bytes <= 40 ? 0 : bytes - 40;
+		uint32_t& cur = next_[key(t)];
+		uint32_t scratch = cur;
+		uint32_t& nxt = advance ? cur : scratch;
+		if (flags & kSYN)
+			nxt = isn(t);
+		p.tcp_seq = nxt;
+		p.tcp_len = len;
+		p.tcp_win = 65535;
+		if (flags & kACK) {
+			auto it = next_.find(key(t.reversed()));
+			p.tcp_ack = it != next_.end() ? it->second : 0;
+		}
+		if (!(flags & kRST))
+			nxt += len + ((flags & kSYN) ? 1 : 0) + ((flags & kFIN) ? 1 : 0);
+		return p;
+	}
+	// The next sequence number of t's direction.
+	uint32_t next(const tuple& t)
+	{
+		std::lock_guard<std::mutex> lk(mu_);
+		return next_[key(t)];
+	}
+	static uint32_t isn(const tuple& t)
+	{
+		uint32_t h = 2166136261u;
+		const auto* b = reinterpret_cast<const uint8_t*>(&t);
+		for (size_t i = 0; i < sizeof(t); i++)
+			h = (h ^ b[i]) * 16777619u;
+		return h;
+	}
+
+private:
+	static std::string key(const tuple& t) { return std::string(reinterpret_cast<const char*>(&t), sizeof(t)); }
+	std::mutex mu_;
+	std::unordered_map<std::string, uint32_t> next_;
+};
+
 inline packet tcp(const tuple& t, uint8_t flags, uint32_t bytes = 60)
 {
-	return packet{t, bytes, flags, pkt_kind::normal};
+	return tcp_sequencer::get().make(t, flags, bytes);
+}
+// A TCP packet that does not move its direction's sequence (one the CT
+// must refuse, so the conversation's next packets stay in the window).
+inline packet tcp_stray(const tuple& t, uint8_t flags, uint32_t bytes = 60)
+{
+	return tcp_sequencer::get().make(t, flags, bytes, false);
+}
+// A TCP packet with explicit sequence fields (window tests).
+inline packet tcp_raw(const tuple& t, uint8_t flags, uint32_t seq, uint32_t ack, uint32_t len = 0,
+		      uint16_t win = 65535, uint8_t wscale = kNoWscale)
+{
+	packet p{t, 40 + len, flags, pkt_kind::normal};
+	p.tcp_seq = seq;
+	p.tcp_ack = ack;
+	p.tcp_len = len;
+	p.tcp_win = win;
+	p.tcp_wscale = wscale;
+	return p;
 }
 inline packet udp(const tuple& t, uint32_t bytes = 100)
 {

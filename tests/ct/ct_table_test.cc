@@ -220,7 +220,7 @@ TEST_F(ct_fixture, a_burst_mixing_families_and_kinds_gets_one_result_per_packet_
 		switch (i % 3) {
 		case 0: burst.push_back(tcp(client4(static_cast<uint16_t>(i)), kSYN)); break;
 		case 1: burst.push_back(udp(tuple::v6(a, b, 1000, 53, kProtoUDP))); break;
-		default: burst.push_back(tcp(client4(static_cast<uint16_t>(i)), kACK)); break;
+		default: burst.push_back(tcp(client4(static_cast<uint16_t>(i)), kRST)); break;  // opens nothing
 		}
 	}
 	std::vector<result> out(burst.size());

@@ -404,11 +404,14 @@ TEST_F(control_fixture, no_route_and_no_backend_are_answered_with_destination_un
 	EXPECT_EQ(out[0].frame[35], 3);
 	EXPECT_EQ(ip4_at(out[0].frame, 42 + 16), 0x0a600063u) << "quoting the packet as the client sent it";
 	out.clear();
-	// Translated, then unroutable: the client would not know the quote.
+	// A service whose backend is unroutable: refused before any state or
+	// translation, so the error quotes the packet as the client sent it.
 	const outcome o3 = run(syn(0x0a600007, 42));
 	EXPECT_EQ(o3.reason, drop::no_route);
-	EXPECT_EQ(o3.why, punt::none);
-	EXPECT_TRUE(out.empty());
+	EXPECT_EQ(o3.why, punt::no_route);
+	ASSERT_EQ(out.size(), 1u);
+	EXPECT_EQ(ip4_at(out[0].frame, 42 + 16), 0x0a600007u);
+	out.clear();
 	// IPv6: no route to destination.
 	const uint8_t nowhere[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 	run(eth6(ipv6_icmp(kClient6, nowhere, bytes{128, 0, 0, 0, 0, 1, 0, 1}, 64)));
@@ -513,7 +516,7 @@ TEST_F(control_fixture, tcp_to_the_appliance_is_reset_and_udp_refused)
 	EXPECT_EQ(r6[20], 6);
 	EXPECT_EQ(std::memcmp(r6.data() + 22, our_c, 16), 0);
 	EXPECT_EQ(std::memcmp(r6.data() + 38, kClient6, 16), 0);
-	EXPECT_EQ(be32_at(r6, 54 + 8), 1u);
+	EXPECT_EQ(be32_at(r6, 54 + 8), 1001u);  // acknowledges the SYN (its seq + 1)
 	EXPECT_EQ(r6[54 + 13], ct::kRST | ct::kACK);
 	EXPECT_TRUE(l4_ok6(r6));
 	EXPECT_EQ(ctl->stats().resets_sent, 3u);

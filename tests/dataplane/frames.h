@@ -4,6 +4,8 @@
 // with correct lengths and checksums unless a test breaks them.
 #pragma once
 
+#include <map>
+
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
@@ -26,15 +28,48 @@ struct l4 {
 	bytes hdr;  // header + payload
 };
 
-inline l4 tcp(uint16_t sp, uint16_t dp, uint8_t flags, size_t payload = 0)
+// A TCP header with explicit sequence numbers.
+inline l4 tcp_seq(uint16_t sp, uint16_t dp, uint8_t flags, uint32_t seq, uint32_t ack, size_t payload = 0,
+		  uint16_t win = 65535)
 {
 	bytes h(20 + payload, 0);
 	put16(h, 0, sp);
 	put16(h, 2, dp);
+	for (int i = 0; i < 4; i++) {
+		h[4 + i] = static_cast<uint8_t>(seq >> (24 - 8 * i));
+		h[8 + i] = static_cast<uint8_t>(ack >> (24 - 8 * i));
+	}
 	h[12] = 5 << 4;
 	h[13] = flags;
-	put16(h, 14, 65535);
+	put16(h, 14, win);
 	return {6, h};
+}
+
+// A TCP header as a real conversation would carry it, so the window
+// tracker believes it: a conversation is named by its ephemeral (larger)
+// port, whatever NAT does to the other; the client (the larger port's
+// owner) starts at 1000, the server at 500000 (a SYN starts a side
+// again), each ACK acknowledges all the other side sent, and payload, SYN
+// and FIN advance the sender. One conversation map per thread.
+struct tcp_conversation {
+	uint32_t next[2];
+};
+inline std::map<uint16_t, tcp_conversation>& tcp_conversations()
+{
+	thread_local std::map<uint16_t, tcp_conversation> m;  // stress tests build frames on their threads
+	return m;
+}
+inline l4 tcp(uint16_t sp, uint16_t dp, uint8_t flags, size_t payload = 0)
+{
+	const unsigned side = sp > dp ? 0 : 1;
+	tcp_conversation& c = tcp_conversations()[sp > dp ? sp : dp];
+	if (flags & 0x02)
+		c.next[side] = side == 0 ? 1000 : 500000;
+	const uint32_t seq = c.next[side];
+	const uint32_t ack = (flags & 0x10) ? c.next[side ^ 1] : 0;
+	if (!(flags & 0x04))
+		c.next[side] += static_cast<uint32_t>(payload) + ((flags & 0x02) ? 1 : 0) + ((flags & 0x01) ? 1 : 0);
+	return tcp_seq(sp, dp, flags, seq, ack, payload);
 }
 inline l4 udp(uint16_t sp, uint16_t dp, size_t payload = 0)
 {
@@ -53,12 +88,28 @@ inline l4 icmp(uint8_t proto, uint8_t type, uint16_t id, const bytes& quoted = {
 	return {proto, h};
 }
 
+// Sets the checksum of the L4 message `h` (TCP, UDP, ICMP, ICMPv6) given
+// its pseudo-header sum (0 for ICMP): the builders below send what a
+// host would, so the pipeline's checksum check passes them.
+inline void set_l4_csum(bytes& h, uint8_t proto, uint32_t seed)
+{
+	const unsigned off = proto == 6 ? 16 : proto == 17 ? 6 : (proto == 1 || proto == 58) ? 2 : 0;
+	if ((off == 0 && proto != 1 && proto != 58) || h.size() < off + 2)
+		return;
+	h[off] = h[off + 1] = 0;
+	uint16_t c = static_cast<uint16_t>(~csum_fold(h.data(), static_cast<uint32_t>(h.size()), seed));
+	if (proto == 17 && c == 0)
+		c = 0xffff;
+	put16(h, off, c);
+}
+
 struct ip_opts {
 	uint8_t ttl = 64;
 	uint16_t id = 1;
 	uint16_t frag = 0;  // IPv4: flags+offset field; IPv6: offset<<3 | M (adds a fragment header)
 	bool v6_frag = false;
 	size_t options = 0;  // IPv4 option bytes (NOPs); IPv6: a destination options header of this size
+	bool bad_l4_csum = false;  // corrupt the L4 checksum (of an unfragmented packet)
 };
 
 // An IPv4 datagram (no Ethernet).
@@ -79,7 +130,14 @@ inline bytes ipv4(uint32_t src, uint32_t dst, const l4& x, ip_opts o = {})
 	for (size_t i = 20; i < ihl; i++)
 		b[i] = 1;  // NOP
 	put16(b, 10, static_cast<uint16_t>(~csum_fold(b.data(), static_cast<uint32_t>(ihl))));
-	b.insert(b.end(), x.hdr.begin(), x.hdr.end());
+	bytes h = x.hdr;
+	if (o.frag == 0 || o.frag == 0x4000) {  // not a fragment (DF aside)
+		const uint32_t len = static_cast<uint32_t>(h.size());
+		set_l4_csum(h, x.proto, x.proto == 1 ? 0 : csum_fold(b.data() + 12, 8) + x.proto + len);
+		if (o.bad_l4_csum && h.size() >= 8)
+			h[x.proto == 6 ? 16 : x.proto == 17 ? 6 : 2] ^= 0x5a;
+	}
+	b.insert(b.end(), h.begin(), h.end());
 	return b;
 }
 
@@ -111,7 +169,14 @@ inline bytes ipv6(uint8_t src_last, uint8_t dst_last, const l4& x, ip_opts o = {
 	b[6] = first;
 	put16(b, 4, static_cast<uint16_t>(ext.size() + x.hdr.size()));
 	b.insert(b.end(), ext.begin(), ext.end());
-	b.insert(b.end(), x.hdr.begin(), x.hdr.end());
+	bytes h = x.hdr;
+	if (!o.v6_frag) {
+		const uint32_t len = static_cast<uint32_t>(h.size());
+		set_l4_csum(h, x.proto, csum_fold(b.data() + 8, 32) + (len >> 16) + (len & 0xffff) + x.proto);
+		if (o.bad_l4_csum && h.size() >= 8)
+			h[x.proto == 6 ? 16 : x.proto == 17 ? 6 : 2] ^= 0x5a;
+	}
+	b.insert(b.end(), h.begin(), h.end());
 	return b;
 }
 
@@ -229,6 +294,30 @@ inline bool l4_ok6(const bytes& f, unsigned l3_off = 14)
 		return false;
 	const uint32_t seed = csum_fold(ip + 8, 32) + (len >> 16) + (len & 0xffff) + ip[6];
 	return csum_fold(ip + 40, len, seed) == 0xffff;
+}
+// Sets the L4 checksum of the frame's IP packet again (after a test edited
+// its addresses): IPv4, or IPv6 without extension headers.
+inline void refresh_l4_csum(bytes& f, unsigned l3_off = 14)
+{
+	uint8_t* ip = f.data() + l3_off;
+	bytes h;
+	uint32_t seed;
+	unsigned at;
+	uint8_t proto;
+	if ((ip[0] >> 4) == 4) {
+		at = l3_off + static_cast<unsigned>(ip[0] & 0x0f) * 4;
+		proto = ip[9];
+		h.assign(f.begin() + at, f.begin() + l3_off + (ip[2] << 8 | ip[3]));
+		seed = proto == 1 ? 0 : csum_fold(ip + 12, 8) + proto + static_cast<uint32_t>(h.size());
+	} else {
+		at = l3_off + 40;
+		proto = ip[6];
+		h.assign(f.begin() + at, f.begin() + at + (ip[4] << 8 | ip[5]));
+		const uint32_t len = static_cast<uint32_t>(h.size());
+		seed = csum_fold(ip + 8, 32) + (len >> 16) + (len & 0xffff) + proto;
+	}
+	set_l4_csum(h, proto, seed);
+	std::copy(h.begin(), h.end(), f.begin() + at);
 }
 inline bool icmp6_ok(const bytes& f, unsigned l3_off = 14) { return f[l3_off + 6] == 58 && l4_ok6(f, l3_off); }
 

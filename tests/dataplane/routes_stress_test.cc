@@ -28,6 +28,7 @@ neighbors:
   - {address: 10.0.1.1, mac: "02:bb:00:00:00:01", port: server}
   - {address: 10.0.1.2, mac: "02:bb:00:00:00:02", port: server}
 routes:
+  - {prefix: 192.168.1.0/24, port: client}
   - {prefix: 10.0.0.0/16, port: server}
 )";
 

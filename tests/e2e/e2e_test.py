@@ -201,7 +201,8 @@ class Topology:
             if ok:
                 return
             time.sleep(0.5)
-        raise RuntimeError("the HTTP servers are not reachable through ctplane:\n" + self.app_log())
+        raise RuntimeError("the HTTP servers are not reachable through ctplane:\n" + self.app_log() +
+                           "\n" + self.diagnose())
 
     def curl(self, url, *extra, check=True, timeout=30):
         return sh("curl", "-sS", "--max-time", str(timeout - 2), *extra, url, ns=NS["client"], check=check,

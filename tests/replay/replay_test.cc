@@ -82,7 +82,7 @@ TEST(replay_golden, the_text_summary_names_every_part)
 	const run_result r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + kSrc +
 				"/tests/replay/sample.pcap");
 	ASSERT_EQ(r.status, 0) << r.out;
-	for (const char* part : {"packets    in 978", "drops", "ct_invalid", "flows      created", "ct table", "resizes",
+	for (const char* part : {"packets    in 978", "drops", "l4_bad_checksum", "flows      created", "ct table", "resizes",
 				 "service    web 10.96.0.10:80/tcp: 10.0.1.1:8080", "sockmap    hits", "Mpps"})
 		EXPECT_NE(r.out.find(part), std::string::npos) << part << "\n" << r.out;
 }

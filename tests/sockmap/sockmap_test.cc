@@ -9,6 +9,7 @@
 #include "ct/table.h"
 #include "maps/rcu.h"
 #include "sockmap/sockmap.h"
+#include "tests/ct/ct_helpers.h"
 
 namespace ctplane::sockmap {
 namespace {
@@ -50,7 +51,7 @@ protected:
 
 	ct::result send(const ct::tuple& t, uint8_t flags, uint32_t bytes = 60)
 	{
-		return ct.process(ct::packet{t, bytes, flags, ct::pkt_kind::normal}, clk.now_ns());
+		return ct.process(ct::test::tcp(t, flags, bytes), clk.now_ns());
 	}
 	void handshake(const ct::tuple& t)
 	{
