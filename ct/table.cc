@@ -176,6 +176,34 @@ bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, uint32_t* backend
 	return true;
 }
 
+int table::attach_nat(const result& r, const nat_init& n) noexcept
+{
+	if (r.flow == nullptr)
+		return -EINVAL;
+	flow_head& h = *r.flow;
+	std::atomic_ref<uint16_t> st(h.status);
+	uint16_t cur = st.load(std::memory_order_acquire);
+	if ((flags_of(cur) & kNat) || state_of(cur) == st_none)
+		return -EINVAL;
+	// flow_head is the first member of flow4 / flow6 (standard layout).
+	if (r.family == 6)
+		std::memcpy(reinterpret_cast<flow6*>(r.flow)->nat_addr, n.addr, 16);
+	else
+		std::memcpy(reinterpret_cast<flow4*>(r.flow)->nat_addr, n.addr, 4);
+	store(h.nat_port, n.port);
+	store(h.backend, n.backend);
+	// release: the translation, then the flag that says it is there (pairs
+	// with nat_of's acquire load of the status). A flow moves a few times
+	// at most meanwhile (another worker's transition): a bounded retry.
+	for (int tries = 0; tries < 8; tries++) {
+		if (state_of(cur) == st_none)
+			return -EINVAL;
+		if (st.compare_exchange_weak(cur, static_cast<uint16_t>(cur | kNat << 8), std::memory_order_acq_rel))
+			return 0;
+	}
+	return -EINVAL;
+}
+
 // ---- events -------------------------------------------------------------------
 
 event_rings::event_rings(uint32_t capacity)
@@ -430,7 +458,18 @@ int table::judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x
 		    // (RFC 9293 3.4.1: a new incarnation uses higher numbers).
 		    (((s == tcp_syn_sent && dir == 0) || (s == tcp_syn_recv && dir == 1)) &&
 		     seq_after(window::seg_end(g), get(S.end))))) {
-		window::init_syn(S, R, g, dir == 1 || (get(R.flags) & kSeenInit));
+		// Seeded on copies, kept only if the segment then fits: a forged
+		// SYN-ACK leaves the side as it was.
+		tcp_seen s2 = window::load_side(S), r2 = window::load_side(R);
+		window::init_syn(s2, r2, g, dir == 1 || (r2.flags & kSeenInit));
+		if (window::track(s2, r2, g) != window_verdict::in_window)
+			return (cfg_.tcp.be_liberal ? (tc().window_liberal.inc(), 1) : -1);
+		window::store_side(S, s2);
+		window::store_side(R, r2);
+		return 0;
+	} else if (!(sf & kSeenInit) && (sf & kSeenLiberal) && !tcp::is_rst(fl)) {
+		// The other side of a flow picked up mid-stream speaks first.
+		window::init_pickup_reply(S, g);
 	} else if (!(sf & kSeenInit)) {
 		// This side never opened: only a RST answering the SYN is
 		// believable, and only if it acknowledges it exactly (RFC 9293

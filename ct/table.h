@@ -229,6 +229,10 @@ public:
 	bool find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir = nullptr) const noexcept;
 	// Destroys the flow of t (either direction). 0 or -ENOENT.
 	int erase(const tuple& t, uint64_t now_ns) noexcept;
+	// Gives the flow a just-created result points at its translation (a
+	// flow picked up mid-stream to a service: its backend is chosen after
+	// the CT saw it). 0, or -EINVAL (no flow, or it has one already).
+	int attach_nat(const result& r, const nat_init& n) noexcept;
 	// Accounts `packets` / `bytes` seen in t's direction of its live flow
 	// outside process() (the sockmap's short path), and refreshes its
 	// expiry as a packet at now_ns would. No state change. 0 or -ENOENT.

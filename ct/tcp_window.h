@@ -105,6 +105,20 @@ inline void put(T& x, T v) noexcept
 	std::atomic_ref<T>(x).store(v, std::memory_order_relaxed);
 }
 
+// Whole-side copies, field by field (the fields are relaxed atomics).
+inline tcp_seen load_side(const tcp_seen& x) noexcept
+{
+	return tcp_seen{get(x.end), get(x.edge), get(x.maxwin), get(x.flags), get(x.port)};
+}
+inline void store_side(tcp_seen& x, const tcp_seen& v) noexcept
+{
+	put(x.end, v.end);
+	put(x.edge, v.edge);
+	put(x.maxwin, v.maxwin);
+	put(x.flags, v.flags);
+	put(x.port, v.port);
+}
+
 constexpr uint8_t scale_of(uint8_t flags) noexcept { return flags >> 4; }
 
 // The largest window a side advertised, in bytes.
@@ -165,6 +179,16 @@ inline void init_pickup(tcp_seen& s, tcp_seen& r, const tcp_segment& g) noexcept
 	put(r.edge, end + win);
 	put(r.maxwin, uint16_t{0});
 	put(r.flags, kSeenLiberal);
+}
+
+// The first segment of the other side of a flow picked up mid-stream.
+inline void init_pickup_reply(tcp_seen& s, const tcp_segment& g) noexcept
+{
+	const uint16_t win = g.win != 0 ? g.win : 1;
+	put(s.end, seg_end(g));
+	put(s.maxwin, win);
+	put(s.edge, (g.flags & 0x10) ? g.ack + win : seg_end(g));
+	put(s.flags, static_cast<uint8_t>(kSeenInit | kSeenLiberal));
 }
 
 // Judges segment g from side s to side r, and on success updates s (a RST

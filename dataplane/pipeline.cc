@@ -115,7 +115,8 @@ struct pipeline::work {
 
 pipeline::pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores)
 	: ct_(ct), lb_(lb), sm_(sm), neigh_(maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20}),
-	  frags_(maps::rhash_config{.min_entries = 1024, .max_entries = 1u << 18}),
+	  frags_(maps::rhash_config{.min_entries = 1024, .max_entries = kFragsTotal}),
+	  frag_src_(maps::rhash_config{.min_entries = 256, .max_entries = kFragsTotal}),
 	  lc_(std::make_unique<lcore_stats[]>(lcores)), nlcores_(lcores)
 {
 }
@@ -765,7 +766,6 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			ct::packet& c = w.ctp[j];
 			const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, c.t.proto));
 			if (sv != 0) {
-				ct_.erase(c.t, now_ns);
 				w.svc[j] = sv;
 				const uint32_t be = lb_.select(sv, flow_hash(c.t));
 				lb::rewrite rw;
@@ -774,8 +774,9 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 					w.nat[j].port = rw.port;
 					w.nat[j].backend = rw.backend;
 					w.natp[j] = &w.nat[j];
+					if (ct_.attach_nat(r, w.nat[j]) != 0)
+						w.natp[j] = nullptr;  // dropped below as no_backend
 				}
-				r = ct_.process(c, now_ns, w.natp[j]);
 			}
 		}
 		switch (r.v) {
@@ -884,7 +885,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			return;
 		}
 		if (p.frag == kFragFirst)
-			record_fragment(w, i, now_ns);
+			record_fragment(w, i, now_ns, s);
 		finish(w, i, port, mac, s);
 	};
 	for (unsigned k = 0; k < n4; k++)
@@ -963,10 +964,33 @@ void pipeline::admit(work& w, uint64_t now_ns, lcore_stats& s) noexcept
 	w.n = m;
 }
 
-void pipeline::record_fragment(const work& w, unsigned i, uint64_t now_ns) noexcept
+// A first fragment that passed the CT and leaves: its ports for the later
+// ones. The first such fragment of a datagram wins (a copy cannot re-aim
+// it); nothing here waits or retries.
+void pipeline::record_fragment(const work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept
 {
 	const parsed& p = w.p[i];
-	frags_.insert(frag_key_of(p), frag_val{p.ct.t.sport, p.ct.t.dport, ct::table::ticks(now_ns) + 30'000, w.in_port[i]});
+	src_key sk{};
+	std::memcpy(sk.addr, p.ct.t.src, 16);
+	sk.family = p.family;
+	src_val* sv = frag_src_.lookup(sk);
+	if (sv == nullptr) {
+		if (frag_src_.insert(sk, src_val{0}, &sv) != 0 && sv == nullptr) {
+			s.fragments_untracked.inc();  // -EBUSY / -ENOSPC: not tracked
+			return;
+		}
+	}
+	std::atomic_ref<uint32_t> count(sv->count);
+	if (count.fetch_add(1, std::memory_order_relaxed) >= kFragsPerSource) {
+		count.fetch_sub(1, std::memory_order_relaxed);
+		s.fragments_untracked.inc();
+		return;
+	}
+	const frag_val v{p.ct.t.sport, p.ct.t.dport, ct::table::ticks(now_ns) + kFragTimeoutMs, w.in_port[i]};
+	if (frags_.insert(frag_key_of(p), v) != 0) {
+		count.fetch_sub(1, std::memory_order_relaxed);
+		s.fragments_untracked.inc();
+	}
 }
 
 pipeline::frag_key pipeline::frag_key_of(const parsed& p) noexcept
@@ -999,8 +1023,8 @@ void pipeline::later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats&
 	ct::tuple t = p.ct.t;
 	t.sport = v->sport;
 	t.dport = v->dport;
-	if (!p.more_frags)
-		frags_.erase(k);  // the last one (reordered stragglers drop)
+	// Kept past the last fragment, so a straggler reordered behind it
+	// still passes; the entry expires (maintain) within kFragTimeoutMs.
 	// A reply from a backend: the flow is under the service's tuple.
 	ct::tuple looked = t;
 	const uint32_t sv = lb_.reverse(ep_of(t.src, t.family, t.sport, t.proto));
@@ -1050,8 +1074,27 @@ void pipeline::maintain(uint64_t now_ns) noexcept
 				old.push_back(k);
 			return true;
 		});
-	for (const frag_key& k : old)
-		frags_.erase(k);
+	for (const frag_key& k : old) {
+		if (frags_.erase(k) != 0)
+			continue;
+		src_key sk{};
+		std::memcpy(sk.addr, k.src, 16);
+		sk.family = k.family;
+		if (src_val* sv = frag_src_.lookup(sk))
+			std::atomic_ref<uint32_t>(sv->count).fetch_sub(1, std::memory_order_relaxed);
+	}
+	// Sources with nothing in flight are forgotten (a worker that raced
+	// the erase loses one count: the cap errs towards admitting).
+	std::vector<src_key> idle;
+	for (uint64_t pos = 0; pos < decltype(frag_src_)::kScanEnd;)
+		pos = frag_src_.scan(pos, 4096, [&](const src_key& k, src_val& v) {
+			if (std::atomic_ref<uint32_t>(v.count).load(std::memory_order_relaxed) == 0)
+				idle.push_back(k);
+			return true;
+		});
+	for (const src_key& k : idle)
+		frag_src_.erase(k);
+	frag_src_.maintain(1u << 16);
 	frags_.maintain(1u << 16);
 	neigh_.maintain(1u << 16);
 }

@@ -101,7 +101,7 @@ uint32_t flow_hash(const ct::tuple& t) noexcept;
 
 #define CTPLANE_LCORE_COUNTERS(X) \
 	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments) \
-	X(arp_replies) X(echo_replies)
+	X(fragments_untracked) X(arp_replies) X(echo_replies)
 
 // One worker's counters: it alone writes them (relaxed load + store, the
 // cost of a plain increment); stats() and telemetry read them from any thread.
@@ -179,8 +179,15 @@ public:
 	// A port's MAC and addresses (its config).
 	const uint8_t* port_mac(unsigned port) const noexcept { return ports_[port].mac; }
 	const std::vector<sockmap::prefix>& port_addrs(unsigned port) const noexcept { return ports_[port].addrs; }
+	// Fragments: a first fragment's ports are kept kFragTimeoutMs for the
+	// later ones, at most kFragsPerSource datagrams per source and
+	// kFragsTotal in all (past that, counted as fragments_untracked: its
+	// later fragments drop as fragment_unknown).
+	static constexpr uint32_t kFragTimeoutMs = 30'000;
+	static constexpr uint32_t kFragsPerSource = 64;
+	static constexpr uint32_t kFragsTotal = 1u << 18;
 	// Control thread, per tick: grows and shrinks the neighbor and fragment
-	// tables, forgets fragment state older than 30 s.
+	// tables, forgets fragment state older than kFragTimeoutMs.
 	void maintain(uint64_t now_ns) noexcept;
 	// The sockmap's resolver: the rewrite for one direction of a connection.
 	bool resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcept;
@@ -252,7 +259,7 @@ private:
 	// destination routes, and their source passes the ingress port's
 	// rp_filter. Drops the others; sets the survivors' reply_port.
 	void admit(work& w, uint64_t now_ns, lcore_stats& s) noexcept;
-	void record_fragment(const work& w, unsigned i, uint64_t now_ns) noexcept;
+	void record_fragment(const work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept;
 	// Packets coming in on `port` are held to it by the CT (a flow's
 	// packets must keep coming in where they did): not on rp_filter: off.
 	bool checked(uint16_t port) const noexcept
@@ -276,6 +283,17 @@ private:
 	maps::lpm<maps::ipv6> fib6_;
 	maps::rhash<nb_key, nb_val> neigh_;
 	maps::rhash<frag_key, frag_val> frags_;
+	// Datagrams in reassembly-free tracking per source: a cap, so one
+	// host cannot fill frags_ for everyone.
+	struct src_key {
+		uint8_t addr[16];
+		uint8_t family;
+		uint8_t pad[3];
+	};
+	struct src_val {
+		uint32_t count;  // atomic: workers add, the control thread subtracts
+	};
+	maps::rhash<src_key, src_val> frag_src_;
 	std::unique_ptr<lcore_stats[]> lc_;
 	unsigned nlcores_;
 	bool checksum_ = true;  // ct.checksum: verify L4 checksums in software when the NIC did not

@@ -139,11 +139,29 @@ int worker_main(void* arg)
 			}
 		}
 		for (unsigned pi = 0; pi < np; pi++) {
-			const uint16_t n = rte_eth_rx_burst(w->ports[pi], q, rx, static_cast<uint16_t>(w->burst));
+			const uint16_t got = rte_eth_rx_burst(w->ports[pi], q, rx, static_cast<uint16_t>(w->burst));
+			if (got == 0)
+				continue;
+			// A frame chained over several mbufs is bigger than the data
+			// room (scatter is not enabled): refused whole, never parsed
+			// from its first segment alone.
+			uint16_t n = 0;
+			for (uint16_t i = 0; i < got; i++) {
+				if (rx[i]->nb_segs != 1) {
+					w->pl->refuse(w->id, drop::oversize);
+					rte_pktmbuf_free(rx[i]);
+					continue;
+				}
+				const uint64_t l4 = rx[i]->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK;
+				rx[n] = rx[i];
+				fr[n++] = frame{rte_pktmbuf_mtod(rx[i], uint8_t*), rte_pktmbuf_data_len(rx[i]),
+						static_cast<uint16_t>(pi),
+						l4 == RTE_MBUF_F_RX_L4_CKSUM_GOOD  ? rx_csum::good
+						: l4 == RTE_MBUF_F_RX_L4_CKSUM_BAD ? rx_csum::bad
+										    : rx_csum::unknown};
+			}
 			if (n == 0)
 				continue;
-			for (uint16_t i = 0; i < n; i++)
-				fr[i] = frame{rte_pktmbuf_mtod(rx[i], uint8_t*), rte_pktmbuf_data_len(rx[i]), static_cast<uint16_t>(pi)};
 			w->pl->process(fr, n, w->clk->now_ns(), oc, w->id);
 			unsigned npu = 0;
 			for (uint16_t i = 0; i < n; i++) {
@@ -354,6 +372,9 @@ int run_main(int argc, char** argv)
 				return fail("port \"" + p.name + "\" has " + std::to_string(info.max_rx_queues) + " RX queues, " +
 					    std::to_string(workers) + " workers need one each");
 			rte_eth_conf conf{};
+			// The NIC's L4 checksum verdict where it gives one (the pipeline
+			// verifies the rest in software when ct.checksum is on).
+			conf.rxmode.offloads = info.rx_offload_capa & (RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM);
 			const uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
 			if (workers > 1 && rss != 0) {
 				conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
