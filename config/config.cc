@@ -331,6 +331,41 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 		r.fail(node, path, err);
 }
 
+void read_control(const reader& r, const YAML::Node& node, const std::string& path, control_spec& c)
+{
+	auto u32 = [&](uint32_t& dst, uint64_t lo, uint64_t hi) {
+		return [&, lo, hi](const YAML::Node& n, const std::string& p) { dst = static_cast<uint32_t>(r.uint(n, p, lo, hi)); };
+	};
+	auto dur = [&](uint32_t& dst) {
+		return [&](const YAML::Node& n, const std::string& p) { dst = r.duration_ms(n, p); };
+	};
+	r.fields(node, path,
+		 {
+			 {"retrans", dur(c.retrans_ms)},
+			 {"probes", u32(c.probes, 1, 100)},
+			 {"hold", dur(c.hold_ms)},
+			 {"reachable", dur(c.reachable_ms)},
+			 {"icmp_rate", u32(c.icmp_rate, 1, 1'000'000)},
+			 {"max_neighbors", u32(c.max_neighbors, 16, 1u << 20)},
+			 {"max_incomplete", u32(c.max_incomplete, 1, 1u << 20)},
+			 {"queue_per_neighbor", u32(c.queue_per_neighbor, 0, 64)},
+			 {"queue_total", u32(c.queue_total, 0, 1u << 20)},
+			 {"probe_rate", u32(c.probe_rate, 1, 1'000'000)},
+			 {"punt",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  r.fields(n, p,
+					   {
+						   {"arp_nd", u32(c.punt_arp_nd, 1, 10'000'000)},
+						   {"icmp", u32(c.punt_icmp, 1, 10'000'000)},
+						   {"other", u32(c.punt_other, 1, 10'000'000)},
+					   });
+			  }},
+		 });
+	if (c.max_incomplete > c.max_neighbors)
+		r.fail(node, path, "max_incomplete (" + std::to_string(c.max_incomplete) + ") exceeds max_neighbors (" +
+					   std::to_string(c.max_neighbors) + ")");
+}
+
 // `ports:` a list of {name, device, mac, addresses}.
 void read_ports(const reader& r, const YAML::Node& node, const std::string& path, ctplane_config& c)
 {
@@ -688,6 +723,7 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 				  }},
 				 {"sockmap",
 				  [&](const YAML::Node& n, const std::string& p) { read_sockmap(r, n, p, cfg.sockmap); }},
+				 {"control", [&](const YAML::Node& n, const std::string& p) { read_control(r, n, p, cfg.control); }},
 			 });
 		if (!backends_path.empty())
 			read_backends(r, backends, backends_path, cfg.lb);

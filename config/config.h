@@ -91,6 +91,28 @@ struct route_spec {
 	lb::address via;
 };
 
+// The control path's limits (`control:`): neighbour resolution and the
+// frames the workers hand it. Every table and queue of it has a cap; what
+// a cap refuses is counted.
+struct control_spec {
+	uint32_t retrans_ms = 1000;      // between ARP requests / solicitations
+	uint32_t probes = 3;             // before a neighbour is failed
+	uint32_t hold_ms = 5000;         // how long a failed neighbour stays failed
+	uint32_t reachable_ms = 300000;  // a learnt neighbour is probed again after this
+	uint32_t icmp_rate = 1000;       // ICMP errors (and RSTs) sent per second
+	uint32_t max_neighbors = 16384;  // entries, static ones included
+	uint32_t max_incomplete = 1024;  // entries being resolved at once
+	uint32_t queue_per_neighbor = 3; // frames waiting for one neighbour
+	uint32_t queue_total = 4096;     // frames waiting for all of them
+	uint32_t probe_rate = 500;       // ARP requests / solicitations sent per second
+	// Punted frames admitted per second, all workers together, by class:
+	// ARP and neighbour discovery, ICMP errors to send (TTL expiry, no
+	// route, no backend), everything else for the appliance.
+	uint32_t punt_arp_nd = 10000;
+	uint32_t punt_icmp = 2000;
+	uint32_t punt_other = 2000;
+};
+
 struct ctplane_config {
 	std::vector<port_spec> ports;
 	uint32_t workers = 1;       // worker lcores (each polls every port)
@@ -100,6 +122,7 @@ struct ctplane_config {
 	ct::config ct;
 	lb::config lb;            // `lb:` limits, `services:`, `backends:`
 	sockmap::config sockmap;  // `sockmap:`
+	control_spec control;     // `control:`
 };
 
 result<ctplane_config> load_file(const std::string& path);

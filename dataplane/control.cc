@@ -139,7 +139,7 @@ control_path::key control_path::key_of(const lb::address& a)
 }
 
 control_path::control_path(pipeline& pl, const config::ctplane_config& c, emit_fn emit, control_config cc)
-	: pl_(pl), emit_(std::move(emit)), cc_(cc), tokens_(cc.icmp_rate)
+	: pl_(pl), emit_(std::move(emit)), cc_(cc), tokens_(cc.icmp_rate), probe_tokens_(cc.probe_rate)
 {
 	for (const config::neighbor_spec& n : c.neighbors) {
 		entry& e = nb_[key_of(n.addr)];
@@ -274,6 +274,8 @@ void control_path::learned(entry& e, const uint8_t mac[6], uint64_t now)
 		return;
 	if (e.state == nb_state::incomplete || e.state == nb_state::failed)
 		st_.resolved++;
+	if (e.state == nb_state::incomplete)
+		incomplete_--;
 	std::memcpy(e.mac, mac, 6);
 	e.state = nb_state::reachable;
 	e.probes = 0;
@@ -298,7 +300,27 @@ void control_path::send_queued(entry& e)
 		if (send(e.port, f))
 			st_.queued_sent++;
 	}
+	queued_ -= static_cast<uint32_t>(e.queue.size());
 	e.queue.clear();
+}
+
+void control_path::drop_queue(entry& e)
+{
+	st_.queued_dropped += e.queue.size();
+	queued_ -= static_cast<uint32_t>(e.queue.size());
+	e.queue.clear();
+}
+
+bool control_path::probe_token(uint64_t now)
+{
+	if (probe_tokens_ns_ != 0)
+		probe_tokens_ = std::min<double>(cc_.probe_rate,
+						 probe_tokens_ + double(now - probe_tokens_ns_) * 1e-9 * cc_.probe_rate);
+	probe_tokens_ns_ = now;
+	if (probe_tokens_ < 1)
+		return false;
+	probe_tokens_ -= 1;
+	return true;
 }
 
 void control_path::probe(entry& e, uint64_t now, bool unicast)
@@ -306,6 +328,13 @@ void control_path::probe(entry& e, uint64_t now, bool unicast)
 	uint8_t src[16];
 	if (!source_for(e.port, e.addr, src))
 		return;  // no address of that family on the port: cannot ask
+	if (!probe_token(now)) {
+		// Over probe_rate: asked again at the next interval, this one not
+		// counted against the neighbour.
+		st_.probes_limited++;
+		e.next_ns = now + uint64_t{cc_.retrans_ms} * kMs;
+		return;
+	}
 	const uint8_t* mac = pl_.port_mac(e.port);
 	static constexpr uint8_t kBcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
 	std::vector<uint8_t> f;
@@ -358,13 +387,24 @@ void control_path::on_resolve(const uint8_t* f, uint32_t len, const parsed& p, u
 		st_.ignored++;  // the route went away meanwhile
 		return;
 	}
-	auto [it, fresh] = nb_.try_emplace(key_of(nh));
-	entry& e = it->second;
+	const key k = key_of(nh);
+	auto it = nb_.find(k);
+	const bool fresh = it == nb_.end();
 	if (fresh) {
-		e.addr = nh;
-		e.port = port;
-		e.updated_ns = now;
+		// Caps: an IPv6 /64 of destinations must not become a table of
+		// unresolved entries with frames waiting in each.
+		if (nb_.size() >= cc_.max_neighbors || incomplete_ >= cc_.max_incomplete) {
+			st_.neighbors_refused++;
+			st_.queued_dropped++;
+			return;
+		}
+		it = nb_.try_emplace(k).first;
+		it->second.addr = nh;
+		it->second.port = port;
+		it->second.updated_ns = now;
+		incomplete_++;
 	}
+	entry& e = it->second;
 	switch (e.state) {
 	case nb_state::failed:
 		st_.queued_dropped++;
@@ -374,19 +414,36 @@ void control_path::on_resolve(const uint8_t* f, uint32_t len, const parsed& p, u
 	case nb_state::permanent:
 		// Resolved while the frame was on its way here.
 		e.queue.emplace_back(f, f + len);
+		queued_++;
 		send_queued(e);
 		return;
 	case nb_state::incomplete:
 		break;
 	}
-	if (e.queue.size() == kQueued) {
+	// The newest frames wait (the oldest give way), within both caps.
+	if (!e.queue.empty() && e.queue.size() >= cc_.queue_per_neighbor) {
 		e.queue.pop_front();
+		queued_--;
 		st_.queued_dropped++;
 	}
-	e.queue.emplace_back(f, f + len);
+	if (e.queue.size() < cc_.queue_per_neighbor && queued_ < cc_.queue_total) {
+		e.queue.emplace_back(f, f + len);
+		queued_++;
+	} else {
+		st_.queued_dropped++;
+	}
 	if (fresh)
 		probe(e, now, false);
 }
+
+namespace {
+// A MAC a neighbour may have: not zero, not multicast or broadcast.
+bool unicast_mac(const uint8_t* m)
+{
+	static constexpr uint8_t kZero[6] = {};
+	return (m[0] & 1) == 0 && std::memcmp(m, kZero, 6) != 0;
+}
+}  // namespace
 
 void control_path::on_arp(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now)
 {
@@ -397,12 +454,20 @@ void control_path::on_arp(const uint8_t* f, uint32_t len, const parsed& p, uint1
 	}
 	st_.arp_seen++;
 	// A reply, or a request / gratuitous ARP from a neighbour we track:
-	// its sender's address is where it says it is (RFC 826's merge).
+	// its sender's address is where it says it is (RFC 826's merge). Not
+	// believed when the sender MAC is not the frame's own source (a relayed
+	// or forged answer) or is no host's MAC. An answer for an address we
+	// did not ask about creates nothing.
+	const uint8_t* sha = a + 8;
+	if (std::memcmp(sha, f + 6, 6) != 0 || !unicast_mac(sha)) {
+		st_.arp_refused++;
+		return;
+	}
 	const lb::address spa = addr_of(a + 14, 4);
 	auto it = nb_.find(key_of(spa));
 	if (it == nb_.end() || it->second.port != in_port)
 		return;
-	learned(it->second, a + 8, now);
+	learned(it->second, sha, now);
 }
 
 void control_path::on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uint16_t in_port, uint64_t now)
@@ -442,6 +507,10 @@ void control_path::on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uin
 	const bool dad = std::memcmp(ip + 8, kUnspec, 16) == 0;
 	if (type == kNdSolicit) {
 		const uint8_t* sll = nd_option(m + 24, end, 1);
+		if (sll != nullptr && !unicast_mac(sll)) {
+			st_.nd_refused++;
+			return;
+		}
 		if (sll != nullptr && !dad) {
 			auto it = nb_.find(key_of(addr_of(ip + 8, 6)));
 			if (it != nb_.end() && it->second.port == in_port)
@@ -474,7 +543,20 @@ void control_path::on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uin
 		return;
 	if (tll == nullptr)
 		tll = f + 6;  // no option: the frame's source (a unicast answer)
-	learned(it->second, tll, now);
+	if (!unicast_mac(tll)) {
+		st_.nd_refused++;
+		return;
+	}
+	// RFC 4861 7.2.5: without the override flag, an advertisement does not
+	// replace a MAC we know (it may still confirm the same one).
+	entry& e = it->second;
+	const bool override_flag = (m[4] & 0x20) != 0;
+	if (!override_flag && e.state != nb_state::incomplete && e.state != nb_state::failed &&
+	    std::memcmp(e.mac, tll, 6) != 0) {
+		st_.nd_not_override++;
+		return;
+	}
+	learned(e, tll, now);
 }
 
 void control_path::tick(uint64_t now)
@@ -489,8 +571,8 @@ void control_path::tick(uint64_t now)
 		case nb_state::incomplete:
 			if (e.probes >= cc_.probes) {
 				st_.resolve_failed++;
-				st_.queued_dropped += e.queue.size();
-				e.queue.clear();
+				drop_queue(e);
+				incomplete_--;
 				e.state = nb_state::failed;
 				e.updated_ns = now;
 				e.next_ns = now + uint64_t{cc_.hold_ms} * kMs;

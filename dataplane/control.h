@@ -11,8 +11,13 @@
 //                echo requests to our IPv6 addresses get a reply
 //   resolution   a packet dropped for an unknown next hop starts an ARP
 //                request or a neighbour solicitation, retried every
-//                `retrans_ms` up to `probes` times; up to kQueued packets
-//                per neighbour wait and are sent once it answers. A
+//                `retrans_ms` up to `probes` times; up to queue_per_neighbor
+//                packets per neighbour (queue_total in all) wait and are
+//                sent once it answers. At most max_neighbors entries,
+//                max_incomplete of them unresolved, probe_rate probes a
+//                second. Answers are believed only from the port the
+//                neighbour is on, with the frame's own source MAC, a unicast
+//                one, and (ND) the override flag to replace a known MAC. A
 //                neighbour that never answers is "failed" for `hold_ms`
 //                (its packets drop at once). A learnt neighbour is probed
 //                again (unicast) after `reachable_ms`, and forgotten if it
@@ -48,13 +53,8 @@
 
 namespace ctplane::dataplane {
 
-struct control_config {
-	uint32_t retrans_ms = 1000;      // between ARP requests / solicitations
-	uint32_t probes = 3;             // before a neighbour is failed
-	uint32_t hold_ms = 5000;         // how long a failed neighbour stays failed
-	uint32_t reachable_ms = 300000;  // a learnt neighbour is probed again after this
-	uint32_t icmp_rate = 1000;       // ICMP errors per second (burst: the same)
-};
+// The YAML `control:` section (config/config.h).
+using control_config = config::control_spec;
 
 enum class nb_state : uint8_t { incomplete, reachable, probe, failed, permanent };
 const char* nb_state_name(nb_state s) noexcept;
@@ -69,10 +69,16 @@ struct neighbor_info {
 	uint32_t queued;      // packets waiting for it
 };
 
+// neighbors_refused: a resolution the neighbour caps did not admit;
+// probes_limited: a probe put off by probe_rate; arp_refused / nd_refused:
+// an answer that failed the sanity checks (sender MAC against the frame's,
+// a multicast, broadcast or zero MAC); nd_not_override: an advertisement
+// without the override flag for a known MAC, not applied (RFC 4861 7.2.5).
 #define CTPLANE_CONTROL_COUNTERS(X)                                                                  \
 	X(punted) X(arp_requests_sent) X(arp_seen) X(nd_solicits_sent) X(nd_adverts_sent) X(nd_seen) \
 	X(echo6_replies) X(resets_sent) X(icmp_errors_sent) X(icmp_errors_limited) X(resolved) X(resolve_failed)   \
-	X(queued_sent) X(queued_dropped) X(ignored) X(emit_failed)
+	X(queued_sent) X(queued_dropped) X(ignored) X(emit_failed) X(neighbors_refused) X(probes_limited)  \
+	X(arp_refused) X(nd_refused) X(nd_not_override)
 
 struct control_stats {
 #define CTPLANE_X(n) uint64_t n = 0;
@@ -84,7 +90,6 @@ class control_path {
 public:
 	// emit(port, frame, len): false if it could not be sent (counted).
 	using emit_fn = std::function<bool(uint16_t port, const uint8_t* frame, uint32_t len)>;
-	static constexpr unsigned kQueued = 3;
 
 	// Static neighbours from the config are entered as permanent.
 	control_path(pipeline& pl, const config::ctplane_config& c, emit_fn emit, control_config cc = {});
@@ -136,6 +141,8 @@ private:
 	void learned(entry& e, const uint8_t mac[6], uint64_t now);
 	void probe(entry& e, uint64_t now, bool unicast);
 	void send_queued(entry& e);
+	void drop_queue(entry& e);
+	bool probe_token(uint64_t now);
 	bool send(uint16_t port, const std::vector<uint8_t>& f);
 	bool icmp_token(uint64_t now);
 	// Our address on `port` for talking to `peer` (same subnet first), or false.
@@ -148,6 +155,10 @@ private:
 	control_stats st_;
 	double tokens_;
 	uint64_t tokens_ns_ = 0;
+	double probe_tokens_;
+	uint64_t probe_tokens_ns_ = 0;
+	uint32_t incomplete_ = 0;  // entries in nb_state::incomplete
+	uint32_t queued_ = 0;      // frames in every entry's queue
 };
 
 }  // namespace ctplane::dataplane

@@ -22,6 +22,7 @@
 #include "dataplane/stack.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
+#include "maps/seed.h"
 #include "sockmap/sockmap.h"
 
 namespace ctplane::dataplane {
@@ -31,6 +32,7 @@ namespace {
 constexpr uint64_t kTickNs = 50'000'000;   // control work every 50 ms of trace time
 constexpr size_t kGcBucketsPerTick = 1024;  // work-bounded: deterministic
 constexpr uint32_t kSnap = 65535;
+constexpr uint64_t kReplaySeed = 0x2545f4914f6cdd1dull;  // the seeds' base when the config sets none
 
 int fail(const std::string& msg)
 {
@@ -178,6 +180,9 @@ int replay(const replay_options& o, replay_report* report)
 	const double file_bytes = stat(o.pcap.c_str(), &st) == 0 ? double(st.st_size) : 0;
 
 	maps::rcu::thread_registration reg;
+	// A replay gives the same result every run: its tables' seeds are
+	// fixed (ct.hash_seed, or kReplaySeed).
+	maps::fix_seeds(c.ct.hash_seed != 0 ? c.ct.hash_seed : kReplaySeed);
 	std::string err_text;
 	std::unique_ptr<stack> st_ = stack::build(c, 1, &err_text);
 	if (!st_)

@@ -32,6 +32,7 @@
 #include "dataplane/stack.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
+#include "maps/seed.h"
 #include "sockmap/sockmap.h"
 
 namespace ctplane::dataplane {
@@ -402,6 +403,9 @@ int run_main(int argc, char** argv)
 
 		std::string err_text;
 		c.ct.events = true;  // for /ctplane/ct/events
+		// Random table seeds unless the config fixes them (ct.hash_seed).
+		if (c.ct.hash_seed != 0)
+			maps::fix_seeds(c.ct.hash_seed);
 		std::unique_ptr<stack> dp = stack::build(c, workers, &err_text);
 		if (!dp)
 			return fail(cfg_path + ": " + err_text);
@@ -427,7 +431,7 @@ int run_main(int argc, char** argv)
 				return false;
 			}
 			return true;
-		});
+		}, c.control);
 		std::unique_ptr<std::atomic<uint64_t>[]> punt_dropped(new std::atomic<uint64_t>[nports]());
 		ops op(*dp, ctl, [&](unsigned p, port_counters* pc) {
 			if (p >= port_ids.size())

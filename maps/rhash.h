@@ -96,6 +96,7 @@
 #include "maps/hash_fn.h"
 #include "maps/mem.h"
 #include "maps/rcu.h"
+#include "maps/seed.h"
 
 #if defined(__SANITIZE_THREAD__)
 #define CTPLANE_SCALAR_SCAN 1
@@ -119,7 +120,8 @@ struct rhash_config {
 	uint32_t shrink_pct = 30;
 	// Overflow buckets an insert may chain behind one bucket.
 	uint32_t max_chain = 4;
-	uint64_t seed = 0x2545f4914f6cdd1dull;
+	// The hash seed; 0: maps::table_seed() (random unless fixed).
+	uint64_t seed = 0;
 };
 
 struct rhash_stats {
@@ -400,7 +402,7 @@ inline entry_allocator_config alloc_config(uint32_t object_size, uint64_t max_en
 
 template <typename K, typename V, typename H>
 rhash<K, V, H>::rhash(const rhash_config& cfg)
-	: seed_(cfg.seed),
+	: seed_(cfg.seed != 0 ? cfg.seed : table_seed()),
 	  max_entries_(cfg.max_entries),
 	  grow_pct_(cfg.grow_pct),
 	  shrink_pct_(cfg.shrink_pct),

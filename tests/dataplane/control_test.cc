@@ -186,7 +186,7 @@ TEST_F(control_fixture, only_the_newest_packets_wait)
 		run(syn(kHost, sp));
 	out.clear();
 	run(arp(2, kHostMac, kHost, kPort1Mac, 0x0a0000fe), 1);
-	ASSERT_EQ(out.size(), control_path::kQueued);
+	ASSERT_EQ(out.size(), cc.queue_per_neighbor);
 	EXPECT_EQ(out[0].frame[34 + 1], 3);  // sports 3, 4, 5
 	EXPECT_EQ(out[2].frame[34 + 1], 5);
 	EXPECT_EQ(ctl->stats().queued_dropped, 2u);
@@ -520,6 +520,132 @@ TEST_F(control_fixture, tcp_to_the_appliance_is_reset_and_udp_refused)
 	EXPECT_EQ(r6[54 + 13], ct::kRST | ct::kACK);
 	EXPECT_TRUE(l4_ok6(r6));
 	EXPECT_EQ(ctl->stats().resets_sent, 3u);
+}
+
+// ---- hostile input ------------------------------------------------------------
+
+TEST_F(control_fixture, arp_poisoning_attempts_are_refused)
+{
+	run(syn(kHost, 1));
+	ASSERT_TRUE(asked_for(kHost));
+	const uint8_t evil[6] = {0x02, 0xee, 0, 0, 0, 0x66};
+	// The sender MAC is not the frame's source.
+	bytes relayed = arp(2, kHostMac, kHost, kPort1Mac, 0x0a0000fe);
+	std::memcpy(relayed.data() + 6, evil, 6);
+	run(relayed, 1);
+	// Zero, broadcast and multicast sender MACs.
+	const uint8_t zero[6] = {}, bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, mcast[6] = {0x01, 0, 0x5e, 0, 0, 1};
+	for (const uint8_t* m : {zero, bcast, mcast})
+		run(arp(2, m, kHost, kPort1Mac, 0x0a0000fe), 1);
+	EXPECT_EQ(ctl->stats().arp_refused, 4u);
+	EXPECT_EQ(state_of(kHost), nb_state::incomplete);
+	// From another port than the neighbour's.
+	run(arp(2, evil, kHost, kPort1Mac, 0x0a0000fe), 0);
+	EXPECT_EQ(state_of(kHost), nb_state::incomplete);
+	// An unsolicited reply for an address nobody asked about creates nothing.
+	run(arp(2, evil, 0x0a000177, kPort1Mac, 0x0a0000fe), 1);
+	EXPECT_FALSE(known(0x0a000177));
+	// A static (permanent) neighbour never changes, whatever answers.
+	const uint8_t client_mac[6] = {0x02, 0xaa, 0, 0, 0, 0x10};
+	run(arp(2, evil, kClient, client_mac, 0xc0a80101), 0);
+	EXPECT_EQ(state_of(kClient), nb_state::permanent);
+	ctl->for_each_neighbor([&](const neighbor_info& n) {
+		if (n.addr.family == 4 && ip4_at(bytes(n.addr.addr, n.addr.addr + 4), 0) == kClient)
+			EXPECT_EQ(std::memcmp(n.mac, client_mac, 6), 0);
+	});
+	// The real answer still resolves it.
+	run(arp(2, kHostMac, kHost, kPort1Mac, 0x0a0000fe), 1);
+	EXPECT_EQ(state_of(kHost), nb_state::reachable);
+}
+TEST_F(control_fixture, a_neighbour_advertisement_without_override_does_not_replace_a_known_mac)
+{
+	const uint8_t icmp6[] = {128, 0, 0, 0, 0, 1, 0, 1};
+	const bytes pkt = eth6(ipv6_icmp(kClient6, kHost6, bytes(icmp6, icmp6 + 8), 64));
+	run(pkt);
+	out.clear();
+	auto na = [&](uint8_t flags, uint8_t last) {
+		bytes m(24, 0);
+		m[0] = 136;
+		m[4] = flags;
+		std::memcpy(m.data() + 8, kHost6, 16);
+		const uint8_t opt[8] = {2, 1, 0x02, 0xbb, 0, 0, 6, last};
+		m.insert(m.end(), opt, opt + 8);
+		return eth6(ipv6_icmp(kHost6, kOur6, m));
+	};
+	run(na(0x40, 0x09), 1);  // solicited, no override: the first answer is taken
+	auto mac_last = [&] {
+		uint8_t b = 0;
+		ctl->for_each_neighbor([&](const neighbor_info& n) {
+			if (n.addr.family == 6 && std::memcmp(n.addr.addr, kHost6, 16) == 0)
+				b = n.mac[5];
+		});
+		return b;
+	};
+	EXPECT_EQ(mac_last(), 0x09);
+	run(na(0x40, 0x66), 1);  // another MAC without override: not applied
+	EXPECT_EQ(mac_last(), 0x09);
+	EXPECT_EQ(ctl->stats().nd_not_override, 1u);
+	run(na(0x60, 0x77), 1);  // with override: applied
+	EXPECT_EQ(mac_last(), 0x77);
+	// A multicast target link-layer address is no host's.
+	const bytes bad = [&] {
+		bytes m(24, 0);
+		m[0] = 136;
+		m[4] = 0x60;
+		std::memcpy(m.data() + 8, kHost6, 16);
+		const uint8_t opt[8] = {2, 1, 0x33, 0x33, 0, 0, 0, 1};
+		m.insert(m.end(), opt, opt + 8);
+		return eth6(ipv6_icmp(kHost6, kOur6, m));
+	}();
+	run(bad, 1);
+	EXPECT_EQ(ctl->stats().nd_refused, 1u);
+	EXPECT_EQ(mac_last(), 0x77);
+}
+
+class control_caps : public control_fixture {
+protected:
+	control_caps()
+	{
+		cc.max_neighbors = 64;
+		cc.max_incomplete = 8;
+		cc.queue_per_neighbor = 2;
+		cc.queue_total = 10;
+		cc.probe_rate = 5;
+		ctl = std::make_unique<control_path>(
+			pl, cfg,
+			[this](uint16_t port, const uint8_t* f, uint32_t len) {
+				out.push_back(sent{port, bytes(f, f + len)});
+				return true;
+			},
+			cc);
+	}
+};
+
+TEST_F(control_caps, a_sweep_of_on_link_destinations_is_capped_in_entries_frames_and_probes)
+{
+	// 200 destinations on the server link, 3 packets each.
+	for (uint32_t h = 0; h < 200; h++)
+		for (uint16_t k = 0; k < 3; k++)
+			run(syn(0x0a000200 + h, static_cast<uint16_t>(1000 + k)));
+	unsigned entries = 0, waiting = 0;
+	ctl->for_each_neighbor([&](const neighbor_info& n) {
+		entries += n.state == nb_state::incomplete;
+		waiting += n.queued;
+	});
+	EXPECT_EQ(entries, cc.max_incomplete);
+	EXPECT_LE(waiting, cc.queue_total);
+	EXPECT_EQ(ctl->stats().neighbors_refused, (200u - cc.max_incomplete) * 3);
+	// probe_rate: 5 requests in this instant (a full bucket), the rest put off.
+	EXPECT_EQ(ctl->stats().arp_requests_sent, cc.probe_rate);
+	EXPECT_EQ(ctl->stats().probes_limited, cc.max_incomplete - cc.probe_rate);
+	// Once they fail and are forgotten, new destinations get their turn.
+	for (int t = 0; t < 10; t++) {
+		now += 2 * kSec;
+		ctl->tick(now);
+	}
+	out.clear();
+	run(syn(0x0a000300, 1));
+	EXPECT_TRUE(asked_for(0x0a000300));
 }
 
 }  // namespace
