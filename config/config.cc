@@ -356,6 +356,7 @@ void read_control(const reader& r, const YAML::Node& node, const std::string& pa
 				  r.fields(n, p,
 					   {
 						   {"arp_nd", u32(c.punt_arp_nd, 1, 10'000'000)},
+						   {"resolve", u32(c.punt_resolve, 1, 10'000'000)},
 						   {"icmp", u32(c.punt_icmp, 1, 10'000'000)},
 						   {"other", u32(c.punt_other, 1, 10'000'000)},
 					   });

@@ -106,9 +106,11 @@ struct control_spec {
 	uint32_t queue_total = 4096;     // frames waiting for all of them
 	uint32_t probe_rate = 500;       // ARP requests / solicitations sent per second
 	// Punted frames admitted per second, all workers together, by class:
-	// ARP and neighbour discovery, ICMP errors to send (TTL expiry, no
-	// route, no backend), everything else for the appliance.
+	// ARP and neighbour discovery, packets waiting for a next hop's
+	// resolution, ICMP errors to send (TTL expiry, no route, no backend),
+	// everything else for the appliance.
 	uint32_t punt_arp_nd = 10000;
+	uint32_t punt_resolve = 2000;
 	uint32_t punt_icmp = 2000;
 	uint32_t punt_other = 2000;
 };

@@ -55,6 +55,7 @@ namespace ctplane::dataplane {
 	X(ct_refused_busy, "conntrack: table resizing and overflow full")                           \
 	X(ct_refused_nomem, "conntrack: out of memory")                                             \
 	X(fragment_unknown, "a later fragment whose first fragment was not seen")                  \
+	X(punt_policed, "for the appliance, past its class's punt rate (control.punt)")               \
 	X(tx_full, "transmit queue full")
 
 enum class drop : uint8_t {

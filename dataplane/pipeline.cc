@@ -114,7 +114,9 @@ struct pipeline::work {
 };
 
 pipeline::pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores)
-	: ct_(ct), lb_(lb), sm_(sm), neigh_(maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20}),
+	: ct_(ct), lb_(lb), sm_(sm),
+	  neigh_own_(std::make_unique<nb_table>(maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20})),
+	  neigh_(neigh_own_.get()),
 	  frags_(maps::rhash_config{.min_entries = 1024, .max_entries = kFragsTotal}),
 	  frag_src_(maps::rhash_config{.min_entries = 256, .max_entries = kFragsTotal}),
 	  lc_(std::make_unique<lcore_stats[]>(lcores)), nlcores_(lcores)
@@ -136,6 +138,15 @@ std::string pipeline::build(const config::ctplane_config& c)
 		ports.push_back(pi);
 	}
 	checksum_ = c.ct.checksum;
+	const uint32_t rates[kPuntClasses] = {c.control.punt_arp_nd, c.control.punt_resolve, c.control.punt_icmp,
+					      c.control.punt_other};
+	for (unsigned k = 0; k < kPuntClasses; k++) {
+		punt_rate_[k] = double(rates[k]) / nlcores_;
+		for (unsigned l = 0; l < nlcores_; l++) {
+			lc_[l].punt_tokens[k] = punt_rate_[k];  // a full bucket: one second's worth
+			lc_[l].punt_ns[k] = 0;
+		}
+	}
 	std::vector<hop> hops;
 	std::vector<maps::lpm<maps::ipv4>::route> r4;
 	std::vector<maps::lpm<maps::ipv6>::route> r6;
@@ -195,24 +206,66 @@ std::string pipeline::build(const config::ctplane_config& c)
 	return "";
 }
 
-void pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6])
+// A new table with a fresh seed and every neighbour of the old one, swapped
+// in for the workers; the old one is freed after a grace period.
+bool pipeline::reseed_neighbors()
+{
+	nb_table& old = *neigh_own_;
+	auto fresh = std::make_unique<nb_table>(maps::rhash_config{
+		.min_entries = 256, .max_entries = 1u << 20, .initial_entries = std::max<uint64_t>(256, old.size() * 2)});
+	bool ok = true;
+	for (uint64_t pos = 0; ok && pos < nb_table::kScanEnd;)
+		pos = old.scan(pos, 4096, [&](const nb_key& k, nb_val& v) {
+			const nb_val copy{std::atomic_ref<uint64_t>(v.mac_word).load(std::memory_order_relaxed)};
+			int rc = fresh->insert(k, copy);
+			for (int tries = 0; rc == -EBUSY && tries < 4; tries++) {
+				fresh->maintain(1u << 20);
+				rc = fresh->insert(k, copy);
+			}
+			ok = rc == 0;
+			return ok;
+		});
+	if (!ok)
+		return false;
+	neigh_.store(fresh.get(), std::memory_order_release);  // pairs with neigh()'s acquire
+	maps::rcu::synchronize();  // no worker reads the old table any more
+	neigh_own_ = std::move(fresh);
+	neigh_rehashes_++;
+	return true;
+}
+
+bool pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6])
 {
 	nb_key k{};
 	std::memcpy(k.addr, a.addr, 16);
 	k.family = a.family;
 	nb_val v{};
 	std::memcpy(&v.mac_word, mac, 6);
-	if (nb_val* cur = neigh_.lookup(k)) {
+	if (nb_val* cur = neigh_own_->lookup(k)) {
 		std::atomic_ref<uint64_t>(cur->mac_word).store(v.mac_word, std::memory_order_relaxed);
 	} else {
-		while (neigh_.insert(k, v) == -EBUSY)
-			neigh_.maintain(1u << 20);
-		neigh_.maintain(1u << 16);
+		// Bounded: a resize in the way is stepped to its end; a chain that
+		// stays full with no resize running means the seed is being aimed
+		// at, or bad luck: a new seed. Never a spin on what packets did.
+		int rc = neigh_own_->insert(k, v);
+		for (int tries = 0; rc == -EBUSY && tries < kNeighborInsertTries; tries++) {
+			if (neigh_own_->resizing())
+				neigh_own_->maintain(1u << 20);
+			else if (!reseed_neighbors())
+				break;
+			rc = neigh_own_->insert(k, v);
+		}
+		neigh_own_->maintain(1u << 16);
+		if (rc != 0) {
+			neigh_refused_++;
+			return false;
+		}
 	}
 	const uint64_t w = v.mac_word | uint64_t{1} << 48;  // resolved
 	for (uint64_t i = 0; i < hops_.size(); i++)
 		if (hops_[i].has_via && hops_[i].via == a)
 			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(w, std::memory_order_relaxed);
+	return true;
 }
 
 void pipeline::clear_neighbor(const lb::address& a)
@@ -220,7 +273,7 @@ void pipeline::clear_neighbor(const lb::address& a)
 	nb_key k{};
 	std::memcpy(k.addr, a.addr, 16);
 	k.family = a.family;
-	neigh_.erase(k);
+	neigh_own_->erase(k);
 	for (uint64_t i = 0; i < hops_.size(); i++)
 		if (hops_[i].has_via && hops_[i].via == a)
 			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(0, std::memory_order_relaxed);
@@ -258,7 +311,7 @@ std::string pipeline::add_route(const config::route_spec& r)
 		nb_key k{};
 		std::memcpy(k.addr, r.via.addr, 16);
 		k.family = r.via.family;
-		if (const nb_val* v = neigh_.lookup(k))
+		if (const nb_val* v = neigh().lookup(k))
 			h.mac_word = v->mac_word | uint64_t{1} << 48;
 	}
 	uint32_t id;
@@ -345,7 +398,7 @@ bool pipeline::next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_
 	nb_key k{};
 	k.family = family;
 	std::memcpy(k.addr, dst, family == 4 ? 4 : 16);
-	const nb_val* v = neigh_.lookup(k);
+	const nb_val* v = neigh().lookup(k);
 	if (v == nullptr) {
 		std::memset(mac, 0, 6);
 		return true;  // routed; the caller drops it as no_neighbor
@@ -541,6 +594,38 @@ void forward_rewrite(uint8_t* frm, const parsed& p, const uint8_t dst_mac[6], co
 	} else {
 		ip[7]--;
 	}
+}
+
+const char* punt_class_name(punt_class c) noexcept
+{
+	switch (c) {
+	case punt_class::arp_nd: return "arp_nd";
+	case punt_class::resolve: return "resolve";
+	case punt_class::icmp: return "icmp";
+	case punt_class::other: return "other";
+	case punt_class::kCount: break;
+	}
+	return "?";
+}
+
+bool pipeline::police(lcore_stats& s, punt_class c, uint64_t now_ns) noexcept
+{
+	const unsigned k = static_cast<unsigned>(c);
+	double& t = s.punt_tokens[k];
+	if (s.punt_ns[k] != 0 && now_ns > s.punt_ns[k])
+		t = std::min(punt_rate_[k], t + double(now_ns - s.punt_ns[k]) * 1e-9 * punt_rate_[k]);
+	s.punt_ns[k] = now_ns;
+	if (t >= 1) {
+		t -= 1;
+		return true;
+	}
+	switch (c) {
+	case punt_class::arp_nd: s.punt_policed_arp_nd.inc(); break;
+	case punt_class::resolve: s.punt_policed_resolve.inc(); break;
+	case punt_class::icmp: s.punt_policed_icmp.inc(); break;
+	default: s.punt_policed_other.inc(); break;
+	}
+	return false;
 }
 
 void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept
@@ -896,6 +981,32 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	// 8. Later fragments, now that the burst's first fragments are known.
 	for (unsigned k = 0; k < nlater; k++)
 		later_fragment(w, later[k], now_ns, s);
+
+	// 9. Punts, policed by class: past its rate a frame for the appliance
+	//    is dropped, and a dropped frame goes unanswered.
+	for (unsigned i = 0; i < n; i++) {
+		outcome& o = out[i];
+		if (o.why == punt::none)
+			continue;
+		const parsed& p = w.p[i];
+		o.cls = o.why == punt::ttl_exceeded || o.why == punt::no_route || o.why == punt::no_backend
+				? punt_class::icmp
+			: o.why == punt::resolve ? punt_class::resolve
+			: o.why == punt::local && (p.kind == frame_kind::arp ||
+						   (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137))
+				? punt_class::arp_nd
+				: punt_class::other;
+		if (police(s, o.cls, now_ns))
+			continue;
+		if (o.f == fate::control) {
+			s.control.sub(1);
+			o = outcome{fate::drop, drop::punt_policed, 0};
+			s.dropped.inc();
+			s.drops[static_cast<unsigned>(drop::punt_policed)].inc();
+		} else {
+			o.why = punt::none;
+		}
+	}
 }
 
 bool pipeline::port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept
@@ -1096,7 +1207,7 @@ void pipeline::maintain(uint64_t now_ns) noexcept
 		frag_src_.erase(k);
 	frag_src_.maintain(1u << 16);
 	frags_.maintain(1u << 16);
-	neigh_.maintain(1u << 16);
+	neigh_own_->maintain(1u << 16);
 }
 
 pipeline_stats pipeline::stats() const

@@ -89,11 +89,21 @@ enum class fate : uint8_t { forward, control, drop };
 // without a backend, as kube-proxy's REJECT) or a neighbour resolved.
 enum class punt : uint8_t { none, local, ttl_exceeded, resolve, no_route, no_backend };
 
+// Punted frames are policed by class (token buckets per worker, the
+// `control.punt` rates split between the workers), most urgent first: a
+// flood of one class (TTL 1, traffic to the appliance, a sweep of on-link
+// destinations) cannot starve ARP / ND answers, and the runtime hands the
+// classes to the control thread in this order.
+enum class punt_class : uint8_t { arp_nd, resolve, icmp, other, kCount };
+inline constexpr unsigned kPuntClasses = static_cast<unsigned>(punt_class::kCount);
+const char* punt_class_name(punt_class c) noexcept;
+
 struct outcome {
 	fate f;
 	drop reason;    // fate::drop
 	uint16_t port;  // fate::forward: the egress port
 	punt why = punt::none;
+	punt_class cls = punt_class::other;  // why != none: its policing class
 };
 
 // The Maglev flow hash of a packet's tuple (its original direction).
@@ -101,7 +111,8 @@ uint32_t flow_hash(const ct::tuple& t) noexcept;
 
 #define CTPLANE_LCORE_COUNTERS(X) \
 	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments) \
-	X(fragments_untracked) X(arp_replies) X(echo_replies)
+	X(fragments_untracked) X(arp_replies) X(echo_replies) X(punt_policed_arp_nd) X(punt_policed_resolve) \
+	X(punt_policed_icmp) X(punt_policed_other)
 
 // One worker's counters: it alone writes them (relaxed load + store, the
 // cost of a plain increment); stats() and telemetry read them from any thread.
@@ -112,6 +123,9 @@ struct alignas(64) lcore_stats {
 	maps::counter drops[kDropReasons];
 	std::unique_ptr<maps::counter[]> backend_flows;  // new flows per backend id
 	size_t nbackend_flows = 0;
+	// The punt token buckets (this worker's alone: plain fields).
+	double punt_tokens[kPuntClasses] = {};
+	uint64_t punt_ns[kPuntClasses] = {};
 };
 
 struct pipeline_stats {
@@ -140,8 +154,12 @@ public:
 	void process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc = 0) noexcept;
 
 	// Sets or forgets the link-layer address of a neighbor (control thread:
-	// ARP/ND, static entries).
-	void set_neighbor(const lb::address& a, const uint8_t mac[6]);
+	// ARP/ND, static entries). set_neighbor: false if the table refused it
+	// (full, or a chain still full after a rebuild with a new seed; counted).
+	bool set_neighbor(const lb::address& a, const uint8_t mac[6]);
+	// Neighbour table rebuilds (a chain stayed full) and refusals.
+	uint64_t neighbor_rehashes() const noexcept { return neigh_rehashes_; }
+	uint64_t neighbor_refused() const noexcept { return neigh_refused_; }
 	void clear_neighbor(const lb::address& a);
 	// The neighbor a packet to `dst` leaves through: its egress port and
 	// the address to resolve (the gateway, or dst itself on link). false:
@@ -184,6 +202,8 @@ public:
 	// kFragsTotal in all (past that, counted as fragments_untracked: its
 	// later fragments drop as fragment_unknown).
 	static constexpr uint32_t kFragTimeoutMs = 30'000;
+	// Attempts of a neighbour insert (each after a resize step or a rebuild).
+	static constexpr int kNeighborInsertTries = 3;
 	static constexpr uint32_t kFragsPerSource = 64;
 	static constexpr uint32_t kFragsTotal = 1u << 18;
 	// Control thread, per tick: grows and shrinks the neighbor and fragment
@@ -214,6 +234,7 @@ public:
 	unsigned nports() const noexcept { return static_cast<unsigned>(ports_.size()); }
 
 private:
+	friend struct pipeline_test_peer;  // tests/dataplane: aims keys at the neighbour table
 	struct port_info {
 		uint8_t mac[6];
 		std::vector<sockmap::prefix> addrs;
@@ -281,7 +302,15 @@ private:
 	std::vector<std::array<uint8_t, 16>> own6_;
 	maps::lpm<maps::ipv4> fib4_;
 	maps::lpm<maps::ipv6> fib6_;
-	maps::rhash<nb_key, nb_val> neigh_;
+	// The neighbour table. Its chains cannot be aimed at (a random seed);
+	// should one stay full anyway, the control thread rebuilds the table
+	// with a new seed and swaps it in (RCU), rather than retry for ever.
+	using nb_table = maps::rhash<nb_key, nb_val>;
+	std::unique_ptr<nb_table> neigh_own_;
+	std::atomic<nb_table*> neigh_{nullptr};
+	const nb_table& neigh() const noexcept { return *neigh_.load(std::memory_order_acquire); }
+	bool reseed_neighbors();
+	uint64_t neigh_rehashes_ = 0, neigh_refused_ = 0;
 	maps::rhash<frag_key, frag_val> frags_;
 	// Datagrams in reassembly-free tracking per source: a cap, so one
 	// host cannot fill frags_ for everyone.
@@ -297,6 +326,9 @@ private:
 	std::unique_ptr<lcore_stats[]> lc_;
 	unsigned nlcores_;
 	bool checksum_ = true;  // ct.checksum: verify L4 checksums in software when the NIC did not
+	double punt_rate_[kPuntClasses] = {};  // per worker, per second
+	// A punt of class c from worker lc now: within its rate? Counts the refusals.
+	bool police(lcore_stats& s, punt_class c, uint64_t now_ns) noexcept;
 };
 
 // The last step of forwarding a parsed frame: its MACs set, TTL / hop limit

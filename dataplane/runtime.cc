@@ -78,7 +78,7 @@ struct worker_ctx {
 	std::vector<uint16_t> ports;  // DPDK port id by config port index
 	unsigned id;                  // queue and lcore_stats index
 	unsigned burst;
-	rte_ring* punt;               // to the control thread (multi-producer)
+	rte_ring* const* punt;        // to the control thread, by punt_class (multi-producer)
 	rte_ring* inject;             // from the control thread: worker 0 sends them
 	std::atomic<uint64_t>* punt_dropped;  // per port
 	// Set last by the worker, read after rte_eal_mp_wait_lcore(): the
@@ -110,7 +110,7 @@ int worker_main(void* arg)
 	const uint16_t q = static_cast<uint16_t>(w->id);
 	const unsigned np = static_cast<unsigned>(w->ports.size());
 	rte_mbuf* rx[kMaxBurst];
-	rte_mbuf* pu[kMaxBurst];
+	rte_mbuf* pu[kPuntClasses][kMaxBurst];
 	frame fr[kMaxBurst];
 	outcome oc[kMaxBurst];
 	std::vector<std::vector<rte_mbuf*>> tx(np);
@@ -164,23 +164,27 @@ int worker_main(void* arg)
 			if (n == 0)
 				continue;
 			w->pl->process(fr, n, w->clk->now_ns(), oc, w->id);
-			unsigned npu = 0;
+			unsigned npu[kPuntClasses] = {};
 			for (uint16_t i = 0; i < n; i++) {
 				if (oc[i].f == fate::forward && oc[i].port < np) {
 					tx[oc[i].port].push_back(rx[i]);
 				} else if (oc[i].why != punt::none) {
 					*meta(rx[i]) = mbuf_meta{static_cast<uint16_t>(pi), static_cast<uint8_t>(oc[i].why), {}};
-					pu[npu++] = rx[i];
+					const unsigned c = static_cast<unsigned>(oc[i].cls);
+					pu[c][npu[c]++] = rx[i];
 				} else {
 					rte_pktmbuf_free(rx[i]);  // dropped: counted by reason
 				}
 			}
-			if (npu != 0) {
-				const unsigned ok = rte_ring_mp_enqueue_burst(w->punt, reinterpret_cast<void**>(pu), npu, nullptr);
-				for (unsigned i = ok; i < npu; i++)
-					rte_pktmbuf_free(pu[i]);
-				if (ok != npu)
-					w->punt_dropped[pi].fetch_add(npu - ok, std::memory_order_relaxed);
+			for (unsigned c = 0; c < kPuntClasses; c++) {
+				if (npu[c] == 0)
+					continue;
+				const unsigned ok =
+					rte_ring_mp_enqueue_burst(w->punt[c], reinterpret_cast<void**>(pu[c]), npu[c], nullptr);
+				for (unsigned i = ok; i < npu[c]; i++)
+					rte_pktmbuf_free(pu[c][i]);
+				if (ok != npu[c])
+					w->punt_dropped[pi].fetch_add(npu[c] - ok, std::memory_order_relaxed);
 			}
 			for (unsigned o = 0; o < np; o++)
 				flush(o);
@@ -357,7 +361,7 @@ int run_main(int argc, char** argv)
 		maps::rcu::thread_registration reg;
 		const unsigned nports = static_cast<unsigned>(c.ports.size());
 		const unsigned nb_mbufs = std::max(8191u, nports * workers * 2048 + 4096);
-		rte_mempool* pool = rte_pktmbuf_pool_create("ctplane_mbufs", nb_mbufs + kPuntRing + kInjectRing, 256,
+		rte_mempool* pool = rte_pktmbuf_pool_create("ctplane_mbufs", nb_mbufs + kPuntClasses * kPuntRing + kInjectRing, 256,
 							    sizeof(mbuf_meta), RTE_MBUF_DEFAULT_BUF_SIZE,
 							    static_cast<int>(rte_socket_id()));
 		if (pool == nullptr)
@@ -395,10 +399,17 @@ int run_main(int argc, char** argv)
 			port_ids.push_back(id);
 		}
 
-		rte_ring* punt_ring = rte_ring_create("ctplane_punt", kPuntRing, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+		// One punt ring per class: the control thread takes ARP / ND first.
+		rte_ring* punt_rings[kPuntClasses];
+		bool rings_ok = true;
+		for (unsigned k = 0; k < kPuntClasses; k++) {
+			punt_rings[k] = rte_ring_create((std::string("ctplane_punt_") + punt_class_name(static_cast<punt_class>(k))).c_str(),
+							kPuntRing, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+			rings_ok = rings_ok && punt_rings[k] != nullptr;
+		}
 		rte_ring* inject_ring = rte_ring_create("ctplane_inject", kInjectRing, static_cast<int>(rte_socket_id()),
 							RING_F_SP_ENQ | RING_F_SC_DEQ);
-		if (punt_ring == nullptr || inject_ring == nullptr)
+		if (!rings_ok || inject_ring == nullptr)
 			return fail(std::string("control rings: ") + rte_strerror(rte_errno));
 
 		std::string err_text;
@@ -466,7 +477,7 @@ int run_main(int argc, char** argv)
 			x.ports = port_ids;
 			x.id = w;
 			x.burst = std::min<unsigned>(c.burst, kMaxBurst);
-			x.punt = punt_ring;
+			x.punt = punt_rings;
 			x.inject = w == 0 ? inject_ring : nullptr;
 			x.punt_dropped = punt_dropped.get();
 			rte_eal_remote_launch(worker_main, &x, lc);
@@ -482,15 +493,17 @@ int run_main(int argc, char** argv)
 			// Punted frames first (ARP / ND answers unblock waiting packets),
 			// a bounded number per pass: a flood of them (TTL 1, say) must not
 			// keep the ticks and the telemetry commands from running.
-			for (unsigned n, budget = 512;
-			     budget != 0 && (n = rte_ring_sc_dequeue_burst(punt_ring, reinterpret_cast<void**>(pm), 32, nullptr)) != 0;
-			     budget -= std::min(budget, n))
-				for (unsigned i = 0; i < n; i++) {
-					const mbuf_meta* mm = meta(pm[i]);
-					ctl.receive(rte_pktmbuf_mtod(pm[i], const uint8_t*), rte_pktmbuf_data_len(pm[i]), mm->port,
-						    static_cast<punt>(mm->why), now);
-					rte_pktmbuf_free(pm[i]);
-				}
+			for (unsigned k = 0; k < kPuntClasses; k++)  // ARP / ND first
+				for (unsigned n, budget = 512;
+				     budget != 0 &&
+				     (n = rte_ring_sc_dequeue_burst(punt_rings[k], reinterpret_cast<void**>(pm), 32, nullptr)) != 0;
+				     budget -= std::min(budget, n))
+					for (unsigned i = 0; i < n; i++) {
+						const mbuf_meta* mm = meta(pm[i]);
+						ctl.receive(rte_pktmbuf_mtod(pm[i], const uint8_t*), rte_pktmbuf_data_len(pm[i]),
+							    mm->port, static_cast<punt>(mm->why), now);
+						rte_pktmbuf_free(pm[i]);
+					}
 			if (now >= next_tick) {
 				dp->tick(now);
 				ctl.tick(now);
@@ -517,8 +530,9 @@ int run_main(int argc, char** argv)
 				rte_pause();
 		maps::rcu::online();
 		// Drain: what the workers punted or were to send is dropped (counted).
-		for (void* m = nullptr; rte_ring_dequeue(punt_ring, &m) == 0;)
-			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+		for (rte_ring* r : punt_rings)
+			for (void* m = nullptr; rte_ring_dequeue(r, &m) == 0;)
+				rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
 		for (void* m = nullptr; rte_ring_dequeue(inject_ring, &m) == 0;)
 			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
 		print_stats(pl, *ct, *sm, stdout);
@@ -533,7 +547,8 @@ int run_main(int argc, char** argv)
 		}
 		dp->set_event_sink(nullptr);
 		dp.reset();
-		rte_ring_free(punt_ring);
+		for (rte_ring* r : punt_rings)
+			rte_ring_free(r);
 		rte_ring_free(inject_ring);
 		rte_mempool_free(pool);
 	}

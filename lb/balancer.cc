@@ -260,16 +260,19 @@ const service* balancer::service_at(uint32_t id) const noexcept
 
 namespace {
 // Inserts on the control thread: a resize in progress answers -EBUSY, so
-// step it along and retry.
+// step it along and retry, a bounded number of times (a chain that stays
+// full is not something a resize step fixes: -EBUSY to the caller, who
+// reports the table busy).
+constexpr int kSettleTries = 8;
 template <typename H, typename K, typename V>
 int insert_settled(H& h, const K& k, const V& v)
 {
-	for (;;) {
-		const int rc = h.insert(k, v);
-		if (rc != -EBUSY)
-			return rc;
+	int rc = h.insert(k, v);
+	for (int tries = 0; rc == -EBUSY && tries < kSettleTries; tries++) {
 		h.maintain(1u << 20);
+		rc = h.insert(k, v);
 	}
+	return rc;
 }
 template <typename H, typename K>
 void erase_settled(H& h, const K& k)

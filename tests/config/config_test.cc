@@ -105,6 +105,62 @@ TEST(config, the_shipped_example_loads_and_equals_the_defaults)
 	EXPECT_EQ(r.value().sockmap.max_entries, ds.max_entries);
 }
 
+TEST(config, the_hostile_input_knobs_are_read_and_checked)
+{
+	auto r = load_string(R"(
+ports:
+  - {name: a, mac: "02:00:00:00:00:01", rp_filter: loose}
+  - {name: b, mac: "02:00:00:00:00:02", rp_filter: "off"}
+  - {name: c, mac: "02:00:00:00:00:03"}
+ct:
+  checksum: false
+  hash_seed: 42
+  tcp: {be_liberal: true, loose: false}
+control:
+  max_neighbors: 100
+  max_incomplete: 10
+  queue_per_neighbor: 1
+  queue_total: 50
+  probe_rate: 20
+  retrans: 250ms
+  punt: {arp_nd: 300, icmp: 20, other: 10}
+)",
+			     "t.yaml");
+	ASSERT_TRUE(r.ok()) << r.err().str();
+	const ctplane_config& c = r.value();
+	EXPECT_EQ(c.ports[0].rp_filter, rp_mode::loose);
+	EXPECT_EQ(c.ports[1].rp_filter, rp_mode::off);
+	EXPECT_EQ(c.ports[2].rp_filter, rp_mode::strict);  // the default
+	EXPECT_FALSE(c.ct.checksum);
+	EXPECT_EQ(c.ct.hash_seed, 42u);
+	EXPECT_TRUE(c.ct.tcp.be_liberal);
+	EXPECT_FALSE(c.ct.tcp.loose);
+	EXPECT_EQ(c.control.max_neighbors, 100u);
+	EXPECT_EQ(c.control.max_incomplete, 10u);
+	EXPECT_EQ(c.control.queue_per_neighbor, 1u);
+	EXPECT_EQ(c.control.queue_total, 50u);
+	EXPECT_EQ(c.control.probe_rate, 20u);
+	EXPECT_EQ(c.control.retrans_ms, 250u);
+	EXPECT_EQ(c.control.punt_arp_nd, 300u);
+	EXPECT_EQ(c.control.punt_icmp, 20u);
+	EXPECT_EQ(c.control.punt_other, 10u);
+	// The defaults: checksums on, loose pickup on, random seeds.
+	const ctplane_config d;
+	EXPECT_TRUE(d.ct.checksum);
+	EXPECT_TRUE(d.ct.tcp.loose);
+	EXPECT_FALSE(d.ct.tcp.be_liberal);
+	EXPECT_EQ(d.ct.hash_seed, 0u);
+	EXPECT_EQ(err_of("ports:\n  - {name: a, mac: \"02:00:00:00:00:01\", rp_filter: maybe}\n"),
+		  "t.yaml:2:52: ports[0].rp_filter: expected strict, loose or off, got \"maybe\"");
+	EXPECT_EQ(err_of("ct:\n  tcp: {loose: sometimes}\n"),
+		  "t.yaml:2:16: ct.tcp.loose: expected true or false, got \"sometimes\"");
+	EXPECT_EQ(err_of("control:\n  max_neighbors: 20\n  max_incomplete: 30\n"),
+		  "t.yaml:2:3: control: max_incomplete (30) exceeds max_neighbors (20)");
+	EXPECT_EQ(err_of("control:\n  punt: {arp_nd: 0}\n"),
+		  "t.yaml:2:18: control.punt.arp_nd: 0 is out of range 1..10000000");
+	EXPECT_EQ(err_of("ct:\n  hash_seed: 0\n"), "t.yaml:2:14: ct.hash_seed: 0 is out of range 1..18446744073709551615");
+}
+
 TEST(config, unknown_and_duplicate_keys)
 {
 	EXPECT_EQ(err_of("ct:\n  max_entires: 5\n"),
@@ -112,7 +168,7 @@ TEST(config, unknown_and_duplicate_keys)
 		  "gc_budget_us, grow_pct, hash_seed, initial_entries, max_entries, min_entries, overflow_entries, "
 		  "resize_budget_buckets, shrink_pct, tcp, timeouts)");
 	EXPECT_EQ(err_of("rutes: []\n"),
-		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, ct, lb, neighbors, ports, routes, "
+		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, control, ct, lb, neighbors, ports, routes, "
 		  "services, sockmap, workers)");
 	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_syn: 5s\n"),
 		  "t.yaml:3:5: ct.timeouts.tcp_syn: unknown key (expected one of: icmp, other_assured, "

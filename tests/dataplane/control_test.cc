@@ -648,5 +648,66 @@ TEST_F(control_caps, a_sweep_of_on_link_destinations_is_capped_in_entries_frames
 	EXPECT_TRUE(asked_for(0x0a000300));
 }
 
+TEST(control_punt, a_punt_flood_of_every_other_class_leaves_arp_resolution_working)
+{
+	auto c = config::load_string(std::string(kConfig) + "control:\n  punt: {arp_nd: 100, resolve: 50, icmp: 50, other: 50}\n",
+				     "punt.yaml");
+	ASSERT_TRUE(c.ok()) << c.err().str();
+	maps::rcu::thread_registration reg;
+	ct::table ct{ct::config{}};
+	lb::balancer lb{4096, 1u << 20, 251};
+	sockmap::sockmap sm{sockmap::config{}};
+	pipeline pl{ct, lb, sm};
+	ASSERT_EQ(lb.apply(c.value().lb), "");
+	ASSERT_EQ(pl.build(c.value()), "");
+	std::vector<sent> out;
+	control_path ctl(pl, c.value(), [&](uint16_t port, const uint8_t* f, uint32_t len) {
+		out.push_back(sent{port, bytes(f, f + len)});
+		return true;
+	}, c.value().control);
+	uint64_t now = 1000 * kSec;
+	uint64_t admitted[kPuntClasses] = {};
+	auto run = [&](bytes f, uint16_t in_port) {
+		frame fr{f.data(), static_cast<uint32_t>(f.size()), in_port};
+		outcome o;
+		pl.process(&fr, 1, now, &o);
+		if (o.why != punt::none) {
+			admitted[static_cast<unsigned>(o.cls)]++;
+			ctl.receive(f.data(), static_cast<uint32_t>(f.size()), in_port, o.why, now);
+		}
+		return o;
+	};
+	// One packet to an unknown on-link host starts its resolution.
+	ASSERT_EQ(run(eth4(ipv4(kClient, kHost, tcp(999, 80, ct::kSYN))), 0).why, punt::resolve);
+	// Floods within the same second: TTL 1 (icmp), TCP to the appliance
+	// (other), a sweep of on-link hosts (resolve): 20000 frames each.
+	ip_opts ttl1;
+	ttl1.ttl = 1;
+	for (uint32_t i = 0; i < 20000; i++) {
+		run(eth4(ipv4(kClient, kFar, tcp(static_cast<uint16_t>(1 + i), 80, ct::kSYN), ttl1)), 0);
+		run(eth4(ipv4(kClient, 0xc0a80101, tcp(static_cast<uint16_t>(1 + i), 22, ct::kSYN))), 0);
+		run(eth4(ipv4(kClient, 0x0a000400 + (i & 0xff), tcp(static_cast<uint16_t>(1 + i), 80, ct::kSYN))), 0);
+	}
+	const pipeline_stats st = pl.stats();
+	EXPECT_EQ(admitted[static_cast<unsigned>(punt_class::icmp)], 50u);
+	EXPECT_EQ(admitted[static_cast<unsigned>(punt_class::other)], 50u);
+	EXPECT_LE(admitted[static_cast<unsigned>(punt_class::resolve)], 51u);
+	EXPECT_EQ(st.punt_policed_icmp, 20000u - 50);
+	EXPECT_EQ(st.punt_policed_other, 20000u - 50);
+	EXPECT_EQ(st.drops[static_cast<unsigned>(drop::punt_policed)], 20000u - 50) << "frames for us past the rate";
+	// The host's answer still gets through and resolves it.
+	ASSERT_EQ(run(arp(2, kHostMac, kHost, kPort1Mac, 0x0a0000fe), 1).cls, punt_class::arp_nd);
+	bool resolved = false;
+	ctl.for_each_neighbor([&](const neighbor_info& n) {
+		if (n.addr.family == 4 && ip4_at(bytes(n.addr.addr, n.addr.addr + 4), 0) == kHost)
+			resolved = n.state == nb_state::reachable;
+	});
+	EXPECT_TRUE(resolved);
+	EXPECT_EQ(st.punt_policed_arp_nd, 0u);
+	// And the buckets refill with time.
+	now += 2 * kSec;
+	EXPECT_NE(run(eth4(ipv4(kClient, kFar, tcp(60000, 80, ct::kSYN), ttl1)), 0).why, punt::none);
+}
+
 }  // namespace
 }  // namespace ctplane::dataplane::test

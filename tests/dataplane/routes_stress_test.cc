@@ -17,6 +17,23 @@
 #include "maps/rcu.h"
 #include "tests/start_gate.h"
 
+namespace ctplane::dataplane {
+// The bucket a neighbour's address lands in, as an attacker who knew the
+// seed would compute it.
+struct pipeline_test_peer {
+	// The top 10 bits of the bucket position: one bucket in every table
+	// of up to 1024 buckets (growing does not split such keys).
+	static uint64_t bucket_of(const pipeline& p, uint32_t a4)
+	{
+		pipeline::nb_key k{};
+		for (int i = 0; i < 4; i++)
+			k.addr[i] = static_cast<uint8_t>(a4 >> (24 - 8 * i));
+		k.family = 4;
+		return (p.neigh_own_->hash(k) & 0xffffffffu) >> 22;
+	}
+};
+}  // namespace ctplane::dataplane
+
 namespace ctplane::dataplane::test {
 namespace {
 
@@ -29,7 +46,7 @@ neighbors:
   - {address: 10.0.1.2, mac: "02:bb:00:00:00:02", port: server}
 routes:
   - {prefix: 192.168.1.0/24, port: client}
-  - {prefix: 10.0.0.0/16, port: server}
+  - {prefix: 10.0.0.0/12, port: server}
 )";
 
 // The pipeline and its tables, and workers forwarding through it.
@@ -214,6 +231,70 @@ TEST_F(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 	stop_workers();
 	EXPECT_EQ(bad.load(), 0u);
 	EXPECT_GT(forwarded.load(), 0u);
+}
+
+// The attack of a host that knows the neighbour table's seed: on-link
+// addresses that all land in one bucket, learnt one after the other (the
+// insert used to retry for ever, hanging the control thread). Now each
+// insert ends: the table is rebuilt with a new seed, while workers keep
+// forwarding through it.
+TEST_F(routes_stress, a_crafted_collision_neighbour_flood_ends_with_a_reseeded_table)
+{
+	const uint64_t target = pipeline_test_peer::bucket_of(pl, 0x0a000101);
+	std::vector<uint32_t> same;
+	for (uint32_t a = 0x0a000200; a < 0x0a0fffff && same.size() < 120; a++)
+		if (pipeline_test_peer::bucket_of(pl, a) == target)
+			same.push_back(a);
+	ASSERT_EQ(same.size(), 120u);
+	std::atomic<uint64_t> bad{0};
+	auto worker = [&](unsigned lc) {
+		maps::rcu::thread_registration r;
+		uint64_t now = 1'000'000'000'000ull;
+		uint32_t k = 0;
+		for (bool first = true; !stop.load(std::memory_order_relaxed); first = false) {
+			bytes f[16];
+			frame fr[16];
+			outcome oc[16];
+			for (unsigned i = 0; i < 16; i++) {
+				const auto sport = static_cast<uint16_t>(1 + lc * 20000 + k++ % 2048);
+				f[i] = eth4(ipv4(0xc0a8010a, 0x0a000101, tcp(sport, 22, ct::kSYN)));
+				fr[i] = frame{f[i].data(), static_cast<uint32_t>(f[i].size()), 0};
+			}
+			pl.process(fr, 16, now += 1000, oc, lc);
+			for (unsigned i = 0; i < 16; i++)
+				if (oc[i].f != fate::forward && oc[i].reason != drop::ct_refused_full &&
+				    oc[i].reason != drop::ct_refused_busy && bad.fetch_add(1) == 0)
+					ADD_FAILURE() << "dropped as " << drop_name(oc[i].reason);
+			if (first)
+				gate.arrived();
+			maps::rcu::quiescent();
+		}
+	};
+	start(worker);
+	for (uint32_t a : same) {
+		lb::address ad{};
+		ad.family = 4;
+		for (int i = 0; i < 4; i++)
+			ad.addr[i] = static_cast<uint8_t>(a >> (24 - 8 * i));
+		const uint8_t mac[6] = {0x02, 0xcc, 0, 0, static_cast<uint8_t>(a >> 8), static_cast<uint8_t>(a)};
+		EXPECT_TRUE(pl.set_neighbor(ad, mac));
+		maps::rcu::quiescent();
+	}
+	stop_workers();
+	EXPECT_GE(pl.neighbor_rehashes(), 1u);
+	EXPECT_EQ(pl.neighbor_refused(), 0u);
+	EXPECT_EQ(bad.load(), 0u);
+	// Every neighbour is there, and the one the workers used kept its MAC.
+	for (uint32_t a : same) {
+		uint16_t port;
+		lb::address nh;
+		uint8_t d[4] = {static_cast<uint8_t>(a >> 24), static_cast<uint8_t>(a >> 16), static_cast<uint8_t>(a >> 8),
+				static_cast<uint8_t>(a)};
+		ASSERT_TRUE(pl.next_hop_of(d, 4, &port, &nh));
+	}
+	sockmap::redirect rd;
+	EXPECT_TRUE(pl.resolve(ct::tuple::v4(0xc0a8010a, 0x0a000101, 1, 22, ct::kProtoTCP), &rd));
+	EXPECT_EQ(rd.dst_mac[5], 0x01);
 }
 
 }  // namespace
