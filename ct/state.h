@@ -34,7 +34,8 @@ enum state : uint8_t {
 	tcp_time_wait,
 	tcp_close,
 	udp_unreplied,
-	udp_assured,
+	udp_replied,  // answered once: still the short timeout, not assured
+	udp_assured,  // traffic beyond the first exchange: a stream
 	icmp_unreplied,
 	icmp_replied,
 	other_unreplied,
@@ -60,8 +61,8 @@ inline constexpr uint8_t kFIN = 0x01, kSYN = 0x02, kRST = 0x04, kPSH = 0x08, kAC
 // Half-open: opened but never answered. Evictable to admit a new flow.
 constexpr bool is_half_open(uint8_t s) noexcept
 {
-	return s == tcp_syn_sent || s == tcp_syn_recv || s == udp_unreplied || s == icmp_unreplied ||
-	       s == other_unreplied;
+	return s == tcp_syn_sent || s == tcp_syn_recv || s == udp_unreplied || s == udp_replied ||
+	       s == icmp_unreplied || s == other_unreplied;
 }
 // Live in both directions: never evicted to admit a new flow.
 constexpr bool is_established(uint8_t s) noexcept
@@ -192,11 +193,19 @@ inline step tcp_step(uint8_t s, uint8_t fl, unsigned dir, uint8_t f) noexcept
 	}
 }
 
-// UDP and other protocols: unreplied until the first reply, then assured.
+// UDP, as nf_conntrack: unreplied until the first reply; answered once it
+// keeps the short timeout and is not assured (a DNS query and its answer,
+// or a probe and a spoofed reply, are not a stream); any packet after the
+// reply makes it a stream (assured, the long timeout). Other protocols:
+// assured at the first reply.
 inline step datagram_step(uint8_t s, uint8_t fl, unsigned dir) noexcept
 {
-	if (dir == 1 && (s == udp_unreplied || s == other_unreplied))
-		return {uint8_t(s == udp_unreplied ? udp_assured : other_assured), uint8_t(fl | kReplied), true, false};
+	if (dir == 1 && s == udp_unreplied)
+		return {udp_replied, uint8_t(fl | kReplied), true, false};
+	if (s == udp_replied)
+		return {udp_assured, fl, true, false};
+	if (dir == 1 && s == other_unreplied)
+		return {other_assured, uint8_t(fl | kReplied), true, false};
 	return {s, fl, true, false};
 }
 

@@ -97,7 +97,7 @@ const char* state_name(uint8_t s) noexcept
 {
 	static const char* const names[kStates] = {
 		"NONE",        "SYN_SENT",  "SYN_RECV",  "ESTABLISHED", "FIN_WAIT",
-		"CLOSE_WAIT",  "LAST_ACK",  "TIME_WAIT", "CLOSE",       "UDP_UNREPLIED",
+		"CLOSE_WAIT",  "LAST_ACK",  "TIME_WAIT", "CLOSE",       "UDP_UNREPLIED", "UDP_REPLIED",
 		"UDP_ASSURED", "ICMP_UNREPLIED", "ICMP_REPLIED", "UNREPLIED", "ASSURED",
 	};
 	return s < kStates ? names[s] : "?";
@@ -114,7 +114,8 @@ uint32_t timeout_of(const timeouts& t, uint8_t s) noexcept
 	case tcp_last_ack: return t.tcp_last_ack;
 	case tcp_time_wait: return t.tcp_time_wait;
 	case tcp_close: return t.tcp_close;
-	case udp_unreplied: return t.udp_unreplied;
+	case udp_unreplied:
+	case udp_replied: return t.udp_unreplied;
 	case udp_assured: return t.udp_assured;
 	case icmp_unreplied:
 	case icmp_replied: return t.icmp;

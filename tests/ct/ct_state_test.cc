@@ -227,7 +227,12 @@ TEST_F(ct_state, udp_unreplied_then_assured_with_their_timeouts)
 	expect(udp(u), verdict::tracked, udp_unreplied);
 	advance_ms(29'999);
 	EXPECT_EQ(state_of(u), udp_unreplied);
-	expect(udp(r), verdict::tracked, udp_assured, 1);
+	// Answered once: not yet a stream, the short timeout still.
+	expect(udp(r), verdict::tracked, udp_replied, 1);
+	advance_ms(29'999);
+	EXPECT_EQ(state_of(u), udp_replied);
+	// Traffic beyond the first exchange: assured, the long timeout.
+	expect(udp(u), verdict::tracked, udp_assured, 0);
 	advance_ms(119'999);
 	EXPECT_EQ(state_of(u), udp_assured);
 	advance_ms(1);
@@ -241,6 +246,13 @@ TEST_F(ct_state, udp_unreplied_then_assured_with_their_timeouts)
 	send(udp(q));
 	advance_ms(30'000);
 	EXPECT_EQ(state_of(q), st_none);  // unreplied: 30 s
+	// A query and its answer alone expire at the short timeout, and stay
+	// evictable (not assured).
+	const tuple d = tuple::v4(0x0a000001, 0x08080808, 5355, 53, kProtoUDP);
+	send(udp(d));
+	send(udp(d.reversed()));
+	advance_ms(30'000);
+	EXPECT_EQ(state_of(d), st_none);
 }
 
 TEST_F(ct_state, icmp_echo_by_identifier_request_reply_and_timeout)
