@@ -53,6 +53,10 @@ inline constexpr uint8_t kFinOrig = 0x08;        // FIN seen from the original s
 inline constexpr uint8_t kFinReply = 0x10;       // FIN seen from the reply side
 inline constexpr uint8_t kFirstFinReply = 0x20;  // the reply side closed first
 inline constexpr uint8_t kSimOpen = 0x40;        // simultaneous open (SYN both ways)
+// Assured (nf_conntrack's IPS_ASSURED): TCP established with an answer
+// seen, a UDP stream, another protocol answered. Never evicted to admit a
+// new flow.
+inline constexpr uint8_t kAssured = 0x80;
 
 // TCP header flags.
 inline constexpr uint8_t kFIN = 0x01, kSYN = 0x02, kRST = 0x04, kPSH = 0x08, kACK = 0x10;
@@ -203,9 +207,9 @@ inline step datagram_step(uint8_t s, uint8_t fl, unsigned dir) noexcept
 	if (dir == 1 && s == udp_unreplied)
 		return {udp_replied, uint8_t(fl | kReplied), true, false};
 	if (s == udp_replied)
-		return {udp_assured, fl, true, false};
+		return {udp_assured, uint8_t(fl | kAssured), true, false};
 	if (dir == 1 && s == other_unreplied)
-		return {other_assured, uint8_t(fl | kReplied), true, false};
+		return {other_assured, uint8_t(fl | kReplied | kAssured), true, false};
 	return {s, fl, true, false};
 }
 

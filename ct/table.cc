@@ -68,12 +68,12 @@ void set_ports(tcp_seen& s, tcp_seen& r, const packet& p) noexcept
 	window::put(r.port, static_cast<uint8_t>(p.reply_port == kNoPort ? 0 : p.reply_port + 1));
 }
 
-// Evictable to admit a new flow: half-open, or a TCP flow picked up
-// mid-stream whose other side has not answered (one forged segment opens
-// one; it must not hold its slot like a real connection).
+// Evictable to admit a new flow: half-open, or a TCP flow not assured (one
+// picked up mid-stream whose other side has not answered: one forged
+// segment opens one; it must not hold its slot like a real connection).
 constexpr bool evictable(uint8_t s, uint8_t fl) noexcept
 {
-	return is_half_open(s) || (s >= tcp_syn_sent && s <= tcp_close && !(fl & kReplied));
+	return is_half_open(s) || (s >= tcp_syn_sent && s <= tcp_close && !(fl & kAssured));
 }
 
 }  // namespace
@@ -417,6 +417,30 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 			}
 			r.family = fam_id;
 			apply(fam, keys[i], f, kdir[i], p, now, (in_lru >> i) & 1, r);
+		} else if (p.alt != nullptr &&
+			   // The bulk lookup ran before earlier packets of this burst
+			   // were applied: one may have opened t's flow.
+			   (f = fam.lru.empty() ? nullptr : fam.lru.lookup(keys[i])) == nullptr &&
+			   (f = fam.hash.lookup(keys[i])) == nullptr) [[unlikely]] {
+			// Not a reply of the flow t names: the packet as it came.
+			typename Fam::key ak;
+			const unsigned akdir = make_key(*p.alt, ak);
+			F* af = fam.lru.empty() ? nullptr : fam.lru.lookup(ak);
+			const bool in_lru = af != nullptr;
+			if (af == nullptr)
+				af = fam.hash.lookup(ak);
+			packet q = p;
+			q.t = *p.alt;
+			q.alt = nullptr;
+			r.family = fam_id;
+			if (af != nullptr)
+				apply(fam, ak, af, akdir, q, now, in_lru, r);
+			else
+				create(fam, ak, akdir, q, now, nullptr, r);
+			r.alt = true;
+		} else if (f != nullptr) {
+			r.family = fam_id;
+			apply(fam, keys[i], f, kdir[i], p, now, fam.lru.lookup(keys[i]) != nullptr, r);
 		} else {
 			r.family = fam_id;
 			create(fam, keys[i], kdir[i], p, now, nat != nullptr ? nat[idx[i]] : nullptr, r);
@@ -564,6 +588,10 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			}
 			if (dir == 1 && !x.reopen)
 				x.flags |= kReplied;  // a flow picked up mid-stream is answered
+			// nf_conntrack: assured once ESTABLISHED with an answer seen (the
+			// handshake's last ACK, or a picked-up flow's reply).
+			if (x.state == tcp_established && (x.flags & kReplied))
+				x.flags |= kAssured;
 		}
 		uint16_t next;
 		if (x.reopen) {
@@ -595,6 +623,16 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			c.tracked.inc();
 			if (x.state != s)
 				emit(event_type::state_change, k, *f, s, destroy_reason::none, now);
+			// nf_conntrack: a connection whose only answer (or whose end)
+			// before any answer is a RST never existed: the flow goes now
+			// rather than sit in CLOSE.
+			if (x.state == tcp_close && !(fl & kReplied) && claim(*f, next)) [[unlikely]] {
+				emit(event_type::destroyed, k, *f, x.state, destroy_reason::erased, now);
+				if (!in_lru || fam.lru.erase(k) != 0)
+					fam.hash.erase(k);
+				c.erased.inc();
+				r.flow = nullptr;
+			}
 		}
 		if (in_lru && evictable(s, fl) != evictable(x.state, x.flags)) [[unlikely]]
 			fam.lru.set_evict_first(k, evictable(x.state, x.flags));

@@ -138,6 +138,11 @@ struct packet {
 	// The packet may not open a flow mid-stream even in loose mode (a
 	// backend's segment: the client's side picks its flow up).
 	bool no_pickup = false;
+	// Another name for the packet (a backend's packet: t is it translated
+	// back to the service, *alt as it came). When t names no flow, the
+	// packet is judged under *alt instead, in its place in the burst (and
+	// a flow it opens is opened under *alt); result::alt says so.
+	const tuple* alt = nullptr;
 	uint16_t tcp_win = 0;            // the raw window field
 	uint32_t tcp_seq = 0, tcp_ack = 0;
 	uint32_t tcp_len = 0;            // payload bytes
@@ -166,6 +171,7 @@ struct result {
 	uint8_t state;  // the flow's state after the packet
 	uint8_t family;
 	flow_head* flow;  // created / tracked / related; else nullptr
+	bool alt = false;  // judged under packet::alt
 };
 
 // A copy of one flow, for tests, dumps and telemetry.

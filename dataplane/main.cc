@@ -4,7 +4,7 @@
 //
 //   ctplane [run] [EAL options] -- --config FILE [--duration S] [--stats S]
 //                                        the appliance on DPDK ports
-//   ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]
+//   ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress] [--ct-dump FILE]
 //   ctplane check  --config FILE         validate a config, print nothing on success
 #include <cstdio>
 #include <cstring>
@@ -20,6 +20,7 @@ int usage(FILE* f)
 {
 	std::fputs("usage: ctplane [run] [EAL options] -- --config FILE [--duration SECONDS] [--stats SECONDS]\n"
 		   "       ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]\n"
+		   "                      [--ct-dump FILE]\n"
 		   "       ctplane check --config FILE\n",
 		   f);
 	return f == stdout ? 0 : 2;
@@ -59,6 +60,9 @@ int main(int argc, char** argv)
 				return 2;
 		} else if (a == "--out" && cmd == "replay") {
 			if (!value(o.out))
+				return 2;
+		} else if (a == "--ct-dump" && cmd == "replay") {
+			if (!value(o.ct_dump))
 				return 2;
 		} else if (a == "--json" && cmd == "replay") {
 			o.json = true;

@@ -793,7 +793,11 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			if (const lb::service* svc = lb_.service_at(w.rev[j])) {
 				std::memcpy(c.t.src, svc->frontend.addr, 16);
 				c.t.sport = svc->frontend.port;
-				c.no_pickup = true;  // a reply: never the opener of a flow
+				// A reply of a service flow, if one is there; else the
+				// packet as it came (a flow to the backend itself), judged
+				// in its place in the burst.
+				c.alt = &w.p[w.idx[j]].ct.t;
+				c.no_pickup = true;  // a backend's segment never opens a flow mid-stream
 				continue;
 			}
 			w.rev[j] = 0;
@@ -829,23 +833,16 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
 		ct::result& r = w.res[j];
+		if (r.alt) {  // judged as it came: not a service's reply
+			w.ctp[j].t = w.p[i].ct.t;
+			w.rev[j] = 0;
+		}
 		auto picked_up = [&] {
 			const ct::packet& c = w.ctp[j];
 			return r.v == ct::verdict::created && c.t.proto == ct::kProtoTCP && c.kind == ct::pkt_kind::normal &&
 			       !ct::tcp::is_syn(c.tcp_flags);
 		};
-		if (w.rev[j] != 0 && w.ctp[j].kind == ct::pkt_kind::normal &&
-		    (r.v == ct::verdict::created || r.v == ct::verdict::invalid)) {
-			if (r.v == ct::verdict::created)
-				ct_.erase(w.ctp[j].t, now_ns);
-			// A backend's segment of an unknown connection is not picked
-			// up (it could belong to a service flow or a direct one): the
-			// client's next segment picks the flow up through the service.
-			w.ctp[j] = w.p[i].ct;
-			w.ctp[j].no_pickup = true;
-			w.rev[j] = 0;
-			r = ct_.process(w.ctp[j], now_ns, nullptr);
-		} else if (picked_up() && w.svc[j] == 0) {
+		if (picked_up() && w.svc[j] == 0 && w.rev[j] == 0 && !r.alt) {
 			// Picked up mid-stream to a service: Maglev gives the backend
 			// the flow had (when the backends did not change meanwhile).
 			ct::packet& c = w.ctp[j];

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -295,6 +296,20 @@ int replay(const replay_options& o, replay_report* report)
 		s.services.push_back(l);
 	});
 	out.reset();
+	if (!o.ct_dump.empty()) {
+		std::unique_ptr<FILE, int (*)(FILE*)> d(std::fopen(o.ct_dump.c_str(), "w"), std::fclose);
+		if (!d)
+			return fail(o.ct_dump + ": " + std::strerror(errno));
+		ct->for_each([&](const ct::flow_view& v) {
+			lb::address s{}, t{};
+			s.family = t.family = v.orig.family;
+			std::memcpy(s.addr, v.orig.src, 16);
+			std::memcpy(t.addr, v.orig.dst, 16);
+			std::fprintf(d.get(), "%u %u %s %u %s %u %s %s\n", v.orig.family, v.orig.proto, lb::to_string(s).c_str(),
+				     v.orig.sport, lb::to_string(t).c_str(), v.orig.dport, ct::state_name(v.state),
+				     (v.flags & ct::kAssured) ? "assured" : "-");
+		});
+	}
 	if (report != nullptr)
 		*report = replay_report{s.packets, s.p.forwarded, s.wall_s};
 	if (o.quiet)

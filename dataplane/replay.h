@@ -23,6 +23,10 @@ struct replay_options {
 	bool json = false;   // summary as JSON on stdout
 	bool progress = true;  // on a terminal (stderr): packets, rate, percent
 	bool quiet = false;    // no summary (benchmarks read the report)
+	// The CT at the end of the trace, one flow per line: family, protocol,
+	// original source, source port, destination, destination port, state,
+	// "assured" or "-" (the kernel-differential test reads it).
+	std::string ct_dump;
 };
 
 struct replay_report {

@@ -10,7 +10,7 @@
 // whole trace makes sense through the pipeline. Same options, same bytes.
 //
 //   gen_trace --config FILE --out OUT.pcap [--flows N] [--udp N] [--icmp N]
-//             [--duration SECONDS] [--malformed PERCENT] [--seed N]
+//             [--duration SECONDS] [--malformed PERCENT] [--seed N] [--direct]
 //
 // Clients: 192.168.2.0-192.168.255.255 and 2001:db8:c:1::/64 (the example
 // config routes them via the client port's router).
@@ -146,7 +146,7 @@ struct gen {
 int usage()
 {
 	std::fputs("usage: gen_trace --config FILE --out OUT.pcap [--flows N] [--udp N] [--icmp N]\n"
-		   "                 [--duration SECONDS] [--malformed PERCENT] [--seed N]\n",
+		   "                 [--duration SECONDS] [--malformed PERCENT] [--seed N] [--direct]\n",
 		   stderr);
 	return 2;
 }
@@ -158,8 +158,13 @@ int main(int argc, char** argv)
 	std::string cfg_path, out_path;
 	uint64_t flows = 200, udps = 100, icmps = 20, seed = 1;
 	double duration = 2.0, malformed = 2.0;
+	bool direct = false;  // --direct: clients talk to the backends themselves (no VIP, no NAT)
 	for (int i = 1; i < argc; i++) {
 		const std::string a = argv[i];
+		if (a == "--direct") {
+			direct = true;
+			continue;
+		}
 		if (i + 1 >= argc)
 			return usage();
 		const char* v = argv[++i];
@@ -265,10 +270,10 @@ int main(int argc, char** argv)
 	for (uint64_t i = 0; i < flows && !tcp_svcs.empty(); i++) {
 		const svc& s = tcp_svcs[rnd(tcp_svcs.size())];
 		const endpoint cl = client(s.fe.family);
-		const endpoint vip = fe_of(s.fe);
 		endpoint be;
 		if (!backend_for(s, cl, 6, &be))
 			continue;
+		const endpoint vip = direct ? be : fe_of(s.fe);
 		uint64_t t = t_base + rnd(span_us);
 		const uint64_t rtt = 200 + rnd(2000);
 		uint32_t cs = uint32_t(g.rng()), ss = uint32_t(g.rng());
@@ -297,10 +302,10 @@ int main(int argc, char** argv)
 	for (uint64_t i = 0; i < udps && !udp_svcs.empty(); i++) {
 		const svc& s = udp_svcs[rnd(udp_svcs.size())];
 		const endpoint cl = client(s.fe.family);
-		const endpoint vip = fe_of(s.fe);
 		endpoint be;
 		if (!backend_for(s, cl, 17, &be))
 			continue;
+		const endpoint vip = direct ? be : fe_of(s.fe);
 		uint64_t t = t_base + rnd(span_us);
 		const bytes req = gen::udp(cl.port, vip.port, 40 + rnd(60));
 		if (i % 8 == 7 && cl.family == 4) {

@@ -578,5 +578,22 @@ TEST_F(pipeline_fixture, a_restarted_appliance_picks_up_a_connection_to_a_servic
 	EXPECT_EQ(ct.stats().c.picked_up, 1u);
 }
 
+TEST_F(pipeline_fixture, a_client_talking_to_a_backend_directly_is_tracked_like_any_flow)
+{
+	// 10.0.1.1:8080 is a backend of "web": its segments are first looked
+	// up as replies of the service, then as what they are.
+	ASSERT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7700, 8080, ct::kSYN)))).f, fate::forward);
+	const out sa = one(eth4(ipv4(kB1, kClient, tcp(8080, 7700, ct::kSYN | ct::kACK))), 1);
+	ASSERT_EQ(sa.f, fate::forward) << drop_name(sa.reason);
+	EXPECT_EQ(ip4_at(sa.frame, 26), kB1) << "not translated: not a service flow";
+	const out a = one(eth4(ipv4(kClient, kB1, tcp(7700, 8080, ct::kACK))));
+	ASSERT_EQ(a.f, fate::forward) << drop_name(a.reason);
+	const out d = one(eth4(ipv4(kB1, kClient, tcp(8080, 7700, ct::kACK | ct::kPSH, 100))), 1);
+	ASSERT_EQ(d.f, fate::forward) << drop_name(d.reason);
+	ct::flow_view v;
+	ASSERT_TRUE(ct.find(ct::tuple::v4(kClient, kB1, 7700, 8080, ct::kProtoTCP), clk.now_ns(), &v));
+	EXPECT_EQ(v.state, ct::tcp_established);
+}
+
 }  // namespace
 }  // namespace ctplane::dataplane::test
