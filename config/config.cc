@@ -276,6 +276,8 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 						   {"be_liberal",
 						    [&](const YAML::Node& m, const std::string& q) { c.tcp.be_liberal = r.boolean(m, q); }},
 						   {"loose", [&](const YAML::Node& m, const std::string& q) { c.tcp.loose = r.boolean(m, q); }},
+						   {"window_tracking",
+						    [&](const YAML::Node& m, const std::string& q) { c.tcp.window_tracking = r.boolean(m, q); }},
 					   });
 			  }},
 			 {"event_ring",

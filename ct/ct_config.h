@@ -41,6 +41,10 @@ struct tcp_config {
 	// window seeded from the segment (nf_conntrack_tcp_loose): a restarted
 	// or failed-over appliance keeps its connections. false: only a SYN opens.
 	bool loose = true;
+	// Window tracking itself (ct/tcp_window.h). Off: TCP judged by its
+	// flags alone, every RST closes: for comparison (bench_ct measures the
+	// cost) or behind a device that already tracks windows. Not advised.
+	bool window_tracking = true;
 };
 
 struct config {

@@ -394,6 +394,12 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 	// state, so no CAS: the window data of its sender (one writer), the
 	// expiry, the counters. Everything else takes apply().
 	const uint32_t est_expires = now + timeout(tcp_established);
+	const bool track_window = cfg_.tcp.window_tracking;
+	// The flow's window data ends the entry: on its second cache line for
+	// most placements. Fetched for the whole burst before it is read.
+	for (unsigned i = 0; i < n; i++)
+		if (vals[i] != nullptr)
+			__builtin_prefetch(reinterpret_cast<const char*>(&vals[i]->seen[1]) + sizeof(tcp_seen) - 1);
 	const uint8_t fam_id = Fam::kFamily;
 	unsigned fast = 0;
 	for (unsigned i = 0; i < n; i++) {
@@ -405,8 +411,8 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 			if (state_of(st) == tcp_established && (flags_of(st) & kReplied) && p.kind == pkt_kind::normal &&
 			    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) &&
 			    port_ok(f->seen[kdir[i]], p.in_port) &&
-			    window::track(f->seen[kdir[i]], f->seen[kdir[i] ^ 1], segment_of(p)) ==
-				    window_verdict::in_window) [[likely]] {
+			    (!track_window || window::track_ack(f->seen[kdir[i]], f->seen[kdir[i] ^ 1], p.tcp_seq,
+								p.tcp_ack, p.tcp_len, p.tcp_win))) [[likely]] {
 				const unsigned dir = kdir[i] ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
 				store(f->h.expires, est_expires);
 				store(f->packets[dir], load(f->packets[dir]) + 1);
@@ -459,6 +465,8 @@ int table::judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x
 {
 	using window::get;
 	using window::put;
+	if (!cfg_.tcp.window_tracking)
+		return 0;
 	tcp_seen& S = f.seen[kdir];
 	tcp_seen& R = f.seen[kdir ^ 1];
 	const tcp_segment g = segment_of(p);

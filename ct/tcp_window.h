@@ -45,6 +45,7 @@
 //     acknowledges the SYN-ACK exactly.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -228,9 +229,8 @@ inline window_verdict track(tcp_seen& s, const tcp_seen& r, const tcp_segment& g
 			units = static_cast<uint16_t>((uint32_t{units} + (1u << sc) - 1) >> sc);
 			put(s.flags, static_cast<uint8_t>(sf | kSeenScaled));
 		}
-		if (g.win > units)
-			units = g.win;
-		put(s.maxwin, units);
+		if (g.win > units || !(sf & kSeenScaled))
+			put(s.maxwin, std::max<uint16_t>(units, g.win));
 		win = uint32_t{g.win} << sc;
 	}
 	if (seq_after(end, s_end))
@@ -243,6 +243,36 @@ inline window_verdict track(tcp_seen& s, const tcp_seen& r, const tcp_segment& g
 			put(s.edge, e);
 	}
 	return window_verdict::in_window;
+}
+
+// The established fast path's case of track(): a plain ACK (no SYN, FIN
+// or RST; data or not) between two sides that have both sent, the
+// sender's window already in scaled units. Same judgement and updates as
+// track(); false (nothing changed) when the segment is not in the window
+// or not this case, and track() decides.
+[[gnu::always_inline]] inline bool track_ack(tcp_seen& s, const tcp_seen& r, uint32_t seq, uint32_t ack,
+					     uint32_t len, uint16_t win) noexcept
+{
+	const uint8_t sf = get(s.flags), rf = get(r.flags);
+	if (!(sf & kSeenScaled) || !(rf & kSeenInit) || ((sf | rf) & kSeenLiberal))
+		return false;
+	const uint32_t end = seq + len;
+	const uint32_t r_end = get(r.end), s_end = get(s.end);
+	const uint16_t s_units = get(s.maxwin);
+	const uint32_t r_maxwin = (rf & kSeenScaled) ? uint32_t{get(r.maxwin)} << scale_of(rf) : get(r.maxwin);
+	const uint32_t s_maxwin = uint32_t{s_units} << scale_of(sf);
+	const uint32_t ackwin = s_maxwin != 0 ? s_maxwin : 66000;
+	if (seq_after(seq, get(r.edge)) || !seq_after(end, s_end - r_maxwin - 1) || seq_after(ack, r_end) ||
+	    !seq_after(ack, r_end - ackwin - 1))
+		return false;
+	if (win > s_units)
+		put(s.maxwin, win);
+	if (seq_after(end, s_end))
+		put(s.end, end);
+	const uint32_t e = ack + (uint32_t{win} << scale_of(sf)) + (win == 0 ? 1 : 0);
+	if (seq_after(e, get(s.edge)))
+		put(s.edge, e);
+	return true;
 }
 
 }  // namespace window

@@ -2,8 +2,9 @@
 //
 // Conntrack benchmarks, each side by side with its yardstick in one run.
 //
-//   ct_update/<flows>/<ct|bare_lookup>   an established flow's packet:
-//       lookup + state machine + counters (ct), against the bare rhash
+//   ct_update/<flows>/<ct|ct_nowindow|bare_lookup>   an established flow's
+//       packet: lookup + state machine + window tracking + counters (ct),
+//       the same without window tracking (ct_nowindow), and the bare rhash
 //       bulk lookup of the same canonical keys (bare_lookup)
 //   ct_new/4M                             3-way handshakes from an empty
 //       table growing to 4M flows (control thread ticking on the other
@@ -59,6 +60,33 @@ config big(uint64_t max)
 	return c;
 }
 
+// Flow i's initial sequence numbers (client, server) and what a stack
+// sends: the window tracker believes these packets.
+uint32_t isn_c(uint64_t i) { return static_cast<uint32_t>(i * 0x9e3779b97f4a7c15ull >> 32); }
+uint32_t isn_s(uint64_t i) { return isn_c(i) ^ 0x5bd1e995u; }
+packet segment(uint64_t i, uint8_t step, uint32_t bytes = 60)
+{
+	const tuple f = flow(i);
+	const bool reply = step == (kSYN | kACK);
+	packet p{reply ? f.reversed() : f, bytes, step, pkt_kind::normal};
+	p.tcp_win = 65535;
+	p.tcp_seq = reply ? isn_s(i) : step == kSYN ? isn_c(i) : isn_c(i) + 1;
+	p.tcp_ack = reply ? isn_c(i) + 1 : step == kSYN ? 0 : isn_s(i) + 1;
+	return p;
+}
+// A data segment of established flow i, either direction (the same bytes
+// each time: to the tracker, a retransmission after the first).
+packet data_segment(uint64_t i, bool reply, uint32_t payload)
+{
+	const tuple f = flow(i);
+	packet p{reply ? f.reversed() : f, 40 + payload, uint8_t(kACK | kPSH), pkt_kind::normal};
+	p.tcp_win = 65535;
+	p.tcp_len = payload;
+	p.tcp_seq = reply ? isn_s(i) + 1 : isn_c(i) + 1;
+	p.tcp_ack = reply ? isn_c(i) + 1 : isn_s(i) + 1;
+	return p;
+}
+
 // Handshakes for flows [from, to) in bursts; returns the number established.
 uint64_t open_flows(table& t, uint64_t from, uint64_t to, uint64_t now, std::vector<uint64_t>* burst_ns = nullptr)
 {
@@ -68,10 +96,8 @@ uint64_t open_flows(table& t, uint64_t from, uint64_t to, uint64_t now, std::vec
 	for (uint64_t b = from; b < to; b += kBurst) {
 		const unsigned n = static_cast<unsigned>(std::min<uint64_t>(kBurst, to - b));
 		for (uint8_t step : {kSYN, uint8_t(kSYN | kACK), kACK}) {
-			for (unsigned i = 0; i < n; i++) {
-				const tuple f = flow(b + i);
-				p[i] = packet{step == (kSYN | kACK) ? f.reversed() : f, 60, step, pkt_kind::normal};
-			}
+			for (unsigned i = 0; i < n; i++)
+				p[i] = segment(b + i, step);
 			if (step == kSYN && burst_ns != nullptr) {
 				const uint64_t t0 = __rdtsc();
 				t.process_bulk(p, n, now, r);
@@ -140,28 +166,30 @@ struct update_world {
 	std::vector<packet> pkts;  // kQueries data packets, both directions
 };
 
-update_world& world(uint64_t flows)
+// window = false: the same table with ct.tcp.window_tracking off (flags
+// only), the yardstick of what window tracking costs.
+update_world& world(uint64_t flows, bool window)
 {
-	static std::map<uint64_t, std::unique_ptr<update_world>> cache;
-	auto& w = cache[flows];
+	static std::map<std::pair<uint64_t, bool>, std::unique_ptr<update_world>> cache;
+	auto& w = cache[{flows, window}];
 	if (w)
 		return *w;
 	w = std::make_unique<update_world>();
-	w->t = std::make_unique<table>(big(flows * 2));
+	config c = big(flows * 2);
+	c.tcp.window_tracking = window;
+	w->t = std::make_unique<table>(c);
 	const uint64_t now = clock_().now_ns();
 	open_ticking(*w->t, flows, now);
 	std::mt19937_64 rng(flows);
-	for (size_t i = 0; i < kQueries; i++) {
-		const tuple f = flow(rng() % flows);
-		w->pkts.push_back(packet{i % 2 ? f.reversed() : f, 1500, kACK | kPSH, pkt_kind::normal});
-	}
+	for (size_t i = 0; i < kQueries; i++)
+		w->pkts.push_back(data_segment(rng() % flows, i % 2, 1460));
 	return *w;
 }
 
-void bm_update(benchmark::State& state, uint64_t flows)
+void bm_update(benchmark::State& state, uint64_t flows, bool window)
 {
 	maps::rcu::thread_registration reg;
-	update_world& w = world(flows);
+	update_world& w = world(flows, window);
 	result r[kBurst];
 	size_t q = 0;
 	uint64_t tracked = 0;
@@ -204,7 +232,7 @@ void bm_bare(benchmark::State& state, uint64_t flows)
 		while (h->maintain(1 << 20) != 0 || h->resizing()) {
 		}
 	}
-	update_world& w = world(flows);  // the same packets
+	update_world& w = world(flows, true);  // the same packets
 	keys.resize(kQueries);
 	for (size_t i = 0; i < kQueries; i++)
 		make_key(w.pkts[i].t, keys[i]);
@@ -305,7 +333,7 @@ void bm_memory(benchmark::State& state, int family, uint64_t flows)
 		const maps::rhash_stats& hs = family == 6 ? s.hash6 : s.hash4;
 		state.counters["flows"] = double(n);
 		state.counters["bytes_per_flow"] = double(hs.bytes) / double(n);
-		state.counters["entry_bytes"] = family == 6 ? 96.0 : 56.0;
+		state.counters["entry_bytes"] = double(family == 6 ? sizeof(key6) + sizeof(flow6) : sizeof(key4) + sizeof(flow4));
 		state.counters["load"] = hs.load;
 	}
 }
@@ -373,7 +401,9 @@ void register_all(bool quick)
 		sizes.push_back(4'000'000);
 	for (uint64_t n : sizes) {
 		const std::string lbl = n >= 1'000'000 ? std::to_string(n / 1'000'000) + "M" : std::to_string(n / 1000) + "K";
-		benchmark::RegisterBenchmark(("ct_update/" + lbl + "/ct").c_str(), bm_update, n)->MinTime(0.5);
+		benchmark::RegisterBenchmark(("ct_update/" + lbl + "/ct").c_str(), bm_update, n, true)->MinTime(0.5);
+		benchmark::RegisterBenchmark(("ct_update/" + lbl + "/ct_nowindow").c_str(), bm_update, n, false)
+			->MinTime(0.5);
 		benchmark::RegisterBenchmark(("ct_update/" + lbl + "/bare_lookup").c_str(), bm_bare, n)->MinTime(0.5);
 	}
 	const uint64_t grow_to = quick ? 1'000'000 : 4'000'000;

@@ -222,7 +222,22 @@ struct fast_world {
 	maps::lpm<maps::ipv4> fib;  // 1000 routes, the local /16s among them
 	std::unique_ptr<sockmap::sockmap> sm;
 	std::vector<ct::tuple> tuples;  // kQueries packets, both directions
+	std::vector<ct::packet> pkts;   // the same as CT packets (sequence numbers a stack sends)
 };
+
+// Connection i's packets as a stack sends them (the CT tracks windows).
+uint32_t isn_c(uint64_t i) { return static_cast<uint32_t>(i * 0x9e3779b97f4a7c15ull >> 32); }
+uint32_t isn_s(uint64_t i) { return isn_c(i) ^ 0x5bd1e995u; }
+ct::packet seg(const ct::tuple& f, bool reply, uint8_t flags, uint32_t bytes, uint64_t i)
+{
+	ct::packet p{reply ? f.reversed() : f, bytes, flags, ct::pkt_kind::normal};
+	p.tcp_win = 65535;
+	const bool syn = flags & ct::kSYN;
+	p.tcp_len = syn || bytes <= 40 ? 0 : bytes - 40;
+	p.tcp_seq = reply ? isn_s(i) + (syn ? 0 : 1) : isn_c(i) + (syn ? 0 : 1);
+	p.tcp_ack = !(flags & ct::kACK) ? 0 : reply ? isn_c(i) + 1 : isn_s(i) + 1;
+	return p;
+}
 
 ct::tuple conn(uint64_t i)
 {
@@ -255,10 +270,8 @@ fast_world& fworld(uint64_t conns)
 	for (uint64_t b = 0; b < conns; b += kBurst) {
 		const unsigned n = static_cast<unsigned>(std::min<uint64_t>(kBurst, conns - b));
 		for (uint8_t step : {ct::kSYN, uint8_t(ct::kSYN | ct::kACK), ct::kACK}) {
-			for (unsigned i = 0; i < n; i++) {
-				const ct::tuple f = conn(b + i);
-				pk[i] = ct::packet{step == (ct::kSYN | ct::kACK) ? f.reversed() : f, 60, step, ct::pkt_kind::normal};
-			}
+			for (unsigned i = 0; i < n; i++)
+				pk[i] = seg(conn(b + i), step == (ct::kSYN | ct::kACK), step, 60, b + i);
 			w->t->process_bulk(pk, n, now, r);
 		}
 		if (b % 4096 == 0)
@@ -278,8 +291,10 @@ fast_world& fworld(uint64_t conns)
 	w->fib.insert(0x0a020000, 16, 1002);
 	w->fib.insert(0x0a000000, 8, 1000);
 	for (size_t i = 0; i < kQueries; i++) {
-		const ct::tuple f = conn(rng() % conns);
+		const uint64_t c = rng() % conns;
+		const ct::tuple f = conn(c);
 		w->tuples.push_back(i % 2 ? f.reversed() : f);
+		w->pkts.push_back(seg(f, i % 2, uint8_t(ct::kACK | ct::kPSH), 1500, c));
 	}
 	return *w;
 }
@@ -316,9 +331,7 @@ void bm_fast_full(benchmark::State& state, uint64_t conns)
 {
 	maps::rcu::thread_registration reg;
 	fast_world& w = fworld(conns);
-	std::vector<ct::packet> pk(kQueries);
-	for (size_t i = 0; i < kQueries; i++)
-		pk[i] = ct::packet{w.tuples[i], 1500, uint8_t(ct::kACK | ct::kPSH), ct::pkt_kind::normal};
+	const std::vector<ct::packet>& pk = w.pkts;
 	struct next_hop {
 		uint16_t port;
 		uint8_t mac[6];
