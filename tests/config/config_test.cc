@@ -4,6 +4,8 @@
 // of bad input (file:line:column: path: message).
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <cstring>
 
 #include "config/config.h"
@@ -103,6 +105,20 @@ TEST(config, the_shipped_example_loads_and_equals_the_defaults)
 	const sockmap::config ds;
 	EXPECT_EQ(r.value().sockmap.enabled, ds.enabled);
 	EXPECT_EQ(r.value().sockmap.max_entries, ds.max_entries);
+	EXPECT_EQ(c.checksum, d.checksum);
+	EXPECT_EQ(c.hash_seed, d.hash_seed);
+	EXPECT_EQ(c.tcp.be_liberal, d.tcp.be_liberal);
+	EXPECT_EQ(c.tcp.loose, d.tcp.loose);
+	EXPECT_EQ(c.tcp.window_tracking, d.tcp.window_tracking);
+	EXPECT_EQ(r.value().ports[0].rp_filter, rp_mode::strict);
+	const control_spec dc;
+	const control_spec& cc = r.value().control;
+	EXPECT_EQ(std::make_tuple(cc.retrans_ms, cc.probes, cc.hold_ms, cc.reachable_ms, cc.icmp_rate, cc.max_neighbors,
+				  cc.max_incomplete, cc.queue_per_neighbor, cc.queue_total, cc.probe_rate, cc.punt_arp_nd,
+				  cc.punt_resolve, cc.punt_icmp, cc.punt_other),
+		  std::make_tuple(dc.retrans_ms, dc.probes, dc.hold_ms, dc.reachable_ms, dc.icmp_rate, dc.max_neighbors,
+				  dc.max_incomplete, dc.queue_per_neighbor, dc.queue_total, dc.probe_rate, dc.punt_arp_nd,
+				  dc.punt_resolve, dc.punt_icmp, dc.punt_other));
 }
 
 TEST(config, the_hostile_input_knobs_are_read_and_checked)
