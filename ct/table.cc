@@ -655,10 +655,12 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	using F = typename Fam::flow;
 	thread_counters& c = tc();
 	const bool pickup = can_pickup(p);
-	if (!pickup && !opens(p.t.proto, p.kind, p.tcp_flags)) {
+	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
+	if (pickup || !opener) {
 		// The bulk lookup ran before earlier packets of this burst were
 		// applied: one of them may have created the flow (a SYN and its
-		// SYN-ACK in one burst). Look again before calling it invalid.
+		// SYN-ACK in one burst). Look again before calling it invalid, or
+		// picking it up.
 		F* f = fam.lru.empty() ? nullptr : fam.lru.lookup(k);
 		const bool in_lru = f != nullptr;
 		if (f == nullptr)
@@ -667,20 +669,11 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			apply(fam, k, f, kdir, p, now, in_lru, r);
 			return;
 		}
+	}
+	if (!pickup && !opener) {
 		r = result{verdict::invalid, 0, st_none, r.family, nullptr};
 		(p.t.proto == kProtoTCP && p.kind == pkt_kind::normal ? c.refused_not_syn : c.invalid_no_flow).inc();
 		return;
-	}
-	if (pickup) {
-		// The lookup may have missed a flow an earlier packet of this burst made.
-		F* f = fam.lru.empty() ? nullptr : fam.lru.lookup(k);
-		const bool in_lru = f != nullptr;
-		if (f == nullptr)
-			f = fam.hash.lookup(k);
-		if (f != nullptr) {
-			apply(fam, k, f, kdir, p, now, in_lru, r);
-			return;
-		}
 	}
 	F init;
 	std::memset(&init, 0, sizeof(init));

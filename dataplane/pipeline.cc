@@ -806,18 +806,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		// lone SYN; a later TCP packet's flow already holds its translation.
 		if (proto == ct::kProtoTCP && !ct::tcp::is_syn(c.tcp_flags))
 			continue;
-		const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, proto));
-		if (sv == 0)
-			continue;
-		w.svc[j] = sv;
-		const uint32_t be = lb_.select(sv, flow_hash(c.t));
-		lb::rewrite rw;
-		if (be != 0 && lb_.dnat(be, &rw)) {
-			std::memcpy(w.nat[j].addr, rw.addr, 16);
-			w.nat[j].port = rw.port;
-			w.nat[j].backend = rw.backend;
-			w.natp[j] = &w.nat[j];
-		}
+		choose_backend(w, j);
 	}
 
 	// 5. State only for what may pass: the packets that may open a flow
@@ -828,8 +817,8 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	if (w.n != 0)
 		ct_.process_bulk(w.ctp, w.n, now_ns, w.res, w.natp);
 
-	// 6. Verdicts and translations. A translated reply the CT did not
-	//    know was not a reply: run it again as it came.
+	// 6. Verdicts and translations. A backend's packet the CT judged as it
+	//    came (result::alt) was not a service's reply: no translation.
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
 		ct::result& r = w.res[j];
@@ -845,21 +834,8 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		if (picked_up() && w.svc[j] == 0 && w.rev[j] == 0 && !r.alt) {
 			// Picked up mid-stream to a service: Maglev gives the backend
 			// the flow had (when the backends did not change meanwhile).
-			ct::packet& c = w.ctp[j];
-			const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, c.t.proto));
-			if (sv != 0) {
-				w.svc[j] = sv;
-				const uint32_t be = lb_.select(sv, flow_hash(c.t));
-				lb::rewrite rw;
-				if (be != 0 && lb_.dnat(be, &rw)) {
-					std::memcpy(w.nat[j].addr, rw.addr, 16);
-					w.nat[j].port = rw.port;
-					w.nat[j].backend = rw.backend;
-					w.natp[j] = &w.nat[j];
-					if (ct_.attach_nat(r, w.nat[j]) != 0)
-						w.natp[j] = nullptr;  // dropped below as no_backend
-				}
-			}
+			if (choose_backend(w, j) && ct_.attach_nat(r, w.nat[j]) != 0)
+				w.natp[j] = nullptr;  // dropped below as no_backend
 		}
 		switch (r.v) {
 		case ct::verdict::invalid: drop_it(i, drop::ct_invalid); w.idx[j] = UINT16_MAX; continue;
@@ -1004,6 +980,27 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 			o.why = punt::none;
 		}
 	}
+}
+
+// The service packet j's destination names, and its backend by Maglev over
+// the flow hash: w.svc[j] (0: not a service) and w.nat[j] / w.natp[j]
+// (nullptr: no active backend). true when a backend was chosen.
+bool pipeline::choose_backend(work& w, unsigned j) const noexcept
+{
+	const ct::packet& c = w.ctp[j];
+	const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, c.t.proto));
+	if (sv == 0)
+		return false;
+	w.svc[j] = sv;
+	const uint32_t be = lb_.select(sv, flow_hash(c.t));
+	lb::rewrite rw;
+	if (be == 0 || !lb_.dnat(be, &rw))
+		return false;
+	std::memcpy(w.nat[j].addr, rw.addr, 16);
+	w.nat[j].port = rw.port;
+	w.nat[j].backend = rw.backend;
+	w.natp[j] = &w.nat[j];
+	return true;
 }
 
 bool pipeline::port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept

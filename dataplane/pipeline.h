@@ -281,6 +281,7 @@ private:
 	// rp_filter. Drops the others; sets the survivors' reply_port.
 	void admit(work& w, uint64_t now_ns, lcore_stats& s) noexcept;
 	void record_fragment(const work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept;
+	bool choose_backend(work& w, unsigned j) const noexcept;
 	// Packets coming in on `port` are held to it by the CT (a flow's
 	// packets must keep coming in where they did): not on rp_filter: off.
 	bool checked(uint16_t port) const noexcept

@@ -72,6 +72,11 @@ protected:
 		EXPECT_EQ(lb.apply(cfg.lb), "");
 		EXPECT_EQ(pl.build(cfg), "");
 		cc.icmp_rate = 100;
+		make_control();
+	}
+	// The control path with `cc`, collecting what it sends in `out`.
+	void make_control()
+	{
 		ctl = std::make_unique<control_path>(
 			pl, cfg,
 			[this](uint16_t port, const uint8_t* f, uint32_t len) {
@@ -611,13 +616,7 @@ protected:
 		cc.queue_per_neighbor = 2;
 		cc.queue_total = 10;
 		cc.probe_rate = 5;
-		ctl = std::make_unique<control_path>(
-			pl, cfg,
-			[this](uint16_t port, const uint8_t* f, uint32_t len) {
-				out.push_back(sent{port, bytes(f, f + len)});
-				return true;
-			},
-			cc);
+		make_control();
 	}
 };
 
