@@ -312,6 +312,8 @@ reply ops::stats()
 #define CTPLANE_X(n) r.num("control/" #n, cs.n);
 	CTPLANE_CONTROL_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
+	r.num("neighbors/rehashes", dp_.pl().neighbor_rehashes());
+	r.num("neighbors/refused", dp_.pl().neighbor_refused());
 	r.num("ct/flows", dp_.ct().size());
 	r.num("sockmap/entries", dp_.sm().get_stats().entries);
 	return r;
