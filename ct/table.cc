@@ -41,6 +41,8 @@ constexpr unsigned kEvictBuckets = 2;
 // Buckets per GC scan call (the time budget is checked between calls).
 constexpr size_t kGcChunk = 32;
 constexpr unsigned kChunk = 64;  // packets per bulk lookup
+// Buckets past which a table is out of the caches (64 B each: 2 MiB).
+constexpr uint64_t kPrefetchBuckets = 32768;
 
 tcp_segment segment_of(const packet& p) noexcept
 {
@@ -396,10 +398,13 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 	const uint32_t est_expires = now + timeout(tcp_established);
 	const bool track_window = cfg_.tcp.window_tracking;
 	// The flow's window data ends the entry: on its second cache line for
-	// most placements. Fetched for the whole burst before it is read.
-	for (unsigned i = 0; i < n; i++)
-		if (vals[i] != nullptr)
-			__builtin_prefetch(reinterpret_cast<const char*>(&vals[i]->seen[1]) + sizeof(tcp_seen) - 1);
+	// most placements. Fetched for the whole burst before it is read, when
+	// the table is past the caches (bench_ct: it pays at 1M flows, costs
+	// at 1K).
+	if (fam.hash.buckets() > kPrefetchBuckets)
+		for (unsigned i = 0; i < n; i++)
+			if (vals[i] != nullptr)
+				__builtin_prefetch(reinterpret_cast<const char*>(&vals[i]->seen[1]) + sizeof(tcp_seen) - 1);
 	const uint8_t fam_id = Fam::kFamily;
 	unsigned fast = 0;
 	for (unsigned i = 0; i < n; i++) {

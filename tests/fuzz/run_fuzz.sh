@@ -53,8 +53,14 @@ for t in "${targets[@]}"; do
 	mkdir -p "$out/corpus/$t"
 	seeds=()
 	[ -d "tests/fuzz/corpus/$t" ] && seeds=("tests/fuzz/corpus/$t")
+	# The targets that build the dataplane keep its tables in mmap'd regions
+	# (maps/mem.h), which LeakSanitizer does not scan: a pointer held only
+	# there (a Maglev table, say) would read as a leak. Their growth is
+	# bounded by -rss_limit_mb instead.
+	leaks=()
+	case "$t" in pipeline | pcap | telemetry) leaks=(-detect_leaks=0) ;; esac
 	if "$bin" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 \
-		"$out/corpus/$t" "${seeds[@]}" >"$out/$t.log" 2>&1; then
+		"${leaks[@]}" "$out/corpus/$t" "${seeds[@]}" >"$out/$t.log" 2>&1; then
 		echo "[fuzz] $t: $(grep -E 'stat::number_of_executed_units' "$out/$t.log" | awk '{print $2}') runs in ${secs} s, no finding"
 		passed=$((passed + 1))
 	else
