@@ -254,16 +254,18 @@ inline window_verdict track(tcp_seen& s, const tcp_seen& r, const tcp_segment& g
 					     uint32_t len, uint16_t win) noexcept
 {
 	const uint8_t sf = get(s.flags), rf = get(r.flags);
-	if (!(sf & kSeenScaled) || !(rf & kSeenInit) || ((sf | rf) & kSeenLiberal))
+	if ((sf & (kSeenScaled | kSeenLiberal)) != kSeenScaled || (rf & (kSeenInit | kSeenLiberal)) != kSeenInit)
 		return false;
 	const uint32_t end = seq + len;
 	const uint32_t r_end = get(r.end), s_end = get(s.end);
-	const uint16_t s_units = get(s.maxwin);
-	const uint32_t r_maxwin = (rf & kSeenScaled) ? uint32_t{get(r.maxwin)} << scale_of(rf) : get(r.maxwin);
+	const uint16_t s_units = get(s.maxwin);  // >= 1 once scaled
+	const uint32_t r_maxwin = uint32_t{get(r.maxwin)} << ((rf & kSeenScaled) ? scale_of(rf) : 0);
 	const uint32_t s_maxwin = uint32_t{s_units} << scale_of(sf);
-	const uint32_t ackwin = s_maxwin != 0 ? s_maxwin : 66000;
-	if (seq_after(seq, get(r.edge)) || !seq_after(end, s_end - r_maxwin - 1) || seq_after(ack, r_end) ||
-	    !seq_after(ack, r_end - ackwin - 1))
+	// The four conditions as one unsigned-distance test each (modulo 2^32):
+	// seq <= r.edge, end >= s_end - r_maxwin, r_end - s_maxwin <= ack <= r_end.
+	const bool in = static_cast<int32_t>(get(r.edge) - seq) >= 0 &&
+			static_cast<int32_t>(end - (s_end - r_maxwin)) >= 0 && (r_end - ack) <= s_maxwin;
+	if (!in)
 		return false;
 	if (win > s_units)
 		put(s.maxwin, win);
