@@ -311,7 +311,7 @@ flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo) noexcept
 		v.bytes[d] = load(f.bytes[d]);
 	}
 	v.expires_ms = load(f.h.expires);
-	v.last_seen_ms = v.expires_ms - tmo[v.state];
+	v.last_seen_ms = v.expires_ms - tmo[v.state == tcp_established && !(v.flags & kAssured) ? tcp_syn_recv : v.state];
 	v.backend = f.h.backend;
 	std::memcpy(v.nat_addr, f.nat_addr, sizeof(f.nat_addr));
 	v.nat_port = f.h.nat_port;
@@ -624,7 +624,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			}
 			set_ports(f->seen[kdir], f->seen[kdir ^ 1], p);
 		}
-		store(f->h.expires, now + timeout(x.state));
+		store(f->h.expires, now + life(x.state, x.flags));
 		store(f->packets[dir], load(f->packets[dir]) + 1);
 		store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
 		if (x.reopen) {
@@ -699,7 +699,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 		init.h.backend = nat->backend;
 	}
 	init.h.status = status(s0, fl);
-	init.h.expires = now + timeout(s0);
+	init.h.expires = now + life(s0, fl);
 	init.packets[0] = 1;
 	init.bytes[0] = p.bytes;
 

@@ -20,7 +20,8 @@
 //
 // The service is not stored: it is the original destination (VIP, port,
 // protocol), which the key holds. last_seen is not stored either: it is
-// expires - timeout(state), exact for a flow the current timeouts govern.
+// expires - timeout(state) (SYN_RECV's for an unanswered ESTABLISHED flow,
+// see life()), exact for a flow the current timeouts govern.
 // Both would cost 4 bytes per flow and push an IPv4 flow past one 64-byte
 // line.
 //
@@ -352,6 +353,13 @@ private:
 	uint32_t timeout(uint8_t s) const noexcept
 	{
 		return tmo_[s].load(std::memory_order_relaxed);
+	}
+	// The life a packet gives its flow: the state's timeout, but a TCP
+	// flow ESTABLISHED without an answer (picked up mid-stream: one forged
+	// segment makes one) lives as a half-open one, SYN_RECV's timeout.
+	uint32_t life(uint8_t s, uint8_t fl) const noexcept
+	{
+		return s == tcp_established && !(fl & kAssured) ? timeout(tcp_syn_recv) : timeout(s);
 	}
 	thread_counters& tc() noexcept { return counters_[maps::thread_index()]; }
 

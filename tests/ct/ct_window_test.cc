@@ -222,6 +222,22 @@ TEST_F(ct_window, a_mid_stream_segment_picks_the_flow_up_and_the_reply_confirms_
 	EXPECT_EQ(send(tcp_raw(c, kRST, ci, 0)).state, tcp_close);
 }
 
+TEST_F(ct_window, a_forged_mid_stream_segment_holds_its_flow_only_as_long_as_a_half_open_one)
+{
+	const timeouts t;
+	ASSERT_EQ(send(tcp_raw(c, kACK | kPSH, ci, si, 100)).v, verdict::created);
+	advance_ms(t.tcp_syn_recv - 1);
+	EXPECT_EQ(state(), tcp_established);
+	advance_ms(1);
+	EXPECT_EQ(state(), st_none) << "unanswered: SYN_RECV's timeout, not ESTABLISHED's 5 days";
+	// Answered, it is a connection: the established timeout.
+	ASSERT_EQ(send(tcp_raw(c, kACK | kPSH, ci, si, 100)).v, verdict::created);
+	ci += 100;
+	ASSERT_EQ(send(tcp_raw(s, kACK, si, ci)).v, verdict::tracked);
+	advance_ms(t.tcp_syn_recv * 10);
+	EXPECT_EQ(state(), tcp_established);
+}
+
 TEST_F(ct_window, a_rst_or_a_bare_fin_never_picks_a_flow_up)
 {
 	EXPECT_EQ(send(tcp_raw(c, kRST, ci, 0)).v, verdict::invalid);
