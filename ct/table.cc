@@ -800,7 +800,7 @@ bool table::evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept
 		}
 		return best != 0;
 	};
-	uint64_t pos = static_cast<uint32_t>(h);
+	uint64_t pos = fam.hash.position(h);
 	for (unsigned i = 0; i < kEvictBuckets && best != 0; i++) {
 		if (pos >= maps::rhash<K, F>::kScanEnd)
 			pos = 0;

@@ -272,7 +272,8 @@ public:
 	// Flows come in hash-position order (maps::rhash::scan) and a cursor is
 	// a position, so resizes between two calls neither skip nor repeat a
 	// flow present throughout; only flows moving between the hash and the
-	// overflow LRU meanwhile may be missed or seen twice.
+	// overflow LRU meanwhile, or a reseed (rhash::reseed: positions move)
+	// may make a walk miss or repeat flows.
 	static constexpr uint64_t kWalkEnd = ~uint64_t{0};
 	template <typename Fn>
 	uint64_t walk(uint64_t cursor, Fn&& fn);
@@ -424,7 +425,7 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 			step.clear();
 			const uint64_t next = fam.hash.scan(pos, 1, [&](const K& k, F& f) {
 				if (live(f))
-					step.push_back({static_cast<uint32_t>(fam.hash.hash(k)), &k, &f});
+					step.push_back({fam.hash.position(fam.hash.hash(k)), &k, &f});
 				return true;
 			});
 			std::sort(step.begin(), step.end(), [](const item& a, const item& b) {

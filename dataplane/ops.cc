@@ -383,6 +383,8 @@ reply ops::ct_summary()
 		r.num(p + "/grows", x->grows);
 		r.num(p + "/shrinks", x->shrinks);
 		r.num(p + "/busy_resize", x->err_busy_resize);
+		r.num(p + "/busy_chain", x->err_busy_chain);
+		r.num(p + "/reseeds", x->reseeds);
 	}
 	r.num("gc_sweeps", s.gc_sweeps);
 	r.num("events_lost", s.events_lost);

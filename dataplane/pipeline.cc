@@ -115,8 +115,6 @@ struct pipeline::work {
 
 pipeline::pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores)
 	: ct_(ct), lb_(lb), sm_(sm),
-	  neigh_own_(std::make_unique<nb_table>(maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20})),
-	  neigh_(neigh_own_.get()),
 	  frags_(maps::rhash_config{.min_entries = 1024, .max_entries = kFragsTotal}),
 	  frag_src_(maps::rhash_config{.min_entries = 256, .max_entries = kFragsTotal}),
 	  lc_(std::make_unique<lcore_stats[]>(lcores)), nlcores_(lcores)
@@ -206,34 +204,6 @@ std::string pipeline::build(const config::ctplane_config& c)
 	return "";
 }
 
-// A new table with a fresh seed and every neighbour of the old one, swapped
-// in for the workers; the old one is freed after a grace period.
-bool pipeline::reseed_neighbors()
-{
-	nb_table& old = *neigh_own_;
-	auto fresh = std::make_unique<nb_table>(maps::rhash_config{
-		.min_entries = 256, .max_entries = 1u << 20, .initial_entries = std::max<uint64_t>(256, old.size() * 2)});
-	bool ok = true;
-	for (uint64_t pos = 0; ok && pos < nb_table::kScanEnd;)
-		pos = old.scan(pos, 4096, [&](const nb_key& k, nb_val& v) {
-			const nb_val copy{std::atomic_ref<uint64_t>(v.mac_word).load(std::memory_order_relaxed)};
-			int rc = fresh->insert(k, copy);
-			for (int tries = 0; rc == -EBUSY && tries < 4; tries++) {
-				fresh->maintain(1u << 20);
-				rc = fresh->insert(k, copy);
-			}
-			ok = rc == 0;
-			return ok;
-		});
-	if (!ok)
-		return false;
-	neigh_.store(fresh.get(), std::memory_order_release);  // pairs with neigh()'s acquire
-	maps::rcu::synchronize();  // no worker reads the old table any more
-	neigh_own_ = std::move(fresh);
-	neigh_rehashes_++;
-	return true;
-}
-
 bool pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6])
 {
 	nb_key k{};
@@ -241,21 +211,21 @@ bool pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6])
 	k.family = a.family;
 	nb_val v{};
 	std::memcpy(&v.mac_word, mac, 6);
-	if (nb_val* cur = neigh_own_->lookup(k)) {
+	if (nb_val* cur = neigh_.lookup(k)) {
 		std::atomic_ref<uint64_t>(cur->mac_word).store(v.mac_word, std::memory_order_relaxed);
 	} else {
-		// Bounded: a resize in the way is stepped to its end; a chain that
+		// Bounded: a resize in the way is run to its end; a chain that
 		// stays full with no resize running means the seed is being aimed
-		// at, or bad luck: a new seed. Never a spin on what packets did.
-		int rc = neigh_own_->insert(k, v);
+		// at, or bad luck: a new salt. Never a spin on what packets did.
+		int rc = neigh_.insert(k, v);
 		for (int tries = 0; rc == -EBUSY && tries < kNeighborInsertTries; tries++) {
-			if (neigh_own_->resizing())
-				neigh_own_->maintain(1u << 20);
-			else if (!reseed_neighbors())
+			if (!neigh_.resizing() && neigh_.reseed() != 0)
 				break;
-			rc = neigh_own_->insert(k, v);
+			for (int steps = 0; steps < 64 && neigh_.maintain(1u << 20) != 0; steps++) {
+			}
+			rc = neigh_.insert(k, v);
 		}
-		neigh_own_->maintain(1u << 16);
+		neigh_.maintain(1u << 16);
 		if (rc != 0) {
 			neigh_refused_++;
 			return false;
@@ -273,7 +243,7 @@ void pipeline::clear_neighbor(const lb::address& a)
 	nb_key k{};
 	std::memcpy(k.addr, a.addr, 16);
 	k.family = a.family;
-	neigh_own_->erase(k);
+	neigh_.erase(k);
 	for (uint64_t i = 0; i < hops_.size(); i++)
 		if (hops_[i].has_via && hops_[i].via == a)
 			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(0, std::memory_order_relaxed);
@@ -311,7 +281,7 @@ std::string pipeline::add_route(const config::route_spec& r)
 		nb_key k{};
 		std::memcpy(k.addr, r.via.addr, 16);
 		k.family = r.via.family;
-		if (const nb_val* v = neigh().lookup(k))
+		if (const nb_val* v = neigh_.lookup(k))
 			h.mac_word = v->mac_word | uint64_t{1} << 48;
 	}
 	uint32_t id;
@@ -398,7 +368,7 @@ bool pipeline::next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_
 	nb_key k{};
 	k.family = family;
 	std::memcpy(k.addr, dst, family == 4 ? 4 : 16);
-	const nb_val* v = neigh().lookup(k);
+	const nb_val* v = neigh_.lookup(k);
 	if (v == nullptr) {
 		std::memset(mac, 0, 6);
 		return true;  // routed; the caller drops it as no_neighbor
@@ -1201,7 +1171,7 @@ void pipeline::maintain(uint64_t now_ns) noexcept
 		frag_src_.erase(k);
 	frag_src_.maintain(1u << 16);
 	frags_.maintain(1u << 16);
-	neigh_own_->maintain(1u << 16);
+	neigh_.maintain(1u << 16);
 }
 
 pipeline_stats pipeline::stats() const

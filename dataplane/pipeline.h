@@ -157,8 +157,8 @@ public:
 	// ARP/ND, static entries). set_neighbor: false if the table refused it
 	// (full, or a chain still full after a rebuild with a new seed; counted).
 	bool set_neighbor(const lb::address& a, const uint8_t mac[6]);
-	// Neighbour table rebuilds (a chain stayed full) and refusals.
-	uint64_t neighbor_rehashes() const noexcept { return neigh_rehashes_; }
+	// Neighbour table reseeds (a chain stayed full) and refusals.
+	uint64_t neighbor_rehashes() const noexcept { return neigh_.stats().reseeds; }
 	uint64_t neighbor_refused() const noexcept { return neigh_refused_; }
 	void clear_neighbor(const lb::address& a);
 	// The neighbor a packet to `dst` leaves through: its egress port and
@@ -202,7 +202,8 @@ public:
 	// kFragsTotal in all (past that, counted as fragments_untracked: its
 	// later fragments drop as fragment_unknown).
 	static constexpr uint32_t kFragTimeoutMs = 30'000;
-	// Attempts of a neighbour insert (each after a resize step or a rebuild).
+	// Attempts of a neighbour insert (each after a resize or a reseed run
+	// to its end).
 	static constexpr int kNeighborInsertTries = 3;
 	static constexpr uint32_t kFragsPerSource = 64;
 	static constexpr uint32_t kFragsTotal = 1u << 18;
@@ -304,14 +305,11 @@ private:
 	maps::lpm<maps::ipv4> fib4_;
 	maps::lpm<maps::ipv6> fib6_;
 	// The neighbour table. Its chains cannot be aimed at (a random seed);
-	// should one stay full anyway, the control thread rebuilds the table
-	// with a new seed and swaps it in (RCU), rather than retry for ever.
+	// should one stay full anyway, the control thread reseeds it
+	// (rhash::reseed, migrated under the workers) rather than retry for ever.
 	using nb_table = maps::rhash<nb_key, nb_val>;
-	std::unique_ptr<nb_table> neigh_own_;
-	std::atomic<nb_table*> neigh_{nullptr};
-	const nb_table& neigh() const noexcept { return *neigh_.load(std::memory_order_acquire); }
-	bool reseed_neighbors();
-	uint64_t neigh_rehashes_ = 0, neigh_refused_ = 0;
+	nb_table neigh_{maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20}};
+	uint64_t neigh_refused_ = 0;
 	maps::rhash<frag_key, frag_val> frags_;
 	// Datagrams in reassembly-free tracking per source: a cap, so one
 	// host cannot fill frags_ for everyone.

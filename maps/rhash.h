@@ -24,6 +24,17 @@
 // with -EBUSY past `max_chain` overflow buckets; migration never does (the
 // pool is sized so that it cannot run dry, see new_table()).
 //
+// Seeds. The key hash is seeded once, at construction (maps/seed.h: random
+// per table and run), and a caller may keep the hash of a key for the
+// table's life (the CT's overflow LRU is keyed by it). Where a hash lands
+// is the table's business: a table built by reseed() carries a salt, and
+// its bucket positions are a keyed 64-bit mix of hash and salt. Keys
+// somebody aimed at one bucket (knowing or probing the seed) scatter after
+// a reseed unless their whole 64-bit hashes are equal. maintain() reseeds
+// by itself when inserts keep finding their chain at max_chain while the
+// load is below the grow watermark: at 75% load of 15 slots a chain of
+// four overflow buckets does not happen by chance.
+//
 // Resize. `tbl_` points at the current table; during a resize the current
 // table's `next` points at the new one. The control thread migrates old
 // buckets one at a time: it locks the bucket and marks it MIGRATING, copies
@@ -51,6 +62,8 @@
 //  5. A new resize starts only after the previous old table's grace period,
 //     so a writer's single hop through `next` always lands in a table that
 //     is not migrating.
+//  6. A table's salt is written before the table is published and never
+//     changes, so a hash maps to one bucket per table for every thread.
 // ---------------------------------------------------------------------------
 //
 // Concurrency contract.
@@ -65,6 +78,7 @@
 //   grow, shrink, rehash,        one control thread at a time. resize_step
 //   resize_step, maintain,       and maintain may wait for a grace period:
 //   reclaim                      the caller must hold no map pointer.
+//   reseed                       control thread, as grow.
 //   begin/end (iteration)        any registered thread; an iterator pins the
 //                                layout (resize steps do nothing while one
 //                                lives), so it neither misses nor repeats an
@@ -137,6 +151,8 @@ struct rhash_stats {
 	uint64_t err_exist, err_busy_resize, err_busy_chain, err_busy_lock, err_nospc, err_nomem;
 	uint64_t erase_missing;
 	uint64_t grows, shrinks, rehashes, buckets_migrated;
+	// Rebuilds with a new salt (reseed(), or maintain() on full chains).
+	uint64_t reseeds;
 	size_t bytes;               // index + entries + metadata
 };
 
@@ -171,6 +187,12 @@ public:
 
 	// ---- hot path -------------------------------------------------------
 	uint64_t hash(const K& key) const noexcept { return hasher_(key, seed_); }
+
+	// The scan position of a hash in the current table (see scan()).
+	uint32_t position(uint64_t h) const noexcept
+	{
+		return static_cast<uint32_t>(spread(tbl_.load(std::memory_order_acquire), h));
+	}
 
 	void prefetch(uint64_t h) const noexcept
 	{
@@ -220,6 +242,10 @@ public:
 	int grow() noexcept;
 	int shrink() noexcept;
 	int rehash() noexcept;
+	// A rehash into a table with a new salt (from maps::table_seed()): keys
+	// aimed at one bucket scatter. Same codes as rehash(). A scan cursor
+	// kept across a reseed may miss or repeat entries (positions move).
+	int reseed() noexcept;
 	bool resizing() const noexcept
 	{
 		return tbl_.load(std::memory_order_acquire)->next.load(std::memory_order_acquire) != nullptr;
@@ -248,8 +274,10 @@ public:
 	// fn(const K&, V&) -> bool for each; false stops the scan. Returns the
 	// position to continue from: 2^32 once the whole hash space was covered.
 	// Positions, not bucket indexes, so a cursor stays meaningful across
-	// resizes: an entry is visited when the scan passes its position, once,
-	// whatever resize steps run between two calls. RCU reader, lock-free.
+	// grows and shrinks: an entry is visited when the scan passes its
+	// position, once, whatever resize steps run between two calls (a
+	// reseed is the exception: it moves positions, and entries it migrated
+	// ahead of a scan are visited by the next pass). RCU reader, lock-free.
 	// An entry present throughout is never skipped; one that a resize step
 	// running concurrently on another thread migrates may be visited twice. fn may call erase (it takes the bucket lock the scan does not
 	// hold).
@@ -283,6 +311,7 @@ private:
 		std::atomic<uint32_t> ext_used{1};
 		std::atomic<table*> next{nullptr};
 		uint32_t ext_populated = 0;  // control thread: pool pages faulted in
+		uint64_t salt = 0;           // 0: positions are the hash itself
 	};
 
 	struct alignas(kCacheLine) thread_stats {
@@ -290,13 +319,25 @@ private:
 			erase_missing;
 	};
 
+	// Where hash h lands in table t: h itself, or after a reseed a keyed
+	// mix (murmur3's finalizer of h ^ salt, a bijection with full
+	// avalanche). The branch is predicted: salts are rare and per table.
+	[[gnu::always_inline]] static uint64_t spread(const table* t, uint64_t h) noexcept
+	{
+		if (t->salt == 0) [[likely]]
+			return h;
+		h ^= t->salt;
+		h = (h ^ (h >> 33)) * 0xff51afd7ed558ccdull;
+		h = (h ^ (h >> 33)) * 0xc4ceb9fe1a85ec53ull;
+		return h ^ (h >> 33);
+	}
 	static const bucket* bucket_of(const table* t, uint64_t h) noexcept
 	{
-		return &t->buckets[(static_cast<uint64_t>(static_cast<uint32_t>(h)) * t->nbuckets) >> 32];
+		return &t->buckets[(static_cast<uint64_t>(static_cast<uint32_t>(spread(t, h))) * t->nbuckets) >> 32];
 	}
 	static bucket* bucket_of(table* t, uint64_t h) noexcept
 	{
-		return &t->buckets[(static_cast<uint64_t>(static_cast<uint32_t>(h)) * t->nbuckets) >> 32];
+		return &t->buckets[(static_cast<uint64_t>(static_cast<uint32_t>(spread(t, h))) * t->nbuckets) >> 32];
 	}
 	static const bucket* ext_of(const table* t, uint32_t ctrl) noexcept
 	{
@@ -307,6 +348,13 @@ private:
 		return static_cast<uint32_t>(h >> 32) & tag_mask_;
 	}
 	uint32_t match(const bucket* b, uint32_t tag) const noexcept;
+	uint64_t chain_refusals() const noexcept
+	{
+		uint64_t n = 0;
+		for (unsigned i = 0; i < kMaxThreads; i++)
+			n += stats_[i].busy_chain.get();
+		return n;
+	}
 	uint32_t find_in_bucket(const bucket* b, uint32_t m, const K& key) const noexcept;
 	uint32_t find_in_chain(const table* t, const bucket* b, const K& key, uint32_t tag) const noexcept;
 	uint32_t find_rest(const table* t, const bucket* b, const K& key, uint64_t h) const noexcept;
@@ -328,11 +376,11 @@ private:
 	bool scan_chain(const table* t, const bucket* b, Fn& fn, bool filter, uint64_t from,
 			uint64_t to) const noexcept;
 
-	table* new_table(uint32_t nbuckets) noexcept;
+	table* new_table(uint32_t nbuckets, uint64_t salt) noexcept;
 	static void populate_ext(table* t) noexcept;
 	void prepare_memory() noexcept;
 	static void free_table(table* t) noexcept;
-	int start_resize(uint64_t nbuckets) noexcept;
+	int start_resize(uint64_t nbuckets, uint64_t salt) noexcept;
 	void migrate_bucket(table* t, table* nt, uint32_t i) noexcept;
 
 	const Hasher hasher_{};
@@ -350,8 +398,15 @@ private:
 	std::atomic<bool> want_rehash_{false};
 	// Control thread only.
 	uint32_t cursor_ = 0;
-	int resize_kind_ = 0;  // +1 grow, -1 shrink, 0 rehash
-	counter grows_, shrinks_, rehashes_, migrated_;
+	enum class resize_kind : uint8_t { grow, shrink, rehash, reseed } kind_ = resize_kind::rehash;
+	// Chain refusals seen by the last maintain(), and how many more make it
+	// reseed (doubling after each reseed: a table that keeps refusing after
+	// fresh salts is not being aimed at, and migrations cost O(n)).
+	uint64_t chain_refusals_seen_ = 0;
+	uint64_t reseed_after_ = kReseedAfter;
+	counter grows_, shrinks_, rehashes_, reseeds_, migrated_;
+	static constexpr uint64_t kReseedAfter = 16;
+	static constexpr uint64_t kReseedAfterMax = uint64_t{1} << 20;
 	std::unique_ptr<thread_stats[]> stats_;
 };
 
@@ -426,7 +481,7 @@ rhash<K, V, H>::rhash(const rhash_config& cfg)
 		n *= 2;
 	ref_mask_ = (1u << alloc_.ref_bits()) - 1;
 	tag_mask_ = ~ref_mask_;
-	table* t = new_table(n);
+	table* t = new_table(n, 0);
 	if (t == nullptr)
 		rhash_detail::fatal("cannot map the initial table");
 	tbl_.store(t, std::memory_order_release);
@@ -443,12 +498,13 @@ rhash<K, V, H>::~rhash()
 }
 
 template <typename K, typename V, typename H>
-typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets) noexcept
+typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uint64_t salt) noexcept
 {
 	auto* t = new (std::nothrow) table;
 	if (t == nullptr)
 		return nullptr;
 	t->nbuckets = nbuckets;
+	t->salt = salt;
 	// Overflow pool: a chain of bucket b needs at most ceil(k_b / 15) - 1
 	// overflow buckets, so max_entries / 15 overflow buckets always suffice
 	// for migration; add room for chains left behind by erases. Untouched
@@ -844,7 +900,7 @@ bool rhash<K, V, H>::scan_chain(const table* t, const bucket* b, Fn& fn, bool fi
 		for (unsigned i = 0; i < n; i++) {
 			entry* e = entry_of(refs[i]);
 			if (filter) {
-				const uint64_t p = static_cast<uint32_t>(hash(e->key));
+				const uint64_t p = static_cast<uint32_t>(spread(t, hash(e->key)));
 				if (p < from || p >= to)
 					continue;
 			}
@@ -863,7 +919,8 @@ bool rhash<K, V, H>::scan_chain(const table* t, const bucket* b, Fn& fn, bool fi
 // the same positions, filtered to them. An entry has one position, so it is
 // visited once unless a migration concurrent with the scan moves it from a
 // bucket not yet read to one already read (then twice), and it is never
-// skipped: guarantee 2 (old bucket first, then `next`).
+// skipped: guarantee 2 (old bucket first, then `next`). A reseed's new
+// table places positions elsewhere: its entries wait for the next pass.
 template <typename K, typename V, typename H>
 template <typename Fn>
 uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const noexcept
@@ -874,7 +931,7 @@ uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const n
 		const uint64_t lo = first_pos(bi, t->nbuckets), end = first_pos(bi + 1, t->nbuckets);
 		if (!scan_chain(t, &t->buckets[bi], fn, pos > lo, pos, end))
 			return pos;
-		if (const table* nt = t->next.load(std::memory_order_acquire)) {
+		if (const table* nt = t->next.load(std::memory_order_acquire); nt != nullptr && nt->salt == t->salt) {
 			const uint64_t nn = nt->nbuckets;
 			for (uint64_t j = (pos * nn) >> 32; j < nn && first_pos(j, nn) < end; j++)
 				if (!scan_chain(nt, &nt->buckets[j], fn, true, pos, end))
@@ -888,17 +945,20 @@ uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const n
 // ---- resize ---------------------------------------------------------------------
 
 template <typename K, typename V, typename H>
-int rhash<K, V, H>::start_resize(uint64_t nbuckets) noexcept
+int rhash<K, V, H>::start_resize(uint64_t nbuckets, uint64_t salt) noexcept
 {
 	table* t = tbl_.load(std::memory_order_relaxed);
 	if (t->next.load(std::memory_order_relaxed) != nullptr)
 		return -EBUSY;
 	if (nbuckets > max_buckets_ || nbuckets < min_buckets_)
 		return -ENOSPC;
-	table* nt = new_table(static_cast<uint32_t>(nbuckets));
+	table* nt = new_table(static_cast<uint32_t>(nbuckets), salt);
 	if (nt == nullptr)
 		return -ENOMEM;
-	resize_kind_ = nbuckets > t->nbuckets ? 1 : nbuckets < t->nbuckets ? -1 : 0;
+	kind_ = salt != t->salt ? resize_kind::reseed
+		: nbuckets > t->nbuckets ? resize_kind::grow
+		: nbuckets < t->nbuckets ? resize_kind::shrink
+		: resize_kind::rehash;
 	cursor_ = 0;
 	want_rehash_.store(false, std::memory_order_relaxed);
 	t->next.store(nt, std::memory_order_release);  // guarantee 3
@@ -908,7 +968,8 @@ int rhash<K, V, H>::start_resize(uint64_t nbuckets) noexcept
 template <typename K, typename V, typename H>
 int rhash<K, V, H>::grow() noexcept
 {
-	return start_resize(uint64_t{tbl_.load(std::memory_order_relaxed)->nbuckets} * 2);
+	const table* t = tbl_.load(std::memory_order_relaxed);
+	return start_resize(uint64_t{t->nbuckets} * 2, t->salt);
 }
 
 template <typename K, typename V, typename H>
@@ -916,14 +977,26 @@ int rhash<K, V, H>::shrink() noexcept
 {
 	// Halving needs an even count (old buckets 2i and 2i+1 merge into i);
 	// an odd one is the smallest size it can have (start_resize refuses 0).
-	const uint32_t n = tbl_.load(std::memory_order_relaxed)->nbuckets;
-	return start_resize(n % 2 == 0 ? n / 2 : 0);
+	const table* t = tbl_.load(std::memory_order_relaxed);
+	const uint32_t n = t->nbuckets;
+	return start_resize(n % 2 == 0 ? n / 2 : 0, t->salt);
 }
 
 template <typename K, typename V, typename H>
 int rhash<K, V, H>::rehash() noexcept
 {
-	return start_resize(tbl_.load(std::memory_order_relaxed)->nbuckets);
+	const table* t = tbl_.load(std::memory_order_relaxed);
+	return start_resize(t->nbuckets, t->salt);
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::reseed() noexcept
+{
+	const table* t = tbl_.load(std::memory_order_relaxed);
+	uint64_t salt = table_seed();
+	while (salt == t->salt)  // table_seed() is odd, never 0
+		salt = table_seed();
+	return start_resize(t->nbuckets, salt);
 }
 
 template <typename K, typename V, typename H>
@@ -987,7 +1060,12 @@ size_t rhash<K, V, H>::resize_step(size_t budget) noexcept
 	tbl_.store(nt, std::memory_order_release);
 	rcu::synchronize();  // no reader or writer holds `t` past this
 	free_table(t);
-	(resize_kind_ > 0 ? grows_ : resize_kind_ < 0 ? shrinks_ : rehashes_).inc();
+	switch (kind_) {
+	case resize_kind::grow: grows_.inc(); break;
+	case resize_kind::shrink: shrinks_.inc(); break;
+	case resize_kind::rehash: rehashes_.inc(); break;
+	case resize_kind::reseed: reseeds_.inc(); break;
+	}
 	return 0;
 }
 
@@ -1019,14 +1097,22 @@ size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 			const uint64_t mid = (grow_pct_ + shrink_pct_) / 2;
 			while (n * 100 > nb * kSlots * mid && nb * 2 <= max_buckets_)
 				nb *= 2;
-			(void)start_resize(nb);
+			(void)start_resize(nb, t->salt);
 		}
 		else if (n * 100 < slots * shrink_pct_ && t->nbuckets / 2 >= min_buckets_ &&
 			 t->nbuckets % 2 == 0)
 			(void)shrink();
+		else if (chain_refusals() - chain_refusals_seen_ >= reseed_after_ &&
+			 n * 100 <= slots * grow_pct_) {
+			if (reseed() == 0)
+				reseed_after_ = std::min(reseed_after_ * 2, kReseedAfterMax);
+		}
 		else if (want_rehash_.load(std::memory_order_relaxed))
 			(void)rehash();
 	}
+	// Refusals while a resize ran (a grow late behind the watermark) do not
+	// count towards a reseed.
+	chain_refusals_seen_ = chain_refusals();
 	return resize_step(budget);
 }
 
@@ -1070,6 +1156,7 @@ rhash_stats rhash<K, V, H>::stats() const noexcept
 	s.grows = grows_.get();
 	s.shrinks = shrinks_.get();
 	s.rehashes = rehashes_.get();
+	s.reseeds = reseeds_.get();
 	s.buckets_migrated = migrated_.get();
 	s.bytes = bytes_used();
 	return s;

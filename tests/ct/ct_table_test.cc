@@ -17,6 +17,15 @@ struct table_test_peer {
 	{
 		maps::rhash_test_peer::set_all_migrating(t.f4_->hash, on);
 	}
+	// The bucket of an IPv4 tuple in the current table, as an attacker who
+	// knew the seed would compute it.
+	static uint64_t bucket_of(const table& t, const tuple& tp)
+	{
+		key4 k;
+		make_key(tp, k);
+		const auto& h = t.f4_->hash;
+		return (uint64_t{h.position(h.hash(k))} * h.buckets()) >> 32;
+	}
 };
 
 namespace test {
@@ -56,6 +65,46 @@ TEST_F(ct_table_small, at_max_entries_an_established_flow_is_never_evicted_the_o
 	EXPECT_EQ(s.c.evicted_halfopen + s.c.evicted_expired, 0u);
 	for (unsigned i = 0; i < 1000; i++)
 		ASSERT_EQ(state_of(client4(static_cast<uint16_t>(1 + i))), tcp_established) << i;
+}
+
+// SYNs aimed at one bucket (their keys chosen with the seed's knowledge):
+// past the chain limit they spill to the overflow LRU, the control tick
+// reseeds the flow table, the LRU drains into it, and from then on the same
+// keys all fit in the hash.
+TEST_F(ct_fixture, syns_aimed_at_one_bucket_make_the_table_reseed_and_then_all_fit)
+{
+	const uint64_t target = table_test_peer::bucket_of(tbl, client4(1));
+	std::vector<tuple> aimed;
+	for (uint32_t src = 0x0a000001; aimed.size() < 200; src++)
+		for (uint16_t sp = 1024; sp < 1124 && aimed.size() < 200; sp++) {
+			const tuple t = tuple::v4(src, 0x0a000102, sp, 80, kProtoTCP);
+			if (table_test_peer::bucket_of(tbl, t) == target)
+				aimed.push_back(t);
+		}
+	for (const tuple& t : aimed)
+		send(tcp(t, kSYN));
+	stats s = tbl.stats();
+	EXPECT_GE(s.hash4.err_busy_chain, 16u);
+	EXPECT_GT(s.overflow4, 0u);
+	EXPECT_EQ(s.hash4.reseeds, 0u);
+	for (int i = 0; i < 8; i++) {
+		advance_ms(10);
+		tbl.tick(clk.now_ns(), 64);
+	}
+	s = tbl.stats();
+	EXPECT_EQ(s.hash4.reseeds, 1u);
+	EXPECT_EQ(s.overflow4, 0u) << "the overflow LRU drained into the reseeded table";
+	// Openers the LRU could not keep come again, and are hashed now.
+	const uint64_t busy = s.hash4.err_busy_chain;
+	for (const tuple& t : aimed)
+		if (state_of(t) == st_none)
+			EXPECT_EQ(send(tcp(t, kSYN)).v, verdict::created);
+	s = tbl.stats();
+	EXPECT_EQ(s.hash4.err_busy_chain, busy);
+	EXPECT_EQ(s.overflow4, 0u);
+	EXPECT_EQ(s.flows4, aimed.size());
+	for (const tuple& t : aimed)
+		ASSERT_EQ(state_of(t), tcp_syn_sent);
 }
 
 TEST_F(ct_table_small, at_max_entries_a_half_open_flow_makes_room)

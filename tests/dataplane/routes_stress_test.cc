@@ -29,7 +29,7 @@ struct pipeline_test_peer {
 		for (int i = 0; i < 4; i++)
 			k.addr[i] = static_cast<uint8_t>(a4 >> (24 - 8 * i));
 		k.family = 4;
-		return (p.neigh_own_->hash(k) & 0xffffffffu) >> 22;
+		return p.neigh_.position(p.neigh_.hash(k)) >> 22;
 	}
 };
 }  // namespace ctplane::dataplane

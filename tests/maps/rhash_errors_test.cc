@@ -27,6 +27,17 @@ struct constant_hash {
 	uint64_t operator()(const tuple4&, uint64_t) const noexcept { return 0x1234567800000042ull; }
 };
 
+// The attack on a known seed: every key's hash lands in one bucket of the
+// table (equal low 32 bits) but the hashes differ, as keys found by
+// searching for a bucket collision do.
+struct aimed_hash {
+	uint64_t operator()(const tuple4& k, uint64_t seed) const noexcept
+	{
+		return (hash_bytes<sizeof(tuple4)>(&k, seed) & ~uint64_t{0xffffffff}) | 0x42;
+	}
+};
+using aimed_map = rhash<tuple4, uint64_t, aimed_hash>;
+
 class rhash_errors : public ::testing::Test {
 protected:
 	rcu::thread_registration reg;
@@ -200,6 +211,7 @@ TEST_F(rhash_errors, incremental_resize_never_hides_a_key_and_loses_none)
 	EXPECT_EQ(s.grows, 1u);
 	EXPECT_EQ(s.rehashes, 1u);
 	EXPECT_EQ(s.shrinks, 1u);
+	EXPECT_EQ(s.reseeds, 0u);
 	EXPECT_EQ(m.size(), model.size());
 	std::set<uint64_t> walked;
 	for (auto& e : m)
@@ -262,6 +274,133 @@ TEST_F(rhash_errors, a_scan_in_small_steps_across_every_kind_of_resize_misses_no
 	const uint64_t at = m.scan(0, 1000000, [&](const tuple4&, uint64_t&) { return ++visits < 3; });
 	EXPECT_EQ(visits, 3u);
 	EXPECT_LT(at, map4::kScanEnd);
+}
+
+TEST_F(rhash_errors, keys_aimed_at_one_bucket_make_maintain_reseed_and_then_all_fit)
+{
+	aimed_map m(rhash_config{.min_entries = 1024, .max_entries = 4096, .max_chain = 4});
+	// One bucket and four overflow buckets: 75 keys, then the chain is full.
+	std::vector<uint64_t> refused;
+	for (uint64_t i = 0; i < 200; i++) {
+		const int rc = m.insert(make_key<tuple4>(i), i);
+		if (rc == -EBUSY)
+			refused.push_back(i);
+		else
+			ASSERT_EQ(rc, 0) << i;
+	}
+	ASSERT_EQ(refused.size(), 125u);
+	EXPECT_EQ(m.stats().err_busy_chain, 125u);
+	EXPECT_LT(m.stats().load, 0.75) << "not a load problem: a grow would not help";
+	// The control tick sees the refusals and starts a reseed, then runs it.
+	m.maintain(0);
+	ASSERT_TRUE(m.resizing());
+	while (m.maintain(1u << 20) != 0) {
+	}
+	EXPECT_EQ(m.stats().reseeds, 1u);
+	EXPECT_EQ(m.stats().rehashes, 0u);
+	EXPECT_EQ(m.stats().grows, 0u);
+	for (uint64_t i : refused)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0) << i;
+	for (uint64_t i = 0; i < 200; i++) {
+		const uint64_t* v = m.lookup(make_key<tuple4>(i));
+		ASSERT_NE(v, nullptr) << i;
+		EXPECT_EQ(*v, i);
+	}
+	// The keys spread over many buckets now: a scan pass sees each once.
+	std::multiset<uint64_t> seen;
+	for (uint64_t pos = 0; pos < aimed_map::kScanEnd;)
+		pos = m.scan(pos, 3, [&](const tuple4&, uint64_t& v) {
+			seen.insert(v);
+			return true;
+		});
+	EXPECT_EQ(seen.size(), 200u);
+	EXPECT_EQ(std::set<uint64_t>(seen.begin(), seen.end()).size(), 200u);
+	ASSERT_EQ(m.erase(make_key<tuple4>(7)), 0);
+	EXPECT_EQ(m.lookup(make_key<tuple4>(7)), nullptr);
+	// Quiet ticks after it start nothing.
+	m.maintain(1u << 20);
+	EXPECT_FALSE(m.resizing());
+	EXPECT_EQ(m.stats().reseeds, 1u);
+}
+
+TEST_F(rhash_errors, a_few_chain_refusals_or_refusals_during_a_grow_do_not_reseed)
+{
+	aimed_map m(rhash_config{.min_entries = 1024, .max_entries = 4096, .max_chain = 4});
+	for (uint64_t i = 0; i < 75; i++)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0);
+	for (uint64_t i = 75; i < 75 + 15; i++)  // below the threshold of 16
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), -EBUSY);
+	m.maintain(1u << 20);
+	EXPECT_FALSE(m.resizing());
+	EXPECT_EQ(m.stats().reseeds, 0u);
+	// Refusals while a resize runs are not counted against the layout.
+	ASSERT_EQ(m.grow(), 0);
+	for (uint64_t i = 100; i < 200; i++)
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), -EBUSY);
+	// (the grown table is below the shrink watermark: it shrinks back).
+	for (int i = 0; i < 4; i++)
+		m.maintain(1u << 20);
+	EXPECT_FALSE(m.resizing());
+	EXPECT_EQ(m.stats().reseeds, 0u);
+	EXPECT_EQ(m.stats().grows, 1u);
+	EXPECT_EQ(m.stats().shrinks, 1u);
+}
+
+TEST_F(rhash_errors, lookups_inserts_and_erases_meet_a_reseed_half_way_and_miss_nothing)
+{
+	map4 m(rhash_config{.min_entries = 4000, .max_entries = 100000});
+	std::set<uint64_t> model;
+	for (uint64_t i = 0; i < 3000; i++) {
+		ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0);
+		model.insert(i);
+	}
+	const uint64_t h5 = m.hash(make_key<tuple4>(5));
+	const uint32_t before = m.position(h5);
+	ASSERT_EQ(m.reseed(), 0);
+	uint64_t next = 3000;
+	std::mt19937_64 rng(7);
+	size_t left;
+	do {
+		left = m.resize_step(5);
+		for (int j = 0; j < 3; j++, next++) {
+			const int rc = m.insert(make_key<tuple4>(next), next);
+			ASSERT_TRUE(rc == 0 || rc == -EBUSY) << rc;
+			if (rc == 0)
+				model.insert(next);
+		}
+		const uint64_t victim = *model.lower_bound(rng() % 3000);
+		ASSERT_EQ(m.erase(make_key<tuple4>(victim)), 0) << victim;
+		model.erase(victim);
+		std::vector<tuple4> keys;
+		for (uint64_t k : model)
+			keys.push_back(make_key<tuple4>(k));
+		for (size_t i = 0; i < keys.size(); i += 64) {
+			const unsigned n = static_cast<unsigned>(std::min<size_t>(64, keys.size() - i));
+			const tuple4* ptrs[64];
+			uint64_t* vals[64];
+			for (unsigned j = 0; j < n; j++)
+				ptrs[j] = &keys[i + j];
+			uint64_t mask;
+			ASSERT_EQ(m.lookup_bulk(ptrs, n, vals, &mask), n) << "at " << i;
+		}
+	} while (left != 0);
+	EXPECT_EQ(m.stats().reseeds, 1u);
+	// The hash of a key is for the table's life; where it lands is not.
+	EXPECT_EQ(m.hash(make_key<tuple4>(5)), h5);
+	EXPECT_NE(m.position(h5), before);
+	EXPECT_EQ(m.size(), model.size());
+	std::set<uint64_t> walked;
+	for (auto& e : m)
+		walked.insert(e.value);
+	EXPECT_EQ(walked, model);
+	// A grow after a reseed keeps the salt: positions stay put.
+	const uint32_t after = m.position(h5);
+	ASSERT_EQ(m.grow(), 0);
+	while (m.resize_step(1u << 20) != 0) {
+	}
+	EXPECT_EQ(m.position(h5), after);
+	for (uint64_t k : model)
+		ASSERT_NE(m.lookup(make_key<tuple4>(k)), nullptr) << k;
 }
 
 TEST_F(rhash_errors, reclaim_frees_erased_entries_after_a_grace_period)

@@ -199,6 +199,70 @@ TEST(rhash_stress, ipv4_grow_from_1k_to_1m_and_back_readers_never_miss)
 	grow_to_a_million_and_back<tuple4>();
 }
 
+// Reseeds (every bucket moves somewhere else) one after the other under two
+// readers and a writer inserting and erasing churn keys: no stable key is
+// ever missed, and the churn the writer kept is all there at the end.
+TEST(rhash_stress, back_to_back_reseeds_under_readers_and_a_writer_miss_nothing)
+{
+	using map_t = rhash<tuple4, uint64_t>;
+	map_t m(rhash_config{.min_entries = 1024, .max_entries = 1u << 20, .initial_entries = 2 * kStable});
+	{
+		rcu::thread_registration reg;
+		for (uint64_t i = 0; i < kStable; i++)
+			ASSERT_EQ(m.insert(make_key<tuple4>(i), i), 0);
+	}
+	reader_state<tuple4> rs;
+	std::atomic<bool> stop{false};
+	std::atomic<uint64_t> kept{0};
+	std::thread r1([&] { reader<map_t, tuple4>(m, rs, 3); });
+	std::thread r2([&] { reader<map_t, tuple4>(m, rs, 4); });
+	std::thread w([&] {
+		rcu::thread_registration reg;
+		uint64_t id = 0;
+		while (!stop.load(std::memory_order_relaxed)) {
+			const int rc = m.insert(make_key<tuple4>(kChurnBase + id), id);
+			ASSERT_TRUE(rc == 0 || rc == -EBUSY) << rc;
+			if (rc == 0 && (id % 4 != 0 || kept.load(std::memory_order_relaxed) >= kStable / 2))
+				ASSERT_EQ(m.erase(make_key<tuple4>(kChurnBase + id)), 0);
+			else if (rc == 0)
+				kept++;
+			id++;
+			if (id % 32 == 0)
+				rcu::quiescent();
+		}
+	});
+	const unsigned reseeds = 8 / static_cast<unsigned>(kScale) + 2;
+	{
+		rcu::thread_registration reg;
+		rcu::offline();  // the control thread holds no map pointer
+		for (unsigned i = 0; i < reseeds; i++) {
+			ASSERT_EQ(m.reseed(), 0);
+			while (m.resize_step(1024) != 0) {
+				m.reclaim();  // the writer's erased entries
+				std::this_thread::yield();
+			}
+		}
+		rcu::online();
+	}
+	stop = true;
+	w.join();
+	rs.stop = true;
+	r1.join();
+	r2.join();
+	EXPECT_GT(rs.lookups.load(), 0u);
+	EXPECT_EQ(rs.misses.load(), 0u) << "a present key was missed";
+	EXPECT_EQ(rs.wrong.load(), 0u);
+	EXPECT_EQ(m.stats().reseeds, reseeds);
+	EXPECT_EQ(m.size(), kStable + kept.load());
+	rcu::thread_registration reg;
+	uint64_t n = 0;
+	for (auto& e : m) {
+		(void)e;
+		n++;
+	}
+	EXPECT_EQ(n, kStable + kept.load());
+}
+
 TEST(rhash_stress, ipv6_grow_from_1k_to_1m_and_back_readers_never_miss)
 {
 	grow_to_a_million_and_back<tuple6>();
