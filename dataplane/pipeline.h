@@ -160,6 +160,7 @@ public:
 	// Neighbour table reseeds (a chain stayed full) and refusals.
 	uint64_t neighbor_rehashes() const noexcept { return neigh_.stats().reseeds; }
 	uint64_t neighbor_refused() const noexcept { return neigh_refused_; }
+	uint64_t neighbor_count() const noexcept { return neigh_.size(); }
 	void clear_neighbor(const lb::address& a);
 	// The neighbor a packet to `dst` leaves through: its egress port and
 	// the address to resolve (the gateway, or dst itself on link). false:

@@ -295,6 +295,8 @@ void print_stats(const pipeline& pl, const ct::table& ct, const sockmap::sockmap
 		if (s.drops[d] != 0)
 			std::fprintf(f, "ctplane:   drop %-24s %" PRIu64 "  (%s)\n", drop_name(static_cast<drop>(d)), s.drops[d],
 				     drop_description(static_cast<drop>(d)));
+	std::fprintf(f, "ctplane: neighbours %" PRIu64 " (table reseeds %" PRIu64 ", refused %" PRIu64 ")\n",
+		     pl.neighbor_count(), pl.neighbor_rehashes(), pl.neighbor_refused());
 }
 
 }  // namespace

@@ -5,13 +5,39 @@
 // same frames forwarded, split by egress port. Needs no hugepages or NIC.
 #include <gtest/gtest.h>
 #include <pcap/pcap.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <regex>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "dataplane/stack.h"
+#include "frames.h"
+#include "maps/seed.h"
+
+namespace ctplane::dataplane {
+// Where a neighbour's address lands, as an attacker who knew the seed
+// would compute it: the top 8 bits of its position (one bucket in every
+// table of up to 256 buckets; 125 neighbours keep it at its first 23).
+struct pipeline_test_peer {
+	static uint64_t bucket_of(const pipeline& p, uint32_t a4)
+	{
+		pipeline::nb_key k{};
+		for (int i = 0; i < 4; i++)
+			k.addr[i] = static_cast<uint8_t>(a4 >> (24 - 8 * i));
+		k.family = 4;
+		return p.neigh_.position(p.neigh_.hash(k)) >> 24;
+	}
+};
+}  // namespace ctplane::dataplane
 
 namespace {
 
@@ -80,6 +106,125 @@ TEST(runtime, the_sample_through_dpdk_pcap_ports_matches_the_replay)
 	EXPECT_EQ(a + b, 956u);
 	EXPECT_GT(a, 0u);
 	EXPECT_GT(b, 0u);
+}
+
+void write_pcap(const std::string& path, const std::vector<ctplane::dataplane::test::bytes>& frames)
+{
+	pcap_t* dead = pcap_open_dead(DLT_EN10MB, 65535);
+	pcap_dumper_t* d = pcap_dump_open(dead, path.c_str());
+	ASSERT_NE(d, nullptr) << path;
+	for (const auto& f : frames) {
+		pcap_pkthdr h{};
+		h.caplen = h.len = static_cast<bpf_u_int32>(f.size());
+		pcap_dump(reinterpret_cast<u_char*>(d), &h, f.data());
+	}
+	pcap_dump_close(d);
+	pcap_close(dead);
+}
+
+// The attack of a host that knows the neighbour table's seed (here the
+// config fixes it: ct.hash_seed), through the real process: 120 on-link
+// addresses that all land in one bucket get traffic, and each answers the
+// ARP probe; the two input pcaps replay for ever. The control thread reseeds
+// the table, keeps up with the flood (the periodic stats keep coming, every
+// address resolves), and the process stops on SIGTERM.
+TEST(runtime, a_crafted_collision_neighbour_flood_leaves_the_control_thread_live_and_sigterm_stops_it)
+{
+	using namespace ctplane;
+	namespace t = ctplane::dataplane::test;
+	const std::string dir = ::testing::TempDir();
+	const std::string data = dir + "ctplane_aim_data.pcap", arps = dir + "ctplane_aim_arp.pcap";
+	std::ifstream in(kSrc + "/config/ctplane.example.yaml");
+	std::stringstream cfg;
+	cfg << in.rdbuf();
+	std::string text = cfg.str();
+	text = std::regex_replace(text, std::regex("net_tap0,iface=ctp0"), "net_pcap0,rx_pcap=" + data + ",infinite_rx=1");
+	text = std::regex_replace(text, std::regex("net_tap1,iface=ctp1"), "net_pcap1,rx_pcap=" + arps + ",infinite_rx=1");
+	text = std::regex_replace(text, std::regex("\nct:\n"), "\nct:\n  hash_seed: 4242\n");
+	const std::string path = dir + "ctplane_aim.yaml";
+	std::ofstream(path) << text;
+
+	// The runtime builds its stack right after fixing the seeds: so does
+	// the attacker's model here, and its neighbour table has the same seed.
+	auto c = config::load_string(text, path);
+	ASSERT_TRUE(c) << c.err().str();
+	maps::fix_seeds(4242);
+	std::string err;
+	auto model = dataplane::stack::build(c.value(), 1, &err);
+	maps::fix_seeds(0);
+	ASSERT_TRUE(model) << err;
+	const uint64_t target = dataplane::pipeline_test_peer::bucket_of(model->pl(), 0x0a000a0a);
+	std::vector<uint32_t> aimed;
+	for (uint32_t a = 0x0a000a0a; a < 0x0a00fff0 && aimed.size() < 120; a++)
+		if (dataplane::pipeline_test_peer::bucket_of(model->pl(), a) == target)
+			aimed.push_back(a);
+	ASSERT_EQ(aimed.size(), 120u);
+	model.reset();
+
+	std::vector<t::bytes> syns, replies;
+	static constexpr uint8_t kPort1Mac[6] = {0x02, 0, 0, 0, 0, 0x02};
+	for (size_t i = 0; i < aimed.size(); i++) {
+		syns.push_back(t::eth4(t::ipv4(0xc0a8010a, aimed[i], t::tcp(static_cast<uint16_t>(2000 + i), 80, ct::kSYN))));
+		const uint8_t mac[6] = {0x02, 0xee, 0, 0, static_cast<uint8_t>(aimed[i] >> 8), static_cast<uint8_t>(aimed[i])};
+		replies.push_back(t::arp(2, mac, aimed[i], kPort1Mac, 0x0a0000fe));
+	}
+	write_pcap(data, syns);
+	write_pcap(arps, replies);
+
+	int out[2];
+	ASSERT_EQ(pipe(out), 0);
+	const pid_t pid = fork();
+	ASSERT_GE(pid, 0);
+	if (pid == 0) {
+		dup2(out[1], 1);
+		dup2(out[1], 2);
+		close(out[0]);
+		execl(kCtplane.c_str(), kCtplane.c_str(), "--no-huge", "--no-pci", "--no-shconf", "-m", "512", "-l", "0-1",
+		      "--log-level=lib.eal:error", "--file-prefix=ctplane_aim_test", "--", "--config", path.c_str(),
+		      "--stats", "0.5", static_cast<char*>(nullptr));
+		_exit(127);
+	}
+	close(out[1]);
+	// Wait (bounded) for a stats line that shows every aimed address
+	// resolved through a reseeded table.
+	std::string log, line;
+	bool seen = false;
+	const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+	const std::regex nb("neighbours (\\d+) \\(table reseeds (\\d+), refused (\\d+)\\)");
+	while (!seen && std::chrono::steady_clock::now() < deadline) {
+		pollfd p{out[0], POLLIN, 0};
+		if (poll(&p, 1, 500) <= 0)
+			continue;
+		char buf[4096];
+		const ssize_t n = read(out[0], buf, sizeof(buf));
+		if (n <= 0)
+			break;
+		log.append(buf, static_cast<size_t>(n));
+		std::smatch m;
+		for (auto it = std::sregex_iterator(log.begin(), log.end(), nb); it != std::sregex_iterator(); ++it)
+			if (std::stoul((*it)[1]) >= 5 + aimed.size() && std::stoul((*it)[2]) >= 1 && (*it)[3] == "0")
+				seen = true;
+	}
+	kill(pid, SIGTERM);
+	// The process must end on its own: give it a bound, then make sure.
+	int status = 0;
+	bool exited = false;
+	for (int i = 0; i < 600 && !exited; i++) {
+		exited = waitpid(pid, &status, WNOHANG) == pid;
+		if (!exited)
+			usleep(50'000);
+	}
+	if (!exited) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	char buf[4096];
+	for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;)
+		log.append(buf, static_cast<size_t>(n));
+	close(out[0]);
+	EXPECT_TRUE(seen) << "every aimed neighbour learnt through a reseeded table\n" << log;
+	ASSERT_TRUE(exited) << "SIGTERM did not stop the process within 30 s\n" << log;
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << log;
 }
 
 TEST(runtime, startup_failures_print_one_line_and_exit_2)
