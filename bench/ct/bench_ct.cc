@@ -69,6 +69,7 @@ packet segment(uint64_t i, uint8_t step, uint32_t bytes = 60)
 	const tuple f = flow(i);
 	const bool reply = step == (kSYN | kACK);
 	packet p{reply ? f.reversed() : f, bytes, step, pkt_kind::normal};
+	p.in_port = reply ? 1 : 0;  // clients on port 0, servers on port 1
 	p.tcp_win = 65535;
 	p.tcp_seq = reply ? isn_s(i) : step == kSYN ? isn_c(i) : isn_c(i) + 1;
 	p.tcp_ack = reply ? isn_c(i) + 1 : step == kSYN ? 0 : isn_s(i) + 1;
@@ -80,6 +81,7 @@ packet data_segment(uint64_t i, bool reply, uint32_t payload)
 {
 	const tuple f = flow(i);
 	packet p{reply ? f.reversed() : f, 40 + payload, uint8_t(kACK | kPSH), pkt_kind::normal};
+	p.in_port = reply ? 1 : 0;  // the ingress check, on in both variants (as in the pipeline)
 	p.tcp_win = 65535;
 	p.tcp_len = payload;
 	p.tcp_seq = reply ? isn_s(i) + 1 : isn_c(i) + 1;
