@@ -311,7 +311,7 @@ flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo) noexcept
 		v.bytes[d] = load(f.bytes[d]);
 	}
 	v.expires_ms = load(f.h.expires);
-	v.last_seen_ms = v.expires_ms - tmo[v.state == tcp_established && !(v.flags & kAssured) ? tcp_syn_recv : v.state];
+	v.last_seen_ms = v.expires_ms - tmo[v.state == tcp_established && !(v.flags & kAssured) ? uint8_t{tcp_syn_recv} : v.state];
 	v.backend = f.h.backend;
 	std::memcpy(v.nat_addr, f.nat_addr, sizeof(f.nat_addr));
 	v.nat_port = f.h.nat_port;

@@ -288,7 +288,7 @@ bool l4_checksum_ok(const uint8_t* frm, const parsed& p) noexcept
 
 void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept
 {
-	std::memset(out, 0, sizeof(*out));
+	std::memset(static_cast<void*>(out), 0, sizeof(*out));  // trivially copyable fields only
 	out->kind = frame_kind::dropped;
 	if (len < 14) {
 		fail(out, drop::l2_truncated);

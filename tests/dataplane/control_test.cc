@@ -555,8 +555,9 @@ TEST_F(control_fixture, arp_poisoning_attempts_are_refused)
 	run(arp(2, evil, kClient, client_mac, 0xc0a80101), 0);
 	EXPECT_EQ(state_of(kClient), nb_state::permanent);
 	ctl->for_each_neighbor([&](const neighbor_info& n) {
-		if (n.addr.family == 4 && ip4_at(bytes(n.addr.addr, n.addr.addr + 4), 0) == kClient)
+		if (n.addr.family == 4 && ip4_at(bytes(n.addr.addr, n.addr.addr + 4), 0) == kClient) {
 			EXPECT_EQ(std::memcmp(n.mac, client_mac, 6), 0);
+		}
 	});
 	// The real answer still resolves it.
 	run(arp(2, kHostMac, kHost, kPort1Mac, 0x0a0000fe), 1);
