@@ -727,6 +727,17 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 				 {"sockmap",
 				  [&](const YAML::Node& n, const std::string& p) { read_sockmap(r, n, p, cfg.sockmap); }},
 				 {"control", [&](const YAML::Node& n, const std::string& p) { read_control(r, n, p, cfg.control); }},
+				 {"state",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  r.fields(n, p,
+						   {
+							   {"file", [&](const YAML::Node& m, const std::string& q) { cfg.state.file = r.str(m, q); }},
+							   {"save_on_exit",
+							    [&](const YAML::Node& m, const std::string& q) { cfg.state.save_on_exit = r.boolean(m, q); }},
+						   });
+					  if (cfg.state.save_on_exit && cfg.state.file.empty())
+						  r.fail(n, p + ".save_on_exit", "needs state.file (where to save)");
+				  }},
 			 });
 		if (!backends_path.empty())
 			read_backends(r, backends, backends_path, cfg.lb);

@@ -115,6 +115,15 @@ struct control_spec {
 	uint32_t punt_other = 2000;
 };
 
+// `state:`: the snapshot file (dataplane/state_io.h). At start, ctplane
+// restores from `file` when it exists; `ctplane-ctl state save` writes it
+// (or another file); with save_on_exit, SIGTERM / SIGINT write it after the
+// workers stopped.
+struct state_spec {
+	std::string file;           // "" : no default file
+	bool save_on_exit = false;  // needs file
+};
+
 struct ctplane_config {
 	std::vector<port_spec> ports;
 	uint32_t workers = 1;       // worker lcores (each polls every port)
@@ -125,6 +134,7 @@ struct ctplane_config {
 	lb::config lb;            // `lb:` limits, `services:`, `backends:`
 	sockmap::config sockmap;  // `sockmap:`
 	control_spec control;     // `control:`
+	state_spec state;         // `state:`
 };
 
 result<ctplane_config> load_file(const std::string& path);

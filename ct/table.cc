@@ -1024,6 +1024,100 @@ ct::stats table::stats() const noexcept
 	return s;
 }
 
+// ---- snapshots ----------------------------------------------------------------------
+
+template <typename Fam>
+uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn)
+{
+	using K = typename Fam::key;
+	using F = typename Fam::flow;
+	uint64_t n = 0;
+	auto one = [&](const K& k, const F& f) {
+		const uint16_t st = load_status(f.h);
+		const uint32_t exp = load(f.h.expires);
+		if (state_of(st) == st_none || expired(exp, now))
+			return;
+		flow_record r;
+		std::memset(&r, 0, sizeof(r));
+		const unsigned odir = (flags_of(st) & kOrigHi) ? 1 : 0;  // the key direction of the original tuple
+		r.orig = tuple_of(k, odir);
+		r.state = state_of(st);
+		r.flags = flags_of(st) & static_cast<uint8_t>(~kOrigHi);
+		r.nat_port = f.h.nat_port;
+		r.backend = f.h.backend;
+		std::memcpy(r.nat_addr, f.nat_addr, sizeof(f.nat_addr));
+		r.expires_in_ms = exp - now;
+		for (unsigned d = 0; d < 2; d++) {
+			r.packets[d] = load(f.packets[d]);
+			r.bytes[d] = load(f.bytes[d]);
+			r.seen[d] = window::load_side(f.seen[odir ^ d]);
+		}
+		fn(r);
+		n++;
+	};
+	for (uint64_t pos = 0; pos < maps::rhash<K, F>::kScanEnd;)
+		pos = fam.hash.scan(pos, 4096, [&](const K& k, F& f) {
+			one(k, f);
+			return true;
+		});
+	fam.lru.erase_if([&](const K& k, F& f) {
+		one(k, f);
+		return false;
+	});
+	return n;
+}
+
+uint64_t table::export_flows(uint64_t now_ns, const std::function<void(const flow_record&)>& fn)
+{
+	const uint32_t now = ticks(now_ns);
+	return export_family(*f4_, now, fn) + export_family(*f6_, now, fn);
+}
+
+template <typename Fam>
+int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
+{
+	using K = typename Fam::key;
+	using F = typename Fam::flow;
+	K k;
+	const unsigned odir = make_key(r.orig, k);
+	F init;
+	std::memset(&init, 0, sizeof(init));
+	const uint8_t fl = static_cast<uint8_t>((r.flags & ~kOrigHi) | (odir != 0 ? kOrigHi : 0));
+	init.h.status = status(r.state, fl);
+	init.h.expires = now + r.expires_in_ms;
+	init.h.nat_port = r.nat_port;
+	init.h.backend = r.backend;
+	std::memcpy(init.nat_addr, r.nat_addr, sizeof(init.nat_addr));
+	for (unsigned d = 0; d < 2; d++) {
+		init.packets[d] = r.packets[d];
+		init.bytes[d] = r.bytes[d];
+		init.seen[odir ^ d] = r.seen[d];
+	}
+	const uint64_t h = fam.hash.hash(k);
+	int rc = fam.hash.insert_with_hash(k, init, h);
+	// A resize in the way (or a chain past its limit: the table grows or
+	// reseeds): run it to its end, a bounded number of times.
+	for (int tries = 0; rc == -EBUSY && tries < 8; tries++) {
+		for (int steps = 0; steps < 64 && fam.hash.maintain(size_t{1} << 20) != 0; steps++) {
+		}
+		if (!fam.hash.resizing())
+			(void)fam.hash.maintain(size_t{1} << 20);  // starts the grow or reseed it needs
+		for (int steps = 0; steps < 64 && fam.hash.maintain(size_t{1} << 20) != 0; steps++) {
+		}
+		rc = fam.hash.insert_with_hash(k, init, h);
+	}
+	return rc;
+}
+
+int table::restore_flow(const flow_record& r, uint64_t now_ns) noexcept
+{
+	if ((r.orig.family != 4 && r.orig.family != 6) || r.state == st_none || r.state >= kStates ||
+	    r.expires_in_ms == 0)
+		return -EINVAL;
+	const uint32_t now = ticks(now_ns);
+	return r.orig.family == 4 ? restore_into(*f4_, r, now) : restore_into(*f6_, r, now);
+}
+
 uint64_t table::size() const noexcept
 {
 	return f4_->hash.size() + f6_->hash.size() + f4_->lru.size() + f6_->lru.size();

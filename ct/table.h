@@ -72,6 +72,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -187,6 +188,21 @@ struct flow_view {
 	uint16_t nat_port;
 };
 
+// A flow as a snapshot carries it: everything its entry holds, by the
+// direction of the original tuple ([0] original, [1] reply) rather than
+// the order of the key.
+struct flow_record {
+	tuple orig;
+	uint8_t state, flags;    // as flow_view (kOrigHi is the table's business)
+	uint16_t nat_port;
+	uint32_t backend;
+	uint8_t nat_addr[16];
+	uint32_t expires_in_ms;  // lifetime left
+	uint32_t packets[2];
+	uint64_t bytes[2];
+	tcp_seen seen[2];        // the window data of the original side, of the reply side
+};
+
 // Per-thread, summed by stats(). Names are the counters' public names.
 #define CTPLANE_CT_COUNTERS(X)                                                                       \
 	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
@@ -280,6 +296,19 @@ public:
 	// New timeouts apply to every packet and GC pass from now on.
 	void set_timeouts(const timeouts& t) noexcept;
 
+	// ---- snapshots (state/, dataplane/state_io) ---------------------------------
+	// Control thread. Calls fn(const flow_record&) for every flow live at
+	// now_ns, hash and overflow LRU, lock-free (workers keep forwarding);
+	// a flow moving between the hash and the LRU meanwhile may be offered
+	// twice or missed. Returns the flows offered.
+	uint64_t export_flows(uint64_t now_ns, const std::function<void(const flow_record&)>& fn);
+	// Control thread: enters a flow as it was exported (its lifetime
+	// re-based on now_ns), no event. 0; -EEXIST (its tuple has a flow);
+	// -EINVAL (a record no flow can have: family, state, lifetime 0);
+	// -ENOSPC (max_entries); -EBUSY (the hash would not take it even after
+	// running its resize: bounded); -ENOMEM.
+	int restore_flow(const flow_record& r, uint64_t now_ns) noexcept;
+
 	// ---- introspection -------------------------------------------------------
 	ct::stats stats() const noexcept;
 	uint64_t size() const noexcept;
@@ -308,6 +337,10 @@ private:
 #undef CTPLANE_X
 	};
 
+	template <typename Fam>
+	uint64_t export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn);
+	template <typename Fam>
+	int restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept;
 	template <typename Fam>
 	void run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, uint32_t now,
 		 result* out, const nat_init* const* nat) noexcept;

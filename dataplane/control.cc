@@ -285,6 +285,33 @@ void control_path::learned(entry& e, const uint8_t mac[6], uint64_t now)
 	send_queued(e);
 }
 
+bool control_path::restore_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port, bool permanent,
+				    uint64_t now_ns)
+{
+	auto it = nb_.find(key_of(a));
+	if (it == nb_.end() && nb_.size() >= cc_.max_neighbors) {
+		st_.neighbors_refused++;
+		return false;
+	}
+	entry& e = it != nb_.end() ? it->second : nb_[key_of(a)];
+	if (e.state == nb_state::permanent)
+		return true;
+	if (e.state == nb_state::incomplete && it != nb_.end())
+		incomplete_--;
+	e.addr = a;
+	std::memcpy(e.mac, mac, 6);
+	e.port = port;
+	e.probes = 0;
+	e.updated_ns = now_ns;
+	e.next_ns = now_ns + uint64_t{cc_.reachable_ms} * kMs;
+	e.state = permanent ? nb_state::permanent : nb_state::reachable;
+	if (!pl_.set_neighbor(a, mac)) {
+		nb_.erase(key_of(a));
+		return false;
+	}
+	return true;
+}
+
 void control_path::send_queued(entry& e)
 {
 	// The frames went through the pipeline already (translated, routed):

@@ -115,6 +115,12 @@ public:
 		}
 	}
 	const control_stats& stats() const noexcept { return st_; }
+	// A neighbour from a snapshot (state_io): reachable as of now_ns
+	// (confirmed again when its reachable time ends), or permanent. A
+	// permanent entry already here is kept. false: refused (max_neighbors,
+	// or the pipeline's table).
+	bool restore_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port, bool permanent,
+			      uint64_t now_ns);
 
 private:
 	struct entry {

@@ -226,6 +226,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/route/del", "Removes a route. Params: PREFIX"},
 		{"/ctplane/neighbors", "Neighbours (ARP / ND). Table"},
 		{"/ctplane/tables", "Table sizes and resize history"},
+		{"/ctplane/state/save", "Writes a state snapshot. Params: [FILE] (default: state.file)"},
 	};
 	return c;
 }
@@ -294,6 +295,17 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return neighbors(now_ns);
 	if (c == "tables")
 		return tables();
+	if (c == "state/save") {
+		reply r;
+		const std::string file = params.empty() ? dp_.cfg().state.file : params;
+		if (!state_save_)
+			r.error("no snapshots here (the running ctplane writes them)");
+		else if (file.empty())
+			r.error("no file given and no state.file in the config");
+		else
+			return state_save_(file, now_ns);
+		return r;
+	}
 	reply r;
 	r.error("unknown command " + cmd);
 	return r;

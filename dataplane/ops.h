@@ -31,6 +31,8 @@
 //   /ctplane/route/add,PREFIX,PORT[,VIA]   /ctplane/route/del,PREFIX
 //   /ctplane/neighbors
 //   /ctplane/tables                  table sizes and their resize history
+//   /ctplane/state/save,[FILE]       a snapshot (dataplane/state_io.h) to
+//                                    FILE or state.file; no comma in FILE
 //
 // Concurrency contract: run() and record() on the control thread only.
 #pragma once
@@ -93,6 +95,10 @@ public:
 	// Control thread, as events are drained / each tick.
 	void record(const ct::event& e);
 	void watch_tables(uint64_t now_ns);
+	// What /ctplane/state/save runs (the runtime's snapshot writer; the
+	// pipeline library has none): fn(file, now_ns) -> the reply.
+	using state_save_fn = std::function<reply(const std::string& file, uint64_t now_ns)>;
+	void set_state_saver(state_save_fn fn) { state_save_ = std::move(fn); }
 
 private:
 	struct resize_rec {
@@ -122,6 +128,7 @@ private:
 	stack& dp_;
 	control_path& ctl_;
 	port_stats_fn port_stats_;
+	state_save_fn state_save_;
 	std::deque<std::pair<uint64_t, ct::event>> events_;  // (seq, event)
 	uint64_t seq_ = 0;
 	std::deque<resize_rec> resizes_;

@@ -16,6 +16,7 @@
 #include <deque>
 #include <mutex>
 #include <csignal>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +31,7 @@
 #include "dataplane/ops.h"
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
+#include "dataplane/state_io.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
 #include "maps/seed.h"
@@ -310,7 +312,7 @@ int run_main(int argc, char** argv)
 			sep = i;
 			break;
 		}
-	std::string cfg_path;
+	std::string cfg_path, restore_path;
 	double duration = 0, stats_every = 0;
 	for (int i = sep + 1; i < argc; i++) {
 		const std::string a = argv[i];
@@ -324,6 +326,8 @@ int run_main(int argc, char** argv)
 				duration = std::stod(v);
 			else if (a == "--stats")
 				stats_every = std::stod(v);
+			else if (a == "--restore")
+				restore_path = v;
 			else
 				return fail("unknown option " + a);
 		} catch (const std::exception&) {
@@ -331,7 +335,7 @@ int run_main(int argc, char** argv)
 		}
 	}
 	if (cfg_path.empty())
-		return fail("usage: ctplane [EAL options] -- --config FILE [--duration SECONDS] [--stats SECONDS]");
+		return fail("usage: ctplane [EAL options] -- --config FILE [--restore FILE] [--duration SECONDS] [--stats SECONDS]");
 	auto cfg = config::load_file(cfg_path);
 	if (!cfg)
 		return fail(cfg.err().str());
@@ -464,6 +468,46 @@ int run_main(int argc, char** argv)
 			return true;
 		});
 		dp->set_event_sink([&](const ct::event& e) { op.record(e); });
+		op.set_state_saver([&](const std::string& file, uint64_t now) {
+			reply r;
+			save_result sr;
+			const uint64_t t = clk.now_ns();
+			if (std::string e = save_state(*dp, ctl, file, now, &sr); !e.empty()) {
+				r.error(e);
+				return r;
+			}
+			r.text("file", file);
+			r.num("flows", sr.flows);
+			r.num("flows_changed", sr.flows_changed);
+			r.num("services", sr.services);
+			r.num("backends", sr.backends);
+			r.num("routes", sr.routes);
+			r.num("neighbors", sr.neighbors);
+			r.num("sockmap", sr.sockmap);
+			r.num("bytes", sr.bytes);
+			r.num("ms", (clk.now_ns() - t) / 1'000'000);
+			return r;
+		});
+		// State from a snapshot: --restore FILE (must work), or state.file
+		// when it exists (a bad one is reported and the start goes on empty:
+		// forwarding matters more than the connections it held).
+		{
+			const bool given = !restore_path.empty();
+			const std::string from = given ? restore_path : c.state.file;
+			struct stat st;
+			if (!from.empty() && (given || ::stat(from.c_str(), &st) == 0)) {
+				restore_result rr;
+				const uint64_t t = clk.now_ns();
+				const std::string e = restore_state(*dp, ctl, from, t, &rr);
+				if (!e.empty() && given)
+					return fail(e);
+				if (!e.empty())
+					std::fprintf(stderr, "ctplane: state not restored: %s\n", e.c_str());
+				else
+					std::fprintf(stderr, "ctplane: restored %s from %s in %" PRIu64 " ms\n", describe(rr).c_str(),
+						     from.c_str(), (clk.now_ns() - t) / 1'000'000);
+			}
+		}
 		for (const auto& [cmd, help] : ops::commands())
 			rte_telemetry_register_cmd(cmd.c_str(), tel_command, help.c_str());
 
@@ -537,6 +581,15 @@ int run_main(int argc, char** argv)
 				rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
 		for (void* m = nullptr; rte_ring_dequeue(inject_ring, &m) == 0;)
 			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+		if (c.state.save_on_exit) {
+			save_result sr;
+			const uint64_t t = clk.now_ns();
+			if (std::string e = save_state(*dp, ctl, c.state.file, t, &sr); !e.empty())
+				std::fprintf(stderr, "ctplane: state not saved: %s\n", e.c_str());
+			else
+				std::fprintf(stderr, "ctplane: saved %s to %s in %" PRIu64 " ms\n", describe(sr).c_str(),
+					     c.state.file.c_str(), (clk.now_ns() - t) / 1'000'000);
+		}
 		print_stats(pl, *ct, *sm, stdout);
 		const control_stats& cs = ctl.stats();
 		std::fprintf(stdout, "ctplane: control: arp requests %" PRIu64 " nd solicits %" PRIu64 " resolved %" PRIu64

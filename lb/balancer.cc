@@ -283,8 +283,28 @@ void erase_settled(H& h, const K& k)
 }  // namespace
 
 uint32_t balancer::alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uint32_t max,
-			    maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b)
+			    maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b, uint32_t want)
 {
+	if (want != 0) {
+		// A given id (a restore): free, or beyond every id handed out
+		// (those skipped become free).
+		if (want < next) {
+			auto it = std::find(free_ids.begin(), free_ids.end(), want);
+			if (it == free_ids.end())
+				return 0;
+			free_ids.erase(it);
+			return want;
+		}
+		if (want > max)
+			return 0;
+		const int rc = grow_s != nullptr ? grow_s->resize(uint64_t{want} + 1) : grow_b->resize(uint64_t{want} + 1);
+		if (rc != 0)
+			return 0;
+		for (uint32_t i = next; i < want; i++)
+			free_ids.push_back(i);
+		next = want + 1;
+		return want;
+	}
 	if (!free_ids.empty()) {
 		const uint32_t id = free_ids.front();
 		free_ids.erase(free_ids.begin());  // oldest first: ids are reused last
@@ -300,7 +320,7 @@ uint32_t balancer::alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uin
 	return id;
 }
 
-std::string balancer::add_service(const service_spec& s, uint32_t* id_out)
+std::string balancer::add_service(const service_spec& s, uint32_t* id_out, uint32_t want_id)
 {
 	if (std::string e = check_service(s, default_m_); !e.empty())
 		return e;
@@ -310,7 +330,9 @@ std::string balancer::add_service(const service_spec& s, uint32_t* id_out)
 	if (uint32_t other = lookup(fe); other != 0)
 		return "service \"" + s.name + "\": " + proto_str(s.proto) + " " + ep_str(s.vip, s.port) +
 		       " is already service \"" + names_[other] + "\"";
-	const uint32_t id = alloc_id(free_svc_, next_svc_, max_services_, &svc_, nullptr);
+	const uint32_t id = alloc_id(free_svc_, next_svc_, max_services_, &svc_, nullptr, want_id);
+	if (id == 0 && want_id != 0)
+		return "service \"" + s.name + "\": id " + std::to_string(want_id) + " is taken or beyond max_services";
 	if (id == 0)
 		return "service \"" + s.name + "\": max_services (" + std::to_string(max_services_) + ") reached";
 	service& r = svc_[id];
@@ -358,7 +380,7 @@ void balancer::unref_port(uint16_t port)
 		port_bits_[port >> 6].fetch_and(~(uint64_t{1} << (port & 63)), std::memory_order_relaxed);
 }
 
-std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out)
+std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint32_t want_id)
 {
 	const uint32_t sid = service_id(b.service);
 	if (sid == 0)
@@ -371,7 +393,9 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out)
 		return backend_who(b) + (other == sid ? std::string(": duplicate backend")
 						      : ": already a backend of service \"" + names_[other] +
 								"\" (replies are translated by backend endpoint)");
-	const uint32_t id = alloc_id(free_be_, next_be_, max_backends_, nullptr, &be_);
+	const uint32_t id = alloc_id(free_be_, next_be_, max_backends_, nullptr, &be_, want_id);
+	if (id == 0 && want_id != 0)
+		return backend_who(b) + ": id " + std::to_string(want_id) + " is taken or beyond max_backends";
 	if (id == 0)
 		return backend_who(b) + ": max_backends (" + std::to_string(max_backends_) + ") reached";
 	backend& r = be_[id];

@@ -158,9 +158,11 @@ public:
 
 	// ---- control thread -----------------------------------------------------
 	// Each returns "" or what was wrong, and changes nothing on error.
-	std::string add_service(const service_spec& s, uint32_t* id = nullptr);
+	// want_id != 0 (a restore from a snapshot): that id, or an error if
+	// it is taken.
+	std::string add_service(const service_spec& s, uint32_t* id = nullptr, uint32_t want_id = 0);
 	std::string remove_service(const std::string& name);
-	std::string add_backend(const backend_spec& b, uint32_t* id = nullptr);
+	std::string add_backend(const backend_spec& b, uint32_t* id = nullptr, uint32_t want_id = 0);
 	std::string remove_backend(uint32_t id);
 	std::string set_weight(uint32_t id, uint32_t weight);
 	std::string set_state(uint32_t id, backend_state s);
@@ -199,7 +201,7 @@ public:
 
 private:
 	uint32_t alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uint32_t max,
-			  maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b);
+			  maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b, uint32_t want = 0);
 	void build(uint32_t svc);
 	backend* live(uint32_t id);  // a backend not removed, or nullptr
 	void unref_port(uint16_t port);

@@ -187,6 +187,41 @@ static ct::tuple tuple_of(const K& k) noexcept
 	return t;
 }
 
+void sockmap::for_each_direction(const std::function<void(const ct::tuple&, const redirect&)>& fn) const
+{
+	auto walk = [&](const auto& h) {
+		using H = std::decay_t<decltype(h)>;
+		for (uint64_t pos = 0; pos < H::kScanEnd;)
+			pos = h.scan(pos, 1024, [&](const typename H::key_type& k, const entry& e) {
+				fn(tuple_of(k), e.r);
+				return true;
+			});
+	};
+	walk(h4_);
+	walk(h6_);
+}
+
+int sockmap::restore_direction(const ct::tuple& t, const redirect& r)
+{
+	if (t.proto != ct::kProtoTCP || (t.family != 4 && t.family != 6))
+		return -EINVAL;
+	entry e{};
+	e.r = r;
+	int rc;
+	if (t.family == 6) {
+		key6 k;
+		make(t, k);
+		rc = insert_settled(h6_, k, e);
+	} else {
+		key4 k;
+		make(t, k);
+		rc = insert_settled(h4_, k, e);
+	}
+	if (rc == -ENOSPC)
+		cc_.full++;
+	return rc;
+}
+
 template <typename H>
 size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns)
 {

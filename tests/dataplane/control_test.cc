@@ -52,10 +52,6 @@ backends:
   - {service: lost, address: 10.200.0.1, port: 8080}   # no route to it
 )";
 
-uint32_t ip4_at(const bytes& f, unsigned off)
-{
-	return uint32_t{f[off]} << 24 | uint32_t{f[off + 1]} << 16 | uint32_t{f[off + 2]} << 8 | f[off + 3];
-}
 
 struct sent {
 	uint16_t port;

@@ -216,6 +216,13 @@ inline bool checksums_ok(const bytes& f, unsigned l3_off = 14)
 	return l4_sum4(ip) == 0xffff;
 }
 
+// Big-endian reads of a frame's fields.
+inline uint32_t ip4_at(const bytes& f, unsigned off)
+{
+	return uint32_t{f[off]} << 24 | uint32_t{f[off + 1]} << 16 | uint32_t{f[off + 2]} << 8 | f[off + 3];
+}
+inline uint16_t u16_at(const bytes& f, unsigned off) { return static_cast<uint16_t>(f[off] << 8 | f[off + 1]); }
+
 inline bytes ether(const bytes& l3, uint16_t ethertype, std::initializer_list<uint16_t> vlans = {})
 {
 	bytes b(12, 0);

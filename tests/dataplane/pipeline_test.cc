@@ -48,11 +48,6 @@ backends:
   - {service: dns, address: 10.0.1.1, port: 5353}
 )";
 
-uint32_t ip4_at(const bytes& f, unsigned off)
-{
-	return uint32_t{f[off]} << 24 | uint32_t{f[off + 1]} << 16 | uint32_t{f[off + 2]} << 8 | f[off + 3];
-}
-uint16_t u16_at(const bytes& f, unsigned off) { return static_cast<uint16_t>(f[off] << 8 | f[off + 1]); }
 
 class pipeline_fixture : public ::testing::Test {
 protected:

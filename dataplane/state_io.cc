@@ -1,0 +1,584 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "dataplane/state_io.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <set>
+#include <vector>
+
+#include "state/format.h"
+
+namespace ctplane::dataplane {
+
+namespace {
+
+using state::ftype;
+
+// ---- the records of format version 1, and their layouts ----------------------------
+// A field's meaning never changes under its name: a new meaning is a new
+// name (the old one then dropped), so an older file is read right.
+
+struct summary_rec {
+	uint64_t written_unix_ns;
+	uint64_t flows;
+	uint64_t flows_changed;
+};
+
+struct service_rec {
+	uint32_t id;
+	uint8_t family, proto;
+	uint16_t port;
+	uint32_t maglev_size;
+	uint8_t vip[16];
+	char name[64];
+};
+
+struct backend_rec {
+	uint32_t id, service;
+	uint8_t addr[16];
+	uint8_t family, state;
+	uint16_t port;
+	uint32_t weight;
+};
+
+struct route_rec {
+	uint8_t prefix[16];
+	uint8_t family, len;
+	uint16_t port;
+	uint8_t via[16];
+	uint8_t via_family;
+};
+
+struct neighbor_rec {
+	uint8_t addr[16];
+	uint8_t family, permanent;
+	uint16_t port;
+	uint8_t mac[6];
+};
+
+struct ct_rec {
+	uint8_t family, proto;
+	uint16_t zone;
+	uint8_t src[16], dst[16];
+	uint16_t sport, dport;
+	uint8_t state, flags;
+	uint16_t nat_port;
+	uint32_t backend;
+	uint8_t nat_addr[16];
+	uint32_t expires_in_ms;
+	uint32_t packets_orig, packets_reply;
+	uint64_t bytes_orig, bytes_reply;
+	uint32_t orig_end, orig_edge;
+	uint16_t orig_maxwin;
+	uint8_t orig_wflags, orig_port;
+	uint32_t reply_end, reply_edge;
+	uint16_t reply_maxwin;
+	uint8_t reply_wflags, reply_port;
+};
+
+struct sockmap_rec {
+	uint8_t family, proto;
+	uint16_t zone;
+	uint8_t src[16], dst[16];
+	uint16_t sport, dport;
+	uint16_t out_port;
+	uint8_t dst_mac[6], src_mac[6];
+	uint8_t nat;
+	uint8_t nat_addr[16];
+	uint16_t nat_port;
+};
+
+#define F_(R, m, t) CTPLANE_STATE_FIELD(R, m, t)
+
+const state::layout& summary_layout()
+{
+	static const state::layout l{"summary", sizeof(summary_rec),
+				     {F_(summary_rec, written_unix_ns, ftype::u64), F_(summary_rec, flows, ftype::u64),
+				      F_(summary_rec, flows_changed, ftype::u64)}};
+	return l;
+}
+
+const state::layout& service_layout()
+{
+	static const state::layout l{"services", sizeof(service_rec),
+				     {F_(service_rec, id, ftype::u32), F_(service_rec, family, ftype::u8),
+				      F_(service_rec, proto, ftype::u8), F_(service_rec, port, ftype::u16),
+				      F_(service_rec, maglev_size, ftype::u32), F_(service_rec, vip, ftype::bytes),
+				      F_(service_rec, name, ftype::bytes)}};
+	return l;
+}
+
+const state::layout& backend_layout()
+{
+	static const state::layout l{"backends", sizeof(backend_rec),
+				     {F_(backend_rec, id, ftype::u32), F_(backend_rec, service, ftype::u32),
+				      F_(backend_rec, addr, ftype::bytes), F_(backend_rec, family, ftype::u8),
+				      F_(backend_rec, state, ftype::u8), F_(backend_rec, port, ftype::u16),
+				      F_(backend_rec, weight, ftype::u32)}};
+	return l;
+}
+
+const state::layout& route_layout()
+{
+	static const state::layout l{"routes", sizeof(route_rec),
+				     {F_(route_rec, prefix, ftype::bytes), F_(route_rec, family, ftype::u8),
+				      F_(route_rec, len, ftype::u8), F_(route_rec, port, ftype::u16),
+				      F_(route_rec, via, ftype::bytes), F_(route_rec, via_family, ftype::u8)}};
+	return l;
+}
+
+const state::layout& neighbor_layout()
+{
+	static const state::layout l{"neighbors", sizeof(neighbor_rec),
+				     {F_(neighbor_rec, addr, ftype::bytes), F_(neighbor_rec, family, ftype::u8),
+				      F_(neighbor_rec, permanent, ftype::u8), F_(neighbor_rec, port, ftype::u16),
+				      F_(neighbor_rec, mac, ftype::bytes)}};
+	return l;
+}
+
+}  // namespace
+
+// Public for the layout-change test (tests/dataplane/state_test.cc).
+const state::layout& ct_layout()
+{
+	static const state::layout l{
+		"ct",
+		sizeof(ct_rec),
+		{F_(ct_rec, family, ftype::u8),         F_(ct_rec, proto, ftype::u8),
+		 F_(ct_rec, zone, ftype::u16),          F_(ct_rec, src, ftype::bytes),
+		 F_(ct_rec, dst, ftype::bytes),         F_(ct_rec, sport, ftype::u16),
+		 F_(ct_rec, dport, ftype::u16),         F_(ct_rec, state, ftype::u8),
+		 F_(ct_rec, flags, ftype::u8),          F_(ct_rec, nat_port, ftype::u16),
+		 F_(ct_rec, backend, ftype::u32),       F_(ct_rec, nat_addr, ftype::bytes),
+		 F_(ct_rec, expires_in_ms, ftype::u32), F_(ct_rec, packets_orig, ftype::u32),
+		 F_(ct_rec, packets_reply, ftype::u32), F_(ct_rec, bytes_orig, ftype::u64),
+		 F_(ct_rec, bytes_reply, ftype::u64),   F_(ct_rec, orig_end, ftype::u32),
+		 F_(ct_rec, orig_edge, ftype::u32),     F_(ct_rec, orig_maxwin, ftype::u16),
+		 F_(ct_rec, orig_wflags, ftype::u8),    F_(ct_rec, orig_port, ftype::u8),
+		 F_(ct_rec, reply_end, ftype::u32),     F_(ct_rec, reply_edge, ftype::u32),
+		 F_(ct_rec, reply_maxwin, ftype::u16),  F_(ct_rec, reply_wflags, ftype::u8),
+		 F_(ct_rec, reply_port, ftype::u8)}};
+	return l;
+}
+
+namespace {
+
+const state::layout& sockmap_layout()
+{
+	static const state::layout l{"sockmap", sizeof(sockmap_rec),
+				     {F_(sockmap_rec, family, ftype::u8), F_(sockmap_rec, proto, ftype::u8),
+				      F_(sockmap_rec, zone, ftype::u16), F_(sockmap_rec, src, ftype::bytes),
+				      F_(sockmap_rec, dst, ftype::bytes), F_(sockmap_rec, sport, ftype::u16),
+				      F_(sockmap_rec, dport, ftype::u16), F_(sockmap_rec, out_port, ftype::u16),
+				      F_(sockmap_rec, dst_mac, ftype::bytes), F_(sockmap_rec, src_mac, ftype::bytes),
+				      F_(sockmap_rec, nat, ftype::u8), F_(sockmap_rec, nat_addr, ftype::bytes),
+				      F_(sockmap_rec, nat_port, ftype::u16)}};
+	return l;
+}
+
+#undef F_
+
+// In file order: the small tables first, the summary last (it counts what
+// happened while the CT was walked).
+std::vector<state::layout> layouts()
+{
+	return {service_layout(), backend_layout(), route_layout(), neighbor_layout(), ct_layout(), sockmap_layout(),
+		summary_layout()};
+}
+
+uint64_t unix_ns()
+{
+	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+					     std::chrono::system_clock::now().time_since_epoch())
+					     .count());
+}
+
+uint64_t created_destroyed(const ct::stats& s)
+{
+	const ct::counters& c = s.c;
+	return c.created + c.reopened + c.picked_up + c.expired_gc + c.erased + c.evicted_expired +
+	       c.evicted_halfopen + c.evicted_overflow;
+}
+
+ct_rec to_rec(const ct::flow_record& f)
+{
+	ct_rec r;
+	std::memset(&r, 0, sizeof(r));
+	r.family = f.orig.family;
+	r.proto = f.orig.proto;
+	r.zone = f.orig.zone;
+	std::memcpy(r.src, f.orig.src, 16);
+	std::memcpy(r.dst, f.orig.dst, 16);
+	r.sport = f.orig.sport;
+	r.dport = f.orig.dport;
+	r.state = f.state;
+	r.flags = f.flags;
+	r.nat_port = f.nat_port;
+	r.backend = f.backend;
+	std::memcpy(r.nat_addr, f.nat_addr, 16);
+	r.expires_in_ms = f.expires_in_ms;
+	r.packets_orig = f.packets[0];
+	r.packets_reply = f.packets[1];
+	r.bytes_orig = f.bytes[0];
+	r.bytes_reply = f.bytes[1];
+	r.orig_end = f.seen[0].end;
+	r.orig_edge = f.seen[0].edge;
+	r.orig_maxwin = f.seen[0].maxwin;
+	r.orig_wflags = f.seen[0].flags;
+	r.orig_port = f.seen[0].port;
+	r.reply_end = f.seen[1].end;
+	r.reply_edge = f.seen[1].edge;
+	r.reply_maxwin = f.seen[1].maxwin;
+	r.reply_wflags = f.seen[1].flags;
+	r.reply_port = f.seen[1].port;
+	return r;
+}
+
+ct::flow_record from_rec(const ct_rec& r)
+{
+	ct::flow_record f;
+	std::memset(&f, 0, sizeof(f));
+	f.orig.family = r.family;
+	f.orig.proto = r.proto;
+	f.orig.zone = r.zone;
+	std::memcpy(f.orig.src, r.src, 16);
+	std::memcpy(f.orig.dst, r.dst, 16);
+	f.orig.sport = r.sport;
+	f.orig.dport = r.dport;
+	f.state = r.state;
+	f.flags = r.flags;
+	f.nat_port = r.nat_port;
+	f.backend = r.backend;
+	std::memcpy(f.nat_addr, r.nat_addr, 16);
+	f.expires_in_ms = r.expires_in_ms;
+	f.packets[0] = r.packets_orig;
+	f.packets[1] = r.packets_reply;
+	f.bytes[0] = r.bytes_orig;
+	f.bytes[1] = r.bytes_reply;
+	f.seen[0] = ct::tcp_seen{r.orig_end, r.orig_edge, r.orig_maxwin, r.orig_wflags, r.orig_port};
+	f.seen[1] = ct::tcp_seen{r.reply_end, r.reply_edge, r.reply_maxwin, r.reply_wflags, r.reply_port};
+	return f;
+}
+
+lb::address addr_of(uint8_t family, const uint8_t* a)
+{
+	lb::address x;
+	x.family = family;
+	std::memcpy(x.addr, a, 16);
+	return x;
+}
+
+template <size_t N>
+std::string name_of(const char (&n)[N])
+{
+	return std::string(n, strnlen(n, N));
+}
+
+}  // namespace
+
+std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
+		       save_result* out)
+{
+	save_result res;
+	state::writer w;
+	if (std::string e = w.open(path, layouts()); !e.empty())
+		return e;
+	lb::balancer& lb = dp.lb();
+
+	if (std::string e = w.begin("services"); !e.empty())
+		return e;
+	lb.for_each_service([&](uint32_t id, const lb::service& s) {
+		service_rec r;
+		std::memset(&r, 0, sizeof(r));
+		r.id = id;
+		r.family = s.frontend.family;
+		r.proto = s.frontend.proto;
+		r.port = s.frontend.port;
+		r.maglev_size = s.maglev_size;
+		std::memcpy(r.vip, s.frontend.addr, 16);
+		const std::string& n = lb.service_name(id);
+		std::memcpy(r.name, n.data(), std::min(n.size(), sizeof(r.name)));
+		w.add(&r);
+		res.services++;
+	});
+	if (std::string e = w.begin("backends"); !e.empty())
+		return e;
+	lb.for_each_backend([&](uint32_t id, const lb::backend& b) {
+		backend_rec r;
+		std::memset(&r, 0, sizeof(r));
+		r.id = id;
+		r.service = b.service;
+		std::memcpy(r.addr, b.ep.addr, 16);
+		r.family = b.ep.family;
+		r.state = b.state;
+		r.port = b.ep.port;
+		r.weight = b.weight;
+		w.add(&r);
+		res.backends++;
+	});
+	if (std::string e = w.begin("routes"); !e.empty())
+		return e;
+	dp.pl().for_each_route([&](const config::route_spec& s) {
+		route_rec r;
+		std::memset(&r, 0, sizeof(r));
+		std::memcpy(r.prefix, s.prefix.addr, 16);
+		r.family = s.prefix.family;
+		r.len = s.prefix.len;
+		r.port = static_cast<uint16_t>(s.port);
+		if (s.has_via) {
+			std::memcpy(r.via, s.via.addr, 16);
+			r.via_family = s.via.family;
+		}
+		w.add(&r);
+		res.routes++;
+	});
+	if (std::string e = w.begin("neighbors"); !e.empty())
+		return e;
+	ctl.for_each_neighbor([&](const neighbor_info& n) {
+		if (n.state == nb_state::incomplete || n.state == nb_state::failed)
+			return;  // nothing known yet, or nothing any more
+		neighbor_rec r;
+		std::memset(&r, 0, sizeof(r));
+		std::memcpy(r.addr, n.addr.addr, 16);
+		r.family = n.addr.family;
+		r.permanent = n.state == nb_state::permanent;
+		r.port = n.port;
+		std::memcpy(r.mac, n.mac, 6);
+		w.add(&r);
+		res.neighbors++;
+	});
+
+	if (std::string e = w.begin("ct"); !e.empty())
+		return e;
+	const uint64_t before = created_destroyed(dp.ct().stats());
+	res.flows = dp.ct().export_flows(now_ns, [&](const ct::flow_record& f) {
+		const ct_rec r = to_rec(f);
+		w.add(&r);
+	});
+	res.flows_changed = created_destroyed(dp.ct().stats()) - before;
+
+	if (std::string e = w.begin("sockmap"); !e.empty())
+		return e;
+	dp.sm().for_each_direction([&](const ct::tuple& t, const sockmap::redirect& d) {
+		sockmap_rec r;
+		std::memset(&r, 0, sizeof(r));
+		r.family = t.family;
+		r.proto = t.proto;
+		r.zone = t.zone;
+		std::memcpy(r.src, t.src, 16);
+		std::memcpy(r.dst, t.dst, 16);
+		r.sport = t.sport;
+		r.dport = t.dport;
+		r.out_port = d.port;
+		std::memcpy(r.dst_mac, d.dst_mac, 6);
+		std::memcpy(r.src_mac, d.src_mac, 6);
+		r.nat = d.nat;
+		std::memcpy(r.nat_addr, d.nat_addr, 16);
+		r.nat_port = d.nat_port;
+		w.add(&r);
+		res.sockmap++;
+	});
+
+	if (std::string e = w.begin("summary"); !e.empty())
+		return e;
+	const summary_rec sum{unix_ns(), res.flows, res.flows_changed};
+	w.add(&sum);
+	if (std::string e = w.finish(); !e.empty())
+		return e;
+	res.bytes = 0;
+	for (const state::layout& l : layouts()) {
+		const uint64_t n = l.table == "ct" ? res.flows : l.table == "services" ? res.services
+				 : l.table == "backends" ? res.backends : l.table == "routes" ? res.routes
+				 : l.table == "neighbors" ? res.neighbors : l.table == "sockmap" ? res.sockmap : 1;
+		res.bytes += n * l.record_size;
+	}
+	if (out != nullptr)
+		*out = res;
+	return "";
+}
+
+std::string restore_state(stack& dp, control_path& ctl, const std::string& path, uint64_t now_ns,
+			  restore_result* out)
+{
+	restore_result res;
+	state::reader rd;
+	if (std::string e = rd.open(path); !e.empty())
+		return e;
+	res.build = rd.build();
+	for (const state::layout& l : layouts())
+		if (std::string e = rd.check(l); !e.empty())
+			return path + ": " + e;
+
+	// Everything that could refuse the file, before anything changes.
+	const auto& cfg = dp.cfg();
+	std::vector<service_rec> svcs;
+	std::vector<backend_rec> bes;
+	std::vector<route_rec> routes;
+	std::vector<neighbor_rec> nbs;
+	rd.each(service_layout(), [&](const void* p) { svcs.push_back(*static_cast<const service_rec*>(p)); });
+	rd.each(backend_layout(), [&](const void* p) { bes.push_back(*static_cast<const backend_rec*>(p)); });
+	rd.each(route_layout(), [&](const void* p) { routes.push_back(*static_cast<const route_rec*>(p)); });
+	rd.each(neighbor_layout(), [&](const void* p) { nbs.push_back(*static_cast<const neighbor_rec*>(p)); });
+	std::set<uint32_t> svc_ids, be_ids;
+	std::set<std::string> names;
+	std::set<std::vector<uint8_t>> fronts, ends;
+	auto key = [](const uint8_t* a, uint16_t port, uint8_t proto, uint8_t family) {
+		std::vector<uint8_t> k(a, a + 16);
+		k.push_back(static_cast<uint8_t>(port >> 8));
+		k.push_back(static_cast<uint8_t>(port));
+		k.push_back(proto);
+		k.push_back(family);
+		return k;
+	};
+	std::vector<uint8_t> svc_proto(1, 0);
+	for (const service_rec& s : svcs) {
+		const std::string n = name_of(s.name);
+		if (s.id == 0 || s.id > cfg.lb.max_services || !svc_ids.insert(s.id).second || n.empty() ||
+		    !names.insert(n).second || (s.family != 4 && s.family != 6) ||
+		    !fronts.insert(key(s.vip, s.port, s.proto, s.family)).second)
+			return path + ": table services: service " + std::to_string(s.id) + " (\"" + n +
+			       "\") is malformed, repeated or beyond lb.max_services";
+		if (svc_proto.size() <= s.id)
+			svc_proto.resize(s.id + 1, 0);
+		svc_proto[s.id] = s.proto;
+	}
+	for (const backend_rec& b : bes)
+		if (b.id == 0 || b.id > cfg.lb.max_backends || !be_ids.insert(b.id).second ||
+		    svc_ids.count(b.service) == 0 || !ends.insert(key(b.addr, b.port, svc_proto[b.service], b.family)).second)
+			return path + ": table backends: backend " + std::to_string(b.id) +
+			       " is repeated, beyond lb.max_backends or names no service of the file";
+	for (const route_rec& r : routes)
+		if (r.port >= cfg.ports.size() || (r.family != 4 && r.family != 6))
+			return path + ": table routes: a route to port " + std::to_string(r.port) + ", the config has " +
+			       std::to_string(cfg.ports.size()) + " ports";
+	for (const neighbor_rec& n : nbs)
+		if (n.port >= cfg.ports.size() || (n.family != 4 && n.family != 6))
+			return path + ": table neighbors: a neighbour on port " + std::to_string(n.port) +
+			       ", the config has " + std::to_string(cfg.ports.size()) + " ports";
+
+	// The load balancer: the snapshot's objects with their ids.
+	lb::balancer& lb = dp.lb();
+	std::vector<std::string> old;
+	lb.for_each_service([&](uint32_t id, const lb::service&) { old.push_back(lb.service_name(id)); });
+	for (const std::string& n : old)
+		lb.remove_service(n);
+	lb.commit();
+	std::string lb_err;
+	for (const service_rec& s : svcs) {
+		lb::service_spec sp;
+		sp.name = name_of(s.name);
+		sp.vip = addr_of(s.family, s.vip);
+		sp.port = s.port;
+		sp.proto = s.proto;
+		sp.maglev_size = s.maglev_size;
+		if (std::string e = lb.add_service(sp, nullptr, s.id); !e.empty() && lb_err.empty())
+			lb_err = e;
+		else if (e.empty())
+			res.services++;
+	}
+	for (const backend_rec& b : bes) {
+		lb::backend_spec bp;
+		bp.service = lb.service_name(b.service);
+		bp.addr = addr_of(b.family, b.addr);
+		bp.port = b.port;
+		bp.weight = b.weight;
+		bp.state = static_cast<lb::backend_state>(b.state);
+		if (std::string e = lb.add_backend(bp, nullptr, b.id); !e.empty() && lb_err.empty())
+			lb_err = e;
+		else if (e.empty())
+			res.backends++;
+	}
+	lb.commit();
+
+	// Routes and neighbours.
+	std::vector<sockmap::prefix> cur;
+	dp.pl().for_each_route([&](const config::route_spec& r) { cur.push_back(r.prefix); });
+	for (const sockmap::prefix& p : cur)
+		dp.pl().del_route(p);
+	for (const route_rec& r : routes) {
+		config::route_spec s;
+		s.prefix.family = r.family;
+		std::memcpy(s.prefix.addr, r.prefix, 16);
+		s.prefix.len = r.len;
+		s.port = r.port;
+		s.has_via = r.via_family != 0;
+		if (s.has_via)
+			s.via = addr_of(r.via_family, r.via);
+		if (dp.pl().add_route(s).empty())
+			res.routes++;
+	}
+	for (const neighbor_rec& n : nbs)
+		if (ctl.restore_neighbor(addr_of(n.family, n.addr), n.mac, n.port, n.permanent != 0, now_ns))
+			res.neighbors++;
+
+	// Flows: ESTABLISHED first, then the rest, until the table is full.
+	bool full = false;
+	for (int pass = 0; pass < 2; pass++)
+		rd.each(ct_layout(), [&](const void* p) {
+			const ct::flow_record f = from_rec(*static_cast<const ct_rec*>(p));
+			const bool est = f.state == ct::tcp_established;
+			if (est != (pass == 0))
+				return;
+			if (full) {
+				res.flows_left++;
+				return;
+			}
+			const int rc = dp.ct().restore_flow(f, now_ns);
+			if (rc == 0)
+				res.flows++;
+			else if (rc == -ENOSPC || rc == -ENOMEM || rc == -EBUSY)
+				full = rc == -ENOSPC || rc == -ENOMEM, res.flows_left++;
+			else
+				res.flows_skipped++;
+		});
+	rd.each(sockmap_layout(), [&](const void* p) {
+		const auto& r = *static_cast<const sockmap_rec*>(p);
+		ct::tuple t;
+		std::memset(&t, 0, sizeof(t));
+		t.family = r.family;
+		t.proto = r.proto;
+		t.zone = r.zone;
+		std::memcpy(t.src, r.src, 16);
+		std::memcpy(t.dst, r.dst, 16);
+		t.sport = r.sport;
+		t.dport = r.dport;
+		sockmap::redirect d{};
+		d.port = r.out_port;
+		std::memcpy(d.dst_mac, r.dst_mac, 6);
+		std::memcpy(d.src_mac, r.src_mac, 6);
+		d.nat = r.nat;
+		std::memcpy(d.nat_addr, r.nat_addr, 16);
+		d.nat_port = r.nat_port;
+		if (dp.sm().restore_direction(t, d) == 0)
+			res.sockmap++;
+	});
+	if (out != nullptr)
+		*out = res;
+	if (!lb_err.empty())
+		return path + ": restored, but " + lb_err;
+	return "";
+}
+
+std::string describe(const save_result& r)
+{
+	return std::to_string(r.flows) + " flows (" + std::to_string(r.flows_changed) +
+	       " created or destroyed while saving), " + std::to_string(r.services) + " services, " +
+	       std::to_string(r.backends) + " backends, " + std::to_string(r.routes) + " routes, " +
+	       std::to_string(r.neighbors) + " neighbours, " + std::to_string(r.sockmap) + " sockmap entries, " +
+	       std::to_string(r.bytes) + " bytes";
+}
+
+std::string describe(const restore_result& r)
+{
+	std::string s = std::to_string(r.flows) + " flows";
+	if (r.flows_left != 0)
+		s += " (" + std::to_string(r.flows_left) + " left out: the table is full; ESTABLISHED ones went first)";
+	if (r.flows_skipped != 0)
+		s += " (" + std::to_string(r.flows_skipped) + " skipped: repeated or malformed)";
+	return s + ", " + std::to_string(r.services) + " services, " + std::to_string(r.backends) + " backends, " +
+	       std::to_string(r.routes) + " routes, " + std::to_string(r.neighbors) + " neighbours, " +
+	       std::to_string(r.sockmap) + " sockmap entries, written by " + r.build;
+}
+
+}  // namespace ctplane::dataplane

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// state_io: the appliance's state in one snapshot file (state/format.h) and
+// back: connections, load balancer, sockmap, routes and neighbours.
+//
+// Tables of a snapshot (each record described field by field in the
+// file's manifest; see the layouts in state_io.cc):
+//   summary    one record: when it was written, flows saved, flows the
+//              workers created or destroyed while the CT was walked
+//   services   id, name, VIP, port, protocol, Maglev size
+//   backends   id, service id, address, port, weight, state
+//   routes     prefix, port index, next hop
+//   neighbors  address, MAC, port index, permanent or learnt
+//   ct         every live flow of both families, overflow LRU included:
+//              the original tuple, state and flags, NAT rewrite and
+//              backend id, lifetime left, counters both ways, both sides'
+//              TCP window data
+//   sockmap    short-circuited connections and their two rewrites
+//
+// Saving runs on the control thread while the workers forward: the CT is
+// walked under RCU (lock-free), nothing stops.
+//
+// Restoring runs at start, before the workers: the file is checked whole
+// (state::reader::open, every layout against this build's) before
+// anything changes. Then the snapshot's services, backends (their ids
+// kept, so restored flows point at the same backends), routes and
+// neighbours replace those the config built; flows come back with their
+// lifetimes re-based on the new clock, ESTABLISHED ones first so that a
+// smaller table keeps the connections that matter; what did not fit is
+// counted and said. The rest of the config (ports, sizes, timeouts)
+// stays the config's.
+//
+// Concurrency: the control thread (save: registered RCU thread).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "dataplane/control.h"
+#include "dataplane/stack.h"
+#include "state/format.h"
+
+namespace ctplane::dataplane {
+
+struct save_result {
+	uint64_t flows = 0;          // flows written
+	uint64_t flows_changed = 0;  // created + destroyed by the workers meanwhile
+	uint64_t services = 0, backends = 0, routes = 0, neighbors = 0, sockmap = 0;
+	uint64_t bytes = 0;
+};
+
+struct restore_result {
+	uint64_t flows = 0;          // restored
+	uint64_t flows_left = 0;     // did not fit (max_entries)
+	uint64_t flows_skipped = 0;  // a tuple restored twice, or a record no flow can have
+	uint64_t services = 0, backends = 0, routes = 0, neighbors = 0, sockmap = 0;
+	std::string build;           // the build that wrote the file
+};
+
+// "" or what is wrong (the previous file at `path`, if any, stays).
+std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
+		       save_result* out);
+// "" or what is wrong; on error nothing was changed.
+std::string restore_state(stack& dp, control_path& ctl, const std::string& path, uint64_t now_ns,
+			  restore_result* out);
+// This build's layout of the CT records (the layout-change test writes
+// files with others).
+const state::layout& ct_layout();
+// One line for the log.
+std::string describe(const save_result& r);
+std::string describe(const restore_result& r);
+
+}  // namespace ctplane::dataplane

@@ -1,0 +1,148 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// state: snapshot files whose records a later build can read after their
+// layout changed (the manifest idea of seeds/003: values described by
+// name, so a roll-out adds and drops fields instead of breaking readers).
+//
+// File layout (little-endian, as the x86-64 machines that run it):
+//
+//   header     "CTPSTATE" | u32 version (1) | u32 manifest bytes M |
+//              u32 CRC32C of the manifest | u32 section count
+//   manifest   M bytes of text, one statement per line:
+//                ctplane-state 1
+//                build <the writer's build id>
+//                table <name> record <bytes>
+//                field <name> <offset> <size> <type>      (u8 u16 u32 u64 bytes)
+//                ...
+//                end
+//   sections   one per table, in manifest order:
+//              char name[16] | u32 record bytes | u32 0 | u64 count |
+//              u32 CRC32C of the records | u32 0 | count * record bytes
+//
+// Every record field is described; a reader takes the fields of its own
+// layout by name from the writer's: a field the writer did not have gets
+// the reader's documented default (zero unless the layout says otherwise),
+// a field the reader does not know is skipped, and a field whose size or
+// type changed refuses the whole file with one line naming the table and
+// the field. A section whose record size or length disagrees with the
+// manifest, a CRC mismatch, a wrong magic or version, or a file cut short
+// is refused before anything is applied: reader::open() checks it all.
+//
+// Writing: to PATH.tmp, fsync, rename over PATH, fsync of the directory:
+// a crash leaves the old file or the new one, never half of one.
+//
+// CRC32C: DPDK's rte_hash_crc (SSE4.2 crc32 instructions).
+//
+// Concurrency: a writer or reader object belongs to one thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ctplane::state {
+
+enum class ftype : uint8_t { u8, u16, u32, u64, bytes };
+const char* ftype_name(ftype t) noexcept;
+
+struct field {
+	std::string name;
+	uint32_t offset = 0, size = 0;
+	ftype type = ftype::bytes;
+	uint64_t dflt = 0;  // reader side: the value when the file lacks the field (integers)
+};
+
+struct layout {
+	std::string table;  // at most 15 characters
+	uint32_t record_size = 0;
+	std::vector<field> fields;
+	const field* find(const std::string& name) const;
+};
+
+// Describes member `m` of record type `R`.
+#define CTPLANE_STATE_FIELD(R, m, t) \
+	::ctplane::state::field { #m, static_cast<uint32_t>(offsetof(R, m)), static_cast<uint32_t>(sizeof(R::m)), t }
+
+inline constexpr uint32_t kVersion = 1;
+// The build that wrote a file: version and commit (meson), compiler.
+const char* build_id() noexcept;
+
+class writer {
+public:
+	// Nothing is created until open().
+	writer() = default;
+	~writer();
+	writer(const writer&) = delete;
+	writer& operator=(const writer&) = delete;
+
+	// Opens PATH.tmp for the tables of `layouts` (written in that order).
+	// "" or what is wrong.
+	std::string open(const std::string& path, const std::vector<layout>& layouts);
+	// Starts the section of the next table; records follow with add().
+	std::string begin(const std::string& table);
+	void add(const void* record);
+	// fsync and rename; "" or what is wrong (the old file, if any, stays).
+	std::string finish();
+	// Leaves no temporary file behind (also what the destructor does
+	// when finish() was not reached).
+	void abandon() noexcept;
+
+private:
+	std::string flush();
+	std::string end_section();
+
+	std::string path_, tmp_;
+	std::vector<layout> layouts_;
+	FILE* f_ = nullptr;
+	size_t next_ = 0;            // index of the next table to begin
+	long section_at_ = -1;       // offset of the open section's header
+	uint64_t count_ = 0;
+	uint32_t crc_ = 0;
+	uint32_t rec_ = 0;
+	std::vector<uint8_t> buf_;
+	std::string err_;
+};
+
+class reader {
+public:
+	reader() = default;
+	~reader();
+	reader(const reader&) = delete;
+	reader& operator=(const reader&) = delete;
+
+	// Maps the file and checks it whole: magic, version, manifest,
+	// every section's size and CRC. "" or what is wrong ("PATH: ...").
+	std::string open(const std::string& path);
+	const std::string& build() const noexcept { return build_; }
+	// The writer's layout of `table`, or nullptr if the file has none.
+	const layout* file_layout(const std::string& table) const;
+	uint64_t count(const std::string& table) const;
+
+	// The copy plan from the file's layout of mine.table to `mine`: "" or
+	// the line that refuses it ("table ct: field expires_in_ms is 4 bytes
+	// (u32) in the file, 8 bytes (u64) here").
+	std::string check(const layout& mine) const;
+	// Calls fn(const void* record in my layout) for every record of the
+	// table, in file order; check() first. A table absent from the file
+	// gives no records.
+	void each(const layout& mine, const std::function<void(const void*)>& fn) const;
+
+private:
+	struct section {
+		layout file;
+		const uint8_t* data = nullptr;
+		uint64_t count = 0;
+	};
+	const section* find(const std::string& table) const;
+
+	std::string path_, build_;
+	const uint8_t* map_ = nullptr;
+	size_t size_ = 0;
+	std::vector<section> sections_;
+};
+
+}  // namespace ctplane::state
