@@ -305,6 +305,10 @@ void print_stats(const pipeline& pl, const ct::table& ct, const sockmap::sockmap
 
 int run_main(int argc, char** argv)
 {
+	// From the start: a stop asked for while the EAL, the ports or a
+	// restore are still coming up is honoured once they are.
+	std::signal(SIGINT, on_signal);
+	std::signal(SIGTERM, on_signal);
 	// Split at "--": EAL arguments before, ours after.
 	int sep = argc;
 	for (int i = 1; i < argc; i++)
@@ -511,8 +515,6 @@ int run_main(int argc, char** argv)
 		for (const auto& [cmd, help] : ops::commands())
 			rte_telemetry_register_cmd(cmd.c_str(), tel_command, help.c_str());
 
-		std::signal(SIGINT, on_signal);
-		std::signal(SIGTERM, on_signal);
 		std::vector<std::unique_ptr<worker_ctx>> ctx;
 		unsigned lc = rte_get_next_lcore(-1, 1, 0);
 		for (unsigned w = 0; w < workers; w++, lc = rte_get_next_lcore(lc, 1, 0)) {
@@ -584,7 +586,7 @@ int run_main(int argc, char** argv)
 		if (c.state.save_on_exit) {
 			save_result sr;
 			const uint64_t t = clk.now_ns();
-			if (std::string e = save_state(*dp, ctl, c.state.file, t, &sr); !e.empty())
+			if (std::string e = save_state(*dp, ctl, c.state.file, t, &sr, false); !e.empty())
 				std::fprintf(stderr, "ctplane: state not saved: %s\n", e.c_str());
 			else
 				std::fprintf(stderr, "ctplane: saved %s to %s in %" PRIu64 " ms\n", describe(sr).c_str(),

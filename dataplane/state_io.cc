@@ -23,6 +23,7 @@ struct summary_rec {
 	uint64_t written_unix_ns;
 	uint64_t flows;
 	uint64_t flows_changed;
+	uint8_t live;  // written while workers forwarded (default for files without it: 1)
 };
 
 struct service_rec {
@@ -95,8 +96,13 @@ const state::layout& summary_layout()
 {
 	static const state::layout l{"summary", sizeof(summary_rec),
 				     {F_(summary_rec, written_unix_ns, ftype::u64), F_(summary_rec, flows, ftype::u64),
-				      F_(summary_rec, flows_changed, ftype::u64)}};
-	return l;
+				      F_(summary_rec, flows_changed, ftype::u64), F_(summary_rec, live, ftype::u8)}};
+	static const state::layout with_default = [] {
+		state::layout x = l;
+		x.fields.back().dflt = 1;
+		return x;
+	}();
+	return with_default;
 }
 
 const state::layout& service_layout()
@@ -278,7 +284,7 @@ std::string name_of(const char (&n)[N])
 }  // namespace
 
 std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
-		       save_result* out)
+		       save_result* out, bool live)
 {
 	save_result res;
 	state::writer w;
@@ -382,7 +388,12 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 
 	if (std::string e = w.begin("summary"); !e.empty())
 		return e;
-	const summary_rec sum{unix_ns(), res.flows, res.flows_changed};
+	summary_rec sum;
+	std::memset(&sum, 0, sizeof(sum));
+	sum.written_unix_ns = unix_ns();
+	sum.flows = res.flows;
+	sum.flows_changed = res.flows_changed;
+	sum.live = live ? 1 : 0;
 	w.add(&sum);
 	if (std::string e = w.finish(); !e.empty())
 		return e;
@@ -513,10 +524,20 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 			res.neighbors++;
 
 	// Flows: ESTABLISHED first, then the rest, until the table is full.
+	// From a snapshot taken while forwarding, TCP windows are judged
+	// liberally (as a flow picked up mid-stream): the old instance went
+	// on forwarding after it, so both ends are ahead of what it recorded.
+	bool live = true;
+	rd.each(summary_layout(), [&](const void* p) { live = static_cast<const summary_rec*>(p)->live != 0; });
+	res.live = live;
 	bool full = false;
 	for (int pass = 0; pass < 2; pass++)
 		rd.each(ct_layout(), [&](const void* p) {
-			const ct::flow_record f = from_rec(*static_cast<const ct_rec*>(p));
+			ct::flow_record f = from_rec(*static_cast<const ct_rec*>(p));
+			if (live && f.orig.proto == ct::kProtoTCP)
+				for (ct::tcp_seen& side : f.seen)
+					if (side.flags & ct::kSeenInit)
+						side.flags |= ct::kSeenLiberal;
 			const bool est = f.state == ct::tcp_established;
 			if (est != (pass == 0))
 				return;

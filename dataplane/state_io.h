@@ -27,7 +27,11 @@
 // neighbours replace those the config built; flows come back with their
 // lifetimes re-based on the new clock, ESTABLISHED ones first so that a
 // smaller table keeps the connections that matter; what did not fit is
-// counted and said. The rest of the config (ports, sizes, timeouts)
+// counted and said. A snapshot taken while the workers forwarded (`state
+// save`, then a crash) is behind the ends of its TCP connections: their
+// windows come back liberal (out-of-window segments pass unchanged, as
+// for a flow picked up mid-stream, ct.tcp.loose); one written after the
+// workers stopped (the save on exit) is exact and restores strict. The rest of the config (ports, sizes, timeouts)
 // stays the config's.
 //
 // Concurrency: the control thread (save: registered RCU thread).
@@ -55,11 +59,14 @@ struct restore_result {
 	uint64_t flows_skipped = 0;  // a tuple restored twice, or a record no flow can have
 	uint64_t services = 0, backends = 0, routes = 0, neighbors = 0, sockmap = 0;
 	std::string build;           // the build that wrote the file
+	bool live = false;           // taken while forwarding: TCP windows restored liberal
 };
 
-// "" or what is wrong (the previous file at `path`, if any, stays).
+// "" or what is wrong (the previous file at `path`, if any, stays). live:
+// the workers forward meanwhile (a running appliance's `state save`); false
+// once they stopped (the save on exit), when the snapshot is exact.
 std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
-		       save_result* out);
+		       save_result* out, bool live = true);
 // "" or what is wrong; on error nothing was changed.
 std::string restore_state(stack& dp, control_path& ctl, const std::string& path, uint64_t now_ns,
 			  restore_result* out);

@@ -233,6 +233,35 @@ TEST_F(state_fixture, a_restored_appliance_continues_every_connection_through_th
 	EXPECT_EQ(b.dp->ct().stats().c.picked_up, 0u);
 }
 
+// A snapshot taken while forwarding is behind the connection's ends: a
+// segment past what it recorded passes (liberal window, counted). One
+// written after the workers stopped is exact: the same segment is invalid.
+TEST_F(state_fixture, a_live_snapshot_restores_liberal_windows_an_exact_one_strict)
+{
+	for (const bool live : {true, false}) {
+		tcp_conversations().clear();
+		appliance a;
+		const uint32_t be = open(a, 40000);
+		ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, live), "");
+		appliance b;
+		restore_result rr;
+		ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
+		EXPECT_EQ(rr.live, live);
+		// The old instance forwarded 1 MB more of the server's data after
+		// the snapshot: the client acknowledges far past it.
+		bytes ack = eth4(with_l4_csum(ipv4(kClient, kVip, tcp_seq(40000, 80, ct::kACK, 1001, 500001 + (1u << 20)))));
+		const outcome o = b.send(ack, 0, now);
+		if (live) {
+			EXPECT_EQ(o.f, fate::forward) << drop_name(o.reason);
+			EXPECT_EQ(ip4_at(ack, 14 + 16), be);
+			EXPECT_EQ(b.dp->ct().stats().c.window_liberal, 1u);
+		} else {
+			EXPECT_EQ(o.reason, drop::ct_invalid);
+			EXPECT_EQ(b.dp->ct().stats().c.invalid_window, 1u);
+		}
+	}
+}
+
 // A writer of another build: a CT record with the fields in another
 // order, one this build does not know (mark), one it has that the file
 // lacks (zone: its default, 0), and another record size.
