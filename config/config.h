@@ -16,7 +16,8 @@
 // (conntrack sizing, watermarks, overflow LRU, timeouts, GC budget, events), `lb` (limits, default Maglev size),
 // `services` and `backends` (the load balancer's frontends and their
 // backends, which reference services by name), `sockmap` (enabled, local
-// prefixes, max entries). The documented example with every key and
+// prefixes, max entries), `control` (the control path's caps), `state` (the
+// snapshot file). The documented example with every key and
 // its default is config/ctplane.example.yaml.
 #pragma once
 
