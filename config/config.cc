@@ -727,6 +727,31 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 				 {"sockmap",
 				  [&](const YAML::Node& n, const std::string& p) { read_sockmap(r, n, p, cfg.sockmap); }},
 				 {"control", [&](const YAML::Node& n, const std::string& p) { read_control(r, n, p, cfg.control); }},
+				 {"dpdk",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  auto u32 = [&](uint32_t& dst, uint64_t lo, uint64_t hi, bool pow2) {
+						  return [&, lo, hi, pow2](const YAML::Node& m, const std::string& q) {
+							  dst = static_cast<uint32_t>(r.uint(m, q, lo, hi));
+							  if (pow2 && (dst & (dst - 1)) != 0)
+								  r.fail(m, q, std::to_string(dst) + " must be a power of 2");
+						  };
+					  };
+					  dpdk_spec& d = cfg.dpdk;
+					  r.fields(n, p,
+						   {
+							   {"mbufs",
+							    [&](const YAML::Node& m, const std::string& q) {
+								    d.mbufs = static_cast<uint32_t>(r.uint(m, q, 0, 1u << 26));
+								    if (d.mbufs != 0 && d.mbufs < 1024)
+									    r.fail(m, q, std::to_string(d.mbufs) + " is below 1024 (0: computed)");
+							    }},
+							   {"mbuf_cache", u32(d.mbuf_cache, 0, 512, false)},
+							   {"rx_descriptors", u32(d.rx_descriptors, 64, 32768, false)},
+							   {"tx_descriptors", u32(d.tx_descriptors, 64, 32768, false)},
+							   {"punt_ring", u32(d.punt_ring, 64, 1u << 20, true)},
+							   {"inject_ring", u32(d.inject_ring, 64, 1u << 20, true)},
+						   });
+				  }},
 				 {"state",
 				  [&](const YAML::Node& n, const std::string& p) {
 					  r.fields(n, p,

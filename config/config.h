@@ -17,7 +17,7 @@
 // `services` and `backends` (the load balancer's frontends and their
 // backends, which reference services by name), `sockmap` (enabled, local
 // prefixes, max entries), `control` (the control path's caps), `state` (the
-// snapshot file). The documented example with every key and
+// snapshot file), `dpdk` (mbufs, descriptors, rings). The documented example with every key and
 // its default is config/ctplane.example.yaml.
 #pragma once
 
@@ -125,6 +125,19 @@ struct state_spec {
 	bool save_on_exit = false;  // needs file
 };
 
+// `dpdk:`: the runtime's DPDK resources (ctplane run; replay has none).
+// mbufs 0: enough for every RX and TX ring plus the control rings, as
+// computed from ports x workers (a long net_pcap trace with infinite_rx,
+// or deep NIC rings, may want more).
+struct dpdk_spec {
+	uint32_t mbufs = 0;
+	uint32_t mbuf_cache = 256;       // per-lcore mempool cache
+	uint32_t rx_descriptors = 1024;  // per queue (adjusted to what the device allows)
+	uint32_t tx_descriptors = 1024;
+	uint32_t punt_ring = 4096;       // frames per punt class waiting for the control thread (power of 2)
+	uint32_t inject_ring = 1024;     // frames the control thread sends (power of 2)
+};
+
 struct ctplane_config {
 	std::vector<port_spec> ports;
 	uint32_t workers = 1;       // worker lcores (each polls every port)
@@ -136,6 +149,7 @@ struct ctplane_config {
 	sockmap::config sockmap;  // `sockmap:`
 	control_spec control;     // `control:`
 	state_spec state;         // `state:`
+	dpdk_spec dpdk;           // `dpdk:`
 };
 
 result<ctplane_config> load_file(const std::string& path);

@@ -72,7 +72,6 @@ static_assert(sizeof(mbuf_meta) == RTE_MBUF_PRIV_ALIGN);
 
 mbuf_meta* meta(rte_mbuf* m) { return static_cast<mbuf_meta*>(rte_mbuf_to_priv(m)); }
 
-constexpr unsigned kPuntRing = 4096, kInjectRing = 1024;
 
 struct worker_ctx {
 	pipeline* pl;
@@ -370,8 +369,15 @@ int run_main(int argc, char** argv)
 	{
 		maps::rcu::thread_registration reg;
 		const unsigned nports = static_cast<unsigned>(c.ports.size());
-		const unsigned nb_mbufs = std::max(8191u, nports * workers * 2048 + 4096);
-		rte_mempool* pool = rte_pktmbuf_pool_create("ctplane_mbufs", nb_mbufs + kPuntClasses * kPuntRing + kInjectRing, 256,
+		const config::dpdk_spec& io = c.dpdk;
+		// Every RX and TX ring full, the control rings full, the lcore
+		// caches: what the pool must hold.
+		const unsigned nb_mbufs =
+			io.mbufs != 0 ? io.mbufs
+				      : std::max(8191u, nports * workers * (io.rx_descriptors + io.tx_descriptors) + 4096 +
+							    kPuntClasses * io.punt_ring + io.inject_ring +
+							    (workers + 1) * io.mbuf_cache);
+		rte_mempool* pool = rte_pktmbuf_pool_create("ctplane_mbufs", nb_mbufs, io.mbuf_cache,
 							    sizeof(mbuf_meta), RTE_MBUF_DEFAULT_BUF_SIZE,
 							    static_cast<int>(rte_socket_id()));
 		if (pool == nullptr)
@@ -396,10 +402,13 @@ int run_main(int argc, char** argv)
 				conf.rx_adv_conf.rss_conf.rss_hf = rss;
 			}
 			int rc = rte_eth_dev_configure(id, static_cast<uint16_t>(workers), static_cast<uint16_t>(workers), &conf);
+			uint16_t nrxd = static_cast<uint16_t>(io.rx_descriptors), ntxd = static_cast<uint16_t>(io.tx_descriptors);
+			if (rc == 0)
+				rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &nrxd, &ntxd);
 			for (unsigned q = 0; rc == 0 && q < workers; q++) {
-				rc = rte_eth_rx_queue_setup(id, static_cast<uint16_t>(q), 1024, rte_eth_dev_socket_id(id), nullptr, pool);
+				rc = rte_eth_rx_queue_setup(id, static_cast<uint16_t>(q), nrxd, rte_eth_dev_socket_id(id), nullptr, pool);
 				if (rc == 0)
-					rc = rte_eth_tx_queue_setup(id, static_cast<uint16_t>(q), 1024, rte_eth_dev_socket_id(id), nullptr);
+					rc = rte_eth_tx_queue_setup(id, static_cast<uint16_t>(q), ntxd, rte_eth_dev_socket_id(id), nullptr);
 			}
 			if (rc == 0)
 				rc = rte_eth_dev_start(id);
@@ -414,10 +423,10 @@ int run_main(int argc, char** argv)
 		bool rings_ok = true;
 		for (unsigned k = 0; k < kPuntClasses; k++) {
 			punt_rings[k] = rte_ring_create((std::string("ctplane_punt_") + punt_class_name(static_cast<punt_class>(k))).c_str(),
-							kPuntRing, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+							io.punt_ring, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
 			rings_ok = rings_ok && punt_rings[k] != nullptr;
 		}
-		rte_ring* inject_ring = rte_ring_create("ctplane_inject", kInjectRing, static_cast<int>(rte_socket_id()),
+		rte_ring* inject_ring = rte_ring_create("ctplane_inject", io.inject_ring, static_cast<int>(rte_socket_id()),
 							RING_F_SP_ENQ | RING_F_SC_DEQ);
 		if (!rings_ok || inject_ring == nullptr)
 			return fail(std::string("control rings: ") + rte_strerror(rte_errno));

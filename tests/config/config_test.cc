@@ -184,8 +184,8 @@ TEST(config, unknown_and_duplicate_keys)
 		  "gc_budget_us, grow_pct, hash_seed, initial_entries, max_entries, min_entries, overflow_entries, "
 		  "resize_budget_buckets, shrink_pct, tcp, timeouts)");
 	EXPECT_EQ(err_of("rutes: []\n"),
-		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, control, ct, lb, neighbors, ports, routes, "
-		  "services, sockmap, state, workers)");
+		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, control, ct, dpdk, lb, neighbors, ports, "
+		  "routes, services, sockmap, state, workers)");
 	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_syn: 5s\n"),
 		  "t.yaml:3:5: ct.timeouts.tcp_syn: unknown key (expected one of: icmp, other_assured, "
 		  "other_unreplied, tcp_close, tcp_close_wait, tcp_established, tcp_fin_wait, tcp_last_ack, "
@@ -238,6 +238,8 @@ TEST(config, inconsistent_values_are_reported_at_the_key_that_breaks_the_rule)
 		  "t.yaml:3:15: ct.shrink_pct: shrink_pct 40 must be below half of grow_pct (75)");
 	EXPECT_EQ(err_of("ct:\n  grow_pct: 50\n"),
 		  "t.yaml:2:13: ct.grow_pct: shrink_pct 30 must be below half of grow_pct (50)");
+	EXPECT_EQ(err_of("dpdk:\n  punt_ring: 1000\n"), "t.yaml:2:14: dpdk.punt_ring: 1000 must be a power of 2");
+	EXPECT_EQ(err_of("dpdk:\n  mbufs: 100\n"), "t.yaml:2:10: dpdk.mbufs: 100 is below 1024 (0: computed)");
 	EXPECT_EQ(err_of("state:\n  save_on_exit: true\n"),
 		  "t.yaml:2:3: state.save_on_exit: needs state.file (where to save)");
 }
