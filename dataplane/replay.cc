@@ -305,9 +305,16 @@ int replay(const replay_options& o, replay_report* report)
 			s.family = t.family = v.orig.family;
 			std::memcpy(s.addr, v.orig.src, 16);
 			std::memcpy(t.addr, v.orig.dst, 16);
-			std::fprintf(d.get(), "%u %u %s %u %s %u %s %s\n", v.orig.family, v.orig.proto, lb::to_string(s).c_str(),
-				     v.orig.sport, lb::to_string(t).c_str(), v.orig.dport, ct::state_name(v.state),
-				     (v.flags & ct::kAssured) ? "assured" : "-");
+			std::string nat = "-";
+			if (v.flags & ct::kNat) {
+				lb::address n{};
+				n.family = v.orig.family;
+				std::memcpy(n.addr, v.nat_addr, 16);
+				nat = lb::to_string(n) + ":" + std::to_string(v.nat_port);
+			}
+			std::fprintf(d.get(), "%u %u %s %u %s %u %s %s %s\n", v.orig.family, v.orig.proto,
+				     lb::to_string(s).c_str(), v.orig.sport, lb::to_string(t).c_str(), v.orig.dport,
+				     ct::state_name(v.state), (v.flags & ct::kAssured) ? "assured" : "-", nat.c_str());
 		});
 	}
 	if (report != nullptr)

@@ -275,7 +275,7 @@ def ctplane_flows(ctplane, config, pcap, workdir):
         raise RuntimeError("ctplane replay failed:\n" + r.stdout + r.stderr)
     flows = {}
     for line in open(dump):
-        fam, proto, src, sport, dst, dport, state, assured = line.split()
+        fam, proto, src, sport, dst, dport, state, assured = line.split()[:8]
         proto = int(proto)
         if proto == 6:
             cls = tcp_class(state)

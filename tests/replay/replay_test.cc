@@ -7,6 +7,9 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <cstring>
+#include <map>
+#include <vector>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -117,6 +120,88 @@ TEST(replay_hostile, frames_past_the_buffer_are_dropped_as_oversize)
 	ASSERT_EQ(r.status, 0) << r.out;
 	EXPECT_NE(r.out.find("\"in\": 4"), std::string::npos) << r.out;
 	EXPECT_NE(r.out.find("\"oversize\": 3"), std::string::npos) << r.out;
+}
+
+// Flows of a --ct-dump: "proto src sport dst dport" -> "state nat".
+std::map<std::string, std::pair<std::string, std::string>> dump_of(const std::string& path)
+{
+	std::map<std::string, std::pair<std::string, std::string>> m;
+	std::istringstream in(slurp(path));
+	std::string fam, proto, src, sport, dst, dport, state, assured, nat;
+	while (in >> fam >> proto >> src >> sport >> dst >> dport >> state >> assured >> nat)
+		m[proto + " " + src + " " + sport + " " + dst + " " + dport] = {state, nat};
+	return m;
+}
+
+// Failover without shared state: an instance that sees only the second half
+// of a trace picks its connections up mid-stream (ct.tcp.loose) and, Maglev
+// being the same function of the same config everywhere, sends each to the
+// backend the first instance chose for its SYN.
+TEST(replay_failover, a_second_instance_continues_the_first_ones_connections_on_the_same_backends)
+{
+	const std::string full = tmp("fo.pcap"), half_a = tmp("fo_a.pcap"), half_b = tmp("fo_b.pcap");
+	run_result r = sh(kGen + " --config " + kConfig + " --out " + full +
+			  " --flows 300 --udp 0 --icmp 0 --duration 4 --seed 11");
+	ASSERT_EQ(r.status, 0) << r.out;
+	// Split each connection after its first four frames (the handshake and
+	// the first data): those go to the first instance, the rest to the
+	// second. Classic pcap: a 24-byte header, a 16-byte record header
+	// before each frame. A connection is named by its client's end (the
+	// trace's clients are 192.168/16 and 2001:db8:c::/48).
+	const std::string t = slurp(full);
+	std::string out_a = t.substr(0, 24), out_b = t.substr(0, 24);
+	std::map<std::string, unsigned> seen;
+	unsigned frames = 0;
+	for (size_t off = 24; off + 16 <= t.size(); frames++) {
+		uint32_t caplen;
+		std::memcpy(&caplen, t.data() + off + 8, 4);
+		const std::string rec = t.substr(off, 16 + caplen);
+		off += 16 + caplen;
+		const auto* f = reinterpret_cast<const uint8_t*>(rec.data() + 16);
+		size_t l3 = 14;
+		uint16_t type = static_cast<uint16_t>(f[12] << 8 | f[13]);
+		while (type == 0x8100 || type == 0x88a8) {
+			type = static_cast<uint16_t>(f[l3 + 2] << 8 | f[l3 + 3]);
+			l3 += 4;
+		}
+		std::string client;
+		if (type == 0x0800 && caplen >= l3 + 40 && f[l3 + 9] == 6) {
+			const size_t l4 = l3 + (f[l3] & 15) * 4u;
+			const bool from_client = f[l3 + 12] == 192 && f[l3 + 13] == 168;
+			client = std::string(reinterpret_cast<const char*>(f + l3 + (from_client ? 12 : 16)), 4) +
+				 std::string(reinterpret_cast<const char*>(f + l4 + (from_client ? 0 : 2)), 2);
+		} else if (type == 0x86dd && caplen >= l3 + 60 && f[l3 + 6] == 6) {
+			static constexpr uint8_t kClientNet[6] = {0x20, 0x01, 0x0d, 0xb8, 0x00, 0x0c};
+			const bool from_client = std::memcmp(f + l3 + 8, kClientNet, 6) == 0;
+			client = std::string(reinterpret_cast<const char*>(f + l3 + (from_client ? 8 : 24)), 16) +
+				 std::string(reinterpret_cast<const char*>(f + l3 + 40 + (from_client ? 0 : 2)), 2);
+		}
+		(client.empty() || seen[client]++ < 4 ? out_a : out_b) += rec;
+	}
+	ASSERT_GT(frames, 1000u);
+	std::ofstream(half_a, std::ios::binary) << out_a;
+	std::ofstream(half_b, std::ios::binary) << out_b;
+	const std::string dump_a = tmp("fo_a.txt"), dump_b = tmp("fo_b.txt");
+	r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + half_a + " --ct-dump " + dump_a);
+	ASSERT_EQ(r.status, 0) << r.out;
+	r = sh(kCtplane + " replay --no-progress --json --config " + kConfig + " --pcap " + half_b + " --ct-dump " + dump_b);
+	ASSERT_EQ(r.status, 0) << r.out;
+	const auto a = dump_of(dump_a), b = dump_of(dump_b);
+	unsigned continued = 0;
+	for (const auto& [flow, first] : a) {
+		if (flow.rfind("6 ", 0) != 0 || first.first != "ESTABLISHED" || first.second == "-")
+			continue;  // a connection through a VIP, open at the cut
+		auto it = b.find(flow);
+		if (it == b.end())
+			continue;  // nothing of it after the cut
+		EXPECT_EQ(it->second.second, first.second) << flow << ": another backend after the failover";
+		EXPECT_NE(it->second.first, "SYN_SENT") << flow;
+		continued++;
+	}
+	EXPECT_GE(continued, 200u) << "the trace has too few connections open across the cut";
+	// Each of them picked up once; at most its first segment from the
+	// backend's side refused (the client's next one picks it up).
+	EXPECT_NE(r.out.find("\"created\": 300,"), std::string::npos) << r.out;
 }
 
 TEST(replay_cli, bad_input_gets_one_clear_line_and_exit_2)
