@@ -253,6 +253,7 @@ table::table(const config& c)
 		.initial_entries = c.initial_entries,
 		.grow_pct = c.grow_pct,
 		.shrink_pct = c.shrink_pct,
+		.max_entries_ceiling = c.max_entries * 2,  // set_limits() headroom
 	};
 	f4_ = std::make_unique<fam4>(hc, c.overflow_entries);
 	f6_ = std::make_unique<fam6>(hc, c.overflow_entries);
@@ -260,6 +261,23 @@ table::table(const config& c)
 }
 
 table::~table() = default;
+
+std::string table::set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t shrink_pct) noexcept
+{
+	config c = cfg_;
+	c.max_entries = max_entries;
+	c.grow_pct = grow_pct;
+	c.shrink_pct = shrink_pct;
+	if (std::string e = validate(c); !e.empty())
+		return e;
+	if (max_entries > cfg_.max_entries * 2)
+		return "max_entries " + std::to_string(max_entries) + " is more than twice the " +
+		       std::to_string(cfg_.max_entries) + " the table was started with (a restart raises it further)";
+	if (f4_->hash.set_limits(max_entries, grow_pct, shrink_pct) != 0 ||
+	    f6_->hash.set_limits(max_entries, grow_pct, shrink_pct) != 0)
+		return "max_entries " + std::to_string(max_entries) + " is below min_entries";
+	return "";
+}
 
 void table::set_timeouts(const timeouts& t) noexcept
 {

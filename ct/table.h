@@ -295,6 +295,12 @@ public:
 	uint64_t walk(uint64_t cursor, Fn&& fn);
 	// New timeouts apply to every packet and GC pass from now on.
 	void set_timeouts(const timeouts& t) noexcept;
+	// New limits and watermarks for both families (a reload): "" or what
+	// is wrong, nothing changed then. max_entries may rise up to twice its
+	// value at construction (the entry allocators' headroom); below the
+	// current size, nothing in is dropped: openers are refused or evict
+	// (as at max_entries) until expiry brings the size under it.
+	std::string set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t shrink_pct) noexcept;
 
 	// ---- snapshots (state/, dataplane/state_io) ---------------------------------
 	// Control thread. Calls fn(const flow_record&) for every flow live at
@@ -313,7 +319,7 @@ public:
 	ct::stats stats() const noexcept;
 	uint64_t size() const noexcept;
 	size_t bytes_used() const noexcept;
-	const config& cfg() const noexcept { return cfg_; }
+	const config& cfg() const noexcept { return cfg_; }  // as built (limits: set_limits())
 
 	static uint32_t ticks(uint64_t now_ns) noexcept { return static_cast<uint32_t>(now_ns / 1'000'000); }
 

@@ -312,6 +312,46 @@ bool control_path::restore_neighbor(const lb::address& a, const uint8_t mac[6], 
 	return true;
 }
 
+void control_path::set_static(const std::vector<config::neighbor_spec>& before,
+			      const std::vector<config::neighbor_spec>& now, unsigned counts[3])
+{
+	counts[0] = counts[1] = counts[2] = 0;
+	for (const config::neighbor_spec& o : before) {
+		bool kept = false;
+		for (const config::neighbor_spec& n : now)
+			kept = kept || n.addr == o.addr;
+		if (kept)
+			continue;
+		nb_.erase(key_of(o.addr));
+		pl_.clear_neighbor(o.addr);
+		counts[2]++;
+	}
+	for (const config::neighbor_spec& n : now) {
+		auto it = nb_.find(key_of(n.addr));
+		const bool same = it != nb_.end() && it->second.state == nb_state::permanent &&
+				  std::memcmp(it->second.mac, n.mac, 6) == 0 && it->second.port == n.port;
+		if (same)
+			continue;
+		if (it != nb_.end() && it->second.state == nb_state::incomplete)
+			incomplete_--;
+		entry& e = nb_[key_of(n.addr)];
+		(it == nb_.end() ? counts[0] : counts[1])++;
+		e.addr = n.addr;
+		std::memcpy(e.mac, n.mac, 6);
+		e.port = static_cast<uint16_t>(n.port);
+		e.state = nb_state::permanent;
+		e.queue.clear();
+		pl_.set_neighbor(n.addr, n.mac);
+	}
+}
+
+void control_path::set_caps(const control_config& cc)
+{
+	cc_ = cc;
+	tokens_ = std::min<double>(tokens_, cc.icmp_rate);
+	probe_tokens_ = std::min<double>(probe_tokens_, cc.probe_rate);
+}
+
 void control_path::send_queued(entry& e)
 {
 	// The frames went through the pipeline already (translated, routed):

@@ -121,6 +121,13 @@ public:
 	// or the pipeline's table).
 	bool restore_neighbor(const lb::address& a, const uint8_t mac[6], uint16_t port, bool permanent,
 			      uint64_t now_ns);
+	// A reload (dataplane/reload.h): the static neighbours become `now`
+	// (statics gone from it are forgotten, new ones entered, changed ones
+	// updated); returns how many were added, changed, removed. set_caps:
+	// new resolution caps and rates (the punt policing is the workers').
+	void set_static(const std::vector<config::neighbor_spec>& before, const std::vector<config::neighbor_spec>& now,
+			unsigned counts[3]);
+	void set_caps(const control_config& cc);
 
 private:
 	struct entry {

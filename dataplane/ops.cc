@@ -227,6 +227,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/neighbors", "Neighbours (ARP / ND). Table"},
 		{"/ctplane/tables", "Table sizes and resize history"},
 		{"/ctplane/state/save", "Writes a state snapshot. Params: [FILE] (default: state.file)"},
+		{"/ctplane/reload", "Applies the YAML while forwarding. Params: [FILE] (default: the running one's)"},
 	};
 	return c;
 }
@@ -295,6 +296,13 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return neighbors(now_ns);
 	if (c == "tables")
 		return tables();
+	if (c == "reload") {
+		if (reload_)
+			return reload_(params);
+		reply r;
+		r.error("no reload here (the running ctplane has its config file)");
+		return r;
+	}
 	if (c == "state/save") {
 		reply r;
 		const std::string file = params.empty() ? dp_.cfg().state.file : params;

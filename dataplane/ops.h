@@ -31,6 +31,8 @@
 //   /ctplane/route/add,PREFIX,PORT[,VIA]   /ctplane/route/del,PREFIX
 //   /ctplane/neighbors
 //   /ctplane/tables                  table sizes and their resize history
+//   /ctplane/reload,[FILE]           applies the YAML (dataplane/reload.h);
+//                                    "changes": one row per kind
 //   /ctplane/state/save,[FILE]       a snapshot (dataplane/state_io.h) to
 //                                    FILE or state.file; no comma in FILE
 //
@@ -99,6 +101,10 @@ public:
 	// pipeline library has none): fn(file, now_ns) -> the reply.
 	using state_save_fn = std::function<reply(const std::string& file, uint64_t now_ns)>;
 	void set_state_saver(state_save_fn fn) { state_save_ = std::move(fn); }
+	// What /ctplane/reload runs (the runtime knows its config file):
+	// fn(file or "" for the running one) -> the reply.
+	using reload_fn = std::function<reply(const std::string& file)>;
+	void set_reloader(reload_fn fn) { reload_ = std::move(fn); }
 
 private:
 	struct resize_rec {
@@ -129,6 +135,7 @@ private:
 	control_path& ctl_;
 	port_stats_fn port_stats_;
 	state_save_fn state_save_;
+	reload_fn reload_;
 	std::deque<std::pair<uint64_t, ct::event>> events_;  // (seq, event)
 	uint64_t seq_ = 0;
 	std::deque<resize_rec> resizes_;

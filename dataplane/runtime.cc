@@ -31,6 +31,7 @@
 #include "dataplane/ops.h"
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
+#include "dataplane/reload.h"
 #include "dataplane/state_io.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
@@ -44,6 +45,8 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+std::atomic<bool> g_reload{false};
+void on_hangup(int) { g_reload.store(true, std::memory_order_relaxed); }
 
 int fail(const std::string& msg)
 {
@@ -308,6 +311,7 @@ int run_main(int argc, char** argv)
 	// restore are still coming up is honoured once they are.
 	std::signal(SIGINT, on_signal);
 	std::signal(SIGTERM, on_signal);
+	std::signal(SIGHUP, on_hangup);  // reload, not the default exit
 	// Split at "--": EAL arguments before, ours after.
 	int sep = argc;
 	for (int i = 1; i < argc; i++)
@@ -501,6 +505,31 @@ int run_main(int argc, char** argv)
 			r.num("ms", (clk.now_ns() - t) / 1'000'000);
 			return r;
 		});
+		// A reload: the running config file, or another; the result as a
+		// reply (ctplane-ctl) and one line per change on stderr.
+		auto do_reload = [&](const std::string& file) {
+			reply r;
+			const std::string path = file.empty() ? cfg_path : file;
+			auto next = config::load_file(path);
+			if (!next) {
+				r.error(next.err().str());
+			} else {
+				std::vector<std::string> changes;
+				if (std::string e = reload(*dp, ctl, next.value(), &changes); !e.empty())
+					r.error(e);
+				else {
+					r.text("file", path);
+					for (size_t i = 0; i < changes.size(); i++)
+						r.text("change/" + std::to_string(i), changes[i]);
+				}
+				for (const std::string& ch : changes)
+					std::fprintf(stderr, "ctplane: reload %s: %s\n", path.c_str(), ch.c_str());
+			}
+			if (r.is_error())
+				std::fprintf(stderr, "ctplane: reload refused: %s\n", r.items[0].second.s.c_str());
+			return r;
+		};
+		op.set_reloader(do_reload);
 		// State from a snapshot: --restore FILE (must work), or state.file
 		// when it exists (a bad one is reported and the start goes on empty:
 		// forwarding matters more than the connections it held).
@@ -561,6 +590,8 @@ int run_main(int argc, char** argv)
 							    mm->port, static_cast<punt>(mm->why), now);
 						rte_pktmbuf_free(pm[i]);
 					}
+			if (g_reload.exchange(false, std::memory_order_relaxed))
+				do_reload("");
 			if (now >= next_tick) {
 				dp->tick(now);
 				ctl.tick(now);

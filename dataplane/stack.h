@@ -40,6 +40,8 @@ public:
 	sockmap::sockmap& sm() noexcept { return *sm_; }
 	dataplane::pipeline& pl() noexcept { return *pl_; }
 	const config::ctplane_config& cfg() const noexcept { return cfg_; }
+	// Control thread: the config a reload applied (dataplane/reload.h).
+	void set_cfg(const config::ctplane_config& c) { cfg_ = c; }
 
 private:
 	stack() = default;

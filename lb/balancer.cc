@@ -176,10 +176,14 @@ bool endpoint::operator==(const endpoint& o) const noexcept
 
 balancer::balancer(uint32_t max_services, uint32_t max_backends, uint32_t default_maglev_size)
 	: max_services_(max_services), max_backends_(max_backends), default_m_(default_maglev_size),
-	  services_(maps::rhash_config{.min_entries = std::min(64u, max_services), .max_entries = max_services}),
-	  reverse_(maps::rhash_config{.min_entries = std::min(256u, max_backends), .max_entries = max_backends}),
-	  port_bits_(std::make_unique<std::atomic<uint64_t>[]>(65536 / 64)), svc_(uint64_t{max_services} + 1),
-	  be_(uint64_t{max_backends} + 1), port_refs_(65536, 0)
+	  built_services_(max_services), built_backends_(max_backends),
+	  // Room for apply() to double the limits while running.
+	  services_(maps::rhash_config{.min_entries = std::min(64u, max_services), .max_entries = max_services,
+				       .max_entries_ceiling = uint64_t{max_services} * 2}),
+	  reverse_(maps::rhash_config{.min_entries = std::min(256u, max_backends), .max_entries = max_backends,
+				      .max_entries_ceiling = uint64_t{max_backends} * 2}),
+	  port_bits_(std::make_unique<std::atomic<uint64_t>[]>(65536 / 64)), svc_(uint64_t{max_services} * 2 + 1),
+	  be_(uint64_t{max_backends} * 2 + 1), port_refs_(65536, 0)
 {
 	names_.resize(1);
 	members_.resize(1);
@@ -524,12 +528,35 @@ void balancer::commit()
 	pending_free_svc_.clear();
 }
 
-std::string balancer::apply(const config& c)
+std::string balancer::check(const config& c) const
 {
 	if (std::string e = validate(c); !e.empty())
 		return e;
-	if (c.max_services != max_services_ || c.max_backends != max_backends_)
-		return "max_services and max_backends cannot change while running";
+	// Limits change while running, down to the highest id in use.
+	uint32_t top_svc = 0, top_be = 0;
+	for_each_service([&](uint32_t id, const service&) { top_svc = std::max(top_svc, id); });
+	for_each_backend([&](uint32_t id, const backend&) { top_be = std::max(top_be, id); });
+	if (c.max_services < top_svc)
+		return "max_services " + std::to_string(c.max_services) + " is below service id " + std::to_string(top_svc) +
+		       " in use";
+	if (c.max_backends < top_be)
+		return "max_backends " + std::to_string(c.max_backends) + " is below backend id " + std::to_string(top_be) +
+		       " in use";
+	if (c.max_services > uint64_t{built_services_} * 2 || c.max_backends > uint64_t{built_backends_} * 2)
+		return "max_services and max_backends can change while running up to twice their values at start (" +
+		       std::to_string(built_services_) + ", " + std::to_string(built_backends_) + "); more needs a restart";
+	return "";
+}
+
+std::string balancer::apply(const config& c)
+{
+	if (std::string e = check(c); !e.empty())
+		return e;
+	if (services_.set_limits(std::max<uint64_t>(c.max_services, std::min(64u, built_services_)), 75, 30) != 0 ||
+	    reverse_.set_limits(std::max<uint64_t>(c.max_backends, std::min(256u, built_backends_)), 75, 30) != 0)
+		return "max_services or max_backends below the tables' minimum";
+	max_services_ = c.max_services;
+	max_backends_ = c.max_backends;
 	default_m_ = c.maglev_size;
 	// Services: keep those whose name and frontend are unchanged.
 	std::set<std::string> want;

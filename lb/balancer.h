@@ -170,6 +170,8 @@ public:
 	// services and backends keep their ids, the rest are added, updated or
 	// removed; then commit().
 	std::string apply(const config& c);
+	// What apply(c) would refuse, changing nothing ("" if it would not).
+	std::string check(const config& c) const;
 	// Rebuilds and publishes the Maglev tables of changed services; waits
 	// for a grace period, then frees the tables replaced.
 	void commit();
@@ -207,6 +209,7 @@ private:
 	void unref_port(uint16_t port);
 
 	uint32_t max_services_, max_backends_, default_m_;
+	const uint32_t built_services_, built_backends_;  // the limits at construction
 	maps::rhash<endpoint, svc_ref> services_;
 	maps::rhash<endpoint, svc_ref> reverse_;
 	// Backend ports, a bit each (8 KiB, read by workers); set before a

@@ -136,6 +136,10 @@ struct rhash_config {
 	uint32_t max_chain = 4;
 	// The hash seed; 0: maps::table_seed() (random unless fixed).
 	uint64_t seed = 0;
+	// How far set_limits() may raise max_entries later (the entry
+	// allocator is sized for it; its untouched part costs nothing but
+	// reference bits). 0: max_entries, no headroom.
+	uint64_t max_entries_ceiling = 0;
 };
 
 struct rhash_stats {
@@ -242,6 +246,12 @@ public:
 	int grow() noexcept;
 	int shrink() noexcept;
 	int rehash() noexcept;
+	// New limits and watermarks (a reload). A max below the current size
+	// refuses nothing already in: inserts answer -ENOSPC until erases and
+	// expiry bring the size under it, and the table shrinks as the low
+	// watermark allows. 0, or -EINVAL (watermarks as the constructor's
+	// rule, max below min_entries or above the ceiling).
+	int set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t shrink_pct) noexcept;
 	// A rehash into a table with a new salt (from maps::table_seed()): keys
 	// aimed at one bucket scatter. Same codes as rehash(). A scan cursor
 	// kept across a reseed may miss or repeat entries (positions move).
@@ -263,7 +273,7 @@ public:
 	// ---- introspection -----------------------------------------------------
 	uint64_t size() const noexcept { return nelems_.load(std::memory_order_relaxed); }
 	uint64_t buckets() const noexcept { return tbl_.load(std::memory_order_acquire)->nbuckets; }
-	uint64_t max_entries() const noexcept { return max_entries_; }
+	uint64_t max_entries() const noexcept { return max_entries_.load(std::memory_order_relaxed); }
 	rhash_stats stats() const noexcept;
 	size_t bytes_used() const noexcept;
 
@@ -385,8 +395,10 @@ private:
 
 	const Hasher hasher_{};
 	const uint64_t seed_;
-	const uint64_t max_entries_;
-	const uint32_t grow_pct_, shrink_pct_, max_chain_;
+	std::atomic<uint64_t> max_entries_;  // workers read it on insert
+	const uint64_t ceiling_, min_entries_;
+	uint32_t grow_pct_, shrink_pct_;     // control thread
+	const uint32_t max_chain_;
 	uint32_t min_buckets_, max_buckets_;
 	uint32_t tag_mask_;
 	uint32_t ref_mask_;
@@ -459,10 +471,12 @@ template <typename K, typename V, typename H>
 rhash<K, V, H>::rhash(const rhash_config& cfg)
 	: seed_(cfg.seed != 0 ? cfg.seed : table_seed()),
 	  max_entries_(cfg.max_entries),
+	  ceiling_(std::max(cfg.max_entries, cfg.max_entries_ceiling)),
+	  min_entries_(cfg.min_entries),
 	  grow_pct_(cfg.grow_pct),
 	  shrink_pct_(cfg.shrink_pct),
 	  max_chain_(cfg.max_chain),
-	  alloc_(rhash_detail::alloc_config(sizeof(entry), cfg.max_entries)),
+	  alloc_(rhash_detail::alloc_config(sizeof(entry), std::max(cfg.max_entries, cfg.max_entries_ceiling))),
 	  stats_(std::make_unique<thread_stats[]>(kMaxThreads))
 {
 	if (cfg.grow_pct == 0 || cfg.grow_pct > 100 || cfg.shrink_pct * 2 >= cfg.grow_pct)
@@ -510,7 +524,7 @@ typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uin
 	// for migration; add room for chains left behind by erases. Untouched
 	// pool pages cost nothing (see mem.h).
 	t->ext_cap = static_cast<uint32_t>(std::min<uint64_t>(
-		max_entries_ / kSlots + nbuckets / 4 + 2, kExtMask));
+		max_entries() / kSlots + nbuckets / 4 + 2, kExtMask));
 	t->buckets = static_cast<bucket*>(region_alloc(size_t{nbuckets} * sizeof(bucket)));
 	t->ext = static_cast<bucket*>(region_alloc(size_t{t->ext_cap} * sizeof(bucket), false));
 	if (t->buckets == nullptr || t->ext == nullptr) {
@@ -807,7 +821,7 @@ int rhash<K, V, H>::insert_impl(const K& key, uint64_t h, uint32_t ref, const V*
 		st.busy_chain.inc();
 		return -EBUSY;
 	}
-	if (nelems_.fetch_add(1, std::memory_order_relaxed) >= max_entries_) {
+	if (nelems_.fetch_add(1, std::memory_order_relaxed) >= max_entries_.load(std::memory_order_relaxed)) {
 		nelems_.fetch_sub(1, std::memory_order_relaxed);
 		unlock_bucket(b);
 		st.nospc.inc();
@@ -987,6 +1001,25 @@ int rhash<K, V, H>::rehash() noexcept
 {
 	const table* t = tbl_.load(std::memory_order_relaxed);
 	return start_resize(t->nbuckets, t->salt);
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t shrink_pct) noexcept
+{
+	if (grow_pct == 0 || grow_pct > 100 || shrink_pct * 2 >= grow_pct || max_entries < min_entries_ ||
+	    max_entries > ceiling_)
+		return -EINVAL;
+	uint32_t maxb = rhash_detail::buckets_for(min_entries_, grow_pct, kSlots);
+	const uint32_t need = rhash_detail::buckets_for(max_entries, grow_pct, kSlots);
+	while (maxb < need)
+		maxb *= 2;
+	// The current table stays valid whatever its size: a smaller ceiling
+	// only stops further growth (shrinks go on as the load allows).
+	max_buckets_ = std::max(maxb, min_buckets_);
+	grow_pct_ = grow_pct;
+	shrink_pct_ = shrink_pct;
+	max_entries_.store(max_entries, std::memory_order_relaxed);
+	return 0;
 }
 
 template <typename K, typename V, typename H>

@@ -28,8 +28,12 @@ constexpr size_t kBuffer = 1u << 20;
 
 uint32_t crc(const void* p, size_t n, uint32_t init)
 {
-	// rte_hash_crc takes a 32-bit length: feed large spans in pieces.
+	// rte_hash_crc reads 8 bytes at a time: bring the pointer to an
+	// 8-byte boundary first (sections sit at any offset of the file). It
+	// takes a 32-bit length: large spans go in pieces.
 	const auto* b = static_cast<const uint8_t*>(p);
+	for (; n > 0 && (reinterpret_cast<uintptr_t>(b) & 7) != 0; n--)
+		init = rte_hash_crc_1byte(*b++, init);
 	while (n > 0) {
 		const uint32_t k = static_cast<uint32_t>(std::min<size_t>(n, 1u << 30));
 		init = rte_hash_crc(b, k, init);

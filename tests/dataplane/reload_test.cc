@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// Live reload (dataplane/reload.h): a new YAML applied while the appliance
+// holds connections; what cannot change live refuses the whole reload.
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "dataplane/reload.h"
+#include "frames.h"
+#include "maps/rcu.h"
+
+namespace ctplane::dataplane::test {
+namespace {
+
+constexpr uint32_t kVip = 0x0a60000a;     // 10.96.0.10
+constexpr uint32_t kClient = 0xc0a8010a;  // 192.168.1.10
+
+const std::string kBase = R"(
+ports:
+  - {name: client, mac: "02:00:00:00:00:01", addresses: [192.168.1.1/24]}
+  - {name: server, mac: "02:00:00:00:00:02", addresses: [10.0.0.254/16]}
+neighbors:
+  - {address: 192.168.1.10, mac: "02:aa:00:00:00:10", port: client}
+  - {address: 10.0.1.1, mac: "02:bb:00:00:00:01", port: server}
+  - {address: 10.0.1.2, mac: "02:bb:00:00:00:02", port: server}
+routes:
+  - {prefix: 192.168.0.0/15, port: client}
+  - {prefix: 10.0.0.0/16, port: server}
+ct:
+  max_entries: 100000
+  timeouts: {tcp_established: 5d}
+lb:
+  maglev_size: 251
+services:
+  - {name: web, vip: 10.96.0.10, port: 80, protocol: tcp}
+backends:
+  - {service: web, address: 10.0.1.1, port: 8080}
+  - {service: web, address: 10.0.1.2, port: 8080}
+)";
+
+config::ctplane_config load(const std::string& text)
+{
+	auto c = config::load_string(text, "reload.yaml");
+	EXPECT_TRUE(c.ok()) << c.err().str();
+	return c.value();
+}
+
+std::string edit(std::string text, const std::string& from, const std::string& to)
+{
+	const size_t at = text.find(from);
+	EXPECT_NE(at, std::string::npos) << from;
+	return text.replace(at, from.size(), to);
+}
+
+class reload_fixture : public ::testing::Test {
+protected:
+	reload_fixture()
+	{
+		tcp_conversations().clear();
+		std::string err;
+		dp = stack::build(load(kBase), 1, &err);
+		EXPECT_NE(dp, nullptr) << err;
+		ctl = std::make_unique<control_path>(dp->pl(), dp->cfg(),
+						     [](uint16_t, const uint8_t*, uint32_t) { return true; });
+	}
+	outcome send(bytes& f, uint16_t port)
+	{
+		frame fr{f.data(), static_cast<uint32_t>(f.size()), port};
+		outcome o;
+		dp->pl().process(&fr, 1, now, &o);
+		return o;
+	}
+	uint32_t open(uint16_t sport)
+	{
+		bytes syn = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(sport, 80, ct::kSYN))));
+		EXPECT_EQ(send(syn, 0).f, fate::forward);
+		const uint32_t be = ip4_at(syn, 30);
+		bytes sa = eth4(with_l4_csum(ipv4(be, kClient, tcp(8080, sport, ct::kSYN | ct::kACK))));
+		EXPECT_EQ(send(sa, 1).f, fate::forward);
+		bytes ack = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(sport, 80, ct::kACK))));
+		EXPECT_EQ(send(ack, 0).f, fate::forward);
+		return be;
+	}
+	uint32_t id_of(const char* addr)
+	{
+		lb::address a;
+		EXPECT_TRUE(lb::parse_address(addr, &a));
+		return dp->lb().backend_id("web", a, 8080);
+	}
+	std::string apply(const std::string& text, std::vector<std::string>* changes = nullptr)
+	{
+		std::vector<std::string> ch;
+		const std::string e = reload(*dp, *ctl, load(text), &ch);
+		if (changes != nullptr)
+			*changes = ch;
+		return e;
+	}
+
+	maps::rcu::thread_registration reg;
+	uint64_t now = 5000ull * 1'000'000'000;
+	std::unique_ptr<stack> dp;
+	std::unique_ptr<control_path> ctl;
+};
+
+TEST_F(reload_fixture, backends_routes_and_limits_change_while_connections_keep_their_backend)
+{
+	std::map<uint16_t, uint32_t> be;
+	for (uint16_t p = 40000; p < 40032; p++)
+		be[p] = open(p);
+	const uint32_t kept = id_of("10.0.1.1");
+	// 10.0.1.2 goes, 10.0.1.3 comes; a route is replaced and one added;
+	// the CT may hold twice as many flows; timeouts change.
+	std::string next = edit(kBase, "  - {service: web, address: 10.0.1.2, port: 8080}\n",
+				"  - {service: web, address: 10.0.1.3, port: 8080}\n");
+	next = edit(next, "  - {address: 10.0.1.2, mac: \"02:bb:00:00:00:02\", port: server}\n",
+		    "  - {address: 10.0.1.3, mac: \"02:bb:00:00:00:03\", port: server}\n");
+	next = edit(next, "  - {prefix: 10.0.0.0/16, port: server}\n",
+		    "  - {prefix: 10.0.0.0/16, port: server}\n  - {prefix: 172.16.0.0/12, port: server, via: 10.0.1.1}\n");
+	next = edit(next, "max_entries: 100000", "max_entries: 200000");
+	next = edit(next, "tcp_established: 5d", "tcp_established: 2h");
+	std::vector<std::string> changes;
+	ASSERT_EQ(apply(next, &changes), "");
+	const std::string all = [&] {
+		std::string s;
+		for (const auto& c : changes)
+			s += c + "\n";
+		return s;
+	}();
+	EXPECT_NE(all.find("ct: max_entries 200000"), std::string::npos) << all;
+	EXPECT_NE(all.find("ct: timeouts"), std::string::npos) << all;
+	EXPECT_NE(all.find("lb: services +0 -0, backends +1 -1"), std::string::npos) << all;
+	EXPECT_NE(all.find("routes: +1 ~0 -0"), std::string::npos) << all;
+	EXPECT_NE(all.find("neighbors: +1 ~0 -1"), std::string::npos) << all;
+	EXPECT_EQ(id_of("10.0.1.1"), kept) << "an unchanged backend keeps its id";
+	EXPECT_EQ(id_of("10.0.1.2"), 0u);
+	// Connections to the backend that stayed go on to it; new ones go to
+	// the two backends there are now.
+	for (const auto& [p, b] : be) {
+		if (b != 0x0a000101)
+			continue;
+		bytes d = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(p, 80, ct::kACK | ct::kPSH, 100))));
+		const outcome o = send(d, 0);
+		EXPECT_EQ(o.f, fate::forward) << drop_name(o.reason);
+		EXPECT_EQ(ip4_at(d, 30), 0x0a000101u);
+	}
+	for (uint16_t p = 41000; p < 41032; p++) {
+		const uint32_t b = open(p);
+		EXPECT_TRUE(b == 0x0a000101 || b == 0x0a000103) << std::hex << b;
+	}
+	uint16_t port;
+	lb::address hop;
+	const uint8_t dst[4] = {172, 16, 1, 1};
+	ASSERT_TRUE(dp->pl().next_hop_of(dst, 4, &port, &hop));
+	EXPECT_EQ(port, 1);
+	ct::flow_view v;
+	ASSERT_TRUE(dp->ct().find(ct::tuple::v4(kClient, kVip, 41000, 80, ct::kProtoTCP), now, &v));
+	EXPECT_EQ(v.expires_ms - ct::table::ticks(now), 2u * 3600 * 1000) << "the new ESTABLISHED timeout";
+	// The same file again: nothing to do.
+	ASSERT_EQ(apply(next, &changes), "");
+	EXPECT_EQ(changes, std::vector<std::string>{"nothing changed"});
+}
+
+TEST_F(reload_fixture, a_key_that_needs_a_restart_refuses_the_whole_reload)
+{
+	const uint32_t id = id_of("10.0.1.2");
+	// A backend change and a port's MAC: neither is applied.
+	std::string next = edit(kBase, "  - {service: web, address: 10.0.1.2, port: 8080}\n", "");
+	next = edit(next, "02:00:00:00:00:01", "02:00:00:00:00:09");
+	EXPECT_EQ(apply(next), "ports[0].mac: changed, and it cannot change while running (restart ctplane); nothing was applied");
+	EXPECT_EQ(id_of("10.0.1.2"), id);
+	EXPECT_EQ(apply(edit(kBase, "max_entries: 100000", "max_entries: 100000\n  overflow_entries: 128")),
+		  "ct.overflow_entries: changed, and it cannot change while running (restart ctplane); nothing was applied");
+	EXPECT_EQ(apply(edit(kBase, "max_entries: 100000", "max_entries: 300000")),
+		  "ct.max_entries: 300000 is more than twice the 100000 ctplane started with (restart ctplane); nothing "
+		  "was applied");
+	EXPECT_EQ(dp->ct().stats().hash4.grows + dp->ct().stats().hash4.shrinks, 0u);
+	EXPECT_EQ(apply(kBase + "workers: 2\n"),
+		  "workers: changed, and it cannot change while running (restart ctplane); nothing was applied");
+}
+
+TEST_F(reload_fixture, a_lower_max_entries_refuses_openers_and_drops_no_flow)
+{
+	for (uint16_t p = 40000; p < 42000; p++)
+		open(p);
+	ASSERT_EQ(dp->ct().size(), 2000u);
+	ASSERT_EQ(apply(edit(kBase, "max_entries: 100000", "max_entries: 100000\n  min_entries: 2048")),
+		  "ct.min_entries: changed, and it cannot change while running (restart ctplane); nothing was applied");
+	ASSERT_EQ(apply(edit(kBase, "max_entries: 100000", "max_entries: 1500")), "");
+	EXPECT_EQ(dp->ct().size(), 2000u);
+	bytes syn = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(50000, 80, ct::kSYN))));
+	const outcome o = send(syn, 0);
+	EXPECT_EQ(o.f, fate::drop);
+	EXPECT_EQ(o.reason, drop::ct_refused_full);
+	// Every connection goes on.
+	bytes d = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(40000, 80, ct::kACK | ct::kPSH, 100))));
+	EXPECT_EQ(send(d, 0).f, fate::forward);
+}
+
+}  // namespace
+}  // namespace ctplane::dataplane::test
