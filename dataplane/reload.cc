@@ -64,7 +64,8 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 		return "ct.initial_entries";
 	if (c.overflow_entries != n.overflow_entries)
 		return "ct.overflow_entries";
-	if (c.events != n.events || c.event_ring != n.event_ring)
+	// Events the runtime switched on (for ct/events, the sockmap) stay on.
+	if ((n.events && !c.events) || c.event_ring != n.event_ring)
 		return "ct.events";
 	if (c.hash_seed != n.hash_seed)
 		return "ct.hash_seed";
@@ -193,7 +194,9 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	}
 	if (cur.state.file != next.state.file || cur.state.save_on_exit != next.state.save_on_exit)
 		out.push_back("state: file \"" + next.state.file + "\"" + (next.state.save_on_exit ? ", saved on exit" : ""));
-	dp.set_cfg(next);
+	config::ctplane_config applied = next;
+	applied.ct.events = cur.ct.events;
+	dp.set_cfg(applied);
 	if (out.empty())
 		out.push_back("nothing changed");
 	if (changes != nullptr)

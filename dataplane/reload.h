@@ -18,7 +18,8 @@
 //                  max_entries until expiry brings the size under it), CT
 //                  timeouts, the control path's caps, the state section
 //   needs restart  ports (and their addresses, MACs, rp_filter), workers,
-//                  burst, dpdk, ct min/initial/overflow entries, events,
+//                  burst, dpdk, ct min/initial/overflow entries, events (on
+//                  stay on: the runtime needs them),
 //                  event ring, hash seed, checksum and tcp knobs, gc and
 //                  resize budgets, control.punt rates, sockmap
 //

@@ -583,6 +583,37 @@ class E2E(unittest.TestCase):
             T.app.wait(timeout=10)
         self.restart_keeps_transfers(stop)
 
+    def test_16_reload_applies_a_changed_yaml_or_refuses_it_whole(self):
+        with open(T.cfg) as f:
+            orig = f.read()
+        route = "  - {prefix: 10.9.0.0/16, port: s1, via: 10.1.1.2}\n"
+        try:
+            with open(T.cfg, "w") as f:
+                f.write(orig.replace("routes:\n", "routes:\n" + route))
+            T.app.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if any(r["prefix"] == "10.9.0.0/16" for r in T.ctl_json("route", "list")):
+                    break
+                time.sleep(0.1)
+            else:
+                self.fail("SIGHUP did not apply the new route:\n" + T.app_log())
+            self.assertIn("reload", T.app_log())
+            self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)  # still forwarding
+            # A key that needs a restart: refused whole, the route edit too.
+            bad = os.path.join(T.dir, "bad.yaml")
+            with open(bad, "w") as f:
+                f.write(orig.replace("workers: 1", "workers: 2").replace("routes:\n", "routes:\n" + route.replace("10.9.", "10.8.")))
+            r = T.ctl("reload", bad, check=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("workers: changed, and it cannot change while running", r.stderr)
+            self.assertFalse(any(x["prefix"] == "10.8.0.0/16" for x in T.ctl_json("route", "list")))
+        finally:
+            with open(T.cfg, "w") as f:
+                f.write(orig)
+            T.ctl("reload", check=False)
+        self.assertFalse(any(x["prefix"] == "10.9.0.0/16" for x in T.ctl_json("route", "list")))
+
     def test_99_sigterm_stops_it_cleanly_with_the_final_counters(self):
         T.app.send_signal(signal.SIGTERM)
         self.assertEqual(T.app.wait(timeout=20), 0)
