@@ -314,6 +314,13 @@ public:
 	// -ENOSPC (max_entries); -EBUSY (the hash would not take it even after
 	// running its resize: bounded); -ENOMEM.
 	int restore_flow(const flow_record& r, uint64_t now_ns) noexcept;
+	// Control thread, before restoring n4 + n6 flows: sizes the hashes for
+	// them at once (no resize on the way).
+	void reserve(uint64_t n4, uint64_t n6) noexcept
+	{
+		(void)f4_->hash.reserve(f4_->hash.size() + n4);
+		(void)f6_->hash.reserve(f6_->hash.size() + n6);
+	}
 
 	// ---- introspection -------------------------------------------------------
 	ct::stats stats() const noexcept;

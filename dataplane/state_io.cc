@@ -530,6 +530,9 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 	bool live = true;
 	rd.each(summary_layout(), [&](const void* p) { live = static_cast<const summary_rec*>(p)->live != 0; });
 	res.live = live;
+	uint64_t n4 = 0, n6 = 0;
+	rd.each(ct_layout(), [&](const void* p) { (static_cast<const ct_rec*>(p)->family == 6 ? n6 : n4)++; });
+	dp.ct().reserve(n4, n6);
 	bool full = false;
 	for (int pass = 0; pass < 2; pass++)
 		rd.each(ct_layout(), [&](const void* p) {

@@ -252,6 +252,10 @@ public:
 	// watermark allows. 0, or -EINVAL (watermarks as the constructor's
 	// rule, max below min_entries or above the ceiling).
 	int set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t shrink_pct) noexcept;
+	// Control thread: grows the table (now, to its end) to hold `n` entries
+	// under the grow watermark, so that n inserts (a restore) resize
+	// nothing. 0, -EBUSY (a resize is running), -ENOMEM.
+	int reserve(uint64_t n) noexcept;
 	// A rehash into a table with a new salt (from maps::table_seed()): keys
 	// aimed at one bucket scatter. Same codes as rehash(). A scan cursor
 	// kept across a reseed may miss or repeat entries (positions move).
@@ -1019,6 +1023,23 @@ int rhash<K, V, H>::set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t
 	grow_pct_ = grow_pct;
 	shrink_pct_ = shrink_pct;
 	max_entries_.store(max_entries, std::memory_order_relaxed);
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+int rhash<K, V, H>::reserve(uint64_t n) noexcept
+{
+	const table* t = tbl_.load(std::memory_order_relaxed);
+	const uint32_t need = rhash_detail::buckets_for(std::min(n, max_entries()), grow_pct_, kSlots);
+	uint64_t nb = t->nbuckets;
+	while (nb < need && nb * 2 <= max_buckets_)
+		nb *= 2;
+	if (nb == t->nbuckets)
+		return 0;
+	if (const int rc = start_resize(nb, t->salt); rc != 0)
+		return rc;
+	while (resize_step(size_t{1} << 20) != 0) {
+	}
 	return 0;
 }
 
