@@ -295,8 +295,15 @@ void bm_new(benchmark::State& state, uint64_t flows)
 		state.counters["refused_busy"] = double(s.c.refused_busy);
 		state.counters["evicted_overflow"] = double(s.c.evicted_overflow);
 		state.counters["grows"] = double(s.hash4.grows);
-		if (est != flows)
-			state.SkipWithError("not every connection got established");
+		state.counters["reseeds"] = double(s.hash4.reseeds);
+		if (est != flows) {
+			const std::string why = "not every connection got established: " + std::to_string(flows - est) +
+						" short (refused_busy " + std::to_string(s.c.refused_busy) + ", reseeds " +
+						std::to_string(s.hash4.reseeds) + ", busy_chain " +
+						std::to_string(s.hash4.err_busy_chain) + ")";
+			state.SkipWithError(why.c_str());
+			break;  // the timer stays paused: Google Benchmark ends the run
+		}
 		t.reset();
 		state.ResumeTiming();
 	}
