@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "dataplane/reload.h"
+#include "appliance.h"
 #include "frames.h"
 #include "maps/rcu.h"
 
@@ -39,13 +40,6 @@ backends:
   - {service: web, address: 10.0.1.2, port: 8080}
 )";
 
-config::ctplane_config load(const std::string& text)
-{
-	auto c = config::load_string(text, "reload.yaml");
-	EXPECT_TRUE(c.ok()) << c.err().str();
-	return c.value();
-}
-
 std::string edit(std::string text, const std::string& from, const std::string& to)
 {
 	const size_t at = text.find(from);
@@ -55,22 +49,8 @@ std::string edit(std::string text, const std::string& from, const std::string& t
 
 class reload_fixture : public ::testing::Test {
 protected:
-	reload_fixture()
-	{
-		tcp_conversations().clear();
-		std::string err;
-		dp = stack::build(load(kBase), 1, &err);
-		EXPECT_NE(dp, nullptr) << err;
-		ctl = std::make_unique<control_path>(dp->pl(), dp->cfg(),
-						     [](uint16_t, const uint8_t*, uint32_t) { return true; });
-	}
-	outcome send(bytes& f, uint16_t port)
-	{
-		frame fr{f.data(), static_cast<uint32_t>(f.size()), port};
-		outcome o;
-		dp->pl().process(&fr, 1, now, &o);
-		return o;
-	}
+	reload_fixture() { tcp_conversations().clear(); }
+	outcome send(bytes& f, uint16_t port) { return a.send(f, port, now); }
 	uint32_t open(uint16_t sport)
 	{
 		bytes syn = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(sport, 80, ct::kSYN))));
@@ -91,7 +71,7 @@ protected:
 	std::string apply(const std::string& text, std::vector<std::string>* changes = nullptr)
 	{
 		std::vector<std::string> ch;
-		const std::string e = reload(*dp, *ctl, load(text), &ch);
+		const std::string e = reload(*dp, *ctl, load_yaml(text), &ch);
 		if (changes != nullptr)
 			*changes = ch;
 		return e;
@@ -99,8 +79,9 @@ protected:
 
 	maps::rcu::thread_registration reg;
 	uint64_t now = 5000ull * 1'000'000'000;
-	std::unique_ptr<stack> dp;
-	std::unique_ptr<control_path> ctl;
+	appliance a{kBase};
+	std::unique_ptr<stack>& dp = a.dp;
+	std::unique_ptr<control_path>& ctl = a.ctl;
 };
 
 TEST_F(reload_fixture, backends_routes_and_limits_change_while_connections_keep_their_backend)

@@ -14,25 +14,10 @@
 #include "ct/clock.h"
 #include "dataplane/pipeline.h"
 #include "frames.h"
+#include "neighbor_peer.h"
 #include "maps/rcu.h"
 #include "tests/start_gate.h"
 
-namespace ctplane::dataplane {
-// The bucket a neighbour's address lands in, as an attacker who knew the
-// seed would compute it.
-struct pipeline_test_peer {
-	// The top 10 bits of the bucket position: one bucket in every table
-	// of up to 1024 buckets (growing does not split such keys).
-	static uint64_t bucket_of(const pipeline& p, uint32_t a4)
-	{
-		pipeline::nb_key k{};
-		for (int i = 0; i < 4; i++)
-			k.addr[i] = static_cast<uint8_t>(a4 >> (24 - 8 * i));
-		k.family = 4;
-		return p.neigh_.position(p.neigh_.hash(k)) >> 22;
-	}
-};
-}  // namespace ctplane::dataplane
 
 namespace ctplane::dataplane::test {
 namespace {
@@ -240,10 +225,10 @@ TEST_F(routes_stress, a_neighbour_learnt_again_never_goes_missing_under_workers)
 // forwarding through it.
 TEST_F(routes_stress, a_crafted_collision_neighbour_flood_ends_with_a_reseeded_table)
 {
-	const uint64_t target = pipeline_test_peer::bucket_of(pl, 0x0a000101);
+	const uint64_t target = pipeline_test_peer::bucket_of(pl, 0x0a000101, 10);
 	std::vector<uint32_t> same;
 	for (uint32_t a = 0x0a000200; a < 0x0a0fffff && same.size() < 120; a++)
-		if (pipeline_test_peer::bucket_of(pl, a) == target)
+		if (pipeline_test_peer::bucket_of(pl, a, 10) == target)
 			same.push_back(a);
 	ASSERT_EQ(same.size(), 120u);
 	std::atomic<uint64_t> bad{0};

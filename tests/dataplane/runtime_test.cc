@@ -21,23 +21,9 @@
 #include "config/config.h"
 #include "dataplane/stack.h"
 #include "frames.h"
+#include "neighbor_peer.h"
 #include "maps/seed.h"
 
-namespace ctplane::dataplane {
-// Where a neighbour's address lands, as an attacker who knew the seed
-// would compute it: the top 8 bits of its position (one bucket in every
-// table of up to 256 buckets; 125 neighbours keep it at its first 23).
-struct pipeline_test_peer {
-	static uint64_t bucket_of(const pipeline& p, uint32_t a4)
-	{
-		pipeline::nb_key k{};
-		for (int i = 0; i < 4; i++)
-			k.addr[i] = static_cast<uint8_t>(a4 >> (24 - 8 * i));
-		k.family = 4;
-		return p.neigh_.position(p.neigh_.hash(k)) >> 24;
-	}
-};
-}  // namespace ctplane::dataplane
 
 namespace {
 
@@ -146,6 +132,8 @@ TEST(runtime, a_crafted_collision_neighbour_flood_leaves_the_control_thread_live
 
 	// The runtime builds its stack right after fixing the seeds: so does
 	// the attacker's model here, and its neighbour table has the same seed.
+	// Top 8 bits: one bucket in every table of up to 256 buckets (125
+	// neighbours keep it at its first 23).
 	auto c = config::load_string(text, path);
 	ASSERT_TRUE(c) << c.err().str();
 	maps::fix_seeds(4242);
@@ -153,10 +141,10 @@ TEST(runtime, a_crafted_collision_neighbour_flood_leaves_the_control_thread_live
 	auto model = dataplane::stack::build(c.value(), 1, &err);
 	maps::fix_seeds(0);
 	ASSERT_TRUE(model) << err;
-	const uint64_t target = dataplane::pipeline_test_peer::bucket_of(model->pl(), 0x0a000a0a);
+	const uint64_t target = dataplane::pipeline_test_peer::bucket_of(model->pl(), 0x0a000a0a, 8);
 	std::vector<uint32_t> aimed;
 	for (uint32_t a = 0x0a000a0a; a < 0x0a00fff0 && aimed.size() < 120; a++)
-		if (dataplane::pipeline_test_peer::bucket_of(model->pl(), a) == target)
+		if (dataplane::pipeline_test_peer::bucket_of(model->pl(), a, 8) == target)
 			aimed.push_back(a);
 	ASSERT_EQ(aimed.size(), 120u);
 	model.reset();

@@ -17,6 +17,7 @@
 
 #include "ct/clock.h"
 #include "dataplane/state_io.h"
+#include "appliance.h"
 #include "frames.h"
 #include "maps/rcu.h"
 
@@ -52,29 +53,14 @@ backends:
   - {service: dns, address: 10.0.1.3, port: 53}
 )";
 
-// One appliance: a stack and its control path, built from kConfig.
-struct appliance {
-	explicit appliance(uint64_t max_entries = 65536)
+// An appliance of kConfig with the CT's max_entries given.
+struct sized : appliance {
+	explicit sized(uint64_t max_entries = 65536) : appliance(with_max(max_entries)) {}
+	static std::string with_max(uint64_t n)
 	{
 		std::string text = kConfig;
-		text.replace(text.find("MAXENTRIES"), 10, std::to_string(max_entries));
-		auto c = config::load_string(text, "state_test.yaml");
-		EXPECT_TRUE(c.ok()) << c.err().str();
-		std::string err;
-		dp = stack::build(c.value(), 1, &err);
-		EXPECT_NE(dp, nullptr) << err;
-		ctl = std::make_unique<control_path>(dp->pl(), dp->cfg(),
-						     [](uint16_t, const uint8_t*, uint32_t) { return true; });
+		return text.replace(text.find("MAXENTRIES"), 10, std::to_string(n));
 	}
-	outcome send(bytes& f, uint16_t port, uint64_t now)
-	{
-		frame fr{f.data(), static_cast<uint32_t>(f.size()), port};
-		outcome o;
-		dp->pl().process(&fr, 1, now, &o);
-		return o;
-	}
-	std::unique_ptr<stack> dp;
-	std::unique_ptr<control_path> ctl;
 };
 
 // Everything a flow is, as the table shows it, by its original tuple.
@@ -124,7 +110,7 @@ protected:
 
 TEST_F(state_fixture, a_restored_appliance_continues_every_connection_through_the_same_backend)
 {
-	appliance a;
+	sized a;
 	std::map<uint16_t, uint32_t> backend;
 	for (uint16_t p = 40000; p < 40064; p++)
 		backend[p] = open(a, p);
@@ -166,7 +152,7 @@ TEST_F(state_fixture, a_restored_appliance_continues_every_connection_through_th
 	EXPECT_EQ(sr.neighbors, 5u);
 
 	// A new appliance, 7 s later on its own clock.
-	appliance b;
+	sized b;
 	now += 7'000'000'000ull;
 	restore_result rr;
 	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
@@ -240,10 +226,10 @@ TEST_F(state_fixture, a_live_snapshot_restores_liberal_windows_an_exact_one_stri
 {
 	for (const bool live : {true, false}) {
 		tcp_conversations().clear();
-		appliance a;
+		sized a;
 		const uint32_t be = open(a, 40000);
 		ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, live), "");
-		appliance b;
+		sized b;
 		restore_result rr;
 		ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
 		EXPECT_EQ(rr.live, live);
@@ -337,7 +323,7 @@ old_ct_rec old_flow(uint32_t i)
 void write_other_build(const std::string& path, const state::layout& ct, unsigned n,
 		       const std::function<void(uint32_t, void*)>& fill)
 {
-	appliance a;  // for this build's other layouts, via a save
+	sized a;  // for this build's other layouts, via a save
 	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, 0, nullptr), "");
 	state::reader rd;
 	ASSERT_EQ(rd.open(path), "");
@@ -364,7 +350,7 @@ TEST_F(state_fixture, a_snapshot_of_another_record_layout_is_read_by_field_name)
 		const old_ct_rec r = old_flow(i);
 		std::memcpy(p, &r, sizeof(r));
 	});
-	appliance b;
+	sized b;
 	restore_result rr;
 	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
 	EXPECT_EQ(rr.flows, 300u);
@@ -396,7 +382,7 @@ TEST_F(state_fixture, a_field_whose_size_changed_refuses_the_file_and_changes_no
 		const old_ct_rec r = old_flow(i);
 		std::memcpy(p, &r, sizeof(r));
 	});
-	appliance b;
+	sized b;
 	restore_result rr;
 	EXPECT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr),
 		  path + ": table ct: field expires_in_ms is 4 bytes (bytes) in the file, 4 bytes (u32) here");
@@ -408,7 +394,7 @@ class state_files : public state_fixture {
 protected:
 	void SetUp() override
 	{
-		appliance a;
+		sized a;
 		for (uint16_t p = 40000; p < 40002; p++)
 			open(a, p);
 		ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr), "");
@@ -425,7 +411,7 @@ protected:
 	// changed.
 	std::string refused()
 	{
-		appliance b;
+		sized b;
 		restore_result rr;
 		const std::string e = restore_state(*b.dp, *b.ctl, path, now, &rr);
 		EXPECT_EQ(b.dp->ct().size(), 0u);
@@ -440,7 +426,7 @@ protected:
 
 TEST_F(state_files, a_good_file_restores)
 {
-	appliance b;
+	sized b;
 	restore_result rr;
 	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
 	EXPECT_EQ(rr.flows, 2u);
@@ -499,7 +485,7 @@ TEST_F(state_fixture, more_flows_than_the_table_holds_restore_established_first_
 		const old_ct_rec r = old_flow(i);
 		std::memcpy(p, &r, sizeof(r));
 	});
-	appliance small(1024);
+	sized small(1024);
 	restore_result rr;
 	ASSERT_EQ(restore_state(*small.dp, *small.ctl, path, now, &rr), "");
 	EXPECT_EQ(rr.flows, 1024u);
@@ -513,7 +499,7 @@ TEST_F(state_fixture, more_flows_than_the_table_holds_restore_established_first_
 
 TEST_F(state_fixture, saving_while_workers_forward_counts_what_changed_and_loses_nothing_present_throughout)
 {
-	appliance a;
+	sized a;
 	for (uint16_t p = 40000; p < 40200; p++)
 		open(a, p);
 	std::atomic<bool> stop{false};
@@ -536,7 +522,7 @@ TEST_F(state_fixture, saving_while_workers_forward_counts_what_changed_and_loses
 	w.join();
 	ASSERT_EQ(e, "");
 	EXPECT_GE(sr.flows, 200u);
-	appliance b;
+	sized b;
 	restore_result rr;
 	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
 	for (uint16_t p = 40000; p < 40200; p++) {
