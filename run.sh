@@ -4,7 +4,7 @@
 #   ./run.sh demo    install what is missing, build, run the main job
 #   ./run.sh test    install what is missing, build, run every test
 #
-# Also: ./run.sh build, ./run.sh bench [rhash|lpm|ct|lb|pipeline] [filter]
+# Also: ./run.sh build, ./run.sh bench [rhash|lpm|ct|lb|pipeline|state] [filter]
 # (the side-by-side benchmarks; minutes), ./run.sh deps.
 #
 # Environment: BUILD_DIR (default: build), BUILDTYPE (default: release).
@@ -96,10 +96,10 @@ build) deps && build ;;
 test) deps && build && run_tests "$BUILD_DIR" "$@" ;;  # optional: suite names
 demo) deps && build && demo ;;
 bench)
-	# ./run.sh bench [rhash|lpm|ct|lb|pipeline] [Google Benchmark filter]
+	# ./run.sh bench [rhash|lpm|ct|lb|pipeline|state] [Google Benchmark filter]
 	deps "${BENCH_PACKAGES[@]}" && build
 	which=rhash
-	case "${1:-}" in rhash | lpm | ct | lb | pipeline) which=$1 && shift ;; esac
+	case "${1:-}" in rhash | lpm | ct | lb | pipeline | state) which=$1 && shift ;; esac
 	filter=${1:-.}
 	bin=$BUILD_DIR/bench/maps/bench_$which
 	[ -x "$bin" ] || bin=$BUILD_DIR/bench/$which/bench_$which
@@ -114,7 +114,7 @@ bench)
 	python3 bench/compare "$BUILD_DIR/bench.json"
 	;;
 *)
-	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline] [filter]|deps" >&2
+	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline|state] [filter]|deps" >&2
 	exit 2
 	;;
 esac
