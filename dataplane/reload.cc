@@ -80,9 +80,9 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 	if (p.punt_arp_nd != q.punt_arp_nd || p.punt_resolve != q.punt_resolve || p.punt_icmp != q.punt_icmp ||
 	    p.punt_other != q.punt_other)
 		return "control.punt";
-	if (a.sockmap.enabled != b.sockmap.enabled || a.sockmap.max_entries != b.sockmap.max_entries ||
-	    !same_prefixes(a.sockmap.local, b.sockmap.local))
-		return "sockmap";
+	// The sockmap learns from CT events: switching it on needs them on.
+	if (b.sockmap.enabled && !a.sockmap.enabled && !a.ct.events)
+		return "sockmap.enabled (needs ct.events, off since the start)";
 	return "";
 }
 
@@ -108,6 +108,11 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	if (std::string e = ct::validate(probe); !e.empty())
 		return "ct: " + e + "; nothing was applied";
 	const uint64_t built = dp.ct().cfg().max_entries;  // at start
+	if (next.sockmap.max_entries > uint64_t{dp.sm().max_entries_at_start()} * 2 ||
+	    next.sockmap.max_entries < std::min<uint64_t>(dp.sm().max_entries_at_start(), 1024))
+		return "sockmap.max_entries: " + std::to_string(next.sockmap.max_entries) +
+		       " is outside what the running sockmap allows (up to twice its " +
+		       std::to_string(dp.sm().max_entries_at_start()) + " at start); nothing was applied";
 	if (nc.max_entries > built * 2)
 		return "ct.max_entries: " + std::to_string(nc.max_entries) + " is more than twice the " +
 		       std::to_string(built) + " ctplane started with (restart ctplane); nothing was applied";
@@ -191,6 +196,14 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	if (std::memcmp(&cur.control, &next.control, sizeof(next.control)) != 0) {
 		ctl.set_caps(next.control);
 		out.push_back("control: caps");
+	}
+	if (next.sockmap.enabled != cur.sockmap.enabled || next.sockmap.max_entries != cur.sockmap.max_entries ||
+	    !same_prefixes(next.sockmap.local, cur.sockmap.local)) {
+		if (std::string e = dp.sm().set_config(next.sockmap); !e.empty())
+			return "sockmap: " + e;  // not reached: checked above and by the loader
+		out.push_back(std::string("sockmap: ") + (next.sockmap.enabled ? "on" : "off") + ", " +
+			      std::to_string(next.sockmap.local.size()) + " local prefixes, max_entries " +
+			      std::to_string(next.sockmap.max_entries));
 	}
 	if (cur.state.file != next.state.file || cur.state.save_on_exit != next.state.save_on_exit)
 		out.push_back("state: file \"" + next.state.file + "\"" + (next.state.save_on_exit ? ", saved on exit" : ""));

@@ -16,12 +16,15 @@
 //                  twice its value at start; a max below the current size
 //                  drops nothing: openers are refused or evict as at
 //                  max_entries until expiry brings the size under it), CT
-//                  timeouts, the control path's caps, the state section
+//                  timeouts, the control path's caps, the sockmap (on / off,
+//                  local prefixes: connections no longer short-circuited
+//                  go back to the CT path; max_entries up to twice; on
+//                  needs ct.events), the state section
 //   needs restart  ports (and their addresses, MACs, rp_filter), workers,
 //                  burst, dpdk, ct min/initial/overflow entries, events (on
 //                  stay on: the runtime needs them),
 //                  event ring, hash seed, checksum and tcp knobs, gc and
-//                  resize budgets, control.punt rates, sockmap
+//                  resize budgets, control.punt rates
 //
 // A change of a restart-only key refuses the whole reload with one line
 // naming the key. The reply lists what changed, one line per kind.

@@ -27,9 +27,11 @@ std::string validate(const config& c)
 }
 
 sockmap::sockmap(const config& c)
-	: cfg_(c),
-	  h4_(maps::rhash_config{.min_entries = std::min<uint64_t>(c.max_entries, 1024), .max_entries = c.max_entries}),
-	  h6_(maps::rhash_config{.min_entries = std::min<uint64_t>(c.max_entries, 1024), .max_entries = c.max_entries}),
+	: cfg_(c), enabled_(c.enabled), built_max_(c.max_entries),
+	  h4_(maps::rhash_config{.min_entries = std::min<uint64_t>(c.max_entries, 1024), .max_entries = c.max_entries,
+				 .max_entries_ceiling = uint64_t{c.max_entries} * 2}),
+	  h6_(maps::rhash_config{.min_entries = std::min<uint64_t>(c.max_entries, 1024), .max_entries = c.max_entries,
+				 .max_entries_ceiling = uint64_t{c.max_entries} * 2}),
 	  tc_(std::make_unique<thread_counters[]>(maps::kMaxThreads))
 {
 	if (std::string e = validate(c); !e.empty())
@@ -185,6 +187,31 @@ static ct::tuple tuple_of(const K& k) noexcept
 	t.family = sizeof(k.src) == 4 ? 4 : 6;
 	t.zone = k.zone;
 	return t;
+}
+
+std::string sockmap::set_config(const config& c)
+{
+	if (std::string e = validate(c); !e.empty())
+		return e;
+	if (c.max_entries > built_max_ * 2)
+		return "max_entries " + std::to_string(c.max_entries) + " is more than twice the " +
+		       std::to_string(built_max_) + " it started with (a restart raises it further)";
+	const uint64_t floor = std::min<uint64_t>(built_max_, 1024);
+	if (c.max_entries < floor)
+		return "max_entries " + std::to_string(c.max_entries) + " is below " + std::to_string(floor);
+	(void)h4_.set_limits(c.max_entries, 75, 30);
+	(void)h6_.set_limits(c.max_entries, 75, 30);
+	cfg_ = c;
+	enabled_.store(c.enabled, std::memory_order_relaxed);
+	// What is no longer to be short-circuited goes back to the CT path.
+	std::vector<ct::tuple> gone;
+	for_each_direction([&](const ct::tuple& t, const redirect&) {
+		if (!c.enabled || !is_local(t))
+			gone.push_back(t);
+	});
+	for (const ct::tuple& t : gone)
+		erase(t);
+	return "";
 }
 
 void sockmap::for_each_direction(const std::function<void(const ct::tuple&, const redirect&)>& fn) const

@@ -31,6 +31,7 @@
 //   is_local, stats, size       any thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -115,7 +116,13 @@ public:
 	// Throws std::invalid_argument with validate()'s message.
 	explicit sockmap(const config& c);
 
-	bool enabled() const noexcept { return cfg_.enabled; }
+	bool enabled() const noexcept { return enabled_.load(std::memory_order_relaxed); }
+	// Control thread (a reload): new settings. enabled and local prefixes
+	// apply at once (connections that are no longer short-circuited leave
+	// the sockhash: the CT path takes them); max_entries up to twice its
+	// value at construction. "" or what is wrong (nothing changed).
+	std::string set_config(const config& c);
+	uint64_t max_entries_at_start() const noexcept { return built_max_; }
 	// Both endpoints of t are local.
 	bool is_local(const ct::tuple& t) const noexcept;
 
@@ -163,6 +170,8 @@ private:
 	};
 
 	config cfg_;
+	std::atomic<bool> enabled_;  // workers read it per burst
+	const uint64_t built_max_;
 	maps::rhash<key4, entry> h4_;
 	maps::rhash<key6, entry> h6_;
 	std::unique_ptr<thread_counters[]> tc_;
@@ -176,7 +185,7 @@ private:
 template <typename Resolve>
 void sockmap::on_event(const ct::event& e, Resolve&& resolve)
 {
-	if (!cfg_.enabled || e.orig.proto != ct::kProtoTCP)
+	if (!enabled() || e.orig.proto != ct::kProtoTCP)
 		return;
 	const bool now_est = e.type == ct::event_type::state_change && e.state == ct::tcp_established;
 	if (now_est) {

@@ -160,6 +160,33 @@ TEST_F(reload_fixture, a_key_that_needs_a_restart_refuses_the_whole_reload)
 		  "workers: changed, and it cannot change while running (restart ctplane); nothing was applied");
 }
 
+TEST_F(reload_fixture, the_sockmap_turns_on_and_off_and_its_local_prefixes_change_live)
+{
+	const std::string on = kBase + "sockmap:\n  enabled: true\n  local_prefixes: [192.168.0.0/16, 10.0.0.0/16]\n";
+	// Its events are off in this appliance: switching it on needs a restart.
+	EXPECT_EQ(apply(on), "sockmap.enabled (needs ct.events, off since the start): changed, and it cannot change "
+			     "while running (restart ctplane); nothing was applied");
+	const std::string base = edit(kBase, "max_entries: 100000", "max_entries: 100000\n  events: true");
+	appliance b{base};
+	std::vector<std::string> ch;
+	auto to = [&](const std::string& text) { return reload(*b.dp, *b.ctl, load_yaml(text), &ch); };
+	ASSERT_EQ(to(base + "sockmap:\n  enabled: true\n  local_prefixes: [192.168.0.0/16, 10.0.0.0/16]\n"), "");
+	EXPECT_TRUE(b.dp->sm().enabled());
+	EXPECT_EQ(ch, std::vector<std::string>{"sockmap: on, 2 local prefixes, max_entries 65536"});
+	sockmap::redirect r{};
+	ASSERT_EQ(b.dp->sm().restore_direction(ct::tuple::v4(kClient, 0x0a000101, 40000, 80, ct::kProtoTCP), r), 0);
+	ASSERT_EQ(b.dp->sm().restore_direction(ct::tuple::v4(kClient, 0xc0a8010b, 40001, 22, ct::kProtoTCP), r), 0);
+	// 10.0/16 is no longer local: its connection leaves the sockmap.
+	ASSERT_EQ(to(base + "sockmap:\n  enabled: true\n  local_prefixes: [192.168.0.0/16]\n"), "");
+	EXPECT_EQ(b.dp->sm().size(), 1u);
+	ASSERT_EQ(to(base), "");
+	EXPECT_FALSE(b.dp->sm().enabled());
+	EXPECT_EQ(b.dp->sm().size(), 0u);
+	EXPECT_EQ(to(base + "sockmap:\n  max_entries: 1000000\n"),
+		  "sockmap.max_entries: 1000000 is outside what the running sockmap allows (up to twice its 65536 at "
+		  "start); nothing was applied");
+}
+
 TEST_F(reload_fixture, a_lower_max_entries_refuses_openers_and_drops_no_flow)
 {
 	for (uint16_t p = 40000; p < 42000; p++)
