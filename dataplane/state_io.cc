@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "dataplane/state_io.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -397,13 +399,8 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 	w.add(&sum);
 	if (std::string e = w.finish(); !e.empty())
 		return e;
-	res.bytes = 0;
-	for (const state::layout& l : layouts()) {
-		const uint64_t n = l.table == "ct" ? res.flows : l.table == "services" ? res.services
-				 : l.table == "backends" ? res.backends : l.table == "routes" ? res.routes
-				 : l.table == "neighbors" ? res.neighbors : l.table == "sockmap" ? res.sockmap : 1;
-		res.bytes += n * l.record_size;
-	}
+	struct stat st;
+	res.bytes = ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 	if (out != nullptr)
 		*out = res;
 	return "";
@@ -551,10 +548,12 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 			const int rc = dp.ct().restore_flow(f, now_ns);
 			if (rc == 0)
 				res.flows++;
-			else if (rc == -ENOSPC || rc == -ENOMEM || rc == -EBUSY)
-				full = rc == -ENOSPC || rc == -ENOMEM, res.flows_left++;
-			else
+			else if (rc == -ENOSPC || rc == -ENOMEM || rc == -EBUSY) {
+				res.flows_left++;
+				full = rc != -EBUSY;  // a busy chain refuses one flow, not the rest
+			} else {
 				res.flows_skipped++;
+			}
 		});
 	rd.each(sockmap_layout(), [&](const void* p) {
 		const auto& r = *static_cast<const sockmap_rec*>(p);

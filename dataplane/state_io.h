@@ -50,7 +50,7 @@ struct save_result {
 	uint64_t flows = 0;          // flows written
 	uint64_t flows_changed = 0;  // created + destroyed by the workers meanwhile
 	uint64_t services = 0, backends = 0, routes = 0, neighbors = 0, sockmap = 0;
-	uint64_t bytes = 0;
+	uint64_t bytes = 0;          // the file's size
 };
 
 struct restore_result {
