@@ -641,14 +641,12 @@ void read_backends(const reader& r, const YAML::Node& node, const std::string& p
 			r.fail(addr_node, ip + ".address",
 			       "an IPv" + std::to_string(b.addr.family) + " backend for the IPv" +
 				       std::to_string(s->vip.family) + " service \"" + s->name + "\"");
-		const std::string ep = std::to_string(s->proto) + " " + endpoint_text(b.addr, b.port);
-		if (auto it = endpoints.find(ep); it != endpoints.end())
+		// One endpoint may serve several services (replies are found by the
+		// CT under their own tuple), once each.
+		const std::string ep = b.service + " " + std::to_string(s->proto) + " " + endpoint_text(b.addr, b.port);
+		if (!endpoints.insert({ep, b.service}).second)
 			r.fail(item, ip,
-			       it->second == b.service
-				       ? "duplicate backend " + endpoint_text(b.addr, b.port) + " of service \"" + b.service + "\""
-				       : endpoint_text(b.addr, b.port) + " is already a backend of service \"" + it->second +
-						 "\" (replies are translated by backend endpoint)");
-		endpoints[ep] = b.service;
+			       "duplicate backend " + endpoint_text(b.addr, b.port) + " of service \"" + b.service + "\"");
 		c.backends.push_back(b);
 	});
 }

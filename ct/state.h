@@ -45,6 +45,10 @@ enum state : uint8_t {
 
 const char* state_name(uint8_t s) noexcept;
 
+// Not a flow's state: the status of a NATed flow's reply alias, the entry
+// that indexes the flow under its reply tuple (ct/table.h).
+inline constexpr uint8_t st_alias = 0xff;
+
 // Flow flags (status >> 8).
 inline constexpr uint8_t kOrigHi = 0x01;         // the opener is the key's endpoint 1
 inline constexpr uint8_t kReplied = 0x02;        // a reply-direction packet was seen

@@ -78,6 +78,23 @@ constexpr bool evictable(uint8_t s, uint8_t fl) noexcept
 	return is_half_open(s) || (s >= tcp_syn_sent && s <= tcp_close && !(fl & kAssured));
 }
 
+// A reply alias's flow: written once, before the alias is published.
+template <typename F>
+F* alias_target(const F& a) noexcept
+{
+	return reinterpret_cast<F*>(static_cast<uintptr_t>(a.bytes[0]));
+}
+template <typename F>
+bool is_alias(const F& f) noexcept
+{
+	return state_of(load_status(f.h)) == st_alias;
+}
+template <typename Fam>
+constexpr unsigned fam_index() noexcept
+{
+	return Fam::kFamily == 4 ? 0 : 1;
+}
+
 }  // namespace
 
 const char* verdict_name(verdict v) noexcept
@@ -91,6 +108,7 @@ const char* verdict_name(verdict v) noexcept
 	case verdict::refused_full: return "refused_full";
 	case verdict::refused_busy: return "refused_busy";
 	case verdict::refused_nomem: return "refused_nomem";
+	case verdict::pending: return "pending";
 	}
 	return "?";
 }
@@ -179,32 +197,18 @@ bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, uint32_t* backend
 	return true;
 }
 
-int table::attach_nat(const result& r, const nat_init& n) noexcept
+bool original_of(const result& r, tuple* t) noexcept
 {
 	if (r.flow == nullptr)
-		return -EINVAL;
-	flow_head& h = *r.flow;
-	std::atomic_ref<uint16_t> st(h.status);
-	uint16_t cur = st.load(std::memory_order_acquire);
-	if ((flags_of(cur) & kNat) || state_of(cur) == st_none)
-		return -EINVAL;
-	// flow_head is the first member of flow4 / flow6 (standard layout).
+		return false;
+	const unsigned odir = (flags_of(load_status(*r.flow)) & kOrigHi) ? 1 : 0;
+	// flow_head is the first member of flow4 / flow6, the flow the value
+	// of an rhash entry whose key precedes it.
 	if (r.family == 6)
-		std::memcpy(reinterpret_cast<flow6*>(r.flow)->nat_addr, n.addr, 16);
+		*t = tuple_of(maps::rhash<key6, flow6>::key_of(reinterpret_cast<const flow6*>(r.flow)), odir);
 	else
-		std::memcpy(reinterpret_cast<flow4*>(r.flow)->nat_addr, n.addr, 4);
-	store(h.nat_port, n.port);
-	store(h.backend, n.backend);
-	// release: the translation, then the flag that says it is there (pairs
-	// with nat_of's acquire load of the status). A flow moves a few times
-	// at most meanwhile (another worker's transition): a bounded retry.
-	for (int tries = 0; tries < 8; tries++) {
-		if (state_of(cur) == st_none)
-			return -EINVAL;
-		if (st.compare_exchange_weak(cur, static_cast<uint16_t>(cur | kNat << 8), std::memory_order_acq_rel))
-			return 0;
-	}
-	return -EINVAL;
+		*t = tuple_of(maps::rhash<key4, flow4>::key_of(reinterpret_cast<const flow4*>(r.flow)), odir);
+	return true;
 }
 
 // ---- events -------------------------------------------------------------------
@@ -345,6 +349,21 @@ template flow_view table::view_of<key6, flow6>(const key6&, const flow6&, const 
 void table::process_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result* out,
 			 const nat_init* const* nat) noexcept
 {
+	lookup_bulk(pkts, n, now_ns, out);
+	uint16_t idx[kChunk];
+	for (unsigned base = 0; base < n; base += kChunk) {
+		const unsigned m = std::min(kChunk, n - base);
+		unsigned k = 0;
+		for (unsigned i = 0; i < m; i++)
+			if (out[base + i].v == verdict::pending)
+				idx[k++] = static_cast<uint16_t>(base + i);
+		if (k != 0)
+			create_bulk(pkts, idx, k, now_ns, out, nat);
+	}
+}
+
+void table::lookup_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result* out) noexcept
+{
 	const uint32_t now = ticks(now_ns);
 	uint16_t idx4[kChunk], idx6[kChunk];
 	for (unsigned base = 0; base < n; base += kChunk) {
@@ -361,17 +380,64 @@ void table::process_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result
 				idx4[n4++] = static_cast<uint16_t>(i);
 			}
 		}
-		const nat_init* const* nb = nat != nullptr ? nat + base : nullptr;
 		if (n4 != 0)
-			run(*f4_, pkts + base, idx4, n4, now, out + base, nb);
+			run(*f4_, pkts + base, idx4, n4, now, out + base);
 		if (n6 != 0)
-			run(*f6_, pkts + base, idx6, n6, now, out + base, nb);
+			run(*f6_, pkts + base, idx6, n6, now, out + base);
+	}
+}
+
+void table::create_bulk(const packet* pkts, const uint16_t* idx, unsigned n, uint64_t now_ns, result* out,
+			const nat_init* const* nat) noexcept
+{
+	const uint32_t now = ticks(now_ns);
+	for (unsigned k = 0; k < n; k++) {
+		const unsigned i = idx[k];
+		const packet& p = pkts[i];
+		result& r = out[i];
+		r = result{verdict::invalid, 0, st_none, p.t.family, nullptr};
+		const nat_init* ni = nat != nullptr ? nat[i] : nullptr;
+		if (p.t.family == 6) {
+			key6 key;
+			const unsigned kdir = make_key(p.t, key);
+			create(*f6_, key, kdir, p, now, ni, r);
+		} else {
+			key4 key;
+			const unsigned kdir = make_key(p.t, key);
+			create(*f4_, key, kdir, p, now, ni, r);
+		}
 	}
 }
 
 template <typename Fam>
+typename Fam::flow* table::find_entry(Fam& fam, const typename Fam::key& k, bool* in_lru) const noexcept
+{
+	typename Fam::flow* f = fam.lru.empty() ? nullptr : fam.lru.lookup(k);
+	*in_lru = f != nullptr;
+	return f != nullptr ? f : fam.hash.lookup(k);
+}
+
+template <typename Fam>
+typename Fam::flow* table::follow(typename Fam::flow* a, const typename Fam::key** k, unsigned* kdir, bool any_dir,
+				  bool* via_alias) const noexcept
+{
+	using K = typename Fam::key;
+	using F = typename Fam::flow;
+	const unsigned reply_kdir = (flags_of(load_status(a->h)) & kOrigHi) ? 1 : 0;
+	const bool reply = *kdir == reply_kdir;
+	if (!reply && !any_dir)
+		return nullptr;
+	F* f = alias_target(*a);
+	const unsigned odir = (flags_of(load_status(f->h)) & kOrigHi) ? 1 : 0;
+	*k = &maps::rhash<K, F>::key_of(f);
+	*kdir = (reply ? 1u : 0u) ^ odir;
+	*via_alias = true;
+	return f;
+}
+
+template <typename Fam>
 void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, uint32_t now,
-		result* out, const nat_init* const* nat) noexcept
+		result* out) noexcept
 {
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
@@ -429,51 +495,40 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		const packet& p = pkts[idx[i]];
 		result& r = out[idx[i]];
 		F* f = vals[i];
-		if (f != nullptr) {
-			const uint16_t st = load_status(f->h);
-			if (state_of(st) == tcp_established && (flags_of(st) & kReplied) && p.kind == pkt_kind::normal &&
-			    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) &&
-			    port_ok(f->seen[kdir[i]], p.in_port) &&
-			    (!track_window || window::track_ack(f->seen[kdir[i]], f->seen[kdir[i] ^ 1], p.tcp_seq,
-								p.tcp_ack, p.tcp_len, p.tcp_win))) [[likely]] {
-				const unsigned dir = kdir[i] ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
-				store(f->h.expires, est_expires);
-				store(f->packets[dir], load(f->packets[dir]) + 1);
-				store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
-				r = result{verdict::tracked, static_cast<uint8_t>(dir), tcp_established, fam_id, &f->h};
-				fast++;
+		if (f == nullptr) {  // create_bulk decides
+			r = result{verdict::pending, 0, st_none, fam_id, nullptr};
+			continue;
+		}
+		const K* k = &keys[i];
+		unsigned kd = kdir[i];
+		bool via = false;
+		bool lru = (in_lru >> i) & 1;
+		if (is_alias(*f)) {  // a reply of a NATed flow: its flow
+			f = follow<Fam>(f, &k, &kd, p.kind == pkt_kind::icmp_error, &via);
+			if (f == nullptr) {
+				r = result{verdict::invalid, 0, st_none, fam_id, nullptr};
+				tc().nat_clash.inc();
 				continue;
 			}
-			r.family = fam_id;
-			apply(fam, keys[i], f, kdir[i], p, now, (in_lru >> i) & 1, r);
-		} else if (p.alt != nullptr &&
-			   // The bulk lookup ran before earlier packets of this burst
-			   // were applied: one may have opened t's flow.
-			   (f = fam.lru.empty() ? nullptr : fam.lru.lookup(keys[i])) == nullptr &&
-			   (f = fam.hash.lookup(keys[i])) == nullptr) [[unlikely]] {
-			// Not a reply of the flow t names: the packet as it came.
-			typename Fam::key ak;
-			const unsigned akdir = make_key(*p.alt, ak);
-			F* af = fam.lru.empty() ? nullptr : fam.lru.lookup(ak);
-			const bool in_lru = af != nullptr;
-			if (af == nullptr)
-				af = fam.hash.lookup(ak);
-			packet q = p;
-			q.t = *p.alt;
-			q.alt = nullptr;
-			r.family = fam_id;
-			if (af != nullptr)
-				apply(fam, ak, af, akdir, q, now, in_lru, r);
-			else
-				create(fam, ak, akdir, q, now, nullptr, r);
-			r.alt = true;
-		} else if (f != nullptr) {
-			r.family = fam_id;
-			apply(fam, keys[i], f, kdir[i], p, now, fam.lru.lookup(keys[i]) != nullptr, r);
-		} else {
-			r.family = fam_id;
-			create(fam, keys[i], kdir[i], p, now, nat != nullptr ? nat[idx[i]] : nullptr, r);
+			lru = !fam.lru.empty() && fam.lru.lookup(*k) != nullptr;
 		}
+		const uint16_t st = load_status(f->h);
+		if (state_of(st) == tcp_established && (flags_of(st) & kReplied) && p.kind == pkt_kind::normal &&
+		    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) && port_ok(f->seen[kd], p.in_port) &&
+		    (!track_window ||
+		     window::track_ack(f->seen[kd], f->seen[kd ^ 1], p.tcp_seq, p.tcp_ack, p.tcp_len, p.tcp_win)))
+			[[likely]] {
+			const unsigned dir = kd ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
+			store(f->h.expires, est_expires);
+			store(f->packets[dir], load(f->packets[dir]) + 1);
+			store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
+			r = result{verdict::tracked, static_cast<uint8_t>(dir), tcp_established, fam_id, &f->h, via};
+			fast++;
+			continue;
+		}
+		r.family = fam_id;
+		apply(fam, *k, f, kd, p, now, lru, r);
+		r.via_alias = via;
 	}
 	if (fast != 0)
 		tc().tracked.add(fast);
@@ -597,6 +652,10 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 		} else {
 			x = next_state(p.t.proto, s, fl, dir, p.kind, p.tcp_flags);
 		}
+		// A NATed flow starts again only from its opener's side: its key
+		// and its reply alias name that side's connection.
+		if (x.reopen && (fl & kNat) && dir == 1)
+			x.valid = false;
 		if (!x.valid) {
 			r = result{verdict::invalid, static_cast<uint8_t>(dir), s, r.family, nullptr};
 			c.invalid_state.inc();
@@ -640,7 +699,13 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 				store(f->packets[d], 0u);
 				store(f->bytes[d], uint64_t{0});
 			}
-			set_ports(f->seen[kdir], f->seen[kdir ^ 1], p);
+			// The reply side keeps the port it was checked on unless
+			// the opener was routed again (pipeline admit()).
+			if (p.reply_port == kNoPort) {
+				window::put(f->seen[kdir].port, static_cast<uint8_t>(p.in_port == kNoPort ? 0 : p.in_port + 1));
+			} else {
+				set_ports(f->seen[kdir], f->seen[kdir ^ 1], p);
+			}
 		}
 		store(f->h.expires, now + life(x.state, x.flags));
 		store(f->packets[dir], load(f->packets[dir]) + 1);
@@ -659,6 +724,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			// rather than sit in CLOSE.
 			if (x.state == tcp_close && !(fl & kReplied) && claim(*f, next)) [[unlikely]] {
 				emit(event_type::destroyed, k, *f, x.state, destroy_reason::erased, now);
+				unlink_alias(fam, k, *f, next);
 				if (!in_lru || fam.lru.erase(k) != 0)
 					fam.hash.erase(k);
 				c.erased.inc();
@@ -675,21 +741,37 @@ template <typename Fam>
 void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const packet& p, uint32_t now,
 		   const nat_init* nat, result& r) noexcept
 {
+	using K = typename Fam::key;
 	using F = typename Fam::flow;
 	thread_counters& c = tc();
 	const bool pickup = can_pickup(p);
 	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
+	// An entry found for k after all (an earlier packet of the burst made
+	// it, or another worker): the packet is applied to its flow.
+	auto found = [&](F* f, bool in_lru) {
+		const K* fk = &k;
+		unsigned fd = kdir;
+		bool via = false;
+		if (is_alias(*f)) {
+			f = follow<Fam>(f, &fk, &fd, p.kind == pkt_kind::icmp_error, &via);
+			if (f == nullptr) {
+				r = result{verdict::invalid, 0, st_none, r.family, nullptr};
+				c.nat_clash.inc();
+				return;
+			}
+			in_lru = !fam.lru.empty() && fam.lru.lookup(*fk) != nullptr;
+		}
+		apply(fam, *fk, f, fd, p, now, in_lru, r);
+		r.via_alias = via;
+	};
 	if (pickup || !opener) {
 		// The bulk lookup ran before earlier packets of this burst were
 		// applied: one of them may have created the flow (a SYN and its
 		// SYN-ACK in one burst). Look again before calling it invalid, or
 		// picking it up.
-		F* f = fam.lru.empty() ? nullptr : fam.lru.lookup(k);
-		const bool in_lru = f != nullptr;
-		if (f == nullptr)
-			f = fam.hash.lookup(k);
-		if (f != nullptr) {
-			apply(fam, k, f, kdir, p, now, in_lru, r);
+		bool in_lru;
+		if (F* f = find_entry(fam, k, &in_lru)) {
+			found(f, in_lru);
 			return;
 		}
 	}
@@ -731,10 +813,12 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			// The bucket is being migrated (or its chain is full): the
 			// overflow LRU takes the flow, refusing rather than evicting
 			// an established one to make room.
-			rc = fam.lru.insert_claiming(k, init, h, true, &out, false,
-						     [&](const typename Fam::key& vk, F& vf) {
-							     return claim_victim(vk, vf, now);
-						     });
+			unlink_later<K, F> later{};
+			rc = fam.lru.insert_claiming(k, init, h, true, &out, false, [&](const K& vk, F& vf) {
+				return claim_victim(vk, vf, now, &later);
+			});
+			if (later.target != nullptr)  // the victim's alias, now the LRU lock is released
+				unlink_alias_key(fam, later.key, later.target);
 			lru = true;
 			if (rc == 0)
 				c.spilled.inc();
@@ -745,6 +829,26 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			}
 		}
 		if (rc == 0) {
+			if (nat != nullptr) {
+				// The reply alias, before the packet leaves (no reply can
+				// come before it); without it the flow cannot stand.
+				const int ar = link_alias(fam, k, out, now);
+				if (ar != 0) {
+					if (claim(*out, init.h.status) && (!lru || fam.lru.erase(k) != 0))
+						fam.hash.erase(k);
+					const verdict v = ar == -EEXIST ? verdict::invalid
+							  : ar == -EBUSY ? verdict::refused_busy
+							  : ar == -ENOSPC ? verdict::refused_full
+									   : verdict::refused_nomem;
+					r = result{v, 0, st_none, r.family, nullptr};
+					(ar == -EEXIST	   ? c.nat_clash
+					 : ar == -EBUSY	   ? c.refused_busy
+					 : ar == -ENOSPC ? c.refused_full
+							   : c.refused_nomem)
+						.inc();
+					return;
+				}
+			}
 			r = result{verdict::created, 0, s0, r.family, &out->h};
 			c.created.inc();
 			if (pickup)
@@ -752,9 +856,9 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			emit(event_type::created, k, *out, st_none, destroy_reason::none, now);
 			return;
 		}
-		if (rc == -EEXIST) {  // another worker created it first
+		if (rc == -EEXIST) {  // another worker (or packet of the burst) created it first
 			c.insert_raced.inc();
-			apply(fam, k, out, kdir, p, now, lru, r);
+			found(out, lru);
 			return;
 		}
 		if (rc == -ENOSPC && !evicted && evict_near(fam, h, now)) {
@@ -772,22 +876,116 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	}
 }
 
+// ---- reply aliases ----------------------------------------------------------------
+
+template <typename K, typename F>
+bool table::alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* reply_kdir) noexcept
+{
+	if (!(flags_of(st) & kNat))
+		return false;
+	const tuple o = tuple_of(k, (flags_of(st) & kOrigHi) ? 1 : 0);
+	tuple r = o;  // the reply: from the backend to the opener
+	std::memset(r.src, 0, sizeof(r.src));
+	std::memcpy(r.src, f.nat_addr, sizeof(f.nat_addr));
+	r.sport = f.h.nat_port != 0 ? f.h.nat_port : o.dport;
+	std::memcpy(r.dst, o.src, sizeof(r.dst));
+	r.dport = o.sport;
+	*reply_kdir = make_key(r, *ak);
+	return std::memcmp(ak, &k, sizeof(K)) != 0;
+}
+
+template <typename Fam>
+int table::link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, uint32_t now) noexcept
+{
+	using K = typename Fam::key;
+	using F = typename Fam::flow;
+	K ak;
+	unsigned rk;
+	if (!alias_key(k, *f, load_status(f->h), &ak, &rk))
+		return 0;
+	F a;
+	std::memset(&a, 0, sizeof(a));
+	a.h.status = status(st_alias, rk != 0 ? kOrigHi : 0);
+	a.bytes[0] = reinterpret_cast<uintptr_t>(f);
+	const uint64_t h = fam.hash.hash(ak);
+	for (int tries = 0; tries < 2; tries++) {
+		F* cur = nullptr;
+		int rc = fam.hash.insert_with_hash(ak, a, h, &cur);
+		bool in_lru = false;
+		if (rc == -EBUSY) {
+			// Never evicts for an alias, and is never evicted (normal class).
+			rc = fam.lru.insert_claiming(ak, a, h, false, &cur, false, [](const K&, F&) { return false; });
+			if (rc == -ENOSPC)
+				return -EBUSY;
+			in_lru = true;
+		}
+		if (rc == 0) {
+			tc().aliases[fam_index<Fam>()].inc();
+			return 0;
+		}
+		if (rc != -EEXIST)
+			return rc;
+		// The reply tuple is taken. A flow that is only a guess (half-open,
+		// or picked up mid-stream and unanswered: a backend's segment seen
+		// before its client's, or a forged one) gives way; a NATed flow or
+		// an answered one does not.
+		const uint16_t cst = load_status(cur->h);
+		const uint8_t cs = state_of(cst);
+		if (cs == st_alias || cs == st_none || (flags_of(cst) & kNat) ||
+		    !(evictable(cs, flags_of(cst)) || expired(load(cur->h.expires), now)) || !claim(*cur, cst))
+			return -EEXIST;
+		emit(event_type::destroyed, ak, *cur, cs, destroy_reason::evicted, now);
+		if (!in_lru || fam.lru.erase(ak) != 0)
+			if (fam.hash.erase(ak) != 0)
+				(void)fam.lru.erase(ak);
+		tc().alias_replaced.inc();
+	}
+	return -EEXIST;
+}
+
+template <typename Fam>
+void table::unlink_alias_key(Fam& fam, const typename Fam::key& ak, const typename Fam::flow* target) noexcept
+{
+	bool in_lru;
+	const auto* a = find_entry(fam, ak, &in_lru);
+	if (a == nullptr || !is_alias(*a) || alias_target(*a) != target)
+		return;  // none, or another flow's (linked after ours went)
+	int rc = in_lru ? fam.lru.erase(ak) : -ENOENT;
+	if (rc != 0)
+		rc = fam.hash.erase(ak);
+	if (rc == 0)
+		tc().aliases[fam_index<Fam>()].sub(1);
+}
+
+template <typename Fam>
+void table::unlink_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f, uint16_t st) noexcept
+{
+	typename Fam::key ak;
+	unsigned rk;
+	if (alias_key(k, f, st, &ak, &rk))
+		unlink_alias_key(fam, ak, &f);
+}
+
 // The overflow LRU asks before it evicts: only a flow that is half-open or
 // expired, and only if this thread wins its destruction (a flow that just
-// became established has already left the half-open class by CAS).
+// became established has already left the half-open class by CAS). Runs
+// under the LRU's lock: the victim's alias is left to the caller (later).
 template <typename K, typename F>
-bool table::claim_victim(const K& k, F& f, uint32_t now) noexcept
+bool table::claim_victim(const K& k, F& f, uint32_t now, unlink_later<K, F>* later) noexcept
 {
 	const uint16_t st = load_status(f.h);
 	const uint8_t s = state_of(st);
 	if (s == st_none)
 		return true;  // being destroyed already
-	if (!evictable(s, flags_of(st)) && !expired(load(f.h.expires), now))
+	if (s == st_alias || (!evictable(s, flags_of(st)) && !expired(load(f.h.expires), now)))
 		return false;
 	if (!claim(f, st))
 		return false;
 	emit(event_type::destroyed, k, f, s, destroy_reason::evicted, now);
 	tc().evicted_overflow.inc();
+	unsigned rk;
+	if (alias_key(k, f, st, &later->key, &rk))
+		later->target = &f;
 	return true;
 }
 
@@ -807,7 +1005,7 @@ bool table::evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept
 	auto pick = [&](const K& k, F& f) {
 		const uint16_t st = load_status(f.h);
 		const uint8_t s = state_of(st);
-		if (s == st_none)
+		if (s == st_none || s == st_alias)  // an alias goes with its flow
 			return true;
 		const int rank = expired(load(f.h.expires), now) ? 0 : evictable(s, flags_of(st)) ? 1 : 2;
 		if (rank < best) {
@@ -827,6 +1025,7 @@ bool table::evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept
 	if (best == 2 || !claim(*vf, vst))
 		return false;
 	emit(event_type::destroyed, vk, *vf, state_of(vst), destroy_reason::evicted, now);
+	unlink_alias(fam, vk, *vf, vst);
 	if (fam.hash.erase(vk) != 0)
 		return false;
 	(best == 0 ? tc().evicted_expired : tc().evicted_halfopen).inc();
@@ -836,11 +1035,13 @@ bool table::evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept
 template <typename Fam>
 bool table::find_in(const Fam& fam, const tuple& t, uint32_t now, flow_view* v, unsigned* dir) const noexcept
 {
-	typename Fam::key k;
-	const unsigned kdir = make_key(t, k);
-	const auto* f = fam.lru.lookup(k);
-	if (f == nullptr)
-		f = fam.hash.lookup(k);
+	typename Fam::key key;
+	unsigned kdir = make_key(t, key);
+	const typename Fam::key* k = &key;
+	bool in_lru, via = false;
+	auto* f = find_entry(const_cast<Fam&>(fam), key, &in_lru);
+	if (f != nullptr && is_alias(*f))
+		f = follow<Fam>(f, &k, &kdir, true, &via);
 	if (f == nullptr)
 		return false;
 	const uint16_t st = load_status(f->h);
@@ -850,7 +1051,7 @@ bool table::find_in(const Fam& fam, const tuple& t, uint32_t now, flow_view* v, 
 	for (unsigned s = 0; s < kStates; s++)
 		tmo[s] = timeout(static_cast<uint8_t>(s));
 	if (v != nullptr)
-		*v = view_of(k, *f, tmo);
+		*v = view_of(*k, *f, tmo);
 	if (dir != nullptr)
 		*dir = kdir ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
 	return true;
@@ -864,11 +1065,13 @@ bool table::find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir) c
 template <typename Fam>
 int table::touch_in(Fam& fam, const tuple& t, uint32_t now, uint32_t packets, uint64_t bytes) noexcept
 {
-	typename Fam::key k;
-	const unsigned kdir = make_key(t, k);
-	auto* f = fam.lru.lookup(k);
-	if (f == nullptr)
-		f = fam.hash.lookup(k);
+	typename Fam::key key;
+	unsigned kdir = make_key(t, key);
+	const typename Fam::key* k = &key;
+	bool in_lru, via = false;
+	auto* f = find_entry(fam, key, &in_lru);
+	if (f != nullptr && is_alias(*f))
+		f = follow<Fam>(f, &k, &kdir, false, &via);
 	if (f == nullptr)
 		return -ENOENT;
 	const uint16_t st = load_status(f->h);
@@ -890,20 +1093,23 @@ int table::touch(const tuple& t, uint64_t now_ns, uint32_t packets, uint64_t byt
 template <typename Fam>
 int table::erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept
 {
-	typename Fam::key k;
-	make_key(t, k);
-	bool in_lru = true;
-	auto* f = fam.lru.lookup(k);
-	if (f == nullptr) {
-		in_lru = false;
-		f = fam.hash.lookup(k);
+	typename Fam::key key;
+	unsigned kdir = make_key(t, key);
+	bool in_lru, via = false;
+	const typename Fam::key* kp = &key;
+	auto* f = find_entry(fam, key, &in_lru);
+	if (f != nullptr && is_alias(*f)) {  // named by its reply tuple
+		f = follow<Fam>(f, &kp, &kdir, true, &via);
+		in_lru = !fam.lru.empty() && fam.lru.lookup(*kp) != nullptr;
 	}
 	if (f == nullptr)
 		return -ENOENT;
+	const typename Fam::key k = *kp;
 	const uint16_t st = load_status(f->h);
 	if (state_of(st) == st_none || !claim(*f, st))
 		return -ENOENT;  // someone else is destroying it
 	emit(event_type::destroyed, k, *f, state_of(st), destroy_reason::erased, now);
+	unlink_alias(fam, k, *f, st);
 	if (!in_lru)
 		fam.hash.erase(k);
 	else if (fam.lru.erase(k) != 0)
@@ -928,18 +1134,22 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 	thread_counters& c = tc();
 	size_t expired_n = 0;
 	K victims[kGcChunk];
-	unsigned nv = 0;
+	unlink_later<K, F> aliases[kGcChunk];
+	unsigned nv = 0, na = 0;
 	bool more = true;
 	auto check = [&](const K& k, F& f) {
 		const uint16_t st = load_status(f.h);
 		const uint8_t s = state_of(st);
-		if (s == st_none)
+		if (s == st_none || s == st_alias)  // an alias goes with its flow
 			return true;
 		const uint32_t exp = load(f.h.expires);
 		if (expired(exp, now)) {
 			if (claim(f, st)) {
 				emit(event_type::destroyed, k, f, s, destroy_reason::expired, now);
 				victims[nv++] = k;
+				unsigned rk;
+				if (alias_key(k, f, st, &aliases[na].key, &rk))
+					aliases[na++].target = &f;
 			}
 		} else if (exp - now > timeout(s)) {
 			// A racing transition (or a timeout reload) left the flow a
@@ -951,24 +1161,39 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 	};
 	while (more) {
 		fam.gc_pos = fam.hash.scan(fam.gc_pos, kGcChunk, check);
+		// The flows' entries are retired, not freed: their aliases (which
+		// point at them) go before this thread's next quiescent state.
 		for (unsigned i = 0; i < nv; i++)
 			if (fam.hash.erase(victims[i]) == 0 || fam.lru.erase(victims[i]) == 0) {
 				c.expired_gc.inc();
 				expired_n++;
 			}
-		nv = 0;
+		for (unsigned i = 0; i < na; i++)
+			unlink_alias_key(fam, aliases[i].key, aliases[i].target);
+		nv = na = 0;
 		if (fam.gc_pos >= maps::rhash<K, F>::kScanEnd) {
 			fam.gc_pos = 0;
 			*wrapped = true;
-			// The overflow LRU is small: one pass per sweep.
+			// The overflow LRU is small: one pass per sweep (its victims'
+			// aliases are unlinked once its lock is released).
+			std::vector<unlink_later<K, F>> later;
 			expired_n += fam.lru.erase_if([&](const K& k, F& f) {
 				const uint16_t st = load_status(f.h);
-				if (state_of(st) == st_none || !expired(load(f.h.expires), now) || !claim(f, st))
+				if (state_of(st) == st_none || state_of(st) == st_alias || !expired(load(f.h.expires), now) ||
+				    !claim(f, st))
 					return false;
 				emit(event_type::destroyed, k, f, state_of(st), destroy_reason::expired, now);
 				c.expired_gc.inc();
+				unlink_later<K, F> a;
+				unsigned rk;
+				if (alias_key(k, f, st, &a.key, &rk)) {
+					a.target = &f;
+					later.push_back(a);
+				}
 				return true;
 			});
+			for (const auto& a : later)
+				unlink_alias_key(fam, a.key, a.target);
 			more = false;
 		}
 		if (max_chunks != 0 ? ++chunks >= max_chunks : mono_ns() >= deadline_ns)
@@ -1028,8 +1253,14 @@ ct::stats table::stats() const noexcept
 		CTPLANE_CT_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
 	}
-	s.flows4 = f4_->hash.size();
-	s.flows6 = f6_->hash.size();
+	uint64_t al[2] = {0, 0};
+	for (unsigned t = 0; t < maps::kMaxThreads; t++)
+		for (unsigned f = 0; f < 2; f++)
+			al[f] += counters_[t].aliases[f].get();  // wraps back to the difference
+	s.nat_aliases4 = al[0];
+	s.nat_aliases6 = al[1];
+	s.flows4 = f4_->hash.size() - std::min<uint64_t>(al[0], f4_->hash.size());
+	s.flows6 = f6_->hash.size() - std::min<uint64_t>(al[1], f6_->hash.size());
 	s.overflow4 = f4_->lru.size();
 	s.overflow6 = f6_->lru.size();
 	s.hash4 = f4_->hash.stats();
@@ -1053,7 +1284,7 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 	auto one = [&](const K& k, const F& f) {
 		const uint16_t st = load_status(f.h);
 		const uint32_t exp = load(f.h.expires);
-		if (state_of(st) == st_none || expired(exp, now))
+		if (state_of(st) == st_none || state_of(st) == st_alias || expired(exp, now))
 			return;
 		flow_record r;
 		std::memset(&r, 0, sizeof(r));
@@ -1124,7 +1355,13 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 		}
 		rc = fam.hash.insert_with_hash(k, init, h);
 	}
-	return rc;
+	if (rc != 0 || !(fl & kNat))
+		return rc;
+	F* f = fam.hash.lookup_with_hash(k, h);
+	const int ar = f != nullptr ? link_alias(fam, k, f, now) : -ENOENT;
+	if (ar != 0 && f != nullptr && claim(*f, init.h.status))
+		fam.hash.erase_with_hash(k, h);  // a flow whose replies could not be found is no flow
+	return ar;
 }
 
 int table::restore_flow(const flow_record& r, uint64_t now_ns) noexcept
@@ -1138,7 +1375,11 @@ int table::restore_flow(const flow_record& r, uint64_t now_ns) noexcept
 
 uint64_t table::size() const noexcept
 {
-	return f4_->hash.size() + f6_->hash.size() + f4_->lru.size() + f6_->lru.size();
+	uint64_t al = 0;
+	for (unsigned t = 0; t < maps::kMaxThreads; t++)
+		al += counters_[t].aliases[0].get() + counters_[t].aliases[1].get();
+	const uint64_t all = f4_->hash.size() + f6_->hash.size() + f4_->lru.size() + f6_->lru.size();
+	return all - std::min(al, all);
 }
 
 size_t table::bytes_used() const noexcept

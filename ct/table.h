@@ -10,8 +10,29 @@
 // key (ct/tuple.h): both directions find it with one probe. The value is
 // the whole flow: status, expiry, per-direction counters and the NAT/LB
 // data, in one object, so expiry or eviction can never split a flow from
-// its translation. An IPv4 flow is a 56-byte entry (16 key + 40 value) and
-// about 6-11 bytes of index; an IPv6 flow is 96 + index.
+// its translation. An IPv4 flow is an 80-byte entry (16 key + 64 value) and
+// about 6-11 bytes of index; an IPv6 flow is 120 + index.
+//
+// Reply aliases. A NATed flow's replies carry the translated address (the
+// backend's, not the VIP's), so their tuple names no key of the flow. As
+// nf_conntrack's second tuple hash, such a flow is also indexed under its
+// reply tuple: an alias entry in the same hash (status st_alias) whose value
+// points at the flow's entry. A reply is then found with one probe too (one
+// more line read: the flow it points at), and nothing outside the CT (no
+// reverse map of backends) is needed to translate it back; a backend
+// endpoint may serve any number of services. Entries never move (rhash and
+// the overflow LRU move 32-bit references, not entries), so the pointer
+// stays good while both are indexed. The rules that keep it so:
+//   - the alias is linked after the flow and unlinked by whoever wins the
+//     flow's destruction (the st_none CAS), before that thread's next
+//     quiescent state: a reader can never find an alias whose flow was
+//     freed;
+//   - an alias is never a victim on its own (GC, eviction skip it) and is
+//     unlinked only if it still points at the flow being destroyed;
+//   - a reply tuple that another flow holds refuses the new NATed flow
+//     (nat_clash), unless that flow is a guess (half-open or picked up and
+//     unanswered, no NAT of its own: alias_replaced), which is destroyed.
+// A NATed flow costs two entries against max_entries.
 //
 //   flow_head   status (state | flags << 8, one CAS-able 16-bit word),
 //               nat_port, expires (32-bit ms ticks), backend
@@ -138,13 +159,8 @@ struct packet {
 	uint8_t in_port = kNoPort;
 	uint8_t reply_port = kNoPort;
 	// The packet may not open a flow mid-stream even in loose mode (a
-	// backend's segment: the client's side picks its flow up).
+	// backend's segment: the client's side picks its flow up, NATed).
 	bool no_pickup = false;
-	// Another name for the packet (a backend's packet: t is it translated
-	// back to the service, *alt as it came). When t names no flow, the
-	// packet is judged under *alt instead, in its place in the burst (and
-	// a flow it opens is opened under *alt); result::alt says so.
-	const tuple* alt = nullptr;
 	uint16_t tcp_win = 0;            // the raw window field
 	uint32_t tcp_seq = 0, tcp_ack = 0;
 	uint32_t tcp_len = 0;            // payload bytes
@@ -159,6 +175,7 @@ enum class verdict : uint8_t {
 	refused_full,   // an opener the full table could not admit
 	refused_busy,   // an opener neither the resizing hash nor the overflow LRU took
 	refused_nomem,  // the allocator is exhausted
+	pending,        // lookup_bulk: no flow (yet); create_bulk decides
 };
 const char* verdict_name(verdict v) noexcept;
 
@@ -173,8 +190,15 @@ struct result {
 	uint8_t state;  // the flow's state after the packet
 	uint8_t family;
 	flow_head* flow;  // created / tracked / related; else nullptr
-	bool alt = false;  // judged under packet::alt
+	// Found under the flow's reply alias: the packet carries the translated
+	// address (a reply from the backend, or an ICMP error quoting the
+	// translated packet).
+	bool via_alias = false;
 };
+
+// The original tuple of the flow `r` points at (its opener's, before any
+// translation: for a service flow, client -> VIP). false if r has no flow.
+bool original_of(const result& r, tuple* t) noexcept;
 
 // A copy of one flow, for tests, dumps and telemetry.
 struct flow_view {
@@ -208,7 +232,8 @@ struct flow_record {
 	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
 	X(invalid_window) X(invalid_port) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
 	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_overflow) X(refused_full) X(refused_busy)             \
-	X(refused_nomem) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped)
+	X(refused_nomem) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
+	X(alias_replaced)
 
 struct counters {
 #define CTPLANE_X(n) uint64_t n = 0;
@@ -220,6 +245,7 @@ struct stats {
 	counters c;
 	uint64_t flows4, flows6;        // in the hashes
 	uint64_t overflow4, overflow6;  // in the overflow LRUs
+	uint64_t nat_aliases4, nat_aliases6;  // reply aliases of NATed flows (not counted as flows)
 	maps::rhash_stats hash4, hash6;
 	maps::overflow_lru_stats lru4, lru6;
 	uint64_t gc_sweeps;             // full passes over both tables
@@ -241,6 +267,22 @@ public:
 	// flow it creates starts with (nullptr entries: none). Any n.
 	void process_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result* out,
 			  const nat_init* const* nat = nullptr) noexcept;
+	// process_bulk in two halves, so a caller can decide the translation
+	// of new flows only (the load balancer runs for a flow's first packet,
+	// not every packet): lookup_bulk applies every packet whose flow is
+	// there and leaves the others verdict::pending, changing nothing for
+	// them; create_bulk then takes the pending ones (idx[0..n) into pkts /
+	// out), in order: the flow again (an earlier packet may have made it),
+	// else a new flow if the packet may open one (nat[idx[k]]: its
+	// translation, optional), else invalid.
+	void lookup_bulk(const packet* pkts, unsigned n, uint64_t now_ns, result* out) noexcept;
+	void create_bulk(const packet* pkts, const uint16_t* idx, unsigned n, uint64_t now_ns, result* out,
+			 const nat_init* const* nat = nullptr) noexcept;
+	// Whether the packet may open a flow (an opener, or a pickup in loose mode).
+	bool may_open(const packet& p) const noexcept
+	{
+		return opens(p.t.proto, p.kind, p.tcp_flags) || can_pickup(p);
+	}
 	result process(const packet& p, uint64_t now_ns, const nat_init* nat = nullptr) noexcept
 	{
 		result r;
@@ -252,10 +294,6 @@ public:
 	bool find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir = nullptr) const noexcept;
 	// Destroys the flow of t (either direction). 0 or -ENOENT.
 	int erase(const tuple& t, uint64_t now_ns) noexcept;
-	// Gives the flow a just-created result points at its translation (a
-	// flow picked up mid-stream to a service: its backend is chosen after
-	// the CT saw it). 0, or -EINVAL (no flow, or it has one already).
-	int attach_nat(const result& r, const nat_init& n) noexcept;
 	// Accounts `packets` / `bytes` seen in t's direction of its live flow
 	// outside process() (the sockmap's short path), and refreshes its
 	// expiry as a packet at now_ns would. No state change. 0 or -ENOENT.
@@ -348,6 +386,14 @@ private:
 #define CTPLANE_X(n) maps::counter n;
 		CTPLANE_CT_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
+		maps::counter aliases[2];  // reply aliases linked less unlinked, IPv4 / IPv6 (wraps)
+	};
+	// A reply alias to unlink once no lock is held (an eviction decided
+	// under the overflow LRU's lock).
+	template <typename K, typename F>
+	struct unlink_later {
+		K key;
+		const F* target;
 	};
 
 	template <typename Fam>
@@ -356,7 +402,32 @@ private:
 	int restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept;
 	template <typename Fam>
 	void run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, uint32_t now,
-		 result* out, const nat_init* const* nat) noexcept;
+		 result* out) noexcept;
+	// The flow of alias a, found under key *k with packet key direction
+	// *kdir: *k and *kdir become the flow's, via_alias is set. nullptr: a
+	// met from its original side (client -> backend) when !any_dir (only
+	// an ICMP error may quote that side; any other packet is another
+	// connection reusing the translated tuple: a clash).
+	template <typename Fam>
+	typename Fam::flow* follow(typename Fam::flow* a, const typename Fam::key** k, unsigned* kdir, bool any_dir,
+				   bool* via_alias) const noexcept;
+	// Looks key k up in the LRU (if not empty), then the hash.
+	template <typename Fam>
+	typename Fam::flow* find_entry(Fam& fam, const typename Fam::key& k, bool* in_lru) const noexcept;
+	// The alias key of a NATed flow (k, status st) and the key direction
+	// of its reply tuple in it; false if the flow needs none (no NAT, or
+	// the translation leaves the reply tuple the key's own).
+	template <typename K, typename F>
+	static bool alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* reply_kdir) noexcept;
+	// Links the reply alias of the NATed flow f (key k). 0, -EEXIST (the
+	// reply tuple is another flow's), -EBUSY, -ENOSPC, -ENOMEM.
+	template <typename Fam>
+	int link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, uint32_t now) noexcept;
+	// After winning f's destruction: unlinks its alias if it points at f.
+	template <typename Fam>
+	void unlink_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f, uint16_t st) noexcept;
+	template <typename Fam>
+	void unlink_alias_key(Fam& fam, const typename Fam::key& ak, const typename Fam::flow* target) noexcept;
 	template <typename Fam>
 	void apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, unsigned kdir,
 		   const packet& p, uint32_t now, bool in_lru, result& r) noexcept;
@@ -368,7 +439,7 @@ private:
 	template <typename Fam>
 	bool evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept;
 	template <typename K, typename F>
-	bool claim_victim(const K& k, F& f, uint32_t now) noexcept;
+	bool claim_victim(const K& k, F& f, uint32_t now, unlink_later<K, F>* later) noexcept;
 	template <typename Fam>
 	size_t gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max_chunks, bool* wrapped) noexcept;
 	template <typename Fam>
@@ -436,7 +507,8 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
 	auto at = [&](uint64_t p, unsigned k) { return uint64_t{part} << 48 | p << 16 | k; };
 	auto live = [](auto& f) {
-		return (std::atomic_ref<uint16_t>(f.h.status).load(std::memory_order_acquire) & 0xff) != st_none;
+		const unsigned s = std::atomic_ref<uint16_t>(f.h.status).load(std::memory_order_acquire) & 0xff;
+		return s != st_none && s != st_alias;
 	};
 	// One part; false: fn refused a flow, `stop` says where.
 	auto family = [&](auto& fam, bool lru, uint64_t* stop) {

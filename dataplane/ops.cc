@@ -723,10 +723,12 @@ reply ops::tables()
 	const ct::stats s = dp_.ct().stats();
 	const lb::lb_stats l = dp_.lb().stats();
 	const sockmap::stats sm = dp_.sm().get_stats();
-	r.num("ct4/entries", s.hash4.entries);
+	r.num("ct4/entries", s.flows4);  // flows; a NATed one also holds a reply alias
+	r.num("ct4/nat_aliases", s.nat_aliases4);
 	r.num("ct4/buckets", s.hash4.buckets);
 	r.num("ct4/load_pct", static_cast<uint64_t>(s.hash4.load * 100 + 0.5));
-	r.num("ct6/entries", s.hash6.entries);
+	r.num("ct6/entries", s.flows6);
+	r.num("ct6/nat_aliases", s.nat_aliases6);
 	r.num("ct6/buckets", s.hash6.buckets);
 	r.num("ct6/load_pct", static_cast<uint64_t>(s.hash6.load * 100 + 0.5));
 	r.num("ct_overflow/entries", s.lru4.entries + s.lru6.entries);

@@ -95,22 +95,30 @@ uint32_t flow_hash(const ct::tuple& t) noexcept
 
 // ---- per-burst state -----------------------------------------------------------------
 
+// One burst on a worker's stack. By frame (index into the burst): p, in_port,
+// dnat, made, j_of. By live index (the live vector, w.idx[j] its frame):
+// ctp, res, nat, natp.
 struct pipeline::work {
 	frame* f;
 	outcome* out;
+	lcore_stats* s;
+	uint64_t now;
+	unsigned nframes;
 	parsed p[kMaxBurst];
-	ct::packet ctp[kMaxBurst];
-	ct::nat_init nat[kMaxBurst];
-	const ct::nat_init* natp[kMaxBurst];
-	ct::result res[kMaxBurst];
-	uint32_t svc[kMaxBurst];  // service of a new flow's destination
-	uint32_t rev[kMaxBurst];  // the reply's (or quoted packet's) backend service
-	uint16_t idx[kMaxBurst];  // frames still on the normal path
-	bool dnat[kMaxBurst];     // by frame: its destination was translated
-	bool made[kMaxBurst];     // by frame: its CT flow is new (undone if it cannot leave)
-	uint8_t j_of[kMaxBurst];  // by frame: its index in ctp / res
-	uint16_t in_port[kMaxBurst];  // by frame: where it came in (kPortInfer: nowhere known)
+	uint16_t in_port[kMaxBurst];  // where it came in (kPortInfer: nowhere known)
+	bool dnat[kMaxBurst];         // its destination was translated
+	bool made[kMaxBurst];         // its CT flow is new (undone if it cannot leave)
+	uint8_t j_of[kMaxBurst];      // made: its live index at the NAT stage
+	uint16_t idx[kMaxBurst];      // the live vector; kGone: left it in this stage
 	unsigned n = 0;
+	ct::packet ctp[kMaxBurst];
+	ct::result res[kMaxBurst];
+	ct::nat_init nat[kMaxBurst];
+	const ct::nat_init* natp[kMaxBurst];  // a new flow's translation, or nullptr
+	uint16_t miss[kMaxBurst];             // live indexes of packets with no flow yet
+	unsigned nmiss = 0;
+	uint16_t later[kMaxBurst];  // later fragments (frames), after the rest
+	unsigned nlater = 0;
 };
 
 pipeline::pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores)
@@ -598,228 +606,302 @@ bool pipeline::police(lcore_stats& s, punt_class c, uint64_t now_ns) noexcept
 	return false;
 }
 
-void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept
+void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) noexcept
 {
 	forward_rewrite(w.f[i].data, w.p[i], mac, ports_[port].mac);
 	w.out[i] = outcome{fate::forward, drop::kCount, port};
-	s.forwarded.inc();
+	w.s->forwarded.inc();
 }
+
+// ---- the stages ---------------------------------------------------------------------
+//
+// Each stage runs over the burst's live vector (w.idx[0, w.n): the frames
+// still on the normal path, in arrival order) and leaves it compacted: a
+// frame that is dropped, forwarded early or handed to the control path
+// leaves the vector with its outcome set. The CT's view of live frame j
+// is w.ctp[j], its verdict w.res[j]; new flows (no CT entry yet) are
+// listed by w.miss.
 
 void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc) noexcept
 {
-	lcore_stats& s = lc_[lc];
 	work w;
 	w.f = f;
 	w.out = out;
-	std::fill_n(w.dnat, n, false);
-	s.rx.add(n);
-	auto drop_it = [&](unsigned i, drop why) {
-		out[i] = outcome{fate::drop, why, 0};
-		s.dropped.inc();
-		s.drops[static_cast<unsigned>(why)].inc();
-	};
+	w.s = &lc_[lc];
+	w.now = now_ns;
+	w.nframes = n;
+	w.s->rx.add(n);
+	parse_stage(w);      // parse; for us -> control / answered; martians, TTL, checksums
+	fragment_stage(w);   // later fragments wait for the rest of the burst
+	sockmap_stage(w);    // established local connections leave here
+	ct_lookup_stage(w);  // one probe per packet, whichever direction
+	service_stage(w);    // new flows only: service, backend (Maglev); none -> refused
+	admit_stage(w);      // new flows only: routed and rp_filter-checked before any state
+	ct_create_stage(w);  // new flows
+	nat_stage(w);        // CT verdicts; DNAT, SNAT, ICMP errors' quotes
+	route_stage(w);      // LPM, next hop, L2 rewrite, TTL
+	for (unsigned k = 0; k < w.nlater; k++)
+		later_fragment(w, w.later[k]);  // their first fragments are known now
+	police_stage(w);     // punts within their class's rate
+}
 
-	// 1. Parse; ARP, neighbour discovery and traffic to our own addresses
-	//    go to the control path; TTL expiry drops here.
-	for (unsigned i = 0; i < n; i++) {
+void pipeline::drop_frame(work& w, unsigned i, drop why, punt p) noexcept
+{
+	w.out[i] = outcome{fate::drop, why, 0, p};
+	w.s->dropped.inc();
+	w.s->drops[static_cast<unsigned>(why)].inc();
+}
+
+void pipeline::compact(work& w) noexcept
+{
+	unsigned m = 0;
+	for (unsigned j = 0; j < w.n; j++) {
+		if (w.idx[j] == kGone)
+			continue;
+		if (m != j) {
+			w.idx[m] = w.idx[j];
+			w.ctp[m] = w.ctp[j];
+			w.res[m] = w.res[j];
+			w.nat[m] = w.nat[j];
+			w.natp[m] = w.natp[j] != nullptr ? &w.nat[m] : nullptr;
+		}
+		m++;
+	}
+	w.n = m;
+}
+
+void pipeline::parse_stage(work& w) noexcept
+{
+	lcore_stats& s = *w.s;
+	w.n = 0;
+	for (unsigned i = 0; i < w.nframes; i++) {
+		frame& fr = w.f[i];
 		parsed& p = w.p[i];
-		parse(f[i].data, f[i].len, &p);
+		w.dnat[i] = w.made[i] = false;
+		parse(fr.data, fr.len, &p);
 		if (p.kind == frame_kind::dropped) {
-			drop_it(i, p.reason);
+			drop_frame(w, i, p.reason);
 			continue;
 		}
 		if (p.kind == frame_kind::arp ||
 		    (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137) || for_us(p)) {
-			if (answer(f[i], p, s)) {
-				out[i] = outcome{fate::forward, drop::kCount, f[i].in_port};
+			if (answer(fr, p, s)) {
+				w.out[i] = outcome{fate::forward, drop::kCount, fr.in_port};
 				continue;
 			}
-			out[i] = outcome{fate::control, drop::kCount, 0, punt::local};
+			w.out[i] = outcome{fate::control, drop::kCount, 0, punt::local};
 			s.control.inc();
 			continue;
 		}
 		if (const drop m = martian(p); m != drop::kCount) {
-			drop_it(i, m);
+			drop_frame(w, i, m);
 			continue;
 		}
 		if (p.ttl <= 1) {
-			drop_it(i, drop::ttl_exceeded);
-			out[i].why = punt::ttl_exceeded;  // the control path answers it
+			drop_frame(w, i, drop::ttl_exceeded, punt::ttl_exceeded);  // the control path answers it
 			continue;
 		}
 		// A corrupt segment changes no state (and its endpoint would drop it).
-		if (checksum_ && f[i].l4_csum != rx_csum::good &&
-		    (f[i].l4_csum == rx_csum::bad || !l4_checksum_ok(f[i].data, p))) {
-			drop_it(i, drop::l4_bad_checksum);
+		if (checksum_ && fr.l4_csum != rx_csum::good &&
+		    (fr.l4_csum == rx_csum::bad || !l4_checksum_ok(fr.data, p))) {
+			drop_frame(w, i, drop::l4_bad_checksum);
 			continue;
 		}
-		uint16_t ip = f[i].in_port;
+		uint16_t ip = fr.in_port;
 		if (ip == kPortInfer && !port_of(p.ct.t.src, p.family, &ip))
 			ip = kPortInfer;
 		w.in_port[i] = ip;
 		p.ct.in_port = checked(ip) ? static_cast<uint8_t>(ip) : ct::kNoPort;
 		p.ct.t.zone = 0;
-		w.made[i] = false;
+		__builtin_prefetch(fr.data + p.l3_off);  // rewritten by the NAT and route stages
 		w.idx[w.n++] = static_cast<uint16_t>(i);
 	}
+}
 
-	// 2. Fragments: a first fragment leaves its ports for the later ones
-	//    once it is forwarded (stage 7); a later fragment follows its flow
-	//    (no state change) and takes its translation, after the rest of the
-	//    burst (its first fragment may be in it), one by one (rare).
+// A first fragment leaves its ports for the later ones once it is
+// forwarded (route_stage); a later fragment follows its flow (no state
+// change) and takes its translation after the rest of the burst (its
+// first fragment may be in it), one by one (rare).
+void pipeline::fragment_stage(work& w) noexcept
+{
 	unsigned m = 0;
-	uint16_t later[kMaxBurst];
-	unsigned nlater = 0;
+	w.nlater = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
 		const parsed& p = w.p[i];
-		if (p.frag == kFragFirst) {
-			s.fragments.inc();
-		} else if (p.frag == kFragLater) {
-			s.fragments.inc();
-			later[nlater++] = static_cast<uint16_t>(i);
+		if (p.frag != kFragNone)
+			w.s->fragments.inc();
+		if (p.frag == kFragLater) {
+			w.later[w.nlater++] = static_cast<uint16_t>(i);
 			continue;
 		}
 		w.idx[m++] = static_cast<uint16_t>(i);
 	}
 	w.n = m;
+}
 
-	// 3. sockmap: established local connections skip the rest.
-	if (sm_.enabled() && sm_.size() != 0 && w.n != 0) {
-		const ct::tuple* tp[kMaxBurst];
-		uint8_t fl[kMaxBurst];
-		uint32_t by[kMaxBurst];
-		const sockmap::redirect* rd[kMaxBurst];
-		for (unsigned j = 0; j < w.n; j++) {
-			const parsed& p = w.p[w.idx[j]];
-			tp[j] = &p.ct.t;
-			fl[j] = p.ct.kind == ct::pkt_kind::normal ? p.ct.tcp_flags : ct::kSYN;
-			by[j] = p.ct.bytes;
-		}
-		sm_.lookup_bulk(tp, fl, by, w.n, now_ns, rd);
-		m = 0;
-		for (unsigned j = 0; j < w.n; j++) {
-			const unsigned i = w.idx[j];
-			if (rd[j] == nullptr) {
-				w.idx[m++] = static_cast<uint16_t>(i);
-				continue;
-			}
-			const sockmap::redirect& r = *rd[j];
-			if (r.nat & sockmap::kNatDst)
-				rewrite(f[i].data, w.p[i], false, r.nat_addr, r.nat_port);
-			if (r.nat & sockmap::kNatSrc)
-				rewrite(f[i].data, w.p[i], true, r.nat_addr, r.nat_port);
-			s.sockmap_hits.inc();
-			finish(w, i, r.port, r.dst_mac, s);
-		}
-		w.n = m;
-	}
-
-	// 4. Translate replies from backends back to their service (so the CT
-	//    finds the flow under its original tuple), look services up for
-	//    new flows, and pick their backends.
-	// Replies first, in one bulk lookup: the source endpoints of the
-	// packets that cannot open a flow (TCP without a lone SYN; any UDP).
-	lb::endpoint rk[kMaxBurst];
-	const lb::endpoint* rkp[kMaxBurst];
-	uint8_t rj[kMaxBurst];
-	uint32_t rsv[kMaxBurst];
-	unsigned nr = 0;
+void pipeline::sockmap_stage(work& w) noexcept
+{
+	if (!sm_.enabled() || sm_.size() == 0 || w.n == 0)
+		return;
+	const ct::tuple* tp[kMaxBurst];
+	uint8_t fl[kMaxBurst];
+	uint32_t by[kMaxBurst];
+	const sockmap::redirect* rd[kMaxBurst];
 	for (unsigned j = 0; j < w.n; j++) {
 		const parsed& p = w.p[w.idx[j]];
-		ct::packet& c = w.ctp[j];
-		c = p.ct;
-		w.svc[j] = w.rev[j] = 0;
-		w.natp[j] = nullptr;
-		const uint8_t proto = c.t.proto;
-		if ((proto != ct::kProtoTCP && proto != ct::kProtoUDP) || c.kind == ct::pkt_kind::icmp_error)
-			continue;
-		if (proto == ct::kProtoTCP && ct::tcp::is_syn(c.tcp_flags))
-			continue;
-		rk[nr] = ep_of(c.t.src, c.t.family, c.t.sport, proto);
-		rkp[nr] = &rk[nr];
-		rj[nr++] = static_cast<uint8_t>(j);
+		tp[j] = &p.ct.t;
+		fl[j] = p.ct.kind == ct::pkt_kind::normal ? p.ct.tcp_flags : ct::kSYN;
+		by[j] = p.ct.bytes;
 	}
-	if (nr != 0)
-		lb_.reverse_bulk(rkp, nr, rsv);
-	for (unsigned r = 0; r < nr; r++)
-		if (rsv[r] != 0)
-			w.rev[rj[r]] = rsv[r];
-	for (unsigned j = 0; j < w.n; j++) {
-		ct::packet& c = w.ctp[j];
-		const uint8_t proto = c.t.proto;
-		if (proto != ct::kProtoTCP && proto != ct::kProtoUDP)
-			continue;
-		if (c.kind == ct::pkt_kind::icmp_error) {
-			const uint32_t sv = lb_.reverse(ep_of(c.t.dst, c.t.family, c.t.dport, proto));
-			if (const lb::service* svc = sv != 0 ? lb_.service_at(sv) : nullptr) {
-				std::memcpy(c.t.dst, svc->frontend.addr, 16);
-				c.t.dport = svc->frontend.port;
-				w.rev[j] = sv;
-			}
-			continue;
-		}
-		if (w.rev[j] != 0) {
-			if (const lb::service* svc = lb_.service_at(w.rev[j])) {
-				std::memcpy(c.t.src, svc->frontend.addr, 16);
-				c.t.sport = svc->frontend.port;
-				// A reply of a service flow, if one is there; else the
-				// packet as it came (a flow to the backend itself), judged
-				// in its place in the burst.
-				c.alt = &w.p[w.idx[j]].ct.t;
-				c.no_pickup = true;  // a backend's segment never opens a flow mid-stream
-				continue;
-			}
-			w.rev[j] = 0;
-		}
-		// Only a packet that can open a flow needs a backend: for TCP a
-		// lone SYN; a later TCP packet's flow already holds its translation.
-		if (proto == ct::kProtoTCP && !ct::tcp::is_syn(c.tcp_flags))
-			continue;
-		choose_backend(w, j);
-	}
-
-	// 5. State only for what may pass: the packets that may open a flow
-	//    are routed and reverse-path filtered first; then the conntrack,
-	//    the whole burst at once.
-	if (w.n != 0)
-		admit(w, now_ns, s);
-	if (w.n != 0)
-		ct_.process_bulk(w.ctp, w.n, now_ns, w.res, w.natp);
-
-	// 6. Verdicts and translations. A backend's packet the CT judged as it
-	//    came (result::alt) was not a service's reply: no translation.
+	sm_.lookup_bulk(tp, fl, by, w.n, w.now, rd);
+	unsigned m = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
-		ct::result& r = w.res[j];
-		if (r.alt) {  // judged as it came: not a service's reply
-			w.ctp[j].t = w.p[i].ct.t;
-			w.rev[j] = 0;
-		}
-		auto picked_up = [&] {
-			const ct::packet& c = w.ctp[j];
-			return r.v == ct::verdict::created && c.t.proto == ct::kProtoTCP && c.kind == ct::pkt_kind::normal &&
-			       !ct::tcp::is_syn(c.tcp_flags);
-		};
-		if (picked_up() && w.svc[j] == 0 && w.rev[j] == 0 && !r.alt) {
-			// Picked up mid-stream to a service: Maglev gives the backend
-			// the flow had (when the backends did not change meanwhile).
-			if (choose_backend(w, j) && ct_.attach_nat(r, w.nat[j]) != 0)
-				w.natp[j] = nullptr;  // dropped below as no_backend
-		}
-		switch (r.v) {
-		case ct::verdict::invalid: drop_it(i, drop::ct_invalid); w.idx[j] = UINT16_MAX; continue;
-		case ct::verdict::refused_full: drop_it(i, drop::ct_refused_full); w.idx[j] = UINT16_MAX; continue;
-		case ct::verdict::refused_busy: drop_it(i, drop::ct_refused_busy); w.idx[j] = UINT16_MAX; continue;
-		case ct::verdict::refused_nomem: drop_it(i, drop::ct_refused_nomem); w.idx[j] = UINT16_MAX; continue;
-		default: break;
-		}
-		if (r.v == ct::verdict::created && w.svc[j] != 0 && w.natp[j] == nullptr) {
-			ct_.erase(w.ctp[j].t, now_ns);  // a service without an active backend
-			drop_it(i, drop::no_backend);
-			out[i].why = punt::no_backend;
-			w.idx[j] = UINT16_MAX;
+		if (rd[j] == nullptr) {
+			w.idx[m++] = static_cast<uint16_t>(i);
 			continue;
+		}
+		const sockmap::redirect& r = *rd[j];
+		if (r.nat & sockmap::kNatDst)
+			rewrite(w.f[i].data, w.p[i], false, r.nat_addr, r.nat_port);
+		if (r.nat & sockmap::kNatSrc)
+			rewrite(w.f[i].data, w.p[i], true, r.nat_addr, r.nat_port);
+		w.s->sockmap_hits.inc();
+		finish(w, i, r.port, r.dst_mac);
+	}
+	w.n = m;
+}
+
+// Every packet, either direction, one probe: a NATed flow's replies find it
+// under its reply alias (ct/table.h), so nothing is translated first.
+void pipeline::ct_lookup_stage(work& w) noexcept
+{
+	w.nmiss = 0;
+	if (w.n == 0)
+		return;
+	for (unsigned j = 0; j < w.n; j++) {
+		w.ctp[j] = w.p[w.idx[j]].ct;
+		w.natp[j] = nullptr;
+	}
+	ct_.lookup_bulk(w.ctp, w.n, w.now, w.res);
+	for (unsigned j = 0; j < w.n; j++)
+		if (w.res[j].v == ct::verdict::pending)
+			w.miss[w.nmiss++] = static_cast<uint16_t>(j);
+}
+
+// The Maglev flow hash of a new flow's original tuple picks its backend;
+// only new flows get here (a known flow holds its translation). A service
+// without an active backend refuses the flow before it has any state (as
+// kube-proxy's REJECT: the control path answers port unreachable).
+void pipeline::service_stage(work& w) noexcept
+{
+	lb::endpoint keys[kMaxBurst];
+	const lb::endpoint* kp[kMaxBurst];
+	uint16_t which[kMaxBurst];
+	uint32_t ids[kMaxBurst];
+	unsigned nk = 0;
+	for (unsigned m = 0; m < w.nmiss; m++) {
+		const unsigned j = w.miss[m];
+		ct::packet& c = w.ctp[j];
+		if ((c.t.proto != ct::kProtoTCP && c.t.proto != ct::kProtoUDP) || c.kind != ct::pkt_kind::normal ||
+		    !ct_.may_open(c))
+			continue;
+		// Loose mode: a mid-stream segment from a backend is not a flow of
+		// its own (its client's segment picks the NATed flow up).
+		if (c.t.proto == ct::kProtoTCP && !ct::tcp::is_syn(c.tcp_flags) &&
+		    lb_.is_backend(ep_of(c.t.src, c.t.family, c.t.sport, c.t.proto))) {
+			c.no_pickup = true;
+			continue;
+		}
+		keys[nk] = ep_of(c.t.dst, c.t.family, c.t.dport, c.t.proto);
+		kp[nk] = &keys[nk];
+		which[nk++] = static_cast<uint16_t>(j);
+	}
+	if (nk == 0 || lb_.lookup_bulk(kp, nk, ids) == 0)
+		return;
+	for (unsigned k = 0; k < nk; k++) {
+		if (ids[k] == 0)
+			continue;
+		const unsigned j = which[k];
+		const uint32_t be = lb_.select(ids[k], flow_hash(w.ctp[j].t));
+		lb::rewrite rw;
+		if (be == 0 || !lb_.dnat(be, &rw)) {
+			drop_frame(w, w.idx[j], drop::no_backend, punt::no_backend);
+			w.idx[j] = kGone;
+			continue;
+		}
+		std::memcpy(w.nat[j].addr, rw.addr, 16);
+		w.nat[j].port = rw.port;
+		w.nat[j].backend = rw.backend;
+		w.natp[j] = &w.nat[j];
+	}
+}
+
+// State only for what may pass: a packet that may open a flow is routed
+// (to its backend, for a service) and its source passes the ingress
+// port's rp_filter before the CT creates anything. Sets the reply port the
+// flow's replies must come in on.
+void pipeline::admit_stage(work& w) noexcept
+{
+	for (unsigned m = 0; m < w.nmiss; m++) {
+		const unsigned j = w.miss[m];
+		const unsigned i = w.idx[j];
+		if (i == kGone)
+			continue;
+		ct::packet& c = w.ctp[j];
+		if (!ct_.may_open(c))
+			continue;  // the CT refuses it (no flow to follow)
+		const parsed& p = w.p[i];
+		const uint16_t in = w.in_port[i];
+		if (in < ports_.size() && ports_[in].rp_filter != config::rp_mode::off) {
+			uint16_t back;
+			if (!port_of(p.ct.t.src, p.family, &back) ||
+			    (ports_[in].rp_filter == config::rp_mode::strict && back != in)) {
+				drop_frame(w, i, drop::rp_filter);
+				w.idx[j] = kGone;
+				continue;
+			}
+		}
+		uint16_t out_port = 0;
+		if (!port_of(w.natp[j] != nullptr ? w.natp[j]->addr : p.ct.t.dst, p.family, &out_port)) {
+			drop_frame(w, i, drop::no_route, punt::no_route);
+			w.idx[j] = kGone;
+			continue;
+		}
+		c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
+	}
+}
+
+void pipeline::ct_create_stage(work& w) noexcept
+{
+	uint16_t live[kMaxBurst];
+	unsigned nl = 0;
+	for (unsigned m = 0; m < w.nmiss; m++)
+		if (w.idx[w.miss[m]] != kGone)
+			live[nl++] = w.miss[m];
+	if (nl != 0)
+		ct_.create_bulk(w.ctp, live, nl, w.now, w.res, w.natp);
+}
+
+// The CT's verdicts, and the translations they carry: the original
+// direction of a NATed flow goes to its backend (DNAT), a reply found
+// under the flow's reply alias comes back from the service's address
+// (SNAT), and an ICMP error quoting either gets its quote translated.
+void pipeline::nat_stage(work& w) noexcept
+{
+	lcore_stats& s = *w.s;
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		if (i == kGone)
+			continue;
+		ct::result& r = w.res[j];
+		switch (r.v) {
+		case ct::verdict::invalid: drop_frame(w, i, drop::ct_invalid); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_full: drop_frame(w, i, drop::ct_refused_full); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_busy: drop_frame(w, i, drop::ct_refused_busy); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_nomem: drop_frame(w, i, drop::ct_refused_nomem); w.idx[j] = kGone; continue;
+		default: break;
 		}
 		if (r.v == ct::verdict::created) {
 			w.made[i] = true;
@@ -833,53 +915,64 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		uint32_t backend;
 		if (!ct::nat_of(r, addr, &port, &backend))
 			continue;
-		const parsed& p = w.p[i];
-		if (r.v == ct::verdict::related) {
-			const unsigned alen = p.family == 4 ? 4 : 16;
-			if (r.dir == 0 && w.rev[j] != 0) {
-				// The quoted packet went to the backend: show it as sent to the VIP.
-				rewrite_quoted(f[i].data, p, false, w.ctp[j].t.dst, w.ctp[j].t.dport, f[i].len);
-				icmp_checksum(f[i].data, p);
-				s.snat.inc();
-			} else if (r.dir == 1) {
-				// The quoted packet is our reply from the VIP: it came from the
-				// backend, and the error goes to the backend too.
-				const lb::backend* be = lb_.backend_at(backend);
-				const lb::service* sv = be != nullptr ? lb_.service_at(be->service) : nullptr;
-				if (sv != nullptr) {
-					if (std::memcmp(p.ct.t.src, sv->frontend.addr, alen) == 0)
-						rewrite_quoted(f[i].data, p, true, addr, port, f[i].len);
-					const uint8_t* dst = f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
-					if (std::memcmp(dst, sv->frontend.addr, alen) == 0)
-						set_outer_addr(f[i].data, p, false, addr);
-					icmp_checksum(f[i].data, p);
-				}
-				s.dnat.inc();
-			}
-			continue;
-		}
-		if (r.dir == 0) {
-			rewrite(f[i].data, p, false, addr, port);
+		const bool reply = r.dir == 1;
+		if (!reply && !r.via_alias && r.v != ct::verdict::related) {
+			rewrite(w.f[i].data, w.p[i], false, addr, port);
 			w.dnat[i] = true;
 			s.dnat.inc();
-		} else if (w.rev[j] != 0) {
-			rewrite(f[i].data, p, true, w.ctp[j].t.src, w.ctp[j].t.sport);
+			continue;
+		}
+		ct::tuple o;
+		if ((!reply && !r.via_alias) || (reply && !r.via_alias && r.v != ct::verdict::related) ||
+		    !ct::original_of(r, &o))
+			continue;  // a packet that names the flow untranslated (no rewrite)
+		if (r.v != ct::verdict::related) {
+			rewrite(w.f[i].data, w.p[i], true, o.dst, o.dport);  // from the service's address
 			s.snat.inc();
+		} else {
+			icmp_nat(w, i, r, o, addr, port);
 		}
 	}
+	compact(w);
+}
 
-	// 7. Route the (translated) destinations, one bulk LPM lookup per
-	//    family; rewrite L2, decrement TTL.
+// ICMP errors about a NATed flow. Quoting the translated packet (client ->
+// backend, found under the alias): the quote is shown as sent to the
+// service. Quoting our reply as the client got it (service -> client): the
+// error goes to the backend, about the packet the backend sent.
+void pipeline::icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& o, const uint8_t* addr,
+			uint16_t port) noexcept
+{
+	const parsed& p = w.p[i];
+	uint8_t* frm = w.f[i].data;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	if (r.dir == 0) {
+		rewrite_quoted(frm, p, false, o.dst, o.dport, w.f[i].len);
+		icmp_checksum(frm, p);
+		w.s->snat.inc();
+		return;
+	}
+	if (std::memcmp(p.ct.t.src, o.dst, alen) == 0)
+		rewrite_quoted(frm, p, true, addr, port, w.f[i].len);
+	const uint8_t* dst = frm + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
+	if (std::memcmp(dst, o.dst, alen) == 0)
+		set_outer_addr(frm, p, false, addr);
+	icmp_checksum(frm, p);
+	w.s->dnat.inc();
+}
+
+// Routes the (translated) destinations, one bulk LPM lookup per family,
+// then the next hop's MAC; rewrites L2 and the TTL.
+void pipeline::route_stage(work& w) noexcept
+{
 	uint32_t a4[kMaxBurst], h4[kMaxBurst], h6[kMaxBurst];
 	maps::ipv6::addr a6[kMaxBurst];
 	uint8_t j4[kMaxBurst], j6[kMaxBurst];
 	unsigned n4 = 0, n6 = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
-		if (i == UINT16_MAX)
-			continue;
 		const parsed& p = w.p[i];
-		const uint8_t* ip = f[i].data + p.l3_off;
+		const uint8_t* ip = w.f[i].data + p.l3_off;
 		if (p.family == 4) {
 			a4[n4] = maps::ipv4::from_bytes(ip + kV4Dst);
 			j4[n4++] = static_cast<uint8_t>(i);
@@ -892,43 +985,43 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 		fib4_.lookup_bulk(a4, n4, h4);
 	if (n6 != 0)
 		fib6_.lookup_bulk(a6, n6, h6);
-	auto forward = [&](unsigned i, uint32_t hop_id) {
-		const parsed& p = w.p[i];
-		const uint8_t* dst = f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
-		uint16_t port;
-		uint8_t mac[6];
-		if (!next_hop(hop_id, dst, p.family, &port, mac)) {
-			// A flow picked up mid-stream was not routed before the CT:
-			// it leaves no state behind either.
-			if (w.made[i])
-				ct_.erase(w.ctp[w.j_of[i]].t, now_ns);
-			drop_it(i, drop::no_route);
-			if (!w.dnat[i])
-				out[i].why = punt::no_route;
-			return;
-		}
-		if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
-			drop_it(i, drop::no_neighbor);
-			out[i].why = punt::resolve;  // the control path resolves the next hop
-			return;
-		}
-		if (p.frag == kFragFirst)
-			record_fragment(w, i, now_ns, s);
-		finish(w, i, port, mac, s);
-	};
 	for (unsigned k = 0; k < n4; k++)
-		forward(j4[k], h4[k]);
+		forward(w, j4[k], h4[k]);
 	for (unsigned k = 0; k < n6; k++)
-		forward(j6[k], h6[k]);
+		forward(w, j6[k], h6[k]);
+	w.n = 0;
+}
 
-	// 8. Later fragments, now that the burst's first fragments are known.
-	for (unsigned k = 0; k < nlater; k++)
-		later_fragment(w, later[k], now_ns, s);
+void pipeline::forward(work& w, unsigned i, uint32_t hop_id) noexcept
+{
+	const parsed& p = w.p[i];
+	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
+	uint16_t port;
+	uint8_t mac[6];
+	if (!next_hop(hop_id, dst, p.family, &port, mac)) {
+		// Routed before the CT, unrouted now (a route removed meanwhile):
+		// a flow made for it leaves no state behind.
+		if (w.made[i])
+			ct_.erase(w.ctp[w.j_of[i]].t, w.now);
+		drop_frame(w, i, drop::no_route, w.dnat[i] ? punt::none : punt::no_route);
+		return;
+	}
+	if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
+		drop_frame(w, i, drop::no_neighbor, punt::resolve);  // the control path resolves the next hop
+		return;
+	}
+	if (p.frag == kFragFirst)
+		record_fragment(w, i);
+	finish(w, i, port, mac);
+}
 
-	// 9. Punts, policed by class: past its rate a frame for the appliance
-	//    is dropped, and a dropped frame goes unanswered.
-	for (unsigned i = 0; i < n; i++) {
-		outcome& o = out[i];
+// Punts, policed by class: past its rate a frame for the appliance is
+// dropped, and a dropped frame goes unanswered.
+void pipeline::police_stage(work& w) noexcept
+{
+	lcore_stats& s = *w.s;
+	for (unsigned i = 0; i < w.nframes; i++) {
+		outcome& o = w.out[i];
 		if (o.why == punt::none)
 			continue;
 		const parsed& p = w.p[i];
@@ -939,7 +1032,7 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 						   (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137))
 				? punt_class::arp_nd
 				: punt_class::other;
-		if (police(s, o.cls, now_ns))
+		if (police(s, o.cls, w.now))
 			continue;
 		if (o.f == fate::control) {
 			s.control.sub(1);
@@ -952,27 +1045,6 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	}
 }
 
-// The service packet j's destination names, and its backend by Maglev over
-// the flow hash: w.svc[j] (0: not a service) and w.nat[j] / w.natp[j]
-// (nullptr: no active backend). true when a backend was chosen.
-bool pipeline::choose_backend(work& w, unsigned j) const noexcept
-{
-	const ct::packet& c = w.ctp[j];
-	const uint32_t sv = lb_.lookup(ep_of(c.t.dst, c.t.family, c.t.dport, c.t.proto));
-	if (sv == 0)
-		return false;
-	w.svc[j] = sv;
-	const uint32_t be = lb_.select(sv, flow_hash(c.t));
-	lb::rewrite rw;
-	if (be == 0 || !lb_.dnat(be, &rw))
-		return false;
-	std::memcpy(w.nat[j].addr, rw.addr, 16);
-	w.nat[j].port = rw.port;
-	w.nat[j].backend = rw.backend;
-	w.natp[j] = &w.nat[j];
-	return true;
-}
-
 bool pipeline::port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept
 {
 	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(addr)) : fib6_.lookup(maps::ipv6::from_bytes(addr));
@@ -983,67 +1055,13 @@ bool pipeline::port_of(const uint8_t* addr, uint8_t family, uint16_t* port) cons
 	return true;
 }
 
-void pipeline::admit(work& w, uint64_t now_ns, lcore_stats& s) noexcept
-{
-	(void)now_ns;
-	unsigned m = 0;
-	for (unsigned j = 0; j < w.n; j++) {
-		const unsigned i = w.idx[j];
-		ct::packet& c = w.ctp[j];
-		bool pass = true;
-		if (ct::opens(c.t.proto, c.kind, c.tcp_flags)) {
-			const parsed& p = w.p[i];
-			// The source, through the port it came in on.
-			const uint16_t in = w.in_port[i];
-			if (in < ports_.size() && ports_[in].rp_filter != config::rp_mode::off) {
-				uint16_t back;
-				if (!port_of(p.ct.t.src, p.family, &back) ||
-				    (ports_[in].rp_filter == config::rp_mode::strict && back != in)) {
-					w.out[i] = outcome{fate::drop, drop::rp_filter, 0};
-					s.dropped.inc();
-					s.drops[static_cast<unsigned>(drop::rp_filter)].inc();
-					pass = false;
-				}
-			}
-			// A service without an active backend (as kube-proxy's REJECT).
-			if (pass && w.svc[j] != 0 && w.natp[j] == nullptr) {
-				w.out[i] = outcome{fate::drop, drop::no_backend, 0, punt::no_backend};
-				s.dropped.inc();
-				s.drops[static_cast<unsigned>(drop::no_backend)].inc();
-				pass = false;
-			}
-			// The destination, as it will leave (a new flow to a service:
-			// its backend's).
-			uint16_t out_port = 0;
-			if (pass && !port_of(w.natp[j] != nullptr ? w.natp[j]->addr : p.ct.t.dst, p.family, &out_port)) {
-				w.out[i] = outcome{fate::drop, drop::no_route, 0, punt::no_route};
-				s.dropped.inc();
-				s.drops[static_cast<unsigned>(drop::no_route)].inc();
-				pass = false;
-			}
-			if (pass)
-				c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
-		}
-		if (!pass)
-			continue;
-		if (m != j) {
-			w.idx[m] = w.idx[j];
-			w.ctp[m] = w.ctp[j];
-			w.nat[m] = w.nat[j];
-			w.natp[m] = w.natp[j] != nullptr ? &w.nat[m] : nullptr;
-			w.svc[m] = w.svc[j];
-			w.rev[m] = w.rev[j];
-		}
-		m++;
-	}
-	w.n = m;
-}
-
 // A first fragment that passed the CT and leaves: its ports for the later
 // ones. The first such fragment of a datagram wins (a copy cannot re-aim
 // it); nothing here waits or retries.
-void pipeline::record_fragment(const work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept
+void pipeline::record_fragment(const work& w, unsigned i) noexcept
 {
+	lcore_stats& s = *w.s;
+	const uint64_t now_ns = w.now;
 	const parsed& p = w.p[i];
 	src_key sk{};
 	std::memcpy(sk.addr, p.ct.t.src, 16);
@@ -1080,63 +1098,50 @@ pipeline::frag_key pipeline::frag_key_of(const parsed& p) noexcept
 	return k;
 }
 
-void pipeline::later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept
+void pipeline::later_fragment(work& w, unsigned i) noexcept
 {
 	parsed& p = w.p[i];
 	const frag_key k = frag_key_of(p);
 	const frag_val* v = frags_.lookup(k);
-	const uint32_t now = ct::table::ticks(now_ns);
-	auto dropped = [&](drop why) {
-		w.out[i] = outcome{fate::drop, why, 0};
-		s.dropped.inc();
-		s.drops[static_cast<unsigned>(why)].inc();
-	};
+	const uint32_t now = ct::table::ticks(w.now);
 	if (v == nullptr || static_cast<int32_t>(now - v->expires) >= 0 || v->in_port != w.in_port[i]) {
-		dropped(drop::fragment_unknown);
+		drop_frame(w, i, drop::fragment_unknown);
 		return;
 	}
+	// Kept past the last fragment, so a straggler reordered behind it
+	// still passes; the entry expires (maintain) within kFragTimeoutMs.
 	ct::tuple t = p.ct.t;
 	t.sport = v->sport;
 	t.dport = v->dport;
-	// Kept past the last fragment, so a straggler reordered behind it
-	// still passes; the entry expires (maintain) within kFragTimeoutMs.
-	// A reply from a backend: the flow is under the service's tuple.
-	ct::tuple looked = t;
-	const uint32_t sv = lb_.reverse(ep_of(t.src, t.family, t.sport, t.proto));
-	const lb::service* svc = sv != 0 ? lb_.service_at(sv) : nullptr;
-	if (svc != nullptr) {
-		std::memcpy(looked.src, svc->frontend.addr, 16);
-		looked.sport = svc->frontend.port;
-	}
 	ct::flow_view fv;
 	unsigned dir = 0;
-	if (!(svc != nullptr && ct_.find(looked, now_ns, &fv, &dir)) && !ct_.find(looked = t, now_ns, &fv, &dir)) {
-		dropped(drop::ct_invalid);
+	if (!ct_.find(t, w.now, &fv, &dir)) {  // a reply of a NATed flow too (its alias)
+		drop_frame(w, i, drop::ct_invalid);
 		return;
 	}
-	ct_.touch(looked, now_ns, 1, p.ct.bytes);
+	ct_.touch(t, w.now, 1, p.ct.bytes);
+	const unsigned alen = p.family == 4 ? 4 : 16;
 	if (fv.flags & ct::kNat) {
-		if (dir == 0) {
+		if (dir == 0 && std::memcmp(t.dst, fv.orig.dst, alen) == 0) {
 			rewrite(w.f[i].data, p, false, fv.nat_addr, 0);
-			s.dnat.inc();
-		} else if (svc != nullptr) {
-			rewrite(w.f[i].data, p, true, svc->frontend.addr, 0);
-			s.snat.inc();
+			w.s->dnat.inc();
+		} else if (dir == 1 && std::memcmp(t.src, fv.orig.dst, alen) != 0) {
+			rewrite(w.f[i].data, p, true, fv.orig.dst, 0);  // from the backend: from the service
+			w.s->snat.inc();
 		}
 	}
 	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
 	uint16_t port;
 	uint8_t mac[6];
 	if (!route(dst, p.family, &port, mac)) {
-		dropped(drop::no_route);
+		drop_frame(w, i, drop::no_route);
 		return;
 	}
 	if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
-		dropped(drop::no_neighbor);
-		w.out[i].why = punt::resolve;
+		drop_frame(w, i, drop::no_neighbor, punt::resolve);
 		return;
 	}
-	finish(w, i, port, mac, s);
+	finish(w, i, port, mac);
 }
 
 void pipeline::maintain(uint64_t now_ns) noexcept

@@ -2,11 +2,14 @@
 //
 // The burst pipeline: what a worker lcore does to each burst of frames.
 //
-//   parse -> fragments -> TTL -> sockmap -> reverse NAT -> service lookup
-//   -> CT -> DNAT / SNAT -> LPM route -> next hop -> L2 rewrite
+//   parse -> fragments -> sockmap -> CT lookup -> services (new flows)
+//   -> admit (new flows) -> CT create (new flows) -> NAT -> route
+//   -> later fragments -> punt policing
 //
-// Each stage runs over the whole burst before the next (the CT, the LPM and
-// the sockhash are called with bulk lookups); every frame ends forwarded
+// Each stage is a function over the burst's live vector (the frames still
+// on the normal path), VPP's node manner: it runs over the whole vector
+// before the next stage (the CT, the services, the LPM and the sockhash
+// are called with bulk lookups) and leaves it compacted; every frame ends forwarded
 // (with its egress port), handed to the control path (neighbour discovery,
 // ARP replies, other traffic to the appliance itself) or dropped with a
 // named reason, counted per lcore. ARP requests for a port's own addresses
@@ -19,14 +22,16 @@
 // pcap replay drive the same code the DPDK workers run. No allocation,
 // lock, exception or log line on the hot path.
 //
-// NAT. A new flow to a service (VIP, port, protocol) gets a backend from
-// Maglev over the flow hash of its original tuple; the CT entry records it
-// (ct::nat_init) and the frame's destination is rewritten to it (DNAT).
-// A reply from a backend endpoint is first translated back (its source
-// becomes the service's VIP and port) so the CT finds the flow under the
-// original tuple; the rewrite is applied if the CT confirms the flow is
-// NATed. ICMP errors about a NATed flow get the same treatment for the
-// packet they quote.
+// NAT. Every packet is looked up in the CT once, as it came. Only a packet
+// with no flow meets the load balancer: a new flow to a service (VIP,
+// port, protocol) gets a backend from Maglev over the flow hash of its
+// original tuple, the CT entry records it (ct::nat_init) and indexes the
+// flow under its reply tuple too; known flows skip the service lookup,
+// Maglev and DNAT setup. The original direction is rewritten to the
+// backend (DNAT); a reply from the backend, found under the flow's reply
+// alias, gets the service's address and port back (SNAT). One backend
+// endpoint may serve any number of services. ICMP errors about a NATed
+// flow get the same treatment for the packet they quote.
 //
 // A dropped frame may still carry a punt (outcome::why): TTL expiry, no
 // route or no backend (the control path answers with an ICMP error; not for
@@ -272,18 +277,32 @@ private:
 		uint16_t in_port;  // later fragments must come in where the first did
 	};
 	struct work;  // per-burst state, on the worker's stack
+	static constexpr uint16_t kGone = UINT16_MAX;  // work::idx: left the live vector
 	static frag_key frag_key_of(const parsed& p) noexcept;
-	void later_fragment(work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept;
+
+	// The stages of process(), in order (pipeline.cc has each one's contract).
+	void parse_stage(work& w) noexcept;
+	void fragment_stage(work& w) noexcept;
+	void sockmap_stage(work& w) noexcept;
+	void ct_lookup_stage(work& w) noexcept;
+	void service_stage(work& w) noexcept;
+	void admit_stage(work& w) noexcept;
+	void ct_create_stage(work& w) noexcept;
+	void nat_stage(work& w) noexcept;
+	void route_stage(work& w) noexcept;
+	void later_fragment(work& w, unsigned i) noexcept;
+	void police_stage(work& w) noexcept;
+	// Helpers of the stages.
+	void drop_frame(work& w, unsigned i, drop why, punt p = punt::none) noexcept;
+	void compact(work& w) noexcept;  // drops kGone entries from the live vector
+	void icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& orig, const uint8_t* addr,
+		      uint16_t port) noexcept;
+	void forward(work& w, unsigned i, uint32_t hop_id) noexcept;
 
 	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
 	// The port `addr` routes through; false: no route.
 	bool port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept;
-	// Pre-CT checks of the packets that may open a flow: their (translated)
-	// destination routes, and their source passes the ingress port's
-	// rp_filter. Drops the others; sets the survivors' reply_port.
-	void admit(work& w, uint64_t now_ns, lcore_stats& s) noexcept;
-	void record_fragment(const work& w, unsigned i, uint64_t now_ns, lcore_stats& s) noexcept;
-	bool choose_backend(work& w, unsigned j) const noexcept;
+	void record_fragment(const work& w, unsigned i) noexcept;
 	// Packets coming in on `port` are held to it by the CT (a flow's
 	// packets must keep coming in where they did): not on rp_filter: off.
 	bool checked(uint16_t port) const noexcept
@@ -293,7 +312,7 @@ private:
 	bool next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
 	bool for_us(const parsed& p) const noexcept;
 	bool answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept;
-	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6], lcore_stats& s) noexcept;
+	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) noexcept;
 
 	ct::table& ct_;
 	lb::balancer& lb_;

@@ -138,7 +138,7 @@ std::string validate(const config& c)
 			return "service \"" + s.name + "\": " + fe + " is already service \"" + it->second + "\"";
 		frontends[fe] = s.name;
 	}
-	std::map<std::string, std::string> endpoints;  // "proto addr:port" -> service
+	std::set<std::string> endpoints;  // "service proto addr:port"
 	for (const backend_spec& b : c.backends) {
 		auto it = by_name.find(b.service);
 		if (it == by_name.end())
@@ -146,12 +146,8 @@ std::string validate(const config& c)
 		if (std::string e = check_backend(b, it->second->vip.family); !e.empty())
 			return e;
 		const std::string ep = std::string(proto_str(it->second->proto)) + " " + ep_str(b.addr, b.port);
-		if (auto e = endpoints.find(ep); e != endpoints.end())
-			return backend_who(b) + (e->second == b.service
-							 ? ": duplicate backend"
-							 : ": already a backend of service \"" + e->second +
-								   "\" (replies are translated by backend endpoint)");
-		endpoints[ep] = b.service;
+		if (!endpoints.insert(b.service + " " + ep).second)  // another service may share it
+			return backend_who(b) + ": duplicate backend";
 	}
 	return "";
 }
@@ -180,10 +176,9 @@ balancer::balancer(uint32_t max_services, uint32_t max_backends, uint32_t defaul
 	  // Room for apply() to double the limits while running.
 	  services_(maps::rhash_config{.min_entries = std::min(64u, max_services), .max_entries = max_services,
 				       .max_entries_ceiling = uint64_t{max_services} * 2}),
-	  reverse_(maps::rhash_config{.min_entries = std::min(256u, max_backends), .max_entries = max_backends,
-				      .max_entries_ceiling = uint64_t{max_backends} * 2}),
-	  port_bits_(std::make_unique<std::atomic<uint64_t>[]>(65536 / 64)), svc_(uint64_t{max_services} * 2 + 1),
-	  be_(uint64_t{max_backends} * 2 + 1), port_refs_(65536, 0)
+	  endpoints_(maps::rhash_config{.min_entries = std::min(256u, max_backends), .max_entries = max_backends,
+					.max_entries_ceiling = uint64_t{max_backends} * 2}),
+	  svc_(uint64_t{max_services} * 2 + 1), be_(uint64_t{max_backends} * 2 + 1)
 {
 	names_.resize(1);
 	members_.resize(1);
@@ -214,29 +209,6 @@ unsigned ids_bulk(const H& h, const endpoint* const* keys, unsigned n, uint32_t*
 unsigned balancer::lookup_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept
 {
 	return ids_bulk(services_, keys, n, ids);
-}
-
-unsigned balancer::reverse_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept
-{
-	// Only sources on a backend port are looked up (the other half of the
-	// traffic, client to service, has ephemeral source ports).
-	const endpoint* maybe[64];
-	uint8_t at[64];
-	unsigned m = 0;
-	for (unsigned i = 0; i < n; i++) {
-		ids[i] = 0;
-		if (backend_port(keys[i]->port)) {
-			maybe[m] = keys[i];
-			at[m++] = static_cast<uint8_t>(i);
-		}
-	}
-	if (m == 0)
-		return 0;
-	uint32_t found[64];
-	const unsigned hits = ids_bulk(reverse_, maybe, m, found);
-	for (unsigned j = 0; j < m; j++)
-		ids[at[j]] = found[j];
-	return hits;
 }
 
 bool balancer::dnat(uint32_t id, rewrite* out) const noexcept
@@ -378,10 +350,24 @@ std::string balancer::remove_service(const std::string& name)
 	return "";
 }
 
-void balancer::unref_port(uint16_t port)
+int balancer::ref_endpoint(const endpoint& ep)
 {
-	if (--port_refs_[port] == 0)
-		port_bits_[port >> 6].fetch_and(~(uint64_t{1} << (port & 63)), std::memory_order_relaxed);
+	if (svc_ref* n = endpoints_.lookup(ep)) {
+		std::atomic_ref<uint32_t>(n->id).store(n->id + 1, std::memory_order_relaxed);
+		return 0;
+	}
+	return insert_settled(endpoints_, ep, svc_ref{1});
+}
+
+void balancer::unref_endpoint(const endpoint& ep)
+{
+	svc_ref* n = endpoints_.lookup(ep);
+	if (n == nullptr)
+		return;
+	if (n->id > 1)
+		std::atomic_ref<uint32_t>(n->id).store(n->id - 1, std::memory_order_relaxed);
+	else
+		erase_settled(endpoints_, ep);
 }
 
 std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint32_t want_id)
@@ -393,10 +379,9 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint3
 	if (std::string e = check_backend(b, s.frontend.family); !e.empty())
 		return e;
 	const endpoint ep = endpoint::of(b.addr, b.port, s.frontend.proto);
-	if (uint32_t other = reverse(ep); other != 0)
-		return backend_who(b) + (other == sid ? std::string(": duplicate backend")
-						      : ": already a backend of service \"" + names_[other] +
-								"\" (replies are translated by backend endpoint)");
+	for (uint32_t m : members_[sid])
+		if (be_[m].ep == ep)
+			return backend_who(b) + ": duplicate backend";
 	const uint32_t id = alloc_id(free_be_, next_be_, max_backends_, nullptr, &be_, want_id);
 	if (id == 0 && want_id != 0)
 		return backend_who(b) + ": id " + std::to_string(want_id) + " is taken or beyond max_backends";
@@ -409,10 +394,7 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint3
 	r.service = sid;
 	r.state = static_cast<uint8_t>(b.weight == 0 && b.state == backend_state::active ? backend_state::draining
 											   : b.state);
-	if (port_refs_[ep.port]++ == 0)
-		port_bits_[ep.port >> 6].fetch_or(uint64_t{1} << (ep.port & 63), std::memory_order_release);
-	if (int rc = insert_settled(reverse_, ep, svc_ref{sid}); rc != 0) {
-		unref_port(ep.port);
+	if (int rc = ref_endpoint(ep); rc != 0) {
 		free_be_.push_back(id);
 		return backend_who(b) + ": the backend table refused it (" + std::strerror(-rc) + ")";
 	}
@@ -430,8 +412,7 @@ std::string balancer::remove_backend(uint32_t id)
 	backend* b = live(id);
 	if (b == nullptr)
 		return "unknown backend " + std::to_string(id);
-	erase_settled(reverse_, b->ep);
-	unref_port(b->ep.port);
+	unref_endpoint(b->ep);
 	auto& m = members_[b->service];
 	m.erase(std::remove(m.begin(), m.end(), id), m.end());
 	svc_[b->service].nbackends--;
@@ -501,11 +482,11 @@ void balancer::build(uint32_t sid)
 
 void balancer::commit()
 {
-	// The service and reverse tables grow with what was added (their
+	// The service and endpoint tables grow with what was added (their
 	// inserts here never wait for a resize): settle them first.
 	for (int i = 0; i < 1000 && (services_.maintain(1u << 20) != 0 || services_.resizing()); i++) {
 	}
-	for (int i = 0; i < 1000 && (reverse_.maintain(1u << 20) != 0 || reverse_.resizing()); i++) {
+	for (int i = 0; i < 1000 && (endpoints_.maintain(1u << 20) != 0 || endpoints_.resizing()); i++) {
 	}
 	std::sort(dirty_.begin(), dirty_.end());
 	dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
@@ -553,7 +534,7 @@ std::string balancer::apply(const config& c)
 	if (std::string e = check(c); !e.empty())
 		return e;
 	if (services_.set_limits(std::max<uint64_t>(c.max_services, std::min(64u, built_services_)), 75, 30) != 0 ||
-	    reverse_.set_limits(std::max<uint64_t>(c.max_backends, std::min(256u, built_backends_)), 75, 30) != 0)
+	    endpoints_.set_limits(std::max<uint64_t>(c.max_backends, std::min(256u, built_backends_)), 75, 30) != 0)
 		return "max_services or max_backends below the tables' minimum";
 	max_services_ = c.max_services;
 	max_backends_ = c.max_backends;
@@ -654,7 +635,7 @@ lb_stats balancer::stats() const
 		}
 	s.commits = commits_;
 	s.tables_built = tables_built_;
-	s.bytes = services_.bytes_used() + reverse_.bytes_used() + svc_.bytes_used() + be_.bytes_used();
+	s.bytes = services_.bytes_used() + endpoints_.bytes_used() + svc_.bytes_used() + be_.bytes_used();
 	for_each_service([&](uint32_t, const service& sv) {
 		if (sv.table != nullptr)
 			s.bytes += sizeof(maglev_table) + sizeof(uint32_t) * sv.table->size;

@@ -7,9 +7,13 @@
 //              records in a maps::rarray by service id
 //   backends   maps::rarray<backend> by backend id (1..max_backends; 0 is
 //              "none", as in the CT entry): address, port, weight, state
-//   reverse    maps::rhash<endpoint, svc_ref>: a backend's (address, port,
-//              protocol) -> its service, for the reverse translation of
-//              replies (so one backend endpoint serves one service)
+//   endpoints  maps::rhash<endpoint, svc_ref>: a backend's (address, port,
+//              protocol) -> how many services it serves. Not on the
+//              packet path: replies are translated by the CT (a NATed
+//              flow is indexed under its reply tuple too), so an endpoint
+//              may serve any number of services. Consulted only for a
+//              TCP segment with no flow in loose mode (is_backend): a
+//              backend's segment is never picked up as a flow of its own.
 //   maglev     one table per service, rebuilt off the hot path by commit()
 //              and published with one release store; the old one is freed
 //              after a grace period
@@ -20,7 +24,7 @@
 // state draining) is absent from its service's table; its flows continue.
 //
 // Concurrency contract.
-//   lookup, lookup_bulk, select, reverse, backend_at, service_at
+//   lookup, lookup_bulk, select, is_backend, backend_at, service_at
 //                      registered RCU threads (workers); lock-free, no
 //                      shared writes. Pointers are valid until the caller's
 //                      next quiescent state.
@@ -91,8 +95,7 @@ struct backend {
 };
 
 // What the dataplane applies: DNAT of a new flow's destination to the
-// backend (and the id recorded in the CT entry), or for a reply the source
-// rewritten back to the service's frontend.
+// backend (and the id recorded in the CT entry).
 struct rewrite {
 	uint8_t addr[16];
 	uint16_t port;
@@ -137,22 +140,8 @@ public:
 	}
 	// The DNAT of a flow to backend `id`; false if there is no such backend.
 	bool dnat(uint32_t id, rewrite* out) const noexcept;
-	// ids[i] = reverse(*keys[i]) for n <= 64; returns the number found.
-	unsigned reverse_bulk(const endpoint* const* keys, unsigned n, uint32_t* ids) const noexcept;
-	// For a reply from a backend endpoint: its service id, or 0.
-	uint32_t reverse(const endpoint& backend_ep) const noexcept
-	{
-		if (!backend_port(backend_ep.port))
-			return 0;
-		const svc_ref* r = reverse_.lookup(backend_ep);
-		return r != nullptr ? r->id : 0;
-	}
-	// Whether some backend listens on `port` (host order): a source on any
-	// other port is no backend's reply, and costs a bit test, not a probe.
-	bool backend_port(uint16_t port) const noexcept
-	{
-		return (port_bits_[port >> 6].load(std::memory_order_relaxed) >> (port & 63)) & 1;
-	}
+	// Whether (address, port, protocol) is a backend of some service.
+	bool is_backend(const endpoint& ep) const noexcept { return endpoints_.lookup(ep) != nullptr; }
 	const backend* backend_at(uint32_t id) const noexcept;
 	const service* service_at(uint32_t id) const noexcept;
 
@@ -206,15 +195,13 @@ private:
 			  maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b, uint32_t want = 0);
 	void build(uint32_t svc);
 	backend* live(uint32_t id);  // a backend not removed, or nullptr
-	void unref_port(uint16_t port);
+	int ref_endpoint(const endpoint& ep);  // one more service served; 0 or -errno
+	void unref_endpoint(const endpoint& ep);
 
 	uint32_t max_services_, max_backends_, default_m_;
 	const uint32_t built_services_, built_backends_;  // the limits at construction
 	maps::rhash<endpoint, svc_ref> services_;
-	maps::rhash<endpoint, svc_ref> reverse_;
-	// Backend ports, a bit each (8 KiB, read by workers); set before a
-	// backend is in reverse_, cleared when the last one on the port leaves.
-	std::unique_ptr<std::atomic<uint64_t>[]> port_bits_;
+	maps::rhash<endpoint, svc_ref> endpoints_;  // svc_ref::id: services served (atomic_ref)
 	maps::rarray<service, 8> svc_;
 	maps::rarray<backend, 10> be_;
 	// Control thread only.
@@ -227,7 +214,6 @@ private:
 	uint32_t next_svc_ = 1, next_be_ = 1;
 	uint64_t commits_ = 0, tables_built_ = 0;
 	std::vector<uint32_t> scratch_;
-	std::vector<uint32_t> port_refs_;  // backends per port
 };
 
 }  // namespace ctplane::lb

@@ -232,6 +232,12 @@ public:
 	{
 		return static_cast<entry*>(alloc_.ptr(ref));
 	}
+	// The key of the entry whose value lookup() returned (the entry holds
+	// both, key first): for callers that keep value pointers.
+	static const K& key_of(const V* value) noexcept
+	{
+		return reinterpret_cast<const entry*>(reinterpret_cast<const char*>(value) - offsetof(entry, value))->key;
+	}
 	// Links an entry object already allocated from allocator() and filled
 	// in. Same codes as insert; on any error the caller still owns `ref`.
 	int insert_ref(uint32_t ref, uint64_t h) noexcept

@@ -217,6 +217,121 @@ TEST_F(ct_fixture, the_translation_lives_in_the_flow_and_survives_every_transiti
 	EXPECT_EQ(r.flow->backend, 42u);
 }
 
+// A NATed flow as a service's: the client's tuple to the VIP, the
+// backend's reply from 10.1.0.7:8080.
+nat_init backend_nat()
+{
+	nat_init n{};
+	n.addr[0] = 10, n.addr[1] = 1, n.addr[3] = 7;
+	n.port = 8080;
+	n.backend = 42;
+	return n;
+}
+tuple reply_of(const tuple& c, const nat_init& n)
+{
+	tuple r = c.reversed();
+	std::memset(r.src, 0, sizeof(r.src));
+	std::memcpy(r.src, n.addr, 4);
+	r.sport = n.port;
+	return r;
+}
+
+TEST_F(ct_table_small, a_nated_flow_is_found_by_its_reply_tuple_in_the_lru_and_after_the_drain)
+{
+	const nat_init n = backend_nat();
+	table_test_peer::all_buckets_migrating(tbl, true);
+	const tuple c = client4(41000);
+	ASSERT_EQ(tbl.process(tcp(c, kSYN), clk.now_ns(), &n).v, verdict::created);
+	EXPECT_EQ(tbl.stats().overflow4, 2u) << "the flow and its reply alias spilled";
+	EXPECT_EQ(tbl.size(), 1u);
+	// The backend's side of the handshake, sequenced against the client's.
+	auto& sq = tcp_sequencer::get();
+	const tuple b = reply_of(c, n);
+	const uint32_t biss = 77000;
+	result r = send(tcp_raw(b, kSYN | kACK, biss, sq.next(c)));
+	ASSERT_EQ(r.v, verdict::tracked);
+	EXPECT_EQ(r.dir, 1u);
+	EXPECT_TRUE(r.via_alias);
+	tuple o;
+	ASSERT_TRUE(original_of(r, &o));
+	EXPECT_EQ(std::memcmp(&o, &c, sizeof(tuple)), 0) << "the client's tuple, to the VIP";
+	EXPECT_EQ(send(tcp_raw(c, kACK, sq.next(c), biss + 1)).state, tcp_established);
+	table_test_peer::all_buckets_migrating(tbl, false);
+	tbl.tick(clk.now_ns());
+	EXPECT_EQ(tbl.stats().overflow4, 0u);
+	r = send(tcp_raw(b, kACK, biss + 1, sq.next(c), 160));
+	ASSERT_EQ(r.v, verdict::tracked);
+	EXPECT_TRUE(r.via_alias);
+	flow_view v;
+	ASSERT_TRUE(tbl.find(c, clk.now_ns(), &v));
+	EXPECT_EQ(v.packets[1], 2u);
+	// The client's own tuple to the backend is another connection: it may
+	// not borrow the flow (only an ICMP error quotes that side).
+	tuple direct = reply_of(c, n).reversed();
+	EXPECT_EQ(send(tcp(direct, kSYN)).v, verdict::invalid);
+	EXPECT_EQ(tbl.stats().c.nat_clash, 1u);
+	const result e = send(icmp(direct, pkt_kind::icmp_error));
+	EXPECT_EQ(e.v, verdict::related);
+	EXPECT_EQ(e.dir, 0u);
+	EXPECT_TRUE(e.via_alias);
+}
+
+TEST_F(ct_fixture, a_guess_on_the_reply_tuple_gives_way_to_the_nated_flow_an_answered_flow_does_not)
+{
+	const nat_init n = backend_nat();
+	const tuple c = client4(41100);
+	// A forged SYN from the backend's endpoint to the client's: half-open.
+	ASSERT_EQ(send(tcp(reply_of(c, n), kSYN)).v, verdict::created);
+	ASSERT_EQ(tbl.process(tcp(c, kSYN), clk.now_ns(), &n).v, verdict::created);
+	EXPECT_EQ(tbl.stats().c.alias_replaced, 1u);
+	EXPECT_EQ(tbl.size(), 1u);
+	EXPECT_TRUE(send(tcp(reply_of(c, n), kSYN | kACK)).via_alias);
+	// An answered flow on the reply tuple keeps it: the NATed flow is refused.
+	const tuple c2 = client4(41200);
+	const tuple d = reply_of(c2, n).reversed();  // the client talks to the backend directly
+	send(tcp(d, kSYN));
+	send(tcp(d.reversed(), kSYN | kACK));
+	ASSERT_EQ(send(tcp(d, kACK)).state, tcp_established);
+	EXPECT_EQ(tbl.process(tcp(c2, kSYN), clk.now_ns(), &n).v, verdict::invalid);
+	EXPECT_EQ(tbl.stats().c.nat_clash, 1u);
+	EXPECT_EQ(state_of(d), tcp_established);
+	flow_view v;
+	EXPECT_FALSE(tbl.find(c2, clk.now_ns(), &v)) << "nothing half made";
+}
+
+TEST_F(ct_table_small, evicting_or_expiring_a_nated_flow_takes_its_alias_with_it)
+{
+	const nat_init n = backend_nat();
+	for (unsigned i = 0; i < 30; i++)
+		ASSERT_EQ(tbl.process(tcp(client4(static_cast<uint16_t>(42000 + i)), kSYN), clk.now_ns(), &n).v,
+			  verdict::created);
+	EXPECT_EQ(tbl.stats().nat_aliases4, 30u);
+	EXPECT_EQ(tbl.size(), 30u);
+	// Spilled ones, evicted from the full LRU by new half-open flows.
+	table_test_peer::all_buckets_migrating(tbl, true);
+	for (unsigned i = 0; i < 20; i++)
+		ASSERT_EQ(tbl.process(tcp(client4(static_cast<uint16_t>(43000 + i)), kSYN), clk.now_ns(), &n).v,
+			  verdict::created);
+	for (unsigned i = 0; i < 80; i++)
+		(void)send(tcp(client4(static_cast<uint16_t>(44000 + i)), kSYN));
+	EXPECT_GT(tbl.stats().lru4.evicted_first, 0u);
+	table_test_peer::all_buckets_migrating(tbl, false);
+	for (unsigned i = 0; i < 20; i++) {
+		const tuple c = client4(static_cast<uint16_t>(43000 + i));
+		flow_view v;
+		const bool flow = tbl.find(c, clk.now_ns(), &v);
+		const bool alias = tbl.find(reply_of(c, n), clk.now_ns(), &v);
+		EXPECT_EQ(flow, alias) << i << ": a flow and its alias live and die together";
+	}
+	clk.advance_ms(tbl.cfg().timeout.tcp_syn_sent + 1000);
+	for (int i = 0; i < 4; i++)
+		tbl.tick(clk.now_ns(), 1u << 20);
+	EXPECT_EQ(tbl.size(), 0u);
+	EXPECT_EQ(tbl.stats().nat_aliases4, 0u);
+	EXPECT_EQ(tbl.stats().overflow4, 0u);
+	EXPECT_EQ(tbl.stats().hash4.entries, 0u);
+}
+
 TEST_F(ct_fixture, erase_destroys_from_either_direction_once)
 {
 	const tuple c = client4();

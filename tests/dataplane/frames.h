@@ -222,6 +222,11 @@ inline uint32_t ip4_at(const bytes& f, unsigned off)
 	return uint32_t{f[off]} << 24 | uint32_t{f[off + 1]} << 16 | uint32_t{f[off + 2]} << 8 | f[off + 3];
 }
 inline uint16_t u16_at(const bytes& f, unsigned off) { return static_cast<uint16_t>(f[off] << 8 | f[off + 1]); }
+// An IPv4 address in network order bytes (a tuple's) as a host integer.
+inline uint32_t ip4_at_bytes(const uint8_t* a)
+{
+	return uint32_t{a[0]} << 24 | uint32_t{a[1]} << 16 | uint32_t{a[2]} << 8 | a[3];
+}
 
 inline bytes ether(const bytes& l3, uint16_t ethertype, std::initializer_list<uint16_t> vlans = {})
 {

@@ -590,5 +590,95 @@ TEST_F(pipeline_fixture, a_client_talking_to_a_backend_directly_is_tracked_like_
 	EXPECT_EQ(v.state, ct::tcp_established);
 }
 
+lb::address addr4(uint32_t a)
+{
+	lb::address x;
+	x.family = 4;
+	x.addr[0] = static_cast<uint8_t>(a >> 24), x.addr[1] = static_cast<uint8_t>(a >> 16);
+	x.addr[2] = static_cast<uint8_t>(a >> 8), x.addr[3] = static_cast<uint8_t>(a);
+	return x;
+}
+
+TEST_F(pipeline_fixture, one_backend_serves_two_services_and_replies_come_from_the_right_vip)
+{
+	// "web2" (10.96.0.20:80) has one backend, 10.0.1.1:8080, which "web"
+	// has too. Replies are found by their own tuple (the CT's reply
+	// alias), so each is translated back to the VIP its client used.
+	constexpr uint32_t kVip2 = 0x0a600014;  // 10.96.0.20
+	ASSERT_EQ(lb.add_service(lb::service_spec{.name = "web2", .vip = addr4(kVip2), .port = 80, .proto = 6}), "");
+	ASSERT_EQ(lb.add_backend(lb::backend_spec{.service = "web2", .addr = addr4(kB1), .port = 8080}), "");
+	lb.commit();
+	// A client port "web" sends to 10.0.1.1.
+	uint16_t p1 = 9100;
+	for (; p1 < 9200; p1++) {
+		const out o = one(syn(p1));
+		ASSERT_EQ(o.f, fate::forward) << drop_name(o.reason);
+		if (backend_of(o.frame) == kB1)
+			break;
+	}
+	ASSERT_LT(p1, 9200);
+	const uint16_t p2 = 9250;
+	const out o2 = one(syn(p2, kVip2));
+	ASSERT_EQ(o2.f, fate::forward) << drop_name(o2.reason);
+	EXPECT_EQ(backend_of(o2.frame), kB1);
+	const out r1 = one(eth4(ipv4(kB1, kClient, tcp(8080, p1, ct::kSYN | ct::kACK))), 1);
+	const out r2 = one(eth4(ipv4(kB1, kClient, tcp(8080, p2, ct::kSYN | ct::kACK))), 1);
+	ASSERT_EQ(r1.f, fate::forward) << drop_name(r1.reason);
+	ASSERT_EQ(r2.f, fate::forward) << drop_name(r2.reason);
+	EXPECT_EQ(ip4_at(r1.frame, 26), kVip);
+	EXPECT_EQ(ip4_at(r2.frame, 26), kVip2);
+	EXPECT_EQ(u16_at(r1.frame, 34), 80);
+	EXPECT_EQ(u16_at(r2.frame, 34), 80);
+	EXPECT_TRUE(checksums_ok(r1.frame));
+	EXPECT_TRUE(checksums_ok(r2.frame));
+	// Both handshakes complete; each flow is one flow, with its alias.
+	ASSERT_EQ(one(eth4(ipv4(kClient, kVip, tcp(p1, 80, ct::kACK)))).f, fate::forward);
+	ASSERT_EQ(one(eth4(ipv4(kClient, kVip2, tcp(p2, 80, ct::kACK)))).f, fate::forward);
+	ct::flow_view v;
+	unsigned dir = 9;
+	ASSERT_TRUE(ct.find(ct::tuple::v4(kB1, kClient, 8080, p2, ct::kProtoTCP), clk.now_ns(), &v, &dir));
+	EXPECT_EQ(dir, 1u) << "found by its reply tuple";
+	EXPECT_EQ(ip4_at_bytes(v.orig.dst), kVip2);
+	EXPECT_EQ(v.state, ct::tcp_established);
+	EXPECT_GE(ct.stats().nat_aliases4, 2u);
+	// The same client port to both services would give one reply tuple to
+	// two flows: the second is refused.
+	const out clash = one(syn(p1, kVip2));
+	EXPECT_EQ(clash.reason, drop::ct_invalid);
+	EXPECT_EQ(ct.stats().c.nat_clash, 1u);
+}
+
+TEST_F(pipeline_fixture, a_service_without_a_backend_is_refused_before_the_ct)
+{
+	const out o = one(syn(7990, 0x0a600063));  // "empty": 10.96.0.99
+	EXPECT_EQ(o.reason, drop::no_backend);
+	const ct::stats s = ct.stats();
+	EXPECT_EQ(s.c.created, 0u) << "no entry made and erased";
+	EXPECT_EQ(s.c.erased, 0u);
+	EXPECT_EQ(ct.size(), 0u);
+}
+
+TEST_F(pipeline_fixture, a_nated_flow_and_its_reply_alias_go_together)
+{
+	const out o = one(syn(7995));
+	ASSERT_EQ(o.f, fate::forward);
+	const uint32_t be = backend_of(o.frame);
+	ASSERT_EQ(ct.stats().nat_aliases4, 1u);
+	ASSERT_EQ(ct.size(), 1u) << "one flow, whatever indexes it";
+	// Erased by its reply tuple: the flow and the alias go.
+	ASSERT_EQ(ct.erase(ct::tuple::v4(be, kClient, 8080, 7995, ct::kProtoTCP), clk.now_ns()), 0);
+	EXPECT_EQ(ct.stats().nat_aliases4, 0u);
+	EXPECT_EQ(ct.stats().flows4, 0u);
+	EXPECT_EQ(one(eth4(ipv4(be, kClient, tcp(8080, 7995, ct::kSYN | ct::kACK))), 1).reason, drop::ct_invalid);
+	// Expired and collected: both go too.
+	ASSERT_EQ(one(syn(7996)).f, fate::forward);
+	ASSERT_EQ(ct.stats().nat_aliases4, 1u);
+	clk.advance_ms(ct.cfg().timeout.tcp_syn_sent + 1000);
+	ct.gc_buckets(clk.now_ns(), 1u << 20);
+	EXPECT_EQ(ct.stats().nat_aliases4, 0u);
+	EXPECT_EQ(ct.size(), 0u);
+	EXPECT_EQ(ct.stats().flows4, 0u);
+}
+
 }  // namespace
 }  // namespace ctplane::dataplane::test

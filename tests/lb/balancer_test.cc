@@ -60,7 +60,7 @@ TEST_F(lb_fixture, a_service_is_found_by_vip_port_and_protocol_only)
 	EXPECT_EQ(ids[1], 0u);
 }
 
-TEST_F(lb_fixture, selection_spreads_new_flows_and_gives_the_dnat_and_the_reverse)
+TEST_F(lb_fixture, selection_spreads_new_flows_and_gives_the_dnat)
 {
 	ASSERT_EQ(lb.apply(two_backends()), "");
 	auto n = pick(10000);
@@ -74,45 +74,42 @@ TEST_F(lb_fixture, selection_spreads_new_flows_and_gives_the_dnat_and_the_revers
 	EXPECT_EQ(rw.port, 8080);
 	EXPECT_EQ(rw.addr[0], 10);
 	EXPECT_EQ(rw.addr[3], b == lb.backend_id("web", ip("10.0.1.1"), 8080) ? 1 : 2);
-	// The reply from the backend endpoint maps back to the service frontend.
-	const uint32_t s = lb.reverse(endpoint::of(ip("10.0.1.2"), 8080, 6));
-	ASSERT_EQ(s, lb.lookup(web()));
-	EXPECT_EQ(lb.service_at(s)->frontend, web());
-	EXPECT_EQ(lb.reverse(endpoint::of(ip("10.0.1.2"), 8081, 6)), 0u);
+	// Backend endpoints are known as such (a mid-stream segment from one
+	// is not a flow to pick up); nothing else is.
+	EXPECT_TRUE(lb.is_backend(endpoint::of(ip("10.0.1.2"), 8080, 6)));
+	EXPECT_FALSE(lb.is_backend(endpoint::of(ip("10.0.1.2"), 8081, 6)));
+	EXPECT_FALSE(lb.is_backend(endpoint::of(ip("10.0.1.2"), 8080, 17)));
 }
 
-TEST_F(lb_fixture, replies_are_looked_up_only_from_backend_ports)
+TEST_F(lb_fixture, one_backend_endpoint_serves_two_services)
 {
-	ASSERT_EQ(lb.apply(two_backends()), "");
-	const uint32_t web_id = lb.lookup(web());
-	EXPECT_TRUE(lb.backend_port(8080));
-	EXPECT_FALSE(lb.backend_port(8081));
-	EXPECT_FALSE(lb.backend_port(40000));
-	// A burst mixing replies (from 8080) and client packets (ephemeral ports).
-	const endpoint k[4] = {endpoint::of(ip("10.0.1.1"), 8080, 6), endpoint::of(ip("192.168.1.10"), 40000, 6),
-			       endpoint::of(ip("10.0.1.2"), 8080, 6), endpoint::of(ip("10.0.1.3"), 8080, 6)};
-	const endpoint* kp[4] = {&k[0], &k[1], &k[2], &k[3]};
-	uint32_t ids[4];
-	EXPECT_EQ(lb.reverse_bulk(kp, 4, ids), 2u);
-	EXPECT_EQ(ids[0], web_id);
-	EXPECT_EQ(ids[1], 0u);
-	EXPECT_EQ(ids[2], web_id);
-	EXPECT_EQ(ids[3], 0u) << "the port is a backend's, the address is not";
-	// The port stays marked while any backend uses it; one added on a new
-	// port marks it.
-	ASSERT_EQ(lb.remove_backend(lb.backend_id("web", ip("10.0.1.1"), 8080)), "");
-	EXPECT_TRUE(lb.backend_port(8080));
-	EXPECT_EQ(lb.reverse(k[2]), web_id);
-	ASSERT_EQ(lb.add_backend(backend_spec{.service = "web", .addr = ip("10.0.1.9"), .port = 9090}), "");
-	EXPECT_TRUE(lb.backend_port(9090));
-	EXPECT_EQ(lb.reverse(endpoint::of(ip("10.0.1.9"), 9090, 6)), web_id);
-	ASSERT_EQ(lb.remove_backend(lb.backend_id("web", ip("10.0.1.2"), 8080)), "");
-	EXPECT_FALSE(lb.backend_port(8080));
-	EXPECT_EQ(lb.reverse(k[2]), 0u);
+	config c = two_backends();
+	c.services.push_back(service_spec{.name = "api", .vip = ip("10.96.0.11"), .port = 443, .proto = 6});
+	c.backends.push_back(backend_spec{.service = "api", .addr = ip("10.0.1.1"), .port = 8080});
+	ASSERT_EQ(lb.apply(c), "");
+	const uint32_t in_web = lb.backend_id("web", ip("10.0.1.1"), 8080);
+	const uint32_t in_api = lb.backend_id("api", ip("10.0.1.1"), 8080);
+	ASSERT_NE(in_web, 0u);
+	ASSERT_NE(in_api, 0u);
+	EXPECT_NE(in_web, in_api) << "a backend record per service";
+	const uint32_t api = lb.lookup(endpoint::of(ip("10.96.0.11"), 443, 6));
+	EXPECT_EQ(lb.select(api, 777), in_api) << "api's only backend";
+	// Twice in one service is still a duplicate.
+	EXPECT_NE(lb.add_backend(backend_spec{.service = "api", .addr = ip("10.0.1.1"), .port = 8080}), "");
+	config dup = c;
+	dup.backends.push_back(backend_spec{.service = "api", .addr = ip("10.0.1.1"), .port = 8080});
+	EXPECT_NE(lb.check(dup).find("duplicate backend"), std::string::npos) << lb.check(dup);
+	// The endpoint stays a backend until the last service lets it go.
+	const endpoint ep = endpoint::of(ip("10.0.1.1"), 8080, 6);
+	ASSERT_EQ(lb.remove_backend(in_web), "");
+	lb.commit();
+	EXPECT_TRUE(lb.is_backend(ep));
+	ASSERT_EQ(lb.remove_backend(in_api), "");
+	lb.commit();
+	EXPECT_FALSE(lb.is_backend(ep));
 	// A refused backend leaves no mark.
 	EXPECT_NE(lb.add_backend(backend_spec{.service = "nosuch", .addr = ip("10.0.1.7"), .port = 7070}), "");
-	EXPECT_FALSE(lb.backend_port(7070));
-	lb.commit();
+	EXPECT_FALSE(lb.is_backend(endpoint::of(ip("10.0.1.7"), 7070, 6)));
 }
 
 TEST_F(lb_fixture, the_same_flow_hash_always_picks_the_same_backend)
@@ -203,7 +200,7 @@ TEST_F(lb_fixture, apply_keeps_the_ids_of_what_did_not_change)
 	c.backends.pop_back();
 	ASSERT_EQ(lb.apply(c), "");
 	EXPECT_EQ(lb.lookup(endpoint::of(ip("10.96.0.53"), 53, 17)), 0u);
-	EXPECT_EQ(lb.reverse(endpoint::of(ip("10.0.2.1"), 53, 17)), 0u);
+	EXPECT_FALSE(lb.is_backend(endpoint::of(ip("10.0.2.1"), 53, 17)));
 	EXPECT_EQ(lb.stats().services, 1u);
 	EXPECT_EQ(lb.stats().backends, 2u);
 }
