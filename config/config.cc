@@ -175,32 +175,18 @@ public:
 	}
 
 	// "10.0.0.0/8", "fd00::/64"; host bits set are refused.
-	sockmap::prefix prefix(const YAML::Node& n, const std::string& path) const
+	net::prefix prefix(const YAML::Node& n, const std::string& path) const
 	{
-		const std::string bad = "expected a prefix like 10.0.0.0/8 or fd00::/64, got " + shown(n);
-		if (!n.IsScalar())
-			fail(n, path, bad);
-		const std::string& s = n.Scalar();
-		const size_t slash = s.find('/');
-		lb::address a;
-		if (slash == std::string::npos || slash + 1 >= s.size() || slash + 4 < s.size() ||
-		    !lb::parse_address(s.substr(0, slash), &a))
-			fail(n, path, bad);
-		for (size_t i = slash + 1; i < s.size(); i++)
-			if (s[i] < '0' || s[i] > '9')
-				fail(n, path, bad);
-		const unsigned len = static_cast<unsigned>(std::stoul(s.substr(slash + 1)));
-		const unsigned bits = a.family == 4 ? 32 : 128;
-		if (len > bits)
-			fail(n, path, "prefix length " + std::to_string(len) + " exceeds " + std::to_string(bits));
-		for (unsigned b = len; b < bits; b++)
-			if (a.addr[b / 8] & (0x80 >> (b % 8)))
-				fail(n, path, s + " has host bits set");
-		sockmap::prefix p;
-		p.family = a.family;
-		std::memcpy(p.addr, a.addr, 16);
-		p.len = static_cast<uint8_t>(len);
-		return p;
+		net::prefix p;
+		unsigned len = 0;
+		switch (n.IsScalar() ? net::parse_prefix(n.Scalar(), &p, false, &len) : net::prefix_error::malformed) {
+		case net::prefix_error::none: return p;
+		case net::prefix_error::length:
+			fail(n, path, "prefix length " + std::to_string(len) + " exceeds " + (n.Scalar().find(':') != std::string::npos ? "128" : "32"));
+		case net::prefix_error::host_bits: fail(n, path, n.Scalar() + " has host bits set");
+		case net::prefix_error::malformed: break;
+		}
+		fail(n, path, "expected a prefix like 10.0.0.0/8 or fd00::/64, got " + shown(n));
 	}
 
 	// "02:00:00:00:00:01"
@@ -400,21 +386,14 @@ void read_ports(const reader& r, const YAML::Node& node, const std::string& path
 				  [&](const YAML::Node& n, const std::string& q) {
 					  r.items(n, q, [&](const YAML::Node& a, const std::string& aq) {
 						  // An interface address: the host bits are the address.
-						  const std::string text = a.IsScalar() ? a.Scalar() : "";
-						  const size_t slash = text.find('/');
-						  lb::address ad;
-						  if (slash == std::string::npos || !lb::parse_address(text.substr(0, slash), &ad))
+						  net::prefix pf;
+						  const net::prefix_error e = a.IsScalar() ? net::parse_prefix(a.Scalar(), &pf, true)
+											   : net::prefix_error::malformed;
+						  if (e == net::prefix_error::malformed)
 							  r.fail(a, aq, "expected an address with its prefix length like 10.0.0.1/24, got " +
 										reader::shown(a));
-						  sockmap::prefix pf;
-						  pf.family = ad.family;
-						  std::memcpy(pf.addr, ad.addr, 16);
-						  const std::string len = text.substr(slash + 1);
-						  const unsigned bits = ad.family == 4 ? 32 : 128;
-						  if (len.empty() || len.size() > 3 || len.find_first_not_of("0123456789") != std::string::npos ||
-						      std::stoul(len) > bits)
+						  if (e != net::prefix_error::none)
 							  r.fail(a, aq, "bad prefix length in " + reader::shown(a));
-						  pf.len = static_cast<uint8_t>(std::stoul(len));
 						  p.addresses.push_back(pf);
 					  });
 				  }},
@@ -540,11 +519,7 @@ uint8_t protocol(const reader& r, const YAML::Node& n, const std::string& p)
 	r.fail(n, p, "expected tcp or udp, got " + reader::shown(n));
 }
 
-std::string endpoint_text(const lb::address& a, uint16_t port)
-{
-	return a.family == 6 ? "[" + lb::to_string(a) + "]:" + std::to_string(port)
-			     : lb::to_string(a) + ":" + std::to_string(port);
-}
+std::string endpoint_text(const lb::address& a, uint16_t port) { return net::endpoint_string(a, port); }
 
 // `services:` then `backends:` (read after every service is known).
 void read_services(const reader& r, const YAML::Node& node, const std::string& path, lb::config& c)

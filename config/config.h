@@ -29,7 +29,8 @@
 
 #include "ct/ct_config.h"
 #include "lb/lb_config.h"
-#include "sockmap/sockmap.h"
+#include "net/addr.h"
+#include "sockmap/sockmap_config.h"
 
 namespace ctplane::config {
 
@@ -73,7 +74,7 @@ struct port_spec {
 	std::string device;        // DPDK devargs; "" for replay-only configs
 	rp_mode rp_filter = rp_mode::strict;
 	uint8_t mac[6] = {};
-	std::vector<sockmap::prefix> addresses;  // the appliance's own, with their subnets
+	std::vector<net::prefix> addresses;  // the appliance's own, with their subnets
 };
 
 // A neighbor: the link-layer address of a host on a port (static entries;
@@ -86,7 +87,7 @@ struct neighbor_spec {
 
 // A route: prefix -> next hop. `via` absent: the destination is on the link.
 struct route_spec {
-	sockmap::prefix prefix;
+	net::prefix prefix;
 	uint32_t port = 0;  // index into ports
 	bool has_via = false;
 	lb::address via;

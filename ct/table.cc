@@ -6,6 +6,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "maps/settle.h"
+
 namespace ctplane::ct {
 
 namespace {
@@ -1343,18 +1345,9 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 		init.seen[odir ^ d] = r.seen[d];
 	}
 	const uint64_t h = fam.hash.hash(k);
-	int rc = fam.hash.insert_with_hash(k, init, h);
 	// A resize in the way (or a chain past its limit: the table grows or
 	// reseeds): run it to its end, a bounded number of times.
-	for (int tries = 0; rc == -EBUSY && tries < 8; tries++) {
-		for (int steps = 0; steps < 64 && fam.hash.maintain(size_t{1} << 20) != 0; steps++) {
-		}
-		if (!fam.hash.resizing())
-			(void)fam.hash.maintain(size_t{1} << 20);  // starts the grow or reseed it needs
-		for (int steps = 0; steps < 64 && fam.hash.maintain(size_t{1} << 20) != 0; steps++) {
-		}
-		rc = fam.hash.insert_with_hash(k, init, h);
-	}
+	const int rc = maps::settle(fam.hash, [&] { return fam.hash.insert_with_hash(k, init, h); });
 	if (rc != 0 || !(fl & kNat))
 		return rc;
 	F* f = fam.hash.lookup_with_hash(k, h);

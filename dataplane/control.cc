@@ -5,8 +5,12 @@
 #include <cstring>
 
 #include "dataplane/parser.h"
+#include "net/bytes.h"
 
 namespace ctplane::dataplane {
+
+using net::be16;
+using net::put16;
 
 namespace {
 
@@ -16,12 +20,6 @@ constexpr uint8_t kNdSolicit = 135, kNdAdvert = 136, kEcho6Request = 128, kEcho6
 constexpr uint8_t kTime6Exceeded = 3, kTime4Exceeded = 11, kUnreach4 = 3, kUnreach6 = 1;
 constexpr unsigned kMin4Quote = 576, kMin6Mtu = 1280;  // RFC 1812 4.3.2.3, RFC 4443 2.4(c)
 
-uint16_t be16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-void put16(uint8_t* p, uint16_t v) noexcept
-{
-	p[0] = static_cast<uint8_t>(v >> 8);
-	p[1] = static_cast<uint8_t>(v);
-}
 void put_eth(std::vector<uint8_t>& f, const uint8_t* dst, const uint8_t* src, uint16_t type)
 {
 	f.insert(f.end(), dst, dst + 6);
@@ -82,7 +80,7 @@ void put_ip6(std::vector<uint8_t>& f, const uint8_t* src, const uint8_t* dst, ui
 	std::memcpy(ip + 24, dst, 16);
 }
 
-bool in_prefix(const sockmap::prefix& p, const lb::address& a)
+bool in_prefix(const net::prefix& p, const lb::address& a)
 {
 	if (p.family != a.family)
 		return false;
@@ -162,8 +160,8 @@ bool control_path::source_for(uint16_t port, const lb::address& peer, uint8_t ou
 {
 	if (port >= pl_.nports())
 		return false;
-	const sockmap::prefix* any = nullptr;
-	for (const sockmap::prefix& a : pl_.port_addrs(port)) {
+	const net::prefix* any = nullptr;
+	for (const net::prefix& a : pl_.port_addrs(port)) {
 		if (a.family != peer.family)
 			continue;
 		if (in_prefix(a, peer)) {
@@ -545,7 +543,7 @@ void control_path::on_icmp6(const uint8_t* f, uint32_t len, const parsed& p, uin
 	const uint8_t type = p.icmp_type;
 	const uint8_t* port_mac = pl_.port_mac(in_port);
 	auto ours = [&](const uint8_t* a) {
-		for (const sockmap::prefix& x : pl_.port_addrs(in_port))
+		for (const net::prefix& x : pl_.port_addrs(in_port))
 			if (x.family == 6 && std::memcmp(x.addr, a, 16) == 0)
 				return true;
 		return false;

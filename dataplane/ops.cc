@@ -63,19 +63,9 @@ std::string proto_str(uint8_t p)
 	return n != nullptr ? n : std::to_string(p);
 }
 
-std::string addr_str(const uint8_t* a, uint8_t family)
-{
-	lb::address x{};
-	x.family = family;
-	std::memcpy(x.addr, a, family == 4 ? 4 : 16);
-	return lb::to_string(x);
-}
+std::string addr_str(const uint8_t* a, uint8_t family) { return net::to_string(a, family); }
 
-std::string endpoint_str(const lb::endpoint& e)
-{
-	const std::string a = addr_str(e.addr, e.family);
-	return (e.family == 6 ? "[" + a + "]" : a) + ":" + std::to_string(e.port);
-}
+std::string endpoint_str(const lb::endpoint& e) { return net::endpoint_string(e.addr, e.family, e.port); }
 
 std::string mac_str(const uint8_t* m)
 {
@@ -84,29 +74,6 @@ std::string mac_str(const uint8_t* m)
 	return b;
 }
 
-// "10.0.0.1:80" / "[2001:db8::1]:80" -> address and port.
-bool parse_endpoint(const std::string& s, lb::address* a, uint16_t* port)
-{
-	std::string host, p;
-	if (!s.empty() && s[0] == '[') {
-		const size_t e = s.find("]:");
-		if (e == std::string::npos)
-			return false;
-		host = s.substr(1, e - 1);
-		p = s.substr(e + 2);
-	} else {
-		const size_t e = s.rfind(':');
-		if (e == std::string::npos || s.find(':') != e)
-			return false;
-		host = s.substr(0, e);
-		p = s.substr(e + 1);
-	}
-	uint64_t v;
-	if (!lb::parse_address(host, a) || !parse_u64(p, 65535, &v) || v == 0)
-		return false;
-	*port = static_cast<uint16_t>(v);
-	return true;
-}
 
 // Rows of a table, until the reply would pass the socket's limit.
 class table_out {
@@ -179,30 +146,15 @@ size_t reply::json_size() const
 	return n;
 }
 
-std::string parse_prefix(const std::string& text, sockmap::prefix* out)
+std::string parse_prefix(const std::string& text, net::prefix* out)
 {
-	const size_t slash = text.find('/');
-	lb::address a;
-	if (slash == std::string::npos || !lb::parse_address(text.substr(0, slash), &a))
-		return "expected a prefix like 10.0.0.0/8 or fd00::/64, got \"" + text + "\"";
-	uint64_t len;
-	const unsigned bits = a.family == 4 ? 32 : 128;
-	if (!parse_u64(text.substr(slash + 1), bits, &len))
-		return "bad prefix length in \"" + text + "\"";
-	for (unsigned b = static_cast<unsigned>(len); b < bits; b++)
-		if (a.addr[b / 8] & (0x80 >> (b % 8)))
-			return "\"" + text + "\" has host bits set";
-	sockmap::prefix p;
-	p.family = a.family;
-	std::memcpy(p.addr, a.addr, 16);
-	p.len = static_cast<uint8_t>(len);
-	*out = p;
-	return "";
-}
-
-std::string to_string(const sockmap::prefix& p)
-{
-	return addr_str(p.addr, p.family) + "/" + std::to_string(p.len);
+	switch (net::parse_prefix(text, out)) {
+	case net::prefix_error::none: return "";
+	case net::prefix_error::malformed: return "expected a prefix like 10.0.0.0/8 or fd00::/64, got \"" + text + "\"";
+	case net::prefix_error::length: return "bad prefix length in \"" + text + "\"";
+	case net::prefix_error::host_bits: return "\"" + text + "\" has host bits set";
+	}
+	return "?";
 }
 
 const std::vector<std::pair<std::string, std::string>>& ops::commands()
@@ -608,7 +560,7 @@ reply ops::backend_cmd(const std::string& verb, const std::string& params)
 	}
 	lb::address addr;
 	uint16_t port;
-	if (!parse_endpoint(a[1], &addr, &port)) {
+	if (!net::parse_endpoint(a[1], &addr, &port)) {
 		r.error("bad backend address \"" + a[1] + "\" (expected ADDR:PORT, [v6]:PORT)");
 		return r;
 	}

@@ -144,7 +144,6 @@ private:
 };
 
 // "a/len" -> prefix (host bits must be clear); "" or what is wrong.
-std::string parse_prefix(const std::string& text, sockmap::prefix* out);
-std::string to_string(const sockmap::prefix& p);
+std::string parse_prefix(const std::string& text, net::prefix* out);
 
 }  // namespace ctplane::dataplane

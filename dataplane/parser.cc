@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "dataplane/parser.h"
+#include "net/bytes.h"
 
 #include <bit>
 #include <cstring>
 
 namespace ctplane::dataplane {
+
+using net::be16;
+using net::put16;
 
 const char* drop_name(drop d) noexcept
 {
@@ -26,47 +30,12 @@ const char* drop_description(drop d) noexcept
 	return d < drop::kCount ? descs[static_cast<unsigned>(d)] : "?";
 }
 
-uint16_t csum_fold(const uint8_t* p, uint32_t n, uint32_t seed) noexcept
-{
-	// The one's complement sum does not depend on byte order (RFC 1071
-	// 2.B): add native 4-byte words, fold, and swap the 16-bit result to
-	// network order once, at the end.
-	uint64_t s = 0;
-	uint32_t i = 0;
-	for (; i + 4 <= n; i += 4) {
-		uint32_t w;
-		std::memcpy(&w, p + i, 4);
-		s += w;
-	}
-	if (i + 2 <= n) {
-		uint16_t w;
-		std::memcpy(&w, p + i, 2);
-		s += w;
-		i += 2;
-	}
-	if (i < n) {  // the last byte is the high half of its word
-		const uint8_t w[2] = {p[i], 0};
-		uint16_t v;
-		std::memcpy(&v, w, 2);
-		s += v;
-	}
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	if constexpr (std::endian::native == std::endian::little)
-		s = __builtin_bswap16(static_cast<uint16_t>(s));
-	s += seed;
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	return static_cast<uint16_t>(s);
-}
-
 namespace {
 
 constexpr uint16_t kEthIPv4 = 0x0800, kEthIPv6 = 0x86dd, kEthARP = 0x0806;
 constexpr uint16_t kEthVLAN = 0x8100, kEthQinQ = 0x88a8;
 constexpr unsigned kMaxExtHeaders = 8;
 
-uint16_t be16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
 uint32_t be32(const uint8_t* p) noexcept
 {
 	return uint32_t{p[0]} << 24 | uint32_t{p[1]} << 16 | uint32_t{p[2]} << 8 | p[3];

@@ -21,52 +21,11 @@
 
 #include "ct/table.h"
 #include "ct/tuple.h"
+#include "dataplane/drop.h"
+#include "net/checksum.h"
 
 namespace ctplane::dataplane {
 
-// Why a frame was not forwarded: {id, name, description}. The pipeline's
-// drop counters are indexed by these.
-#define CTPLANE_DROP_REASONS(X)                                                                   \
-	X(l2_truncated, "frame shorter than its Ethernet and VLAN headers")                        \
-	X(vlan_too_deep, "more than two VLAN tags")                                                 \
-	X(unsupported_ethertype, "neither IPv4, IPv6 nor ARP")                                      \
-	X(arp_truncated, "ARP packet shorter than an Ethernet/IPv4 ARP body")                       \
-	X(ip_version_mismatch, "IP version field does not match the ethertype")                     \
-	X(ipv4_bad_header_length, "IPv4 IHL below 5 or past the frame")                             \
-	X(ipv4_bad_total_length, "IPv4 total length below the header or past the frame")            \
-	X(ipv4_bad_checksum, "IPv4 header checksum does not verify")                                \
-	X(ipv6_truncated, "IPv6 header or payload length past the frame")                           \
-	X(ipv6_bad_extension, "IPv6 extension header past the payload, or too many of them")        \
-	X(l4_truncated, "TCP, UDP or ICMP header past the IP payload")                             \
-	X(tcp_bad_offset, "TCP data offset below 5 words or past the IP payload")                   \
-	X(icmp_error_truncated, "ICMP error quoting less than an IP header and 8 bytes")            \
-	X(udp_bad_length, "UDP length field below 8 or past the IP payload")                        \
-	X(l4_bad_checksum, "TCP, UDP or ICMP checksum does not verify")                             \
-	X(martian_source, "source address no host may use (RFC 1812 5.3.7, RFC 4291)")              \
-	X(martian_destination, "destination that is never routed (loopback, link-local, ...)")     \
-	X(rp_filter, "source not reachable back through the port it came in on (rp_filter)")        \
-	X(oversize, "frame larger than the receive buffer (chained, or past the data room)")        \
-	X(ttl_exceeded, "TTL or hop limit expired here")                                            \
-	X(no_route, "no route to the destination")                                                  \
-	X(no_neighbor, "next hop's link-layer address unknown")                                     \
-	X(no_backend, "service has no active backend")                                              \
-	X(ct_invalid, "conntrack: not a valid packet of a known flow")                              \
-	X(ct_refused_full, "conntrack: table full of established flows")                            \
-	X(ct_refused_busy, "conntrack: table resizing and overflow full")                           \
-	X(ct_refused_nomem, "conntrack: out of memory")                                             \
-	X(fragment_unknown, "a later fragment whose first fragment was not seen")                  \
-	X(punt_policed, "for the appliance, past its class's punt rate (control.punt)")               \
-	X(tx_full, "transmit queue full")
-
-enum class drop : uint8_t {
-#define CTPLANE_X(id, desc) id,
-	CTPLANE_DROP_REASONS(CTPLANE_X)
-#undef CTPLANE_X
-	kCount
-};
-inline constexpr unsigned kDropReasons = static_cast<unsigned>(drop::kCount);
-const char* drop_name(drop d) noexcept;
-const char* drop_description(drop d) noexcept;
 
 enum class frame_kind : uint8_t { ip, arp, dropped };
 
@@ -99,7 +58,6 @@ void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept;
 // a fragment, IPv4 UDP without a checksum, another protocol.
 bool l4_checksum_ok(const uint8_t* frame, const parsed& p) noexcept;
 
-// The 16-bit one's complement sum of [p, p + n) (n may be odd), folded.
-uint16_t csum_fold(const uint8_t* p, uint32_t n, uint32_t seed = 0) noexcept;
+using net::csum_fold;  // net/checksum.h
 
 }  // namespace ctplane::dataplane

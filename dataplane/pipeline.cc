@@ -6,17 +6,16 @@
 #include <cstring>
 
 #include "maps/rcu.h"
+#include "maps/settle.h"
+#include "net/bytes.h"
 
 namespace ctplane::dataplane {
 
+using net::be16;
+using net::put16;
+
 namespace {
 
-uint16_t be16(const uint8_t* p) noexcept { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
-void put16(uint8_t* p, uint16_t v) noexcept
-{
-	p[0] = static_cast<uint8_t>(v >> 8);
-	p[1] = static_cast<uint8_t>(v);
-}
 
 lb::endpoint ep_of(const uint8_t* addr, uint8_t family, uint16_t port, uint8_t proto) noexcept
 {
@@ -73,19 +72,6 @@ drop martian(const parsed& p) noexcept
 }
 
 }  // namespace
-
-void csum_replace(uint8_t* c, const uint8_t* old, const uint8_t* neu, unsigned n) noexcept
-{
-	// HC' = ~(~HC + ~m + m'), summed over the changed 16-bit words.
-	uint32_t s = static_cast<uint16_t>(~be16(c));
-	for (unsigned i = 0; i + 1 < n; i += 2) {
-		s += static_cast<uint16_t>(~be16(old + i));
-		s += be16(neu + i);
-	}
-	while (s >> 16)
-		s = (s & 0xffff) + (s >> 16);
-	put16(c, static_cast<uint16_t>(~s));
-}
 
 uint32_t flow_hash(const ct::tuple& t) noexcept
 {
@@ -181,7 +167,7 @@ std::string pipeline::build(const config::ctplane_config& c)
 	own4_.clear();
 	own6_.clear();
 	for (const port_info& pi : ports_)
-		for (const sockmap::prefix& a : pi.addrs) {
+		for (const net::prefix& a : pi.addrs) {
 			if (a.family == 4) {
 				uint32_t v;
 				std::memcpy(&v, a.addr, 4);
@@ -225,14 +211,8 @@ bool pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6])
 		// Bounded: a resize in the way is run to its end; a chain that
 		// stays full with no resize running means the seed is being aimed
 		// at, or bad luck: a new salt. Never a spin on what packets did.
-		int rc = neigh_.insert(k, v);
-		for (int tries = 0; rc == -EBUSY && tries < kNeighborInsertTries; tries++) {
-			if (!neigh_.resizing() && neigh_.reseed() != 0)
-				break;
-			for (int steps = 0; steps < 64 && neigh_.maintain(1u << 20) != 0; steps++) {
-			}
-			rc = neigh_.insert(k, v);
-		}
+		const int rc = maps::settle(neigh_, [&] { return neigh_.insert(k, v); }, maps::full_chain::reseed_now,
+					    kNeighborInsertTries);
 		neigh_.maintain(1u << 16);
 		if (rc != 0) {
 			neigh_refused_++;
@@ -327,7 +307,7 @@ std::string pipeline::add_route(const config::route_spec& r)
 	return "";
 }
 
-std::string pipeline::del_route(const sockmap::prefix& p)
+std::string pipeline::del_route(const net::prefix& p)
 {
 	uint32_t old;
 	int rc;
@@ -520,7 +500,7 @@ bool pipeline::answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept
 		if (be16(a) != 1 || be16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 || be16(a + 6) != 1)
 			return false;
 		bool mine = false;
-		for (const sockmap::prefix& x : port.addrs)
+		for (const net::prefix& x : port.addrs)
 			mine = mine || (x.family == 4 && std::memcmp(x.addr, a + 24, 4) == 0);
 		if (!mine)
 			return false;

@@ -175,7 +175,7 @@ public:
 	// Routes at run time (control thread; workers keep forwarding): adds
 	// or replaces the route of r.prefix, or removes it. "" or what is wrong.
 	std::string add_route(const config::route_spec& r);
-	std::string del_route(const sockmap::prefix& p);
+	std::string del_route(const net::prefix& p);
 	// f(const config::route_spec&) for every route, in prefix order.
 	template <typename Fn>
 	void for_each_route(Fn&& f) const
@@ -202,7 +202,7 @@ public:
 	}
 	// A port's MAC and addresses (its config).
 	const uint8_t* port_mac(unsigned port) const noexcept { return ports_[port].mac; }
-	const std::vector<sockmap::prefix>& port_addrs(unsigned port) const noexcept { return ports_[port].addrs; }
+	const std::vector<net::prefix>& port_addrs(unsigned port) const noexcept { return ports_[port].addrs; }
 	// Fragments: a first fragment's ports are kept kFragTimeoutMs for the
 	// later ones, at most kFragsPerSource datagrams per source and
 	// kFragsTotal in all (past that, counted as fragments_untracked: its
@@ -244,7 +244,7 @@ private:
 	friend struct pipeline_test_peer;  // tests/dataplane: aims keys at the neighbour table
 	struct port_info {
 		uint8_t mac[6];
-		std::vector<sockmap::prefix> addrs;
+		std::vector<net::prefix> addrs;
 		config::rp_mode rp_filter;
 	};
 	struct hop {
@@ -355,9 +355,6 @@ private:
 // control path's (packets that waited for a neighbour) alike.
 void forward_rewrite(uint8_t* frm, const parsed& p, const uint8_t dst_mac[6], const uint8_t src_mac[6]) noexcept;
 
-// ---- checksums (RFC 1624) --------------------------------------------------------
-// Updates the big-endian 16-bit checksum at `c` for `n` bytes (n even) at
-// an even offset changing from `old` to `neu`.
-void csum_replace(uint8_t* c, const uint8_t* old, const uint8_t* neu, unsigned n) noexcept;
+using net::csum_replace;  // net/checksum.h
 
 }  // namespace ctplane::dataplane

@@ -9,12 +9,12 @@ namespace ctplane::dataplane {
 
 namespace {
 
-bool same_prefix(const sockmap::prefix& a, const sockmap::prefix& b)
+bool same_prefix(const net::prefix& a, const net::prefix& b)
 {
 	return a.family == b.family && a.len == b.len && std::memcmp(a.addr, b.addr, 16) == 0;
 }
 
-bool same_prefixes(const std::vector<sockmap::prefix>& a, const std::vector<sockmap::prefix>& b)
+bool same_prefixes(const std::vector<net::prefix>& a, const std::vector<net::prefix>& b)
 {
 	if (a.size() != b.size())
 		return false;

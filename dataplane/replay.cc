@@ -46,14 +46,7 @@ double wall() noexcept
 	return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-std::string endpoint_str(const lb::endpoint& e)
-{
-	lb::address a;
-	a.family = e.family;
-	std::memcpy(a.addr, e.addr, 16);
-	const std::string s = lb::to_string(a);
-	return (e.family == 6 ? "[" + s + "]" : s) + ":" + std::to_string(e.port);
-}
+std::string endpoint_str(const lb::endpoint& e) { return net::endpoint_string(e.addr, e.family, e.port); }
 
 std::string jstr(const std::string& s)
 {

@@ -500,9 +500,9 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 	lb.commit();
 
 	// Routes and neighbours.
-	std::vector<sockmap::prefix> cur;
+	std::vector<net::prefix> cur;
 	dp.pl().for_each_route([&](const config::route_spec& r) { cur.push_back(r.prefix); });
-	for (const sockmap::prefix& p : cur)
+	for (const net::prefix& p : cur)
 		dp.pl().del_route(p);
 	for (const route_rec& r : routes) {
 		config::route_spec s;

@@ -11,6 +11,7 @@
 #include <tuple>
 
 #include "maps/rcu.h"
+#include "maps/settle.h"
 
 namespace ctplane::lb {
 
@@ -26,27 +27,6 @@ const char* state_name(backend_state s) noexcept
 	return "?";
 }
 
-bool parse_address(const std::string& text, address* out)
-{
-	address a;
-	if (inet_pton(AF_INET, text.c_str(), a.addr) == 1)
-		a.family = 4;
-	else if (inet_pton(AF_INET6, text.c_str(), a.addr) == 1)
-		a.family = 6;
-	else
-		return false;
-	*out = a;
-	return true;
-}
-
-std::string to_string(const address& a)
-{
-	char buf[INET6_ADDRSTRLEN];
-	if (inet_ntop(a.family == 6 ? AF_INET6 : AF_INET, a.addr, buf, sizeof(buf)) == nullptr)
-		return "?";
-	return buf;
-}
-
 bool is_prime(uint64_t n) noexcept
 {
 	if (n < 2)
@@ -58,15 +38,6 @@ bool is_prime(uint64_t n) noexcept
 }
 
 namespace {
-std::string ep_str(const address& a, uint16_t port)
-{
-	const bool v6 = a.family == 6;
-	std::string s = v6 ? "[" : "";
-	s += to_string(a);
-	s += v6 ? "]:" : ":";
-	s += std::to_string(port);
-	return s;
-}
 const char* proto_str(uint8_t p)
 {
 	return p == 6 ? "tcp" : p == 17 ? "udp" : "?";
@@ -94,7 +65,7 @@ std::string check_service(const service_spec& s, uint32_t default_m)
 }
 std::string backend_who(const backend_spec& b)
 {
-	return "backend " + ep_str(b.addr, b.port) + " of service \"" + b.service + "\"";
+	return "backend " + net::endpoint_string(b.addr, b.port) + " of service \"" + b.service + "\"";
 }
 // A backend's own problem against its service's family, or "".
 std::string check_backend(const backend_spec& b, uint8_t service_family)
@@ -133,7 +104,7 @@ std::string validate(const config& c)
 		if (by_name.count(s.name))
 			return "service \"" + s.name + "\": duplicate name";
 		by_name[s.name] = &s;
-		const std::string fe = std::string(proto_str(s.proto)) + " " + ep_str(s.vip, s.port);
+		const std::string fe = std::string(proto_str(s.proto)) + " " + net::endpoint_string(s.vip, s.port);
 		if (auto it = frontends.find(fe); it != frontends.end())
 			return "service \"" + s.name + "\": " + fe + " is already service \"" + it->second + "\"";
 		frontends[fe] = s.name;
@@ -145,7 +116,7 @@ std::string validate(const config& c)
 			return backend_who(b) + ": unknown service \"" + b.service + "\"";
 		if (std::string e = check_backend(b, it->second->vip.family); !e.empty())
 			return e;
-		const std::string ep = std::string(proto_str(it->second->proto)) + " " + ep_str(b.addr, b.port);
+		const std::string ep = std::string(proto_str(it->second->proto)) + " " + net::endpoint_string(b.addr, b.port);
 		if (!endpoints.insert(b.service + " " + ep).second)  // another service may share it
 			return backend_who(b) + ": duplicate backend";
 	}
@@ -235,21 +206,7 @@ const service* balancer::service_at(uint32_t id) const noexcept
 }
 
 namespace {
-// Inserts on the control thread: a resize in progress answers -EBUSY, so
-// step it along and retry, a bounded number of times (a chain that stays
-// full is not something a resize step fixes: -EBUSY to the caller, who
-// reports the table busy).
-constexpr int kSettleTries = 8;
-template <typename H, typename K, typename V>
-int insert_settled(H& h, const K& k, const V& v)
-{
-	int rc = h.insert(k, v);
-	for (int tries = 0; rc == -EBUSY && tries < kSettleTries; tries++) {
-		h.maintain(1u << 20);
-		rc = h.insert(k, v);
-	}
-	return rc;
-}
+using maps::insert_settled;  // maps/settle.h
 template <typename H, typename K>
 void erase_settled(H& h, const K& k)
 {
@@ -304,7 +261,7 @@ std::string balancer::add_service(const service_spec& s, uint32_t* id_out, uint3
 		return "service \"" + s.name + "\": duplicate name";
 	const endpoint fe = endpoint::of(s.vip, s.port, s.proto);
 	if (uint32_t other = lookup(fe); other != 0)
-		return "service \"" + s.name + "\": " + proto_str(s.proto) + " " + ep_str(s.vip, s.port) +
+		return "service \"" + s.name + "\": " + proto_str(s.proto) + " " + net::endpoint_string(s.vip, s.port) +
 		       " is already service \"" + names_[other] + "\"";
 	const uint32_t id = alloc_id(free_svc_, next_svc_, max_services_, &svc_, nullptr, want_id);
 	if (id == 0 && want_id != 0)

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "net/addr.h"
+
 namespace ctplane::lb {
 
 enum class backend_state : uint8_t {
@@ -19,16 +21,10 @@ enum class backend_state : uint8_t {
 };
 const char* state_name(backend_state s) noexcept;
 
-// An address as the config names it: family 4 or 6, network-order bytes
-// (IPv4 in addr[0..4), the rest zero).
-struct address {
-	uint8_t family = 0;
-	uint8_t addr[16] = {};
-	bool operator==(const address&) const = default;
-};
-// "10.0.0.1" / "2001:db8::1" -> address; false if it is neither.
-bool parse_address(const std::string& text, address* out);
-std::string to_string(const address& a);
+// Addresses are the tree's one kind (net/addr.h).
+using net::address;
+using net::parse_address;
+using net::to_string;
 
 struct service_spec {
 	std::string name;  // unique; what backends reference

@@ -65,6 +65,7 @@
 #include "maps/mem.h"
 #include "maps/qptrie.h"
 #include "maps/rcu.h"
+#include "net/addr.h"
 
 namespace ctplane::maps {
 
@@ -760,22 +761,21 @@ std::string lpm<F>::load_text(std::string_view text, size_t* loaded)
 template <typename F>
 std::string lpm<F>::parse(std::string_view text, route* r)
 {
-	const size_t slash = text.find('/');
-	if (slash == std::string_view::npos)
-		return "missing '/length'";
-	const std::string a(text.substr(0, slash));
-	const std::string l(text.substr(slash + 1));
-	uint8_t bytes[16];
-	if (inet_pton(F::kAf, a.c_str(), bytes) != 1)
-		return "'" + a + "' is not an " + (kBits == 32 ? "IPv4" : "IPv6") + " address";
-	char* end = nullptr;
-	const long len = std::strtol(l.c_str(), &end, 10);
-	if (l.empty() || *end != '\0' || len < 0 || len > static_cast<long>(kBits))
-		return "prefix length '" + l + "' is not in 0.." + std::to_string(kBits);
-	r->prefix = F::from_bytes(bytes);
-	r->len = static_cast<uint8_t>(len);
-	if ((r->prefix & ~mask(r->len)) != 0)
-		return "host bits set (the prefix of /" + l + " would be shorter)";
+	net::prefix p;
+	unsigned len = 0;
+	switch (net::parse_prefix(text, &p, false, &len)) {
+	case net::prefix_error::none: break;
+	case net::prefix_error::malformed:
+		return text.find('/') == std::string_view::npos ? "missing '/length'" : "not ADDRESS/LENGTH";
+	case net::prefix_error::length: return "prefix length '" + std::to_string(len) + "' is not in 0.." + std::to_string(kBits);
+	case net::prefix_error::host_bits:
+		return "host bits set (the prefix of /" + std::to_string(len) + " would be shorter)";
+	}
+	if (p.family != (kBits == 32 ? 4 : 6))
+		return "'" + std::string(text.substr(0, text.find('/'))) + "' is not an " + (kBits == 32 ? "IPv4" : "IPv6") +
+		       " address";
+	r->prefix = F::from_bytes(p.addr);
+	r->len = p.len;
 	return {};
 }
 

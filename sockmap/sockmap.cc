@@ -5,6 +5,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "maps/settle.h"
+
 namespace ctplane::sockmap {
 
 std::string validate(const config& c)
@@ -17,9 +19,8 @@ std::string validate(const config& c)
 		const unsigned bits = p.family == 4 ? 32 : 128;
 		if (p.len > bits)
 			return "prefix length " + std::to_string(p.len) + " exceeds " + std::to_string(bits);
-		for (unsigned b = p.len; b < bits; b++)
-			if (p.addr[b / 8] & (0x80 >> (b % 8)))
-				return "a local prefix has host bits set (length " + std::to_string(p.len) + ")";
+		if (!net::host_bits_clear(p))
+			return "a local prefix has host bits set (length " + std::to_string(p.len) + ")";
 	}
 	if (c.enabled && c.local.empty())
 		return "enabled without local prefixes";
@@ -123,19 +124,7 @@ unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flag
 	return hits;
 }
 
-namespace {
-template <typename H, typename K, typename V>
-int insert_settled(H& h, const K& k, const V& v)
-{
-	for (int i = 0; i < 8; i++) {  // bounded: a full chain is not a resize's to fix
-		const int rc = h.insert(k, v);
-		if (rc != -EBUSY)
-			return rc;
-		h.maintain(1u << 20);
-	}
-	return -EBUSY;
-}
-}  // namespace
+using maps::insert_settled;  // maps/settle.h
 
 int sockmap::insert(const ct::tuple& orig, const redirect& fwd, const redirect& rev)
 {

@@ -41,21 +41,11 @@
 #include "ct/table.h"
 #include "ct/tuple.h"
 #include "maps/rhash.h"
+#include "net/addr.h"
+#include "sockmap/sockmap_config.h"
 
 namespace ctplane::sockmap {
 
-struct prefix {
-	uint8_t family = 4;  // 4 or 6
-	uint8_t addr[16] = {};  // network order
-	uint8_t len = 0;
-};
-
-struct config {
-	bool enabled = false;
-	uint32_t max_entries = 65536;  // directions (two per connection), per family
-	std::vector<prefix> local;     // local endpoints
-};
-std::string validate(const config& c);
 
 // What the dataplane applies to a hit: its precomputed rewrite.
 struct redirect {

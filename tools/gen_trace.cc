@@ -28,17 +28,14 @@
 #include "dataplane/pipeline.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
+#include "net/bytes.h"
+#include "net/checksum.h"
 
 namespace {
 
 using bytes = std::vector<uint8_t>;
-using ctplane::dataplane::csum_fold;
-
-void put16(uint8_t* p, uint16_t v)
-{
-	p[0] = uint8_t(v >> 8);
-	p[1] = uint8_t(v);
-}
+using ctplane::net::csum_fold;
+using ctplane::net::put16;
 
 struct pkt {
 	uint64_t t_us;

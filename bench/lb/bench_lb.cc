@@ -258,7 +258,7 @@ fast_world& fworld(uint64_t conns)
 	sockmap::config sc;
 	sc.enabled = true;
 	sc.max_entries = static_cast<uint32_t>(conns * 4);
-	sockmap::prefix p;
+	net::prefix p;
 	p.addr[0] = 10;
 	p.len = 8;
 	sc.local = {p};

@@ -49,6 +49,7 @@
 #include "lb/balancer.h"
 #include "maps/rcu.h"
 #include "sockmap/sockmap.h"
+#include "net/bytes.h"
 
 namespace ctplane::bench {
 namespace {
@@ -64,16 +65,8 @@ constexpr uint32_t kFrame = 60;  // 64 bytes on the wire with the FCS
 uint16_t g_port;
 rte_mempool* g_pool;
 
-void put16(uint8_t* p, uint16_t v)
-{
-	p[0] = uint8_t(v >> 8);
-	p[1] = uint8_t(v);
-}
-void put32(uint8_t* p, uint32_t v)
-{
-	put16(p, uint16_t(v >> 16));
-	put16(p + 2, uint16_t(v));
-}
+using ctplane::net::put16;
+using ctplane::net::put32;
 
 // A 60-byte Ethernet/IPv4/TCP frame with valid checksums.
 bytes tcp_frame(uint32_t src, uint32_t dst, uint16_t sp, uint16_t dp, uint8_t flags)

@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "net/checksum.h"
+
+#include <bit>
+#include <cstring>
+
+#include "net/bytes.h"
+
+namespace ctplane::net {
+
+uint16_t csum_fold(const uint8_t* p, uint32_t n, uint32_t seed) noexcept
+{
+	// The one's complement sum does not depend on byte order (RFC 1071
+	// 2.B): add native 4-byte words, fold, and swap the 16-bit result to
+	// network order once, at the end.
+	uint64_t s = 0;
+	uint32_t i = 0;
+	for (; i + 4 <= n; i += 4) {
+		uint32_t w;
+		std::memcpy(&w, p + i, 4);
+		s += w;
+	}
+	if (i + 2 <= n) {
+		uint16_t w;
+		std::memcpy(&w, p + i, 2);
+		s += w;
+		i += 2;
+	}
+	if (i < n) {  // the last byte is the high half of its word
+		const uint8_t w[2] = {p[i], 0};
+		uint16_t v;
+		std::memcpy(&v, w, 2);
+		s += v;
+	}
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	if constexpr (std::endian::native == std::endian::little)
+		s = __builtin_bswap16(static_cast<uint16_t>(s));
+	s += seed;
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	return static_cast<uint16_t>(s);
+}
+
+void csum_replace(uint8_t* c, const uint8_t* old, const uint8_t* neu, unsigned n) noexcept
+{
+	// HC' = ~(~HC + ~m + m'), summed over the changed 16-bit words.
+	uint32_t s = static_cast<uint16_t>(~be16(c));
+	for (unsigned i = 0; i + 1 < n; i += 2) {
+		s += static_cast<uint16_t>(~be16(old + i));
+		s += be16(neu + i);
+	}
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	put16(c, static_cast<uint16_t>(~s));
+}
+
+}  // namespace ctplane::net
