@@ -19,7 +19,7 @@
 
 #include <cstdint>
 
-#include "ct/table.h"
+#include "ct/packet.h"
 #include "ct/tuple.h"
 #include "dataplane/drop.h"
 #include "net/checksum.h"

@@ -109,8 +109,6 @@ struct pipeline::work {
 
 pipeline::pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores)
 	: ct_(ct), lb_(lb), sm_(sm),
-	  frags_(maps::rhash_config{.min_entries = 1024, .max_entries = kFragsTotal}),
-	  frag_src_(maps::rhash_config{.min_entries = 256, .max_entries = kFragsTotal}),
 	  lc_(std::make_unique<lcore_stats[]>(lcores)), nlcores_(lcores)
 {
 }
@@ -139,31 +137,9 @@ std::string pipeline::build(const config::ctplane_config& c)
 			lc_[l].punt_ns[k] = 0;
 		}
 	}
-	std::vector<hop> hops;
-	std::vector<maps::lpm<maps::ipv4>::route> r4;
-	std::vector<maps::lpm<maps::ipv6>::route> r6;
-	for (const config::route_spec& r : c.routes) {
-		if (r.port >= ports.size())
-			return "route to port " + std::to_string(r.port) + ": no such port";
-		hop h{};
-		h.port = static_cast<uint16_t>(r.port);
-		h.has_via = r.has_via;
-		h.via = r.via;
-		const uint32_t id = static_cast<uint32_t>(hops.size());
-		hops.push_back(h);
-		if (r.prefix.family == 4)
-			r4.push_back({maps::ipv4::from_bytes(r.prefix.addr), r.prefix.len, id});
-		else
-			r6.push_back({maps::ipv6::from_bytes(r.prefix.addr), r.prefix.len, id});
-	}
-	if (hops_.resize(0) != 0 || hops_.resize(hops.size()) != 0)
-		return "too many routes";
-	for (size_t i = 0; i < hops.size(); i++)
-		hops_[i] = hops[i];
-	if (fib4_.replace(r4) != 0 || fib6_.replace(r6) != 0)
-		return "the route table refused a route";
+	if (std::string e = fib_.build(c, ports.size()); !e.empty())
+		return e;
 	ports_ = std::move(ports);
-	free_hops_.clear();
 	own4_.clear();
 	own6_.clear();
 	for (const port_info& pi : ports_)
@@ -178,8 +154,6 @@ std::string pipeline::build(const config::ctplane_config& c)
 				own6_.push_back(v);
 			}
 		}
-	for (const config::neighbor_spec& nb : c.neighbors)
-		set_neighbor(nb.addr, nb.mac);
 	uint32_t maxb = 0;
 	lb_.for_each_backend([&](uint32_t id, const lb::backend&) { maxb = std::max(maxb, id); });
 	// Room for backends added at run time too (up to 64K ids; workers count
@@ -198,180 +172,12 @@ std::string pipeline::build(const config::ctplane_config& c)
 	return "";
 }
 
-bool pipeline::set_neighbor(const lb::address& a, const uint8_t mac[6])
-{
-	nb_key k{};
-	std::memcpy(k.addr, a.addr, 16);
-	k.family = a.family;
-	nb_val v{};
-	std::memcpy(&v.mac_word, mac, 6);
-	if (nb_val* cur = neigh_.lookup(k)) {
-		std::atomic_ref<uint64_t>(cur->mac_word).store(v.mac_word, std::memory_order_relaxed);
-	} else {
-		// Bounded: a resize in the way is run to its end; a chain that
-		// stays full with no resize running means the seed is being aimed
-		// at, or bad luck: a new salt. Never a spin on what packets did.
-		const int rc = maps::settle(neigh_, [&] { return neigh_.insert(k, v); }, maps::full_chain::reseed_now,
-					    kNeighborInsertTries);
-		neigh_.maintain(1u << 16);
-		if (rc != 0) {
-			neigh_refused_++;
-			return false;
-		}
-	}
-	const uint64_t w = v.mac_word | uint64_t{1} << 48;  // resolved
-	for (uint64_t i = 0; i < hops_.size(); i++)
-		if (hops_[i].has_via && hops_[i].via == a)
-			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(w, std::memory_order_relaxed);
-	return true;
-}
-
-void pipeline::clear_neighbor(const lb::address& a)
-{
-	nb_key k{};
-	std::memcpy(k.addr, a.addr, 16);
-	k.family = a.family;
-	neigh_.erase(k);
-	for (uint64_t i = 0; i < hops_.size(); i++)
-		if (hops_[i].has_via && hops_[i].via == a)
-			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(0, std::memory_order_relaxed);
-}
-
-bool pipeline::next_hop_of(const uint8_t* dst, uint8_t family, uint16_t* port, lb::address* nh) const noexcept
-{
-	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(dst)) : fib6_.lookup(maps::ipv6::from_bytes(dst));
-	const hop* h = id != maps::lpm<maps::ipv4>::kNoRoute ? hops_.at(id) : nullptr;
-	if (h == nullptr)
-		return false;
-	*port = h->port;
-	if (h->has_via) {
-		*nh = h->via;
-	} else {
-		*nh = lb::address{};
-		nh->family = family;
-		std::memcpy(nh->addr, dst, family == 4 ? 4 : 16);
-	}
-	return true;
-}
-
-std::string pipeline::add_route(const config::route_spec& r)
-{
-	if (r.port >= ports_.size())
-		return "no port " + std::to_string(r.port);
-	if (r.has_via && r.via.family != r.prefix.family)
-		return "the next hop is not of the prefix's family";
-	hop h{};
-	h.port = static_cast<uint16_t>(r.port);
-	h.has_via = r.has_via;
-	h.via = r.via;
-	if (r.has_via) {
-		// A gateway already known: the hop starts resolved.
-		nb_key k{};
-		std::memcpy(k.addr, r.via.addr, 16);
-		k.family = r.via.family;
-		if (const nb_val* v = neigh_.lookup(k))
-			h.mac_word = v->mac_word | uint64_t{1} << 48;
-	}
-	uint32_t id;
-	if (!free_hops_.empty()) {
-		id = free_hops_.back();
-		free_hops_.pop_back();
-	} else {
-		id = static_cast<uint32_t>(hops_.size());
-		if (hops_.resize(id + 1) != 0)
-			return "too many routes";
-	}
-	hops_[id] = h;
-	std::atomic_thread_fence(std::memory_order_release);  // the hop, then the route that names it
-	uint32_t old = 0;
-	int rc;
-	if (r.prefix.family == 4) {
-		const auto a = maps::ipv4::from_bytes(r.prefix.addr);
-		old = fib4_.exact(a, r.prefix.len);
-		rc = fib4_.assign(a, r.prefix.len, id);
-		fib4_.reclaim();
-	} else {
-		const auto a = maps::ipv6::from_bytes(r.prefix.addr);
-		old = fib6_.exact(a, r.prefix.len);
-		rc = fib6_.assign(a, r.prefix.len, id);
-		fib6_.reclaim();
-	}
-	if (rc != 0) {
-		free_hops_.push_back(id);
-		return rc == -EINVAL ? "bad prefix (host bits set?)" : "the route table is full";
-	}
-	if (old != maps::lpm<maps::ipv4>::kNoRoute) {
-		maps::rcu::synchronize();  // no worker still reads the old hop
-		free_hops_.push_back(old);
-	}
-	return "";
-}
-
-std::string pipeline::del_route(const net::prefix& p)
-{
-	uint32_t old;
-	int rc;
-	if (p.family == 4) {
-		const auto a = maps::ipv4::from_bytes(p.addr);
-		old = fib4_.exact(a, p.len);
-		rc = fib4_.erase(a, p.len);
-		fib4_.reclaim();
-	} else {
-		const auto a = maps::ipv6::from_bytes(p.addr);
-		old = fib6_.exact(a, p.len);
-		rc = fib6_.erase(a, p.len);
-		fib6_.reclaim();
-	}
-	if (rc != 0)
-		return "no such route";
-	maps::rcu::synchronize();
-	free_hops_.push_back(old);
-	return "";
-}
-
-bool pipeline::route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
-{
-	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(dst)) : fib6_.lookup(maps::ipv6::from_bytes(dst));
-	return next_hop(id, dst, family, port, mac);
-}
-
-bool pipeline::next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
-{
-	const hop* hp = hops_.at(id);
-	if (hp == nullptr)
-		return false;
-	const hop& h = *hp;
-	*port = h.port;
-	if (h.has_via) {
-		// The gateway's MAC, cached in the hop by set_neighbor (one
-		// relaxed 8-byte word: MAC and a resolved flag).
-		const uint64_t w = std::atomic_ref<const uint64_t>(h.mac_word).load(std::memory_order_relaxed);
-		if ((w >> 48) == 0) {
-			std::memset(mac, 0, 6);
-			return true;
-		}
-		std::memcpy(mac, &w, 6);
-		return true;
-	}
-	nb_key k{};
-	k.family = family;
-	std::memcpy(k.addr, dst, family == 4 ? 4 : 16);
-	const nb_val* v = neigh_.lookup(k);
-	if (v == nullptr) {
-		std::memset(mac, 0, 6);
-		return true;  // routed; the caller drops it as no_neighbor
-	}
-	const uint64_t w = std::atomic_ref<const uint64_t>(v->mac_word).load(std::memory_order_relaxed);
-	std::memcpy(mac, &w, 6);
-	return true;
-}
-
 bool pipeline::resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcept
 {
 	std::memset(r, 0, sizeof(*r));
 	uint8_t mac[6];
 	uint16_t port;
-	if (!route(dir.dst, dir.family, &port, mac) || std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; }))
+	if (!fib_.route(dir.dst, dir.family, &port, mac) || std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; }))
 		return false;
 	r->port = port;
 	std::memcpy(r->dst_mac, mac, 6);
@@ -688,7 +494,7 @@ void pipeline::parse_stage(work& w) noexcept
 			continue;
 		}
 		uint16_t ip = fr.in_port;
-		if (ip == kPortInfer && !port_of(p.ct.t.src, p.family, &ip))
+		if (ip == kPortInfer && !fib_.port_of(p.ct.t.src, p.family, &ip))
 			ip = kPortInfer;
 		w.in_port[i] = ip;
 		p.ct.in_port = checked(ip) ? static_cast<uint8_t>(ip) : ct::kNoPort;
@@ -836,7 +642,7 @@ void pipeline::admit_stage(work& w) noexcept
 		const uint16_t in = w.in_port[i];
 		if (in < ports_.size() && ports_[in].rp_filter != config::rp_mode::off) {
 			uint16_t back;
-			if (!port_of(p.ct.t.src, p.family, &back) ||
+			if (!fib_.port_of(p.ct.t.src, p.family, &back) ||
 			    (ports_[in].rp_filter == config::rp_mode::strict && back != in)) {
 				drop_frame(w, i, drop::rp_filter);
 				w.idx[j] = kGone;
@@ -844,7 +650,7 @@ void pipeline::admit_stage(work& w) noexcept
 			}
 		}
 		uint16_t out_port = 0;
-		if (!port_of(w.natp[j] != nullptr ? w.natp[j]->addr : p.ct.t.dst, p.family, &out_port)) {
+		if (!fib_.port_of(w.natp[j] != nullptr ? w.natp[j]->addr : p.ct.t.dst, p.family, &out_port)) {
 			drop_frame(w, i, drop::no_route, punt::no_route);
 			w.idx[j] = kGone;
 			continue;
@@ -962,9 +768,9 @@ void pipeline::route_stage(work& w) noexcept
 		}
 	}
 	if (n4 != 0)
-		fib4_.lookup_bulk(a4, n4, h4);
+		fib_.route_bulk4(a4, n4, h4);
 	if (n6 != 0)
-		fib6_.lookup_bulk(a6, n6, h6);
+		fib_.route_bulk6(a6, n6, h6);
 	for (unsigned k = 0; k < n4; k++)
 		forward(w, j4[k], h4[k]);
 	for (unsigned k = 0; k < n6; k++)
@@ -978,7 +784,7 @@ void pipeline::forward(work& w, unsigned i, uint32_t hop_id) noexcept
 	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
 	uint16_t port;
 	uint8_t mac[6];
-	if (!next_hop(hop_id, dst, p.family, &port, mac)) {
+	if (!fib_.next_hop(hop_id, dst, p.family, &port, mac)) {
 		// Routed before the CT, unrouted now (a route removed meanwhile):
 		// a flow made for it leaves no state behind.
 		if (w.made[i])
@@ -1025,74 +831,22 @@ void pipeline::police_stage(work& w) noexcept
 	}
 }
 
-bool pipeline::port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept
-{
-	const uint32_t id = family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(addr)) : fib6_.lookup(maps::ipv6::from_bytes(addr));
-	const hop* h = id != maps::lpm<maps::ipv4>::kNoRoute ? hops_.at(id) : nullptr;
-	if (h == nullptr)
-		return false;
-	*port = h->port;
-	return true;
-}
-
 // A first fragment that passed the CT and leaves: its ports for the later
-// ones. The first such fragment of a datagram wins (a copy cannot re-aim
-// it); nothing here waits or retries.
+// ones (dataplane/fragments.h), or counted as untracked.
 void pipeline::record_fragment(const work& w, unsigned i) noexcept
 {
-	lcore_stats& s = *w.s;
-	const uint64_t now_ns = w.now;
-	const parsed& p = w.p[i];
-	src_key sk{};
-	std::memcpy(sk.addr, p.ct.t.src, 16);
-	sk.family = p.family;
-	src_val* sv = frag_src_.lookup(sk);
-	if (sv == nullptr) {
-		if (frag_src_.insert(sk, src_val{0}, &sv) != 0 && sv == nullptr) {
-			s.fragments_untracked.inc();  // -EBUSY / -ENOSPC: not tracked
-			return;
-		}
-	}
-	std::atomic_ref<uint32_t> count(sv->count);
-	if (count.fetch_add(1, std::memory_order_relaxed) >= kFragsPerSource) {
-		count.fetch_sub(1, std::memory_order_relaxed);
-		s.fragments_untracked.inc();
-		return;
-	}
-	const frag_val v{p.ct.t.sport, p.ct.t.dport, ct::table::ticks(now_ns) + kFragTimeoutMs, w.in_port[i]};
-	if (frags_.insert(frag_key_of(p), v) != 0) {
-		count.fetch_sub(1, std::memory_order_relaxed);
-		s.fragments_untracked.inc();
-	}
-}
-
-pipeline::frag_key pipeline::frag_key_of(const parsed& p) noexcept
-{
-	frag_key k;
-	std::memset(&k, 0, sizeof(k));
-	std::memcpy(k.src, p.ct.t.src, 16);
-	std::memcpy(k.dst, p.ct.t.dst, 16);
-	k.id = p.frag_id;
-	k.proto = p.ct.t.proto;
-	k.family = p.family;
-	return k;
+	if (!frags_.record(w.p[i], w.in_port[i], w.now))
+		w.s->fragments_untracked.inc();
 }
 
 void pipeline::later_fragment(work& w, unsigned i) noexcept
 {
 	parsed& p = w.p[i];
-	const frag_key k = frag_key_of(p);
-	const frag_val* v = frags_.lookup(k);
-	const uint32_t now = ct::table::ticks(w.now);
-	if (v == nullptr || static_cast<int32_t>(now - v->expires) >= 0 || v->in_port != w.in_port[i]) {
+	ct::tuple t = p.ct.t;
+	if (!frags_.ports_of(p, w.in_port[i], w.now, &t.sport, &t.dport)) {
 		drop_frame(w, i, drop::fragment_unknown);
 		return;
 	}
-	// Kept past the last fragment, so a straggler reordered behind it
-	// still passes; the entry expires (maintain) within kFragTimeoutMs.
-	ct::tuple t = p.ct.t;
-	t.sport = v->sport;
-	t.dport = v->dport;
 	ct::flow_view fv;
 	unsigned dir = 0;
 	if (!ct_.find(t, w.now, &fv, &dir)) {  // a reply of a NATed flow too (its alias)
@@ -1113,7 +867,7 @@ void pipeline::later_fragment(work& w, unsigned i) noexcept
 	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
 	uint16_t port;
 	uint8_t mac[6];
-	if (!route(dst, p.family, &port, mac)) {
+	if (!fib_.route(dst, p.family, &port, mac)) {
 		drop_frame(w, i, drop::no_route);
 		return;
 	}
@@ -1126,37 +880,8 @@ void pipeline::later_fragment(work& w, unsigned i) noexcept
 
 void pipeline::maintain(uint64_t now_ns) noexcept
 {
-	const uint32_t now = ct::table::ticks(now_ns);
-	std::vector<frag_key> old;
-	for (uint64_t pos = 0; pos < decltype(frags_)::kScanEnd;)
-		pos = frags_.scan(pos, 4096, [&](const frag_key& k, frag_val& v) {
-			if (static_cast<int32_t>(now - v.expires) >= 0)
-				old.push_back(k);
-			return true;
-		});
-	for (const frag_key& k : old) {
-		if (frags_.erase(k) != 0)
-			continue;
-		src_key sk{};
-		std::memcpy(sk.addr, k.src, 16);
-		sk.family = k.family;
-		if (src_val* sv = frag_src_.lookup(sk))
-			std::atomic_ref<uint32_t>(sv->count).fetch_sub(1, std::memory_order_relaxed);
-	}
-	// Sources with nothing in flight are forgotten (a worker that raced
-	// the erase loses one count: the cap errs towards admitting).
-	std::vector<src_key> idle;
-	for (uint64_t pos = 0; pos < decltype(frag_src_)::kScanEnd;)
-		pos = frag_src_.scan(pos, 4096, [&](const src_key& k, src_val& v) {
-			if (std::atomic_ref<uint32_t>(v.count).load(std::memory_order_relaxed) == 0)
-				idle.push_back(k);
-			return true;
-		});
-	for (const src_key& k : idle)
-		frag_src_.erase(k);
-	frag_src_.maintain(1u << 16);
-	frags_.maintain(1u << 16);
-	neigh_.maintain(1u << 16);
+	frags_.maintain(now_ns);
+	fib_.maintain();
 }
 
 pipeline_stats pipeline::stats() const

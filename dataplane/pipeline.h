@@ -45,9 +45,7 @@
 //   build          the control thread, before workers start or between
 //                  bursts of a single-threaded replay
 //   set_neighbor, clear_neighbor, add_route, del_route, maintain
-//                  the control thread, while workers run (routes are
-//                  published through the LPM, a removed route's hop is
-//                  reused only after a grace period)
+//                  the control thread, while workers run (dataplane/fib.h)
 //   next_hop_of, resolve, for_each_route
 //                  any registered thread
 //   stats          any thread (sums relaxed per-lcore counters)
@@ -61,6 +59,8 @@
 
 #include "config/config.h"
 #include "ct/table.h"
+#include "dataplane/fib.h"
+#include "dataplane/fragments.h"
 #include "dataplane/parser.h"
 #include "lb/balancer.h"
 #include "maps/lpm.h"
@@ -158,61 +158,36 @@ public:
 	// Runs frames [0, n) (n <= kMaxBurst) at time now_ns on lcore `lc`.
 	void process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc = 0) noexcept;
 
-	// Sets or forgets the link-layer address of a neighbor (control thread:
-	// ARP/ND, static entries). set_neighbor: false if the table refused it
-	// (full, or a chain still full after a rebuild with a new seed; counted).
-	bool set_neighbor(const lb::address& a, const uint8_t mac[6]);
-	// Neighbour table reseeds (a chain stayed full) and refusals.
-	uint64_t neighbor_rehashes() const noexcept { return neigh_.stats().reseeds; }
-	uint64_t neighbor_refused() const noexcept { return neigh_refused_; }
-	uint64_t neighbor_count() const noexcept { return neigh_.size(); }
-	void clear_neighbor(const lb::address& a);
-	// The neighbor a packet to `dst` leaves through: its egress port and
-	// the address to resolve (the gateway, or dst itself on link). false:
-	// no route. Any registered thread.
-	bool next_hop_of(const uint8_t* dst, uint8_t family, uint16_t* port, lb::address* nh) const noexcept;
-
-	// Routes at run time (control thread; workers keep forwarding): adds
-	// or replaces the route of r.prefix, or removes it. "" or what is wrong.
-	std::string add_route(const config::route_spec& r);
-	std::string del_route(const net::prefix& p);
-	// f(const config::route_spec&) for every route, in prefix order.
+	// Routes, next hops and neighbours (dataplane/fib.h has the contract).
+	// set_neighbor: false if the table refused it (full, or a chain still
+	// full after a reseed; counted).
+	bool set_neighbor(const net::address& a, const uint8_t mac[6]) { return fib_.set_neighbor(a, mac); }
+	void clear_neighbor(const net::address& a) { fib_.clear_neighbor(a); }
+	uint64_t neighbor_rehashes() const noexcept { return fib_.neighbor_reseeds(); }
+	uint64_t neighbor_refused() const noexcept { return fib_.neighbor_refused(); }
+	uint64_t neighbor_count() const noexcept { return fib_.neighbor_count(); }
+	bool next_hop_of(const uint8_t* dst, uint8_t family, uint16_t* port, net::address* nh) const noexcept
+	{
+		return fib_.next_hop_of(dst, family, port, nh);
+	}
+	std::string add_route(const config::route_spec& r) { return fib_.add_route(r, ports_.size()); }
+	std::string del_route(const net::prefix& p) { return fib_.del_route(p); }
 	template <typename Fn>
 	void for_each_route(Fn&& f) const
 	{
-		auto one = [&](uint32_t value, uint8_t family, const auto& rt) {
-			const hop* h = hops_.at(value);
-			if (h == nullptr)
-				return true;
-			config::route_spec r;
-			r.prefix.family = family;
-			if (family == 4)
-				maps::ipv4::to_bytes(static_cast<maps::ipv4::addr>(rt.prefix), r.prefix.addr);
-			else
-				maps::ipv6::to_bytes(rt.prefix, r.prefix.addr);
-			r.prefix.len = static_cast<uint8_t>(rt.len);
-			r.port = h->port;
-			r.has_via = h->has_via;
-			r.via = h->via;
-			f(r);
-			return true;
-		};
-		fib4_.for_each([&](const auto& rt) { return one(rt.value, 4, rt); });
-		fib6_.for_each([&](const auto& rt) { return one(rt.value, 6, rt); });
+		fib_.for_each_route(std::forward<Fn>(f));
 	}
+	const dataplane::fib& fib() const noexcept { return fib_; }
 	// A port's MAC and addresses (its config).
 	const uint8_t* port_mac(unsigned port) const noexcept { return ports_[port].mac; }
 	const std::vector<net::prefix>& port_addrs(unsigned port) const noexcept { return ports_[port].addrs; }
-	// Fragments: a first fragment's ports are kept kFragTimeoutMs for the
-	// later ones, at most kFragsPerSource datagrams per source and
-	// kFragsTotal in all (past that, counted as fragments_untracked: its
-	// later fragments drop as fragment_unknown).
-	static constexpr uint32_t kFragTimeoutMs = 30'000;
-	// Attempts of a neighbour insert (each after a resize or a reseed run
-	// to its end).
-	static constexpr int kNeighborInsertTries = 3;
-	static constexpr uint32_t kFragsPerSource = 64;
-	static constexpr uint32_t kFragsTotal = 1u << 18;
+	// Fragments (dataplane/fragments.h): a first fragment's ports are kept
+	// kFragTimeoutMs for the later ones, at most kFragsPerSource datagrams
+	// per source and kFragsTotal in all (past that, counted as
+	// fragments_untracked: its later fragments drop as fragment_unknown).
+	static constexpr uint32_t kFragTimeoutMs = fragments::kTimeoutMs;
+	static constexpr uint32_t kFragsPerSource = fragments::kPerSource;
+	static constexpr uint32_t kFragsTotal = fragments::kTotal;
 	// Control thread, per tick: grows and shrinks the neighbor and fragment
 	// tables, forgets fragment state older than kFragTimeoutMs.
 	void maintain(uint64_t now_ns) noexcept;
@@ -241,44 +216,13 @@ public:
 	unsigned nports() const noexcept { return static_cast<unsigned>(ports_.size()); }
 
 private:
-	friend struct pipeline_test_peer;  // tests/dataplane: aims keys at the neighbour table
 	struct port_info {
 		uint8_t mac[6];
 		std::vector<net::prefix> addrs;
 		config::rp_mode rp_filter;
 	};
-	struct hop {
-		uint16_t port;
-		uint8_t has_via;
-		lb::address via;        // the gateway (has_via); else the destination is on link
-		uint64_t mac_word = 0;  // the gateway's MAC in bytes 0..5, bit 48: resolved
-	};
-	struct nb_key {
-		uint8_t addr[16];
-		uint8_t family;
-		uint8_t pad[3];
-	};
-	// The MAC in bytes 0-5 of one 8-byte word: the control thread updates a
-	// known neighbour in place (a relaxed store workers read whole), so a
-	// re-resolution never leaves a moment without it.
-	struct nb_val {
-		uint64_t mac_word;
-	};
-	// Fragments: the first one's ports, for the later ones (by IP id).
-	struct frag_key {
-		uint8_t src[16], dst[16];
-		uint32_t id;
-		uint8_t proto, family;
-		uint8_t pad[2];
-	};
-	struct frag_val {
-		uint16_t sport, dport;
-		uint32_t expires;  // ms ticks
-		uint16_t in_port;  // later fragments must come in where the first did
-	};
 	struct work;  // per-burst state, on the worker's stack
 	static constexpr uint16_t kGone = UINT16_MAX;  // work::idx: left the live vector
-	static frag_key frag_key_of(const parsed& p) noexcept;
 
 	// The stages of process(), in order (pipeline.cc has each one's contract).
 	void parse_stage(work& w) noexcept;
@@ -299,9 +243,6 @@ private:
 		      uint16_t port) noexcept;
 	void forward(work& w, unsigned i, uint32_t hop_id) noexcept;
 
-	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
-	// The port `addr` routes through; false: no route.
-	bool port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept;
 	void record_fragment(const work& w, unsigned i) noexcept;
 	// Packets coming in on `port` are held to it by the CT (a flow's
 	// packets must keep coming in where they did): not on rp_filter: off.
@@ -309,7 +250,6 @@ private:
 	{
 		return port < ports_.size() && ports_[port].rp_filter != config::rp_mode::off;
 	}
-	bool next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
 	bool for_us(const parsed& p) const noexcept;
 	bool answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept;
 	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) noexcept;
@@ -318,30 +258,10 @@ private:
 	lb::balancer& lb_;
 	sockmap::sockmap& sm_;
 	std::vector<port_info> ports_;
-	maps::rarray<hop> hops_{1u << 20};  // by route: the LPM's value
-	std::vector<uint32_t> free_hops_;    // ids of removed routes, past a grace period
 	std::vector<uint32_t> own4_;                 // our addresses, network order
 	std::vector<std::array<uint8_t, 16>> own6_;
-	maps::lpm<maps::ipv4> fib4_;
-	maps::lpm<maps::ipv6> fib6_;
-	// The neighbour table. Its chains cannot be aimed at (a random seed);
-	// should one stay full anyway, the control thread reseeds it
-	// (rhash::reseed, migrated under the workers) rather than retry for ever.
-	using nb_table = maps::rhash<nb_key, nb_val>;
-	nb_table neigh_{maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20}};
-	uint64_t neigh_refused_ = 0;
-	maps::rhash<frag_key, frag_val> frags_;
-	// Datagrams in reassembly-free tracking per source: a cap, so one
-	// host cannot fill frags_ for everyone.
-	struct src_key {
-		uint8_t addr[16];
-		uint8_t family;
-		uint8_t pad[3];
-	};
-	struct src_val {
-		uint32_t count;  // atomic: workers add, the control thread subtracts
-	};
-	maps::rhash<src_key, src_val> frag_src_;
+	dataplane::fib fib_;
+	fragments frags_;
 	std::unique_ptr<lcore_stats[]> lc_;
 	unsigned nlcores_;
 	bool checksum_ = true;  // ct.checksum: verify L4 checksums in software when the NIC did not

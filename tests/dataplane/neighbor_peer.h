@@ -13,9 +13,10 @@ namespace ctplane::dataplane {
 struct pipeline_test_peer {
 	// The top `bits` bits of the bucket position: one bucket in every
 	// table of up to 2^bits buckets (growing does not split such keys).
-	static uint64_t bucket_of(const pipeline& p, uint32_t a4, unsigned bits)
+	static uint64_t bucket_of(const pipeline& pl, uint32_t a4, unsigned bits)
 	{
-		pipeline::nb_key k{};
+		const fib& p = pl.fib();
+		fib::nb_key k{};
 		for (int i = 0; i < 4; i++)
 			k.addr[i] = static_cast<uint8_t>(a4 >> (24 - 8 * i));
 		k.family = 4;

@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// What the CT is told about a packet (the parser fills it in, the pipeline
+// adds the ingress checks) and the translation a new flow starts with.
+// Its own header: the parser and the fuzz targets need the packet, not
+// the table.
+#pragma once
+
+#include <cstdint>
+
+#include "ct/state.h"
+#include "ct/tcp_window.h"
+#include "ct/tuple.h"
+
+namespace ctplane::ct {
+
+// The translation a new flow is created with: the original destination is
+// rewritten to (addr, port), chosen by the load balancer as `backend`.
+struct nat_init {
+	uint8_t addr[16];  // network order; IPv4 in addr[0..4)
+	uint16_t port;
+	uint32_t backend;
+};
+
+inline constexpr uint8_t kNoPort = 0xff;  // packet::in_port / reply_port: not checked
+
+// What the parser tells the CT about one packet.
+struct packet {
+	tuple t;            // icmp_error: the quoted packet's tuple, as sent
+	uint32_t bytes;     // counted in the flow's direction
+	uint8_t tcp_flags;
+	pkt_kind kind;
+	// TCP only: what the window tracker judges (ct/tcp_window.h).
+	uint8_t tcp_wscale = kNoWscale;  // a SYN's window scale option
+	// Ingress checks (kNoPort: none). in_port: the port the packet came
+	// in on; a known flow's packet from another port is invalid.
+	// reply_port: for a packet that opens a flow, the port its replies
+	// must come in on (where its destination routes).
+	uint8_t in_port = kNoPort;
+	uint8_t reply_port = kNoPort;
+	// The packet may not open a flow mid-stream even in loose mode (a
+	// backend's segment: the client's side picks its flow up, NATed).
+	bool no_pickup = false;
+	uint16_t tcp_win = 0;            // the raw window field
+	uint32_t tcp_seq = 0, tcp_ack = 0;
+	uint32_t tcp_len = 0;            // payload bytes
+};
+
+}  // namespace ctplane::ct

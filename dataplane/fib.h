@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// dataplane::fib: where a packet goes. Routes (an LPM per family, built on
+// the qp-trie), the next hop each names (port, gateway and its cached MAC)
+// and the neighbour table (on-link addresses -> MAC), as one unit the
+// pipeline's route stage, the control path (ARP / ND), telemetry and
+// snapshots share.
+//
+//   routes      maps::lpm per family: prefix -> hop id (an rarray index)
+//   hops        maps::rarray<hop>: port, gateway; the gateway's MAC cached
+//               in the hop (one relaxed 8-byte word) by set_neighbor
+//   neighbours  maps::rhash<nb_key, nb_val>: address -> MAC word; its
+//               chains cannot be aimed at (a random seed), and should one
+//               stay full anyway the table reseeds (maps/settle.h) rather
+//               than retry for ever
+//
+// Concurrency contract.
+//   build                    control thread, before workers start
+//   set_neighbor, clear_neighbor, add_route, del_route, maintain
+//                            the control thread, while workers run (routes
+//                            are published through the LPM; a removed
+//                            route's hop id is reused only after a grace
+//                            period)
+//   route, route_bulk, next_hop, port_of, next_hop_of, for_each_route
+//                            any registered RCU thread
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "maps/lpm.h"
+#include "maps/rarray.h"
+#include "maps/rhash.h"
+#include "net/addr.h"
+
+namespace ctplane::dataplane {
+
+class fib {
+public:
+	fib() = default;
+	fib(const fib&) = delete;
+	fib& operator=(const fib&) = delete;
+
+	// The routes and static neighbours of the config, on `nports` ports.
+	// "" or what is wrong (nothing changed then).
+	std::string build(const config::ctplane_config& c, size_t nports);
+
+	// ---- workers -------------------------------------------------------------
+	// The hop id of dst's route (maps::lpm<...>::kNoRoute: none).
+	uint32_t route_id(const uint8_t* dst, uint8_t family) const noexcept
+	{
+		return family == 4 ? fib4_.lookup(maps::ipv4::from_bytes(dst)) : fib6_.lookup(maps::ipv6::from_bytes(dst));
+	}
+	void route_bulk4(const uint32_t* a, unsigned n, uint32_t* ids) const noexcept { fib4_.lookup_bulk(a, n, ids); }
+	void route_bulk6(const maps::ipv6::addr* a, unsigned n, uint32_t* ids) const noexcept
+	{
+		fib6_.lookup_bulk(a, n, ids);
+	}
+	// Hop `id` for a packet to dst: its port and next hop's MAC (all zero:
+	// routed, neighbour unknown). false: no such hop (no route).
+	bool next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
+	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
+	{
+		return next_hop(route_id(dst, family), dst, family, port, mac);
+	}
+	// The port `addr` routes through; false: no route.
+	bool port_of(const uint8_t* addr, uint8_t family, uint16_t* port) const noexcept;
+	// The neighbour a packet to `dst` leaves through: its egress port and
+	// the address to resolve (the gateway, or dst itself on link).
+	bool next_hop_of(const uint8_t* dst, uint8_t family, uint16_t* port, net::address* nh) const noexcept;
+
+	// ---- control thread -------------------------------------------------------
+	// false if the neighbour table refused it (full, or a chain still full
+	// after a reseed; counted).
+	bool set_neighbor(const net::address& a, const uint8_t mac[6]);
+	void clear_neighbor(const net::address& a);
+	uint64_t neighbor_reseeds() const noexcept { return neigh_.stats().reseeds; }
+	uint64_t neighbor_refused() const noexcept { return neigh_refused_; }
+	uint64_t neighbor_count() const noexcept { return neigh_.size(); }
+	// Adds or replaces the route of r.prefix, or removes it. "" or what is wrong.
+	std::string add_route(const config::route_spec& r, size_t nports);
+	std::string del_route(const net::prefix& p);
+	// f(const config::route_spec&) for every route, in prefix order.
+	template <typename Fn>
+	void for_each_route(Fn&& f) const;
+	// Grows and shrinks the neighbour table.
+	void maintain() noexcept { neigh_.maintain(1u << 16); }
+
+	// Attempts of a neighbour insert (each after a resize or a reseed run
+	// to its end).
+	static constexpr int kNeighborInsertTries = 3;
+
+private:
+	friend struct pipeline_test_peer;  // tests/dataplane: aims keys at the neighbour table
+	struct hop {
+		uint16_t port;
+		uint8_t has_via;
+		net::address via;       // the gateway (has_via); else the destination is on link
+		uint64_t mac_word = 0;  // the gateway's MAC in bytes 0..5, bit 48: resolved
+	};
+	struct nb_key {
+		uint8_t addr[16];
+		uint8_t family;
+		uint8_t pad[3];
+	};
+	// The MAC in bytes 0-5 of one 8-byte word: the control thread updates a
+	// known neighbour in place (a relaxed store workers read whole), so a
+	// re-resolution never leaves a moment without it.
+	struct nb_val {
+		uint64_t mac_word;
+	};
+	static nb_key key_of(const uint8_t* addr, uint8_t family) noexcept;
+
+	maps::rarray<hop> hops_{1u << 20};  // by route: the LPM's value
+	std::vector<uint32_t> free_hops_;    // ids of removed routes, past a grace period
+	maps::lpm<maps::ipv4> fib4_;
+	maps::lpm<maps::ipv6> fib6_;
+	using nb_table = maps::rhash<nb_key, nb_val>;
+	nb_table neigh_{maps::rhash_config{.min_entries = 256, .max_entries = 1u << 20}};
+	uint64_t neigh_refused_ = 0;
+};
+
+template <typename Fn>
+void fib::for_each_route(Fn&& f) const
+{
+	auto one = [&](uint32_t value, uint8_t family, const auto& rt) {
+		const hop* h = hops_.at(value);
+		if (h == nullptr)
+			return true;
+		config::route_spec r;
+		r.prefix.family = family;
+		if (family == 4)
+			maps::ipv4::to_bytes(static_cast<maps::ipv4::addr>(rt.prefix), r.prefix.addr);
+		else
+			maps::ipv6::to_bytes(rt.prefix, r.prefix.addr);
+		r.prefix.len = static_cast<uint8_t>(rt.len);
+		r.port = h->port;
+		r.has_via = h->has_via;
+		r.via = h->via;
+		f(r);
+		return true;
+	};
+	fib4_.for_each([&](const auto& rt) { return one(rt.value, 4, rt); });
+	fib6_.for_each([&](const auto& rt) { return one(rt.value, 6, rt); });
+}
+
+}  // namespace ctplane::dataplane
