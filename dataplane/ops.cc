@@ -163,6 +163,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/stats", "Totals, drops by reason, control path counters"},
 		{"/ctplane/stats/ports", "Per-port counters. Table"},
 		{"/ctplane/stats/lcores", "Per-worker counters. Table"},
+		{"/ctplane/stats/stages", "Per pipeline stage: calls, packets, TSC clocks per packet (sampled). Table"},
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
@@ -228,6 +229,8 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return stats_ports();
 	if (c == "stats/lcores")
 		return stats_lcores();
+	if (c == "stats/stages")
+		return stats_stages();
 	if (c == "ct/summary")
 		return ct_summary();
 	if (c == "ct/list")
@@ -326,6 +329,27 @@ reply ops::stats_lcores()
 		CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
 		t.add(row);
+	}
+	t.finish(0);
+	return r;
+}
+
+// VPP's `show runtime`: per stage, the bursts it ran on (calls), the
+// packets it was given (vectors), and from the sampled bursts the TSC
+// clocks it spent per packet.
+reply ops::stats_stages()
+{
+	reply r;
+	table_out t(r, {"stage", "calls", "packets", "packets_per_call", "clocks_per_packet", "sampled_packets"});
+	const pipeline_stats p = dp_.pl().stats();
+	for (unsigned k = 0; k < kStages; k++) {
+		const auto& st = p.stages[k];
+		char ppc[32], cpp[32];
+		std::snprintf(ppc, sizeof(ppc), "%.1f", st.calls != 0 ? double(st.vectors) / double(st.calls) : 0.0);
+		std::snprintf(cpp, sizeof(cpp), "%.1f",
+			      st.sampled_vectors != 0 ? double(st.clocks) / double(st.sampled_vectors) : 0.0);
+		t.add({stage_name(static_cast<stage>(k)), std::to_string(st.calls), std::to_string(st.vectors), ppc, cpp,
+		       std::to_string(st.sampled_vectors)});
 	}
 	t.finish(0);
 	return r;

@@ -18,6 +18,7 @@
 //   /ctplane/stats                   totals, drops by reason, control path
 //   /ctplane/stats/ports             per port (the runtime's counters)
 //   /ctplane/stats/lcores            per worker lcore
+//   /ctplane/stats/stages            per pipeline stage (VPP's show runtime)
 //   /ctplane/ct/summary              sizes, counters, hash load and resizes
 //   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,cursor=C][,limit=N]
 //                                    a page; "next": the cursor of the next (0: done)
@@ -119,6 +120,7 @@ private:
 	reply stats();
 	reply stats_ports();
 	reply stats_lcores();
+	reply stats_stages();
 	reply ct_summary();
 	reply ct_list(const std::string& params, uint64_t now_ns);
 	reply ct_events(const std::string& params);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "dataplane/pipeline.h"
 
+#include <x86intrin.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstring>
@@ -360,6 +362,16 @@ void forward_rewrite(uint8_t* frm, const parsed& p, const uint8_t dst_mac[6], co
 	}
 }
 
+const char* stage_name(stage s) noexcept
+{
+	static const char* const names[] = {
+#define CTPLANE_X(n) #n,
+		CTPLANE_STAGES(CTPLANE_X)
+#undef CTPLANE_X
+	};
+	return s < stage::kCount ? names[static_cast<unsigned>(s)] : "?";
+}
+
 const char* punt_class_name(punt_class c) noexcept
 {
 	switch (c) {
@@ -417,18 +429,41 @@ void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsi
 	w.now = now_ns;
 	w.nframes = n;
 	w.s->rx.add(n);
-	parse_stage(w);      // parse; for us -> control / answered; martians, TTL, checksums
-	fragment_stage(w);   // later fragments wait for the rest of the burst
-	sockmap_stage(w);    // established local connections leave here
-	ct_lookup_stage(w);  // one probe per packet, whichever direction
-	service_stage(w);    // new flows only: service, backend (Maglev); none -> refused
-	admit_stage(w);      // new flows only: routed and rp_filter-checked before any state
-	ct_create_stage(w);  // new flows
-	nat_stage(w);        // CT verdicts; DNAT, SNAT, ICMP errors' quotes
-	route_stage(w);      // LPM, next hop, L2 rewrite, TTL
+	// Stages run on non-empty vectors only; one burst in kStageSampleEvery
+	// is timed, stage by stage.
+	const bool sample = (w.s->bursts++ % kStageSampleEvery) == 0;
+	uint64_t t = sample ? __rdtsc() : 0;
+	auto run = [&](stage st, unsigned vec, void (pipeline::*fn)(work&) noexcept) {
+		if (vec == 0)
+			return;
+		(this->*fn)(w);
+		stage_counters& c = w.s->stages[static_cast<unsigned>(st)];
+		c.calls.inc();
+		c.vectors.add(vec);
+		if (sample) {
+			const uint64_t now = __rdtsc();
+			c.clocks.add(now - t);
+			c.sampled_vectors.add(vec);
+			t = now;
+		}
+	};
+	run(stage::parse, n, &pipeline::parse_stage);  // for us -> control / answered; martians, TTL, checksums
+	run(stage::fragments, w.n, &pipeline::fragment_stage);  // later fragments wait for the rest of the burst
+	run(stage::sockmap, w.n, &pipeline::sockmap_stage);     // established local connections leave here
+	run(stage::ct_lookup, w.n, &pipeline::ct_lookup_stage); // one probe per packet, whichever direction
+	run(stage::services, w.nmiss, &pipeline::service_stage); // new flows: service, backend; none -> refused
+	run(stage::admit, w.nmiss, &pipeline::admit_stage);     // new flows: routed, rp_filter, before any state
+	run(stage::ct_create, w.nmiss, &pipeline::ct_create_stage);  // new flows
+	run(stage::nat, w.n, &pipeline::nat_stage);             // CT verdicts; DNAT, SNAT, ICMP errors' quotes
+	run(stage::route, w.n, &pipeline::route_stage);         // LPM, next hop, L2 rewrite, TTL
+	run(stage::later_fragments, w.nlater, &pipeline::later_fragments_stage);  // their first ones are known now
+	run(stage::police, n, &pipeline::police_stage);         // punts within their class's rate
+}
+
+void pipeline::later_fragments_stage(work& w) noexcept
+{
 	for (unsigned k = 0; k < w.nlater; k++)
-		later_fragment(w, w.later[k]);  // their first fragments are known now
-	police_stage(w);     // punts within their class's rate
+		later_fragment(w, w.later[k]);
 }
 
 void pipeline::drop_frame(work& w, unsigned i, drop why, punt p) noexcept
@@ -622,6 +657,7 @@ void pipeline::service_stage(work& w) noexcept
 		w.nat[j].backend = rw.backend;
 		w.natp[j] = &w.nat[j];
 	}
+	compact_misses(w);
 }
 
 // State only for what may pass: a packet that may open a flow is routed
@@ -633,8 +669,6 @@ void pipeline::admit_stage(work& w) noexcept
 	for (unsigned m = 0; m < w.nmiss; m++) {
 		const unsigned j = w.miss[m];
 		const unsigned i = w.idx[j];
-		if (i == kGone)
-			continue;
 		ct::packet& c = w.ctp[j];
 		if (!ct_.may_open(c))
 			continue;  // the CT refuses it (no flow to follow)
@@ -657,17 +691,21 @@ void pipeline::admit_stage(work& w) noexcept
 		}
 		c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
 	}
+	compact_misses(w);
 }
 
 void pipeline::ct_create_stage(work& w) noexcept
 {
-	uint16_t live[kMaxBurst];
-	unsigned nl = 0;
-	for (unsigned m = 0; m < w.nmiss; m++)
-		if (w.idx[w.miss[m]] != kGone)
-			live[nl++] = w.miss[m];
-	if (nl != 0)
-		ct_.create_bulk(w.ctp, live, nl, w.now, w.res, w.natp);
+	ct_.create_bulk(w.ctp, w.miss, w.nmiss, w.now, w.res, w.natp);
+}
+
+void pipeline::compact_misses(work& w) noexcept
+{
+	unsigned m = 0;
+	for (unsigned k = 0; k < w.nmiss; k++)
+		if (w.idx[w.miss[k]] != kGone)
+			w.miss[m++] = w.miss[k];
+	w.nmiss = m;
 }
 
 // The CT's verdicts, and the translations they carry: the original
@@ -894,6 +932,12 @@ pipeline_stats pipeline::stats() const
 #undef CTPLANE_X
 		for (unsigned d = 0; d < kDropReasons; d++)
 			t.drops[d] += s.drops[d].get();
+		for (unsigned k = 0; k < kStages; k++) {
+			t.stages[k].calls += s.stages[k].calls.get();
+			t.stages[k].vectors += s.stages[k].vectors.get();
+			t.stages[k].sampled_vectors += s.stages[k].sampled_vectors.get();
+			t.stages[k].clocks += s.stages[k].clocks.get();
+		}
 		if (t.backend_flows.size() < s.nbackend_flows)
 			t.backend_flows.resize(s.nbackend_flows, 0);
 		for (size_t b = 0; b < s.nbackend_flows; b++)

@@ -119,6 +119,30 @@ uint32_t flow_hash(const ct::tuple& t) noexcept;
 	X(fragments_untracked) X(arp_replies) X(echo_replies) X(punt_policed_arp_nd) X(punt_policed_resolve) \
 	X(punt_policed_icmp) X(punt_policed_other)
 
+// The stages of process(), in order: what `ctplane-ctl stats stages` shows
+// (VPP's `show runtime`).
+#define CTPLANE_STAGES(X) \
+	X(parse) X(fragments) X(sockmap) X(ct_lookup) X(services) X(admit) X(ct_create) X(nat) X(route) \
+	X(later_fragments) X(police)
+enum class stage : uint8_t {
+#define CTPLANE_X(n) n,
+	CTPLANE_STAGES(CTPLANE_X)
+#undef CTPLANE_X
+	kCount
+};
+inline constexpr unsigned kStages = static_cast<unsigned>(stage::kCount);
+const char* stage_name(stage s) noexcept;
+// One burst in kStageSampleEvery has its stages timed (TSC reads around
+// each): cheap enough to stay on (~2 TSC reads per stage per 16 bursts).
+inline constexpr unsigned kStageSampleEvery = 16;
+
+// A stage's counters on one worker: calls (bursts it ran on, with a
+// non-empty vector), vectors (packets it was given), and over the sampled
+// bursts the TSC ticks it took and the packets they cover.
+struct stage_counters {
+	maps::counter calls, vectors, sampled_vectors, clocks;
+};
+
 // One worker's counters: it alone writes them (relaxed load + store, the
 // cost of a plain increment); stats() and telemetry read them from any thread.
 struct alignas(64) lcore_stats {
@@ -126,6 +150,8 @@ struct alignas(64) lcore_stats {
 	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
 	maps::counter drops[kDropReasons];
+	stage_counters stages[kStages];
+	uint64_t bursts = 0;  // this worker's alone (which burst is sampled)
 	std::unique_ptr<maps::counter[]> backend_flows;  // new flows per backend id
 	size_t nbackend_flows = 0;
 	// The punt token buckets (this worker's alone: plain fields).
@@ -138,6 +164,9 @@ struct pipeline_stats {
 	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
 	uint64_t drops[kDropReasons] = {};
+	struct stage_totals {
+		uint64_t calls = 0, vectors = 0, sampled_vectors = 0, clocks = 0;
+	} stages[kStages];
 	std::vector<uint64_t> backend_flows;
 };
 
@@ -234,11 +263,13 @@ private:
 	void ct_create_stage(work& w) noexcept;
 	void nat_stage(work& w) noexcept;
 	void route_stage(work& w) noexcept;
-	void later_fragment(work& w, unsigned i) noexcept;
+	void later_fragments_stage(work& w) noexcept;
 	void police_stage(work& w) noexcept;
+	void later_fragment(work& w, unsigned i) noexcept;
 	// Helpers of the stages.
 	void drop_frame(work& w, unsigned i, drop why, punt p = punt::none) noexcept;
-	void compact(work& w) noexcept;  // drops kGone entries from the live vector
+	void compact(work& w) noexcept;         // drops kGone entries from the live vector
+	void compact_misses(work& w) noexcept;  // and from the new flows' list
 	void icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& orig, const uint8_t* addr,
 		      uint16_t port) noexcept;
 	void forward(work& w, unsigned i, uint32_t hop_id) noexcept;

@@ -167,6 +167,33 @@ TEST_F(ops_fixture, stats_count_what_the_pipeline_did)
 	EXPECT_EQ(lc[0].at("rx"), "2");
 }
 
+TEST_F(ops_fixture, stats_stages_shows_what_each_stage_was_given_and_its_cost)
+{
+	// 20 bursts of one SYN each, to a VIP: every burst runs the stages of
+	// a new flow; a burst in kStageSampleEvery (the first among them) is timed.
+	for (uint16_t sp = 1; sp <= 20; sp++)
+		ASSERT_EQ(syn(0xc0a80200 + sp, sp).f, fate::forward);
+	syn(0xc0a80263, 99, 0x08080808, 53);  // no route: refused at admit, before the CT
+	const auto st = rows(run("/ctplane/stats/stages"));
+	ASSERT_EQ(st.size(), kStages);
+	std::map<std::string, std::map<std::string, std::string>> by;
+	for (const auto& r : st)
+		by[r.at("stage")] = r;
+	for (const char* name : {"parse", "fragments", "sockmap", "ct_lookup", "services", "admit", "ct_create", "nat",
+				 "route", "later_fragments", "police"})
+		ASSERT_TRUE(by.count(name)) << name;
+	EXPECT_EQ(by["parse"].at("calls"), "21");
+	EXPECT_EQ(by["parse"].at("packets"), "21");
+	EXPECT_EQ(by["ct_lookup"].at("packets"), "21");
+	EXPECT_EQ(by["admit"].at("packets"), "21") << "every packet was a new flow";
+	EXPECT_EQ(by["ct_create"].at("packets"), "20") << "the unroutable one made no state";
+	EXPECT_EQ(by["route"].at("packets"), "20");
+	EXPECT_EQ(by["later_fragments"].at("calls"), "0") << "not run on an empty vector";
+	EXPECT_EQ(by["parse"].at("sampled_packets"), "2");
+	EXPECT_GT(std::stod(by["parse"].at("clocks_per_packet")), 0.0);
+	EXPECT_GT(std::stod(by["ct_create"].at("clocks_per_packet")), 0.0);
+}
+
 TEST_F(ops_fixture, ct_list_filters_and_shows_the_translation)
 {
 	for (uint16_t sp = 1; sp <= 10; sp++)

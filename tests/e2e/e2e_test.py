@@ -452,6 +452,10 @@ class E2E(unittest.TestCase):
         ports = {p["name"]: p for p in T.ctl_json("stats", "ports")}
         self.assertGreater(int(ports["client"]["rx_packets"]), 0)
         self.assertEqual(len(T.ctl_json("stats", "lcores")), 1)
+        stages = {s["stage"]: s for s in T.ctl_json("stats", "stages")}
+        self.assertGreater(int(stages["parse"]["packets"]), 0)
+        self.assertGreater(int(stages["ct_lookup"]["packets"]), 0)
+        self.assertGreater(float(stages["parse"]["clocks_per_packet"]), 0)
         summary = T.ctl_json("ct", "stats")
         self.assertGreater(summary["created"], 0)
         tables = T.ctl_json("tables")
