@@ -1235,6 +1235,11 @@ void table::tick(uint64_t now_ns, size_t gc_buckets_per_tick) noexcept
 		gc_buckets(now_ns, gc_buckets_per_tick);
 	else
 		gc(now_ns, uint64_t{cfg_.gc_budget_us} * 1000);
+	grow();
+}
+
+void table::grow() noexcept
+{
 	auto step = [&](auto& fam) {
 		fam.hash.maintain(cfg_.resize_budget_buckets);
 		if (!fam.hash.resizing() && !fam.lru.empty()) {

@@ -274,6 +274,12 @@ public:
 	// != 0 bounds the GC by work instead of time (pcap replay: the same
 	// trace then gives the same result on any machine).
 	void tick(uint64_t now_ns, size_t gc_buckets_per_tick = 0) noexcept;
+	// The resize half of tick() alone (no GC): resize steps, growth ahead
+	// of the insert rate (maps::rhash::maintain), the LRU drained after a
+	// resize. Cheap when nothing is due: the runtime calls it between
+	// ticks (every pass of its control loop, ~0.5 ms) so a burst of new
+	// flows finds the table grown for it. May wait for a grace period.
+	void grow() noexcept;
 	// GC alone: sweeps for about budget_ns of real time; returns flows expired.
 	size_t gc(uint64_t now_ns, uint64_t budget_ns) noexcept;
 	// GC alone, over about `buckets` buckets per family.

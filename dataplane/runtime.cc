@@ -597,6 +597,11 @@ int run_main(int argc, char** argv)
 				ctl.tick(now);
 				op.watch_tables(now);
 				next_tick = now + 10'000'000;  // 10 ms
+			} else {
+				// The CT grows ahead of a burst of new flows every pass
+				// (~0.5 ms), not every tick: at line rate 10 ms of SYNs
+				// would outrun a table at its minimum size.
+				dp->grow();
 			}
 			tel_serve(op, now);
 			if (stats_every > 0 && now >= next_stats) {

@@ -28,6 +28,8 @@ public:
 	// non-zero: deterministic), resizes, fragment table upkeep, the
 	// sockmap's events and sync.
 	void tick(uint64_t now_ns, size_t gc_buckets = 0);
+	// Control thread, between ticks: the CT's growth alone (ct::table::grow).
+	void grow() { ct_->grow(); }
 	// Control thread: CT events -> sockmap and the event sink (cheap;
 	// replay calls it per burst).
 	void drain_events();

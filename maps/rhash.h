@@ -426,6 +426,9 @@ private:
 	// fresh salts is not being aimed at, and migrations cost O(n)).
 	uint64_t chain_refusals_seen_ = 0;
 	uint64_t reseed_after_ = kReseedAfter;
+	// The size at the last maintain(): the entries added between two calls
+	// are what the next interval will likely add too (growth ahead).
+	uint64_t size_seen_ = 0;
 	counter grows_, shrinks_, rehashes_, reseeds_, migrated_;
 	static constexpr uint64_t kReseedAfter = 16;
 	static constexpr uint64_t kReseedAfterMax = uint64_t{1} << 20;
@@ -1151,13 +1154,22 @@ size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 		const table* t = tbl_.load(std::memory_order_relaxed);
 		const uint64_t slots = uint64_t{t->nbuckets} * kSlots;
 		const uint64_t n = size();
-		if (n * 100 > slots * grow_pct_ && t->nbuckets < max_buckets_) {
+		// Growth ahead of the watermark: a table filling at the rate seen
+		// since the last call grows now if that rate would take it past
+		// the watermark before the next call, not after (a burst of new
+		// flows then lands in room made for it, rather than in chains at
+		// max_chain and the overflow LRU).
+		const uint64_t rate = n > size_seen_ ? n - size_seen_ : 0;
+		const uint64_t ahead = n + rate;
+		if (ahead * 100 > slots * grow_pct_ && t->nbuckets < max_buckets_) {
 			// Writers may have run far past the watermark while the last
 			// resize ran: grow by as many doublings as bring the load
-			// back to the middle of the band, in one migration.
+			// (and what the rate adds over one more interval) back to the
+			// middle of the band, in one migration.
 			uint64_t nb = uint64_t{t->nbuckets} * 2;
 			const uint64_t mid = (grow_pct_ + shrink_pct_) / 2;
-			while (n * 100 > nb * kSlots * mid && nb * 2 <= max_buckets_)
+			const uint64_t want = n + 2 * rate;
+			while (want * 100 > nb * kSlots * mid && nb * 2 <= max_buckets_)
 				nb *= 2;
 			(void)start_resize(nb, t->salt);
 		}
@@ -1175,6 +1187,7 @@ size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 	// Refusals while a resize ran (a grow late behind the watermark) do not
 	// count towards a reseed.
 	chain_refusals_seen_ = chain_refusals();
+	size_seen_ = size();
 	return resize_step(budget);
 }
 
