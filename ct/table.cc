@@ -733,8 +733,17 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 				r.flow = nullptr;
 			}
 		}
-		if (in_lru && evictable(s, fl) != evictable(x.state, x.flags)) [[unlikely]]
-			fam.lru.set_evict_first(k, evictable(x.state, x.flags));
+		if (!fam.lru.empty() && evictable(s, fl) != evictable(x.state, x.flags)) [[unlikely]] {
+			// The overflow LRU evicts by class: the flow's entry and its
+			// reply alias (either may be there) follow its new class.
+			const bool first = evictable(x.state, x.flags);
+			if (in_lru)
+				fam.lru.set_evict_first(k, first);
+			typename Fam::key ak;
+			unsigned rk;
+			if (alias_key(k, *f, next, &ak, &rk))
+				(void)fam.lru.set_evict_first(ak, first);
+		}
 		return;
 	}
 }
@@ -819,8 +828,8 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			rc = fam.lru.insert_claiming(k, init, h, true, &out, false, [&](const K& vk, F& vf) {
 				return claim_victim(vk, vf, now, &later);
 			});
-			if (later.target != nullptr)  // the victim's alias, now the LRU lock is released
-				unlink_alias_key(fam, later.key, later.target);
+			if (later.target != nullptr)  // the victim's other entry, now the LRU lock is released
+				finish_eviction(fam, later);
 			lru = true;
 			if (rc == 0)
 				c.spilled.inc();
@@ -915,8 +924,17 @@ int table::link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* 
 		int rc = fam.hash.insert_with_hash(ak, a, h, &cur);
 		bool in_lru = false;
 		if (rc == -EBUSY) {
-			// Never evicts for an alias, and is never evicted (normal class).
-			rc = fam.lru.insert_claiming(ak, a, h, false, &cur, false, [](const K&, F&) { return false; });
+			// In its flow's class (evicted only with it: claim_victim
+			// takes both or neither); makes room as the flow's own insert
+			// did.
+			const uint16_t fst = load_status(f->h);
+			unlink_later<K, F> later{};
+			rc = fam.lru.insert_claiming(ak, a, h, evictable(state_of(fst), flags_of(fst)), &cur, false,
+						     [&](const K& vk, F& vf) {
+							     return &vf != f && claim_victim(vk, vf, now, &later);  // never its own flow
+						     });
+			if (later.target != nullptr)
+				finish_eviction(fam, later);
 			if (rc == -ENOSPC)
 				return -EBUSY;
 			in_lru = true;
@@ -960,6 +978,18 @@ void table::unlink_alias_key(Fam& fam, const typename Fam::key& ak, const typena
 }
 
 template <typename Fam>
+void table::finish_eviction(Fam& fam, const unlink_later<typename Fam::key, typename Fam::flow>& l) noexcept
+{
+	if (!l.flow) {
+		unlink_alias_key(fam, l.key, l.target);
+		return;
+	}
+	// The flow of an evicted alias (claimed: nobody else erases it).
+	if (fam.lru.empty() || fam.lru.erase(l.key) != 0)
+		fam.hash.erase(l.key);
+}
+
+template <typename Fam>
 void table::unlink_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f, uint16_t st) noexcept
 {
 	typename Fam::key ak;
@@ -979,7 +1009,26 @@ bool table::claim_victim(const K& k, F& f, uint32_t now, unlink_later<K, F>* lat
 	const uint8_t s = state_of(st);
 	if (s == st_none)
 		return true;  // being destroyed already
-	if (s == st_alias || (!evictable(s, flags_of(st)) && !expired(load(f.h.expires), now)))
+	if (s == st_alias) {
+		// An alias goes only with its flow: if the flow may be evicted, both
+		// go (the flow's own entry once the LRU's lock is released).
+		F& pf = *alias_target(f);
+		const uint16_t pst = load_status(pf.h);
+		const uint8_t ps = state_of(pst);
+		if (ps == st_none)
+			return true;  // its flow is being destroyed, and will unlink it
+		if ((!evictable(ps, flags_of(pst)) && !expired(load(pf.h.expires), now)) || !claim(pf, pst))
+			return false;
+		const K& pk = maps::rhash<K, F>::key_of(&pf);
+		emit(event_type::destroyed, pk, pf, ps, destroy_reason::evicted, now);
+		tc().evicted_overflow.inc();
+		tc().aliases[sizeof(K) == sizeof(key4) ? 0 : 1].sub(1);  // the LRU drops this alias itself
+		later->key = pk;
+		later->target = &pf;
+		later->flow = true;
+		return true;
+	}
+	if (!evictable(s, flags_of(st)) && !expired(load(f.h.expires), now))
 		return false;
 	if (!claim(f, st))
 		return false;

@@ -369,7 +369,10 @@ private:
 	struct unlink_later {
 		K key;
 		const F* target;
+		bool flow = false;  // key is the evicted alias's flow (claimed), to erase
 	};
+	template <typename Fam>
+	void finish_eviction(Fam& fam, const unlink_later<typename Fam::key, typename Fam::flow>& l) noexcept;
 
 	template <typename Fam>
 	uint64_t export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn);

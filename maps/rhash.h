@@ -21,8 +21,10 @@
 //
 // Overflow. A bucket whose 15 slots are taken links an overflow bucket from
 // the table's pool through the low bits of its control word. Inserts give up
-// with -EBUSY past `max_chain` overflow buckets; migration never does (the
-// pool is sized so that it cannot run dry, see new_table()).
+// with -EBUSY past `max_chain` overflow buckets (four times that in a table
+// past its grow watermark or being migrated away from: a burst that outran
+// its grow waits there, not in the overflow LRU); migration never does (the pool is sized so that it
+// cannot run dry, see new_table()).
 //
 // Seeds. The key hash is seeded once, at construction (maps/seed.h: random
 // per table and run), and a caller may keep the hash of a key for the
@@ -332,6 +334,9 @@ private:
 		std::atomic<table*> next{nullptr};
 		uint32_t ext_populated = 0;  // control thread: pool pages faulted in
 		uint64_t salt = 0;           // 0: positions are the hash itself
+		// Entries past which a grow is due (the grow watermark): writers
+		// above it take longer chains (the control thread is late).
+		std::atomic<uint64_t> grow_at{0};
 	};
 
 	struct alignas(kCacheLine) thread_stats {
@@ -431,6 +436,7 @@ private:
 	uint64_t size_seen_ = 0;
 	counter grows_, shrinks_, rehashes_, reseeds_, migrated_;
 	static constexpr uint64_t kReseedAfter = 16;
+	static constexpr uint32_t kResizeChainFactor = 4;
 	static constexpr uint64_t kReseedAfterMax = uint64_t{1} << 20;
 	std::unique_ptr<thread_stats[]> stats_;
 };
@@ -512,6 +518,8 @@ rhash<K, V, H>::rhash(const rhash_config& cfg)
 	if (t == nullptr)
 		rhash_detail::fatal("cannot map the initial table");
 	tbl_.store(t, std::memory_order_release);
+	// The first entries' memory now, not in the first burst's maintain().
+	prepare_memory();
 }
 
 template <typename K, typename V, typename H>
@@ -532,6 +540,7 @@ typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uin
 		return nullptr;
 	t->nbuckets = nbuckets;
 	t->salt = salt;
+	t->grow_at.store(uint64_t{nbuckets} * kSlots * grow_pct_ / 100, std::memory_order_relaxed);
 	// Overflow pool: a chain of bucket b needs at most ceil(k_b / 15) - 1
 	// overflow buckets, so max_entries / 15 overflow buckets always suffice
 	// for migration; add room for chains left behind by erases. Untouched
@@ -829,7 +838,15 @@ int rhash<K, V, H>::insert_impl(const K& key, uint64_t h, uint32_t ref, const V*
 	}
 	unsigned chain = 0;
 	std::atomic<uint32_t>* dst = free_slot(t, b, &chain);
-	if (dst == nullptr && chain >= max_chain_) {
+	// A table past its grow watermark, or being migrated away from, takes
+	// longer chains: a burst of inserts that outran the control thread's
+	// grow waits in them (they are about to move) rather than answering
+	// -EBUSY. Bounded all the same; below the watermark a chain at
+	// max_chain is what keys aimed at one bucket look like (a reseed).
+	const bool late = t->next.load(std::memory_order_relaxed) != nullptr ||
+			  nelems_.load(std::memory_order_relaxed) > t->grow_at.load(std::memory_order_relaxed);
+	const uint32_t limit = late ? max_chain_ * kResizeChainFactor : max_chain_;
+	if (dst == nullptr && chain >= limit) {
 		unlock_bucket(b);
 		st.busy_chain.inc();
 		return -EBUSY;
@@ -1032,6 +1049,8 @@ int rhash<K, V, H>::set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t
 	grow_pct_ = grow_pct;
 	shrink_pct_ = shrink_pct;
 	max_entries_.store(max_entries, std::memory_order_relaxed);
+	for (table* t = tbl_.load(std::memory_order_relaxed); t != nullptr; t = t->next.load(std::memory_order_relaxed))
+		t->grow_at.store(uint64_t{t->nbuckets} * kSlots * grow_pct / 100, std::memory_order_relaxed);
 	return 0;
 }
 
@@ -1149,7 +1168,6 @@ template <typename K, typename V, typename H>
 size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 {
 	reclaim();
-	prepare_memory();
 	if (!resizing()) {
 		const table* t = tbl_.load(std::memory_order_relaxed);
 		const uint64_t slots = uint64_t{t->nbuckets} * kSlots;
@@ -1188,7 +1206,12 @@ size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 	// count towards a reseed.
 	chain_refusals_seen_ = chain_refusals();
 	size_seen_ = size();
-	return resize_step(budget);
+	const size_t left = resize_step(budget);
+	// Memory for the entries to come, after the resize is under way: the
+	// kernel's page clearing is slow (milliseconds per huge page on some
+	// machines) and a burst must not wait behind it for its room.
+	prepare_memory();
+	return left;
 }
 
 // ---- introspection --------------------------------------------------------------

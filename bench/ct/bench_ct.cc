@@ -310,6 +310,122 @@ void bm_new(benchmark::State& state, uint64_t flows)
 	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(flows));
 }
 
+// ---- a burst of handshakes into a table at its minimum size ----------------------------
+
+// The runtime's control loop: the full tick every 10 ms, the CT's growth
+// alone (table::grow) on every other pass, 0.5 ms apart (offline while it
+// sleeps, as the runtime is).
+class runtime_control {
+public:
+	runtime_control(table& t, const tsc_clock& clk) : t_(t), clk_(clk)
+	{
+		th_ = std::thread([this] {
+			maps::rcu::thread_registration reg;
+			uint64_t next_tick = clk_.now_ns();
+			while (!stop_.load(std::memory_order_relaxed)) {
+				const uint64_t now = clk_.now_ns();
+				if (now >= next_tick) {
+					t_.tick(now);
+					next_tick = now + 10'000'000;
+				} else {
+					t_.grow();
+				}
+				const uint64_t took = clk_.now_ns() - now;
+				if (took > max_pass_ns)
+					max_pass_ns = took;
+				maps::rcu::offline();
+				std::this_thread::sleep_for(std::chrono::microseconds(500));
+				maps::rcu::online();
+			}
+		});
+	}
+	~runtime_control() { stop(); }
+	void stop()
+	{
+		if (!th_.joinable())
+			return;
+		stop_.store(true);
+		maps::rcu::offline();
+		th_.join();
+		maps::rcu::online();
+	}
+
+	uint64_t max_pass_ns = 0;  // the longest pass (read after the destructor's join)
+
+private:
+	table& t_;
+	const tsc_clock& clk_;
+	std::atomic<bool> stop_{false};
+	std::thread th_;
+};
+
+// `flows` handshakes at full rate into a table at the default minimum size
+// (1024) with the default overflow LRU (4096): each burst carries 32 SYNs
+// and the SYN-ACKs and ACKs of the flows opened kInFlight earlier (an RTT's
+// worth of half-open flows). Every connection must end established.
+void bm_burst(benchmark::State& state, uint64_t flows)
+{
+	maps::rcu::thread_registration reg;
+	const tsc_clock& clk = clock_();
+	constexpr uint64_t kInFlight = 20'000;
+	for (auto _ : state) {
+		state.PauseTiming();
+		config c;
+		c.max_entries = flows * 2;
+		c.tcp.loose = false;  // an evicted half-open flow stays lost (no mid-stream pickup)
+		auto t = std::make_unique<table>(c);
+		packet p[kBurst];
+		result r[kBurst];
+		uint64_t max_pass_ns = 0;
+		state.ResumeTiming();
+		const uint64_t t0 = clk.now_ns();
+		{
+			runtime_control ctl(*t, clk);
+			for (uint64_t b = 0; b < flows + kInFlight; b += kBurst) {
+				for (uint8_t step : {kSYN, uint8_t(kSYN | kACK), kACK}) {
+					const uint64_t base = step == kSYN ? b : b - kInFlight;
+					if ((step == kSYN && b >= flows) || (step != kSYN && b < kInFlight))
+						continue;
+					const unsigned n = static_cast<unsigned>(std::min<uint64_t>(kBurst, flows - base));
+					for (unsigned i = 0; i < n; i++)
+						p[i] = segment(base + i, step);
+					t->process_bulk(p, n, clk.now_ns(), r);
+				}
+				maps::rcu::quiescent();
+			}
+			ctl.stop();
+			max_pass_ns = ctl.max_pass_ns;
+		}
+		const double secs = double(clk.now_ns() - t0) / 1e9;
+		state.PauseTiming();
+		uint64_t est = 0;
+		for (uint64_t i = 0; i < flows; i++) {
+			flow_view v;
+			est += t->find(flow(i), clk.now_ns(), &v) && v.state == tcp_established;
+		}
+		const stats s = t->stats();
+		state.counters["handshakes_per_s"] = double(flows) / secs;
+		state.counters["lost"] = double(flows - est);
+		state.counters["evicted_overflow"] = double(s.c.evicted_overflow);
+		state.counters["refused_busy"] = double(s.c.refused_busy);
+		state.counters["spilled"] = double(s.c.spilled);
+		state.counters["grows"] = double(s.hash4.grows);
+		state.counters["control_pass_max_us"] = double(max_pass_ns) / 1e3;
+		if (est != flows) {
+			state.SkipWithError(("lost " + std::to_string(flows - est) + " handshakes (evicted_overflow " +
+					     std::to_string(s.c.evicted_overflow) + ", spilled " + std::to_string(s.c.spilled) +
+					     ": busy_resize " + std::to_string(s.hash4.err_busy_resize) + ", busy_chain " +
+					     std::to_string(s.hash4.err_busy_chain) + ", busy_lock " +
+					     std::to_string(s.hash4.err_busy_lock) + "; grows " + std::to_string(s.hash4.grows) + "; longest control pass " + std::to_string(max_pass_ns / 1000) + " us)")
+						    .c_str());
+			break;  // the timer stays paused: Google Benchmark ends the run
+		}
+		t.reset();
+		state.ResumeTiming();
+	}
+	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(flows) * 3);
+}
+
 // ---- memory per flow ------------------------------------------------------------------
 
 void bm_memory(benchmark::State& state, int family, uint64_t flows)
@@ -429,6 +545,14 @@ void register_all(bool quick)
 							     bm_memory, fam, n)
 					->Iterations(1)
 					->Unit(benchmark::kMillisecond);
+	for (uint64_t n : {uint64_t{100'000}, uint64_t{1'000'000}})
+		benchmark::RegisterBenchmark(("ct_burst/" + (n >= 1'000'000 ? std::to_string(n / 1'000'000) + "M"
+										: std::to_string(n / 1000) + "K"))
+						     .c_str(),
+					     bm_burst, n)
+			->Iterations(1)
+			->Unit(benchmark::kMillisecond)
+			->UseRealTime();
 	const uint64_t syns = quick ? 1'000'000 : 10'000'000;
 	benchmark::RegisterBenchmark(("ct_flood/" + std::to_string(syns / 1'000'000) + "M").c_str(), bm_flood, syns)
 		->Iterations(1)
