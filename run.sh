@@ -97,7 +97,13 @@ test) deps && build && run_tests "$BUILD_DIR" "$@" ;;  # optional: suite names
 demo) deps && build && demo ;;
 bench)
 	# ./run.sh bench [rhash|lpm|ct|lb|pipeline|state] [Google Benchmark filter]
+	# ./run.sh bench runtime [bench_runtime.py options]: ctplane run vs dpdk-testpmd io
 	deps "${BENCH_PACKAGES[@]}" && build
+	if [ "${1:-}" = runtime ]; then
+		shift
+		exec python3 bench/runtime/bench_runtime.py --ctplane "$BUILD_DIR/dataplane/ctplane" \
+			--json "$BUILD_DIR/bench_runtime.json" "$@"
+	fi
 	which=rhash
 	case "${1:-}" in rhash | lpm | ct | lb | pipeline | state) which=$1 && shift ;; esac
 	filter=${1:-.}
@@ -114,7 +120,7 @@ bench)
 	python3 bench/compare "$BUILD_DIR/bench.json"
 	;;
 *)
-	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline|state] [filter]|deps" >&2
+	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline|state|runtime] [filter]|deps" >&2
 	exit 2
 	;;
 esac
