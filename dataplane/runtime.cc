@@ -32,6 +32,7 @@
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
 #include "dataplane/reload.h"
+#include "dataplane/rss.h"
 #include "dataplane/state_io.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
@@ -401,11 +402,32 @@ int run_main(int argc, char** argv)
 			// verifies the rest in software when ct.checksum is on).
 			conf.rxmode.offloads = info.rx_offload_capa & (RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM);
 			const uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+			// A symmetric Toeplitz key (dataplane/rss.h): both directions
+			// of a flow hash alike, so one worker sees the whole flow.
+			uint8_t key[kRssKeyMax];
+			const bool symmetric = workers > 1 && rss != 0 && symmetric_rss_key(info.hash_key_size, key);
 			if (workers > 1 && rss != 0) {
 				conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
 				conf.rx_adv_conf.rss_conf.rss_hf = rss;
+				if (symmetric) {
+					conf.rx_adv_conf.rss_conf.rss_key = key;
+					conf.rx_adv_conf.rss_conf.rss_key_len = static_cast<uint8_t>(info.hash_key_size);
+				}
 			}
 			int rc = rte_eth_dev_configure(id, static_cast<uint16_t>(workers), static_cast<uint16_t>(workers), &conf);
+			if (rc != 0 && symmetric) {  // the PMD would not take our key: its own, and say so
+				conf.rx_adv_conf.rss_conf.rss_key = nullptr;
+				conf.rx_adv_conf.rss_conf.rss_key_len = 0;
+				rc = rte_eth_dev_configure(id, static_cast<uint16_t>(workers), static_cast<uint16_t>(workers), &conf);
+				if (rc == 0)
+					std::fprintf(stderr,
+						     "ctplane: port \"%s\": the device refused a symmetric RSS key; the two "
+						     "directions of a flow may reach two workers\n",
+						     p.name.c_str());
+			} else if (workers > 1 && rss == 0) {
+				std::fprintf(stderr, "ctplane: port \"%s\": no RSS; its packets all reach worker 0's queue\n",
+					     p.name.c_str());
+			}
 			uint16_t nrxd = static_cast<uint16_t>(io.rx_descriptors), ntxd = static_cast<uint16_t>(io.tx_descriptors);
 			if (rc == 0)
 				rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &nrxd, &ntxd);
