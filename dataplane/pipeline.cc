@@ -498,6 +498,10 @@ void pipeline::parse_stage(work& w) noexcept
 	for (unsigned i = 0; i < w.nframes; i++) {
 		frame& fr = w.f[i];
 		parsed& p = w.p[i];
+		if (i + 4 < w.nframes) {  // the headers of a frame a few ahead: its lines arrive meanwhile
+			__builtin_prefetch(w.f[i + 4].data);
+			__builtin_prefetch(w.f[i + 4].data + 64);
+		}
 		w.dnat[i] = w.made[i] = false;
 		parse(fr.data, fr.len, &p);
 		if (p.kind == frame_kind::dropped) {
@@ -534,7 +538,6 @@ void pipeline::parse_stage(work& w) noexcept
 		w.in_port[i] = ip;
 		p.ct.in_port = checked(ip) ? static_cast<uint8_t>(ip) : ct::kNoPort;
 		p.ct.t.zone = 0;
-		__builtin_prefetch(fr.data + p.l3_off);  // rewritten by the NAT and route stages
 		w.idx[w.n++] = static_cast<uint16_t>(i);
 	}
 }

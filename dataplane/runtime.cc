@@ -151,6 +151,8 @@ int worker_main(void* arg)
 			// A frame chained over several mbufs is bigger than the data
 			// room (scatter is not enabled): refused whole, never parsed
 			// from its first segment alone.
+			for (uint16_t i = 0; i < got && i < 4; i++)  // the first headers the parser reads
+				rte_prefetch0(rte_pktmbuf_mtod(rx[i], void*));
 			uint16_t n = 0;
 			for (uint16_t i = 0; i < got; i++) {
 				if (rx[i]->nb_segs != 1) {
