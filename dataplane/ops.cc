@@ -31,21 +31,7 @@ std::vector<std::string> split(const std::string& s, char sep)
 	}
 }
 
-bool parse_u64(const std::string& s, uint64_t max, uint64_t* out)
-{
-	if (s.empty() || s.size() > 20)
-		return false;
-	uint64_t v = 0;
-	for (char c : s) {
-		if (c < '0' || c > '9')
-			return false;
-		v = v * 10 + static_cast<uint64_t>(c - '0');
-	}
-	if (v > max)
-		return false;
-	*out = v;
-	return true;
-}
+bool parse_u64(const std::string& s, uint64_t max, uint64_t* out) { return net::parse_decimal(s, max, out); }
 
 const char* proto_name(uint8_t p)
 {

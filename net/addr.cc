@@ -7,9 +7,7 @@
 
 namespace ctplane::net {
 
-namespace {
-// Decimal digits only, at most `max`; false otherwise.
-bool decimal(std::string_view s, uint64_t max, uint64_t* v)
+bool parse_decimal(std::string_view s, uint64_t max, uint64_t* v)
 {
 	if (s.empty() || s.size() > 20)
 		return false;
@@ -17,14 +15,14 @@ bool decimal(std::string_view s, uint64_t max, uint64_t* v)
 	for (char c : s) {
 		if (c < '0' || c > '9')
 			return false;
-		x = x * 10 + static_cast<unsigned>(c - '0');
-		if (x > max)
-			return false;
+		const uint64_t d = static_cast<uint64_t>(c - '0');
+		if (x > (max - d) / 10)
+			return false;  // past max (and never past 2^64)
+		x = x * 10 + d;
 	}
 	*v = x;
 	return true;
 }
-}  // namespace
 
 bool parse_address(std::string_view text, address* out)
 {
@@ -71,7 +69,7 @@ prefix_error parse_prefix(std::string_view text, prefix* out, bool keep_host_bit
 		return prefix_error::malformed;
 	const std::string_view ls = text.substr(slash + 1);
 	uint64_t len;
-	if (ls.empty() || ls.size() > 3 || !decimal(ls, 999, &len))
+	if (ls.empty() || ls.size() > 3 || !parse_decimal(ls, 999, &len))
 		return prefix_error::malformed;
 	if (len_out != nullptr)
 		*len_out = static_cast<unsigned>(len);
@@ -115,7 +113,7 @@ bool parse_endpoint(std::string_view s, address* a, uint16_t* port)
 		p = s.substr(e + 1);
 	}
 	uint64_t v;
-	if (!parse_address(host, a) || !decimal(p, 65535, &v) || v == 0)
+	if (!parse_address(host, a) || !parse_decimal(p, 65535, &v) || v == 0)
 		return false;
 	*port = static_cast<uint16_t>(v);
 	return true;

@@ -28,6 +28,9 @@ struct prefix {
 	bool operator==(const prefix&) const = default;
 };
 
+// Decimal digits only, at most `max` (no sign, no spaces); false otherwise.
+bool parse_decimal(std::string_view text, uint64_t max, uint64_t* out);
+
 // "10.0.0.1" / "2001:db8::1" -> address; false if it is neither.
 bool parse_address(std::string_view text, address* out);
 std::string to_string(const address& a);
