@@ -397,16 +397,18 @@ void table::create_bulk(const packet* pkts, const uint16_t* idx, unsigned n, uin
 		const unsigned i = idx[k];
 		const packet& p = pkts[i];
 		result& r = out[i];
+		const uint64_t h = r.hash;
+		const uint64_t* hp = r.v == verdict::pending && r.hashed ? &h : nullptr;
 		r = result{verdict::invalid, 0, st_none, p.t.family, nullptr};
 		const nat_init* ni = nat != nullptr ? nat[i] : nullptr;
 		if (p.t.family == 6) {
 			key6 key;
 			const unsigned kdir = make_key(p.t, key);
-			create(*f6_, key, kdir, p, now, ni, r);
+			create(*f6_, key, kdir, p, now, ni, r, hp);
 		} else {
 			key4 key;
 			const unsigned kdir = make_key(p.t, key);
-			create(*f4_, key, kdir, p, now, ni, r);
+			create(*f4_, key, kdir, p, now, ni, r, hp);
 		}
 	}
 }
@@ -447,7 +449,8 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 	const K* kp[kChunk];
 	F* vals[kChunk];
 	uint8_t kdir[kChunk];
-	uint64_t in_lru = 0;
+	uint64_t hashes[kChunk];
+	uint64_t in_lru = 0, hashed = 0;
 	for (unsigned i = 0; i < n; i++) {
 		kdir[i] = static_cast<uint8_t>(make_key(pkts[idx[i]].t, keys[i]));
 		kp[i] = &keys[i];
@@ -468,14 +471,18 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 				kr[rest++] = &keys[i];
 			}
 		}
-		uint64_t mask;
+		uint64_t mask, hr[kChunk];
 		if (rest != 0)
-			fam.hash.lookup_bulk(kr, rest, vr, &mask);
-		for (unsigned j = 0; j < rest; j++)
+			fam.hash.lookup_bulk(kr, rest, vr, &mask, hr);
+		for (unsigned j = 0; j < rest; j++) {
 			vals[where[j]] = vr[j];
+			hashes[where[j]] = hr[j];
+			hashed |= uint64_t{1} << where[j];
+		}
 	} else {
 		uint64_t mask;
-		fam.hash.lookup_bulk(kp, n, vals, &mask);
+		fam.hash.lookup_bulk(kp, n, vals, &mask, hashes);
+		hashed = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
 	}
 	// The established fast path, inline: a live, answered ESTABLISHED flow
 	// and a plain ACK (with or without data) in the window changes no
@@ -497,8 +504,10 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		const packet& p = pkts[idx[i]];
 		result& r = out[idx[i]];
 		F* f = vals[i];
-		if (f == nullptr) {  // create_bulk decides
+		if (f == nullptr) {  // create_bulk decides (with the hash, not computing it again)
 			r = result{verdict::pending, 0, st_none, fam_id, nullptr};
+			r.hashed = (hashed >> i) & 1;
+			r.hash = hashes[i];
 			continue;
 		}
 		const K* k = &keys[i];
@@ -750,7 +759,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 
 template <typename Fam>
 void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const packet& p, uint32_t now,
-		   const nat_init* nat, result& r) noexcept
+		   const nat_init* nat, result& r, const uint64_t* hash) noexcept
 {
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
@@ -814,7 +823,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	init.packets[0] = 1;
 	init.bytes[0] = p.bytes;
 
-	const uint64_t h = fam.hash.hash(k);
+	const uint64_t h = hash != nullptr ? *hash : fam.hash.hash(k);
 	F* out = nullptr;
 	bool evicted = false;
 	for (;;) {

@@ -163,6 +163,8 @@ struct result {
 	// address (a reply from the backend, or an ICMP error quoting the
 	// translated packet).
 	bool via_alias = false;
+	bool hashed = false;  // pending: hash is its key's (create_bulk inserts with it)
+	uint64_t hash = 0;
 };
 
 // The original tuple of the flow `r` points at (its opener's, before any
@@ -413,7 +415,7 @@ private:
 	int judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x, const packet& p) noexcept;
 	template <typename Fam>
 	void create(Fam& fam, const typename Fam::key& k, unsigned kdir, const packet& p, uint32_t now,
-		    const nat_init* nat, result& r) noexcept;
+		    const nat_init* nat, result& r, const uint64_t* hash = nullptr) noexcept;
 	template <typename Fam>
 	bool evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept;
 	template <typename K, typename F>

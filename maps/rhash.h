@@ -210,9 +210,11 @@ public:
 	V* lookup_with_hash(const K& key, uint64_t h) const noexcept;
 
 	// Looks up keys[0..n), n <= 64. values[i] is the value or nullptr; bit i
-	// of *hit_mask is set on a hit. Returns the number of hits.
-	unsigned lookup_bulk(const K* const keys[], unsigned n, V* values[],
-			     uint64_t* hit_mask) const noexcept;
+	// of *hit_mask is set on a hit. Returns the number of hits. hashes
+	// (optional) gets each key's hash, for an insert of a miss
+	// (insert_with_hash) without hashing it again.
+	unsigned lookup_bulk(const K* const keys[], unsigned n, V* values[], uint64_t* hit_mask,
+			     uint64_t* hashes = nullptr) const noexcept;
 
 	int insert(const K& key, const V& value, V** out = nullptr) noexcept
 	{
@@ -681,8 +683,8 @@ V* rhash<K, V, H>::lookup_with_hash(const K& key, uint64_t h) const noexcept
 }
 
 template <typename K, typename V, typename H>
-unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* values[],
-				     uint64_t* hit_mask) const noexcept
+unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* values[], uint64_t* hit_mask,
+				     uint64_t* hashes) const noexcept
 {
 	assert(n <= kMaxBulk);
 	uint64_t hs[kMaxBulk];
@@ -696,6 +698,8 @@ unsigned rhash<K, V, H>::lookup_bulk(const K* const keys[], unsigned n, V* value
 		bs[i] = bucket_of(t, hs[i]);
 		_mm_prefetch(reinterpret_cast<const char*>(bs[i]), _MM_HINT_T0);
 	}
+	if (hashes != nullptr)
+		std::memcpy(hashes, hs, n * sizeof(uint64_t));
 	// Stage 2: compare tags and prefetch the first candidate entry. A
 	// bucket already migrated by a running resize is empty: go straight to
 	// its bucket in the new table and prefetch that instead (guarantee 2:
