@@ -85,7 +85,8 @@ uint32_t flow_hash(const ct::tuple& t) noexcept
 
 // One burst on a worker's stack. By frame (index into the burst): p, in_port,
 // dnat, made, j_of. By live index (the live vector, w.idx[j] its frame):
-// ctp, res, nat, natp.
+// ctp, res, nat, natp, up to the NAT stage (which compacts the frame
+// indexes alone: j_of keeps naming a made flow's ctp entry).
 struct pipeline::work {
 	frame* f;
 	outcome* out;
@@ -473,21 +474,15 @@ void pipeline::drop_frame(work& w, unsigned i, drop why, punt p) noexcept
 	w.s->drops[static_cast<unsigned>(why)].inc();
 }
 
+// Drops kGone entries from the live vector. Only the frame indexes move:
+// the CT's per-packet arrays (ctp, res, nat) are done with by then, and
+// j_of still names a made flow's entry in them.
 void pipeline::compact(work& w) noexcept
 {
 	unsigned m = 0;
-	for (unsigned j = 0; j < w.n; j++) {
-		if (w.idx[j] == kGone)
-			continue;
-		if (m != j) {
-			w.idx[m] = w.idx[j];
-			w.ctp[m] = w.ctp[j];
-			w.res[m] = w.res[j];
-			w.nat[m] = w.nat[j];
-			w.natp[m] = w.natp[j] != nullptr ? &w.nat[m] : nullptr;
-		}
-		m++;
-	}
+	for (unsigned j = 0; j < w.n; j++)
+		if (w.idx[j] != kGone)
+			w.idx[m++] = w.idx[j];
 	w.n = m;
 }
 

@@ -268,7 +268,7 @@ private:
 	void later_fragment(work& w, unsigned i) noexcept;
 	// Helpers of the stages.
 	void drop_frame(work& w, unsigned i, drop why, punt p = punt::none) noexcept;
-	void compact(work& w) noexcept;         // drops kGone entries from the live vector
+	void compact(work& w) noexcept;         // drops kGone frames from the live vector (after the CT)
 	void compact_misses(work& w) noexcept;  // and from the new flows' list
 	void icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& orig, const uint8_t* addr,
 		      uint16_t port) noexcept;
