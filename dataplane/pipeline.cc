@@ -494,8 +494,10 @@ void pipeline::parse_stage(work& w) noexcept
 		frame& fr = w.f[i];
 		parsed& p = w.p[i];
 		if (i + 4 < w.nframes) {  // the headers of a frame a few ahead: its lines arrive meanwhile
-			__builtin_prefetch(w.f[i + 4].data);
-			__builtin_prefetch(w.f[i + 4].data + 64);
+			const frame& ahead = w.f[i + 4];
+			__builtin_prefetch(ahead.data);
+			if (ahead.len > 64)  // within the frame: no pointer past it, even unread
+				__builtin_prefetch(ahead.data + 64);
 		}
 		w.dnat[i] = w.made[i] = false;
 		parse(fr.data, fr.len, &p);
