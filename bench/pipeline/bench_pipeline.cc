@@ -61,6 +61,7 @@ constexpr unsigned kBurst = 32;
 constexpr unsigned kServices = 100, kPerService = 10;
 constexpr size_t kTemplates = 1 << 16;
 constexpr uint32_t kFrame = 60;  // 64 bytes on the wire with the FCS
+constexpr uint32_t kClientIsn = 1000, kServerIsn = 500000;
 
 uint16_t g_port;
 rte_mempool* g_pool;
@@ -69,7 +70,9 @@ using ctplane::net::put16;
 using ctplane::net::put32;
 
 // A 60-byte Ethernet/IPv4/TCP frame with valid checksums.
-bytes tcp_frame(uint32_t src, uint32_t dst, uint16_t sp, uint16_t dp, uint8_t flags)
+// `seq` and `ack` make a handshake the CT's window tracking accepts.
+bytes tcp_frame(uint32_t src, uint32_t dst, uint16_t sp, uint16_t dp, uint8_t flags, uint32_t seq = 0,
+                uint32_t ack = 0)
 {
 	bytes f(kFrame, 0);
 	f[0] = 0x02, f[5] = 0x01;  // to port 0's MAC
@@ -86,6 +89,8 @@ bytes tcp_frame(uint32_t src, uint32_t dst, uint16_t sp, uint16_t dp, uint8_t fl
 	uint8_t* t = ip + 20;
 	put16(t, sp);
 	put16(t + 2, dp);
+	put32(t + 4, seq);
+	put32(t + 8, ack);
 	t[12] = 5 << 4;
 	t[13] = flags;
 	put16(t + 14, 65535);
@@ -150,6 +155,7 @@ struct world {
 		sm = &dp->sm();
 		pl = &dp->pl();
 	}
+	// Each frame arrives on the port its source routes through.
 	void run(std::vector<bytes>& frames)
 	{
 		frame fr[kBurst];
@@ -157,7 +163,7 @@ struct world {
 		for (size_t b = 0; b < frames.size(); b += kBurst) {
 			const unsigned n = unsigned(std::min<size_t>(kBurst, frames.size() - b));
 			for (unsigned i = 0; i < n; i++)
-				fr[i] = frame{frames[b + i].data(), uint32_t(frames[b + i].size()), 0};
+				fr[i] = frame{frames[b + i].data(), uint32_t(frames[b + i].size()), kPortInfer};
 			pl->process(fr, n, now, oc);
 			if (b % 8192 == 0)
 				ct->tick(now, 1 << 16);
@@ -185,8 +191,8 @@ struct world {
 					dst = 0x64500000u | uint32_t(i % 1000);
 					dp = 6379;
 				}
-				syn.push_back(tcp_frame(cl, dst, sp, dp, ct::kSYN));
-				ack.push_back(tcp_frame(cl, dst, sp, dp, ct::kACK));
+				syn.push_back(tcp_frame(cl, dst, sp, dp, ct::kSYN, kClientIsn));
+				ack.push_back(tcp_frame(cl, dst, sp, dp, ct::kACK, kClientIsn + 1, kServerIsn + 1));
 			}
 			bytes probe;
 			std::vector<bytes> s2 = syn;
@@ -196,7 +202,7 @@ struct world {
 				uint32_t src = uint32_t(ip[12]) << 24 | uint32_t(ip[13]) << 16 | uint32_t(ip[14]) << 8 | ip[15];
 				uint32_t d = uint32_t(ip[16]) << 24 | uint32_t(ip[17]) << 16 | uint32_t(ip[18]) << 8 | ip[19];
 				const uint16_t sp = uint16_t(ip[20] << 8 | ip[21]), dp = uint16_t(ip[22] << 8 | ip[23]);
-				synack.push_back(tcp_frame(d, src, dp, sp, ct::kSYN | ct::kACK));
+				synack.push_back(tcp_frame(d, src, dp, sp, ct::kSYN | ct::kACK, kServerIsn, kClientIsn + 1));
 			}
 			run(synack);
 			std::vector<bytes> a2 = ack;
