@@ -2,6 +2,7 @@
 #include "dataplane/fib.h"
 
 #include <atomic>
+#include <cassert>
 #include <cstring>
 
 #include "maps/rcu.h"
@@ -67,7 +68,7 @@ bool fib::set_neighbor(const net::address& a, const uint8_t mac[6])
 			return false;
 		}
 	}
-	const uint64_t w = v.mac_word | uint64_t{1} << 48;  // resolved
+	const uint64_t w = v.mac_word | kResolved;
 	for (uint64_t i = 0; i < hops_.size(); i++)
 		if (hops_[i].has_via && hops_[i].via == a)
 			std::atomic_ref<uint64_t>(hops_[i].mac_word).store(w, std::memory_order_relaxed);
@@ -137,6 +138,48 @@ bool fib::next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* po
 	return true;
 }
 
+uint64_t fib::next_hop_bulk(const uint32_t* ids, const uint8_t* const* dst, const uint8_t* family, unsigned n,
+			    uint16_t* port, uint64_t* mac_word) const noexcept
+{
+	static_assert(kMaxBulk <= nb_table::kMaxBulk);
+	assert(n <= kMaxBulk);
+	uint64_t ok = 0;
+	nb_key keys[kMaxBulk];
+	const nb_key* kp[kMaxBulk];
+	uint8_t which[kMaxBulk];
+	unsigned nk = 0;
+	for (unsigned i = 0; i < n; i++) {
+		mac_word[i] = 0;
+		const hop* h = hops_.at(ids[i]);
+		if (h == nullptr)
+			continue;
+		ok |= uint64_t{1} << i;
+		port[i] = h->port;
+		if (h->has_via) {
+			// The gateway's MAC, cached in the hop by set_neighbor (one
+			// relaxed 8-byte word: MAC and the resolved bit).
+			const uint64_t w = std::atomic_ref<const uint64_t>(h->mac_word).load(std::memory_order_relaxed);
+			mac_word[i] = (w & kResolved) != 0 ? w : 0;
+			continue;
+		}
+		keys[nk] = key_of(dst[i], family[i]);
+		kp[nk] = &keys[nk];
+		which[nk++] = static_cast<uint8_t>(i);
+	}
+	if (nk != 0 && neigh_.size() != 0) {
+		nb_val* v[kMaxBulk];
+		uint64_t hit;
+		neigh_.lookup_bulk(kp, nk, v, &hit);
+		for (; hit != 0; hit &= hit - 1) {
+			const unsigned k = static_cast<unsigned>(__builtin_ctzll(hit));
+			const uint64_t w = std::atomic_ref<const uint64_t>(v[k]->mac_word).load(std::memory_order_relaxed);
+			if ((w & (kResolved - 1)) != 0)  // all-zero: never a neighbour's MAC
+				mac_word[which[k]] = (w & (kResolved - 1)) | kResolved;
+		}
+	}
+	return ok;
+}
+
 std::string fib::add_route(const config::route_spec& r, size_t nports)
 {
 	if (r.port >= nports)
@@ -149,7 +192,7 @@ std::string fib::add_route(const config::route_spec& r, size_t nports)
 	h.via = r.via;
 	if (r.has_via)  // a gateway already known: the hop starts resolved
 		if (const nb_val* v = neigh_.lookup(key_of(r.via.addr, r.via.family)))
-			h.mac_word = v->mac_word | uint64_t{1} << 48;
+			h.mac_word = v->mac_word | kResolved;
 	uint32_t id;
 	if (!free_hops_.empty()) {
 		id = free_hops_.back();

@@ -61,6 +61,15 @@ public:
 	// Hop `id` for a packet to dst: its port and next hop's MAC (all zero:
 	// routed, neighbour unknown). false: no such hop (no route).
 	bool next_hop(uint32_t id, const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept;
+	// next_hop() for n <= kMaxBulk packets at once: hop ids[i] for a packet
+	// to dst[i] of family[i]. Sets port[i] and mac_word[i] (the MAC in bytes
+	// 0..5, kResolved set when known; 0: routed, neighbour unknown) and
+	// returns the mask of packets whose hop exists. The on-link ones meet
+	// the neighbour table in one bulk, prefetched probe.
+	static constexpr unsigned kMaxBulk = 64;
+	static constexpr uint64_t kResolved = uint64_t{1} << 48;
+	uint64_t next_hop_bulk(const uint32_t* ids, const uint8_t* const* dst, const uint8_t* family, unsigned n,
+			       uint16_t* port, uint64_t* mac_word) const noexcept;
 	bool route(const uint8_t* dst, uint8_t family, uint16_t* port, uint8_t mac[6]) const noexcept
 	{
 		return next_hop(route_id(dst, family), dst, family, port, mac);

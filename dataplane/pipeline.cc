@@ -789,20 +789,23 @@ void pipeline::icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tupl
 // then the next hop's MAC; rewrites L2 and the TTL.
 void pipeline::route_stage(work& w) noexcept
 {
-	uint32_t a4[kMaxBurst], h4[kMaxBurst], h6[kMaxBurst];
+	uint32_t a4[kMaxBurst], h4[kMaxBurst], h6[kMaxBurst], ids[kMaxBurst];
 	maps::ipv6::addr a6[kMaxBurst];
-	uint8_t j4[kMaxBurst], j6[kMaxBurst];
+	uint8_t j4[kMaxBurst], j6[kMaxBurst], family[kMaxBurst];
+	const uint8_t* dst[kMaxBurst];
 	unsigned n4 = 0, n6 = 0;
 	for (unsigned j = 0; j < w.n; j++) {
-		const unsigned i = w.idx[j];
-		const parsed& p = w.p[i];
-		const uint8_t* ip = w.f[i].data + p.l3_off;
+		const parsed& p = w.p[w.idx[j]];
+		const uint8_t* ip = w.f[w.idx[j]].data + p.l3_off;
+		family[j] = p.family;
 		if (p.family == 4) {
-			a4[n4] = maps::ipv4::from_bytes(ip + kV4Dst);
-			j4[n4++] = static_cast<uint8_t>(i);
+			dst[j] = ip + kV4Dst;
+			a4[n4] = maps::ipv4::from_bytes(dst[j]);
+			j4[n4++] = static_cast<uint8_t>(j);
 		} else {
-			a6[n6] = maps::ipv6::from_bytes(ip + kV6Dst);
-			j6[n6++] = static_cast<uint8_t>(i);
+			dst[j] = ip + kV6Dst;
+			a6[n6] = maps::ipv6::from_bytes(dst[j]);
+			j6[n6++] = static_cast<uint8_t>(j);
 		}
 	}
 	if (n4 != 0)
@@ -810,19 +813,21 @@ void pipeline::route_stage(work& w) noexcept
 	if (n6 != 0)
 		fib_.route_bulk6(a6, n6, h6);
 	for (unsigned k = 0; k < n4; k++)
-		forward(w, j4[k], h4[k]);
+		ids[j4[k]] = h4[k];
 	for (unsigned k = 0; k < n6; k++)
-		forward(w, j6[k], h6[k]);
+		ids[j6[k]] = h6[k];
+	static_assert(kMaxBurst <= fib::kMaxBulk);
+	uint16_t port[kMaxBurst];
+	uint64_t mac[kMaxBurst];
+	const uint64_t ok = fib_.next_hop_bulk(ids, dst, family, w.n, port, mac);
+	for (unsigned j = 0; j < w.n; j++)
+		forward(w, w.idx[j], (ok >> j) & 1, port[j], mac[j]);
 	w.n = 0;
 }
 
-void pipeline::forward(work& w, unsigned i, uint32_t hop_id) noexcept
+void pipeline::forward(work& w, unsigned i, bool routed, uint16_t port, uint64_t mac_word) noexcept
 {
-	const parsed& p = w.p[i];
-	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
-	uint16_t port;
-	uint8_t mac[6];
-	if (!fib_.next_hop(hop_id, dst, p.family, &port, mac)) {
+	if (!routed) {
 		// Routed before the CT, unrouted now (a route removed meanwhile):
 		// a flow made for it leaves no state behind.
 		if (w.made[i])
@@ -830,12 +835,14 @@ void pipeline::forward(work& w, unsigned i, uint32_t hop_id) noexcept
 		drop_frame(w, i, drop::no_route, w.dnat[i] ? punt::none : punt::no_route);
 		return;
 	}
-	if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
+	if ((mac_word & fib::kResolved) == 0) {
 		drop_frame(w, i, drop::no_neighbor, punt::resolve);  // the control path resolves the next hop
 		return;
 	}
-	if (p.frag == kFragFirst)
+	if (w.p[i].frag == kFragFirst)
 		record_fragment(w, i);
+	uint8_t mac[6];
+	std::memcpy(mac, &mac_word, 6);
 	finish(w, i, port, mac);
 }
 

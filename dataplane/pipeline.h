@@ -272,7 +272,7 @@ private:
 	void compact_misses(work& w) noexcept;  // and from the new flows' list
 	void icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& orig, const uint8_t* addr,
 		      uint16_t port) noexcept;
-	void forward(work& w, unsigned i, uint32_t hop_id) noexcept;
+	void forward(work& w, unsigned i, bool routed, uint16_t port, uint64_t mac_word) noexcept;
 
 	void record_fragment(const work& w, unsigned i) noexcept;
 	// Packets coming in on `port` are held to it by the CT (a flow's
