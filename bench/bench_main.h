@@ -6,12 +6,15 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <pthread.h>
 #include <rte_eal.h>
+#include <sched.h>
 
 #include <cstdio>
 #include <cstring>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace ctplane::bench {
@@ -35,6 +38,23 @@ struct bench_args {
 		return dflt;
 	}
 };
+
+// EAL pins the main thread (the measured worker) to CPU 0 and threads
+// inherit it: a helper thread (a control loop, a second worker) calls this
+// first to run on the other cores, as the runtime's control thread does
+// (ctplane run -l 0-1: control on lcore 0, the worker on lcore 1). On a
+// single CPU it stays where it is.
+inline void move_to_other_cpu()
+{
+	const unsigned ncpu = std::thread::hardware_concurrency();
+	if (ncpu < 2)
+		return;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	for (unsigned c = 1; c < ncpu; c++)
+		CPU_SET(c, &set);
+	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+}
 
 // Runs `setup(args)` (which registers the benchmarks) between EAL start
 // and the Google Benchmark run. `ours`: flag names this binary takes

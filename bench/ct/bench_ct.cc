@@ -133,6 +133,7 @@ public:
 	control(table& t, const tsc_clock& clk) : t_(t), clk_(clk)
 	{
 		th_ = std::thread([this] {
+			move_to_other_cpu();
 			maps::rcu::thread_registration reg;
 			while (!stop_.load(std::memory_order_relaxed))
 				t_.tick(clk_.now_ns());
@@ -320,6 +321,7 @@ public:
 	runtime_control(table& t, const tsc_clock& clk) : t_(t), clk_(clk)
 	{
 		th_ = std::thread([this] {
+			move_to_other_cpu();
 			maps::rcu::thread_registration reg;
 			uint64_t next_tick = clk_.now_ns();
 			while (!stop_.load(std::memory_order_relaxed)) {

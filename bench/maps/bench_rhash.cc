@@ -164,19 +164,6 @@ void bm_lookup(benchmark::State& state, size_t n, double load, bool hit, bool bu
 	state.SetLabel(std::to_string(n) + " entries, load " + std::to_string(static_cast<int>(load * 100)) + "%");
 }
 
-// EAL pins the main thread to lcore 0 and threads inherit it: put the
-// control thread on the other core, as the dataplane would.
-void move_to_other_cpu()
-{
-	cpu_set_t set;
-	CPU_ZERO(&set);
-	const unsigned ncpu = std::thread::hardware_concurrency();
-	for (unsigned c = 1; c < ncpu; c++)
-		CPU_SET(c, &set);
-	if (ncpu < 2)
-		CPU_SET(0, &set);
-	pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-}
 
 std::string size_name(size_t n)
 {

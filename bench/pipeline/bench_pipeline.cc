@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_main.h"
 #include "config/config.h"
 #include "ct/clock.h"
 #include "ct/table.h"
@@ -343,6 +344,7 @@ void bm_new_flows(benchmark::State& state)
 	std::atomic<bool> stop{false};
 	ct::tsc_clock clk;
 	std::thread ctl([&] {
+		move_to_other_cpu();
 		maps::rcu::thread_registration r;
 		while (!stop.load(std::memory_order_relaxed))
 			w.ct->tick(clk.now_ns());

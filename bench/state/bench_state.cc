@@ -226,6 +226,7 @@ void bm_reload(benchmark::State& st)
 	std::atomic<uint64_t> lost{0}, sent{0};
 	std::vector<uint64_t> lat;
 	std::thread w([&] {
+		move_to_other_cpu();
 		maps::rcu::thread_registration r;
 		std::vector<std::vector<uint8_t>> frames(32);
 		uint64_t t = kNow;
