@@ -723,6 +723,8 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 							   {"tx_descriptors", u32(d.tx_descriptors, 64, 32768, false)},
 							   {"punt_ring", u32(d.punt_ring, 64, 1u << 20, true)},
 							   {"inject_ring", u32(d.inject_ring, 64, 1u << 20, true)},
+							   {"table_hugepages",
+							    [&](const YAML::Node& m, const std::string& q) { d.table_hugepages = r.boolean(m, q); }},
 						   });
 				  }},
 				 {"state",

@@ -137,6 +137,10 @@ struct dpdk_spec {
 	uint32_t tx_descriptors = 1024;
 	uint32_t punt_ring = 4096;       // frames per punt class waiting for the control thread (power of 2)
 	uint32_t inject_ring = 1024;     // frames the control thread sends (power of 2)
+	// Tables (CT, sockmap, neighbours, LPM) take free reserved hugetlbfs
+	// 2 MiB pages when the system has any, else transparent huge pages
+	// (maps/mem.h table_alloc). Applies to replay too.
+	bool table_hugepages = true;
 };
 
 struct ctplane_config {

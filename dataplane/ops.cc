@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "ct/state.h"
+#include "maps/mem.h"
 
 namespace ctplane::dataplane {
 
@@ -277,6 +278,10 @@ reply ops::stats()
 	r.num("neighbors/refused", dp_.pl().neighbor_refused());
 	r.num("ct/flows", dp_.ct().size());
 	r.num("sockmap/entries", dp_.sm().get_stats().entries);
+	const maps::table_memory_stats m = maps::table_memory();
+	r.num("memory/hugetlb_bytes", m.hugetlb_bytes);
+	r.num("memory/thp_bytes", m.thp_bytes);
+	r.num("memory/hugetlb_refusals", m.hugetlb_refusals);
 	return r;
 }
 

@@ -55,7 +55,8 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 		return "burst";
 	const config::dpdk_spec &d = a.dpdk, &e = b.dpdk;
 	if (d.mbufs != e.mbufs || d.mbuf_cache != e.mbuf_cache || d.rx_descriptors != e.rx_descriptors ||
-	    d.tx_descriptors != e.tx_descriptors || d.punt_ring != e.punt_ring || d.inject_ring != e.inject_ring)
+	    d.tx_descriptors != e.tx_descriptors || d.punt_ring != e.punt_ring || d.inject_ring != e.inject_ring ||
+	    d.table_hugepages != e.table_hugepages)
 		return "dpdk";
 	const ct::config &c = a.ct, &n = b.ct;
 	if (c.min_entries != n.min_entries)

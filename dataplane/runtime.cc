@@ -33,6 +33,7 @@
 #include "dataplane/stack.h"
 #include "dataplane/reload.h"
 #include "dataplane/rss.h"
+#include "maps/mem.h"
 #include "dataplane/state_io.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
@@ -304,6 +305,10 @@ void print_stats(const pipeline& pl, const ct::table& ct, const sockmap::sockmap
 				     drop_description(static_cast<drop>(d)));
 	std::fprintf(f, "ctplane: neighbours %" PRIu64 " (table reseeds %" PRIu64 ", refused %" PRIu64 ")\n",
 		     pl.neighbor_count(), pl.neighbor_rehashes(), pl.neighbor_refused());
+	const maps::table_memory_stats m = maps::table_memory();
+	std::fprintf(f, "ctplane: table memory %" PRIu64 " MiB in hugetlbfs pages, %" PRIu64
+		     " MiB in transparent huge pages (hugetlbfs pool short %" PRIu64 " times)\n",
+		     m.hugetlb_bytes >> 20, m.thp_bytes >> 20, m.hugetlb_refusals);
 }
 
 }  // namespace

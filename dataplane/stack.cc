@@ -3,11 +3,14 @@
 
 #include <stdexcept>
 
+#include "maps/mem.h"
+
 namespace ctplane::dataplane {
 
 std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, std::string* err)
 {
 	std::unique_ptr<stack> s(new stack());
+	maps::set_table_hugepages(c.dpdk.table_hugepages);
 	if (c.sockmap.enabled)
 		c.ct.events = true;  // the sockmap follows CT events
 	s->cfg_ = c;

@@ -75,7 +75,7 @@ entry_allocator::entry_allocator(const entry_allocator_config& cfg)
 entry_allocator::~entry_allocator()
 {
 	for (uint32_t i = 0; i < dir_used_; i++) {
-		region_free(chunks_[i].load(std::memory_order_relaxed), chunk_bytes_);
+		table_free(chunks_[i].load(std::memory_order_relaxed), chunk_bytes_);
 		delete[] meta_[i].bitmap;
 	}
 	auto drop = [](retire_block* b) {
@@ -115,7 +115,7 @@ void entry_allocator::list_remove(uint32_t c) noexcept
 	m.on_list = false;
 }
 
-bool entry_allocator::add_chunk() noexcept
+bool entry_allocator::add_chunk(char* premade, uint32_t populated) noexcept
 {
 	uint32_t idx;
 	if (!free_dir_.empty()) {
@@ -127,10 +127,11 @@ bool entry_allocator::add_chunk() noexcept
 		return false;
 	}
 	const uint32_t objs = 1u << chunk_log2_;
-	auto* mem = static_cast<char*>(region_alloc(chunk_bytes_));
+	auto* mem = premade != nullptr ? premade : static_cast<char*>(table_alloc(chunk_bytes_));
 	auto* bm = new (std::nothrow) uint64_t[objs / 64];
 	if (mem == nullptr || bm == nullptr) {
-		region_free(mem, chunk_bytes_);
+		if (premade == nullptr)
+			table_free(mem, chunk_bytes_);
 		delete[] bm;
 		free_dir_.push_back(idx);
 		return false;
@@ -140,6 +141,8 @@ bool entry_allocator::add_chunk() noexcept
 	m.bitmap = bm;
 	m.free = objs;
 	m.hint = 0;
+	m.hwm = 0;
+	m.populated = populated;
 	if (idx == 0) {  // reference 0 means "none": never hand it out
 		bm[0] &= ~uint64_t{1};
 		m.free--;
@@ -217,7 +220,7 @@ void entry_allocator::release_chunk(uint32_t ci) noexcept
 {
 	chunk_meta& m = meta_[ci];
 	list_remove(ci);
-	region_free(chunks_[ci].load(std::memory_order_relaxed), chunk_bytes_);
+	table_free(chunks_[ci].load(std::memory_order_relaxed), chunk_bytes_);
 	chunks_[ci].store(nullptr, std::memory_order_relaxed);  // note 2
 	delete[] m.bitmap;
 	free_in_chunks_ -= m.free;
@@ -331,10 +334,34 @@ void entry_allocator::prepare(uint64_t headroom) noexcept
 		size_t bytes;
 	} todo[8];
 	unsigned ntodo = 0;
+	// New chunks first: mapped and their first `headroom` objects' pages
+	// populated outside the lock, published only then. A chunk goes to the
+	// head of the list and workers take from it at once: published before
+	// its pages, its first huge page would be faulted (and cleared, for
+	// milliseconds) by a worker. Bounded: at most 8 chunks a call.
+	for (unsigned k = 0; k < 8; k++) {
+		{
+			std::lock_guard<spinlock> g(lock_);
+			if (free_in_chunks_ >= headroom || (free_dir_.empty() && dir_used_ >= max_chunks_))
+				break;
+		}
+		auto* mem = static_cast<char*>(table_alloc(chunk_bytes_));
+		if (mem == nullptr)
+			break;
+		const auto pop = static_cast<uint32_t>(std::min<uint64_t>(objs, headroom));
+		region_prefault(mem, size_t{pop} * object_size_);
+		bool added;
+		{
+			std::lock_guard<spinlock> g(lock_);
+			added = add_chunk(mem, pop);
+		}
+		if (!added) {
+			table_free(mem, chunk_bytes_);
+			break;
+		}
+	}
 	{
 		std::lock_guard<spinlock> g(lock_);
-		while (free_in_chunks_ < headroom && add_chunk()) {
-		}
 		// Walk the chunks alloc() takes from (list order), populating
 		// until `headroom` objects above each high-water mark are ready.
 		uint64_t ready = 0;

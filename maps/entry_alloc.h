@@ -152,7 +152,9 @@ private:
 	bool refill(cache& c) noexcept;
 	void flush(cache& c, uint32_t count) noexcept;
 	// Under lock_.
-	bool add_chunk() noexcept;
+	// Maps a chunk (or takes `premade`, mapped by table_alloc, its first
+	// `populated` objects' pages populated) and pushes it on the list.
+	bool add_chunk(char* premade = nullptr, uint32_t populated = 0) noexcept;
 	void free_locked(uint32_t ref) noexcept;
 	void list_push(uint32_t chunk) noexcept;
 	void list_remove(uint32_t chunk) noexcept;

@@ -195,7 +195,7 @@ private:
 		size_t garbage = 0;     // arena bytes no slot uses any more
 		uint64_t subtrees = 0;
 		size_t heap_bytes = 0;  // subtrees rebuilt since, outside the arena
-		~table() { region_free(arena, arena_bytes); }
+		~table() { table_free(arena, arena_bytes); }
 	};
 	struct built {  // one subtree, before placement
 		std::vector<node> nodes;
@@ -496,7 +496,7 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 	for (size_t s = 0; s < kSlots; s++)
 		t->top[s].store(slot_word{t->dflt[s]} << 32 | 1, std::memory_order_relaxed);
 	if (total != 0) {
-		t->arena = static_cast<char*>(region_alloc(total));
+		t->arena = static_cast<char*>(table_alloc(total));
 		if (t->arena == nullptr) {
 			*err = -ENOMEM;
 			return nullptr;

@@ -4,6 +4,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+
 namespace ctplane::maps {
 
 size_t region_size(size_t bytes, bool huge) noexcept
@@ -62,6 +66,83 @@ void region_free(void* p, size_t bytes, bool huge) noexcept
 {
 	if (p != nullptr)
 		munmap(p, region_size(bytes, huge));
+}
+
+// ---- table memory ------------------------------------------------------------
+
+namespace {
+
+std::atomic<bool> g_allow_hugetlb{true};
+std::atomic<uint64_t> g_hugetlb_refusals{0};
+
+// The hugetlbfs regions mapped now, by address (table_free must know which
+// kind it unmaps only for the counters; the length is the same).
+struct registry {
+	std::mutex mu;
+	std::unordered_map<void*, size_t> hugetlb;
+	uint64_t hugetlb_bytes = 0;
+	uint64_t thp_bytes = 0;
+};
+registry& reg()
+{
+	static registry r;
+	return r;
+}
+
+}  // namespace
+
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+
+void set_table_hugepages(bool allow) noexcept { g_allow_hugetlb.store(allow, std::memory_order_relaxed); }
+
+void* table_alloc(size_t bytes) noexcept
+{
+	const size_t len = region_size(bytes, true);
+	if (len >= kHugePage && g_allow_hugetlb.load(std::memory_order_relaxed)) {
+		// 21 << MAP_HUGE_SHIFT: 2 MiB pages whatever the default size.
+		void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | (21 << MAP_HUGE_SHIFT), -1, 0);
+		if (p != MAP_FAILED) {
+			registry& r = reg();
+			std::lock_guard<std::mutex> g(r.mu);
+			r.hugetlb.emplace(p, len);
+			r.hugetlb_bytes += len;
+			return p;
+		}
+		g_hugetlb_refusals.fetch_add(1, std::memory_order_relaxed);
+	}
+	void* p = region_alloc(bytes, true);
+	if (p != nullptr) {
+		registry& r = reg();
+		std::lock_guard<std::mutex> g(r.mu);
+		r.thp_bytes += len;
+	}
+	return p;
+}
+
+void table_free(void* p, size_t bytes) noexcept
+{
+	if (p == nullptr)
+		return;
+	const size_t len = region_size(bytes, true);
+	{
+		registry& r = reg();
+		std::lock_guard<std::mutex> g(r.mu);
+		if (r.hugetlb.erase(p) != 0)
+			r.hugetlb_bytes -= len;
+		else
+			r.thp_bytes -= len;
+	}
+	munmap(p, len);
+}
+
+table_memory_stats table_memory() noexcept
+{
+	registry& r = reg();
+	std::lock_guard<std::mutex> g(r.mu);
+	return {r.hugetlb_bytes, r.thp_bytes, g_hugetlb_refusals.load(std::memory_order_relaxed)};
 }
 
 }  // namespace ctplane::maps

@@ -41,6 +41,29 @@ void region_release(void* p, size_t bytes) noexcept;
 // Unmaps a region returned by region_alloc with the same arguments.
 void region_free(void* p, size_t bytes, bool huge = true) noexcept;
 
+// Table memory (hash bucket arrays, entry chunks, LPM arenas): 2 MiB pages
+// from the hugetlbfs pool when the system has free ones reserved and the
+// policy allows it, else region_alloc(bytes, true) (transparent huge pages,
+// which the kernel may have to find by compaction at fault time). A
+// hugetlbfs mapping is reserved whole when mapped (no MAP_NORESERVE): a pool
+// short of pages refuses the mapping, it never leaves a worker to fault into
+// SIGBUS. Zeroed, as region_alloc's. Pages are not given back early
+// (region_release does nothing to them): tables that take pool pages keep
+// them until freed. Free with table_free(p, bytes).
+void* table_alloc(size_t bytes) noexcept;
+void table_free(void* p, size_t bytes) noexcept;
+
+// Whether table_alloc may take hugetlbfs pages (default: yes). Process-wide;
+// set before the tables are built (ctplane: dpdk.table_hugepages).
+void set_table_hugepages(bool allow) noexcept;
+
+struct table_memory_stats {
+	uint64_t hugetlb_bytes;     // mapped from the hugetlbfs pool now
+	uint64_t thp_bytes;         // mapped as transparent huge pages now
+	uint64_t hugetlb_refusals;  // allocations the pool could not serve (fell back)
+};
+table_memory_stats table_memory() noexcept;
+
 // The bytes region_alloc really maps for `bytes` (rounded up to the page,
 // or to the huge page for huge regions).
 size_t region_size(size_t bytes, bool huge = true) noexcept;

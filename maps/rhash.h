@@ -549,7 +549,7 @@ typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uin
 	// pool pages cost nothing (see mem.h).
 	t->ext_cap = static_cast<uint32_t>(std::min<uint64_t>(
 		max_entries() / kSlots + nbuckets / 4 + 2, kExtMask));
-	t->buckets = static_cast<bucket*>(region_alloc(size_t{nbuckets} * sizeof(bucket)));
+	t->buckets = static_cast<bucket*>(table_alloc(size_t{nbuckets} * sizeof(bucket)));
 	t->ext = static_cast<bucket*>(region_alloc(size_t{t->ext_cap} * sizeof(bucket), false));
 	if (t->buckets == nullptr || t->ext == nullptr) {
 		free_table(t);
@@ -583,7 +583,7 @@ void rhash<K, V, H>::populate_ext(table* t) noexcept
 template <typename K, typename V, typename H>
 void rhash<K, V, H>::free_table(table* t) noexcept
 {
-	region_free(t->buckets, size_t{t->nbuckets} * sizeof(bucket));
+	table_free(t->buckets, size_t{t->nbuckets} * sizeof(bucket));
 	region_free(t->ext, size_t{t->ext_cap} * sizeof(bucket), false);
 	delete t;
 }
