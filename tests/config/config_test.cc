@@ -240,8 +240,19 @@ TEST(config, inconsistent_values_are_reported_at_the_key_that_breaks_the_rule)
 		  "t.yaml:2:13: ct.grow_pct: shrink_pct 30 must be below half of grow_pct (50)");
 	EXPECT_EQ(err_of("dpdk:\n  punt_ring: 1000\n"), "t.yaml:2:14: dpdk.punt_ring: 1000 must be a power of 2");
 	EXPECT_EQ(err_of("dpdk:\n  mbufs: 100\n"), "t.yaml:2:10: dpdk.mbufs: 100 is below 1024 (0: computed)");
+	EXPECT_NE(err_of("dpdk:\n  table_hugepages: sometimes\n").find("dpdk.table_hugepages"), std::string::npos);
 	EXPECT_EQ(err_of("state:\n  save_on_exit: true\n"),
 		  "t.yaml:2:3: state.save_on_exit: needs state.file (where to save)");
+}
+
+TEST(config, table_hugepages_default_on_and_can_be_turned_off)
+{
+	const auto on = load_string("workers: 1\n", "t.yaml");
+	ASSERT_TRUE(on) << on.err().str();
+	EXPECT_TRUE(on.value().dpdk.table_hugepages);
+	const auto off = load_string("dpdk:\n  table_hugepages: false\n", "t.yaml");
+	ASSERT_TRUE(off) << off.err().str();
+	EXPECT_FALSE(off.value().dpdk.table_hugepages);
 }
 
 TEST(config, syntax_errors_and_unreadable_files)
