@@ -231,7 +231,7 @@ void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint1
 		put16(after + n, port);
 		n += 2;
 	}
-	if (std::memcmp(before, after, n) == 0)
+	if (net::same_bytes(before, after, n))
 		return;
 	if (p.family == 4)
 		csum_replace(ip + 10, before, after, 4);

@@ -27,4 +27,15 @@ inline void put32(uint8_t* p, uint32_t v) noexcept
 	p[3] = static_cast<uint8_t>(v);
 }
 
+// Whether n bytes (a short header field: an address, an address and a
+// port) are equal. Inline and branch-free: a memcmp of a length known
+// only at run time is a library call, per packet.
+inline bool same_bytes(const uint8_t* a, const uint8_t* b, unsigned n) noexcept
+{
+	uint8_t d = 0;
+	for (unsigned i = 0; i < n; i++)
+		d |= static_cast<uint8_t>(a[i] ^ b[i]);
+	return d == 0;
+}
+
 }  // namespace ctplane::net
