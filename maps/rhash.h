@@ -404,7 +404,7 @@ private:
 			uint64_t to) const noexcept;
 
 	table* new_table(uint32_t nbuckets, uint64_t salt) noexcept;
-	static void populate_ext(table* t) noexcept;
+	void populate_ext(table* t) noexcept;
 	void prepare_memory() noexcept;
 	static void free_table(table* t) noexcept;
 	int start_resize(uint64_t nbuckets, uint64_t salt) noexcept;
@@ -564,13 +564,17 @@ typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uin
 
 // Keeps the overflow pool faulted in ahead of its bump pointer (control
 // thread), so that a worker linking an overflow bucket never takes the page
-// fault: 1/16 of the main buckets ahead, at least 256 KiB. (When inserts
-// outrun a resize, chains grow fast: the pool is consumed faster than the
-// load suggests.) Populated pages count in bytes_used().
+// fault: 1/16 of the main buckets ahead, at least 256 KiB; kResizeChainFactor
+// times that while the table is late (migrating away, or past its grow
+// watermark), when inserts take chains that much longer and consume the
+// pool that much faster (a worker was measured faulting 16 pool pages in
+// one burst, 4 ms, at such a moment). Populated pages count in bytes_used().
 template <typename K, typename V, typename H>
 void rhash<K, V, H>::populate_ext(table* t) noexcept
 {
-	const uint32_t ahead = std::max<uint32_t>(t->nbuckets / 16, 4096);
+	const bool late = t->next.load(std::memory_order_relaxed) != nullptr ||
+			  nelems_.load(std::memory_order_relaxed) > t->grow_at.load(std::memory_order_relaxed);
+	const uint32_t ahead = std::max<uint32_t>(t->nbuckets / 16, 4096) * (late ? kResizeChainFactor : 1);
 	const uint32_t want = std::min(t->ext_cap, t->ext_used.load(std::memory_order_relaxed) + ahead);
 	if (want <= t->ext_populated + ahead / 2)
 		return;
