@@ -156,6 +156,10 @@ public:
 	int replace(const std::vector<route>& routes, size_t* bad_index = nullptr);
 	// Waits for a grace period, then frees replaced subtrees and tables.
 	size_t reclaim();
+	// Test hook: the next n subtree allocations (of any lpm of this
+	// family) fail as if memory were exhausted. Updates then answer
+	// -ENOMEM and leave the table as it was.
+	static void fail_next_allocations(unsigned n) noexcept { fail_allocs_.store(n, std::memory_order_relaxed); }
 
 	lpm_stats stats() const noexcept;
 
@@ -228,7 +232,37 @@ private:
 	static built build_subtree(const route* r, size_t n, uint32_t dflt);
 	static void place(const built& b, char* at) noexcept;
 	std::unique_ptr<table> build_table(std::vector<route> routes, int* err);
-	void rebuild_slot(table* t, size_t slot);
+	// A slot's next word, built aside: a leaf, or a subtree in `mem` (not
+	// yet published). Staging allocates; publishing does not.
+	struct staged {
+		size_t slot;
+		slot_word w;
+		size_t bytes;  // of the subtree, 0 for a leaf
+	};
+	// Builds slot s from the trie's routes longer than kTop, with `change`
+	// applied (added or replaced with `value`, or removed with `remove`),
+	// under default `dflt`. -ENOMEM leaves nothing allocated.
+	int stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove, staged* out) noexcept;
+	// Stores a staged word and retires the subtree it replaces.
+	void publish_slot(table* t, const staged& st) noexcept;
+	static void drop_staged(const staged& st) noexcept
+	{
+		if (!(st.w & 1))
+			std::free(reinterpret_cast<void*>(st.w));
+	}
+	// The subtree allocator (64-byte aligned); fails as told by
+	// fail_next_allocations.
+	static char* subtree_alloc(size_t bytes) noexcept;
+	static inline std::atomic<unsigned> fail_allocs_{0};
+	// Applies a change to the route trie (`mutate`, returning 0 or an
+	// error) and to the slots it decides: for a route longer than kTop its
+	// slot's subtree (`change`, added or removed); for a shorter one the
+	// slots it covers, whose default becomes `value` (value_len; 0xff:
+	// none). Everything is allocated before `mutate` runs, so an error
+	// at any step leaves trie and slots as they were.
+	template <typename M>
+	int apply(table* t, addr prefix, unsigned len, const route* change, bool remove, uint32_t value,
+		  uint8_t value_len, M&& mutate) noexcept;
 	static size_t subtree_bytes(const node* root) noexcept;
 	int update(addr prefix, unsigned len, uint32_t value, bool overwrite) noexcept;
 	static bool valid(addr prefix, unsigned len) noexcept { return len <= kBits && (prefix & ~mask(len)) == 0; }
@@ -533,35 +567,75 @@ size_t lpm<F>::subtree_bytes(const node* root) noexcept
 	return nodes * sizeof(node) + leaves * 4;
 }
 
-// Rebuilds slot `s` from the route trie (its routes longer than kTop).
 template <typename F>
-void lpm<F>::rebuild_slot(table* t, size_t s)
+char* lpm<F>::subtree_alloc(size_t bytes) noexcept
 {
-	std::vector<route> in;
-	const addr lo = static_cast<addr>(s) << (kBits - kTop);
-	uint8_t k[kKeyLen];
-	key_of(lo, 0, k);
-	t->routes->for_each_from(k, kKeyLen, [&](const auto& l) {
-		const addr p = F::from_bytes(l.key);
-		if (slot_of(p) != s)
-			return false;
-		if (l.key[kBits / 8] > kTop)
-			in.push_back(route{p, l.key[kBits / 8], l.value});
-		return true;
-	});
-	const slot_word old = t->top[s].load(std::memory_order_relaxed);
-	slot_word w = slot_word{t->dflt[s]} << 32 | 1;
-	if (!in.empty()) {
-		built b = build_subtree(in.data(), in.size(), t->dflt[s]);
-		auto* mem = static_cast<char*>(std::aligned_alloc(64, (b.bytes() + 63) & ~size_t{63}));
+	for (unsigned f = fail_allocs_.load(std::memory_order_relaxed); f != 0;)
+		if (fail_allocs_.compare_exchange_weak(f, f - 1, std::memory_order_relaxed))
+			return nullptr;
+	return static_cast<char*>(std::aligned_alloc(64, (bytes + 63) & ~size_t{63}));
+}
+
+template <typename F>
+int lpm<F>::stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove,
+		       staged* out) noexcept
+{
+	out->slot = s;
+	out->w = slot_word{dflt} << 32 | 1;
+	out->bytes = 0;
+	try {
+		std::vector<route> in;
+		const addr lo = static_cast<addr>(s) << (kBits - kTop);
+		uint8_t k[kKeyLen];
+		key_of(lo, 0, k);
+		bool placed = false;
+		t->routes->for_each_from(k, kKeyLen, [&](const auto& l) {
+			const addr p = F::from_bytes(l.key);
+			if (slot_of(p) != s)
+				return false;
+			const unsigned len = l.key[kBits / 8];
+			if (len <= kTop)
+				return true;
+			if (change != nullptr && p == change->prefix && len == change->len) {
+				placed = true;
+				if (!remove)
+					in.push_back(*change);
+				return true;
+			}
+			in.push_back(route{p, static_cast<uint8_t>(len), l.value});
+			return true;
+		});
+		if (change != nullptr && !remove && !placed && change->len > kTop && slot_of(change->prefix) == s) {
+			// Keep (prefix, len) order: build_node expects the trie's.
+			auto at = std::lower_bound(in.begin(), in.end(), *change, [](const route& x, const route& y) {
+				return x.prefix != y.prefix ? x.prefix < y.prefix : x.len < y.len;
+			});
+			in.insert(at, *change);
+		}
+		if (in.empty())
+			return 0;
+		built b = build_subtree(in.data(), in.size(), dflt);
+		char* mem = subtree_alloc(b.bytes());
 		if (mem == nullptr)
-			return;  // keep the old subtree: still a valid (older) answer
+			return -ENOMEM;
 		place(b, mem);
-		w = reinterpret_cast<slot_word>(mem);
-		t->heap_bytes += b.bytes();
+		out->w = reinterpret_cast<slot_word>(mem);
+		out->bytes = b.bytes();
+		return 0;
+	} catch (const std::bad_alloc&) {
+		return -ENOMEM;
+	}
+}
+
+template <typename F>
+void lpm<F>::publish_slot(table* t, const staged& st) noexcept
+{
+	const slot_word old = t->top[st.slot].load(std::memory_order_relaxed);
+	if (!(st.w & 1)) {
+		t->heap_bytes += st.bytes;
 		t->subtrees++;
 	}
-	t->top[s].store(w, std::memory_order_release);  // guarantee 1
+	t->top[st.slot].store(st.w, std::memory_order_release);  // guarantee 1
 	if (!(old & 1)) {
 		auto* p = reinterpret_cast<char*>(old);
 		const size_t bytes = subtree_bytes(reinterpret_cast<const node*>(p));
@@ -570,11 +644,63 @@ void lpm<F>::rebuild_slot(table* t, size_t s)
 			t->garbage += bytes;  // freed with the arena
 		} else {
 			t->heap_bytes -= bytes;
-			retired_subtrees_.push_back(p);
+			retired_subtrees_.push_back(p);  // capacity reserved by the caller
 		}
 	}
 }
 
+template <typename F>
+template <typename M>
+int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool remove, uint32_t value,
+		  uint8_t value_len, M&& mutate) noexcept
+{
+	const bool is_short = len <= kTop;
+	const size_t first = slot_of(prefix), count = is_short ? size_t{1} << (kTop - len) : 1;
+	std::unique_ptr<staged[]> st(new (std::nothrow) staged[count]);
+	if (!st)
+		return -ENOMEM;
+	size_t n = 0, subtrees = 0;
+	auto drop = [&](int rc) {
+		for (size_t i = 0; i < n; i++)
+			drop_staged(st[i]);
+		return rc;
+	};
+	for (size_t s = first; s < first + count; s++) {
+		const slot_word w = t->top[s].load(std::memory_order_relaxed);
+		if (is_short) {
+			if (remove ? t->dflt_len[s] != len : (t->dflt_len[s] != 0xff && t->dflt_len[s] > len))
+				continue;  // another route is the default there
+			if (w & 1) {
+				st[n++] = staged{s, slot_word{value} << 32 | 1, 0};
+				continue;
+			}
+		}
+		if (stage_slot(t, s, is_short ? value : t->dflt[s], is_short ? nullptr : change, remove, &st[n]) != 0)
+			return drop(-ENOMEM);
+		n++;
+		subtrees++;
+	}
+	try {
+		retired_subtrees_.reserve(retired_subtrees_.size() + subtrees);
+	} catch (const std::bad_alloc&) {
+		return drop(-ENOMEM);
+	}
+	if (const int rc = mutate(); rc != 0)
+		return drop(rc);
+	for (size_t i = 0; i < n; i++) {
+		if (is_short) {
+			t->dflt[st[i].slot] = value;
+			t->dflt_len[st[i].slot] = value_len;
+		}
+		publish_slot(t, st[i]);
+	}
+	return 0;
+}
+
+// Every change is built aside first (the slot's subtree with the change in
+// it), then the route trie is changed, then the slot words are stored: an
+// allocation failure at any step returns -ENOMEM with the table, its trie
+// and its readers' view as they were.
 template <typename F>
 int lpm<F>::update(addr prefix, unsigned len, uint32_t value, bool overwrite) noexcept
 {
@@ -584,26 +710,12 @@ int lpm<F>::update(addr prefix, unsigned len, uint32_t value, bool overwrite) no
 	table* t = t_.load(std::memory_order_relaxed);
 	uint8_t k[kKeyLen];
 	key_of(prefix, len, k);
-	const int rc = overwrite ? t->routes->assign(k, kKeyLen, value) : t->routes->insert(k, kKeyLen, value);
-	if (rc != 0)
-		return rc;
-	if (len > kTop) {
-		rebuild_slot(t, slot_of(prefix));
-		return 0;
-	}
-	const size_t first = slot_of(prefix), count = size_t{1} << (kTop - len);
-	for (size_t s = first; s < first + count; s++) {
-		if (t->dflt_len[s] != 0xff && t->dflt_len[s] > len)
-			continue;  // a longer short route wins there
-		t->dflt[s] = value;
-		t->dflt_len[s] = static_cast<uint8_t>(len);
-		const slot_word w = t->top[s].load(std::memory_order_relaxed);
-		if (w & 1)
-			t->top[s].store(slot_word{value} << 32 | 1, std::memory_order_release);
-		else
-			rebuild_slot(t, s);
-	}
-	return 0;
+	if (!overwrite && t->routes->lookup(k, kKeyLen) != nullptr)
+		return -EEXIST;
+	const route r{prefix, static_cast<uint8_t>(len), value};
+	return apply(t, prefix, len, &r, false, value, static_cast<uint8_t>(len), [&] {
+		return overwrite ? t->routes->assign(k, kKeyLen, value) : t->routes->insert(k, kKeyLen, value);
+	});
 }
 
 template <typename F>
@@ -615,17 +727,15 @@ int lpm<F>::erase(addr prefix, unsigned len) noexcept
 	table* t = t_.load(std::memory_order_relaxed);
 	uint8_t k[kKeyLen];
 	key_of(prefix, len, k);
-	if (const int rc = t->routes->erase(k, kKeyLen); rc != 0)
-		return rc;
-	if (len > kTop) {
-		rebuild_slot(t, slot_of(prefix));
-		return 0;
-	}
-	// The slots this route was the default of fall back to the longest
+	const uint32_t* had = t->routes->lookup(k, kKeyLen);
+	if (had == nullptr)
+		return -ENOENT;
+	const route r{prefix, static_cast<uint8_t>(len), *had};
+	// The slots a short route was the default of fall back to the longest
 	// shorter route covering it (the same for all of them).
 	uint32_t nv = kNoRoute;
 	uint8_t nl = 0xff;
-	for (int l = static_cast<int>(len) - 1; l >= 0; l--) {
+	for (int l = static_cast<int>(len) - 1; len <= kTop && l >= 0; l--) {
 		uint8_t kk[kKeyLen];
 		key_of(prefix & mask(static_cast<unsigned>(l)), static_cast<unsigned>(l), kk);
 		if (const uint32_t* v = t->routes->lookup(kk, kKeyLen)) {
@@ -634,19 +744,7 @@ int lpm<F>::erase(addr prefix, unsigned len) noexcept
 			break;
 		}
 	}
-	const size_t first = slot_of(prefix), count = size_t{1} << (kTop - len);
-	for (size_t s = first; s < first + count; s++) {
-		if (t->dflt_len[s] != len)
-			continue;
-		t->dflt[s] = nv;
-		t->dflt_len[s] = nl;
-		const slot_word w = t->top[s].load(std::memory_order_relaxed);
-		if (w & 1)
-			t->top[s].store(slot_word{nv} << 32 | 1, std::memory_order_release);
-		else
-			rebuild_slot(t, s);
-	}
-	return 0;
+	return apply(t, prefix, len, &r, true, nv, nl, [&] { return t->routes->erase(k, kKeyLen); });
 }
 
 template <typename F>

@@ -125,6 +125,83 @@ TYPED_TEST(lpm_test, random_tables_with_nested_prefixes_and_deletes_match_the_re
 	t.reclaim();
 }
 
+// An update whose memory runs out answers -ENOMEM and changes nothing: the
+// route is not listed, and every lookup answers as before (issue 16: a
+// failed subtree allocation used to keep the route in the trie, listed but
+// never matched, and report 0).
+TYPED_TEST(lpm_test, an_update_that_cannot_allocate_changes_nothing)
+{
+	using F = TypeParam;
+	using L = lpm<F>;
+	std::mt19937_64 rng(F::kBits * 7 + 1);
+	L t;
+	reference<F> ref;
+	std::vector<typename L::route> routes;
+	for (int i = 0; i < 1500; i++) {
+		const unsigned len = static_cast<unsigned>(rng() % (F::kBits + 1));
+		const typename F::addr base =
+			i % 3 == 0 || routes.empty() ? random_addr<F>(rng) : near<F>(routes[rng() % routes.size()], rng);
+		const typename F::addr p = base & reference<F>::mask(len);
+		const auto v = static_cast<uint32_t>(rng() % 1000);
+		if (t.insert(p, len, v) == 0) {
+			routes.push_back({p, static_cast<uint8_t>(len), v});
+			ref.set(p, len, v);
+		}
+	}
+	auto same_as_reference = [&](const char* when) {
+		for (int q = 0; q < 400; q++) {
+			const typename F::addr a = q % 2 ? random_addr<F>(rng) : near<F>(routes[rng() % routes.size()], rng);
+			ASSERT_EQ(t.lookup(a), ref.lookup(a)) << when << " query " << q;
+		}
+	};
+	unsigned refused = 0;
+	for (int i = 0; i < 600; i++) {
+		const int kind = i % 3;  // 0: insert a new route, 1: assign, 2: erase
+		typename L::route r;
+		if (kind == 0) {
+			const unsigned len = static_cast<unsigned>(rng() % (F::kBits + 1));
+			r = {near<F>(routes[rng() % routes.size()], rng) & reference<F>::mask(len), static_cast<uint8_t>(len),
+			     static_cast<uint32_t>(rng() % 1000)};
+			if (t.exact(r.prefix, r.len) != L::kNoRoute)
+				continue;
+		} else {
+			r = routes[rng() % routes.size()];
+			if (t.exact(r.prefix, r.len) == L::kNoRoute)
+				continue;
+			r.value = static_cast<uint32_t>(rng() % 1000);
+		}
+		auto op = [&] {
+			return kind == 0 ? t.insert(r.prefix, r.len, r.value)
+			       : kind == 1 ? t.assign(r.prefix, r.len, r.value)
+					   : t.erase(r.prefix, r.len);
+		};
+		const uint32_t before = t.exact(r.prefix, r.len);
+		const uint64_t size = t.size();
+		L::fail_next_allocations(1);
+		const int rc = op();
+		L::fail_next_allocations(0);
+		if (rc == -ENOMEM) {
+			refused++;
+			ASSERT_EQ(t.exact(r.prefix, r.len), before) << "refused change " << i << " applied";
+			ASSERT_EQ(t.size(), size);
+			same_as_reference("after a refused change");
+		} else {
+			ASSERT_EQ(rc, 0);  // a change that needed no new subtree
+		}
+		if (rc == -ENOMEM)
+			ASSERT_EQ(op(), 0) << "the same change with memory";
+		if (kind == 2)
+			ref.erase(r.prefix, r.len);
+		else
+			ref.set(r.prefix, r.len, r.value);
+		if (kind == 0)
+			routes.push_back(r);
+	}
+	EXPECT_GT(refused, 50u);  // the injection reached the allocator
+	same_as_reference("after all changes");
+	t.reclaim();
+}
+
 TYPED_TEST(lpm_test, ordered_walk_exact_and_replace)
 {
 	using F = TypeParam;
