@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <new>
 #include <unordered_map>
 
 namespace ctplane::maps {
@@ -107,7 +108,12 @@ void* table_alloc(size_t bytes) noexcept
 		if (p != MAP_FAILED) {
 			registry& r = reg();
 			std::lock_guard<std::mutex> g(r.mu);
-			r.hugetlb.emplace(p, len);
+			try {
+				r.hugetlb.emplace(p, len);
+			} catch (const std::bad_alloc&) {
+				munmap(p, len);  // unrecorded, it would be counted wrong when freed
+				return nullptr;
+			}
 			r.hugetlb_bytes += len;
 			return p;
 		}
