@@ -109,7 +109,8 @@ struct lpm_stats {
 	uint64_t subtrees;
 	size_t lookup_bytes;  // top level + live subtrees (what lookups touch)
 	size_t route_bytes;   // the route trie
-	size_t garbage_bytes; // replaced subtrees still mapped in the build arena
+	size_t garbage_bytes; // held but unused: replaced subtrees in the build
+	                      // arena, idle blocks of the update pool
 };
 
 template <typename F>
@@ -193,6 +194,7 @@ private:
 		std::unique_ptr<std::atomic<slot_word>[]> top;
 		std::unique_ptr<uint32_t[]> dflt;     // best route of <= kTop bits per slot
 		std::unique_ptr<uint8_t[]> dflt_len;  // its length, 0xff for none
+		std::unique_ptr<uint32_t[]> bytes;    // of each slot's subtree, 0 for a leaf
 		std::unique_ptr<qptrie<uint32_t>> routes;
 		char* arena = nullptr;  // subtrees of the last full build
 		size_t arena_bytes = 0;
@@ -245,15 +247,45 @@ private:
 	int stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove, staged* out) noexcept;
 	// Stores a staged word and retires the subtree it replaces.
 	void publish_slot(table* t, const staged& st) noexcept;
-	static void drop_staged(const staged& st) noexcept
+	void drop_staged(const staged& st) noexcept
 	{
 		if (!(st.w & 1))
-			std::free(reinterpret_cast<void*>(st.w));
+			pool_.release(reinterpret_cast<char*>(st.w), st.bytes);
 	}
-	// The subtree allocator (64-byte aligned); fails as told by
-	// fail_next_allocations.
-	static char* subtree_alloc(size_t bytes) noexcept;
+	// Subtrees built by updates: 64-byte blocks in size classes up to
+	// kMaxClass units, carved from 1 MiB chunks and recycled through an
+	// intrusive free list per class once the grace period that retired
+	// them is over (reclaim); larger ones come from aligned_alloc. The
+	// writer's alone. get() fails as told by fail_next_allocations.
+	class subtree_pool {
+	public:
+		static constexpr size_t kUnit = 64, kMaxClass = 64, kChunk = size_t{1} << 20;
+		subtree_pool() = default;
+		subtree_pool(const subtree_pool&) = delete;
+		subtree_pool& operator=(const subtree_pool&) = delete;
+		~subtree_pool()
+		{
+			for (char* c : chunks_)
+				std::free(c);
+		}
+		char* get(size_t bytes) noexcept;
+		void release(char* p, size_t bytes) noexcept;
+		size_t idle_bytes() const noexcept { return idle_.load(std::memory_order_relaxed); }  // free blocks and unused chunk tails
+
+	private:
+		struct free_block {
+			free_block* next;
+		};
+		free_block* free_[kMaxClass + 1] = {};
+		std::vector<char*> chunks_;
+		char* cur_ = nullptr;
+		size_t left_ = 0;
+		std::atomic<size_t> idle_{0};  // read by stats()
+	};
 	static inline std::atomic<unsigned> fail_allocs_{0};
+	// Frees the subtrees of a table's slots that were built by updates
+	// (those of its build live in its arena).
+	void free_heap_subtrees(const table* t) noexcept;
 	// Applies a change to the route trie (`mutate`, returning 0 or an
 	// error) and to the slots it decides: for a route longer than kTop its
 	// slot's subtree (`change`, added or removed); for a shorter one the
@@ -263,13 +295,20 @@ private:
 	template <typename M>
 	int apply(table* t, addr prefix, unsigned len, const route* change, bool remove, uint32_t value,
 		  uint8_t value_len, M&& mutate) noexcept;
-	static size_t subtree_bytes(const node* root) noexcept;
 	int update(addr prefix, unsigned len, uint32_t value, bool overwrite) noexcept;
 	static bool valid(addr prefix, unsigned len) noexcept { return len <= kBits && (prefix & ~mask(len)) == 0; }
 
 	std::atomic<table*> t_{nullptr};
 	std::mutex writer_;
-	std::vector<void*> retired_subtrees_;
+	struct retired {
+		char* p;
+		size_t bytes;
+	};
+	std::vector<retired> retired_subtrees_;
+	subtree_pool pool_;
+	// Update scratch, reused (the writer's alone).
+	std::vector<route> in_;
+	built scratch_;
 	std::vector<std::unique_ptr<table>> retired_tables_;
 };
 
@@ -286,17 +325,25 @@ template <typename F>
 lpm<F>::~lpm()
 {
 	table* t = t_.load(std::memory_order_relaxed);
+	free_heap_subtrees(t);
+	delete t;
+	for (const retired& r : retired_subtrees_)
+		pool_.release(r.p, r.bytes);
+	for (const auto& old : retired_tables_)
+		free_heap_subtrees(old.get());
+}
+
+template <typename F>
+void lpm<F>::free_heap_subtrees(const table* t) noexcept
+{
 	for (size_t s = 0; s < kSlots; s++) {
 		const slot_word w = t->top[s].load(std::memory_order_relaxed);
 		if (!(w & 1)) {
 			char* p = reinterpret_cast<char*>(w);
 			if (p < t->arena || p >= t->arena + t->arena_bytes)
-				std::free(p);
+				pool_.release(p, t->bytes[s]);
 		}
 	}
-	delete t;
-	for (void* p : retired_subtrees_)
-		std::free(p);
 }
 
 template <typename F>
@@ -481,6 +528,7 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 	t->top = std::make_unique<std::atomic<slot_word>[]>(kSlots);
 	t->dflt = std::make_unique<uint32_t[]>(kSlots);
 	t->dflt_len = std::make_unique<uint8_t[]>(kSlots);
+	t->bytes = std::make_unique<uint32_t[]>(kSlots);  // zeroed
 	t->routes = std::make_unique<qptrie<uint32_t>>(false);  // unpublished until returned
 	std::fill(t->dflt.get(), t->dflt.get() + kSlots, kNoRoute);
 	std::fill(t->dflt_len.get(), t->dflt_len.get() + kSlots, uint8_t{0xff});
@@ -540,6 +588,7 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 		for (auto& [s, b] : subs) {
 			place(b, at);
 			t->top[s].store(reinterpret_cast<slot_word>(at), std::memory_order_relaxed);
+			t->bytes[s] = static_cast<uint32_t>(b.bytes());
 			at += (b.bytes() + 7) & ~size_t{7};
 		}
 		t->subtrees = subs.size();
@@ -550,30 +599,55 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 
 // ---- updates ------------------------------------------------------------------
 
-// Bytes of the subtree rooted at `root` (nodes, then leaves).
 template <typename F>
-size_t lpm<F>::subtree_bytes(const node* root) noexcept
-{
-	size_t nodes = 0, leaves = 0;
-	std::vector<const node*> todo{root};
-	while (!todo.empty()) {
-		const node* n = todo.back();
-		todo.pop_back();
-		nodes++;
-		leaves += static_cast<size_t>(__builtin_popcountll(n->leafvec));
-		for (int i = 0; i < __builtin_popcountll(n->vector); i++)
-			todo.push_back(root + n->base1 + i);
-	}
-	return nodes * sizeof(node) + leaves * 4;
-}
-
-template <typename F>
-char* lpm<F>::subtree_alloc(size_t bytes) noexcept
+char* lpm<F>::subtree_pool::get(size_t bytes) noexcept
 {
 	for (unsigned f = fail_allocs_.load(std::memory_order_relaxed); f != 0;)
 		if (fail_allocs_.compare_exchange_weak(f, f - 1, std::memory_order_relaxed))
 			return nullptr;
-	return static_cast<char*>(std::aligned_alloc(64, (bytes + 63) & ~size_t{63}));
+	const size_t c = (bytes + kUnit - 1) / kUnit;
+	if (c > kMaxClass)
+		return static_cast<char*>(std::aligned_alloc(kUnit, c * kUnit));
+	if (free_block* b = free_[c]) {
+		free_[c] = b->next;
+		idle_ -= c * kUnit;
+		return reinterpret_cast<char*>(b);
+	}
+	if (left_ < c * kUnit) {
+		if (chunks_.size() == chunks_.capacity()) {
+			try {
+				chunks_.reserve(2 * chunks_.size() + 8);
+			} catch (const std::bad_alloc&) {
+				return nullptr;
+			}
+		}
+		auto* chunk = static_cast<char*>(std::aligned_alloc(kUnit, kChunk));
+		if (chunk == nullptr)
+			return nullptr;
+		chunks_.push_back(chunk);  // capacity reserved above
+		cur_ = chunk;
+		left_ = kChunk;  // the old chunk's tail stays idle
+		idle_ += kChunk;
+	}
+	char* p = cur_;
+	cur_ += c * kUnit;
+	left_ -= c * kUnit;
+	idle_ -= c * kUnit;
+	return p;
+}
+
+template <typename F>
+void lpm<F>::subtree_pool::release(char* p, size_t bytes) noexcept
+{
+	const size_t c = (bytes + kUnit - 1) / kUnit;
+	if (c > kMaxClass) {
+		std::free(p);
+		return;
+	}
+	auto* b = reinterpret_cast<free_block*>(p);
+	b->next = free_[c];
+	free_[c] = b;
+	idle_ += c * kUnit;
 }
 
 template <typename F>
@@ -584,7 +658,8 @@ int lpm<F>::stage_slot(const table* t, size_t s, uint32_t dflt, const route* cha
 	out->w = slot_word{dflt} << 32 | 1;
 	out->bytes = 0;
 	try {
-		std::vector<route> in;
+		std::vector<route>& in = in_;
+		in.clear();
 		const addr lo = static_cast<addr>(s) << (kBits - kTop);
 		uint8_t k[kKeyLen];
 		key_of(lo, 0, k);
@@ -614,8 +689,11 @@ int lpm<F>::stage_slot(const table* t, size_t s, uint32_t dflt, const route* cha
 		}
 		if (in.empty())
 			return 0;
-		built b = build_subtree(in.data(), in.size(), dflt);
-		char* mem = subtree_alloc(b.bytes());
+		built& b = scratch_;
+		b.nodes.assign(1, node{});
+		b.leaves.clear();
+		build_node(b, 0, in.data(), in.size(), kTop, dflt);
+		char* mem = pool_.get(b.bytes());
 		if (mem == nullptr)
 			return -ENOMEM;
 		place(b, mem);
@@ -631,20 +709,21 @@ template <typename F>
 void lpm<F>::publish_slot(table* t, const staged& st) noexcept
 {
 	const slot_word old = t->top[st.slot].load(std::memory_order_relaxed);
+	const size_t bytes = t->bytes[st.slot];
 	if (!(st.w & 1)) {
 		t->heap_bytes += st.bytes;
 		t->subtrees++;
 	}
 	t->top[st.slot].store(st.w, std::memory_order_release);  // guarantee 1
+	t->bytes[st.slot] = static_cast<uint32_t>(st.bytes);
 	if (!(old & 1)) {
 		auto* p = reinterpret_cast<char*>(old);
-		const size_t bytes = subtree_bytes(reinterpret_cast<const node*>(p));
 		t->subtrees--;
 		if (p >= t->arena && p < t->arena + t->arena_bytes) {
 			t->garbage += bytes;  // freed with the arena
 		} else {
 			t->heap_bytes -= bytes;
-			retired_subtrees_.push_back(p);  // capacity reserved by the caller
+			retired_subtrees_.push_back({p, bytes});  // capacity reserved by the caller
 		}
 	}
 }
@@ -681,7 +760,10 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 		subtrees++;
 	}
 	try {
-		retired_subtrees_.reserve(retired_subtrees_.size() + subtrees);
+		// Geometric growth: an exact reserve would copy the list on
+		// every update (quadratic under a burst between reclaims).
+		if (const size_t need = retired_subtrees_.size() + subtrees; need > retired_subtrees_.capacity())
+			retired_subtrees_.reserve(std::max(need, 2 * retired_subtrees_.capacity()));
 	} catch (const std::bad_alloc&) {
 		return drop(-ENOMEM);
 	}
@@ -769,7 +851,7 @@ int lpm<F>::replace(const std::vector<route>& routes, size_t* bad_index)
 template <typename F>
 size_t lpm<F>::reclaim()
 {
-	std::vector<void*> subs;
+	std::vector<retired> subs;
 	std::vector<std::unique_ptr<table>> tabs;
 	{
 		std::lock_guard<std::mutex> g(writer_);
@@ -781,17 +863,12 @@ size_t lpm<F>::reclaim()
 		return 0;
 	}
 	rcu::synchronize();  // guarantee 2
-	for (void* p : subs)
-		std::free(p);
-	for (auto& t : tabs) {
-		for (size_t s = 0; s < kSlots; s++) {
-			const slot_word w = t->top[s].load(std::memory_order_relaxed);
-			if (!(w & 1)) {
-				char* p = reinterpret_cast<char*>(w);
-				if (p < t->arena || p >= t->arena + t->arena_bytes)
-					std::free(p);
-			}
-		}
+	{
+		std::lock_guard<std::mutex> g(writer_);  // the pool is the writer's
+		for (const retired& r : subs)
+			pool_.release(r.p, r.bytes);
+		for (auto& t : tabs)
+			free_heap_subtrees(t.get());
 	}
 	const size_t n = subs.size() + tabs.size();
 	tabs.clear();
@@ -808,7 +885,7 @@ lpm_stats lpm<F>::stats() const noexcept
 		.subtrees = t->subtrees,
 		.lookup_bytes = kSlots * sizeof(slot_word) + t->arena_bytes - t->garbage + t->heap_bytes,
 		.route_bytes = t->routes->bytes_used(),
-		.garbage_bytes = t->garbage,
+		.garbage_bytes = t->garbage + pool_.idle_bytes(),
 	};
 }
 

@@ -188,8 +188,9 @@ TYPED_TEST(lpm_test, an_update_that_cannot_allocate_changes_nothing)
 		} else {
 			ASSERT_EQ(rc, 0);  // a change that needed no new subtree
 		}
-		if (rc == -ENOMEM)
+		if (rc == -ENOMEM) {
 			ASSERT_EQ(op(), 0) << "the same change with memory";
+		}
 		if (kind == 2)
 			ref.erase(r.prefix, r.len);
 		else
