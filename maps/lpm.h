@@ -178,13 +178,43 @@ public:
 	std::string load_text(std::string_view text, size_t* loaded = nullptr);
 
 private:
+	// A subtree node. Its group, one block, holds its child nodes (child
+	// i at base[i]) and then its leaves; a subtree's root block is the
+	// root node followed by its group.
 	struct node {
 		uint64_t vector;   // child i is a node
 		uint64_t leafvec;  // a run of equal leaves starts at child i
-		uint32_t base0;    // first leaf, in uint32 units from the subtree root
-		uint32_t base1;    // first child node, in nodes from the subtree root
+		const node* base;  // its group
 	};
 	static_assert(sizeof(node) == 24);
+	static const uint32_t* leaves_of(const node* n) noexcept
+	{
+		return reinterpret_cast<const uint32_t*>(n->base + __builtin_popcountll(n->vector));
+	}
+	static size_t group_bytes(uint64_t vector, uint64_t leafvec) noexcept
+	{
+		return static_cast<size_t>(__builtin_popcountll(vector)) * sizeof(node) +
+		       static_cast<size_t>(__builtin_popcountll(leafvec)) * 4;
+	}
+	static size_t group_bytes(const node* n) noexcept { return group_bytes(n->vector, n->leafvec); }
+	// f(block, bytes) for every group below n (not n's own), deepest
+	// first: f may free a block once it has been visited.
+	template <typename Fn>
+	static void for_each_group_below(const node* n, Fn&& f) noexcept
+	{
+		for (int i = 0; i < __builtin_popcountll(n->vector); i++) {
+			const node* c = n->base + i;
+			for_each_group_below(c, f);
+			f(reinterpret_cast<const char*>(c->base), group_bytes(c));
+		}
+	}
+	// f(block, bytes) for every group of a subtree, then its root block.
+	template <typename Fn>
+	static void for_each_block(const node* root, Fn&& f) noexcept
+	{
+		for_each_group_below(root, f);
+		f(reinterpret_cast<const char*>(root), sizeof(node) + group_bytes(root));
+	}
 	// A slot word: (value << 32 | 1) for a next hop, else a subtree pointer.
 	using slot_word = uint64_t;
 	static constexpr unsigned kTop = F::kTopBits;
@@ -194,7 +224,6 @@ private:
 		std::unique_ptr<std::atomic<slot_word>[]> top;
 		std::unique_ptr<uint32_t[]> dflt;     // best route of <= kTop bits per slot
 		std::unique_ptr<uint8_t[]> dflt_len;  // its length, 0xff for none
-		std::unique_ptr<uint32_t[]> bytes;    // of each slot's subtree, 0 for a leaf
 		std::unique_ptr<qptrie<uint32_t>> routes;
 		char* arena = nullptr;  // subtrees of the last full build
 		size_t arena_bytes = 0;
@@ -203,10 +232,27 @@ private:
 		size_t heap_bytes = 0;  // subtrees rebuilt since, outside the arena
 		~table() { table_free(arena, arena_bytes); }
 	};
-	struct built {  // one subtree, before placement
-		std::vector<node> nodes;
+	struct built {  // one subtree, before its groups are laid out
+		struct bnode {
+			uint64_t vector, leafvec;
+			uint32_t base0;  // first leaf in leaves
+			uint32_t base1;  // first child in nodes
+		};
+		std::vector<bnode> nodes;
 		std::vector<uint32_t> leaves;
-		size_t bytes() const { return nodes.size() * sizeof(node) + leaves.size() * 4; }
+		void reset()
+		{
+			nodes.assign(1, bnode{});
+			leaves.clear();
+		}
+		// The blocks the subtree takes, each rounded to 8 bytes.
+		size_t bytes() const
+		{
+			size_t n = sizeof(node);
+			for (const bnode& b : nodes)
+				n += (group_bytes(b.vector, b.leafvec) + 7) & ~size_t{7};
+			return n;
+		}
 	};
 
 	static constexpr size_t kKeyLen = kBits / 8 + 1;
@@ -231,27 +277,43 @@ private:
 	static uint32_t lookup_in(const table* t, addr a) noexcept;
 
 	static void build_node(built& b, uint32_t self, const route* r, size_t n, unsigned pos, uint32_t dflt);
-	static built build_subtree(const route* r, size_t n, uint32_t dflt);
-	static void place(const built& b, char* at) noexcept;
+	// Lays out built node i: its group and every group below come from
+	// alloc(bytes) (nullptr: out of memory, returns false), or its group
+	// goes at `group` when given; *out becomes the node.
+	template <typename A>
+	static bool emit(const built& b, uint32_t i, node* out, A&& alloc, char* group = nullptr) noexcept;
+	// Lays out a whole subtree as a root block; nullptr when out of memory.
+	template <typename A>
+	static const node* emit_root(const built& b, A&& alloc) noexcept;
 	std::unique_ptr<table> build_table(std::vector<route> routes, int* err);
-	// A slot's next word, built aside: a leaf, or a subtree in `mem` (not
-	// yet published). Staging allocates; publishing does not.
+	// Routes of the trie under `prefix` (pos bits) longer than pos, in
+	// (prefix, len) order, into in_, with `change` applied (added or
+	// replaced, or removed with `remove`).
+	void collect(const table* t, addr prefix, unsigned pos, const route* change, bool remove);
+	// A slot's next word, built aside. Staging allocates (every block it
+	// takes is listed in fresh_, every block the new word replaces in
+	// stale_); publishing does not.
 	struct staged {
 		size_t slot;
 		slot_word w;
-		size_t bytes;  // of the subtree, 0 for a leaf
 	};
-	// Builds slot s from the trie's routes longer than kTop, with `change`
-	// applied (added or replaced with `value`, or removed with `remove`),
-	// under default `dflt`. -ENOMEM leaves nothing allocated.
+	// Builds slot s from all its routes longer than kTop, `change` applied,
+	// under default `dflt`.
 	int stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove, staged* out) noexcept;
-	// Stores a staged word and retires the subtree it replaces.
-	void publish_slot(table* t, const staged& st) noexcept;
-	void drop_staged(const staged& st) noexcept
-	{
-		if (!(st.w & 1))
-			pool_.release(reinterpret_cast<char*>(st.w), st.bytes);
-	}
+	// Builds slot s with a route longer than kTop added or removed by path
+	// copying: the node where the route ends (or where its path leaves the
+	// subtree) is rebuilt from the trie, and the groups above it copied,
+	// each with one child replaced, up to a new root block.
+	int stage_path(const table* t, size_t s, const route& change, bool remove, staged* out) noexcept;
+	// Blocks of the update being staged: taken, and to retire once it is
+	// published.
+	struct block {
+		char* p;
+		size_t bytes;
+	};
+	std::vector<block> fresh_, stale_;
+	char* take(size_t bytes) noexcept;
+	void stale_subtree(const node* root);
 	// Subtrees built by updates: 64-byte blocks in size classes up to
 	// kMaxClass units, carved from 1 MiB chunks and recycled through an
 	// intrusive free list per class once the grace period that retired
@@ -300,11 +362,7 @@ private:
 
 	std::atomic<table*> t_{nullptr};
 	std::mutex writer_;
-	struct retired {
-		char* p;
-		size_t bytes;
-	};
-	std::vector<retired> retired_subtrees_;
+	std::vector<block> retired_subtrees_;
 	subtree_pool pool_;
 	// Update scratch, reused (the writer's alone).
 	std::vector<route> in_;
@@ -327,7 +385,7 @@ lpm<F>::~lpm()
 	table* t = t_.load(std::memory_order_relaxed);
 	free_heap_subtrees(t);
 	delete t;
-	for (const retired& r : retired_subtrees_)
+	for (const block& r : retired_subtrees_)
 		pool_.release(r.p, r.bytes);
 	for (const auto& old : retired_tables_)
 		free_heap_subtrees(old.get());
@@ -338,11 +396,12 @@ void lpm<F>::free_heap_subtrees(const table* t) noexcept
 {
 	for (size_t s = 0; s < kSlots; s++) {
 		const slot_word w = t->top[s].load(std::memory_order_relaxed);
-		if (!(w & 1)) {
-			char* p = reinterpret_cast<char*>(w);
+		if (w & 1)
+			continue;
+		for_each_block(reinterpret_cast<const node*>(w), [&](const char* p, size_t bytes) {
 			if (p < t->arena || p >= t->arena + t->arena_bytes)
-				pool_.release(p, t->bytes[s]);
-		}
+				pool_.release(const_cast<char*>(p), bytes);
+		});
 	}
 }
 
@@ -352,16 +411,14 @@ template <typename F>
 	const slot_word w = t->top[slot_of(a)].load(std::memory_order_acquire);  // guarantee 1
 	if (w & 1)
 		return static_cast<uint32_t>(w >> 32);
-	const auto* root = reinterpret_cast<const node*>(w);
-	const node* n = root;
+	const node* n = reinterpret_cast<const node*>(w);
 	for (unsigned pos = kTop;; pos += 6) {
 		const uint64_t bit = uint64_t{1} << chunk(a, pos);
 		if (n->vector & bit) {
-			n = root + n->base1 + __builtin_popcountll(n->vector & (bit - 1));
+			n = n->base + __builtin_popcountll(n->vector & (bit - 1));
 			continue;
 		}
-		const auto* leaves = reinterpret_cast<const uint32_t*>(root);
-		return leaves[n->base0 + __builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
+		return leaves_of(n)[__builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
 	}
 }
 
@@ -373,7 +430,6 @@ template <typename F>
 unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) const noexcept
 {
 	const table* t = t_.load(std::memory_order_acquire);
-	const node* roots[kMaxBulk];
 	const node* cur[kMaxBulk];
 	uint8_t live[kMaxBulk];
 	unsigned nlive = 0, hits = 0;
@@ -386,7 +442,7 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 			hits += values[i] != kNoRoute;
 			continue;
 		}
-		roots[i] = cur[i] = reinterpret_cast<const node*>(w);
+		cur[i] = reinterpret_cast<const node*>(w);
 		__builtin_prefetch(cur[i]);
 		live[nlive++] = static_cast<uint8_t>(i);
 	}
@@ -397,13 +453,12 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 			const node* x = cur[i];
 			const uint64_t bit = uint64_t{1} << chunk(addrs[i], pos);
 			if (x->vector & bit) {
-				cur[i] = roots[i] + x->base1 + __builtin_popcountll(x->vector & (bit - 1));
+				cur[i] = x->base + __builtin_popcountll(x->vector & (bit - 1));
 				__builtin_prefetch(cur[i]);
 				live[still++] = static_cast<uint8_t>(i);
 				continue;
 			}
-			values[i] = reinterpret_cast<const uint32_t*>(roots[i])[x->base0 +
-				__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
+			values[i] = leaves_of(x)[__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
 			hits += values[i] != kNoRoute;
 		}
 		nlive = still;
@@ -480,7 +535,7 @@ void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsig
 	}
 	const auto base1 = static_cast<uint32_t>(b.nodes.size());
 	b.nodes.resize(b.nodes.size() + static_cast<size_t>(__builtin_popcountll(internal)));
-	b.nodes[self] = node{internal, leafvec, base0, base1};
+	b.nodes[self] = typename built::bnode{internal, leafvec, base0, base1};
 	// Children: routes are sorted by prefix, so each node child's routes
 	// are one contiguous range (those ending here are skipped below).
 	size_t i = 0;
@@ -499,26 +554,31 @@ void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsig
 }
 
 template <typename F>
-typename lpm<F>::built lpm<F>::build_subtree(const route* r, size_t n, uint32_t dflt)
+template <typename A>
+bool lpm<F>::emit(const built& b, uint32_t i, node* out, A&& alloc, char* group) noexcept
 {
-	built b;
-	b.nodes.resize(1);
-	build_node(b, 0, r, n, kTop, dflt);
-	return b;
+	const typename built::bnode& bn = b.nodes[i];
+	const unsigned nch = static_cast<unsigned>(__builtin_popcountll(bn.vector));
+	if (group == nullptr && (group = alloc(group_bytes(bn.vector, bn.leafvec))) == nullptr)
+		return false;
+	auto* kids = reinterpret_cast<node*>(group);
+	for (unsigned c = 0; c < nch; c++)
+		if (!emit(b, bn.base1 + c, &kids[c], alloc))
+			return false;
+	std::memcpy(group + nch * sizeof(node), b.leaves.data() + bn.base0,
+		    static_cast<size_t>(__builtin_popcountll(bn.leafvec)) * 4);
+	*out = node{bn.vector, bn.leafvec, kids};
+	return true;
 }
 
-// Lays b out at `at`: nodes, then leaves; base0 becomes an offset in
-// uint32 units from the subtree root.
 template <typename F>
-void lpm<F>::place(const built& b, char* at) noexcept
+template <typename A>
+const typename lpm<F>::node* lpm<F>::emit_root(const built& b, A&& alloc) noexcept
 {
-	auto* nodes = reinterpret_cast<node*>(at);
-	const auto shift = static_cast<uint32_t>(b.nodes.size() * sizeof(node) / 4);
-	for (size_t i = 0; i < b.nodes.size(); i++) {
-		nodes[i] = b.nodes[i];
-		nodes[i].base0 += shift;
-	}
-	std::memcpy(at + b.nodes.size() * sizeof(node), b.leaves.data(), b.leaves.size() * 4);
+	char* blk = alloc(sizeof(node) + group_bytes(b.nodes[0].vector, b.nodes[0].leafvec));
+	if (blk == nullptr || !emit(b, 0, reinterpret_cast<node*>(blk), alloc, blk + sizeof(node)))
+		return nullptr;
+	return reinterpret_cast<const node*>(blk);
 }
 
 template <typename F>
@@ -528,7 +588,6 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 	t->top = std::make_unique<std::atomic<slot_word>[]>(kSlots);
 	t->dflt = std::make_unique<uint32_t[]>(kSlots);
 	t->dflt_len = std::make_unique<uint8_t[]>(kSlots);
-	t->bytes = std::make_unique<uint32_t[]>(kSlots);  // zeroed
 	t->routes = std::make_unique<qptrie<uint32_t>>(false);  // unpublished until returned
 	std::fill(t->dflt.get(), t->dflt.get() + kSlots, kNoRoute);
 	std::fill(t->dflt_len.get(), t->dflt_len.get() + kSlots, uint8_t{0xff});
@@ -555,7 +614,7 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 		std::fill(t->dflt.get() + first, t->dflt.get() + first + count, r.value);
 		std::fill(t->dflt_len.get() + first, t->dflt_len.get() + first + count, r.len);
 	}
-	// Subtrees, built then packed into one arena.
+	// Subtrees, built then laid out in one arena.
 	std::vector<std::pair<size_t, built>> subs;
 	size_t total = 0;
 	for (size_t i = 0; i < routes.size();) {
@@ -570,8 +629,10 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 			if (routes[j].len > kTop && (j + 1 == routes.size() || routes[j + 1].prefix != routes[j].prefix ||
 						     routes[j + 1].len != routes[j].len))
 				in.push_back(routes[j]);
-		built b = build_subtree(in.data(), in.size(), t->dflt[s]);
-		total += (b.bytes() + 7) & ~size_t{7};
+		built b;
+		b.reset();
+		build_node(b, 0, in.data(), in.size(), kTop, t->dflt[s]);
+		total += b.bytes();
 		subs.emplace_back(s, std::move(b));
 		i = j;
 	}
@@ -585,12 +646,13 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 		}
 		t->arena_bytes = total;
 		char* at = t->arena;
-		for (auto& [s, b] : subs) {
-			place(b, at);
-			t->top[s].store(reinterpret_cast<slot_word>(at), std::memory_order_relaxed);
-			t->bytes[s] = static_cast<uint32_t>(b.bytes());
-			at += (b.bytes() + 7) & ~size_t{7};
-		}
+		auto bump = [&](size_t bytes) {
+			char* p = at;
+			at += (bytes + 7) & ~size_t{7};
+			return p;
+		};
+		for (auto& [s, b] : subs)
+			t->top[s].store(reinterpret_cast<slot_word>(emit_root(b, bump)), std::memory_order_relaxed);
 		t->subtrees = subs.size();
 	}
 	t->routes->publish();
@@ -651,81 +713,179 @@ void lpm<F>::subtree_pool::release(char* p, size_t bytes) noexcept
 }
 
 template <typename F>
+char* lpm<F>::take(size_t bytes) noexcept
+{
+	char* p = pool_.get(bytes);
+	if (p == nullptr)
+		return nullptr;
+	try {
+		fresh_.push_back({p, bytes});
+	} catch (const std::bad_alloc&) {
+		pool_.release(p, bytes);
+		return nullptr;
+	}
+	return p;
+}
+
+template <typename F>
+void lpm<F>::stale_subtree(const node* root)
+{
+	for_each_block(root, [&](const char* p, size_t bytes) { stale_.push_back({const_cast<char*>(p), bytes}); });
+}
+
+template <typename F>
+void lpm<F>::collect(const table* t, addr prefix, unsigned pos, const route* change, bool remove)
+{
+	std::vector<route>& in = in_;
+	in.clear();
+	uint8_t k[kKeyLen];
+	key_of(prefix, 0, k);
+	bool placed = false;
+	t->routes->for_each_from(k, kKeyLen, [&](const auto& l) {
+		const addr p = F::from_bytes(l.key);
+		if ((p & mask(pos)) != prefix)
+			return false;
+		const unsigned len = l.key[kBits / 8];
+		if (len <= pos)
+			return true;
+		if (change != nullptr && p == change->prefix && len == change->len) {
+			placed = true;
+			if (!remove)
+				in.push_back(*change);
+			return true;
+		}
+		in.push_back(route{p, static_cast<uint8_t>(len), l.value});
+		return true;
+	});
+	if (change != nullptr && !remove && !placed && change->len > pos && (change->prefix & mask(pos)) == prefix) {
+		// Keep (prefix, len) order: build_node expects the trie's.
+		auto at = std::lower_bound(in.begin(), in.end(), *change, [](const route& x, const route& y) {
+			return x.prefix != y.prefix ? x.prefix < y.prefix : x.len < y.len;
+		});
+		in.insert(at, *change);
+	}
+}
+
+template <typename F>
 int lpm<F>::stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove,
 		       staged* out) noexcept
 {
 	out->slot = s;
 	out->w = slot_word{dflt} << 32 | 1;
-	out->bytes = 0;
 	try {
-		std::vector<route>& in = in_;
-		in.clear();
-		const addr lo = static_cast<addr>(s) << (kBits - kTop);
-		uint8_t k[kKeyLen];
-		key_of(lo, 0, k);
-		bool placed = false;
-		t->routes->for_each_from(k, kKeyLen, [&](const auto& l) {
-			const addr p = F::from_bytes(l.key);
-			if (slot_of(p) != s)
-				return false;
-			const unsigned len = l.key[kBits / 8];
-			if (len <= kTop)
-				return true;
-			if (change != nullptr && p == change->prefix && len == change->len) {
-				placed = true;
-				if (!remove)
-					in.push_back(*change);
-				return true;
-			}
-			in.push_back(route{p, static_cast<uint8_t>(len), l.value});
-			return true;
-		});
-		if (change != nullptr && !remove && !placed && change->len > kTop && slot_of(change->prefix) == s) {
-			// Keep (prefix, len) order: build_node expects the trie's.
-			auto at = std::lower_bound(in.begin(), in.end(), *change, [](const route& x, const route& y) {
-				return x.prefix != y.prefix ? x.prefix < y.prefix : x.len < y.len;
-			});
-			in.insert(at, *change);
-		}
-		if (in.empty())
+		const slot_word old = t->top[s].load(std::memory_order_relaxed);
+		if (!(old & 1))
+			stale_subtree(reinterpret_cast<const node*>(old));
+		collect(t, static_cast<addr>(s) << (kBits - kTop), kTop, change, remove);
+		if (in_.empty())
 			return 0;
-		built& b = scratch_;
-		b.nodes.assign(1, node{});
-		b.leaves.clear();
-		build_node(b, 0, in.data(), in.size(), kTop, dflt);
-		char* mem = pool_.get(b.bytes());
-		if (mem == nullptr)
-			return -ENOMEM;
-		place(b, mem);
-		out->w = reinterpret_cast<slot_word>(mem);
-		out->bytes = b.bytes();
-		return 0;
+		scratch_.reset();
+		build_node(scratch_, 0, in_.data(), in_.size(), kTop, dflt);
 	} catch (const std::bad_alloc&) {
 		return -ENOMEM;
 	}
+	const node* root = emit_root(scratch_, [this](size_t b) { return take(b); });
+	if (root == nullptr)
+		return -ENOMEM;
+	out->w = reinterpret_cast<slot_word>(root);
+	return 0;
 }
 
 template <typename F>
-void lpm<F>::publish_slot(table* t, const staged& st) noexcept
+int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, staged* out) noexcept
 {
-	const slot_word old = t->top[st.slot].load(std::memory_order_relaxed);
-	const size_t bytes = t->bytes[st.slot];
-	if (!(st.w & 1)) {
-		t->heap_bytes += st.bytes;
-		t->subtrees++;
+	constexpr unsigned kMaxDepth = (kBits - kTop + 5) / 6 + 1;
+	const node* path[kMaxDepth];
+	unsigned idx[kMaxDepth];    // path[k] is child idx[k] of path[k - 1]
+	uint32_t dflt[kMaxDepth];   // what path[k]'s span inherits
+	path[0] = reinterpret_cast<const node*>(t->top[s].load(std::memory_order_relaxed));
+	dflt[0] = t->dflt[s];
+	unsigned k = 0, pos = kTop;
+	out->slot = s;
+	try {
+		// Down to the node where the route ends, or where its path leaves
+		// the subtree. A child inherits the longest route ending in its
+		// parent's 6 bits that covers it (never the change itself: it is
+		// longer), else what its parent inherited.
+		while (r.len > pos + 6) {
+			const uint64_t bit = uint64_t{1} << chunk(r.prefix, pos);
+			if (!(path[k]->vector & bit))
+				break;
+			dflt[k + 1] = dflt[k];
+			for (unsigned l = pos + 6; l > pos; l--) {
+				uint8_t kk[kKeyLen];
+				key_of(r.prefix & mask(l), l, kk);
+				if (const uint32_t* v = t->routes->lookup(kk, kKeyLen)) {
+					dflt[k + 1] = *v;
+					break;
+				}
+			}
+			idx[k + 1] = static_cast<unsigned>(__builtin_popcountll(path[k]->vector & (bit - 1)));
+			path[k + 1] = path[k]->base + idx[k + 1];
+			k++;
+			pos += 6;
+		}
+		// Rebuild that node's subtree; a node left with no route below it
+		// is no node: its parent is rebuilt instead.
+		for (;;) {
+			collect(t, r.prefix & mask(pos), pos, &r, remove);
+			if (!in_.empty() || k == 0)
+				break;
+			k--;
+			pos -= 6;
+		}
+		if (in_.empty()) {  // the slot has no long route left
+			stale_subtree(path[0]);
+			out->w = slot_word{dflt[0]} << 32 | 1;
+			return 0;
+		}
+		scratch_.reset();
+		build_node(scratch_, 0, in_.data(), in_.size(), pos, dflt[k]);
+		if (k == 0)
+			stale_subtree(path[0]);
+		else
+			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[k]->base)), group_bytes(path[k])});
+		if (k != 0)
+			for_each_group_below(path[k], [&](const char* p, size_t bytes) {
+				stale_.push_back({const_cast<char*>(p), bytes});
+			});
+		for (unsigned i = 1; i < k; i++)
+			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[i]->base)), group_bytes(path[i])});
+		if (k != 0)
+			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[0])),
+					  sizeof(node) + group_bytes(path[0])});
+	} catch (const std::bad_alloc&) {
+		return -ENOMEM;
 	}
-	t->top[st.slot].store(st.w, std::memory_order_release);  // guarantee 1
-	t->bytes[st.slot] = static_cast<uint32_t>(st.bytes);
-	if (!(old & 1)) {
-		auto* p = reinterpret_cast<char*>(old);
-		t->subtrees--;
-		if (p >= t->arena && p < t->arena + t->arena_bytes) {
-			t->garbage += bytes;  // freed with the arena
-		} else {
-			t->heap_bytes -= bytes;
-			retired_subtrees_.push_back({p, bytes});  // capacity reserved by the caller
+	auto alloc = [this](size_t b) { return take(b); };
+	if (k == 0) {
+		const node* root = emit_root(scratch_, alloc);
+		if (root == nullptr)
+			return -ENOMEM;
+		out->w = reinterpret_cast<slot_word>(root);
+		return 0;
+	}
+	// Path copying: each group above the rebuilt node, with one child
+	// replaced, then a new root block.
+	node cur;
+	if (!emit(scratch_, 0, &cur, alloc))
+		return -ENOMEM;
+	for (unsigned i = k; i-- > 0;) {
+		const node* p = path[i];
+		const size_t gb = group_bytes(p);
+		char* blk = take(i == 0 ? sizeof(node) + gb : gb);
+		if (blk == nullptr)
+			return -ENOMEM;
+		char* group = i == 0 ? blk + sizeof(node) : blk;
+		std::memcpy(group, p->base, gb);
+		reinterpret_cast<node*>(group)[idx[i + 1]] = cur;
+		cur = node{p->vector, p->leafvec, reinterpret_cast<const node*>(group)};
+		if (i == 0) {
+			*reinterpret_cast<node*>(blk) = cur;
+			out->w = reinterpret_cast<slot_word>(blk);
 		}
 	}
+	return 0;
 }
 
 template <typename F>
@@ -738,10 +898,14 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 	std::unique_ptr<staged[]> st(new (std::nothrow) staged[count]);
 	if (!st)
 		return -ENOMEM;
-	size_t n = 0, subtrees = 0;
+	fresh_.clear();
+	stale_.clear();
+	size_t n = 0;
 	auto drop = [&](int rc) {
-		for (size_t i = 0; i < n; i++)
-			drop_staged(st[i]);
+		for (const block& b : fresh_)
+			pool_.release(b.p, b.bytes);
+		fresh_.clear();
+		stale_.clear();
 		return rc;
 	};
 	for (size_t s = first; s < first + count; s++) {
@@ -750,19 +914,21 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 			if (remove ? t->dflt_len[s] != len : (t->dflt_len[s] != 0xff && t->dflt_len[s] > len))
 				continue;  // another route is the default there
 			if (w & 1) {
-				st[n++] = staged{s, slot_word{value} << 32 | 1, 0};
+				st[n++] = staged{s, slot_word{value} << 32 | 1};
 				continue;
 			}
 		}
-		if (stage_slot(t, s, is_short ? value : t->dflt[s], is_short ? nullptr : change, remove, &st[n]) != 0)
-			return drop(-ENOMEM);
+		const int rc = is_short || (w & 1) ? stage_slot(t, s, is_short ? value : t->dflt[s],
+							       is_short ? nullptr : change, remove, &st[n])
+						   : stage_path(t, s, *change, remove, &st[n]);
+		if (rc != 0)
+			return drop(rc);
 		n++;
-		subtrees++;
 	}
 	try {
 		// Geometric growth: an exact reserve would copy the list on
 		// every update (quadratic under a burst between reclaims).
-		if (const size_t need = retired_subtrees_.size() + subtrees; need > retired_subtrees_.capacity())
+		if (const size_t need = retired_subtrees_.size() + stale_.size(); need > retired_subtrees_.capacity())
 			retired_subtrees_.reserve(std::max(need, 2 * retired_subtrees_.capacity()));
 	} catch (const std::bad_alloc&) {
 		return drop(-ENOMEM);
@@ -774,8 +940,22 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 			t->dflt[st[i].slot] = value;
 			t->dflt_len[st[i].slot] = value_len;
 		}
-		publish_slot(t, st[i]);
+		const slot_word old = t->top[st[i].slot].load(std::memory_order_relaxed);
+		t->top[st[i].slot].store(st[i].w, std::memory_order_release);  // guarantee 1
+		t->subtrees += static_cast<uint64_t>(!(st[i].w & 1)) - static_cast<uint64_t>(!(old & 1));
 	}
+	for (const block& b : fresh_)
+		t->heap_bytes += b.bytes;
+	for (const block& b : stale_) {
+		if (b.p >= t->arena && b.p < t->arena + t->arena_bytes) {
+			t->garbage += b.bytes;  // freed with the arena
+		} else {
+			t->heap_bytes -= b.bytes;
+			retired_subtrees_.push_back(b);  // capacity reserved above
+		}
+	}
+	fresh_.clear();
+	stale_.clear();
 	return 0;
 }
 
@@ -851,7 +1031,7 @@ int lpm<F>::replace(const std::vector<route>& routes, size_t* bad_index)
 template <typename F>
 size_t lpm<F>::reclaim()
 {
-	std::vector<retired> subs;
+	std::vector<block> subs;
 	std::vector<std::unique_ptr<table>> tabs;
 	{
 		std::lock_guard<std::mutex> g(writer_);
@@ -865,7 +1045,7 @@ size_t lpm<F>::reclaim()
 	rcu::synchronize();  // guarantee 2
 	{
 		std::lock_guard<std::mutex> g(writer_);  // the pool is the writer's
-		for (const retired& r : subs)
+		for (const block& r : subs)
 			pool_.release(r.p, r.bytes);
 		for (auto& t : tabs)
 			free_heap_subtrees(t.get());

@@ -10,12 +10,14 @@
 //     --table   the routing table (text, one prefix per line, .gz ok);
 //               default ../shared/data/bgp-prefixes.txt.gz; a generated
 //               BGP-like table when it cannot be read
-//     --quick   skip rte_lpm (its build of a full table takes ~50 s) and
-//               the update rates
+//     --quick   skip rte_lpm (its build of a full table takes ~50 s)
 //
 // Names: lpm/<v4|v6>/<random|inside>/<single|x4|bulk32>/<impl>,
-//        lpm_build/<v4|v6>/<impl>, lpm_update/<v4|v6>/<impl>,
-//        seed/<lookup>/<impl>
+//        lpm_build/<v4|v6>/<impl>,
+//        lpm_update/<v4|v6>/<impl>   delete then re-add 10K routes
+//        lpm_burst/<v4|v6>/<impl>    100K changes: 50K routes withdrawn,
+//                                    then announced again, no reclaim
+//        seed/<lookup|update|mt_read>/<impl>
 #include <benchmark/benchmark.h>
 #include <rte_eal.h>
 #include <rte_fib.h>
@@ -31,6 +33,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "maps/lpm.h"
@@ -53,6 +56,11 @@ size_t rte_heap_bytes()
 	return st.heap_allocsz_bytes;
 }
 double secs_since(clk::time_point t0) { return std::chrono::duration<double>(clk::now() - t0).count(); }
+[[noreturn]] void die(const char* what)
+{
+	std::fprintf(stderr, "bench_lpm: %s failed\n", what);
+	std::exit(1);
+}
 
 struct tables {
 	std::vector<lpm<ipv4>::route> v4;
@@ -176,6 +184,7 @@ struct world {
 	std::vector<update_rec> updates;
 };
 world* W;
+void measure_updates(bool quick);
 
 void build_all(bool quick)
 {
@@ -184,7 +193,7 @@ void build_all(bool quick)
 	{
 		auto t0 = clk::now();
 		if (W->ours4.replace(W->t.v4) != 0)
-			std::abort();
+			die("lpm v4 build");
 		const double s = secs_since(t0);
 		const maps::lpm_stats st = W->ours4.stats();
 		W->builds.push_back({"v4/lpm", s, double(st.lookup_bytes + st.route_bytes), double(st.lookup_bytes)});
@@ -198,7 +207,7 @@ void build_all(bool quick)
 		auto t0 = clk::now();
 		for (const auto& r : W->t.v4)
 			if (rte_lpm_add(W->lpm4, r.prefix, r.len, r.value) != 0)
-				std::abort();
+				die("rte_lpm_add");
 		const double s = secs_since(t0);
 		W->builds.push_back({"v4/rte_lpm", s, double(rte_heap_bytes() - h0), double(rte_heap_bytes() - h0)});
 	}
@@ -214,7 +223,7 @@ void build_all(bool quick)
 		auto t0 = clk::now();
 		for (const auto& r : W->t.v4)
 			if (rte_fib_add(W->fib4, r.prefix, r.len, r.value) != 0)
-				std::abort();
+				die("rte_fib_add");
 		const double s = secs_since(t0);
 		W->builds.push_back({"v4/rte_fib", s, double(rte_heap_bytes() - h0), 0});
 	}
@@ -222,7 +231,7 @@ void build_all(bool quick)
 	{
 		auto t0 = clk::now();
 		if (W->ours6.replace(W->t.v6) != 0)
-			std::abort();
+			die("lpm v6 build");
 		const double s = secs_since(t0);
 		const maps::lpm_stats st = W->ours6.stats();
 		W->builds.push_back({"v6/lpm", s, double(st.lookup_bytes + st.route_bytes), double(st.lookup_bytes)});
@@ -238,7 +247,7 @@ void build_all(bool quick)
 			uint8_t b[16];
 			v6_bytes(r.prefix, b);
 			if (rte_lpm6_add(W->lpm6, b, r.len, r.value) != 0)
-				std::abort();
+				die("rte_lpm6_add");
 		}
 		const double s = secs_since(t0);
 		W->builds.push_back({"v6/rte_lpm6", s, double(rte_heap_bytes() - h0), double(rte_heap_bytes() - h0)});
@@ -257,7 +266,7 @@ void build_all(bool quick)
 			uint8_t b[16];
 			v6_bytes(r.prefix, b);
 			if (rte_fib6_add(W->fib6, b, r.len, r.value) != 0)
-				std::abort();
+				die("rte_fib6_add");
 		}
 		const double s = secs_since(t0);
 		W->builds.push_back({"v6/rte_fib6", s, double(rte_heap_bytes() - h0), 0});
@@ -302,26 +311,67 @@ void build_all(bool quick)
 				std::exit(1);
 			}
 		}
-	// Update rates: delete then re-add a sample of 10K routes.
-	if (!quick) {
-		std::vector<lpm<ipv4>::route> sample;
-		for (size_t i = 0; i < W->t.v4.size() && sample.size() < 10000; i += W->t.v4.size() / 10000)
-			sample.push_back(W->t.v4[i]);
-		auto rate = [&](const char* name, auto&& del, auto&& add) {
-			auto t0 = clk::now();
-			for (const auto& r : sample)
-				del(r);
-			for (const auto& r : sample)
-				add(r);
-			W->updates.push_back({name, 2.0 * double(sample.size()) / secs_since(t0)});
-		};
-		rate("v4/lpm", [](const auto& r) { W->ours4.erase(r.prefix, r.len); },
-		     [](const auto& r) { W->ours4.insert(r.prefix, r.len, r.value); });
+	measure_updates(quick);
+}
+
+// Every implementation is given the same changes, routes spread evenly over
+// the table. lpm reclaims after each run, outside the timing.
+template <typename R>
+std::vector<R> spread(const std::vector<R>& all, size_t n)
+{
+	std::vector<R> out;
+	for (size_t i = 0; i < all.size() && out.size() < n; i += std::max<size_t>(1, all.size() / n))
+		out.push_back(all[i]);
+	return out;
+}
+
+template <typename R, typename Del, typename Add>
+double change_rate(const std::vector<R>& routes, Del&& del, Add&& add)
+{
+	auto t0 = clk::now();
+	for (const auto& r : routes)
+		if (del(r) != 0)
+			die("a benchmark delete");
+	for (const auto& r : routes)
+		if (add(r) != 0)
+			die("a benchmark add");
+	return 2.0 * double(routes.size()) / secs_since(t0);
+}
+
+void measure_updates(bool quick)
+{
+	for (const auto& [kind, n] : {std::pair<const char*, size_t>{"lpm_update", 10000}, {"lpm_burst", 50000}}) {
+		const std::string k = kind;
+		const auto s4 = spread(W->t.v4, n);
+		W->updates.push_back({k + "/v4/lpm", change_rate(s4, [](const auto& r) { return W->ours4.erase(r.prefix, r.len); },
+								 [](const auto& r) { return W->ours4.insert(r.prefix, r.len, r.value); })});
 		W->ours4.reclaim();
-		rate("v4/rte_lpm", [](const auto& r) { rte_lpm_delete(W->lpm4, r.prefix, r.len); },
-		     [](const auto& r) { rte_lpm_add(W->lpm4, r.prefix, r.len, r.value); });
-		rate("v4/rte_fib", [](const auto& r) { rte_fib_delete(W->fib4, r.prefix, r.len); },
-		     [](const auto& r) { rte_fib_add(W->fib4, r.prefix, r.len, r.value); });
+		if (!quick)
+			W->updates.push_back({k + "/v4/rte_lpm",
+					      change_rate(s4, [](const auto& r) { return rte_lpm_delete(W->lpm4, r.prefix, r.len); },
+							  [](const auto& r) { return rte_lpm_add(W->lpm4, r.prefix, r.len, r.value); })});
+		W->updates.push_back({k + "/v4/rte_fib",
+				      change_rate(s4, [](const auto& r) { return rte_fib_delete(W->fib4, r.prefix, r.len); },
+						  [](const auto& r) { return rte_fib_add(W->fib4, r.prefix, r.len, r.value); })});
+		const auto s6 = spread(W->t.v6, n);
+		struct r6 {
+			lpm<ipv6>::route r;
+			uint8_t b[16];
+		};
+		std::vector<r6> b6(s6.size());
+		for (size_t i = 0; i < s6.size(); i++) {
+			b6[i].r = s6[i];
+			v6_bytes(s6[i].prefix, b6[i].b);
+		}
+		W->updates.push_back({k + "/v6/lpm", change_rate(b6, [](const r6& x) { return W->ours6.erase(x.r.prefix, x.r.len); },
+								 [](const r6& x) { return W->ours6.insert(x.r.prefix, x.r.len, x.r.value); })});
+		W->ours6.reclaim();
+		W->updates.push_back({k + "/v6/rte_lpm6",
+				      change_rate(b6, [](const r6& x) { return rte_lpm6_delete(W->lpm6, x.b, x.r.len); },
+						  [](const r6& x) { return rte_lpm6_add(W->lpm6, x.b, x.r.len, x.r.value); })});
+		W->updates.push_back({k + "/v6/rte_fib6",
+				      change_rate(b6, [](const r6& x) { return rte_fib6_delete(W->fib6, x.b, x.r.len); },
+						  [](const r6& x) { return rte_fib6_add(W->fib6, x.b, x.r.len, x.r.value); })});
 	}
 }
 
@@ -422,7 +472,7 @@ void register_lookups(bool quick)
 			s.counters["routes"] = double(b.name[1] == '4' ? W->t.v4.size() : W->t.v6.size());
 		})->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 	for (const auto& u : W->updates)
-		benchmark::RegisterBenchmark(("lpm_update/" + u.name).c_str(), [u](benchmark::State& s) {
+		benchmark::RegisterBenchmark(u.name.c_str(), [u](benchmark::State& s) {
 			for (auto _ : s)
 				s.SetIterationTime(1.0);
 			s.counters["updates_per_s"] = u.per_sec;
@@ -435,49 +485,145 @@ struct key256 {
 	uint8_t bytes[255];
 };
 
+// Lookups of every key; updates (erase and re-insert of a quarter of the
+// keys, one writer); and lookups of the other keys on this thread while a
+// writer thread churns that quarter (2 cores: one reader, one writer).
+struct seed_world {
+	std::vector<key256> keys = std::vector<key256>(16384);
+	maps::qptrie<uint64_t> trie;
+	maps::rhash<key256, uint64_t> hash{maps::rhash_config{.min_entries = 16384, .max_entries = 16384}};
+	std::vector<uint32_t> order = std::vector<uint32_t>(kQueries);
+	std::vector<uint32_t> churn, stable;  // key indexes
+};
+seed_world* S;
+
+// One erase and one insert of churn key i (i wraps).
+struct seed_qptrie {
+	static uint64_t get(const key256& k)
+	{
+		const uint64_t* v = S->trie.lookup(k.bytes, k.len);
+		return v != nullptr ? *v : 0;
+	}
+	static void change(uint32_t i)
+	{
+		const key256& k = S->keys[i];
+		if (S->trie.erase(k.bytes, k.len) != 0 || S->trie.insert(k.bytes, k.len, i) != 0)
+			die("qptrie churn");
+	}
+	static void tidy() { S->trie.reclaim(); }
+};
+struct seed_rhash {
+	static uint64_t get(const key256& k)
+	{
+		const uint64_t* v = S->hash.lookup(k);
+		return v != nullptr ? *v : 0;
+	}
+	static void change(uint32_t i)
+	{
+		const key256& k = S->keys[i];
+		if (S->hash.erase(k) != 0 || S->hash.insert(k, i) != 0)
+			die("rhash churn");
+	}
+	static void tidy() {}
+};
+
+template <typename M>
+void seed_update(benchmark::State& s)
+{
+	maps::rcu::thread_registration reg;
+	size_t i = 0;
+	for (auto _ : s) {
+		M::change(S->churn[i++ % S->churn.size()]);
+		if (i % 1024 == 0)
+			M::tidy();
+	}
+	s.SetItemsProcessed(static_cast<int64_t>(s.iterations()) * 2);
+}
+
+template <typename M>
+void seed_mt_read(benchmark::State& s)
+{
+	maps::rcu::thread_registration reg;
+	std::atomic<bool> stop{false};
+	std::atomic<uint64_t> changes{0};
+	std::thread writer([&] {
+		maps::rcu::thread_registration wreg;
+		maps::rcu::offline();  // holds no pointer between changes
+		for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); i++) {
+			M::change(S->churn[i % S->churn.size()]);
+			if (i % 1024 == 1023)
+				M::tidy();
+			changes.store(2 * (i + 1), std::memory_order_relaxed);
+		}
+	});
+	const size_t n = S->stable.size();
+	size_t p = 0;
+	uint64_t sum = 0;
+	const auto t0 = clk::now();
+	for (auto _ : s) {
+		for (int i = 0; i < 32; i++)
+			sum += M::get(S->keys[S->stable[(p + i) % n]]);
+		p += 32;
+		maps::rcu::quiescent();
+	}
+	const double secs = secs_since(t0);
+	stop.store(true);
+	writer.join();
+	benchmark::DoNotOptimize(sum);
+	s.SetItemsProcessed(static_cast<int64_t>(s.iterations()) * 32);
+	s.counters["writer_changes_per_s"] = double(changes.load()) / secs;
+}
+
 void register_seed()
 {
-	static std::vector<key256> keys(16384);
-	static maps::qptrie<uint64_t> trie;
-	static maps::rhash<key256, uint64_t> hash(maps::rhash_config{.min_entries = 16384, .max_entries = 16384});
+	S = new seed_world;
 	std::mt19937_64 rng(16384);
 	{
 		maps::rcu::thread_registration reg;
-		for (size_t i = 0; i < keys.size(); i++) {
-			key256& k = keys[i];
+		for (size_t i = 0; i < S->keys.size(); i++) {
+			key256& k = S->keys[i];
 			std::memset(&k, 0, sizeof(k));
 			k.len = static_cast<uint8_t>(1 + rng() % 255);
 			for (unsigned j = 0; j < k.len; j++)
 				k.bytes[j] = static_cast<uint8_t>(rng());
-			trie.insert(k.bytes, k.len, i);  // duplicates (1-byte keys) just answer -EEXIST
-			hash.insert(k, i);
+			// A repeated key (1-byte keys collide) answers -EEXIST and
+			// is neither churned nor read as its own.
+			const bool fresh = S->trie.insert(k.bytes, k.len, i) == 0;
+			S->hash.insert(k, i);
+			if (fresh)
+				(i % 4 == 0 ? S->churn : S->stable).push_back(static_cast<uint32_t>(i));
 		}
 	}
-	static std::vector<uint32_t> order(kQueries);
-	for (auto& o : order)
-		o = static_cast<uint32_t>(rng() % keys.size());
-	benchmark::RegisterBenchmark("seed/lookup/qptrie", [](benchmark::State& s) {
+	for (auto& o : S->order)
+		o = static_cast<uint32_t>(rng() % S->keys.size());
+	auto sized = [](benchmark::State& s, size_t bytes, uint64_t keys) {
+		s.counters["bytes"] = double(bytes);
+		s.counters["keys"] = double(keys);
+	};
+	benchmark::RegisterBenchmark("seed/lookup/qptrie", [sized](benchmark::State& s) {
 		run(s, [](size_t p) {
 			uint64_t sum = 0;
 			for (int i = 0; i < 32; i++) {
-				const key256& k = keys[order[p + i]];
-				sum += *trie.lookup(k.bytes, k.len);
+				const key256& k = S->keys[S->order[p + i]];
+				sum += *S->trie.lookup(k.bytes, k.len);
 			}
 			return sum;
 		});
-		s.counters["bytes"] = double(trie.bytes_used());
-		s.counters["keys"] = double(trie.size());
+		sized(s, S->trie.bytes_used(), S->trie.size());
 	})->MinTime(0.3);
-	benchmark::RegisterBenchmark("seed/lookup/rhash", [](benchmark::State& s) {
+	benchmark::RegisterBenchmark("seed/lookup/rhash", [sized](benchmark::State& s) {
 		run(s, [](size_t p) {
 			uint64_t sum = 0;
 			for (int i = 0; i < 32; i++)
-				sum += *hash.lookup(keys[order[p + i]]);
+				sum += *S->hash.lookup(S->keys[S->order[p + i]]);
 			return sum;
 		});
-		s.counters["bytes"] = double(hash.bytes_used());
-		s.counters["keys"] = double(hash.size());
+		sized(s, S->hash.bytes_used(), S->hash.size());
 	})->MinTime(0.3);
+	benchmark::RegisterBenchmark("seed/update/qptrie", seed_update<seed_qptrie>)->MinTime(0.3);
+	benchmark::RegisterBenchmark("seed/update/rhash", seed_update<seed_rhash>)->MinTime(0.3);
+	benchmark::RegisterBenchmark("seed/mt_read/qptrie", seed_mt_read<seed_qptrie>)->MinTime(0.3)->UseRealTime();
+	benchmark::RegisterBenchmark("seed/mt_read/rhash", seed_mt_read<seed_rhash>)->MinTime(0.3)->UseRealTime();
 }
 
 }  // namespace

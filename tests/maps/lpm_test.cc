@@ -331,15 +331,25 @@ TEST(lpm_real_table, full_table_matches_the_reference)
 			const typename F::addr a = q % 2 ? random_addr<F>(rng) : near<F>(routes[rng() % routes.size()], rng);
 			ASSERT_EQ(t.lookup(a), ref.lookup(a)) << q;
 		}
-		// Incremental deletes and re-inserts agree too.
+		// Incremental deletes and re-inserts (path copies) agree too.
 		for (size_t i = 0; i < routes.size(); i += 97) {
 			ASSERT_EQ(t.erase(routes[i].prefix, routes[i].len), 0);
 			ref.erase(routes[i].prefix, routes[i].len);
 		}
-		for (int q = 0; q < 100000; q++) {
-			const typename F::addr a = near<F>(routes[rng() % routes.size()], rng);
-			ASSERT_EQ(t.lookup(a), ref.lookup(a)) << q;
+		auto agree = [&](const char* when) {
+			for (int q = 0; q < 100000; q++) {
+				// Half of the queries inside the changed routes.
+				const size_t i = q % 2 ? rng() % routes.size() : (rng() % (routes.size() / 97)) * 97;
+				const typename F::addr a = near<F>(routes[i], rng);
+				ASSERT_EQ(t.lookup(a), ref.lookup(a)) << when << " query " << q;
+			}
+		};
+		agree("after deletes");
+		for (size_t i = 0; i < routes.size(); i += 97) {
+			ASSERT_EQ(t.insert(routes[i].prefix, routes[i].len, routes[i].value + 1), 0);
+			ref.set(routes[i].prefix, routes[i].len, routes[i].value + 1);
 		}
+		agree("after re-inserts");
 		const lpm_stats s = t.stats();
 		std::printf("  %zu routes: lookup structure %.1f MiB, route trie %.1f MiB\n", routes.size(),
 			    s.lookup_bytes / 1048576.0, s.route_bytes / 1048576.0);
