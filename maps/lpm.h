@@ -224,6 +224,9 @@ private:
 		std::unique_ptr<std::atomic<slot_word>[]> top;
 		std::unique_ptr<uint32_t[]> dflt;     // best route of <= kTop bits per slot
 		std::unique_ptr<uint8_t[]> dflt_len;  // its length, 0xff for none
+		// Routes longer than kTop per slot (the writer's): a slot left
+		// with none becomes a leaf again.
+		std::unique_ptr<uint32_t[]> long_routes;
 		std::unique_ptr<qptrie<uint32_t>> routes;
 		char* arena = nullptr;  // subtrees of the last full build
 		size_t arena_bytes = 0;
@@ -276,6 +279,10 @@ private:
 	static size_t slot_of(addr a) noexcept { return static_cast<size_t>(a >> (kBits - kTop)); }
 	static uint32_t lookup_in(const table* t, addr a) noexcept;
 
+	// The 64 children of a node at pos under default dflt for routes r[0..n):
+	// their values (for the non-node ones, and what the node ones inherit)
+	// and which are nodes.
+	static uint64_t node_values(const route* r, size_t n, unsigned pos, uint32_t dflt, uint32_t* val) noexcept;
 	static void build_node(built& b, uint32_t self, const route* r, size_t n, unsigned pos, uint32_t dflt);
 	// Lays out built node i: its group and every group below come from
 	// alloc(bytes) (nullptr: out of memory, returns false), or its group
@@ -300,9 +307,10 @@ private:
 	// Builds slot s from all its routes longer than kTop, `change` applied,
 	// under default `dflt`.
 	int stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove, staged* out) noexcept;
-	// Builds slot s with a route longer than kTop added or removed by path
-	// copying: the node where the route ends (or where its path leaves the
-	// subtree) is rebuilt from the trie, and the groups above it copied,
+	// Builds slot s with a route longer than kTop added or removed, by
+	// path copying: in the node where the route ends (or where its path
+	// leaves the subtree) only the children the route spans are rebuilt
+	// from the trie, the others are shared; the groups above it are copied,
 	// each with one child replaced, up to a new root block.
 	int stage_path(const table* t, size_t s, const route& change, bool remove, staged* out) noexcept;
 	// Blocks of the update being staged: taken, and to retire once it is
@@ -354,9 +362,10 @@ private:
 	// slots it covers, whose default becomes `value` (value_len; 0xff:
 	// none). Everything is allocated before `mutate` runs, so an error
 	// at any step leaves trie and slots as they were.
+	// `added` is 1 when the change adds a route, -1 when it removes one.
 	template <typename M>
 	int apply(table* t, addr prefix, unsigned len, const route* change, bool remove, uint32_t value,
-		  uint8_t value_len, M&& mutate) noexcept;
+		  uint8_t value_len, int added, M&& mutate) noexcept;
 	int update(addr prefix, unsigned len, uint32_t value, bool overwrite) noexcept;
 	static bool valid(addr prefix, unsigned len) noexcept { return len <= kBits && (prefix & ~mask(len)) == 0; }
 
@@ -493,9 +502,8 @@ void lpm<F>::for_each(Fn&& f) const
 // length; all longer than pos and inside this node's span), below a
 // default next hop `dflt`.
 template <typename F>
-void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsigned pos, uint32_t dflt)
+uint64_t lpm<F>::node_values(const route* r, size_t n, unsigned pos, uint32_t dflt, uint32_t* val) noexcept
 {
-	uint32_t val[64];
 	uint8_t vlen[64];
 	std::fill(val, val + 64, dflt);
 	std::fill(vlen, vlen + 64, 0);
@@ -518,6 +526,14 @@ void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsig
 				vlen[j] = r[i].len;
 			}
 	}
+	return internal;
+}
+
+template <typename F>
+void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsigned pos, uint32_t dflt)
+{
+	uint32_t val[64];
+	const uint64_t internal = node_values(r, n, pos, dflt, val);
 	// Leaves: one per run of equal values among the non-node children.
 	uint64_t leafvec = 0;
 	const auto base0 = static_cast<uint32_t>(b.leaves.size());
@@ -588,6 +604,7 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 	t->top = std::make_unique<std::atomic<slot_word>[]>(kSlots);
 	t->dflt = std::make_unique<uint32_t[]>(kSlots);
 	t->dflt_len = std::make_unique<uint8_t[]>(kSlots);
+	t->long_routes = std::make_unique<uint32_t[]>(kSlots);  // zeroed
 	t->routes = std::make_unique<qptrie<uint32_t>>(false);  // unpublished until returned
 	std::fill(t->dflt.get(), t->dflt.get() + kSlots, kNoRoute);
 	std::fill(t->dflt_len.get(), t->dflt_len.get() + kSlots, uint8_t{0xff});
@@ -629,6 +646,7 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 			if (routes[j].len > kTop && (j + 1 == routes.size() || routes[j + 1].prefix != routes[j].prefix ||
 						     routes[j + 1].len != routes[j].len))
 				in.push_back(routes[j]);
+		t->long_routes[s] = static_cast<uint32_t>(in.size());
 		built b;
 		b.reset();
 		build_node(b, 0, in.data(), in.size(), kTop, t->dflt[s]);
@@ -796,27 +814,38 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 {
 	constexpr unsigned kMaxDepth = (kBits - kTop + 5) / 6 + 1;
 	const node* path[kMaxDepth];
-	unsigned idx[kMaxDepth];    // path[k] is child idx[k] of path[k - 1]
-	uint32_t dflt[kMaxDepth];   // what path[k]'s span inherits
-	path[0] = reinterpret_cast<const node*>(t->top[s].load(std::memory_order_relaxed));
-	dflt[0] = t->dflt[s];
+	unsigned idx[kMaxDepth];  // path[k] is child idx[k] of path[k - 1]
+	const node* root = reinterpret_cast<const node*>(t->top[s].load(std::memory_order_relaxed));
+	uint32_t dflt = t->dflt[s];  // what path[k]'s span inherits
 	unsigned k = 0, pos = kTop;
+	path[0] = root;
 	out->slot = s;
+	if (remove && t->long_routes[s] == 1) {  // its last long route
+		try {
+			stale_subtree(root);
+		} catch (const std::bad_alloc&) {
+			return -ENOMEM;
+		}
+		out->w = slot_word{dflt} << 32 | 1;
+		return 0;
+	}
+	uint32_t val[64];
+	uint64_t internal = 0, range = 0;
+	built& b = scratch_;
 	try {
-		// Down to the node where the route ends, or where its path leaves
-		// the subtree. A child inherits the longest route ending in its
-		// parent's 6 bits that covers it (never the change itself: it is
+		// Down to the node X where the route ends, or where its path
+		// leaves the subtree. A child inherits the longest route ending in
+		// its parent's 6 bits that covers it (never the change: it is
 		// longer), else what its parent inherited.
 		while (r.len > pos + 6) {
 			const uint64_t bit = uint64_t{1} << chunk(r.prefix, pos);
 			if (!(path[k]->vector & bit))
 				break;
-			dflt[k + 1] = dflt[k];
 			for (unsigned l = pos + 6; l > pos; l--) {
 				uint8_t kk[kKeyLen];
 				key_of(r.prefix & mask(l), l, kk);
 				if (const uint32_t* v = t->routes->lookup(kk, kKeyLen)) {
-					dflt[k + 1] = *v;
+					dflt = *v;
 					break;
 				}
 			}
@@ -825,64 +854,144 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 			k++;
 			pos += 6;
 		}
-		// Rebuild that node's subtree; a node left with no route below it
-		// is no node: its parent is rebuilt instead.
-		for (;;) {
-			collect(t, r.prefix & mask(pos), pos, &r, remove);
-			if (!in_.empty() || k == 0)
-				break;
-			k--;
-			pos -= 6;
+		// X's children the change spans: those under the route when it
+		// ends in X's 6 bits, else the one its path goes through. Only
+		// routes covering or inside that span decide them: the ones
+		// covering it from X's bits (looked up), then those inside (walked).
+		const unsigned span_len = std::min(static_cast<unsigned>(r.len), pos + 6);
+		const addr span = r.prefix & mask(span_len);
+		const unsigned first = chunk(span, pos), count = 1u << (pos + 6 - span_len);
+		range = (count == 64 ? ~uint64_t{0} : ((uint64_t{1} << count) - 1)) << first;
+		in_.clear();
+		for (unsigned l = pos + 1; l < span_len; l++) {
+			uint8_t kk[kKeyLen];
+			key_of(span & mask(l), l, kk);
+			if (const uint32_t* v = t->routes->lookup(kk, kKeyLen))
+				in_.push_back(route{span & mask(l), static_cast<uint8_t>(l), *v});
 		}
-		if (in_.empty()) {  // the slot has no long route left
-			stale_subtree(path[0]);
-			out->w = slot_word{dflt[0]} << 32 | 1;
-			return 0;
+		const size_t covering = in_.size();
+		uint8_t k0[kKeyLen];
+		key_of(span, 0, k0);
+		bool placed = false;
+		t->routes->for_each_from(k0, kKeyLen, [&](const auto& l) {
+			const addr p = F::from_bytes(l.key);
+			if ((p & mask(span_len)) != span)
+				return false;
+			const unsigned len = l.key[kBits / 8];
+			if (len < span_len)
+				return true;  // covering: looked up above
+			if (p == r.prefix && len == r.len) {
+				placed = true;
+				if (!remove)
+					in_.push_back(r);
+				return true;
+			}
+			in_.push_back(route{p, static_cast<uint8_t>(len), l.value});
+			return true;
+		});
+		if (!remove && !placed) {
+			auto at = std::lower_bound(in_.begin() + static_cast<std::ptrdiff_t>(covering), in_.end(), r,
+						   [](const route& x, const route& y) {
+							   return x.prefix != y.prefix ? x.prefix < y.prefix : x.len < y.len;
+						   });
+			in_.insert(at, r);
 		}
-		scratch_.reset();
-		build_node(scratch_, 0, in_.data(), in_.size(), pos, dflt[k]);
-		if (k == 0)
-			stale_subtree(path[0]);
-		else
-			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[k]->base)), group_bytes(path[k])});
-		if (k != 0)
-			for_each_group_below(path[k], [&](const char* p, size_t bytes) {
-				stale_.push_back({const_cast<char*>(p), bytes});
-			});
-		for (unsigned i = 1; i < k; i++)
-			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[i]->base)), group_bytes(path[i])});
-		if (k != 0)
-			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[0])),
-					  sizeof(node) + group_bytes(path[0])});
+		internal = node_values(in_.data(), in_.size(), pos, dflt, val) & range;
+		// The spanned children that are nodes, built (one root each).
+		b.nodes.assign(static_cast<size_t>(__builtin_popcountll(internal)), typename built::bnode{});
+		b.leaves.clear();
+		size_t i = covering;
+		uint32_t self = 0;
+		for (unsigned c = first; c < first + count; c++) {
+			if (!(internal & (uint64_t{1} << c)))
+				continue;
+			while (i < in_.size() && (in_[i].len <= pos + 6 || chunk(in_[i].prefix, pos) < c))
+				i++;
+			size_t j = i;
+			while (j < in_.size() && chunk(in_[j].prefix, pos) == c)
+				j++;
+			build_node(b, self++, in_.data() + i, j - i, pos + 6, val[c]);
+			i = j;
+		}
+		// Retired with this change: X's group (or the root block), the
+		// subtrees of X's spanned children that were nodes, and the
+		// groups above X (the root block holds the root's).
+		const node* x = path[k];
+		for (unsigned c = first; c < first + count; c++)
+			if (x->vector & (uint64_t{1} << c)) {
+				const node* old = x->base + __builtin_popcountll(x->vector & ((uint64_t{1} << c) - 1));
+				for_each_group_below(old, [&](const char* p, size_t bytes) {
+					stale_.push_back({const_cast<char*>(p), bytes});
+				});
+				stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(old->base)), group_bytes(old)});
+			}
+		for (unsigned d = 1; d <= k; d++)
+			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[d]->base)), group_bytes(path[d])});
+		stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(root)), sizeof(node) + group_bytes(root)});
 	} catch (const std::bad_alloc&) {
 		return -ENOMEM;
 	}
-	auto alloc = [this](size_t b) { return take(b); };
+	// X anew: the children outside the span as they were (values, and
+	// nodes shared), those inside from val[] and the built subtrees.
+	const node* x = path[k];
+	const uint32_t* old_leaves = leaves_of(x);
+	const uint64_t vector = (x->vector & ~range) | internal;
+	uint64_t leafvec = 0;
+	uint32_t leaves[64];
+	unsigned nl = 0;
+	for (unsigned c = 0; c < 64; c++) {
+		const uint64_t bit = uint64_t{1} << c;
+		if (vector & bit)
+			continue;
+		const uint32_t v = (range & bit) ? val[c]
+						 : old_leaves[__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
+		if (nl == 0 || v != leaves[nl - 1]) {
+			leafvec |= bit;
+			leaves[nl++] = v;
+		}
+	}
+	const size_t gb = group_bytes(vector, leafvec);
+	char* blk = take(k == 0 ? sizeof(node) + gb : gb);
+	if (blk == nullptr)
+		return -ENOMEM;
+	char* group = k == 0 ? blk + sizeof(node) : blk;
+	auto* kids = reinterpret_cast<node*>(group);
+	auto alloc = [this](size_t bytes) { return take(bytes); };
+	unsigned nk = 0, built_i = 0;
+	for (unsigned c = 0; c < 64; c++) {
+		const uint64_t bit = uint64_t{1} << c;
+		if (!(vector & bit))
+			continue;
+		if (range & bit) {
+			if (!emit(b, built_i++, &kids[nk], alloc))
+				return -ENOMEM;
+		} else {
+			kids[nk] = x->base[__builtin_popcountll(x->vector & (bit - 1))];
+		}
+		nk++;
+	}
+	std::memcpy(group + nk * sizeof(node), leaves, nl * 4);
+	node cur{vector, leafvec, kids};
 	if (k == 0) {
-		const node* root = emit_root(scratch_, alloc);
-		if (root == nullptr)
-			return -ENOMEM;
-		out->w = reinterpret_cast<slot_word>(root);
+		*reinterpret_cast<node*>(blk) = cur;
+		out->w = reinterpret_cast<slot_word>(blk);
 		return 0;
 	}
-	// Path copying: each group above the rebuilt node, with one child
-	// replaced, then a new root block.
-	node cur;
-	if (!emit(scratch_, 0, &cur, alloc))
-		return -ENOMEM;
+	// Path copying: each group above X, with one child replaced, then a
+	// new root block.
 	for (unsigned i = k; i-- > 0;) {
 		const node* p = path[i];
-		const size_t gb = group_bytes(p);
-		char* blk = take(i == 0 ? sizeof(node) + gb : gb);
-		if (blk == nullptr)
+		const size_t pb = group_bytes(p);
+		char* nb = take(i == 0 ? sizeof(node) + pb : pb);
+		if (nb == nullptr)
 			return -ENOMEM;
-		char* group = i == 0 ? blk + sizeof(node) : blk;
-		std::memcpy(group, p->base, gb);
-		reinterpret_cast<node*>(group)[idx[i + 1]] = cur;
-		cur = node{p->vector, p->leafvec, reinterpret_cast<const node*>(group)};
+		char* g = i == 0 ? nb + sizeof(node) : nb;
+		std::memcpy(g, p->base, pb);
+		reinterpret_cast<node*>(g)[idx[i + 1]] = cur;
+		cur = node{p->vector, p->leafvec, reinterpret_cast<const node*>(g)};
 		if (i == 0) {
-			*reinterpret_cast<node*>(blk) = cur;
-			out->w = reinterpret_cast<slot_word>(blk);
+			*reinterpret_cast<node*>(nb) = cur;
+			out->w = reinterpret_cast<slot_word>(nb);
 		}
 	}
 	return 0;
@@ -891,7 +1000,7 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 template <typename F>
 template <typename M>
 int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool remove, uint32_t value,
-		  uint8_t value_len, M&& mutate) noexcept
+		  uint8_t value_len, int added, M&& mutate) noexcept
 {
 	const bool is_short = len <= kTop;
 	const size_t first = slot_of(prefix), count = is_short ? size_t{1} << (kTop - len) : 1;
@@ -935,6 +1044,8 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 	}
 	if (const int rc = mutate(); rc != 0)
 		return drop(rc);
+	if (!is_short)
+		t->long_routes[first] += static_cast<uint32_t>(added);
 	for (size_t i = 0; i < n; i++) {
 		if (is_short) {
 			t->dflt[st[i].slot] = value;
@@ -972,10 +1083,11 @@ int lpm<F>::update(addr prefix, unsigned len, uint32_t value, bool overwrite) no
 	table* t = t_.load(std::memory_order_relaxed);
 	uint8_t k[kKeyLen];
 	key_of(prefix, len, k);
-	if (!overwrite && t->routes->lookup(k, kKeyLen) != nullptr)
+	const bool existed = t->routes->lookup(k, kKeyLen) != nullptr;
+	if (!overwrite && existed)
 		return -EEXIST;
 	const route r{prefix, static_cast<uint8_t>(len), value};
-	return apply(t, prefix, len, &r, false, value, static_cast<uint8_t>(len), [&] {
+	return apply(t, prefix, len, &r, false, value, static_cast<uint8_t>(len), existed ? 0 : 1, [&] {
 		return overwrite ? t->routes->assign(k, kKeyLen, value) : t->routes->insert(k, kKeyLen, value);
 	});
 }
@@ -1006,7 +1118,7 @@ int lpm<F>::erase(addr prefix, unsigned len) noexcept
 			break;
 		}
 	}
-	return apply(t, prefix, len, &r, true, nv, nl, [&] { return t->routes->erase(k, kKeyLen); });
+	return apply(t, prefix, len, &r, true, nv, nl, -1, [&] { return t->routes->erase(k, kKeyLen); });
 }
 
 template <typename F>

@@ -125,6 +125,76 @@ TYPED_TEST(lpm_test, random_tables_with_nested_prefixes_and_deletes_match_the_re
 	t.reclaim();
 }
 
+// Updates change only the part of a subtree they span and copy the path
+// above it: a dense, deeply nested region (every length from the top
+// level's to the last bit, under one slot and its neighbours) is churned
+// by inserts, assigns and erases, checked against the reference every few
+// changes; emptied, it returns every block it took.
+TYPED_TEST(lpm_test, churn_in_one_dense_region_matches_the_reference_at_every_step)
+{
+	using F = TypeParam;
+	using L = lpm<F>;
+	using A = typename F::addr;
+	std::mt19937_64 rng(F::kBits + 16);
+	L t;
+	reference<F> ref;
+	const size_t empty_bytes = t.stats().lookup_bytes;
+	const unsigned top = F::kTopBits;
+	// Two neighbouring slots, and a few routes at and above the top level.
+	const A region = random_addr<F>(rng) & reference<F>::mask(top - 1);
+	std::vector<typename L::route> live;
+	auto pick = [&] {
+		const unsigned len = top - 3 + static_cast<unsigned>(rng() % (F::kBits - top + 4));
+		const A p = (region | (random_addr<F>(rng) & ~reference<F>::mask(top - 1))) & reference<F>::mask(len);
+		return typename L::route{p, static_cast<uint8_t>(len), static_cast<uint32_t>(rng() % 50)};
+	};
+	auto check = [&](int step) {
+		for (int q = 0; q < 300; q++) {
+			const A a = live.empty() || q % 3 == 0 ? (region | (random_addr<F>(rng) & ~reference<F>::mask(top - 1)))
+							      : near<F>(live[rng() % live.size()], rng);
+			ASSERT_EQ(t.lookup(a), ref.lookup(a)) << "step " << step << " query " << q;
+		}
+	};
+	for (int step = 0; step < 6000; step++) {
+		const unsigned op = static_cast<unsigned>(rng() % 10);
+		if (op < 5 || live.empty()) {
+			const auto r = pick();
+			const int rc = t.insert(r.prefix, r.len, r.value);
+			if (rc == 0) {
+				live.push_back(r);
+				ref.set(r.prefix, r.len, r.value);
+			} else {
+				ASSERT_EQ(rc, -EEXIST);
+			}
+		} else if (op < 7) {
+			auto& r = live[rng() % live.size()];
+			r.value = static_cast<uint32_t>(rng() % 50);
+			ASSERT_EQ(t.assign(r.prefix, r.len, r.value), 0);
+			ref.set(r.prefix, r.len, r.value);
+		} else {
+			const size_t i = rng() % live.size();
+			ASSERT_EQ(t.erase(live[i].prefix, live[i].len), 0);
+			ref.erase(live[i].prefix, live[i].len);
+			live[i] = live.back();
+			live.pop_back();
+		}
+		if (step % 20 == 0)
+			check(step);
+		if (step % 500 == 0)
+			t.reclaim();
+		if (::testing::Test::HasFatalFailure())
+			return;
+	}
+	check(6000);
+	for (const auto& r : live)
+		ASSERT_EQ(t.erase(r.prefix, r.len), 0);
+	t.reclaim();
+	const lpm_stats st = t.stats();
+	EXPECT_EQ(st.routes, 0u);
+	EXPECT_EQ(st.subtrees, 0u);
+	EXPECT_EQ(st.lookup_bytes, empty_bytes) << "blocks still counted after every route left";
+}
+
 // An update whose memory runs out answers -ENOMEM and changes nothing: the
 // route is not listed, and every lookup answers as before (issue 16: a
 // failed subtree allocation used to keep the route in the trie, listed but
