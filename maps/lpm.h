@@ -180,16 +180,21 @@ public:
 private:
 	// A subtree node. Its group, one block, holds its child nodes (child
 	// i at base[i]) and then its leaves; a subtree's root block is the
-	// root node followed by its group.
+	// root node followed by its group. An update that keeps a node's
+	// vector and leafvec swaps its group in place: base is the one field
+	// a reader may see change, loaded with acquire.
 	struct node {
 		uint64_t vector;   // child i is a node
 		uint64_t leafvec;  // a run of equal leaves starts at child i
 		const node* base;  // its group
+		uint32_t dflt;     // what its span inherits (the writer's)
+		uint32_t unused;
 	};
-	static_assert(sizeof(node) == 24);
-	static const uint32_t* leaves_of(const node* n) noexcept
+	static_assert(sizeof(node) == 32);
+	static const node* group_of(const node* n) noexcept { return __atomic_load_n(&n->base, __ATOMIC_ACQUIRE); }
+	static const uint32_t* leaves_of(const node* n, const node* group) noexcept
 	{
-		return reinterpret_cast<const uint32_t*>(n->base + __builtin_popcountll(n->vector));
+		return reinterpret_cast<const uint32_t*>(group + __builtin_popcountll(n->vector));
 	}
 	static size_t group_bytes(uint64_t vector, uint64_t leafvec) noexcept
 	{
@@ -240,6 +245,7 @@ private:
 			uint64_t vector, leafvec;
 			uint32_t base0;  // first leaf in leaves
 			uint32_t base1;  // first child in nodes
+			uint32_t dflt;
 		};
 		std::vector<bnode> nodes;
 		std::vector<uint32_t> leaves;
@@ -303,6 +309,7 @@ private:
 	struct staged {
 		size_t slot;
 		slot_word w;
+		node* entry;  // when set: w is a group stored in place as entry->base
 	};
 	// Builds slot s from all its routes longer than kTop, `change` applied,
 	// under default `dflt`.
@@ -323,20 +330,21 @@ private:
 	char* take(size_t bytes) noexcept;
 	void stale_subtree(const node* root);
 	// Subtrees built by updates: 64-byte blocks in size classes up to
-	// kMaxClass units, carved from 1 MiB chunks and recycled through an
+	// kMaxClass units, carved from 2 MiB table chunks (huge pages: one
+	// fault per chunk, not 512) and recycled through an
 	// intrusive free list per class once the grace period that retired
 	// them is over (reclaim); larger ones come from aligned_alloc. The
 	// writer's alone. get() fails as told by fail_next_allocations.
 	class subtree_pool {
 	public:
-		static constexpr size_t kUnit = 64, kMaxClass = 64, kChunk = size_t{1} << 20;
+		static constexpr size_t kUnit = 64, kMaxClass = 64, kChunk = size_t{2} << 20;
 		subtree_pool() = default;
 		subtree_pool(const subtree_pool&) = delete;
 		subtree_pool& operator=(const subtree_pool&) = delete;
 		~subtree_pool()
 		{
 			for (char* c : chunks_)
-				std::free(c);
+				table_free(c, kChunk);
 		}
 		char* get(size_t bytes) noexcept;
 		void release(char* p, size_t bytes) noexcept;
@@ -423,11 +431,12 @@ template <typename F>
 	const node* n = reinterpret_cast<const node*>(w);
 	for (unsigned pos = kTop;; pos += 6) {
 		const uint64_t bit = uint64_t{1} << chunk(a, pos);
+		const node* g = group_of(n);
 		if (n->vector & bit) {
-			n = n->base + __builtin_popcountll(n->vector & (bit - 1));
+			n = g + __builtin_popcountll(n->vector & (bit - 1));
 			continue;
 		}
-		return leaves_of(n)[__builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
+		return leaves_of(n, g)[__builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
 	}
 }
 
@@ -461,13 +470,14 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 			const unsigned i = live[k];
 			const node* x = cur[i];
 			const uint64_t bit = uint64_t{1} << chunk(addrs[i], pos);
+			const node* g = group_of(x);
 			if (x->vector & bit) {
-				cur[i] = x->base + __builtin_popcountll(x->vector & (bit - 1));
+				cur[i] = g + __builtin_popcountll(x->vector & (bit - 1));
 				__builtin_prefetch(cur[i]);
 				live[still++] = static_cast<uint8_t>(i);
 				continue;
 			}
-			values[i] = leaves_of(x)[__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
+			values[i] = leaves_of(x, g)[__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
 			hits += values[i] != kNoRoute;
 		}
 		nlive = still;
@@ -551,7 +561,7 @@ void lpm<F>::build_node(built& b, uint32_t self, const route* r, size_t n, unsig
 	}
 	const auto base1 = static_cast<uint32_t>(b.nodes.size());
 	b.nodes.resize(b.nodes.size() + static_cast<size_t>(__builtin_popcountll(internal)));
-	b.nodes[self] = typename built::bnode{internal, leafvec, base0, base1};
+	b.nodes[self] = typename built::bnode{internal, leafvec, base0, base1, dflt};
 	// Children: routes are sorted by prefix, so each node child's routes
 	// are one contiguous range (those ending here are skipped below).
 	size_t i = 0;
@@ -583,7 +593,7 @@ bool lpm<F>::emit(const built& b, uint32_t i, node* out, A&& alloc, char* group)
 			return false;
 	std::memcpy(group + nch * sizeof(node), b.leaves.data() + bn.base0,
 		    static_cast<size_t>(__builtin_popcountll(bn.leafvec)) * 4);
-	*out = node{bn.vector, bn.leafvec, kids};
+	*out = node{bn.vector, bn.leafvec, kids, bn.dflt, 0};
 	return true;
 }
 
@@ -701,7 +711,7 @@ char* lpm<F>::subtree_pool::get(size_t bytes) noexcept
 				return nullptr;
 			}
 		}
-		auto* chunk = static_cast<char*>(std::aligned_alloc(kUnit, kChunk));
+		auto* chunk = static_cast<char*>(table_alloc(kChunk));
 		if (chunk == nullptr)
 			return nullptr;
 		chunks_.push_back(chunk);  // capacity reserved above
@@ -790,6 +800,7 @@ int lpm<F>::stage_slot(const table* t, size_t s, uint32_t dflt, const route* cha
 {
 	out->slot = s;
 	out->w = slot_word{dflt} << 32 | 1;
+	out->entry = nullptr;
 	try {
 		const slot_word old = t->top[s].load(std::memory_order_relaxed);
 		if (!(old & 1))
@@ -816,17 +827,17 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 	const node* path[kMaxDepth];
 	unsigned idx[kMaxDepth];  // path[k] is child idx[k] of path[k - 1]
 	const node* root = reinterpret_cast<const node*>(t->top[s].load(std::memory_order_relaxed));
-	uint32_t dflt = t->dflt[s];  // what path[k]'s span inherits
 	unsigned k = 0, pos = kTop;
 	path[0] = root;
 	out->slot = s;
+	out->entry = nullptr;
 	if (remove && t->long_routes[s] == 1) {  // its last long route
 		try {
 			stale_subtree(root);
 		} catch (const std::bad_alloc&) {
 			return -ENOMEM;
 		}
-		out->w = slot_word{dflt} << 32 | 1;
+		out->w = slot_word{t->dflt[s]} << 32 | 1;
 		return 0;
 	}
 	uint32_t val[64];
@@ -834,21 +845,11 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 	built& b = scratch_;
 	try {
 		// Down to the node X where the route ends, or where its path
-		// leaves the subtree. A child inherits the longest route ending in
-		// its parent's 6 bits that covers it (never the change: it is
-		// longer), else what its parent inherited.
+		// leaves the subtree.
 		while (r.len > pos + 6) {
 			const uint64_t bit = uint64_t{1} << chunk(r.prefix, pos);
 			if (!(path[k]->vector & bit))
 				break;
-			for (unsigned l = pos + 6; l > pos; l--) {
-				uint8_t kk[kKeyLen];
-				key_of(r.prefix & mask(l), l, kk);
-				if (const uint32_t* v = t->routes->lookup(kk, kKeyLen)) {
-					dflt = *v;
-					break;
-				}
-			}
 			idx[k + 1] = static_cast<unsigned>(__builtin_popcountll(path[k]->vector & (bit - 1)));
 			path[k + 1] = path[k]->base + idx[k + 1];
 			k++;
@@ -896,7 +897,7 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 						   });
 			in_.insert(at, r);
 		}
-		internal = node_values(in_.data(), in_.size(), pos, dflt, val) & range;
+		internal = node_values(in_.data(), in_.size(), pos, path[k]->dflt, val) & range;
 		// The spanned children that are nodes, built (one root each).
 		b.nodes.assign(static_cast<size_t>(__builtin_popcountll(internal)), typename built::bnode{});
 		b.leaves.clear();
@@ -913,9 +914,8 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 			build_node(b, self++, in_.data() + i, j - i, pos + 6, val[c]);
 			i = j;
 		}
-		// Retired with this change: X's group (or the root block), the
-		// subtrees of X's spanned children that were nodes, and the
-		// groups above X (the root block holds the root's).
+		// Retired with this change: the subtrees of X's spanned children
+		// that were nodes (X's group and the ones above it: below).
 		const node* x = path[k];
 		for (unsigned c = first; c < first + count; c++)
 			if (x->vector & (uint64_t{1} << c)) {
@@ -925,16 +925,14 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 				});
 				stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(old->base)), group_bytes(old)});
 			}
-		for (unsigned d = 1; d <= k; d++)
-			stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(path[d]->base)), group_bytes(path[d])});
-		stale_.push_back({const_cast<char*>(reinterpret_cast<const char*>(root)), sizeof(node) + group_bytes(root)});
+		stale_.reserve(stale_.size() + 2);  // the two pushes below cannot throw
 	} catch (const std::bad_alloc&) {
 		return -ENOMEM;
 	}
 	// X anew: the children outside the span as they were (values, and
 	// nodes shared), those inside from val[] and the built subtrees.
 	const node* x = path[k];
-	const uint32_t* old_leaves = leaves_of(x);
+	const uint32_t* old_leaves = leaves_of(x, x->base);
 	const uint64_t vector = (x->vector & ~range) | internal;
 	uint64_t leafvec = 0;
 	uint32_t leaves[64];
@@ -950,11 +948,17 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 			leaves[nl++] = v;
 		}
 	}
+	// X's new group goes into a new root block (X is the root), or is
+	// swapped into X's entry in place (X kept its vector and leafvec),
+	// or X's parent's group is copied with X's new entry and that goes
+	// into a new root block or is swapped into the parent's entry.
+	const bool x_root = k == 0, parent_root = k == 1;
+	const bool in_place = !x_root && vector == x->vector && leafvec == x->leafvec;
 	const size_t gb = group_bytes(vector, leafvec);
-	char* blk = take(k == 0 ? sizeof(node) + gb : gb);
+	char* blk = take(x_root ? sizeof(node) + gb : gb);
 	if (blk == nullptr)
 		return -ENOMEM;
-	char* group = k == 0 ? blk + sizeof(node) : blk;
+	char* group = x_root ? blk + sizeof(node) : blk;
 	auto* kids = reinterpret_cast<node*>(group);
 	auto alloc = [this](size_t bytes) { return take(bytes); };
 	unsigned nk = 0, built_i = 0;
@@ -971,28 +975,38 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 		nk++;
 	}
 	std::memcpy(group + nk * sizeof(node), leaves, nl * 4);
-	node cur{vector, leafvec, kids};
-	if (k == 0) {
-		*reinterpret_cast<node*>(blk) = cur;
+	const node nx{vector, leafvec, kids, x->dflt, 0};
+	auto stale_block = [&](const node* n, bool with_node) {
+		const char* p = with_node ? reinterpret_cast<const char*>(n) : reinterpret_cast<const char*>(n->base);
+		stale_.push_back({const_cast<char*>(p), (with_node ? sizeof(node) : 0) + group_bytes(n)});  // reserved
+	};
+	if (x_root) {
+		*reinterpret_cast<node*>(blk) = nx;
 		out->w = reinterpret_cast<slot_word>(blk);
+		stale_block(x, true);
 		return 0;
 	}
-	// Path copying: each group above X, with one child replaced, then a
-	// new root block.
-	for (unsigned i = k; i-- > 0;) {
-		const node* p = path[i];
-		const size_t pb = group_bytes(p);
-		char* nb = take(i == 0 ? sizeof(node) + pb : pb);
-		if (nb == nullptr)
-			return -ENOMEM;
-		char* g = i == 0 ? nb + sizeof(node) : nb;
-		std::memcpy(g, p->base, pb);
-		reinterpret_cast<node*>(g)[idx[i + 1]] = cur;
-		cur = node{p->vector, p->leafvec, reinterpret_cast<const node*>(g)};
-		if (i == 0) {
-			*reinterpret_cast<node*>(nb) = cur;
-			out->w = reinterpret_cast<slot_word>(nb);
-		}
+	stale_block(x, false);
+	if (in_place) {
+		out->entry = const_cast<node*>(x);
+		out->w = reinterpret_cast<slot_word>(group);
+		return 0;
+	}
+	const node* p = path[k - 1];
+	const size_t pb = group_bytes(p);
+	char* nb = take(parent_root ? sizeof(node) + pb : pb);
+	if (nb == nullptr)
+		return -ENOMEM;
+	char* g = parent_root ? nb + sizeof(node) : nb;
+	std::memcpy(g, p->base, pb);
+	reinterpret_cast<node*>(g)[idx[k]] = nx;
+	stale_block(p, parent_root);
+	if (parent_root) {
+		*reinterpret_cast<node*>(nb) = node{p->vector, p->leafvec, reinterpret_cast<const node*>(g), p->dflt, 0};
+		out->w = reinterpret_cast<slot_word>(nb);
+	} else {
+		out->entry = const_cast<node*>(p);
+		out->w = reinterpret_cast<slot_word>(g);
 	}
 	return 0;
 }
@@ -1023,7 +1037,7 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 			if (remove ? t->dflt_len[s] != len : (t->dflt_len[s] != 0xff && t->dflt_len[s] > len))
 				continue;  // another route is the default there
 			if (w & 1) {
-				st[n++] = staged{s, slot_word{value} << 32 | 1};
+				st[n++] = staged{s, slot_word{value} << 32 | 1, nullptr};
 				continue;
 			}
 		}
@@ -1050,6 +1064,10 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 		if (is_short) {
 			t->dflt[st[i].slot] = value;
 			t->dflt_len[st[i].slot] = value_len;
+		}
+		if (st[i].entry != nullptr) {
+			__atomic_store_n(&st[i].entry->base, reinterpret_cast<const node*>(st[i].w), __ATOMIC_RELEASE);
+			continue;
 		}
 		const slot_word old = t->top[st[i].slot].load(std::memory_order_relaxed);
 		t->top[st[i].slot].store(st[i].w, std::memory_order_release);  // guarantee 1
