@@ -43,8 +43,8 @@
 //   insert, erase, replace, load_text      one writer at a time (writer lock)
 //   reclaim                                a thread holding no lpm pointer;
 //                                          waits for a grace period
-// Values are next hops in [0, kNoRoute). Errors: -EINVAL (length out of
-// range, host bits set, value kNoRoute), -EEXIST (insert of a present
+// Values are next hops in [0, kMaxValue]. Errors: -EINVAL (length out of
+// range, host bits set, value above kMaxValue), -EEXIST (insert of a present
 // route; use assign to overwrite), -ENOENT, -ENOMEM.
 #pragma once
 
@@ -118,6 +118,7 @@ class lpm {
 public:
 	using addr = typename F::addr;
 	static constexpr uint32_t kNoRoute = UINT32_MAX;
+	static constexpr uint32_t kMaxValue = UINT32_MAX - 2;
 	static constexpr unsigned kBits = F::kBits;
 	static constexpr unsigned kMaxBulk = 64;
 
@@ -223,15 +224,37 @@ private:
 	// A slot word: (value << 32 | 1) for a next hop, else a subtree pointer.
 	using slot_word = uint64_t;
 	static constexpr unsigned kTop = F::kTopBits;
+	// A subtree leaf that stands for its slot's default (table::dflt): a
+	// route of kTop bits or fewer changes one word per slot it covers,
+	// never a subtree.
+	static constexpr uint32_t kInherit = UINT32_MAX - 1;
 	static constexpr size_t kSlots = size_t{1} << kTop;
 
+	struct len_set {
+		uint64_t w[(kBits - kTop + 63) / 64];
+	};
 	struct table {
 		std::unique_ptr<std::atomic<slot_word>[]> top;
-		std::unique_ptr<uint32_t[]> dflt;     // best route of <= kTop bits per slot
+		// Best route of <= kTop bits per slot: what a leaf kInherit means.
+		std::unique_ptr<std::atomic<uint32_t>[]> dflt;
 		std::unique_ptr<uint8_t[]> dflt_len;  // its length, 0xff for none
 		// Routes longer than kTop per slot (the writer's): a slot left
 		// with none becomes a leaf again.
 		std::unique_ptr<uint32_t[]> long_routes;
+		// Per slot, the lengths (bit len - kTop - 1) its long routes have,
+		// or had since it was last a leaf (the writer's): an update looks
+		// up covering routes of those lengths only.
+		std::unique_ptr<len_set[]> lens;
+		bool has_len(size_t s, unsigned len) const noexcept
+		{
+			const unsigned b = len - kTop - 1;
+			return (lens[s].w[b / 64] >> (b % 64)) & 1;
+		}
+		void add_len(size_t s, unsigned len) noexcept
+		{
+			const unsigned b = len - kTop - 1;
+			lens[s].w[b / 64] |= uint64_t{1} << (b % 64);
+		}
 		std::unique_ptr<qptrie<uint32_t>> routes;
 		char* arena = nullptr;  // subtrees of the last full build
 		size_t arena_bytes = 0;
@@ -311,9 +334,8 @@ private:
 		slot_word w;
 		node* entry;  // when set: w is a group stored in place as entry->base
 	};
-	// Builds slot s from all its routes longer than kTop, `change` applied,
-	// under default `dflt`.
-	int stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove, staged* out) noexcept;
+	// Builds slot s from all its routes longer than kTop, `change` applied.
+	int stage_slot(const table* t, size_t s, const route* change, bool remove, staged* out) noexcept;
 	// Builds slot s with a route longer than kTop added or removed, by
 	// path copying: in the node where the route ends (or where its path
 	// leaves the subtree) only the children the route spans are rebuilt
@@ -436,7 +458,8 @@ template <typename F>
 			n = g + __builtin_popcountll(n->vector & (bit - 1));
 			continue;
 		}
-		return leaves_of(n, g)[__builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
+		const uint32_t v = leaves_of(n, g)[__builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
+		return v != kInherit ? v : t->dflt[slot_of(a)].load(std::memory_order_relaxed);
 	}
 }
 
@@ -478,6 +501,8 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 				continue;
 			}
 			values[i] = leaves_of(x, g)[__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
+			if (values[i] == kInherit)
+				values[i] = t->dflt[slot_of(addrs[i])].load(std::memory_order_relaxed);
 			hits += values[i] != kNoRoute;
 		}
 		nlive = still;
@@ -612,11 +637,13 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 {
 	auto t = std::make_unique<table>();
 	t->top = std::make_unique<std::atomic<slot_word>[]>(kSlots);
-	t->dflt = std::make_unique<uint32_t[]>(kSlots);
+	t->dflt = std::make_unique<std::atomic<uint32_t>[]>(kSlots);
 	t->dflt_len = std::make_unique<uint8_t[]>(kSlots);
 	t->long_routes = std::make_unique<uint32_t[]>(kSlots);  // zeroed
+	t->lens = std::make_unique<len_set[]>(kSlots);         // zeroed
 	t->routes = std::make_unique<qptrie<uint32_t>>(false);  // unpublished until returned
-	std::fill(t->dflt.get(), t->dflt.get() + kSlots, kNoRoute);
+	for (size_t s = 0; s < kSlots; s++)
+		t->dflt[s].store(kNoRoute, std::memory_order_relaxed);
 	std::fill(t->dflt_len.get(), t->dflt_len.get() + kSlots, uint8_t{0xff});
 	std::sort(routes.begin(), routes.end(), [](const route& a, const route& b) {
 		return a.prefix != b.prefix ? a.prefix < b.prefix : a.len < b.len;
@@ -638,7 +665,8 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 	std::stable_sort(shorts.begin(), shorts.end(), [](const route& a, const route& b) { return a.len < b.len; });
 	for (const route& r : shorts) {
 		const size_t first = slot_of(r.prefix), count = size_t{1} << (kTop - r.len);
-		std::fill(t->dflt.get() + first, t->dflt.get() + first + count, r.value);
+		for (size_t s = first; s < first + count; s++)
+			t->dflt[s].store(r.value, std::memory_order_relaxed);
 		std::fill(t->dflt_len.get() + first, t->dflt_len.get() + first + count, r.len);
 	}
 	// Subtrees, built then laid out in one arena.
@@ -657,15 +685,17 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 						     routes[j + 1].len != routes[j].len))
 				in.push_back(routes[j]);
 		t->long_routes[s] = static_cast<uint32_t>(in.size());
+		for (const route& r : in)
+			t->add_len(s, r.len);
 		built b;
 		b.reset();
-		build_node(b, 0, in.data(), in.size(), kTop, t->dflt[s]);
+		build_node(b, 0, in.data(), in.size(), kTop, kInherit);
 		total += b.bytes();
 		subs.emplace_back(s, std::move(b));
 		i = j;
 	}
 	for (size_t s = 0; s < kSlots; s++)
-		t->top[s].store(slot_word{t->dflt[s]} << 32 | 1, std::memory_order_relaxed);
+		t->top[s].store(slot_word{t->dflt[s].load(std::memory_order_relaxed)} << 32 | 1, std::memory_order_relaxed);
 	if (total != 0) {
 		t->arena = static_cast<char*>(table_alloc(total));
 		if (t->arena == nullptr) {
@@ -795,11 +825,10 @@ void lpm<F>::collect(const table* t, addr prefix, unsigned pos, const route* cha
 }
 
 template <typename F>
-int lpm<F>::stage_slot(const table* t, size_t s, uint32_t dflt, const route* change, bool remove,
-		       staged* out) noexcept
+int lpm<F>::stage_slot(const table* t, size_t s, const route* change, bool remove, staged* out) noexcept
 {
 	out->slot = s;
-	out->w = slot_word{dflt} << 32 | 1;
+	out->w = slot_word{t->dflt[s].load(std::memory_order_relaxed)} << 32 | 1;
 	out->entry = nullptr;
 	try {
 		const slot_word old = t->top[s].load(std::memory_order_relaxed);
@@ -809,7 +838,7 @@ int lpm<F>::stage_slot(const table* t, size_t s, uint32_t dflt, const route* cha
 		if (in_.empty())
 			return 0;
 		scratch_.reset();
-		build_node(scratch_, 0, in_.data(), in_.size(), kTop, dflt);
+		build_node(scratch_, 0, in_.data(), in_.size(), kTop, kInherit);
 	} catch (const std::bad_alloc&) {
 		return -ENOMEM;
 	}
@@ -837,7 +866,7 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 		} catch (const std::bad_alloc&) {
 			return -ENOMEM;
 		}
-		out->w = slot_word{t->dflt[s]} << 32 | 1;
+		out->w = slot_word{t->dflt[s].load(std::memory_order_relaxed)} << 32 | 1;
 		return 0;
 	}
 	uint32_t val[64];
@@ -865,6 +894,8 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 		range = (count == 64 ? ~uint64_t{0} : ((uint64_t{1} << count) - 1)) << first;
 		in_.clear();
 		for (unsigned l = pos + 1; l < span_len; l++) {
+			if (!t->has_len(s, l))
+				continue;
 			uint8_t kk[kKeyLen];
 			key_of(span & mask(l), l, kk);
 			if (const uint32_t* v = t->routes->lookup(kk, kKeyLen))
@@ -1036,14 +1067,12 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 		if (is_short) {
 			if (remove ? t->dflt_len[s] != len : (t->dflt_len[s] != 0xff && t->dflt_len[s] > len))
 				continue;  // another route is the default there
-			if (w & 1) {
-				st[n++] = staged{s, slot_word{value} << 32 | 1, nullptr};
-				continue;
-			}
+			// A leaf slot's word is the default; a subtree's leaves
+			// say kInherit where it shows.
+			st[n++] = staged{s, (w & 1) ? slot_word{value} << 32 | 1 : 0, nullptr};
+			continue;
 		}
-		const int rc = is_short || (w & 1) ? stage_slot(t, s, is_short ? value : t->dflt[s],
-							       is_short ? nullptr : change, remove, &st[n])
-						   : stage_path(t, s, *change, remove, &st[n]);
+		const int rc = (w & 1) ? stage_slot(t, s, change, remove, &st[n]) : stage_path(t, s, *change, remove, &st[n]);
 		if (rc != 0)
 			return drop(rc);
 		n++;
@@ -1058,12 +1087,19 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 	}
 	if (const int rc = mutate(); rc != 0)
 		return drop(rc);
-	if (!is_short)
+	if (!is_short) {
 		t->long_routes[first] += static_cast<uint32_t>(added);
+		if (t->long_routes[first] == 0)
+			t->lens[first] = len_set{};
+		else
+			t->add_len(first, len);
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (is_short) {
-			t->dflt[st[i].slot] = value;
+			t->dflt[st[i].slot].store(value, std::memory_order_relaxed);
 			t->dflt_len[st[i].slot] = value_len;
+			if (st[i].w == 0)
+				continue;  // a subtree's default: nothing else changes
 		}
 		if (st[i].entry != nullptr) {
 			__atomic_store_n(&st[i].entry->base, reinterpret_cast<const node*>(st[i].w), __ATOMIC_RELEASE);
@@ -1095,15 +1131,15 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 template <typename F>
 int lpm<F>::update(addr prefix, unsigned len, uint32_t value, bool overwrite) noexcept
 {
-	if (!valid(prefix, len) || value == kNoRoute)
+	if (!valid(prefix, len) || value > kMaxValue)
 		return -EINVAL;
 	std::lock_guard<std::mutex> g(writer_);
 	table* t = t_.load(std::memory_order_relaxed);
 	uint8_t k[kKeyLen];
 	key_of(prefix, len, k);
-	const bool existed = t->routes->lookup(k, kKeyLen) != nullptr;
-	if (!overwrite && existed)
-		return -EEXIST;
+	// An insert of a present route is refused by the trie (-EEXIST), after
+	// staging: one cold descent fewer on the common path.
+	const bool existed = overwrite && t->routes->lookup(k, kKeyLen) != nullptr;
 	const route r{prefix, static_cast<uint8_t>(len), value};
 	return apply(t, prefix, len, &r, false, value, static_cast<uint8_t>(len), existed ? 0 : 1, [&] {
 		return overwrite ? t->routes->assign(k, kKeyLen, value) : t->routes->insert(k, kKeyLen, value);
@@ -1119,10 +1155,8 @@ int lpm<F>::erase(addr prefix, unsigned len) noexcept
 	table* t = t_.load(std::memory_order_relaxed);
 	uint8_t k[kKeyLen];
 	key_of(prefix, len, k);
-	const uint32_t* had = t->routes->lookup(k, kKeyLen);
-	if (had == nullptr)
-		return -ENOENT;
-	const route r{prefix, static_cast<uint8_t>(len), *had};
+	// An absent route is refused by the trie (-ENOENT), after staging.
+	const route r{prefix, static_cast<uint8_t>(len), 0};
 	// The slots a short route was the default of fall back to the longest
 	// shorter route covering it (the same for all of them).
 	uint32_t nv = kNoRoute;
@@ -1143,7 +1177,7 @@ template <typename F>
 int lpm<F>::replace(const std::vector<route>& routes, size_t* bad_index)
 {
 	for (size_t i = 0; i < routes.size(); i++)
-		if (!valid(routes[i].prefix, routes[i].len) || routes[i].value == kNoRoute) {
+		if (!valid(routes[i].prefix, routes[i].len) || routes[i].value > kMaxValue) {
 			if (bad_index != nullptr)
 				*bad_index = i;
 			return -EINVAL;
@@ -1228,8 +1262,8 @@ std::string lpm<F>::load_text(std::string_view text, size_t* loaded)
 			const std::string hop(line.substr(line.find_first_not_of(" \t", sp)));
 			char* end = nullptr;
 			const unsigned long v = std::strtoul(hop.c_str(), &end, 10);
-			if (hop.empty() || *end != '\0' || v >= kNoRoute)
-				why = "next hop '" + hop + "' is not a number below " + std::to_string(kNoRoute);
+			if (hop.empty() || *end != '\0' || v > kMaxValue)
+				why = "next hop '" + hop + "' is not a number up to " + std::to_string(kMaxValue);
 			r.value = static_cast<uint32_t>(v);
 		}
 		if (!why.empty())

@@ -320,6 +320,9 @@ TYPED_TEST(lpm_test, bad_input_is_refused_with_a_reason)
 	EXPECT_EQ(t.insert(0, F::kBits + 1, 1), -EINVAL);
 	EXPECT_EQ(t.insert(typename F::addr{1}, 8, 1), -EINVAL);  // host bits set
 	EXPECT_EQ(t.insert(0, 8, L::kNoRoute), -EINVAL);
+	EXPECT_EQ(t.insert(0, 8, L::kMaxValue + 1), -EINVAL);  // the value a leaf uses for "the slot's default"
+	EXPECT_EQ(t.insert(0, 8, L::kMaxValue), 0);
+	EXPECT_EQ(t.erase(0, 8), 0);
 	EXPECT_EQ(t.size(), 0u);
 	typename L::route r{};
 	EXPECT_NE(L::parse("nonsense", &r), "");
