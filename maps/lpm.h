@@ -189,10 +189,23 @@ private:
 		uint64_t leafvec;  // a run of equal leaves starts at child i
 		const node* base;  // its group
 		uint32_t dflt;     // what its span inherits (the writer's)
-		uint32_t unused;
+		uint32_t inherit;  // a root's: its slot's default, what a kInherit
+		                   // leaf means (stored in place, relaxed)
 	};
 	static_assert(sizeof(node) == 32);
-	static const node* group_of(const node* n) noexcept { return __atomic_load_n(&n->base, __ATOMIC_ACQUIRE); }
+	// Reads through the loaded pointer depend on it by address, which
+	// orders them on every CPU we run on (rcu_dereference); TSan models no
+	// such ordering, so it is shown an acquire.
+#if defined(__SANITIZE_THREAD__)
+	static constexpr int kDependent = __ATOMIC_ACQUIRE;
+#else
+	static constexpr int kDependent = __ATOMIC_RELAXED;
+#endif
+	static const node* group_of(const node* n) noexcept { return __atomic_load_n(&n->base, kDependent); }
+	static uint32_t resolve(uint32_t v, const node* root) noexcept
+	{
+		return v != kInherit ? v : __atomic_load_n(&root->inherit, __ATOMIC_RELAXED);
+	}
 	static const uint32_t* leaves_of(const node* n, const node* group) noexcept
 	{
 		return reinterpret_cast<const uint32_t*>(group + __builtin_popcountll(n->vector));
@@ -235,7 +248,8 @@ private:
 	};
 	struct table {
 		std::unique_ptr<std::atomic<slot_word>[]> top;
-		// Best route of <= kTop bits per slot: what a leaf kInherit means.
+		// Best route of <= kTop bits per slot (the writer's; a subtree's
+		// root carries it for readers).
 		std::unique_ptr<std::atomic<uint32_t>[]> dflt;
 		std::unique_ptr<uint8_t[]> dflt_len;  // its length, 0xff for none
 		// Routes longer than kTop per slot (the writer's): a slot left
@@ -320,7 +334,7 @@ private:
 	static bool emit(const built& b, uint32_t i, node* out, A&& alloc, char* group = nullptr) noexcept;
 	// Lays out a whole subtree as a root block; nullptr when out of memory.
 	template <typename A>
-	static const node* emit_root(const built& b, A&& alloc) noexcept;
+	static const node* emit_root(const built& b, uint32_t inherit, A&& alloc) noexcept;
 	std::unique_ptr<table> build_table(std::vector<route> routes, int* err);
 	// Routes of the trie under `prefix` (pos bits) longer than pos, in
 	// (prefix, len) order, into in_, with `change` applied (added or
@@ -450,7 +464,8 @@ template <typename F>
 	const slot_word w = t->top[slot_of(a)].load(std::memory_order_acquire);  // guarantee 1
 	if (w & 1)
 		return static_cast<uint32_t>(w >> 32);
-	const node* n = reinterpret_cast<const node*>(w);
+	const node* const root = reinterpret_cast<const node*>(w);
+	const node* n = root;
 	for (unsigned pos = kTop;; pos += 6) {
 		const uint64_t bit = uint64_t{1} << chunk(a, pos);
 		const node* g = group_of(n);
@@ -459,7 +474,7 @@ template <typename F>
 			continue;
 		}
 		const uint32_t v = leaves_of(n, g)[__builtin_popcountll(n->leafvec & ((bit << 1) - 1)) - 1];
-		return v != kInherit ? v : t->dflt[slot_of(a)].load(std::memory_order_relaxed);
+		return resolve(v, root);
 	}
 }
 
@@ -472,8 +487,10 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 {
 	const table* t = t_.load(std::memory_order_acquire);
 	const node* cur[kMaxBulk];
-	uint8_t live[kMaxBulk];
-	unsigned nlive = 0, hits = 0;
+	const node* roots[kMaxBulk];
+	const uint32_t* leaf[kMaxBulk];
+	uint8_t live[kMaxBulk], done[kMaxBulk];
+	unsigned nlive = 0, ndone = 0, hits = 0;
 	for (unsigned i = 0; i < n; i++)
 		__builtin_prefetch(&t->top[slot_of(addrs[i])]);
 	for (unsigned i = 0; i < n; i++) {
@@ -483,7 +500,7 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 			hits += values[i] != kNoRoute;
 			continue;
 		}
-		cur[i] = reinterpret_cast<const node*>(w);
+		roots[i] = cur[i] = reinterpret_cast<const node*>(w);
 		__builtin_prefetch(cur[i]);
 		live[nlive++] = static_cast<uint8_t>(i);
 	}
@@ -500,12 +517,19 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 				live[still++] = static_cast<uint8_t>(i);
 				continue;
 			}
-			values[i] = leaves_of(x, g)[__builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1];
-			if (values[i] == kInherit)
-				values[i] = t->dflt[slot_of(addrs[i])].load(std::memory_order_relaxed);
-			hits += values[i] != kNoRoute;
+			// The leaf is read after the walk: its load (a miss, often)
+			// overlaps the other addresses' instead of stalling this one.
+			leaf[i] = leaves_of(x, g) + __builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1;
+			__builtin_prefetch(leaf[i]);
+			done[ndone++] = static_cast<uint8_t>(i);
 		}
 		nlive = still;
+	}
+	for (unsigned k = 0; k < ndone; k++) {
+		const unsigned i = done[k];
+		const uint32_t v = resolve(*leaf[i], roots[i]);
+		values[i] = v;
+		hits += v != kNoRoute;
 	}
 	return hits;
 }
@@ -618,17 +642,18 @@ bool lpm<F>::emit(const built& b, uint32_t i, node* out, A&& alloc, char* group)
 			return false;
 	std::memcpy(group + nch * sizeof(node), b.leaves.data() + bn.base0,
 		    static_cast<size_t>(__builtin_popcountll(bn.leafvec)) * 4);
-	*out = node{bn.vector, bn.leafvec, kids, bn.dflt, 0};
+	*out = node{bn.vector, bn.leafvec, kids, bn.dflt, kInherit};
 	return true;
 }
 
 template <typename F>
 template <typename A>
-const typename lpm<F>::node* lpm<F>::emit_root(const built& b, A&& alloc) noexcept
+const typename lpm<F>::node* lpm<F>::emit_root(const built& b, uint32_t inherit, A&& alloc) noexcept
 {
 	char* blk = alloc(sizeof(node) + group_bytes(b.nodes[0].vector, b.nodes[0].leafvec));
 	if (blk == nullptr || !emit(b, 0, reinterpret_cast<node*>(blk), alloc, blk + sizeof(node)))
 		return nullptr;
+	reinterpret_cast<node*>(blk)->inherit = inherit;
 	return reinterpret_cast<const node*>(blk);
 }
 
@@ -645,7 +670,9 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 	for (size_t s = 0; s < kSlots; s++)
 		t->dflt[s].store(kNoRoute, std::memory_order_relaxed);
 	std::fill(t->dflt_len.get(), t->dflt_len.get() + kSlots, uint8_t{0xff});
-	std::sort(routes.begin(), routes.end(), [](const route& a, const route& b) {
+	// Stable: of routes given twice, the last one wins (in trie, defaults
+	// and subtrees alike).
+	std::stable_sort(routes.begin(), routes.end(), [](const route& a, const route& b) {
 		return a.prefix != b.prefix ? a.prefix < b.prefix : a.len < b.len;
 	});
 	// Route trie (duplicates: the last one wins).
@@ -710,7 +737,8 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 			return p;
 		};
 		for (auto& [s, b] : subs)
-			t->top[s].store(reinterpret_cast<slot_word>(emit_root(b, bump)), std::memory_order_relaxed);
+			t->top[s].store(reinterpret_cast<slot_word>(emit_root(b, t->dflt[s].load(std::memory_order_relaxed), bump)),
+					std::memory_order_relaxed);
 		t->subtrees = subs.size();
 	}
 	t->routes->publish();
@@ -842,7 +870,7 @@ int lpm<F>::stage_slot(const table* t, size_t s, const route* change, bool remov
 	} catch (const std::bad_alloc&) {
 		return -ENOMEM;
 	}
-	const node* root = emit_root(scratch_, [this](size_t b) { return take(b); });
+	const node* root = emit_root(scratch_, t->dflt[s].load(std::memory_order_relaxed), [this](size_t b) { return take(b); });
 	if (root == nullptr)
 		return -ENOMEM;
 	out->w = reinterpret_cast<slot_word>(root);
@@ -1006,7 +1034,7 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 		nk++;
 	}
 	std::memcpy(group + nk * sizeof(node), leaves, nl * 4);
-	const node nx{vector, leafvec, kids, x->dflt, 0};
+	const node nx{vector, leafvec, kids, x->dflt, x->inherit};
 	auto stale_block = [&](const node* n, bool with_node) {
 		const char* p = with_node ? reinterpret_cast<const char*>(n) : reinterpret_cast<const char*>(n->base);
 		stale_.push_back({const_cast<char*>(p), (with_node ? sizeof(node) : 0) + group_bytes(n)});  // reserved
@@ -1033,7 +1061,7 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 	reinterpret_cast<node*>(g)[idx[k]] = nx;
 	stale_block(p, parent_root);
 	if (parent_root) {
-		*reinterpret_cast<node*>(nb) = node{p->vector, p->leafvec, reinterpret_cast<const node*>(g), p->dflt, 0};
+		*reinterpret_cast<node*>(nb) = node{p->vector, p->leafvec, reinterpret_cast<const node*>(g), p->dflt, p->inherit};
 		out->w = reinterpret_cast<slot_word>(nb);
 	} else {
 		out->entry = const_cast<node*>(p);
@@ -1098,8 +1126,11 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 		if (is_short) {
 			t->dflt[st[i].slot].store(value, std::memory_order_relaxed);
 			t->dflt_len[st[i].slot] = value_len;
-			if (st[i].w == 0)
-				continue;  // a subtree's default: nothing else changes
+			if (st[i].w == 0) {  // a subtree's default: its root's word only
+				auto* root = reinterpret_cast<node*>(t->top[st[i].slot].load(std::memory_order_relaxed));
+				__atomic_store_n(&root->inherit, value, __ATOMIC_RELAXED);
+				continue;
+			}
 		}
 		if (st[i].entry != nullptr) {
 			__atomic_store_n(&st[i].entry->base, reinterpret_cast<const node*>(st[i].w), __ATOMIC_RELEASE);

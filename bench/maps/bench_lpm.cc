@@ -115,7 +115,7 @@ tables load(const std::string& path)
 				   (~0u << (32 - len));
 		t.v4.push_back({a, static_cast<uint8_t>(len), i});
 	}
-	for (uint32_t i = 0; i < 160000; i++) {
+	for (uint32_t i = 0; i < 60000; i++) {  // random /33-/48s take rte_lpm6 many tbl8s each
 		const unsigned len = 32 + static_cast<unsigned>(rng() % 17);
 		unsigned __int128 a = (static_cast<unsigned __int128>(0x2000 | (rng() & 0x1fff)) << 112) |
 				      (static_cast<unsigned __int128>(rng()) << 48);
@@ -165,6 +165,11 @@ struct world {
 	tables t;
 	lpm<ipv4> ours4;
 	lpm<ipv6> ours6;
+	// Updated by the update benchmarks, so that lookups time the tables as
+	// built whatever order the runs are interleaved in (the peers' tables
+	// hold the same routes again after each update run).
+	lpm<ipv4> upd4;
+	lpm<ipv6> upd6;
 	rte_lpm* lpm4 = nullptr;
 	rte_fib* fib4 = nullptr;
 	rte_lpm6* lpm6 = nullptr;
@@ -189,6 +194,8 @@ void build_all(bool quick)
 	{
 		auto t0 = clk::now();
 		if (W->ours4.replace(W->t.v4) != 0)
+			die("lpm v4 build");
+		if (W->upd4.replace(W->t.v4) != 0)
 			die("lpm v4 build");
 		const double s = secs_since(t0);
 		const maps::lpm_stats st = W->ours4.stats();
@@ -227,6 +234,8 @@ void build_all(bool quick)
 	{
 		auto t0 = clk::now();
 		if (W->ours6.replace(W->t.v6) != 0)
+			die("lpm v6 build");
+		if (W->upd6.replace(W->t.v6) != 0)
 			die("lpm v6 build");
 		const double s = secs_since(t0);
 		const maps::lpm_stats st = W->ours6.stats();
@@ -359,12 +368,12 @@ void register_updates(bool quick)
 					s.SetIterationTime(1.0);
 				}
 				s.counters["updates_per_s"] = r;
-			})->Iterations(1)->UseManualTime();
+			})->Iterations(1)->Repetitions(3)->UseManualTime();
 		};
 		reg(k + "/v4/lpm", [s4] {
-			const double r = change_rate(*s4, [](const auto& x) { return W->ours4.erase(x.prefix, x.len); },
-						     [](const auto& x) { return W->ours4.insert(x.prefix, x.len, x.value); });
-			W->ours4.reclaim();
+			const double r = change_rate(*s4, [](const auto& x) { return W->upd4.erase(x.prefix, x.len); },
+						     [](const auto& x) { return W->upd4.insert(x.prefix, x.len, x.value); });
+			W->upd4.reclaim();
 			return r;
 		});
 		if (!quick)
@@ -377,9 +386,9 @@ void register_updates(bool quick)
 					   [](const auto& x) { return rte_fib_add(W->fib4, x.prefix, x.len, x.value); });
 		});
 		reg(k + "/v6/lpm", [b6] {
-			const double r = change_rate(*b6, [](const r6& x) { return W->ours6.erase(x.r.prefix, x.r.len); },
-						     [](const r6& x) { return W->ours6.insert(x.r.prefix, x.r.len, x.r.value); });
-			W->ours6.reclaim();
+			const double r = change_rate(*b6, [](const r6& x) { return W->upd6.erase(x.r.prefix, x.r.len); },
+						     [](const r6& x) { return W->upd6.insert(x.r.prefix, x.r.len, x.r.value); });
+			W->upd6.reclaim();
 			return r;
 		});
 		reg(k + "/v6/rte_lpm6", [b6] {
@@ -415,7 +424,7 @@ void register_lookups(bool quick)
 		const size_t count = W->q4[inside].size();
 		auto reg = [&](const std::string& name, std::function<uint64_t(size_t)> body) {
 			benchmark::RegisterBenchmark(name.c_str(), [body, count](benchmark::State& s) { run(s, body, count); })
-				->MinTime(0.3);
+				->MinTime(0.2)->Repetitions(5);
 		};
 		const uint32_t* q4 = W->q4[inside].data();
 		const unsigned __int128* q6 = W->q6[inside].data();
@@ -507,6 +516,7 @@ struct seed_world {
 	maps::rhash<key256, uint64_t> hash{maps::rhash_config{.min_entries = 16384, .max_entries = 16384}};
 	std::vector<uint32_t> order = std::vector<uint32_t>(kQueries);
 	std::vector<uint32_t> churn, stable;  // key indexes
+	size_t trie_bytes = 0, hash_bytes = 0;  // as loaded, before any churn
 };
 seed_world* S;
 
@@ -534,10 +544,15 @@ struct seed_rhash {
 	static void change(uint32_t i)
 	{
 		const key256& k = S->keys[i];
-		if (S->hash.erase(k) != 0 || S->hash.insert(k, i) != 0)
-			die("rhash churn");
+		int rc = S->hash.erase(k);
+		if (rc == 0)
+			rc = S->hash.insert(k, i);
+		if (rc != 0) {
+			std::fprintf(stderr, "rhash churn: %s\n", std::strerror(-rc));
+			std::exit(1);
+		}
 	}
-	static void tidy() {}
+	static void tidy() { S->hash.reclaim(); }
 };
 
 template <typename M>
@@ -580,8 +595,10 @@ void seed_mt_read(benchmark::State& s)
 		maps::rcu::quiescent();
 	}
 	const double secs = secs_since(t0);
+	maps::rcu::offline();  // the writer's reclaim must not wait for us
 	stop.store(true);
 	writer.join();
+	maps::rcu::online();
 	benchmark::DoNotOptimize(sum);
 	s.SetItemsProcessed(static_cast<int64_t>(s.iterations()) * 32);
 	s.counters["writer_changes_per_s"] = double(changes.load()) / secs;
@@ -607,6 +624,8 @@ void register_seed()
 				(i % 4 == 0 ? S->churn : S->stable).push_back(static_cast<uint32_t>(i));
 		}
 	}
+	S->trie_bytes = S->trie.bytes_used();
+	S->hash_bytes = S->hash.bytes_used();
 	for (auto& o : S->order)
 		o = static_cast<uint32_t>(rng() % S->keys.size());
 	auto sized = [](benchmark::State& s, size_t bytes, uint64_t keys) {
@@ -622,8 +641,8 @@ void register_seed()
 			}
 			return sum;
 		});
-		sized(s, S->trie.bytes_used(), S->trie.size());
-	})->MinTime(0.3);
+		sized(s, S->trie_bytes, S->trie.size());
+	})->MinTime(0.2)->Repetitions(5);
 	benchmark::RegisterBenchmark("seed/lookup/rhash", [sized](benchmark::State& s) {
 		run(s, [](size_t p) {
 			uint64_t sum = 0;
@@ -631,8 +650,8 @@ void register_seed()
 				sum += *S->hash.lookup(S->keys[S->order[p + i]]);
 			return sum;
 		});
-		sized(s, S->hash.bytes_used(), S->hash.size());
-	})->MinTime(0.3);
+		sized(s, S->hash_bytes, S->hash.size());
+	})->MinTime(0.2)->Repetitions(5);
 	benchmark::RegisterBenchmark("seed/update/qptrie", seed_update<seed_qptrie>)->MinTime(0.3);
 	benchmark::RegisterBenchmark("seed/update/rhash", seed_update<seed_rhash>)->MinTime(0.3);
 	benchmark::RegisterBenchmark("seed/mt_read/qptrie", seed_mt_read<seed_qptrie>)->MinTime(0.3)->UseRealTime();
@@ -669,6 +688,14 @@ int main(int argc, char** argv)
 	build_all(quick);
 	register_lookups(quick);
 	register_seed();
+	// This machine is shared: each lookup runs 5 times, interleaved with
+	// the others in random order, and bench/compare takes the medians.
+	bool order_given = false;
+	for (char* a : rest)
+		order_given |= std::strncmp(a, "--benchmark_enable_random_interleaving", 38) == 0;
+	static char interleave[] = "--benchmark_enable_random_interleaving=true";
+	if (!order_given)
+		rest.push_back(interleave);
 	int bargc = static_cast<int>(rest.size());
 	benchmark::Initialize(&bargc, rest.data());
 	benchmark::RunSpecifiedBenchmarks();

@@ -47,6 +47,24 @@ void readers_see_before_or_after()
 		ASSERT_EQ(t.insert(probes[i].prefix, probes[i].len, 0), 0);
 		started[i] = completed[i] = 0;
 	}
+	// Neighbours that stay: under a short probe, a route in the last
+	// quarter of its first slot (so that slot is a subtree whose leaves
+	// inherit the probe: its value is swapped in the subtree's root); beside
+	// a long probe, a disjoint route of the same length in its slot (so
+	// updates rebuild part of a node and share the rest). Readers never ask
+	// inside them.
+	const unsigned slot_bits = F::kBits - F::kTopBits;
+	const addr slot_size = addr{1} << slot_bits;
+	auto neighbour = [&](const probe& p) -> probe {
+		if (p.len <= F::kTopBits)
+			return {p.prefix | (slot_size - (slot_size >> 2)), F::kTopBits + 2};
+		return {p.prefix ^ (addr{1} << (slot_bits - 2)), p.len};
+	};
+	constexpr uint32_t kNeighbour = 0x7ffffff0;
+	for (const probe& p : probes) {
+		const probe n = neighbour(p);
+		ASSERT_EQ(t.insert(n.prefix, n.len, kNeighbour), 0);
+	}
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> checks{0}, bad{0};
 	ctplane::test::start_gate gate(2);
@@ -60,6 +78,10 @@ void readers_see_before_or_after()
 			addr a = probes[i].prefix;
 			if (host != 0)
 				a |= static_cast<addr>(rng()) & ((addr{1} << std::min(host, 63u)) - 1);
+			if (probes[i].len <= F::kTopBits && (n % 2 == 0 || (a & ~(slot_size - 1)) == probes[i].prefix))
+				// The first slot's first half: its subtree, not the
+				// neighbour in its last quarter.
+				a = probes[i].prefix | (static_cast<addr>(rng()) & ((slot_size >> 1) - 1));
 			const uint32_t lo = completed[i].load(std::memory_order_acquire);
 			uint32_t v;
 			if (n % 2 == 0) {
@@ -89,6 +111,8 @@ void readers_see_before_or_after()
 				for (size_t i = 0; i < probes.size(); i++) {
 					started[i].store(step, std::memory_order_release);
 					all.push_back({probes[i].prefix, static_cast<uint8_t>(probes[i].len), step});
+					const probe n = neighbour(probes[i]);
+					all.push_back({n.prefix, static_cast<uint8_t>(n.len), kNeighbour});
 				}
 				ASSERT_EQ(t.replace(all), 0);
 				for (size_t i = 0; i < probes.size(); i++)

@@ -310,6 +310,19 @@ TYPED_TEST(lpm_test, ordered_walk_exact_and_replace)
 	for (const auto& r : routes)
 		EXPECT_EQ(t.exact(r.prefix, r.len), r.value);
 	EXPECT_GT(t.reclaim(), 0u);
+	// A route given twice: the last one wins, in the walk and in lookups,
+	// short (a slot default) or long (in a subtree), among many equal keys.
+	std::vector<typename L::route> twice;
+	const typename F::addr base = typename F::addr{10} << (F::kBits - 8);
+	for (uint32_t i = 0; i < 200; i++) {
+		twice.push_back({base, 8, i});
+		twice.push_back({base | (typename F::addr{1} << (F::kBits - 30)), 30, 1000 + i});
+	}
+	ASSERT_EQ(t.replace(twice), 0);
+	EXPECT_EQ(t.size(), 2u);
+	EXPECT_EQ(t.exact(base, 8), 199u);
+	EXPECT_EQ(t.lookup(base | 1), 199u);
+	EXPECT_EQ(t.lookup(base | (typename F::addr{1} << (F::kBits - 30))), 1199u);
 }
 
 TYPED_TEST(lpm_test, bad_input_is_refused_with_a_reason)
