@@ -16,22 +16,35 @@
 // for IPv4, 16 for IPv6) holds either a next hop or a subtree. A subtree
 // node consumes 6 address bits: 64 children indexed by popcount over two
 // 64-bit bitmaps, `vector` (which children are nodes) and `leafvec` (where
-// a run of equal next hops starts among the leaves). A node is 24 bytes;
-// equal neighbouring leaves are stored once. A full IPv4 table is a few
-// MiB, so lookups hit cache: slot, one or two nodes, one leaf.
+// a run of equal next hops starts among the leaves). A node's children and
+// leaves are one block, its group, which the node points to; a subtree's
+// root block is the root node followed by its group, so a lookup that ends
+// in the root reads one slot word and one or two lines. A full IPv4 table
+// is ~8 MiB, so lookups hit cache: slot, one or two nodes, one leaf.
 //
-// Updates. A route longer than S bits rebuilds the subtree of its one slot
-// (a few routes on a real table) from the route trie and publishes it with
-// one atomic store of the slot. A route of S bits or fewer changes the
-// per-slot default of the slots it covers. Replaced subtrees are retired and
-// freed after a grace period. replace() builds a whole new table aside and
-// publishes it with one pointer store.
+// Updates (path copying; one writer). A route longer than S bits changes
+// the node X where it ends (or where its path leaves the subtree): only the
+// children of X it spans are rebuilt from the route trie, the others are
+// shared with the old X. X's new group is swapped in place into X (one
+// release store of X's group pointer) when X keeps its bitmaps; else X's
+// parent's group is copied with the new X in it and swapped into the
+// parent, or becomes a new root block stored in the slot. A change thus
+// takes at most two new groups plus the rebuilt children, whatever the
+// subtree's size (a v6 slot such as 2001::/16 holds ~20K routes). A route
+// of S bits or fewer changes the default of the slots it covers: a leaf
+// slot's word, or a subtree root's `inherit` word, which the subtree's
+// leaves name with kInherit instead of a copy of the value. Replaced blocks
+// are retired and recycled after a grace period; replace() builds a whole
+// new table aside and publishes it with one pointer store.
 //
 // Ordering guarantees:
-//  1. A subtree is fully written before the slot word naming it is stored
-//     (release); readers load the table pointer and slots with acquire.
+//  1. Every block is fully written before the word naming it (a slot word
+//     or a node's group pointer) is stored (release); readers load slot
+//     words with acquire and group pointers through an address dependency
+//     (acquire under TSan).
 //  2. Nothing a reader may hold is freed before a grace period (reclaim()).
-//     A reader sees each slot either before or after an update.
+//     A reader sees each route either before or after an update: each
+//     slot an update touches changes with one store.
 // ---------------------------------------------------------------------------
 //
 // Addresses are host-order integers whose most significant bit is the
