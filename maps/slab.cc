@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
 // slab implementation notes (contract in the header).
-// 1. A chunk pointer is stored in the directory before any reference into
-//    the chunk is returned; references reach readers through release stores
-//    of the structure that holds them, so ptr() reads the directory relaxed.
+// 1. Chunk i is the i-th kChunkBytes of one reserved region (MAP_NORESERVE:
+//    address space, not memory), so a reference is an offset and ptr() an
+//    add; references reach readers through release stores of the structure
+//    that holds them.
 // 2. Chunks are never returned to the system while the slab lives: a
 //    class's free list keeps the space. (The qp-trie churns a bounded set of
 //    sizes; the LPM rebuilds compactly on replace.)
@@ -14,22 +15,13 @@
 
 namespace ctplane::maps {
 
-slab::slab()
-{
-	dir_ = static_cast<std::atomic<char*>*>(
-		region_alloc(sizeof(std::atomic<char*>) * kMaxChunks, false));
-}
+slab::slab() { base_ = static_cast<char*>(region_alloc(size_t{kChunkBytes} * kMaxChunks, false)); }
 
-slab::~slab()
-{
-	for (uint32_t i = 1; i < nchunks_; i++)
-		region_free(dir_[i].load(std::memory_order_relaxed), kChunkBytes, false);
-	region_free(dir_, sizeof(std::atomic<char*>) * kMaxChunks, false);
-}
+slab::~slab() { region_free(base_, size_t{kChunkBytes} * kMaxChunks, false); }
 
 uint32_t slab::alloc(uint32_t bytes) noexcept
 {
-	if (bytes == 0 || bytes > kMaxBytes || dir_ == nullptr)
+	if (bytes == 0 || bytes > kMaxBytes || base_ == nullptr)
 		return 0;
 	const uint32_t cls = class_of(bytes);
 	size_class& c = classes_[cls];
@@ -41,11 +33,7 @@ uint32_t slab::alloc(uint32_t bytes) noexcept
 	if (c.chunk == 0 || c.next + cls > kChunkBytes / kGranule) {
 		if (nchunks_ == kMaxChunks)
 			return 0;
-		auto* mem = static_cast<char*>(region_alloc(kChunkBytes, false));
-		if (mem == nullptr)
-			return 0;
-		dir_[nchunks_].store(mem, std::memory_order_relaxed);  // note 1
-		c.chunk = nchunks_++;
+		c.chunk = nchunks_++;  // note 1
 		c.next = 0;
 		chunks_++;
 	}

@@ -36,7 +36,10 @@ public:
 	static constexpr uint32_t kChunkBytes = 16 * 1024;
 	static constexpr uint32_t kGranuleBits = 10;  // kChunkBytes / kGranule
 	static constexpr uint32_t kMaxBytes = 4096;
-	static constexpr uint32_t kMaxChunks = 1u << 22;
+	// References reach 2^32 granules (64 GiB); one slab reserves address
+	// space for kMaxChunks chunks (not memory: pages are taken on first
+	// touch), so ptr() is one add, with no directory load per trie level.
+	static constexpr uint32_t kMaxChunks = 1u << 20;  // 16 GiB
 
 	slab();
 	~slab();
@@ -52,11 +55,7 @@ public:
 	// Waits for a grace period and frees everything retired before.
 	size_t reclaim() noexcept;
 
-	[[gnu::always_inline]] void* ptr(uint32_t ref) const noexcept
-	{
-		return dir_[ref >> kGranuleBits].load(std::memory_order_relaxed) +
-		       size_t{ref & ((1u << kGranuleBits) - 1)} * kGranule;
-	}
+	[[gnu::always_inline]] void* ptr(uint32_t ref) const noexcept { return base_ + size_t{ref} * kGranule; }
 
 	size_t bytes_used() const noexcept { return chunks_ * size_t{kChunkBytes}; }
 	size_t objects_retired() const noexcept { return retired_.size(); }
@@ -72,7 +71,7 @@ private:
 		uint32_t ref, cls;
 	};
 
-	std::atomic<char*>* dir_;  // kMaxChunks entries, lazily touched
+	char* base_;  // kMaxChunks chunks reserved, touched as carved
 	uint32_t nchunks_ = 1;     // chunk 0 unused: reference 0 means none
 	uint64_t chunks_ = 0;
 	size_class classes_[kMaxBytes / kGranule + 1];
