@@ -349,10 +349,10 @@ private:
 	template <typename A>
 	static const node* emit_root(const built& b, uint32_t inherit, A&& alloc) noexcept;
 	std::unique_ptr<table> build_table(std::vector<route> routes, int* err);
-	// Routes of the trie under `prefix` (pos bits) longer than pos, in
-	// (prefix, len) order, into in_, with `change` applied (added or
-	// replaced, or removed with `remove`).
-	void collect(const table* t, addr prefix, unsigned pos, const route* change, bool remove);
+	// Appends to in_ the trie's routes under `prefix` (its first pos bits)
+	// of min_len bits or more, in (prefix, len) order, with `change` applied
+	// (added or replaced, or removed with `remove`).
+	void collect(const table* t, addr prefix, unsigned pos, unsigned min_len, const route* change, bool remove);
 	// A slot's next word, built aside. Staging allocates (every block it
 	// takes is listed in fresh_, every block the new word replaces in
 	// stale_); publishing does not.
@@ -833,10 +833,9 @@ void lpm<F>::stale_subtree(const node* root)
 }
 
 template <typename F>
-void lpm<F>::collect(const table* t, addr prefix, unsigned pos, const route* change, bool remove)
+void lpm<F>::collect(const table* t, addr prefix, unsigned pos, unsigned min_len, const route* change, bool remove)
 {
-	std::vector<route>& in = in_;
-	in.clear();
+	const size_t first = in_.size();
 	uint8_t k[kKeyLen];
 	key_of(prefix, 0, k);
 	bool placed = false;
@@ -845,23 +844,24 @@ void lpm<F>::collect(const table* t, addr prefix, unsigned pos, const route* cha
 		if ((p & mask(pos)) != prefix)
 			return false;
 		const unsigned len = l.key[kBits / 8];
-		if (len <= pos)
+		if (len < min_len)
 			return true;
 		if (change != nullptr && p == change->prefix && len == change->len) {
 			placed = true;
 			if (!remove)
-				in.push_back(*change);
+				in_.push_back(*change);
 			return true;
 		}
-		in.push_back(route{p, static_cast<uint8_t>(len), l.value});
+		in_.push_back(route{p, static_cast<uint8_t>(len), l.value});
 		return true;
 	});
-	if (change != nullptr && !remove && !placed && change->len > pos && (change->prefix & mask(pos)) == prefix) {
+	if (change != nullptr && !remove && !placed && change->len >= min_len && (change->prefix & mask(pos)) == prefix) {
 		// Keep (prefix, len) order: build_node expects the trie's.
-		auto at = std::lower_bound(in.begin(), in.end(), *change, [](const route& x, const route& y) {
-			return x.prefix != y.prefix ? x.prefix < y.prefix : x.len < y.len;
-		});
-		in.insert(at, *change);
+		auto at = std::lower_bound(in_.begin() + static_cast<std::ptrdiff_t>(first), in_.end(), *change,
+					   [](const route& x, const route& y) {
+						   return x.prefix != y.prefix ? x.prefix < y.prefix : x.len < y.len;
+					   });
+		in_.insert(at, *change);
 	}
 }
 
@@ -875,7 +875,8 @@ int lpm<F>::stage_slot(const table* t, size_t s, const route* change, bool remov
 		const slot_word old = t->top[s].load(std::memory_order_relaxed);
 		if (!(old & 1))
 			stale_subtree(reinterpret_cast<const node*>(old));
-		collect(t, static_cast<addr>(s) << (kBits - kTop), kTop, change, remove);
+		in_.clear();
+		collect(t, static_cast<addr>(s) << (kBits - kTop), kTop, kTop + 1, change, remove);
 		if (in_.empty())
 			return 0;
 		scratch_.reset();
@@ -943,32 +944,7 @@ int lpm<F>::stage_path(const table* t, size_t s, const route& r, bool remove, st
 				in_.push_back(route{span & mask(l), static_cast<uint8_t>(l), *v});
 		}
 		const size_t covering = in_.size();
-		uint8_t k0[kKeyLen];
-		key_of(span, 0, k0);
-		bool placed = false;
-		t->routes->for_each_from(k0, kKeyLen, [&](const auto& l) {
-			const addr p = F::from_bytes(l.key);
-			if ((p & mask(span_len)) != span)
-				return false;
-			const unsigned len = l.key[kBits / 8];
-			if (len < span_len)
-				return true;  // covering: looked up above
-			if (p == r.prefix && len == r.len) {
-				placed = true;
-				if (!remove)
-					in_.push_back(r);
-				return true;
-			}
-			in_.push_back(route{p, static_cast<uint8_t>(len), l.value});
-			return true;
-		});
-		if (!remove && !placed) {
-			auto at = std::lower_bound(in_.begin() + static_cast<std::ptrdiff_t>(covering), in_.end(), r,
-						   [](const route& x, const route& y) {
-							   return x.prefix != y.prefix ? x.prefix < y.prefix : x.len < y.len;
-						   });
-			in_.insert(at, r);
-		}
+		collect(t, span, span_len, span_len, &r, remove);
 		internal = node_values(in_.data(), in_.size(), pos, path[k]->dflt, val) & range;
 		// The spanned children that are nodes, built (one root each).
 		b.nodes.assign(static_cast<size_t>(__builtin_popcountll(internal)), typename built::bnode{});
