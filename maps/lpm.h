@@ -41,7 +41,9 @@
 //  1. Every block is fully written before the word naming it (a slot word
 //     or a node's group pointer) is stored (release); readers load slot
 //     words with acquire and group pointers through an address dependency
-//     (acquire under TSan).
+//     (acquire under TSan). A root's inherit word is stored with release
+//     and loaded with acquire: what the caller wrote before an update (the
+//     record a next hop names) is visible to a reader that sees its value.
 //  2. Nothing a reader may hold is freed before a grace period (reclaim()).
 //     A reader sees each route either before or after an update: each
 //     slot an update touches changes with one store.
@@ -203,7 +205,7 @@ private:
 		const node* base;  // its group
 		uint32_t dflt;     // what its span inherits (the writer's)
 		uint32_t inherit;  // a root's: its slot's default, what a kInherit
-		                   // leaf means (stored in place, relaxed)
+		                   // leaf means (stored in place, release)
 	};
 	static_assert(sizeof(node) == 32);
 	// Reads through the loaded pointer depend on it by address, which
@@ -217,7 +219,9 @@ private:
 	static const node* group_of(const node* n) noexcept { return __atomic_load_n(&n->base, kDependent); }
 	static uint32_t resolve(uint32_t v, const node* root) noexcept
 	{
-		return v != kInherit ? v : __atomic_load_n(&root->inherit, __ATOMIC_RELAXED);
+		// Acquire: whatever the writer wrote before naming this value (a
+		// next hop's record) is visible with it, as through a slot word.
+		return v != kInherit ? v : __atomic_load_n(&root->inherit, __ATOMIC_ACQUIRE);
 	}
 	static const uint32_t* leaves_of(const node* n, const node* group) noexcept
 	{
@@ -1117,7 +1121,7 @@ int lpm<F>::apply(table* t, addr prefix, unsigned len, const route* change, bool
 			t->dflt_len[st[i].slot] = value_len;
 			if (st[i].w == 0) {  // a subtree's default: its root's word only
 				auto* root = reinterpret_cast<node*>(t->top[st[i].slot].load(std::memory_order_relaxed));
-				__atomic_store_n(&root->inherit, value, __ATOMIC_RELAXED);
+				__atomic_store_n(&root->inherit, value, __ATOMIC_RELEASE);  // guarantee 1
 				continue;
 			}
 		}
