@@ -221,7 +221,11 @@ private:
 	{
 		// Acquire: whatever the writer wrote before naming this value (a
 		// next hop's record) is visible with it, as through a slot word.
-		return v != kInherit ? v : __atomic_load_n(&root->inherit, __ATOMIC_ACQUIRE);
+		// Loaded whether or not it is needed (the root's line is held): a
+		// select, not a branch that random addresses mispredict (a branch
+		// cost single lookups a third of their rate).
+		const uint32_t inh = __atomic_load_n(&root->inherit, __ATOMIC_ACQUIRE);
+		return v != kInherit ? v : inh;
 	}
 	static const uint32_t* leaves_of(const node* n, const node* group) noexcept
 	{
@@ -505,9 +509,8 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 	const table* t = t_.load(std::memory_order_acquire);
 	const node* cur[kMaxBulk];
 	const node* roots[kMaxBulk];
-	const uint32_t* leaf[kMaxBulk];
-	uint8_t live[kMaxBulk], done[kMaxBulk];
-	unsigned nlive = 0, ndone = 0, hits = 0;
+	uint8_t live[kMaxBulk];
+	unsigned nlive = 0, hits = 0;
 	for (unsigned i = 0; i < n; i++)
 		__builtin_prefetch(&t->top[slot_of(addrs[i])]);
 	for (unsigned i = 0; i < n; i++) {
@@ -534,19 +537,16 @@ unsigned lpm<F>::lookup_bulk(const addr* addrs, unsigned n, uint32_t* values) co
 				live[still++] = static_cast<uint8_t>(i);
 				continue;
 			}
-			// The leaf is read after the walk: its load (a miss, often)
-			// overlaps the other addresses' instead of stalling this one.
-			leaf[i] = leaves_of(x, g) + __builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1;
-			__builtin_prefetch(leaf[i]);
-			done[ndone++] = static_cast<uint8_t>(i);
+			// Read now: nothing later in the round waits on it, so its
+			// miss overlaps the next addresses' anyway. Deferring the
+			// leaves to a pass of their own measured 0.9x rte_fib on random
+			// addresses against 1.15x, and no gain inside prefixes.
+			const uint32_t* leaf = leaves_of(x, g) + __builtin_popcountll(x->leafvec & ((bit << 1) - 1)) - 1;
+			const uint32_t v = resolve(*leaf, roots[i]);
+			values[i] = v;
+			hits += v != kNoRoute;
 		}
 		nlive = still;
-	}
-	for (unsigned k = 0; k < ndone; k++) {
-		const unsigned i = done[k];
-		const uint32_t v = resolve(*leaf[i], roots[i]);
-		values[i] = v;
-		hits += v != kNoRoute;
 	}
 	return hits;
 }
