@@ -19,6 +19,7 @@
 #include "config/config.h"
 #include "ct/clock.h"
 #include "ct/table.h"
+#include "dataplane/capture.h"
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
 #include "lb/balancer.h"
@@ -75,12 +76,25 @@ struct summary {
 		std::vector<be_line> backends;
 	};
 	std::vector<svc_line> services;
+	std::map<std::string, uint64_t> links;  // frames read, by link type name
 };
+
+// "1000 linux-sll, 5 raw-ip" (ethernet last: it is not a conversion).
+std::string link_text(const std::map<std::string, uint64_t>& links)
+{
+	std::string t;
+	for (const auto& [name, n] : links)
+		if (name != "ethernet")
+			t += (t.empty() ? "" : ", ") + std::to_string(n) + " " + name;
+	return t;
+}
 
 void print_text(const summary& s)
 {
 	std::printf("ctplane replay: %s -> %s\n", s.in.c_str(), s.out.empty() ? "(no output)" : s.out.c_str());
 	std::printf("  trace      %" PRIu64 " packets, %" PRIu64 " bytes, %.3f s\n", s.packets, s.bytes, s.trace_s);
+	if (const std::string t = link_text(s.links); !t.empty())
+		std::printf("  converted  %s frames to Ethernet\n", t.c_str());
 	std::printf("  packets    in %" PRIu64 "  out %" PRIu64 "  control %" PRIu64 "  dropped %" PRIu64 "\n", s.p.rx,
 		    s.p.forwarded, s.p.control, s.p.dropped);
 	if (s.p.dropped != 0) {
@@ -122,7 +136,13 @@ void print_json(const summary& s)
 	o << "  \"timing\": {\"seconds\": " << s.wall_s
 	  << ", \"pps\": " << (s.wall_s > 0 ? double(s.packets) / s.wall_s : 0.0) << "},\n";
 	o << "  \"trace\": {\"packets\": " << s.packets << ", \"bytes\": " << s.bytes << ", \"seconds\": " << s.trace_s
-	  << "},\n";
+	  << ", \"link\": {";
+	bool any = false;
+	for (const auto& [name, n] : s.links) {
+		o << (any ? ", " : "") << jstr(name) << ": " << n;
+		any = true;
+	}
+	o << "}},\n";
 	o << "  \"packets\": {\"in\": " << s.p.rx << ", \"out\": " << s.p.forwarded << ", \"control\": " << s.p.control
 	  << ", \"dropped\": " << s.p.dropped << "},\n  \"drops\": {";
 	bool first = true;
@@ -164,12 +184,16 @@ int replay(const replay_options& o, replay_report* report)
 		return fail(cfg.err().str());
 	const config::ctplane_config& c = cfg.value();
 
-	char err[PCAP_ERRBUF_SIZE] = {};
-	std::unique_ptr<pcap_t, void (*)(pcap_t*)> in(pcap_open_offline(o.pcap.c_str(), err), pcap_close);
+	std::string open_err;
+	std::unique_ptr<capture_reader> in = capture_reader::open(o.pcap, &open_err);
 	if (!in)
-		return fail(o.pcap + ": " + err);
-	if (pcap_datalink(in.get()) != DLT_EN10MB)
-		return fail(o.pcap + ": not an Ethernet trace (link type " + std::to_string(pcap_datalink(in.get())) + ")");
+		return fail(o.pcap + ": " + open_err);
+	auto unreadable = [&](int lt) {
+		return fail(o.pcap + ": link type " + std::to_string(lt) +
+			    " is not one ctplane reads (ethernet, linux-sll, linux-sll2, raw-ip, ipv4, ipv6, null, loop)");
+	};
+	if (in->first_linktype() >= 0 && *link_name(in->first_linktype()) == '\0')
+		return unreadable(in->first_linktype());
 	struct stat st{};
 	const double file_bytes = stat(o.pcap.c_str(), &st) == 0 ? double(st.st_size) : 0;
 
@@ -198,6 +222,7 @@ int replay(const replay_options& o, replay_report* report)
 	const unsigned burst = std::min<unsigned>(c.burst, kMaxBurst);
 	std::vector<std::vector<uint8_t>> buf(burst, std::vector<uint8_t>(kSnap));
 	std::vector<pcap_pkthdr> hdr(burst);
+	std::vector<uint64_t> ts(burst);  // ns
 	frame fr[kMaxBurst];
 	outcome oc[kMaxBurst];
 	summary s;
@@ -213,35 +238,49 @@ int replay(const replay_options& o, replay_report* report)
 	for (bool more = true; more;) {
 		unsigned n = 0;
 		while (n < burst) {
-			pcap_pkthdr* h;
-			const u_char* data;
-			const int rc = pcap_next_ex(in.get(), &h, &data);
-			if (rc == -2) {
+			capture_frame cf;
+			const int rc = in->next(&cf);
+			if (rc == 0) {
 				more = false;
 				break;
 			}
 			if (rc != 1)
-				return fail(o.pcap + ": " + pcap_geterr(in.get()));
-			s.bytes += h->len;
+				return fail(o.pcap + ": " + in->error());
+			const char* lname = link_name(cf.linktype);
+			if (*lname == '\0')  // a pcapng interface of another kind
+				return unreadable(cf.linktype);
+			s.links[lname]++;
+			uint32_t caplen = 0, len = 0;
+			const convert cv = to_ethernet(cf.linktype, cf.data, cf.caplen, cf.len, buf[n].data(), kSnap, &caplen, &len);
+			s.bytes += cv == convert::ok || cv == convert::oversize ? len : cf.len;
 			// A frame no receive buffer holds (BIG TCP, jumbograms): a NIC
 			// would not deliver it whole either.
-			if (h->caplen > kSnap || h->len > kSnap) {
+			if (cv == convert::oversize || len > kSnap) {
 				refused++;
 				pl.refuse(0, drop::oversize);
 				continue;
 			}
-			hdr[n] = *h;
-			std::memcpy(buf[n].data(), data, h->caplen);
+			if (cv != convert::ok) {
+				refused++;
+				pl.refuse(0, cv == convert::truncated ? drop::l2_truncated : drop::unsupported_ethertype);
+				continue;
+			}
+			hdr[n] = pcap_pkthdr{};
+			hdr[n].ts.tv_sec = static_cast<time_t>(cf.ts_ns / 1'000'000'000);
+			hdr[n].ts.tv_usec = static_cast<suseconds_t>(cf.ts_ns % 1'000'000'000 / 1000);
+			hdr[n].caplen = caplen;
+			hdr[n].len = len;
+			ts[n] = cf.ts_ns;
 			// A trace says nothing of ports: each frame comes in where its
 			// source routes, as on the appliance.
-			fr[n] = frame{buf[n].data(), h->caplen, kPortInfer};
+			fr[n] = frame{buf[n].data(), caplen, kPortInfer};
 			n++;
 		}
 		if (n == 0)
 			break;
-		const uint64_t now = uint64_t(hdr[n - 1].ts.tv_sec) * 1'000'000'000 + uint64_t(hdr[n - 1].ts.tv_usec) * 1000;
+		const uint64_t now = ts[n - 1];
 		if (s.packets == 0) {
-			first_ns = uint64_t(hdr[0].ts.tv_sec) * 1'000'000'000 + uint64_t(hdr[0].ts.tv_usec) * 1000;
+			first_ns = ts[0];
 			next_tick = now + kTickNs;
 		}
 		last_ns = now;
@@ -262,7 +301,7 @@ int replay(const replay_options& o, replay_report* report)
 		maps::rcu::quiescent();
 		if (tty && (s.packets & 1023) == 0 && wall() - shown > 0.25) {
 			shown = wall();
-			const double pos = double(ftell(pcap_file(in.get())));
+			const double pos = double(in->offset());
 			std::fprintf(stderr, "\r[replay] %" PRIu64 " packets  %.2f Mpps  %3.0f%%", s.packets,
 				     double(s.packets) / (shown - t0) / 1e6, file_bytes > 0 ? 100.0 * pos / file_bytes : 0.0);
 		}

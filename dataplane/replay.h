@@ -6,7 +6,8 @@
 // machine: the control work (CT GC, resizes, sockmap upkeep) runs every
 // 50 ms of trace time with work budgets, not time budgets.
 //
-// Traces are read and written with libpcap (Ethernet link type). Forwarded
+// Traces are read by capture.h (pcap or pcapng, Ethernet or a link type it
+// converts) and written with libpcap as Ethernet. Forwarded
 // frames are written, rewritten, with their input timestamps; dropped and
 // control frames are not.
 #pragma once

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -13,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 namespace {
 
@@ -202,6 +204,260 @@ TEST(replay_failover, a_second_instance_continues_the_first_ones_connections_on_
 	// Each of them picked up once; at most its first segment from the
 	// backend's side refused (the client's next one picks it up).
 	EXPECT_NE(r.out.find("\"created\": 300,"), std::string::npos) << r.out;
+}
+
+// ---- captures of other link types ------------------------------------------
+
+struct pcap_rec {
+	uint32_t sec, usec;
+	std::string frame;
+};
+
+std::vector<pcap_rec> read_pcap(const std::string& path)  // classic, native order, microseconds
+{
+	const std::string t = slurp(path);
+	std::vector<pcap_rec> v;
+	for (size_t off = 24; off + 16 <= t.size();) {
+		uint32_t h[4];
+		std::memcpy(h, t.data() + off, 16);
+		v.push_back({h[0], h[1], t.substr(off + 16, h[2])});
+		off += 16 + h[2];
+	}
+	return v;
+}
+
+void put_le(std::string& s, uint64_t v, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		s += static_cast<char>(v >> (8 * i));
+}
+
+void put_be(std::string& s, uint64_t v, unsigned bytes)
+{
+	for (unsigned i = bytes; i-- > 0;)
+		s += static_cast<char>(v >> (8 * i));
+}
+
+std::string pcap_of(uint32_t linktype, const std::vector<pcap_rec>& recs)
+{
+	std::string s;
+	put_le(s, 0xa1b2c3d4, 4);
+	put_le(s, 2, 2);
+	put_le(s, 4, 2);
+	put_le(s, 0, 8);
+	put_le(s, 65535, 4);
+	put_le(s, linktype, 4);
+	for (const pcap_rec& r : recs) {
+		put_le(s, r.sec, 4);
+		put_le(s, r.usec, 4);
+		put_le(s, r.frame.size(), 4);
+		put_le(s, r.frame.size(), 4);
+		s += r.frame;
+	}
+	return s;
+}
+
+// An untagged Ethernet IPv4 / IPv6 frame as the given link type writes it.
+std::string as_link(uint32_t linktype, const std::string& eth)
+{
+	const std::string ip = eth.substr(14), mac = eth.substr(6, 6), type = eth.substr(12, 2);
+	const bool v4 = type == std::string("\x08\x00", 2);
+	std::string h;
+	switch (linktype) {
+	case 113:  // to us, Ethernet, 6-byte address
+		put_be(h, 0, 2);
+		put_be(h, 1, 2);
+		put_be(h, 6, 2);
+		h += mac + std::string(2, '\0') + type;
+		break;
+	case 276:
+		h += type;
+		put_be(h, 0, 2);
+		put_be(h, 3, 4);  // ifindex
+		put_be(h, 1, 2);
+		h += std::string(1, '\0') + std::string(1, '\6') + mac + std::string(2, '\0');
+		break;
+	case 0:  // a little-endian host; Darwin's AF_INET6
+		put_le(h, v4 ? 2 : 30, 4);
+		break;
+	case 108:  // OpenBSD's AF_INET6
+		put_be(h, v4 ? 2 : 24, 4);
+		break;
+	}
+	return h + ip;
+}
+
+// One pcapng block: type, length, body padded to 4 bytes, length.
+std::string ng_block(uint32_t type, const std::string& body)
+{
+	std::string b = body + std::string((4 - body.size() % 4) % 4, '\0'), s;
+	put_le(s, type, 4);
+	put_le(s, b.size() + 12, 4);
+	s += b;
+	put_le(s, b.size() + 12, 4);
+	return s;
+}
+
+std::string ng_shb()
+{
+	std::string b;
+	put_le(b, 0x1A2B3C4D, 4);
+	put_le(b, 1, 2);
+	put_le(b, 0, 2);
+	put_le(b, ~uint64_t{0}, 8);  // section length unknown
+	return ng_block(0x0A0D0D0A, b);
+}
+
+std::string ng_idb(uint16_t linktype, int tsresol)  // tsresol < 0: the default (microseconds)
+{
+	std::string b;
+	put_le(b, linktype, 2);
+	put_le(b, 0, 2);
+	put_le(b, 0, 4);
+	if (tsresol >= 0) {
+		put_le(b, 9, 2);
+		put_le(b, 1, 2);
+		b += static_cast<char>(tsresol);
+		b += std::string(3, '\0');
+		put_le(b, 0, 4);  // opt_endofopt
+	}
+	return ng_block(1, b);
+}
+
+std::string ng_epb(uint32_t iface, uint64_t ts, const std::string& frame)
+{
+	std::string b;
+	put_le(b, iface, 4);
+	put_le(b, ts >> 32, 4);
+	put_le(b, ts & 0xffffffff, 4);
+	put_le(b, frame.size(), 4);
+	put_le(b, frame.size(), 4);
+	return ng_block(6, b + frame);
+}
+
+// The JSON summary without what is machine-dependent or names the link.
+std::string comparable(std::string json)
+{
+	std::istringstream in(json);
+	std::string line, out;
+	while (std::getline(in, line)) {
+		if (line.rfind("  \"input\"", 0) == 0 || line.rfind("  \"output\"", 0) == 0 || line.rfind("  \"timing\"", 0) == 0)
+			continue;
+		const size_t l = line.find(", \"link\": {");
+		if (l != std::string::npos)
+			line = line.substr(0, l) + line.substr(line.find('}', l) + 1);
+		out += line + "\n";
+	}
+	return out;
+}
+
+// Every link type a user's capture may have, and a pcapng file mixing
+// three, replays exactly as the same IP packets in Ethernet frames: the
+// same summary, the same output trace byte for byte.
+TEST(replay_links, every_link_type_replays_as_its_packets_in_ethernet_frames)
+{
+	std::vector<pcap_rec> ip;
+	for (pcap_rec& r : read_pcap(kSrc + "/tests/replay/sample.pcap"))
+		// IP whose version agrees with its EtherType: a raw-IP capture
+		// has only the version to go by.
+		if (r.frame.size() > 14 && ((r.frame.compare(12, 2, "\x08\x00", 2) == 0 && (r.frame[14] & 0xf0) == 0x40) ||
+					    (r.frame.compare(12, 2, "\x86\xdd", 2) == 0 && (r.frame[14] & 0xf0) == 0x60)))
+			ip.push_back(r);
+	ASSERT_GT(ip.size(), 900u);
+	auto replay = [](const std::string& in, const std::string& out) {
+		return sh(kCtplane + " replay --no-progress --json --config " + kConfig + " --pcap " + in + " --out " + out);
+	};
+	const std::string eth = tmp("l_eth.pcap"), eth_out = tmp("l_eth.out.pcap");
+	std::ofstream(eth, std::ios::binary) << pcap_of(1, ip);
+	const run_result want = replay(eth, eth_out);
+	ASSERT_EQ(want.status, 0) << want.out;
+	EXPECT_NE(want.out.find("\"link\": {\"ethernet\": " + std::to_string(ip.size()) + "}"), std::string::npos) << want.out;
+
+	auto check = [&](const std::string& name, const std::string& file, const std::string& link_json) {
+		const std::string in = tmp("l_" + name), out = in + ".out";
+		std::ofstream(in, std::ios::binary) << file;
+		const run_result got = replay(in, out);
+		ASSERT_EQ(got.status, 0) << name << ": " << got.out;
+		EXPECT_EQ(comparable(got.out), comparable(want.out)) << name;
+		EXPECT_NE(got.out.find("\"link\": {" + link_json + "}"), std::string::npos) << name << ": " << got.out;
+		EXPECT_TRUE(slurp(out) == slurp(eth_out)) << name << ": the output trace differs";
+	};
+	const std::string n = std::to_string(ip.size());
+	for (const auto& [lt, name] : std::vector<std::pair<uint32_t, std::string>>{
+		     {113, "linux-sll"}, {276, "linux-sll2"}, {101, "raw-ip"}, {0, "null"}, {108, "loop"}}) {
+		std::vector<pcap_rec> v = ip;
+		for (pcap_rec& r : v)
+			r.frame = as_link(lt, r.frame);
+		check(name + ".pcap", pcap_of(lt, v), "\"" + name + "\": " + n);
+	}
+	// pcapng: Ethernet in microseconds, SLL in nanoseconds, raw IP in
+	// microseconds, frame i on interface i % 3, a statistics block between.
+	std::string ng = ng_shb() + ng_idb(1, -1) + ng_idb(113, 9) + ng_idb(101, 6);
+	size_t per[3] = {};
+	for (size_t i = 0; i < ip.size(); i++) {
+		const uint32_t iface = i % 3;
+		const uint64_t us = uint64_t{ip[i].sec} * 1'000'000 + ip[i].usec;
+		const std::string f = iface == 0 ? ip[i].frame : as_link(iface == 1 ? 113 : 101, ip[i].frame);
+		ng += ng_epb(iface, iface == 1 ? us * 1000 : us, f);
+		per[iface]++;
+		if (i == 10)
+			ng += ng_block(5, std::string(20, '\0'));  // interface statistics: skipped
+	}
+	check("mixed.pcapng", ng,
+	      "\"ethernet\": " + std::to_string(per[0]) + ", \"linux-sll\": " + std::to_string(per[1]) +
+		      ", \"raw-ip\": " + std::to_string(per[2]));
+	// The text summary says what was converted.
+	const run_result text = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + tmp("l_mixed.pcapng"));
+	EXPECT_NE(text.out.find("converted  " + std::to_string(per[1]) + " linux-sll, " + std::to_string(per[2]) +
+				" raw-ip frames to Ethernet"),
+		  std::string::npos)
+		<< text.out;
+}
+
+TEST(replay_links, an_unknown_link_type_or_a_damaged_pcapng_gets_one_line_and_exit_2)
+{
+	const std::string wifi = tmp("wifi.pcap");
+	std::ofstream(wifi, std::ios::binary) << pcap_of(105, {{1, 0, std::string(40, 'x')}});
+	run_result r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + wifi);
+	EXPECT_EQ(r.status, 2);
+	EXPECT_EQ(r.out, "ctplane replay: " + wifi +
+				 ": link type 105 is not one ctplane reads (ethernet, linux-sll, linux-sll2, raw-ip, ipv4, "
+				 "ipv6, null, loop)\n");
+	// pcapng: an interface of an unknown kind after a known one.
+	const std::string frame = as_link(101, std::string(12, '\0') + std::string("\x08\x00", 2) +
+					       std::string("\x45\x00\x00\x14", 4) + std::string(16, '\0'));
+	const std::string mixed = tmp("wifi.pcapng");
+	std::ofstream(mixed, std::ios::binary) << ng_shb() + ng_idb(101, -1) + ng_idb(105, -1) + ng_epb(0, 1, frame) +
+							  ng_epb(1, 2, frame);
+	r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + mixed);
+	EXPECT_EQ(r.status, 2);
+	EXPECT_NE(r.out.find("link type 105 is not one ctplane reads"), std::string::npos) << r.out;
+	// Damage: lengths that disagree, a packet of an interface never
+	// described, a block past the end, a captured length past its block.
+	std::string bad_len = ng_shb() + ng_idb(101, -1) + ng_epb(0, 1, frame);
+	bad_len[bad_len.size() - 4] ^= 4;
+	std::string past = ng_epb(0, 1, frame);
+	past[20] = static_cast<char>(0xff);  // captured length
+	for (const auto& [name, file, what] : std::vector<std::tuple<std::string, std::string, std::string>>{
+		     {"lens", bad_len, "block lengths differ"},
+		     {"iface", ng_shb() + ng_idb(101, -1) + ng_epb(7, 1, frame), "interface 7, which was not described"},
+		     {"short", (ng_shb() + ng_idb(101, -1) + ng_epb(0, 1, frame)).substr(0, 60), "truncated block"},
+		     {"caplen", ng_shb() + ng_idb(101, -1) + past, "captured length past its block"},
+		     {"huge", ng_shb() + std::string("\x01\x00\x00\x00\xf0\xff\xff\xff", 8), "bad block length"}}) {
+		const std::string p = tmp("bad_" + name + ".pcapng");
+		std::ofstream(p, std::ios::binary) << file;
+		r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + p);
+		EXPECT_EQ(r.status, 2) << name;
+		EXPECT_EQ(r.out.rfind("ctplane replay: " + p + ": pcapng block at byte ", 0), 0u) << name << ": " << r.out;
+		EXPECT_NE(r.out.find(what), std::string::npos) << name << ": " << r.out;
+		EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << name << ": " << r.out;
+	}
+	// Frames too short for their link header are counted, not read past.
+	const std::string shorts = tmp("short.pcap");
+	std::ofstream(shorts, std::ios::binary) << pcap_of(113, {{1, 0, std::string(10, '\0')}, {1, 1, ""}});
+	r = sh(kCtplane + " replay --no-progress --json --config " + kConfig + " --pcap " + shorts);
+	EXPECT_EQ(r.status, 0) << r.out;
+	EXPECT_NE(r.out.find("\"l2_truncated\": 2"), std::string::npos) << r.out;
 }
 
 TEST(replay_cli, bad_input_gets_one_clear_line_and_exit_2)
