@@ -4,7 +4,8 @@
 //
 //   ctplane [run] [EAL options] -- --config FILE [--duration S] [--stats S]
 //                                        the appliance on DPDK ports
-//   ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress] [--ct-dump FILE]
+//   ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]
+//                  [--dump-ct FILE] [--events FILE]
 //   ctplane check  --config FILE         validate a config, print nothing on success
 #include <cstdio>
 #include <cstring>
@@ -20,7 +21,7 @@ int usage(FILE* f)
 {
 	std::fputs("usage: ctplane [run] [EAL options] -- --config FILE [--duration SECONDS] [--stats SECONDS]\n"
 		   "       ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]\n"
-		   "                      [--ct-dump FILE]\n"
+		   "                      [--dump-ct FILE] [--events FILE]\n"
 		   "       ctplane check --config FILE\n",
 		   f);
 	return f == stdout ? 0 : 2;
@@ -61,8 +62,11 @@ int main(int argc, char** argv)
 		} else if (a == "--out" && cmd == "replay") {
 			if (!value(o.out))
 				return 2;
-		} else if (a == "--ct-dump" && cmd == "replay") {
-			if (!value(o.ct_dump))
+		} else if (a == "--dump-ct" && cmd == "replay") {
+			if (!value(o.dump_ct))
+				return 2;
+		} else if (a == "--events" && cmd == "replay") {
+			if (!value(o.events))
 				return 2;
 		} else if (a == "--json" && cmd == "replay") {
 			o.json = true;

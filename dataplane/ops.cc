@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "ct/state.h"
+#include "dataplane/ct_text.h"
 #include "maps/mem.h"
 
 namespace ctplane::dataplane {
@@ -33,22 +34,6 @@ std::vector<std::string> split(const std::string& s, char sep)
 }
 
 bool parse_u64(const std::string& s, uint64_t max, uint64_t* out) { return net::parse_decimal(s, max, out); }
-
-const char* proto_name(uint8_t p)
-{
-	switch (p) {
-	case ct::kProtoTCP: return "tcp";
-	case ct::kProtoUDP: return "udp";
-	case ct::kProtoICMP: return "icmp";
-	case ct::kProtoICMPv6: return "icmpv6";
-	default: return nullptr;
-	}
-}
-std::string proto_str(uint8_t p)
-{
-	const char* n = proto_name(p);
-	return n != nullptr ? n : std::to_string(p);
-}
 
 std::string addr_str(const uint8_t* a, uint8_t family) { return net::to_string(a, family); }
 
@@ -495,15 +480,13 @@ reply ops::ct_events(const std::string& params)
 	r.num("missed", after + 1 < oldest ? oldest - after - 1 : 0);
 	table_out t(r, {"seq", "time_ms", "event", "proto", "src", "sport", "dst", "dport", "state", "reason"});
 	uint64_t last = std::max(after, oldest - 1);
-	static const char* kType[] = {"new", "update", "destroy"};
-	static const char* kWhy[] = {"", "expired", "evicted", "erased", "refused"};
 	for (const auto& [seq, e] : events_) {
 		if (seq <= after)
 			continue;
 		const ct::tuple& o = e.orig;
-		if (!t.add({std::to_string(seq), std::to_string(e.time_ms), kType[static_cast<unsigned>(e.type)],
+		if (!t.add({std::to_string(seq), std::to_string(e.time_ms), event_name(e.type),
 			    proto_str(o.proto), addr_str(o.src, o.family), std::to_string(o.sport), addr_str(o.dst, o.family),
-			    std::to_string(o.dport), ct::state_name(e.state), kWhy[static_cast<unsigned>(e.reason)]}))
+			    std::to_string(o.dport), ct::state_name(e.state), reason_name(e.reason)}))
 			break;
 		last = seq;
 	}

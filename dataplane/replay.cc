@@ -10,6 +10,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -20,6 +21,7 @@
 #include "ct/clock.h"
 #include "ct/table.h"
 #include "dataplane/capture.h"
+#include "dataplane/ct_text.h"
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
 #include "lb/balancer.h"
@@ -77,6 +79,8 @@ struct summary {
 	};
 	std::vector<svc_line> services;
 	std::map<std::string, uint64_t> links;  // frames read, by link type name
+	bool events_on = false;  // --events
+	uint64_t events = 0, events_lost = 0;
 };
 
 // "1000 linux-sll, 5 raw-ip" (ethernet last: it is not a conversion).
@@ -124,6 +128,8 @@ void print_text(const summary& s)
 	}
 	std::printf("  sockmap    hits %" PRIu64 "  inserted %" PRIu64 "  full %" PRIu64 "\n", s.sm.hits, s.sm.inserted,
 		    s.sm.full);
+	if (s.events_on)
+		std::printf("  events     %" PRIu64 " written  %" PRIu64 " lost (ct.event_ring full)\n", s.events, s.events_lost);
 	std::printf("  time       %.3f s, %.2f Mpps\n", s.wall_s, s.wall_s > 0 ? double(s.packets) / s.wall_s / 1e6 : 0.0);
 }
 
@@ -171,7 +177,10 @@ void print_json(const summary& s)
 		o << "}}";
 	}
 	o << "\n  ],\n  \"sockmap\": {\"hits\": " << s.sm.hits << ", \"inserted\": " << s.sm.inserted
-	  << ", \"full\": " << s.sm.full << "}\n}\n";
+	  << ", \"full\": " << s.sm.full << "}";
+	if (s.events_on)
+		o << ",\n  \"events\": {\"written\": " << s.events << ", \"lost\": " << s.events_lost << "}";
+	o << "\n}\n";
 	std::fputs(o.str().c_str(), stdout);
 }
 
@@ -182,7 +191,18 @@ int replay(const replay_options& o, replay_report* report)
 	auto cfg = config::load_file(o.config);
 	if (!cfg)
 		return fail(cfg.err().str());
-	const config::ctplane_config& c = cfg.value();
+	config::ctplane_config c = cfg.value();
+	if (!o.events.empty())
+		c.ct.events = true;
+	// The output files open before the trace is read: a path that cannot
+	// be written fails now, not after the replay.
+	using file_ptr = std::unique_ptr<FILE, int (*)(FILE*)>;
+	auto open_out = [](const std::string& path) { return file_ptr(path.empty() ? nullptr : std::fopen(path.c_str(), "w"), std::fclose); };
+	file_ptr dump_file = open_out(o.dump_ct), events_file = open_out(o.events);
+	if (!o.dump_ct.empty() && !dump_file)
+		return fail(o.dump_ct + ": " + std::strerror(errno));
+	if (!o.events.empty() && !events_file)
+		return fail(o.events + ": " + std::strerror(errno));
 
 	std::string open_err;
 	std::unique_ptr<capture_reader> in = capture_reader::open(o.pcap, &open_err);
@@ -232,8 +252,26 @@ int replay(const replay_options& o, replay_report* report)
 	const bool tty = o.progress && isatty(STDERR_FILENO);
 	const double t0 = wall();
 	double shown = t0;
-	auto control = [&](uint64_t now) { dp.tick(now, kGcBucketsPerTick); };
-	auto drain = [&] { dp.drain_events(); };
+	// Events carry 32-bit ms ticks; each is written in trace time, counted
+	// back from the time of the burst that drains it.
+	uint64_t drain_ns = 0, events_written = 0;
+	if (events_file)
+		dp.set_event_sink([&](const ct::event& e) {
+			const uint64_t now_ms = drain_ns / 1'000'000;
+			const uint64_t ago = static_cast<uint32_t>(static_cast<uint32_t>(now_ms) - e.time_ms);
+			const std::string line = event_line(e, (now_ms >= ago ? now_ms - ago : 0) * 1'000'000);
+			std::fprintf(events_file.get(), "%s\n", line.c_str());
+			events_written++;
+		});
+	const bool drain_each_burst = sm->enabled() || events_file != nullptr;
+	auto control = [&](uint64_t now) {
+		drain_ns = now;
+		dp.tick(now, kGcBucketsPerTick);
+	};
+	auto drain = [&](uint64_t now) {
+		drain_ns = now;
+		dp.drain_events();
+	};
 	uint64_t refused = 0;  // frames past kSnap
 	for (bool more = true; more;) {
 		unsigned n = 0;
@@ -292,8 +330,8 @@ int replay(const replay_options& o, replay_report* report)
 				h.caplen = h.len = std::min<uint32_t>(fr[i].len, kSnap);
 				pcap_dump(reinterpret_cast<u_char*>(out.get()), &h, fr[i].data);
 			}
-		if (sm->enabled())
-			drain();
+		if (drain_each_burst)
+			drain(now);
 		if (now >= next_tick) {
 			control(now);
 			next_tick = now + kTickNs;
@@ -308,8 +346,8 @@ int replay(const replay_options& o, replay_report* report)
 	}
 	s.packets += refused;
 	if (s.packets != 0) {
-		if (sm->enabled())
-			drain();
+		if (drain_each_burst)
+			drain(last_ns);
 		control(last_ns);
 	}
 	if (tty)
@@ -328,26 +366,37 @@ int replay(const replay_options& o, replay_report* report)
 		s.services.push_back(l);
 	});
 	out.reset();
-	if (!o.ct_dump.empty()) {
-		std::unique_ptr<FILE, int (*)(FILE*)> d(std::fopen(o.ct_dump.c_str(), "w"), std::fclose);
-		if (!d)
-			return fail(o.ct_dump + ": " + std::strerror(errno));
+	if (dump_file) {
+		std::map<uint32_t, std::string> backend_ep;
+		lb.for_each_backend([&](uint32_t id, const lb::backend& b) { backend_ep[id] = endpoint_str(b.ep); });
+		const uint32_t now_ms = static_cast<uint32_t>(last_ns / 1'000'000);
+		struct line {
+			ct::tuple t;
+			std::string text;
+		};
+		std::vector<line> lines;
 		ct->for_each([&](const ct::flow_view& v) {
-			lb::address s{}, t{};
-			s.family = t.family = v.orig.family;
-			std::memcpy(s.addr, v.orig.src, 16);
-			std::memcpy(t.addr, v.orig.dst, 16);
-			std::string nat = "-";
-			if (v.flags & ct::kNat) {
-				lb::address n{};
-				n.family = v.orig.family;
-				std::memcpy(n.addr, v.nat_addr, 16);
-				nat = lb::to_string(n) + ":" + std::to_string(v.nat_port);
-			}
-			std::fprintf(d.get(), "%u %u %s %u %s %u %s %s %s\n", v.orig.family, v.orig.proto,
-				     lb::to_string(s).c_str(), v.orig.sport, lb::to_string(t).c_str(), v.orig.dport,
-				     ct::state_name(v.state), (v.flags & ct::kAssured) ? "assured" : "-", nat.c_str());
+			const auto be = backend_ep.find(v.backend);
+			lines.push_back({v.orig, flow_json(v, now_ms, be != backend_ep.end() ? be->second : "")});
 		});
+		// By tuple, not by hash position: two versions or configs whose
+		// tables differ in size or seed still list a flow at one place.
+		auto key = [](const ct::tuple& t) {
+			return std::make_tuple(t.family, t.proto, std::string(reinterpret_cast<const char*>(t.src), 16), t.sport,
+					       std::string(reinterpret_cast<const char*>(t.dst), 16), t.dport, t.zone);
+		};
+		std::sort(lines.begin(), lines.end(), [&](const line& a, const line& b) { return key(a.t) < key(b.t); });
+		for (const line& l : lines)
+			std::fprintf(dump_file.get(), "%s\n", l.text.c_str());
+		if (std::fflush(dump_file.get()) != 0 || std::ferror(dump_file.get()))
+			return fail(o.dump_ct + ": " + std::strerror(errno));
+	}
+	if (events_file) {
+		if (std::fflush(events_file.get()) != 0 || std::ferror(events_file.get()))
+			return fail(o.events + ": " + std::strerror(errno));
+		s.events = events_written;
+		s.events_lost = s.c.events_lost;
+		s.events_on = true;
 	}
 	if (report != nullptr)
 		*report = replay_report{s.packets, s.p.forwarded, s.wall_s};

@@ -24,10 +24,14 @@ struct replay_options {
 	bool json = false;   // summary as JSON on stdout
 	bool progress = true;  // on a terminal (stderr): packets, rate, percent
 	bool quiet = false;    // no summary (benchmarks read the report)
-	// The CT at the end of the trace, one flow per line: family, protocol,
-	// original source, source port, destination, destination port, state,
-	// "assured" or "-" (the kernel-differential test reads it).
-	std::string ct_dump;
+	// The CT at the end of the trace, one JSON object per flow
+	// (dataplane/ct_text.h: tuple, state, flags, NAT, backend, packets and
+	// bytes both ways, lifetime left in trace time), sorted by tuple: the
+	// same trace and config give the same file. tools/ct-diff compares two.
+	std::string dump_ct;
+	// The CT's events in trace time, conntrack -E style (ct_text.h); turns
+	// ct.events on for the replay.
+	std::string events;
 };
 
 struct replay_report {

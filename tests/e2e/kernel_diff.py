@@ -18,6 +18,7 @@ open).
 Needs root, nft and conntrack; skipped (exit 77) otherwise. Writes
 GoogleTest-style XML when GTEST_OUTPUT=xml:DIR/ is set.
 """
+import json
 import os
 import shutil
 import socket
@@ -268,20 +269,22 @@ def tcp_class(state):
 
 
 def ctplane_flows(ctplane, config, pcap, workdir):
-    dump = os.path.join(workdir, "ct.txt")
-    r = subprocess.run([ctplane, "replay", "--config", config, "--pcap", pcap, "--no-progress", "--ct-dump", dump],
+    dump = os.path.join(workdir, "ct.jsonl")
+    r = subprocess.run([ctplane, "replay", "--config", config, "--pcap", pcap, "--no-progress", "--dump-ct", dump],
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError("ctplane replay failed:\n" + r.stdout + r.stderr)
+    numbers = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
     flows = {}
     for line in open(dump):
-        fam, proto, src, sport, dst, dport, state, assured = line.split()[:8]
-        proto = int(proto)
+        f = json.loads(line)
+        proto = numbers.get(f["proto"]) or int(f["proto"])
+        state = f["state"]
         if proto == 6:
             cls = tcp_class(state)
         else:
             cls = "new" if state.endswith("UNREPLIED") else "established"
-        flows[(proto, src, int(sport), dst, int(dport))] = (cls, assured == "assured")
+        flows[(proto, f["src"], f["sport"], f["dst"], f["dport"])] = (cls, "assured" in f["flags"].split(","))
     return flows
 
 

@@ -25,7 +25,7 @@ flags=(-std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=unde
 # The library sources the targets link (no DPDK: runtime.cc and main.cc stay out).
 srcs=(net/addr.cc maps/entry_alloc.cc maps/mem.cc maps/rcu.cc maps/seed.cc maps/slab.cc ct/table.cc lb/balancer.cc
 	lb/maglev.cc sockmap/sockmap.cc config/config.cc dataplane/parser.cc dataplane/pipeline.cc
-	dataplane/fib.cc dataplane/fragments.cc dataplane/stack.cc dataplane/control.cc dataplane/ops.cc dataplane/replay.cc
+	dataplane/fib.cc dataplane/fragments.cc dataplane/stack.cc dataplane/control.cc dataplane/ops.cc dataplane/ct_text.cc dataplane/replay.cc
 	dataplane/capture.cc)
 objs=()
 pids=()

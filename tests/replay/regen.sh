@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the replay goldens after an intended change of the generator
-# or the pipeline: the sample trace, its output trace and its summary.
+# or the pipeline: the sample trace, its output trace, its summary, the CT
+# it leaves (sample.ct.jsonl) and its event log (sample.events.txt).
 #   tests/replay/regen.sh [builddir]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,4 +12,6 @@ d=tests/replay
 "$b/dataplane/ctplane" replay --config config/ctplane.example.yaml --pcap $d/sample.pcap \
 	--out $d/sample.out.pcap --json --no-progress |
 	grep -v -E '^  "(input|output|timing)"' >$d/sample.summary.json
-echo "regenerated $d/sample.pcap, sample.out.pcap, sample.summary.json"
+"$b/dataplane/ctplane" replay --config config/ctplane.example.yaml --pcap $d/sample.pcap --no-progress \
+	--dump-ct $d/sample.ct.jsonl --events $d/sample.events.txt >/dev/null
+echo "regenerated $d/sample.pcap, sample.out.pcap, sample.summary.json, sample.ct.jsonl, sample.events.txt"

@@ -23,6 +23,7 @@ const std::string kBuild = CTPLANE_BUILD_ROOT;
 const std::string kCtplane = kBuild + "/dataplane/ctplane";
 const std::string kGen = kBuild + "/tools/gen_trace";
 const std::string kConfig = kSrc + "/config/ctplane.example.yaml";
+const std::string kCtDiff = kSrc + "/tools/ct-diff";
 
 struct run_result {
 	int status;
@@ -57,6 +58,30 @@ std::string tmp(const std::string& name)
 	return ::testing::TempDir() + "ctplane_" + name;
 }
 
+// A field of a --dump-ct line: its value as written (strings unquoted).
+std::string field(const std::string& line, const std::string& name)
+{
+	const std::string k = "\"" + name + "\": ";
+	size_t at = line.find(k);
+	if (at == std::string::npos)
+		return "";
+	at += k.size();
+	if (line[at] == '"')
+		return line.substr(at + 1, line.find('"', at + 1) - at - 1);
+	return line.substr(at, line.find_first_of(",}", at) - at);
+}
+
+// Flows of a --dump-ct: "proto src sport dst dport" -> "state nat".
+std::map<std::string, std::pair<std::string, std::string>> dump_of(const std::string& path)
+{
+	std::map<std::string, std::pair<std::string, std::string>> m;
+	std::istringstream in(slurp(path));
+	for (std::string l; std::getline(in, l);)
+		m[field(l, "proto") + " " + field(l, "src") + " " + field(l, "sport") + " " + field(l, "dst") + " " +
+		  field(l, "dport")] = {field(l, "state"), field(l, "nat") == "null" ? "-" : field(l, "nat")};
+	return m;
+}
+
 TEST(replay_golden, the_sample_trace_gives_the_expected_output_trace_and_summary)
 {
 	const std::string out = tmp("sample.out.pcap");
@@ -80,6 +105,74 @@ TEST(replay_golden, the_generator_is_deterministic)
 	const run_result other = sh(kGen + " --config " + kConfig + " --out " + a + " --seed 8 --flows 60");
 	ASSERT_EQ(other.status, 0);
 	EXPECT_FALSE(slurp(a) == slurp(kSrc + "/tests/replay/sample.pcap"));
+}
+
+// The CT a trace leaves and the events it went through, against the
+// goldens: tools/ct-diff finds no flow added, removed or changed, and the
+// event log is the same, byte for byte.
+TEST(replay_golden, the_sample_trace_leaves_the_expected_ct_and_events)
+{
+	const std::string dump = tmp("sample.ct.jsonl"), events = tmp("sample.events.txt");
+	const run_result r = sh(kCtplane + " replay --no-progress --json --config " + kConfig + " --pcap " + kSrc +
+				"/tests/replay/sample.pcap --dump-ct " + dump + " --events " + events);
+	ASSERT_EQ(r.status, 0) << r.out;
+	const run_result d = sh(kCtDiff + " " + kSrc + "/tests/replay/sample.ct.jsonl " + dump);
+	EXPECT_EQ(d.status, 0) << d.out << "regenerate with tests/replay/regen.sh if intended";
+	EXPECT_EQ(d.out, "0 added, 0 removed, 0 changed, 108 same\n");
+	EXPECT_TRUE(slurp(events) == slurp(kSrc + "/tests/replay/sample.events.txt"))
+		<< "the event log differs from tests/replay/sample.events.txt";
+	EXPECT_NE(r.out.find("\"events\": {\"written\": "), std::string::npos) << r.out;
+	// Every flow the summary counts is in the dump, once.
+	EXPECT_EQ(dump_of(dump).size(), 108u);
+}
+
+// A config change shows up as the flows it moved: draining one of web's
+// two backends sends its flows to the other (whose replies the trace does
+// not have), and ct-diff names exactly those.
+TEST(replay_diff, ct_diff_names_the_flows_a_config_change_moves_and_refuses_what_is_not_a_dump)
+{
+	std::string cfg = slurp(kConfig);
+	const std::string be = "  - service: web\n    address: 10.0.1.2\n    port: 8080\n";
+	const size_t at = cfg.find(be);
+	ASSERT_NE(at, std::string::npos);
+	cfg.insert(at + be.size(), "    state: draining\n");
+	const std::string drained = tmp("drained.yaml"), dump = tmp("drained.ct.jsonl");
+	std::ofstream(drained) << cfg;
+	run_result r = sh(kCtplane + " replay --no-progress --config " + drained + " --pcap " + kSrc +
+			  "/tests/replay/sample.pcap --dump-ct " + dump);
+	ASSERT_EQ(r.status, 0) << r.out;
+	const std::string golden = kSrc + "/tests/replay/sample.ct.jsonl";
+	unsigned on_drained = 0;
+	for (const auto& [flow, st] : dump_of(golden))
+		on_drained += st.second == "10.0.1.2:8080";
+	ASSERT_GT(on_drained, 0u);
+	r = sh(kCtDiff + " " + golden + " " + dump);
+	EXPECT_EQ(r.status, 1) << r.out;
+	std::istringstream lines(r.out);
+	unsigned moved = 0;
+	for (std::string l; std::getline(lines, l);)
+		if (l.rfind("~ tcp ", 0) == 0) {
+			EXPECT_NE(l.find("backend \"10.0.1.2:8080\" -> \"10.0.1.1:8080\""), std::string::npos) << l;
+			moved++;
+		}
+	EXPECT_EQ(moved, on_drained) << r.out;
+	EXPECT_NE(r.out.find("0 added, 0 removed, " + std::to_string(on_drained) + " changed"), std::string::npos) << r.out;
+	// Leaving out every field but the tuple: the same.
+	r = sh(kCtDiff + " --ignore state,flags,nat,backend,packets,bytes,expires_in_ms " + golden + " " + dump);
+	EXPECT_EQ(r.status, 0) << r.out;
+	// Not a dump: one line, exit 2.
+	r = sh(kCtDiff + " " + kConfig + " " + dump);
+	EXPECT_EQ(r.status, 2);
+	EXPECT_EQ(r.out.rfind("ct-diff: " + kConfig + ":", 0), 0u) << r.out;
+	EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+	r = sh(kCtDiff + " /nonexistent.jsonl " + dump);
+	EXPECT_EQ(r.status, 2);
+	EXPECT_EQ(r.out, "ct-diff: /nonexistent.jsonl: No such file or directory\n");
+	// A dump or event file that cannot be written: refused before the trace is read.
+	r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + kSrc +
+	       "/tests/replay/sample.pcap --dump-ct /nonexistent/ct.jsonl");
+	EXPECT_EQ(r.status, 2);
+	EXPECT_EQ(r.out, "ctplane replay: /nonexistent/ct.jsonl: No such file or directory\n");
 }
 
 TEST(replay_golden, the_text_summary_names_every_part)
@@ -122,17 +215,6 @@ TEST(replay_hostile, frames_past_the_buffer_are_dropped_as_oversize)
 	ASSERT_EQ(r.status, 0) << r.out;
 	EXPECT_NE(r.out.find("\"in\": 4"), std::string::npos) << r.out;
 	EXPECT_NE(r.out.find("\"oversize\": 3"), std::string::npos) << r.out;
-}
-
-// Flows of a --ct-dump: "proto src sport dst dport" -> "state nat".
-std::map<std::string, std::pair<std::string, std::string>> dump_of(const std::string& path)
-{
-	std::map<std::string, std::pair<std::string, std::string>> m;
-	std::istringstream in(slurp(path));
-	std::string fam, proto, src, sport, dst, dport, state, assured, nat;
-	while (in >> fam >> proto >> src >> sport >> dst >> dport >> state >> assured >> nat)
-		m[proto + " " + src + " " + sport + " " + dst + " " + dport] = {state, nat};
-	return m;
 }
 
 // Failover without shared state: an instance that sees only the second half
@@ -184,14 +266,14 @@ TEST(replay_failover, a_second_instance_continues_the_first_ones_connections_on_
 	std::ofstream(half_a, std::ios::binary) << out_a;
 	std::ofstream(half_b, std::ios::binary) << out_b;
 	const std::string dump_a = tmp("fo_a.txt"), dump_b = tmp("fo_b.txt");
-	r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + half_a + " --ct-dump " + dump_a);
+	r = sh(kCtplane + " replay --no-progress --config " + kConfig + " --pcap " + half_a + " --dump-ct " + dump_a);
 	ASSERT_EQ(r.status, 0) << r.out;
-	r = sh(kCtplane + " replay --no-progress --json --config " + kConfig + " --pcap " + half_b + " --ct-dump " + dump_b);
+	r = sh(kCtplane + " replay --no-progress --json --config " + kConfig + " --pcap " + half_b + " --dump-ct " + dump_b);
 	ASSERT_EQ(r.status, 0) << r.out;
 	const auto a = dump_of(dump_a), b = dump_of(dump_b);
 	unsigned continued = 0;
 	for (const auto& [flow, first] : a) {
-		if (flow.rfind("6 ", 0) != 0 || first.first != "ESTABLISHED" || first.second == "-")
+		if (flow.rfind("tcp ", 0) != 0 || first.first != "ESTABLISHED" || first.second == "-")
 			continue;  // a connection through a VIP, open at the cut
 		auto it = b.find(flow);
 		if (it == b.end())
