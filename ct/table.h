@@ -470,9 +470,10 @@ private:
 	std::atomic<uint64_t> gc_sweeps_{0};
 };
 
-// Cursor layout: part (0 hash4, 1 LRU4, 2 hash6, 3 LRU6) in bits 48-49, a
-// hash position in [0, 2^32] or an LRU index in bits 16-48, and in bits
-// 0-15 the flows at exactly that position already offered (a 32-bit tie).
+// Cursor layout: part (0 hash4, 1 LRU4, 2 hash6, 3 LRU6) in bits 49-50, a
+// hash position in [0, 2^32] (33 bits) or an LRU index in bits 16-48, and
+// in bits 0-15 the flows at exactly that position already offered (a
+// 32-bit tie).
 template <typename Fn>
 uint64_t table::walk(uint64_t cursor, Fn&& fn)
 {
@@ -482,10 +483,10 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 	uint32_t tmo[kStates];
 	for (unsigned s = 0; s < kStates; s++)
 		tmo[s] = timeout(static_cast<uint8_t>(s));
-	unsigned part = static_cast<unsigned>(cursor >> 48);
+	unsigned part = static_cast<unsigned>(cursor >> 49);
 	uint64_t pos = (cursor >> 16) & kPosMask;
 	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
-	auto at = [&](uint64_t p, unsigned k) { return uint64_t{part} << 48 | p << 16 | k; };
+	auto at = [&](uint64_t p, unsigned k) { return uint64_t{part} << 49 | p << 16 | k; };
 	auto live = [](auto& f) {
 		const unsigned s = std::atomic_ref<uint16_t>(f.h.status).load(std::memory_order_acquire) & 0xff;
 		return s != st_none && s != st_alias;
