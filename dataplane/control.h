@@ -102,7 +102,18 @@ public:
 	template <typename Fn>
 	void for_each_neighbor(Fn&& f) const
 	{
-		for (const auto& [k, e] : nb_) {
+		for_each_neighbor_from(nullptr, [&](const neighbor_info& i) {
+			f(i);
+			return true;
+		});
+	}
+	// f(const neighbor_info&) -> bool in (family, address) order from the
+	// first neighbour >= *from (nullptr: the first), while f returns true.
+	template <typename Fn>
+	void for_each_neighbor_from(const lb::address* from, Fn&& f) const
+	{
+		for (auto it = from != nullptr ? nb_.lower_bound(key_of(*from)) : nb_.begin(); it != nb_.end(); ++it) {
+			const entry& e = it->second;
 			neighbor_info i{};
 			i.addr = e.addr;
 			std::copy(e.mac, e.mac + 6, i.mac);
@@ -111,7 +122,8 @@ public:
 			i.probes = e.probes;
 			i.updated_ns = e.updated_ns;
 			i.queued = static_cast<uint32_t>(e.queue.size());
-			f(i);
+			if (!f(i))
+				return;
 		}
 	}
 	const control_stats& stats() const noexcept { return st_; }

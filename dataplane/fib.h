@@ -94,6 +94,10 @@ public:
 	// f(const config::route_spec&) for every route, in prefix order.
 	template <typename Fn>
 	void for_each_route(Fn&& f) const;
+	// f(const route_spec&) -> bool from the first route >= *from (IPv4
+	// before IPv6; nullptr: the first), while f returns true.
+	template <typename Fn>
+	void for_each_route_from(const net::prefix* from, Fn&& f) const;
 	// Grows and shrinks the neighbour table.
 	void maintain() noexcept { neigh_.maintain(1u << 16); }
 
@@ -134,6 +138,16 @@ private:
 template <typename Fn>
 void fib::for_each_route(Fn&& f) const
 {
+	for_each_route_from(nullptr, [&](const config::route_spec& r) {
+		f(r);
+		return true;
+	});
+}
+
+template <typename Fn>
+void fib::for_each_route_from(const net::prefix* from, Fn&& f) const
+{
+	bool more = true;
 	auto one = [&](uint32_t value, uint8_t family, const auto& rt) {
 		const hop* h = hops_.at(value);
 		if (h == nullptr)
@@ -148,11 +162,17 @@ void fib::for_each_route(Fn&& f) const
 		r.port = h->port;
 		r.has_via = h->has_via;
 		r.via = h->via;
-		f(r);
-		return true;
+		return more = f(r);
 	};
-	fib4_.for_each([&](const auto& rt) { return one(rt.value, 4, rt); });
-	fib6_.for_each([&](const auto& rt) { return one(rt.value, 6, rt); });
+	if (from == nullptr || from->family == 4) {
+		const maps::ipv4::addr a = from != nullptr ? maps::ipv4::from_bytes(from->addr) : 0;
+		fib4_.for_each_from(a, from != nullptr ? from->len : 0, [&](const auto& rt) { return one(rt.value, 4, rt); });
+		if (!more)
+			return;
+		from = nullptr;
+	}
+	const maps::ipv6::addr a = from != nullptr ? maps::ipv6::from_bytes(from->addr) : maps::ipv6::addr{0};
+	fib6_.for_each_from(a, from != nullptr ? from->len : 0, [&](const auto& rt) { return one(rt.value, 6, rt); });
 }
 
 }  // namespace ctplane::dataplane

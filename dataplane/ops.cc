@@ -55,29 +55,41 @@ public:
 		r_.row("fields", std::move(fields));
 		size_ = r_.json_size();
 	}
+	// Rows past `limit` are refused as past the reply's room are.
+	void set_limit(uint64_t limit) { limit_ = limit; }
 	// false: no room (the caller stops and reports where to go on).
 	bool add(std::vector<std::string> row)
 	{
 		size_t n = 16;
 		for (const std::string& s : row)
 			n += s.size() + 4;
-		if (size_ + n > kBudget || rows_ == kMaxRows)
+		if (size_ + n > kBudget || rows_ == kMaxRows || rows_ >= limit_)
 			return false;
 		size_ += n;
 		r_.row(std::to_string(rows_++), std::move(row));
 		return true;
 	}
 	unsigned rows() const { return rows_; }
+	// next: the cursor of the first row not in this page, 0 (or "") once
+	// the list is done.
 	void finish(uint64_t next)
 	{
 		r_.num("rows", rows_);
 		r_.num("next", next);
+	}
+	void finish(const std::string& next)
+	{
+		if (next.empty())
+			return finish(0);
+		r_.num("rows", rows_);
+		r_.text("next", next);
 	}
 
 private:
 	reply& r_;
 	size_t size_;
 	unsigned rows_ = 0;
+	uint64_t limit_ = UINT64_MAX;
 };
 
 // key=value parameters (and bare positional ones, under "").
@@ -96,6 +108,49 @@ kv parse_kv(const std::string& params)
 			out.named[p.substr(0, eq)] = p.substr(eq + 1);
 	}
 	return out;
+}
+
+// The paging parameters every list takes: cursor= (the "next" of the page
+// before; its form is the list's: an id, a prefix, an address) and limit=
+// (at most that many rows; default: as many as a reply holds). Anything
+// else named or positional beyond `positional` is an error.
+struct page {
+	std::string cursor;
+	uint64_t limit = UINT64_MAX;
+	std::vector<std::string> positional;
+};
+bool page_of(const std::string& params, const char* what, size_t positional, page* out, reply& r)
+{
+	const kv p = parse_kv(params);
+	if (p.positional.size() > positional) {
+		r.error(std::string(what) + ": unexpected \"" + p.positional[positional] + "\"");
+		return false;
+	}
+	out->positional = p.positional;
+	for (const auto& [k, v] : p.named) {
+		if (k == "cursor") {
+			out->cursor = v == "0" ? "" : v;
+		} else if (k == "limit") {
+			if (!parse_u64(v, UINT64_MAX / 2, &out->limit) || out->limit == 0) {
+				r.error("bad limit \"" + v + "\" (at least 1)");
+				return false;
+			}
+		} else {
+			r.error(std::string(what) + " takes cursor= and limit=, not \"" + k + "\"");
+			return false;
+		}
+	}
+	return true;
+}
+bool id_cursor(const page& pg, uint32_t* id, reply& r)
+{
+	uint64_t v = 0;
+	if (!pg.cursor.empty() && !parse_u64(pg.cursor, UINT32_MAX, &v)) {
+		r.error("bad cursor \"" + pg.cursor + "\" (an id)");
+		return false;
+	}
+	*id = static_cast<uint32_t>(v);
+	return true;
 }
 
 }  // namespace
@@ -139,17 +194,17 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
-		{"/ctplane/services", "Services. Table"},
-		{"/ctplane/backends", "Backends. Params: [SERVICE]"},
+		{"/ctplane/services", "Services. Params: cursor=ID,limit=N. Table"},
+		{"/ctplane/backends", "Backends. Params: [SERVICE],cursor=ID,limit=N. Table"},
 		{"/ctplane/backend/add", "Adds a backend. Params: SERVICE,ADDR:PORT[,WEIGHT]"},
 		{"/ctplane/backend/remove", "Removes a backend. Params: SERVICE,ADDR:PORT"},
 		{"/ctplane/backend/set_weight", "Sets a backend's weight. Params: SERVICE,ADDR:PORT,WEIGHT"},
 		{"/ctplane/backend/drain", "No new flows to a backend. Params: SERVICE,ADDR:PORT"},
 		{"/ctplane/backend/activate", "New flows to a backend again. Params: SERVICE,ADDR:PORT"},
-		{"/ctplane/routes", "Routes. Table"},
+		{"/ctplane/routes", "Routes. Params: cursor=PREFIX,limit=N. Table"},
 		{"/ctplane/route/add", "Adds or replaces a route. Params: PREFIX,PORT[,VIA]"},
 		{"/ctplane/route/del", "Removes a route. Params: PREFIX"},
-		{"/ctplane/neighbors", "Neighbours (ARP / ND). Table"},
+		{"/ctplane/neighbors", "Neighbours (ARP / ND). Params: cursor=ADDRESS,limit=N. Table"},
 		{"/ctplane/tables", "Table sizes and resize history"},
 		{"/ctplane/state/save", "Writes a state snapshot. Params: [FILE] (default: state.file)"},
 		{"/ctplane/reload", "Applies the YAML while forwarding. Params: [FILE] (default: the running one's)"},
@@ -210,17 +265,17 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 	if (c == "ct/events")
 		return ct_events(params);
 	if (c == "services")
-		return services();
+		return services(params);
 	if (c == "backends")
 		return backends(params);
 	if (c.rfind("backend/", 0) == 0)
 		return backend_cmd(c.substr(8), params);
 	if (c == "routes")
-		return routes();
+		return routes(params);
 	if (c.rfind("route/", 0) == 0)
 		return route_cmd(c.substr(6), params);
 	if (c == "neighbors")
-		return neighbors(now_ns);
+		return neighbors(params, now_ns);
 	if (c == "tables")
 		return tables();
 	if (c == "reload") {
@@ -495,10 +550,15 @@ reply ops::ct_events(const std::string& params)
 	return r;
 }
 
-reply ops::services()
+reply ops::services(const std::string& params)
 {
 	reply r;
+	page pg;
+	uint32_t from = 0;
+	if (!page_of(params, "services", 0, &pg, r) || !id_cursor(pg, &from, r))
+		return r;
 	table_out t(r, {"id", "name", "frontend", "proto", "backends", "active", "maglev"});
+	t.set_limit(pg.limit);
 	lb::balancer& lb = dp_.lb();
 	std::map<uint32_t, std::pair<unsigned, unsigned>> counts;
 	lb.for_each_backend([&](uint32_t, const lb::backend& b) {
@@ -507,33 +567,46 @@ reply ops::services()
 		if (b.state == static_cast<uint8_t>(lb::backend_state::active) && b.weight != 0)
 			c.second++;
 	});
+	uint32_t next = 0;
 	lb.for_each_service([&](uint32_t id, const lb::service& s) {
-		t.add({std::to_string(id), lb.service_name(id), endpoint_str(s.frontend), proto_str(s.frontend.proto),
-		       std::to_string(counts[id].first), std::to_string(counts[id].second), std::to_string(s.maglev_size)});
+		if (id < from || next != 0)
+			return;
+		if (!t.add({std::to_string(id), lb.service_name(id), endpoint_str(s.frontend), proto_str(s.frontend.proto),
+			    std::to_string(counts[id].first), std::to_string(counts[id].second), std::to_string(s.maglev_size)}))
+			next = id;
 	});
-	t.finish(0);
+	t.finish(next);
 	return r;
 }
 
 reply ops::backends(const std::string& params)
 {
 	reply r;
+	page pg;
+	uint32_t from = 0;
+	if (!page_of(params, "backends", 1, &pg, r) || !id_cursor(pg, &from, r))
+		return r;
 	lb::balancer& lb = dp_.lb();
 	uint32_t only = 0;
-	if (!params.empty() && (only = lb.service_id(params)) == 0) {
-		r.error("unknown service \"" + params + "\"");
+	if (!pg.positional.empty() && (only = lb.service_id(pg.positional[0])) == 0) {
+		r.error("unknown service \"" + pg.positional[0] + "\"");
 		return r;
 	}
 	const pipeline_stats ps = dp_.pl().stats();
 	table_out t(r, {"id", "service", "address", "weight", "state", "new_flows"});
-	lb.for_each_backend([&](uint32_t id, const lb::backend& b) {
+	t.set_limit(pg.limit);
+	uint32_t next = 0;
+	lb.for_each_backend_from(from, [&](uint32_t id, const lb::backend& b) {
 		if (only != 0 && b.service != only)
-			return;
-		t.add({std::to_string(id), lb.service_name(b.service), endpoint_str(b.ep), std::to_string(b.weight),
-		       lb::state_name(static_cast<lb::backend_state>(b.state)),
-		       std::to_string(id < ps.backend_flows.size() ? ps.backend_flows[id] : 0)});
+			return true;
+		if (t.add({std::to_string(id), lb.service_name(b.service), endpoint_str(b.ep), std::to_string(b.weight),
+			   lb::state_name(static_cast<lb::backend_state>(b.state)),
+			   std::to_string(id < ps.backend_flows.size() ? ps.backend_flows[id] : 0)}))
+			return true;
+		next = id;
+		return false;
 	});
-	t.finish(0);
+	t.finish(next);
 	return r;
 }
 
@@ -595,14 +668,27 @@ reply ops::backend_cmd(const std::string& verb, const std::string& params)
 	return r;
 }
 
-reply ops::routes()
+reply ops::routes(const std::string& params)
 {
 	reply r;
+	page pg;
+	if (!page_of(params, "routes", 0, &pg, r))
+		return r;
+	net::prefix from{};
+	if (!pg.cursor.empty() && net::parse_prefix(pg.cursor, &from) != net::prefix_error::none) {
+		r.error("bad cursor \"" + pg.cursor + "\" (a prefix)");
+		return r;
+	}
 	table_out t(r, {"prefix", "port", "via"});
-	dp_.pl().for_each_route([&](const config::route_spec& rt) {
-		t.add({to_string(rt.prefix), port_name(rt.port), rt.has_via ? lb::to_string(rt.via) : "-"});
+	t.set_limit(pg.limit);
+	std::string next;
+	dp_.pl().for_each_route_from(pg.cursor.empty() ? nullptr : &from, [&](const config::route_spec& rt) {
+		if (t.add({to_string(rt.prefix), port_name(rt.port), rt.has_via ? lb::to_string(rt.via) : "-"}))
+			return true;
+		next = to_string(rt.prefix);
+		return false;
 	});
-	t.finish(0);
+	t.finish(next);
 	return r;
 }
 
@@ -653,17 +739,30 @@ reply ops::route_cmd(const std::string& verb, const std::string& params)
 	return r;
 }
 
-reply ops::neighbors(uint64_t now_ns)
+reply ops::neighbors(const std::string& params, uint64_t now_ns)
 {
 	reply r;
+	page pg;
+	if (!page_of(params, "neighbors", 0, &pg, r))
+		return r;
+	lb::address from{};
+	if (!pg.cursor.empty() && !lb::parse_address(pg.cursor, &from)) {
+		r.error("bad cursor \"" + pg.cursor + "\" (an address)");
+		return r;
+	}
 	table_out t(r, {"address", "mac", "port", "state", "probes", "queued", "age_s"});
-	ctl_.for_each_neighbor([&](const neighbor_info& n) {
+	t.set_limit(pg.limit);
+	std::string next;
+	ctl_.for_each_neighbor_from(pg.cursor.empty() ? nullptr : &from, [&](const neighbor_info& n) {
 		const bool known = n.state != nb_state::incomplete && n.state != nb_state::failed;
-		t.add({lb::to_string(n.addr), known ? mac_str(n.mac) : "-", port_name(n.port), nb_state_name(n.state),
-		       std::to_string(n.probes), std::to_string(n.queued),
-		       n.state == nb_state::permanent ? "-" : std::to_string((now_ns - n.updated_ns) / 1'000'000'000)});
+		if (t.add({lb::to_string(n.addr), known ? mac_str(n.mac) : "-", port_name(n.port), nb_state_name(n.state),
+			   std::to_string(n.probes), std::to_string(n.queued),
+			   n.state == nb_state::permanent ? "-" : std::to_string((now_ns - n.updated_ns) / 1'000'000'000)}))
+			return true;
+		next = lb::to_string(n.addr);
+		return false;
 	});
-	t.finish(0);
+	t.finish(next);
 	return r;
 }
 

@@ -124,12 +124,12 @@ private:
 	reply ct_summary();
 	reply ct_list(const std::string& params, uint64_t now_ns);
 	reply ct_events(const std::string& params);
-	reply services();
+	reply services(const std::string& params);
 	reply backends(const std::string& params);
 	reply backend_cmd(const std::string& verb, const std::string& params);
-	reply routes();
+	reply routes(const std::string& params);
 	reply route_cmd(const std::string& verb, const std::string& params);
-	reply neighbors(uint64_t now_ns);
+	reply neighbors(const std::string& params, uint64_t now_ns);
 	reply tables();
 	std::string port_name(unsigned port) const;
 

@@ -206,6 +206,11 @@ public:
 	{
 		fib_.for_each_route(std::forward<Fn>(f));
 	}
+	template <typename Fn>
+	void for_each_route_from(const net::prefix* from, Fn&& f) const
+	{
+		fib_.for_each_route_from(from, std::forward<Fn>(f));
+	}
 	const dataplane::fib& fib() const noexcept { return fib_; }
 	// A port's MAC and addresses (its config).
 	const uint8_t* port_mac(unsigned port) const noexcept { return ports_[port].mac; }

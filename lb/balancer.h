@@ -180,12 +180,25 @@ public:
 	template <typename Fn>
 	void for_each_backend(Fn&& fn) const
 	{
+		for_each_backend_from(0, [&](uint32_t id, const backend& b) {
+			fn(id, b);
+			return true;
+		});
+	}
+	// fn(id, const backend&) -> bool in id order from id `first`, while fn
+	// returns true.
+	template <typename Fn>
+	void for_each_backend_from(uint32_t first, Fn&& fn) const
+	{
 		std::vector<uint32_t> ids;
 		for (const auto& m : members_)
-			ids.insert(ids.end(), m.begin(), m.end());
+			for (uint32_t i : m)
+				if (i >= first)
+					ids.push_back(i);
 		std::sort(ids.begin(), ids.end());
 		for (uint32_t i : ids)
-			fn(i, static_cast<const backend&>(be_[i]));
+			if (!fn(i, static_cast<const backend&>(be_[i])))
+				return;
 	}
 	lb_stats stats() const;
 	uint32_t default_maglev_size() const noexcept { return default_m_; }

@@ -161,6 +161,9 @@ public:
 	// f(const route&) in (prefix, len) order while it returns true.
 	template <typename Fn>
 	void for_each(Fn&& f) const;
+	// The same from the first route >= (prefix, len) (a listing's cursor).
+	template <typename Fn>
+	void for_each_from(addr prefix, unsigned len, Fn&& f) const;
 	uint64_t size() const noexcept { return t_.load(std::memory_order_acquire)->routes->size(); }
 
 	// ---- writer -----------------------------------------------------------
@@ -567,6 +570,18 @@ template <typename Fn>
 void lpm<F>::for_each(Fn&& f) const
 {
 	t_.load(std::memory_order_acquire)->routes->for_each([&](const auto& l) {
+		const route r{F::from_bytes(l.key), l.key[kBits / 8], l.value};
+		return f(r);
+	});
+}
+
+template <typename F>
+template <typename Fn>
+void lpm<F>::for_each_from(addr prefix, unsigned len, Fn&& f) const
+{
+	uint8_t k[kKeyLen];
+	key_of(prefix, std::min(len, kBits), k);
+	t_.load(std::memory_order_acquire)->routes->for_each_from(k, kKeyLen, [&](const auto& l) {
 		const route r{F::from_bytes(l.key), l.key[kBits / 8], l.value};
 		return f(r);
 	});

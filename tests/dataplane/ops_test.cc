@@ -110,6 +110,28 @@ protected:
 		} while (cursor != 0 && *pages < 10000);
 		return seen;
 	}
+	// Pages any list by its cursor: the `key` field of every row, in page
+	// order. "next" is a number (0: done) or a string (a prefix, an address).
+	std::vector<std::string> list_all(const std::string& cmd, const std::string& params, const std::string& key,
+					  unsigned* pages)
+	{
+		std::vector<std::string> seen;
+		std::string cursor = "0";
+		*pages = 0;
+		do {
+			const reply r = run(cmd, params + (params.empty() ? "" : ",") + "cursor=" + cursor);
+			EXPECT_EQ(error(r), "") << cmd << " cursor=" << cursor;
+			if (r.is_error())
+				break;
+			for (const auto& row : rows(r))
+				seen.push_back(row.at(key));
+			const reply::value* next = get(r, "next");
+			EXPECT_NE(next, nullptr);
+			cursor = next == nullptr ? "0" : next->kind == reply::value::u64 ? std::to_string(next->u) : next->s;
+			++*pages;
+		} while (cursor != "0" && *pages < 10000);
+		return seen;
+	}
 	static std::string error(const reply& r) { return r.is_error() ? r.items[0].second.s : ""; }
 	// A table reply as rows of field -> value.
 	static std::vector<std::map<std::string, std::string>> rows(const reply& r)
@@ -285,6 +307,73 @@ TEST_F(ops_fixture, a_dump_survives_the_table_growing_between_its_pages)
 	}
 	for (const auto& [k, n] : count)
 		EXPECT_EQ(n, 1) << k;
+}
+
+// Every list pages: a list longer than one reply says where to go on
+// (they all stopped at ~240 rows and said next=0, "done"), and paging
+// by cursor lists every row exactly once, with or without a limit.
+TEST_F(ops_fixture, every_list_pages_by_cursor_and_lists_every_row_once)
+{
+	for (unsigned i = 0; i < 600; i++)
+		ASSERT_EQ(error(run("/ctplane/route/add", "172." + std::to_string(16 + i / 256) + "." + std::to_string(i % 256) +
+							     ".0/24,server")),
+			  "");
+	for (unsigned i = 0; i < 300; i++) {
+		char p[48];
+		std::snprintf(p, sizeof p, "2001:db8:%x::/48,server", 0x100 + i);
+		ASSERT_EQ(error(run("/ctplane/route/add", p)), "");
+	}
+	for (unsigned i = 0; i < 500; i++)
+		ASSERT_EQ(error(run("/ctplane/backend/add", "web,10.0.2." + std::to_string(i % 250) + ":" +
+								 std::to_string(9000 + i / 250))),
+			  "");
+	for (unsigned i = 0; i < 400; i++) {
+		lb::address a{};
+		ASSERT_TRUE(lb::parse_address("10.0.3." + std::to_string(i % 200 + 1) + (i < 200 ? "" : "0"), &a) ||
+			    lb::parse_address("10.0.4." + std::to_string(i % 200), &a));
+		const uint8_t mac[6] = {2, 0xdd, 0, 0, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i)};
+		ctl->restore_neighbor(a, mac, 1, true, now);
+	}
+	const size_t routes = 600 + 300 + 2, backends = 500 + 2;
+	size_t neighbors = 0;
+	ctl->for_each_neighbor([&](const neighbor_info&) { neighbors++; });
+	ASSERT_GT(neighbors, 300u);
+	struct list {
+		const char* cmd;
+		const char* params;
+		const char* key;
+		size_t n;
+	} lists[] = {{"/ctplane/routes", "", "prefix", routes},
+		     {"/ctplane/backends", "", "id", backends},
+		     {"/ctplane/backends", "web", "id", backends},
+		     {"/ctplane/neighbors", "", "address", neighbors}};
+	for (const list& l : lists) {
+		const reply first = run(l.cmd, l.params);
+		EXPECT_LT(num(first, "rows"), l.n) << l.cmd << ": the test needs more rows than one reply holds";
+		const reply::value* next = get(first, "next");
+		ASSERT_NE(next, nullptr);
+		EXPECT_FALSE(next->kind == reply::value::u64 && next->u == 0) << l.cmd << ": a page stopped short says so";
+		for (const std::string limit : {"", "limit=7"}) {
+			unsigned pages = 0;
+			const std::string params = std::string(l.params) + (*l.params && !limit.empty() ? "," : "") + limit;
+			const auto seen = list_all(l.cmd, params, l.key, &pages);
+			EXPECT_EQ(seen.size(), l.n) << l.cmd << " " << params;
+			EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), l.n) << l.cmd << " " << params;
+			EXPECT_GT(pages, 1u) << l.cmd << " " << params;
+			if (!limit.empty())
+				EXPECT_EQ(pages, (l.n + 6) / 7) << l.cmd;
+		}
+	}
+	// Bad cursors and limits are named.
+	EXPECT_EQ(error(run("/ctplane/routes", "cursor=10.0.0.0")), "bad cursor \"10.0.0.0\" (a prefix)");
+	EXPECT_EQ(error(run("/ctplane/neighbors", "cursor=x")), "bad cursor \"x\" (an address)");
+	EXPECT_EQ(error(run("/ctplane/services", "cursor=-1")), "bad cursor \"-1\" (an id)");
+	EXPECT_EQ(error(run("/ctplane/backends", "limit=0")), "bad limit \"0\" (at least 1)");
+	EXPECT_EQ(error(run("/ctplane/routes", "colour=red")), "routes takes cursor= and limit=, not \"colour\"");
+	EXPECT_EQ(error(run("/ctplane/services", "web")), "services: unexpected \"web\"");
+	// Services page by id too (the fixture has one).
+	unsigned pages = 0;
+	EXPECT_EQ(list_all("/ctplane/services", "limit=1", "name", &pages), std::vector<std::string>{"web"});
 }
 
 TEST_F(ops_fixture, ct_events_follow_from_where_the_client_is)
