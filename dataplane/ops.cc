@@ -194,6 +194,9 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
+		{"/ctplane/ct/delete", "Removes the flows that match (conntrack -D). Params: addr=,port=,state=,proto=,cursor="},
+		{"/ctplane/ct/flush", "Removes every flow (conntrack -F). Params: cursor="},
+		{"/ctplane/sockmap", "Short-circuited connection directions. Params: cursor=,limit=. Table"},
 		{"/ctplane/services", "Services. Params: cursor=ID,limit=N. Table"},
 		{"/ctplane/backends", "Backends. Params: [SERVICE],cursor=ID,limit=N. Table"},
 		{"/ctplane/backend/add", "Adds a backend. Params: SERVICE,ADDR:PORT[,WEIGHT]"},
@@ -264,6 +267,10 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return ct_list(params, now_ns);
 	if (c == "ct/events")
 		return ct_events(params);
+	if (c == "ct/delete" || c == "ct/flush")
+		return ct_delete(params, now_ns, c == "ct/flush");
+	if (c == "sockmap")
+		return sockmap_list(params);
 	if (c == "services")
 		return services(params);
 	if (c == "backends")
@@ -418,81 +425,94 @@ reply ops::ct_summary()
 	return r;
 }
 
-reply ops::ct_list(const std::string& params, uint64_t now_ns)
-{
-	reply r;
-	const kv p = parse_kv(params);
-	if (!p.positional.empty()) {
-		r.error("ct list takes key=value filters (addr, port, state, proto, cursor, limit), got \"" +
-			p.positional[0] + "\"");
-		return r;
-	}
+namespace {
+
+// The flows a ct list or delete names: key=value filters (addr, port,
+// state, proto; any of the flow's addresses / ports, the translation's
+// included) and the paging ones.
+struct ct_filter {
 	lb::address addr{};
 	uint64_t port = 0, cursor = 0, limit = UINT64_MAX;
 	int state = -1, proto = -1;
-	for (const auto& [k, v] : p.named) {
-		if (k == "addr") {
-			if (!lb::parse_address(v, &addr)) {
-				r.error("bad address \"" + v + "\"");
-				return r;
+	bool any = false;  // a flow filter was given (not just paging)
+
+	// "" or what is wrong.
+	std::string parse(const std::string& what, const std::string& params)
+	{
+		const kv p = parse_kv(params);
+		if (!p.positional.empty())
+			return what + " takes key=value filters (addr, port, state, proto, cursor, limit), got \"" +
+			       p.positional[0] + "\"";
+		for (const auto& [k, v] : p.named) {
+			any = any || (k != "cursor" && k != "limit");
+			if (k == "addr") {
+				if (!lb::parse_address(v, &addr))
+					return "bad address \"" + v + "\"";
+			} else if (k == "port") {
+				if (!parse_u64(v, 65535, &port))
+					return "bad port \"" + v + "\"";
+			} else if (k == "state") {
+				for (int s = 1; s < ct::kStates; s++)
+					if (strcasecmp(v.c_str(), ct::state_name(static_cast<uint8_t>(s))) == 0)
+						state = s;
+				if (state < 0)
+					return "unknown state \"" + v + "\" (ESTABLISHED, SYN_SENT, TIME_WAIT, ...)";
+			} else if (k == "proto") {
+				for (int x : {ct::kProtoTCP, ct::kProtoUDP, ct::kProtoICMP, ct::kProtoICMPv6})
+					if (v == proto_name(static_cast<uint8_t>(x)))
+						proto = x;
+				if (proto < 0)
+					return "unknown protocol \"" + v + "\" (tcp, udp, icmp, icmpv6)";
+			} else if (k == "cursor" || k == "limit") {
+				uint64_t n;
+				if (!parse_u64(v, UINT64_MAX / 2, &n))
+					return "bad " + k + " \"" + v + "\"";
+				if (k == "limit" && n == 0)
+					return "limit must be at least 1";
+				(k == "cursor" ? cursor : limit) = n;
+			} else {
+				return "unknown filter \"" + k + "\" (addr, port, state, proto, cursor, limit)";
 			}
-		} else if (k == "port") {
-			if (!parse_u64(v, 65535, &port)) {
-				r.error("bad port \"" + v + "\"");
-				return r;
-			}
-		} else if (k == "state") {
-			for (int s = 1; s < ct::kStates; s++)
-				if (strcasecmp(v.c_str(), ct::state_name(static_cast<uint8_t>(s))) == 0)
-					state = s;
-			if (state < 0) {
-				r.error("unknown state \"" + v + "\" (ESTABLISHED, SYN_SENT, TIME_WAIT, ...)");
-				return r;
-			}
-		} else if (k == "proto") {
-			for (int x : {ct::kProtoTCP, ct::kProtoUDP, ct::kProtoICMP, ct::kProtoICMPv6})
-				if (v == proto_name(static_cast<uint8_t>(x)))
-					proto = x;
-			if (proto < 0) {
-				r.error("unknown protocol \"" + v + "\" (tcp, udp, icmp, icmpv6)");
-				return r;
-			}
-		} else if (k == "cursor" || k == "limit") {
-			uint64_t n;
-			if (!parse_u64(v, UINT64_MAX / 2, &n)) {
-				r.error("bad " + k + " \"" + v + "\"");
-				return r;
-			}
-			if (k == "limit" && n == 0) {
-				r.error("limit must be at least 1");
-				return r;
-			}
-			(k == "cursor" ? cursor : limit) = n;
-		} else {
-			r.error("unknown filter \"" + k + "\" (addr, port, state, proto, cursor, limit)");
-			return r;
 		}
+		return "";
+	}
+	bool matches(const ct::flow_view& f) const noexcept
+	{
+		const ct::tuple& o = f.orig;
+		const unsigned alen = addr.family == 4 ? 4 : 16;
+		if (addr.family != 0 &&
+		    !(o.family == addr.family && (std::memcmp(o.src, addr.addr, alen) == 0 ||
+						  std::memcmp(o.dst, addr.addr, alen) == 0 ||
+						  ((f.flags & ct::kNat) && std::memcmp(f.nat_addr, addr.addr, alen) == 0))))
+			return false;
+		if (port != 0 && o.sport != port && o.dport != port && !((f.flags & ct::kNat) && f.nat_port == port))
+			return false;
+		return !((state >= 0 && f.state != state) || (proto >= 0 && o.proto != proto));
+	}
+};
+
+}  // namespace
+
+reply ops::ct_list(const std::string& params, uint64_t now_ns)
+{
+	reply r;
+	ct_filter flt;
+	if (std::string e = flt.parse("ct list", params); !e.empty()) {
+		r.error(e);
+		return r;
 	}
 	table_out t(r, {"proto", "state", "src", "sport", "dst", "dport", "nat", "packets", "bytes", "expires_s"});
-	const unsigned alen = addr.family == 4 ? 4 : 16;
 	const uint32_t now = ct::table::ticks(now_ns);
 	// A page ends where the reply is full (or at `limit`); "next" is the
 	// cursor to continue from, 0 once the table is done. Each page costs
 	// its own flows (plus those the filters pass over), not the table.
 	uint64_t rows = 0;
-	const uint64_t next = dp_.ct().walk(cursor, [&](const ct::flow_view& f) {
-		const ct::tuple& o = f.orig;
-		if (addr.family != 0 &&
-		    !(o.family == addr.family && (std::memcmp(o.src, addr.addr, alen) == 0 ||
-						  std::memcmp(o.dst, addr.addr, alen) == 0 ||
-						  ((f.flags & ct::kNat) && std::memcmp(f.nat_addr, addr.addr, alen) == 0))))
+	const uint64_t next = dp_.ct().walk(flt.cursor, [&](const ct::flow_view& f) {
+		if (!flt.matches(f))
 			return true;
-		if (port != 0 && o.sport != port && o.dport != port && !((f.flags & ct::kNat) && f.nat_port == port))
-			return true;
-		if ((state >= 0 && f.state != state) || (proto >= 0 && o.proto != proto))
-			return true;
-		if (rows == limit)
+		if (rows == flt.limit)
 			return false;
+		const ct::tuple& o = f.orig;
 		std::string nat = "-";
 		if (f.flags & ct::kNat) {
 			lb::endpoint e{};
@@ -512,6 +532,73 @@ reply ops::ct_list(const std::string& params, uint64_t now_ns)
 		return true;
 	});
 	t.finish(next == ct::table::kWalkEnd ? 0 : next);
+	return r;
+}
+
+// conntrack -D / -F: the matching flows leave through ct::table::erase, the
+// path every removal takes (a destroy event, the sockmap entry with it,
+// the erased counter). At most kDeleteBatch flows a call, so a reply never
+// waits on the whole table; "next" says where the next call goes on.
+reply ops::ct_delete(const std::string& params, uint64_t now_ns, bool flush)
+{
+	reply r;
+	ct_filter flt;
+	const std::string what = flush ? "ct flush" : "ct delete";
+	if (std::string e = flt.parse(what, params); !e.empty()) {
+		r.error(e);
+		return r;
+	}
+	if (flush && flt.any) {
+		r.error("ct flush takes no filters (ct delete does)");
+		return r;
+	}
+	if (!flush && !flt.any) {
+		r.error("ct delete needs a filter (addr, port, state, proto); ct flush removes every flow");
+		return r;
+	}
+	constexpr uint64_t kDeleteBatch = 65536;
+	const uint64_t batch = std::min(flt.limit, kDeleteBatch);
+	std::vector<ct::tuple> doomed;
+	const uint64_t next = dp_.ct().walk(flt.cursor, [&](const ct::flow_view& f) {
+		if (!flt.matches(f))
+			return true;
+		if (doomed.size() == batch)
+			return false;
+		doomed.push_back(f.orig);
+		return true;
+	});
+	uint64_t deleted = 0;
+	for (const ct::tuple& t : doomed)
+		deleted += dp_.ct().erase(t, now_ns) == 0;
+	dp_.drain_events();  // the sockmap and the event log see them now
+	r.num("deleted", deleted);
+	r.num("next", next == ct::table::kWalkEnd ? 0 : next);
+	return r;
+}
+
+reply ops::sockmap_list(const std::string& params)
+{
+	reply r;
+	page pg;
+	if (!page_of(params, "sockmap", 0, &pg, r))
+		return r;
+	uint64_t cursor = 0;
+	if (!pg.cursor.empty() && !parse_u64(pg.cursor, UINT64_MAX - 1, &cursor)) {
+		r.error("bad cursor \"" + pg.cursor + "\"");
+		return r;
+	}
+	table_out t(r, {"proto", "src", "sport", "dst", "dport", "port", "nat", "packets", "bytes"});
+	t.set_limit(pg.limit);
+	const uint64_t next = dp_.sm().walk(cursor, [&](const ct::tuple& d, const sockmap::entry& e) {
+		std::string nat = "-";
+		if (e.r.nat != 0)
+			nat = std::string((e.r.nat & sockmap::kNatDst) ? "dst " : "src ") +
+			      net::endpoint_string(e.r.nat_addr, d.family, e.r.nat_port);
+		return t.add({proto_str(d.proto), addr_str(d.src, d.family), std::to_string(d.sport), addr_str(d.dst, d.family),
+			      std::to_string(d.dport), port_name(e.r.port), nat, std::to_string(e.packets),
+			      std::to_string(e.bytes)});
+	});
+	t.finish(next == sockmap::sockmap::kWalkEnd ? 0 : next);
 	return r;
 }
 

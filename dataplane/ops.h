@@ -124,6 +124,8 @@ private:
 	reply ct_summary();
 	reply ct_list(const std::string& params, uint64_t now_ns);
 	reply ct_events(const std::string& params);
+	reply ct_delete(const std::string& params, uint64_t now_ns, bool flush);
+	reply sockmap_list(const std::string& params);
 	reply services(const std::string& params);
 	reply backends(const std::string& params);
 	reply backend_cmd(const std::string& verb, const std::string& params);

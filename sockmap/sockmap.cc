@@ -163,21 +163,6 @@ int sockmap::erase(const ct::tuple& t)
 	return t.family == 6 ? both(h6_, key6{}, key6{}) : both(h4_, key4{}, key4{});
 }
 
-template <typename K>
-static ct::tuple tuple_of(const K& k) noexcept
-{
-	ct::tuple t;
-	std::memset(&t, 0, sizeof(t));
-	std::memcpy(t.src, k.src, sizeof(k.src));
-	std::memcpy(t.dst, k.dst, sizeof(k.dst));
-	t.sport = k.sport;
-	t.dport = k.dport;
-	t.proto = k.proto;
-	t.family = sizeof(k.src) == 4 ? 4 : 6;
-	t.zone = k.zone;
-	return t;
-}
-
 std::string sockmap::set_config(const config& c)
 {
 	if (std::string e = validate(c); !e.empty())

@@ -31,8 +31,10 @@
 //   is_local, stats, size       any thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -147,10 +149,20 @@ public:
 	// restore_direction: as insert, for one direction.
 	void for_each_direction(const std::function<void(const ct::tuple&, const redirect&)>& fn) const;
 	int restore_direction(const ct::tuple& t, const redirect& r);
+	// A listing in pages (ops: /ctplane/sockmap): from `cursor` (0: the
+	// start) fn(const ct::tuple& direction, const entry&) -> bool per
+	// direction; false ends the page at that direction. Returns its cursor,
+	// kWalkEnd once every direction was offered. Positions, as
+	// ct::table::walk: resizes between pages neither skip nor repeat one.
+	static constexpr uint64_t kWalkEnd = ~uint64_t{0};
+	template <typename Fn>
+	uint64_t walk(uint64_t cursor, Fn&& fn) const;
 
 private:
 	template <typename K>
 	static void make(const ct::tuple& t, K& k) noexcept;
+	template <typename K>
+	static ct::tuple tuple_of(const K& k) noexcept;
 	template <typename H>
 	size_t sync_family(H& h, ct::table& ct, uint64_t now_ns);
 	struct alignas(64) thread_counters {
@@ -196,6 +208,73 @@ void sockmap::on_event(const ct::event& e, Resolve&& resolve)
 			    e.type == ct::event_type::destroyed;
 	if (leaves && erase(e.orig) == 0)
 		cc_.removed_closed++;
+}
+
+template <typename K>
+inline ct::tuple sockmap::tuple_of(const K& k) noexcept
+{
+	ct::tuple t;
+	std::memset(&t, 0, sizeof(t));
+	std::memcpy(t.src, k.src, sizeof(k.src));
+	std::memcpy(t.dst, k.dst, sizeof(k.dst));
+	t.sport = k.sport;
+	t.dport = k.dport;
+	t.proto = k.proto;
+	t.family = sizeof(k.src) == 4 ? 4 : 6;
+	t.zone = k.zone;
+	return t;
+}
+
+// Cursor: family part (0 IPv4, 1 IPv6) in bit 49, a hash position in
+// [0, 2^32] in bits 16-48, and in bits 0-15 the directions at exactly that
+// position already offered.
+template <typename Fn>
+uint64_t sockmap::walk(uint64_t cursor, Fn&& fn) const
+{
+	if (cursor == kWalkEnd)
+		return kWalkEnd;
+	unsigned part = static_cast<unsigned>(cursor >> 49);
+	uint64_t pos = (cursor >> 16) & ((uint64_t{1} << 33) - 1);
+	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
+	auto family = [&](const auto& h, uint64_t* stop) {
+		using H = std::decay_t<decltype(h)>;
+		using K = typename H::key_type;
+		struct item {
+			uint32_t at;
+			K k;
+			entry e;
+		};
+		std::vector<item> step;
+		while (pos < H::kScanEnd) {
+			step.clear();
+			const uint64_t next = h.scan(pos, 1, [&](const K& k, const entry& e) {
+				step.push_back({h.position(h.hash(k)), k, e});
+				return true;
+			});
+			std::sort(step.begin(), step.end(), [](const item& a, const item& b) {
+				return a.at != b.at ? a.at < b.at : std::memcmp(&a.k, &b.k, sizeof(K)) < 0;
+			});
+			unsigned ties = 0;
+			for (size_t i = 0; i < step.size(); i++) {
+				ties = i > 0 && step[i - 1].at == step[i].at ? ties + 1 : 0;
+				if (step[i].at == pos && ties < skip)
+					continue;
+				if (!fn(static_cast<const ct::tuple&>(tuple_of(step[i].k)), static_cast<const entry&>(step[i].e))) {
+					*stop = uint64_t{part} << 49 | uint64_t{step[i].at} << 16 | ties;
+					return false;
+				}
+			}
+			pos = next;
+			skip = 0;
+		}
+		return true;
+	};
+	for (; part < 2; part++, pos = 0, skip = 0) {
+		uint64_t stop = 0;
+		if (!(part == 0 ? family(h4_, &stop) : family(h6_, &stop)))
+			return stop;
+	}
+	return kWalkEnd;
 }
 
 }  // namespace ctplane::sockmap

@@ -31,11 +31,13 @@ neighbors:
   - {address: 10.0.1.1, mac: "02:bb:00:00:00:01", port: server}
   - {address: 10.0.1.2, mac: "02:bb:00:00:00:02", port: server}
   - {address: 10.0.1.3, mac: "02:bb:00:00:00:03", port: server}
+  - {address: 192.168.1.200, mac: "02:aa:00:00:00:c8", port: client}
 routes:
   - {prefix: 192.168.0.0/15, port: client}
   - {prefix: 10.0.0.0/16, port: server}
 ct:
   events: true
+sockmap: {enabled: true, local_prefixes: [192.168.1.200/32, 10.0.1.3/32]}
 lb:
   maglev_size: 251
 services:
@@ -376,6 +378,70 @@ TEST_F(ops_fixture, every_list_pages_by_cursor_and_lists_every_row_once)
 	EXPECT_EQ(list_all("/ctplane/services", "limit=1", "name", &pages), std::vector<std::string>{"web"});
 }
 
+// conntrack -D / -F: flows leave by the normal removal path, so the
+// destroy event, the sockmap entry and the erased counter go with them.
+TEST_F(ops_fixture, ct_delete_and_flush_remove_flows_the_normal_way)
+{
+	// A connection between two local endpoints, established: the sockmap
+	// takes both its directions.
+	auto send = [&](uint32_t src, uint32_t dst, l4 seg, uint16_t port) {
+		bytes f = eth4(with_l4_csum(ipv4(src, dst, seg)));
+		frame fr{f.data(), static_cast<uint32_t>(f.size()), port};
+		outcome o;
+		dp->pl().process(&fr, 1, now, &o);
+		return o;
+	};
+	constexpr uint32_t kLocal = 0xc0a801c8, kServer = 0x0a000103;  // 192.168.1.200, 10.0.1.3
+	ASSERT_EQ(send(kLocal, kServer, tcp(45000, 22, ct::kSYN), 0).f, fate::forward);
+	ASSERT_EQ(send(kServer, kLocal, tcp(22, 45000, ct::kSYN | ct::kACK), 1).f, fate::forward);
+	ASSERT_EQ(send(kLocal, kServer, tcp(45000, 22, ct::kACK), 0).f, fate::forward);
+	dp->drain_events();
+	reply r = run("/ctplane/sockmap");
+	ASSERT_EQ(error(r), "");
+	const auto sm = rows(r);
+	ASSERT_EQ(sm.size(), 2u) << "both directions";
+	EXPECT_EQ(num(r, "next"), 0u);
+	std::set<std::string> dirs;
+	for (const auto& d : sm)
+		dirs.insert(d.at("src") + ":" + d.at("sport") + ">" + d.at("dst") + ":" + d.at("dport") + "@" + d.at("port"));
+	EXPECT_EQ(dirs, (std::set<std::string>{"192.168.1.200:45000>10.0.1.3:22@server", "10.0.1.3:22>192.168.1.200:45000@client"}));
+	// Other flows: 30 to the VIP.
+	for (uint32_t i = 0; i < 30; i++)
+		ASSERT_EQ(syn(0xc0a80100 + i, static_cast<uint16_t>(2000 + i)).f, fate::forward);
+	ASSERT_EQ(rows(run("/ctplane/ct/list")).size(), 31u);
+	dp->drain_events();
+	const uint64_t last = num(run("/ctplane/ct/events"), "last");
+	// Delete by filter: the local connection only.
+	r = run("/ctplane/ct/delete", "addr=192.168.1.200");
+	ASSERT_EQ(error(r), "");
+	EXPECT_EQ(num(r, "deleted"), 1u);
+	EXPECT_EQ(num(r, "next"), 0u);
+	EXPECT_EQ(rows(run("/ctplane/ct/list", "addr=192.168.1.200")).size(), 0u);
+	EXPECT_EQ(rows(run("/ctplane/sockmap")).size(), 0u) << "the sockmap followed the destroy event";
+	auto ev = rows(run("/ctplane/ct/events", "after=" + std::to_string(last)));
+	ASSERT_EQ(ev.size(), 1u);
+	EXPECT_EQ(ev[0].at("event"), "destroy");
+	EXPECT_EQ(ev[0].at("reason"), "erased");
+	EXPECT_EQ(ev[0].at("src"), "192.168.1.200");
+	EXPECT_EQ(dp->ct().stats().c.erased, 1u);
+	// In batches by limit, then a flush of the rest.
+	r = run("/ctplane/ct/delete", "port=80,limit=10");
+	EXPECT_EQ(num(r, "deleted"), 10u);
+	EXPECT_NE(num(r, "next"), 0u) << "a batch that stopped short says where to go on";
+	r = run("/ctplane/ct/flush");
+	EXPECT_EQ(num(r, "deleted"), 20u);
+	EXPECT_EQ(num(r, "next"), 0u);
+	EXPECT_EQ(dp->ct().size(), 0u);
+	EXPECT_EQ(dp->ct().stats().c.erased, 31u);
+	EXPECT_EQ(rows(run("/ctplane/ct/events", "after=" + std::to_string(last))).size(), 31u);
+	// What each refuses.
+	EXPECT_EQ(error(run("/ctplane/ct/delete")),
+		  "ct delete needs a filter (addr, port, state, proto); ct flush removes every flow");
+	EXPECT_EQ(error(run("/ctplane/ct/flush", "port=80")), "ct flush takes no filters (ct delete does)");
+	EXPECT_EQ(error(run("/ctplane/ct/delete", "addr=nope")), "bad address \"nope\"");
+	EXPECT_EQ(error(run("/ctplane/sockmap", "cursor=x")), "bad cursor \"x\"");
+}
+
 TEST_F(ops_fixture, ct_events_follow_from_where_the_client_is)
 {
 	reply r = run("/ctplane/ct/events");
@@ -490,7 +556,7 @@ TEST_F(ops_fixture, routes_change_at_run_time)
 TEST_F(ops_fixture, neighbors_and_tables)
 {
 	const auto nb = rows(run("/ctplane/neighbors"));
-	ASSERT_EQ(nb.size(), 3u);
+	ASSERT_EQ(nb.size(), 4u);
 	EXPECT_EQ(nb[0].at("address"), "10.0.1.1");
 	EXPECT_EQ(nb[0].at("mac"), "02:bb:00:00:00:01");
 	EXPECT_EQ(nb[0].at("state"), "permanent");
