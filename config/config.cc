@@ -243,9 +243,11 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 	ct::timeouts& t = c.timeout;
 	r.fields(node, path,
 		 {
-			 {"min_entries", u64(c.min_entries, 1, uint64_t{1} << 30)},
-			 {"max_entries", u64(c.max_entries, 1, uint64_t{1} << 30)},
-			 {"initial_entries", u64(c.initial_entries, 0, uint64_t{1} << 30)},
+			 // 2^28 per family: with the reload headroom (2x) and the
+			 // allocator's caches, the most 30-bit entry references serve.
+			 {"min_entries", u64(c.min_entries, 1, ct::kMaxEntries)},
+			 {"max_entries", u64(c.max_entries, 1, ct::kMaxEntries)},
+			 {"initial_entries", u64(c.initial_entries, 0, ct::kMaxEntries)},
 			 {"grow_pct", u32(c.grow_pct, 10, 95)},
 			 {"shrink_pct", u32(c.shrink_pct, 0, 47)},
 			 {"overflow_entries", u32(c.overflow_entries, 1, 1u << 20)},

@@ -47,6 +47,11 @@ struct tcp_config {
 	bool window_tracking = true;
 };
 
+// The most flows per family a table can be given (max_entries): entries are
+// named by 30-bit references, and the table keeps twice max_entries of
+// headroom for a reload plus per-thread caches.
+inline constexpr uint64_t kMaxEntries = uint64_t{1} << 28;
+
 struct config {
 	uint64_t min_entries = 1024;         // per family: the table never shrinks below
 	uint64_t max_entries = 1u << 20;     // per family: at it, evict or refuse

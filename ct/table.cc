@@ -151,8 +151,8 @@ std::string validate(const config& c)
 {
 	if (c.min_entries == 0)
 		return "min_entries must be at least 1";
-	if (c.max_entries > (uint64_t{1} << 30))
-		return "max_entries must be at most 1073741824";
+	if (c.max_entries > kMaxEntries)
+		return "max_entries must be at most " + std::to_string(kMaxEntries);
 	if (c.min_entries > c.max_entries)
 		return "min_entries (" + std::to_string(c.min_entries) + ") exceeds max_entries (" +
 		       std::to_string(c.max_entries) + ")";

@@ -6,7 +6,8 @@
 //                                        the appliance on DPDK ports
 //   ctplane replay --config FILE --pcap IN [--out OUT.pcap] [--json] [--no-progress]
 //                  [--dump-ct FILE] [--events FILE]
-//   ctplane check  --config FILE         validate a config, print nothing on success
+//   ctplane check  --config FILE         validate a config and build its stack (no ports),
+//                                        print nothing on success
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -14,6 +15,8 @@
 #include "config/config.h"
 #include "dataplane/replay.h"
 #include "dataplane/runtime.h"
+#include "dataplane/stack.h"
+#include "maps/rcu.h"
 
 namespace {
 
@@ -85,6 +88,16 @@ int main(int argc, char** argv)
 		auto c = ctplane::config::load_file(o.config);
 		if (!c) {
 			std::fprintf(stderr, "ctplane check: %s\n", c.err().str().c_str());
+			return 2;
+		}
+		// The whole stack as `run` builds it (tables, services and their
+		// Maglev tables, routes), without EAL or ports: what validates as
+		// YAML but cannot be built (too many routes, a table that cannot be
+		// allocated) fails here, not at start.
+		ctplane::maps::rcu::thread_registration reg;
+		std::string err;
+		if (!ctplane::dataplane::stack::build(c.value(), c.value().workers, &err)) {
+			std::fprintf(stderr, "ctplane check: %s: %s\n", o.config.c_str(), err.c_str());
 			return 2;
 		}
 		return 0;

@@ -604,6 +604,11 @@ reply ops::sockmap_list(const std::string& params)
 
 reply ops::ct_events(const std::string& params)
 {
+	if (!event_log_) {
+		reply r;
+		r.error("CT events are off (ct.events: false in the config; it takes a restart)");
+		return r;
+	}
 	// Without after=: no events, only where the log is ("last"), for a
 	// client that follows from now on. after=0: everything still kept.
 	reply r;

@@ -97,6 +97,8 @@ public:
 
 	// Control thread, as events are drained / each tick.
 	void record(const ct::event& e);
+	// Whether record() is fed (ct.events); off, ct/events answers so.
+	void set_event_log(bool on) noexcept { event_log_ = on; }
 	void watch_tables(uint64_t now_ns);
 	// What /ctplane/state/save runs (the runtime's snapshot writer; the
 	// pipeline library has none): fn(file, now_ns) -> the reply.
@@ -142,6 +144,7 @@ private:
 	reload_fn reload_;
 	std::deque<std::pair<uint64_t, ct::event>> events_;  // (seq, event)
 	uint64_t seq_ = 0;
+	bool event_log_ = true;
 	std::deque<resize_rec> resizes_;
 	std::vector<tracked> sizes_;
 	uint64_t t0_ns_ = 0;

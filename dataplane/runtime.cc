@@ -465,7 +465,9 @@ int run_main(int argc, char** argv)
 			return fail(std::string("control rings: ") + rte_strerror(rte_errno));
 
 		std::string err_text;
-		c.ct.events = true;  // for /ctplane/ct/events
+		// ct.events as the config says: off, /ctplane/ct/events says so
+		// (the sockmap switches the CT's own events on; the log stays off).
+		const bool event_log = c.ct.events;
 		// Random table seeds unless the config fixes them (ct.hash_seed).
 		if (c.ct.hash_seed != 0)
 			maps::fix_seeds(c.ct.hash_seed);
@@ -513,7 +515,9 @@ int run_main(int argc, char** argv)
 			pc->punt_dropped = punt_dropped[p].load(std::memory_order_relaxed);
 			return true;
 		});
-		dp->set_event_sink([&](const ct::event& e) { op.record(e); });
+		if (event_log)
+			dp->set_event_sink([&](const ct::event& e) { op.record(e); });
+		op.set_event_log(event_log);
 		op.set_state_saver([&](const std::string& file, uint64_t now) {
 			reply r;
 			save_result sr;

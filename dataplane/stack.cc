@@ -16,9 +16,14 @@ std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, s
 	s->cfg_ = c;
 	try {
 		s->ct_ = std::make_unique<ct::table>(c.ct);
+	} catch (const std::exception& e) {
+		*err = std::string("ct: ") + e.what();
+		return nullptr;
+	}
+	try {
 		s->sm_ = std::make_unique<sockmap::sockmap>(c.sockmap);
 	} catch (const std::exception& e) {
-		*err = e.what();
+		*err = std::string("sockmap: ") + e.what();
 		return nullptr;
 	}
 	s->lb_ = std::make_unique<lb::balancer>(c.lb.max_services, c.lb.max_backends, c.lb.maglev_size);

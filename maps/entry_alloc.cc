@@ -21,6 +21,8 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 #include "maps/mem.h"
 
@@ -33,6 +35,13 @@ unsigned bits_for(uint64_t n)
 	while ((uint64_t{1} << b) < n)
 		b++;
 	return b;
+}
+
+// A configuration no allocator can serve: refused to the constructor's
+// caller (a table's, a stack's build), which reports it.
+[[noreturn]] void refuse(const char* what)
+{
+	throw std::invalid_argument(std::string("entry_allocator: ") + what);
 }
 
 [[noreturn]] void die(const char* what)
@@ -55,11 +64,11 @@ entry_allocator::entry_allocator(const entry_allocator_config& cfg)
 	  chunk_bytes_(size_t{object_size_} << cfg.chunk_log2)
 {
 	if (cfg.chunk_log2 < 6 || cfg.chunk_log2 > 20)
-		die("chunk_log2 must be in [6, 20]");
+		refuse("chunk_log2 must be in [6, 20]");
 	if (cache_size_ < 2)
-		die("cache_size must be at least 2");
+		refuse("cache_size must be at least 2");
 	if (ref_bits_ > 30)
-		die("max_objects too large for 32-bit references");
+		refuse("max_objects too large for 32-bit references");
 	chunks_ = std::make_unique<std::atomic<char*>[]>(max_chunks_);
 	for (uint32_t i = 0; i < max_chunks_; i++)
 		chunks_[i].store(nullptr, std::memory_order_relaxed);

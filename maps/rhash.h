@@ -106,6 +106,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "maps/entry_alloc.h"
@@ -456,6 +458,13 @@ inline uint32_t buckets_for(uint64_t entries, uint32_t pct, unsigned slots)
 	return static_cast<uint32_t>(std::max<uint64_t>(n, 1));
 }
 
+// Construction only: a configuration or an initial table that cannot be
+// had is refused to the caller (thrown), who reports it.
+[[noreturn]] inline void refuse(const char* what)
+{
+	throw std::invalid_argument(std::string("rhash: ") + what);
+}
+
 [[noreturn]] inline void fatal(const char* what)
 {
 	std::fprintf(stderr, "ctplane: rhash: %s\n", what);
@@ -501,9 +510,9 @@ rhash<K, V, H>::rhash(const rhash_config& cfg)
 	  stats_(std::make_unique<thread_stats[]>(kMaxThreads))
 {
 	if (cfg.grow_pct == 0 || cfg.grow_pct > 100 || cfg.shrink_pct * 2 >= cfg.grow_pct)
-		rhash_detail::fatal("watermarks must satisfy 0 < 2*shrink_pct < grow_pct <= 100");
+		rhash_detail::refuse("watermarks must satisfy 0 < 2*shrink_pct < grow_pct <= 100");
 	if (cfg.min_entries == 0 || cfg.min_entries > cfg.max_entries)
-		rhash_detail::fatal("need 0 < min_entries <= max_entries");
+		rhash_detail::refuse("need 0 < min_entries <= max_entries");
 	min_buckets_ = rhash_detail::buckets_for(cfg.min_entries, grow_pct_, kSlots);
 	max_buckets_ = min_buckets_;
 	const uint32_t need_max = rhash_detail::buckets_for(cfg.max_entries, grow_pct_, kSlots);
@@ -518,7 +527,7 @@ rhash<K, V, H>::rhash(const rhash_config& cfg)
 	tag_mask_ = ~ref_mask_;
 	table* t = new_table(n, 0);
 	if (t == nullptr)
-		rhash_detail::fatal("cannot map the initial table");
+		throw std::runtime_error("rhash: cannot map the initial table (" + std::to_string(n) + " buckets)");
 	tbl_.store(t, std::memory_order_release);
 	// The first entries' memory now, not in the first burst's maintain().
 	prepare_memory();

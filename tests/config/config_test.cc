@@ -216,7 +216,7 @@ TEST(config, wrong_types)
 TEST(config, out_of_range_values)
 {
 	EXPECT_EQ(err_of("ct:\n  grow_pct: 120\n"), "t.yaml:2:13: ct.grow_pct: 120 is out of range 10..95");
-	EXPECT_EQ(err_of("ct:\n  min_entries: 0\n"), "t.yaml:2:16: ct.min_entries: 0 is out of range 1..1073741824");
+	EXPECT_EQ(err_of("ct:\n  min_entries: 0\n"), "t.yaml:2:16: ct.min_entries: 0 is out of range 1..268435456");
 	EXPECT_EQ(err_of("ct:\n  max_entries: 99999999999999999999\n"),
 		  "t.yaml:2:16: ct.max_entries: expected an unsigned integer, got \"99999999999999999999\"");
 	EXPECT_EQ(err_of("ct:\n  event_ring: 1000\n"), "t.yaml:2:15: ct.event_ring: 1000 is not a power of two");

@@ -478,6 +478,9 @@ TEST_F(ops_fixture, ct_events_follow_from_where_the_client_is)
 	r = run("/ctplane/ct/events", "after=3");
 	EXPECT_EQ(num(r, "missed"), newest - ops::kEventLog - 3);  // seq 4 .. newest - kEventLog are gone
 	EXPECT_NE(error(run("/ctplane/ct/events", "after=x")).find("bad sequence number"), std::string::npos);
+	// ct.events: false is honoured: the log says it is off.
+	op->set_event_log(false);
+	EXPECT_EQ(error(run("/ctplane/ct/events")), "CT events are off (ct.events: false in the config; it takes a restart)");
 }
 
 TEST_F(ops_fixture, draining_a_backend_moves_new_flows_and_errors_name_the_problem)

@@ -84,6 +84,7 @@ routes:
   - {{prefix: "2001:db8:1::/64", port: s1}}
 ct:
   max_entries: 1048576
+  events: true
 services:
   - {{name: web, vip: {vip}, port: 80, protocol: tcp}}
   - {{name: dns, vip: {vip}, port: 53, protocol: udp}}
