@@ -11,14 +11,20 @@
 // whichever table indexes the entry.
 //
 // Eviction, when full: entries inserted with `evict_first` (half-open flows)
-// go first, oldest first; then the others, least recently inserted or
-// touched first. Evicted entries are retired (freed after a grace period).
+// go first, oldest first; then the others, least recently used first, by
+// CLOCK's second chance: a lookup that finds an entry marks it used (one
+// relaxed byte store, only when the mark was clear: readers take no lock),
+// and the evictor moves a marked entry from the tail to the head with its
+// mark cleared instead of evicting it (at most kClaimProbes such moves per
+// eviction, then the oldest goes whatever its mark). touch() moves an entry
+// to the head at once. Evicted entries are retired (freed after a grace
+// period).
 //
 // Concurrency contract.
 //   empty                 any thread; one relaxed load. This is the whole
 //                         cost of the LRU while nothing overflows.
 //   lookup*               registered RCU threads; lock-free (atomic slot
-//                         loads, no shared writes).
+//                         loads; the hit's used mark is the one write).
 //   insert, erase, touch, one spinlock; any registered thread; bounded work
 //   set_evict_first,      (drain: `budget` entries).
 //   drain
@@ -45,6 +51,7 @@ namespace ctplane::maps {
 struct overflow_lru_stats {
 	uint64_t entries, capacity;
 	uint64_t inserts, evicted_first, evicted_other, drained, drain_duplicates, erases;
+	uint64_t second_chances;  // used entries the evictor moved to the head instead
 };
 
 template <typename K, typename V, typename H = bytes_hash<K>>
@@ -157,11 +164,14 @@ private:
 	std::unique_ptr<bucket[]> buckets_;
 	std::vector<node> nodes_;
 	std::vector<uint32_t> slot_node_;  // writers: bucket*15+slot -> node
+	// bucket*15+slot: looked up since the evictor last passed it (readers
+	// set, the evictor clears).
+	std::unique_ptr<std::atomic<uint8_t>[]> used_;
 	std::vector<uint32_t> free_nodes_;
 	list lists_[2];  // [0] normal, [1] evict-first
 	mutable spinlock lock_;
 	std::atomic<uint32_t> count_{0};
-	uint64_t inserts_ = 0, evicted_[2] = {0, 0}, drained_ = 0, dups_ = 0, erases_ = 0;
+	uint64_t inserts_ = 0, evicted_[2] = {0, 0}, drained_ = 0, dups_ = 0, erases_ = 0, second_chances_ = 0;
 };
 
 template <typename K, typename V, typename H>
@@ -174,8 +184,11 @@ overflow_lru<K, V, H>::overflow_lru(map_type& map, uint32_t capacity)
 	  ref_mask_((1u << map.allocator().ref_bits()) - 1),
 	  buckets_(std::make_unique<bucket[]>(nbuckets_)),
 	  nodes_(capacity_),
-	  slot_node_(size_t{nbuckets_} * kSlots, kNil)
+	  slot_node_(size_t{nbuckets_} * kSlots, kNil),
+	  used_(std::make_unique<std::atomic<uint8_t>[]>(size_t{nbuckets_} * kSlots))
 {
+	for (size_t i = 0; i < size_t{nbuckets_} * kSlots; i++)
+		used_[i].store(0, std::memory_order_relaxed);
 	free_nodes_.reserve(capacity_);
 	for (uint32_t i = capacity_; i-- > 0;)
 		free_nodes_.push_back(i);
@@ -193,7 +206,8 @@ V* overflow_lru<K, V, H>::lookup_with_hash(const K& key, uint64_t h) const noexc
 {
 	if (empty())
 		return nullptr;
-	const bucket& b = buckets_[bucket_index(h)];
+	const uint32_t bi = bucket_index(h);
+	const bucket& b = buckets_[bi];
 	const uint32_t tag = tag_of(h);
 	for (unsigned i = 0; i < kSlots; i++) {
 		// acquire: pairs with the release store that published the entry.
@@ -201,8 +215,12 @@ V* overflow_lru<K, V, H>::lookup_with_hash(const K& key, uint64_t h) const noexc
 		if (s == 0 || (s & ~ref_mask_) != tag)
 			continue;
 		entry* e = map_.entry_of(s & ref_mask_);
-		if (bytes_equal<sizeof(K)>(&e->key, &key))
+		if (bytes_equal<sizeof(K)>(&e->key, &key)) {
+			std::atomic<uint8_t>& u = used_[size_t{bi} * kSlots + i];
+			if (u.load(std::memory_order_relaxed) == 0)  // a line written once per pass, not per packet
+				u.store(1, std::memory_order_relaxed);
 			return &e->value;
+		}
 	}
 	return nullptr;
 }
@@ -283,10 +301,25 @@ uint32_t overflow_lru<K, V, H>::victim(uint32_t in_bucket, bool evict_normal, Cl
 		for (uint32_t n = lists_[1].tail; n != kNil && probes < kClaimProbes; n = nodes_[n].prev, probes++)
 			if (ok(n))
 				return n;
-		for (uint32_t n = lists_[0].tail; evict_normal && n != kNil && probes < 2 * kClaimProbes;
-		     n = nodes_[n].prev, probes++)
-			if (ok(n))
-				return n;
+		// Second chance: a used entry at the tail goes to the head, its
+		// mark cleared, and the next older one is looked at.
+		unsigned moved = 0;
+		for (uint32_t n = lists_[0].tail; evict_normal && n != kNil && probes < 2 * kClaimProbes;) {
+			const uint32_t older = nodes_[n].prev;
+			std::atomic<uint8_t>& u = used_[size_t{nodes_[n].bucket} * kSlots + nodes_[n].slot];
+			if (moved < kClaimProbes && u.load(std::memory_order_relaxed) != 0) {
+				u.store(0, std::memory_order_relaxed);
+				unlink(n);
+				link(n);
+				moved++;
+				second_chances_++;
+			} else {
+				if (ok(n))
+					return n;
+				probes++;
+			}
+			n = older;
+		}
 		return kNil;
 	}
 	for (int pass = 1; pass >= (evict_normal ? 0 : 1); pass--)
@@ -339,6 +372,7 @@ int overflow_lru<K, V, H>::insert_claiming(const K& key, const V& value, uint64_
 	x.first = evict_first ? 1 : 0;
 	x.hash = h;
 	slot_node_[size_t{bi} * kSlots + static_cast<unsigned>(slot)] = n;
+	used_[size_t{bi} * kSlots + static_cast<unsigned>(slot)].store(0, std::memory_order_relaxed);  // a former occupant's
 	link(n);
 	count_.fetch_add(1, std::memory_order_release);
 	b.slot[slot].store(tag_of(h) | ref, std::memory_order_release);
@@ -449,6 +483,7 @@ overflow_lru_stats overflow_lru<K, V, H>::stats() const noexcept
 		.drained = drained_,
 		.drain_duplicates = dups_,
 		.erases = erases_,
+		.second_chances = second_chances_,
 	};
 }
 

@@ -52,16 +52,46 @@ TEST_F(overflow_lru_test, full_evicts_evict_first_entries_oldest_first_then_the_
 		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, false), 0);
 		EXPECT_EQ(lru.lookup(make_key<tuple4>(i - 4)), nullptr) << i - 4;
 	}
-	for (uint64_t i = 0; i < 4; i++)
-		EXPECT_NE(lru.lookup(make_key<tuple4>(i)), nullptr) << i;
-	// Then the least recently used established: 0, unless touched.
+	// Then the least recently used established: 0 (the oldest), unless touched.
 	ASSERT_EQ(lru.touch(make_key<tuple4>(0)), 0);
 	ASSERT_EQ(lru.insert(make_key<tuple4>(12), 12, false), 0);
 	EXPECT_NE(lru.lookup(make_key<tuple4>(0)), nullptr);
 	EXPECT_EQ(lru.lookup(make_key<tuple4>(1)), nullptr);
+	for (uint64_t i : {2, 3, 8, 9, 10, 11, 12})
+		EXPECT_NE(lru.lookup(make_key<tuple4>(i)), nullptr) << i;
 	const overflow_lru_stats s = lru.stats();
 	EXPECT_EQ(s.evicted_first, 4u);
 	EXPECT_EQ(s.evicted_other, 1u);
+	EXPECT_EQ(s.entries, 8u);
+}
+
+// A lookup is a use: the flows whose packets keep coming stay, the idle
+// ones go, whatever the order they came in (it evicted in insertion order
+// while only touch() counted, and nothing on the packet path called it).
+TEST_F(overflow_lru_test, lookups_keep_an_entry_and_the_idle_ones_go_first)
+{
+	lru4 lru(map, 8);
+	for (uint64_t i = 0; i < 8; i++)
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, false), 0);
+	// Traffic on the four oldest.
+	for (uint64_t i = 0; i < 4; i++)
+		ASSERT_NE(lru.lookup(make_key<tuple4>(i)), nullptr);
+	// Four newcomers push out the four idle ones, not the busy old ones.
+	for (uint64_t i = 8; i < 12; i++)
+		ASSERT_EQ(lru.insert(make_key<tuple4>(i), i, false), 0);
+	for (uint64_t i = 4; i < 8; i++)
+		EXPECT_EQ(lru.lookup(make_key<tuple4>(i)), nullptr) << i << " was idle";
+	for (uint64_t i : {0, 1, 2, 3, 8, 9, 10, 11})
+		EXPECT_NE(lru.lookup(make_key<tuple4>(i)), nullptr) << i;
+	overflow_lru_stats s = lru.stats();
+	EXPECT_EQ(s.evicted_other, 4u);
+	EXPECT_EQ(s.second_chances, 4u);
+	// Every entry marked (the loop above looked them all up): second
+	// chances are bounded, and inserts still evict rather than fail.
+	for (uint64_t i = 0; i < 4; i++)
+		ASSERT_EQ(lru.insert(make_key<tuple4>(100 + i), 100 + i, false), 0);
+	s = lru.stats();
+	EXPECT_EQ(s.evicted_other, 8u);
 	EXPECT_EQ(s.entries, 8u);
 }
 
