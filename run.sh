@@ -14,14 +14,16 @@ cd "$(dirname "$0")"
 BUILD_DIR=${BUILD_DIR:-build}
 BUILDTYPE=${BUILDTYPE:-release}
 
-# Debian 12 packages the build, tests and benchmarks need (the last line:
-# the end-to-end tests' namespaces, clients and servers, and the kernel
-# conntrack the differential test compares with).
+# Debian 12 packages the build, tests and benchmarks need (the last two
+# lines: the end-to-end tests' namespaces, clients and servers, the kernel
+# conntrack the differential test compares with, and the Prometheus parser
+# the metrics test scrapes with).
 PACKAGES=(
 	g++ meson ninja-build pkg-config python3
 	libdpdk-dev liburcu-dev libyaml-cpp-dev
 	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev libpcap-dev
 	iproute2 ethtool curl iputils-ping procps dpdk-dev nftables conntrack
+	python3-prometheus-client
 )
 
 # Only for ./run.sh bench (dpdk-testpmd, the pipeline benchmark's ceiling,

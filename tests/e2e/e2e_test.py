@@ -513,6 +513,62 @@ class E2E(unittest.TestCase):
         self.assertEqual(svc["0"][1], "web")
         self.assertGreater(replies["/ctplane/ct/list"]["rows"], 0)
 
+    def test_12b_prometheus_exporter_is_scraped_while_traffic_runs(self):
+        # ctplane-ctl metrics serve, scraped over HTTP and parsed by Debian's
+        # python3-prometheus-client (its own interpreter: the package lives
+        # in /usr/lib/python3/dist-packages) while curls go through.
+        port = 20000 + os.getpid() % 20000
+        exp = subprocess.Popen([sys.executable, CTL, "--prefix", f"ctp{TAG}", "metrics", "serve", "--listen",
+                                f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True)
+        T.procs.append(exp)
+        self.assertIn("serving Prometheus metrics", exp.stderr.readline())
+        parser = ("import json, sys, urllib.request\n"
+                  "from prometheus_client.parser import text_string_to_metric_families\n"
+                  "body = urllib.request.urlopen(sys.argv[1], timeout=20).read().decode()\n"
+                  "out = {}\n"
+                  "for fam in text_string_to_metric_families(body):\n"
+                  "    for s in fam.samples:\n"
+                  "        out.setdefault(s.name, []).append([s.labels, s.value])\n"
+                  "print(json.dumps({'types': {f.name: f.type for f in text_string_to_metric_families(body)},"
+                  " 'samples': out}))\n")
+
+        def scrape():
+            r = subprocess.run(["/usr/bin/python3", "-c", parser, f"http://127.0.0.1:{port}/metrics"],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return json.loads(r.stdout)
+
+        def total(m, name, **want):
+            return sum(v for labels, v in m["samples"].get(name, []) if all(labels.get(k) == x for k, x in want.items()))
+
+        first = scrape()
+        done = 0
+        for _ in range(10):  # traffic between the scrapes: what ctplane counts, not what the kernel delivers
+            done += T.curl(f"http://{VIP}/whoami", check=False).returncode == 0
+            mid = scrape()
+        last = scrape()
+        self.assertGreater(done, 0)
+        for m in (first, mid, last):
+            self.assertEqual(total(m, "ctplane_up"), 1)
+        self.assertEqual(last["types"]["ctplane_ct_flows"], "gauge")
+        self.assertEqual(last["types"]["ctplane_drops"], "counter")  # the parser strips _total from the family
+        self.assertEqual({l["family"] for l, _ in last["samples"]["ctplane_ct_flows"]}, {"ipv4", "ipv6"})
+        self.assertIn("no_route", {l["reason"] for l, _ in last["samples"]["ctplane_drops_total"]})
+        self.assertLessEqual({"client", "s1", "s2"}, {l["port"] for l, _ in last["samples"]["ctplane_port_rx_packets_total"]})
+        self.assertIn("0", {l["lcore"] for l, _ in last["samples"]["ctplane_lcore_rx_total"]})
+        # Every curl that got through opened a flow to one of web's backends.
+        grew = total(last, "ctplane_backend_new_flows_total", service="web") - \
+            total(first, "ctplane_backend_new_flows_total", service="web")
+        self.assertGreaterEqual(grew, done)
+        self.assertGreaterEqual(total(last, "ctplane_pipeline_rx_total"), total(first, "ctplane_pipeline_rx_total") + done)
+        self.assertGreater(total(last, "ctplane_ct_hash_buckets", family="ipv4"), 0)
+        # Anything but /metrics: 404.
+        r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/"],
+                           capture_output=True, text=True, timeout=20)
+        self.assertEqual(r.stdout, "404")
+        exp.terminate()
+        exp.wait(timeout=10)
+
     def test_13_unreachable_destinations_are_refused_at_once(self):
         # No route: net unreachable; a service without a backend: port
         # unreachable (kube-proxy's REJECT); the appliance itself: a RST
