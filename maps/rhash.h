@@ -1208,7 +1208,12 @@ size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 				nb *= 2;
 			(void)start_resize(nb, t->salt);
 		}
-		else if (n * 100 < slots * shrink_pct_ && t->nbuckets / 2 >= min_buckets_ &&
+		// Shrink only a table that is not filling: one just grown ahead
+		// of a burst sits under the shrink watermark while the burst is
+		// still coming, and a shrink started then (it migrates for many
+		// calls) finished with the table far past its grow watermark:
+		// resize thrash, each shrink undone by the next grow.
+		else if (rate == 0 && n * 100 < slots * shrink_pct_ && t->nbuckets / 2 >= min_buckets_ &&
 			 t->nbuckets % 2 == 0)
 			(void)shrink();
 		else if (chain_refusals() - chain_refusals_seen_ >= reseed_after_ &&

@@ -177,6 +177,30 @@ TEST_F(rhash_errors, watermarks_grow_and_shrink_within_min_and_max)
 	EXPECT_EQ(s.erases, i);
 }
 
+// A table filling fast is grown ahead of its rate, so it sits under the
+// shrink watermark right after each grow; it must not shrink while the
+// inserts keep coming (a shrink then finished far past the grow
+// watermark, and the next grow undid it: bench_ct --series drew it).
+TEST_F(rhash_errors, a_table_that_is_filling_never_shrinks)
+{
+	map4 m(rhash_config{.min_entries = 1000, .max_entries = 1000000});
+	for (uint64_t i = 0; i < 400000; i++) {
+		const int rc = m.insert(make_key<tuple4>(i), i);
+		ASSERT_TRUE(rc == 0 || rc == -EBUSY) << i << ": " << rc;  // -EBUSY: a bucket mid-migration
+		if (i % 4096 == 0) {
+			m.maintain(2048);  // a slow migration: a resize spans many calls
+			ASSERT_EQ(m.stats().shrinks, 0u) << "at " << i << " entries";
+		}
+	}
+	EXPECT_GT(m.stats().grows, 0u);
+	// Once the inserts stop and the size falls, it shrinks as before.
+	for (uint64_t i = 0; i < 400000; i++)
+		(void)m.erase(make_key<tuple4>(i));
+	for (int k = 0; k < 10000 && m.stats().shrinks == 0; k++)
+		m.maintain(1 << 20);
+	EXPECT_GT(m.stats().shrinks, 0u);
+}
+
 TEST_F(rhash_errors, incremental_resize_never_hides_a_key_and_loses_none)
 {
 	map4 m(rhash_config{.min_entries = 2000, .max_entries = 200000});
