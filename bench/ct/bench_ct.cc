@@ -12,14 +12,21 @@
 //   ct_memory/<v4|v6>/<flows>             bytes per flow, index included
 //   ct_flood/<syns>                       random-source SYNs against a table
 //       capped at 1M that holds 100K established flows
+//   ct_growth/<flows>                     with --series=PATH only: a table
+//       from empty to <flows> handshakes and back (every flow erased), the
+//       control thread ticking; every 5 ms a JSON line to PATH: flows,
+//       buckets, load, grows, shrinks, spills, burst latency percentiles
+//       (tools/plot-bench draws it)
 //
 // Flags (before Google Benchmark's own):
 //   --quick   1K and 1M flows only; new connections to 1M; a 1M-SYN flood
+//   --series=PATH   also run ct_growth, its time series to PATH (JSON lines)
 #include <benchmark/benchmark.h>
 #include <x86intrin.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -311,6 +318,92 @@ void bm_new(benchmark::State& state, uint64_t flows)
 	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(flows));
 }
 
+// ---- growth and shrink over time -------------------------------------------------------
+
+// rdtsc ticks per ns, by the clock's own ratio.
+double tsc_per_ns(const tsc_clock& clk)
+{
+	const uint64_t c0 = __rdtsc(), n0 = clk.now_ns();
+	std::this_thread::sleep_for(std::chrono::milliseconds(20));
+	return double(__rdtsc() - c0) / double(clk.now_ns() - n0);
+}
+
+void bm_growth(benchmark::State& state, uint64_t flows, const std::string& path)
+{
+	maps::rcu::thread_registration reg;
+	const tsc_clock& clk = clock_();
+	const double per_ns = tsc_per_ns(clk);
+	for (auto _ : state) {
+		std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "w"), std::fclose);
+		if (!f) {
+			state.SkipWithError(("cannot write " + path).c_str());
+			break;
+		}
+		auto t = std::make_unique<table>(big(flows + flows / 4));
+		std::vector<uint64_t> lat;  // this window's bursts, rdtsc ticks
+		const uint64_t t0 = clk.now_ns();
+		uint64_t next = t0;
+		auto sample = [&](const char* phase) {
+			const stats s = t->stats();
+			std::sort(lat.begin(), lat.end());
+			auto pct = [&](double p) { return lat.empty() ? 0.0 : double(lat[size_t(p * double(lat.size() - 1))]) / per_ns; };
+			std::fprintf(f.get(),
+				     "{\"t_ms\": %.3f, \"phase\": \"%s\", \"flows\": %llu, \"buckets\": %llu, \"load\": %.4f, "
+				     "\"resizing\": %d, \"grows\": %llu, \"shrinks\": %llu, \"spilled\": %llu, "
+				     "\"refused_busy\": %llu, \"overflow\": %llu, \"bursts\": %zu, \"burst_p50_ns\": %.0f, "
+				     "\"burst_p99_ns\": %.0f, \"burst_max_ns\": %.0f}\n",
+				     double(clk.now_ns() - t0) / 1e6, phase, (unsigned long long)s.flows4,
+				     (unsigned long long)s.hash4.buckets, s.hash4.load, int(s.hash4.resizing),
+				     (unsigned long long)s.hash4.grows, (unsigned long long)s.hash4.shrinks,
+				     (unsigned long long)s.c.spilled, (unsigned long long)s.c.refused_busy,
+				     (unsigned long long)s.overflow4, lat.size(), pct(0.5), pct(0.99),
+				     lat.empty() ? 0.0 : double(lat.back()) / per_ns);
+			lat.clear();
+			next = clk.now_ns() + 5'000'000;
+		};
+		{
+			control ctl(*t, clk);
+			// Open: handshakes in chunks; each SYN burst's latency.
+			for (uint64_t b = 0; b < flows; b += 4096) {
+				open_flows(*t, b, std::min(flows, b + 4096), clk.now_ns(), &lat);
+				if (clk.now_ns() >= next)
+					sample("open");
+			}
+			sample("open");
+			// Close: every flow erased in bursts (what a flush or expiry
+			// does), the table shrinking behind; each burst's latency.
+			for (uint64_t b = 0; b < flows; b += kBurst) {
+				const uint64_t c0 = __rdtsc(), now = clk.now_ns();
+				for (uint64_t i = b; i < std::min(flows, b + kBurst); i++)
+					(void)t->erase(flow(i), now);
+				lat.push_back(__rdtsc() - c0);
+				maps::rcu::quiescent();
+				if (clk.now_ns() >= next)
+					sample("close");
+			}
+			sample("close");
+			// Idle: the shrink finishing, for at most 2 s (until the size
+			// held still for 50 ms with no resize running).
+			const uint64_t until = clk.now_ns() + 2'000'000'000;
+			uint64_t last_buckets = 0;
+			for (unsigned still = 0; still < 10 && clk.now_ns() < until;) {
+				maps::rcu::offline();
+				std::this_thread::sleep_for(std::chrono::milliseconds(5));
+				maps::rcu::online();
+				sample("idle");
+				const stats s = t->stats();
+				still = !s.hash4.resizing && s.hash4.buckets == last_buckets ? still + 1 : 0;
+				last_buckets = s.hash4.buckets;
+			}
+		}
+		const stats s = t->stats();
+		state.counters["grows"] = double(s.hash4.grows);
+		state.counters["shrinks"] = double(s.hash4.shrinks);
+		state.counters["spilled"] = double(s.c.spilled);
+	}
+	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(flows));
+}
+
 // ---- a burst of handshakes into a table at its minimum size ----------------------------
 
 // The runtime's control loop: the full tick every 10 ms, the CT's growth
@@ -521,7 +614,7 @@ void bm_flood(benchmark::State& state, uint64_t syns)
 	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(syns));
 }
 
-void register_all(bool quick)
+void register_all(bool quick, const std::string& series)
 {
 	std::vector<uint64_t> sizes = {1'000, 1'000'000};
 	if (!quick)
@@ -555,6 +648,12 @@ void register_all(bool quick)
 			->Iterations(1)
 			->Unit(benchmark::kMillisecond)
 			->UseRealTime();
+	if (!series.empty())
+		benchmark::RegisterBenchmark(("ct_growth/" + std::to_string(grow_to / 1'000'000) + "M").c_str(), bm_growth,
+					     grow_to, series)
+			->Iterations(1)
+			->Unit(benchmark::kMillisecond)
+			->UseRealTime();
 	const uint64_t syns = quick ? 1'000'000 : 10'000'000;
 	benchmark::RegisterBenchmark(("ct_flood/" + std::to_string(syns / 1'000'000) + "M").c_str(), bm_flood, syns)
 		->Iterations(1)
@@ -567,8 +666,8 @@ void register_all(bool quick)
 
 int main(int argc, char** argv)
 {
-	return ctplane::bench::bench_main(argc, argv, "bench_ct", "256", {"--quick"}, [](const ctplane::bench::bench_args& a) {
-		ctplane::bench::register_all(a.has("--quick"));
+	return ctplane::bench::bench_main(argc, argv, "bench_ct", "256", {"--quick", "--series"}, [](const ctplane::bench::bench_args& a) {
+		ctplane::bench::register_all(a.has("--quick"), a.value("--series"));
 		return 0;
 	});
 }
