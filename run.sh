@@ -26,9 +26,10 @@ PACKAGES=(
 	python3-prometheus-client
 )
 
-# Only for ./run.sh bench (dpdk-testpmd, the pipeline benchmark's ceiling,
-# comes with dpdk-dev above, as does dpdk-telemetry.py for the e2e tests).
-BENCH_PACKAGES=()
+# Only for ./run.sh bench: the charts (tools/plot-bench). dpdk-testpmd, the
+# pipeline benchmark's ceiling, comes with dpdk-dev above, as does
+# dpdk-telemetry.py for the e2e tests.
+BENCH_PACKAGES=(python3-matplotlib)
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 
@@ -117,9 +118,20 @@ bench)
 			--flows 100000 --udp 50000 --icmp 1000 --duration 20
 		extra=(--trace="$BUILD_DIR/bench.pcap")
 	fi
+	series=()
+	if [ "$which" = ct ]; then
+		extra=(--series="$BUILD_DIR/ct_growth.jsonl")
+		series=(--series "$BUILD_DIR/ct_growth.jsonl")
+	fi
 	"$bin" "${extra[@]}" --benchmark_filter="$filter" \
 		--benchmark_out="$BUILD_DIR/bench.json" --benchmark_out_format=json
 	python3 bench/compare "$BUILD_DIR/bench.json"
+	# Charts beside the JSON, with Debian's python (python3-matplotlib).
+	py=/usr/bin/python3
+	[ -x "$py" ] || py=python3
+	cp "$BUILD_DIR/bench.json" "$BUILD_DIR/bench_$which.json"
+	"$py" tools/plot-bench --out "$BUILD_DIR/plots" "$BUILD_DIR/bench_$which.json" "${series[@]}" |
+		sed 's/^/chart: /'
 	;;
 *)
 	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline|state|runtime] [filter]|deps" >&2
