@@ -367,18 +367,10 @@ int pcapng_reader::next(capture_frame* f)
 				return -1;
 			continue;
 		case kEpb:
+		case kOpb:  // the obsolete one: a 16-bit interface id, then 16 bits of drops
 			if (n < 20)
 				return fail("short packet block");
-			id = u32(b);
-			ts = uint64_t{u32(b + 4)} << 32 | u32(b + 8);
-			caplen = u32(b + 12);
-			len = u32(b + 16);
-			data = 20;
-			break;
-		case kOpb:
-			if (n < 20)
-				return fail("short packet block");
-			id = u16(b);
+			id = type == kEpb ? u32(b) : u16(b);
 			ts = uint64_t{u32(b + 4)} << 32 | u32(b + 8);
 			caplen = u32(b + 12);
 			len = u32(b + 16);

@@ -188,8 +188,8 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 {
 	static const std::vector<std::pair<std::string, std::string>> c = {
 		{"/ctplane/stats", "Totals, drops by reason, control path counters"},
-		{"/ctplane/stats/ports", "Per-port counters. Table"},
-		{"/ctplane/stats/lcores", "Per-worker counters. Table"},
+		{"/ctplane/stats/ports", "Per-port counters. Params: cursor=PORT,limit=N. Table"},
+		{"/ctplane/stats/lcores", "Per-worker counters. Params: cursor=LCORE,limit=N. Table"},
 		{"/ctplane/stats/stages", "Per pipeline stage: calls, packets, TSC clocks per packet (sampled). Table"},
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
@@ -256,9 +256,9 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 	if (c == "stats")
 		return stats();
 	if (c == "stats/ports")
-		return stats_ports();
+		return stats_ports(params);
 	if (c == "stats/lcores")
-		return stats_lcores();
+		return stats_lcores(params);
 	if (c == "stats/stages")
 		return stats_stages();
 	if (c == "ct/summary")
@@ -332,49 +332,60 @@ reply ops::stats()
 	return r;
 }
 
-reply ops::stats_ports()
+reply ops::stats_ports(const std::string& params)
 {
 	reply r;
+	page pg;
+	uint32_t from = 0;
+	if (!page_of(params, "stats/ports", 0, &pg, r) || !id_cursor(pg, &from, r))
+		return r;
 	table_out t(r, {"port", "name", "rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_missed", "rx_errors",
 			"tx_errors", "rx_nombuf", "punt_dropped"});
+	t.set_limit(pg.limit);
 	const unsigned n = dp_.pl().nports();
-	for (unsigned p = 0; p < n; p++) {
+	uint64_t next = 0;
+	for (unsigned p = from; p < n && next == 0; p++) {
 		port_counters pc;
 		if (port_stats_ == nullptr || !port_stats_(p, &pc))
 			continue;
-		t.add({std::to_string(p), port_name(p), std::to_string(pc.rx_packets), std::to_string(pc.tx_packets),
-		       std::to_string(pc.rx_bytes), std::to_string(pc.tx_bytes), std::to_string(pc.rx_missed),
-		       std::to_string(pc.rx_errors), std::to_string(pc.tx_errors), std::to_string(pc.rx_nombuf),
-		       std::to_string(pc.punt_dropped)});
+		if (!t.add({std::to_string(p), port_name(p), std::to_string(pc.rx_packets), std::to_string(pc.tx_packets),
+			    std::to_string(pc.rx_bytes), std::to_string(pc.tx_bytes), std::to_string(pc.rx_missed),
+			    std::to_string(pc.rx_errors), std::to_string(pc.tx_errors), std::to_string(pc.rx_nombuf),
+			    std::to_string(pc.punt_dropped)}))
+			next = p;
 	}
-	t.finish(0);
+	t.finish(next);
 	return r;
 }
 
-reply ops::stats_lcores()
+reply ops::stats_lcores(const std::string& params)
 {
 	reply r;
+	page pg;
+	uint32_t from = 0;
+	if (!page_of(params, "stats/lcores", 0, &pg, r) || !id_cursor(pg, &from, r))
+		return r;
 	std::vector<std::string> f = {"lcore"};
 #define CTPLANE_X(n) f.push_back(#n);
 	CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
 	table_out t(r, f);
+	t.set_limit(pg.limit);
 	const unsigned n = dp_.cfg().workers;
-	for (unsigned l = 0; l < n; l++) {
+	uint64_t next = 0;
+	for (unsigned l = from; l < n && next == 0; l++) {
 		const lcore_stats& s = dp_.pl().lcore(l);
 		std::vector<std::string> row = {std::to_string(l)};
 #define CTPLANE_X(n) row.push_back(std::to_string(s.n.get()));
 		CTPLANE_LCORE_COUNTERS(CTPLANE_X)
 #undef CTPLANE_X
-		t.add(row);
+		if (!t.add(row))
+			next = l;
 	}
-	t.finish(0);
+	t.finish(next);
 	return r;
 }
 
-// VPP's `show runtime`: per stage, the bursts it ran on (calls), the
-// packets it was given (vectors), and from the sampled bursts the TSC
-// clocks it spent per packet.
 reply ops::stats_stages()
 {
 	reply r;

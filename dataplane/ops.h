@@ -9,28 +9,35 @@
 // read "drop/no_route"). A table (flows, services, routes, ...) is therefore:
 //   "fields": ["proto", "state", ...]   the column names
 //   "0": [...], "1": [...], ...          one row each, in order
-//   "rows": N, "next": K                 K != 0: more rows from skip=K
+//   "rows": N, "next": K                 K != 0 (or a string): more rows
+//                                        from cursor=K
 // and an error is {"error": "what was wrong"}. Replies stay under the
 // telemetry socket's 16 KiB: a table stops early and says where to go on.
 //
 // Commands and parameters (parameters: comma separated, key=value or
 // positional as listed):
 //   /ctplane/stats                   totals, drops by reason, control path
-//   /ctplane/stats/ports             per port (the runtime's counters)
-//   /ctplane/stats/lcores            per worker lcore
+//   /ctplane/stats/ports[,cursor=PORT][,limit=N]   per port (the runtime's counters)
+//   /ctplane/stats/lcores[,cursor=LCORE][,limit=N] per worker lcore
 //   /ctplane/stats/stages            per pipeline stage (VPP's show runtime)
 //   /ctplane/ct/summary              sizes, counters, hash load and resizes
 //   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,cursor=C][,limit=N]
 //                                    a page; "next": the cursor of the next (0: done)
-//   /ctplane/ct/events,[after=SEQ]   the events after SEQ ("last": the newest)
-//   /ctplane/services                services with their backend counts
-//   /ctplane/backends,[SERVICE]
+//   /ctplane/ct/events,[after=SEQ]   the events after SEQ ("last": the newest);
+//                                    an error while ct.events is off
+//   /ctplane/ct/delete,FILTERS[,cursor=C][,limit=N]   conntrack -D: the
+//       matching flows erased (events, sockmap, counters as any removal),
+//       at most 65536 a call; "deleted", "next"
+//   /ctplane/ct/flush[,cursor=C]     conntrack -F, the same for every flow
+//   /ctplane/sockmap[,cursor=C][,limit=N]   short-circuited directions
+//   /ctplane/services[,cursor=ID][,limit=N]   services with their backend counts
+//   /ctplane/backends,[SERVICE][,cursor=ID][,limit=N]
 //   /ctplane/backend/add,SERVICE,ADDR:PORT[,WEIGHT]   (and remove,
 //       set_weight,SERVICE,ADDR:PORT,WEIGHT, drain,SERVICE,ADDR:PORT,
 //       activate,SERVICE,ADDR:PORT)
-//   /ctplane/routes
+//   /ctplane/routes[,cursor=PREFIX][,limit=N]
 //   /ctplane/route/add,PREFIX,PORT[,VIA]   /ctplane/route/del,PREFIX
-//   /ctplane/neighbors
+//   /ctplane/neighbors[,cursor=ADDRESS][,limit=N]
 //   /ctplane/tables                  table sizes and their resize history
 //   /ctplane/reload,[FILE]           applies the YAML (dataplane/reload.h);
 //                                    "changes": one row per kind
@@ -120,8 +127,8 @@ private:
 		uint64_t buckets;
 	};
 	reply stats();
-	reply stats_ports();
-	reply stats_lcores();
+	reply stats_ports(const std::string& params);
+	reply stats_lcores(const std::string& params);
 	reply stats_stages();
 	reply ct_summary();
 	reply ct_list(const std::string& params, uint64_t now_ns);

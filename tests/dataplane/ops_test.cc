@@ -337,6 +337,7 @@ TEST_F(ops_fixture, every_list_pages_by_cursor_and_lists_every_row_once)
 		ctl->restore_neighbor(a, mac, 1, true, now);
 	}
 	const size_t routes = 600 + 300 + 2, backends = 500 + 2;
+	reply r;
 	size_t neighbors = 0;
 	ctl->for_each_neighbor([&](const neighbor_info&) { neighbors++; });
 	ASSERT_GT(neighbors, 300u);
@@ -366,6 +367,11 @@ TEST_F(ops_fixture, every_list_pages_by_cursor_and_lists_every_row_once)
 				EXPECT_EQ(pages, (l.n + 6) / 7) << l.cmd;
 		}
 	}
+	// The per-worker table pages the same way (one worker here).
+	r = run("/ctplane/stats/lcores", "limit=1");
+	EXPECT_EQ(num(r, "rows"), 1u);
+	EXPECT_EQ(num(r, "next"), 0u);
+	EXPECT_EQ(error(run("/ctplane/stats/ports", "cursor=x")), "bad cursor \"x\" (an id)");
 	// Bad cursors and limits are named.
 	EXPECT_EQ(error(run("/ctplane/routes", "cursor=10.0.0.0")), "bad cursor \"10.0.0.0\" (a prefix)");
 	EXPECT_EQ(error(run("/ctplane/neighbors", "cursor=x")), "bad cursor \"x\" (an address)");
