@@ -5,12 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -83,7 +83,7 @@ struct summary {
 	uint64_t events = 0, events_lost = 0;
 };
 
-// "1000 linux-sll, 5 raw-ip" (ethernet last: it is not a conversion).
+// "1000 linux-sll, 5 raw-ip": the frames converted (Ethernet ones were not).
 std::string link_text(const std::map<std::string, uint64_t>& links)
 {
 	std::string t;
@@ -194,15 +194,6 @@ int replay(const replay_options& o, replay_report* report)
 	config::ctplane_config c = cfg.value();
 	if (!o.events.empty())
 		c.ct.events = true;
-	// The output files open before the trace is read: a path that cannot
-	// be written fails now, not after the replay.
-	using file_ptr = std::unique_ptr<FILE, int (*)(FILE*)>;
-	auto open_out = [](const std::string& path) { return file_ptr(path.empty() ? nullptr : std::fopen(path.c_str(), "w"), std::fclose); };
-	file_ptr dump_file = open_out(o.dump_ct), events_file = open_out(o.events);
-	if (!o.dump_ct.empty() && !dump_file)
-		return fail(o.dump_ct + ": " + std::strerror(errno));
-	if (!o.events.empty() && !events_file)
-		return fail(o.events + ": " + std::strerror(errno));
 
 	std::string open_err;
 	std::unique_ptr<capture_reader> in = capture_reader::open(o.pcap, &open_err);
@@ -231,6 +222,16 @@ int replay(const replay_options& o, replay_report* report)
 	lb::balancer& lb = dp.lb();
 	pipeline& pl = dp.pl();
 
+	// The output files open once the config and the trace are known good
+	// (a failed replay leaves an older dump as it was) and before the
+	// trace is read (a path that cannot be written fails now, not after).
+	using file_ptr = std::unique_ptr<FILE, int (*)(FILE*)>;
+	auto open_out = [](const std::string& path) { return file_ptr(path.empty() ? nullptr : std::fopen(path.c_str(), "w"), std::fclose); };
+	file_ptr dump_file = open_out(o.dump_ct), events_file = open_out(o.events);
+	if (!o.dump_ct.empty() && !dump_file)
+		return fail(o.dump_ct + ": " + std::strerror(errno));
+	if (!o.events.empty() && !events_file)
+		return fail(o.events + ": " + std::strerror(errno));
 	std::unique_ptr<pcap_t, void (*)(pcap_t*)> dead(pcap_open_dead(DLT_EN10MB, kSnap), pcap_close);
 	std::unique_ptr<pcap_dumper_t, void (*)(pcap_dumper_t*)> out(nullptr, pcap_dump_close);
 	if (!o.out.empty()) {
