@@ -38,7 +38,7 @@ std::string fib::build(const config::ctplane_config& c, size_t nports)
 			r6.push_back({maps::ipv6::from_bytes(r.prefix.addr), r.prefix.len, id});
 	}
 	if (hops_.resize(0) != 0 || hops_.resize(hops.size()) != 0)
-		return "too many routes";
+		return std::to_string(hops.size()) + " routes: more than " + std::to_string(kMaxRoutes);
 	for (size_t i = 0; i < hops.size(); i++)
 		hops_[i] = hops[i];
 	if (fib4_.replace(r4) != 0 || fib6_.replace(r6) != 0)
@@ -200,7 +200,7 @@ std::string fib::add_route(const config::route_spec& r, size_t nports)
 	} else {
 		id = static_cast<uint32_t>(hops_.size());
 		if (hops_.resize(id + 1) != 0)
-			return "too many routes";
+			return "too many routes (at most " + std::to_string(kMaxRoutes) + ")";
 	}
 	hops_[id] = h;
 	std::atomic_thread_fence(std::memory_order_release);  // the hop, then the route that names it

@@ -104,6 +104,10 @@ public:
 	// Attempts of a neighbour insert (each after a resize or a reseed run
 	// to its end).
 	static constexpr int kNeighborInsertTries = 3;
+	// Routes (IPv4 and IPv6 together) the fib holds: a full Internet table
+	// (1.06M prefixes today) four times over. Each has its hop record (32
+	// bytes, allocated as used; the limit reserves address space only).
+	static constexpr uint32_t kMaxRoutes = 1u << 22;
 
 private:
 	friend struct pipeline_test_peer;  // tests/dataplane: aims keys at the neighbour table
@@ -126,7 +130,7 @@ private:
 	};
 	static nb_key key_of(const uint8_t* addr, uint8_t family) noexcept;
 
-	maps::rarray<hop> hops_{1u << 20};  // by route: the LPM's value
+	maps::rarray<hop> hops_{kMaxRoutes};  // by route: the LPM's value
 	std::vector<uint32_t> free_hops_;    // ids of removed routes, past a grace period
 	maps::lpm<maps::ipv4> fib4_;
 	maps::lpm<maps::ipv6> fib6_;

@@ -452,6 +452,40 @@ TEST_F(pipeline_fixture, rp_filter_strict_refuses_sources_that_do_not_route_back
 	EXPECT_EQ(one(eth4(ipv4(kB2, kB1, tcp(7302, 22, ct::kSYN))), 1).f, fate::forward);
 }
 
+// A full Internet table fits: 1.1M routes (the real table has 1.06M; the
+// fib held 2^20 and refused it whole).
+TEST(pipeline_routes, a_full_internet_table_fits_and_routes)
+{
+	auto c = config::load_string(kConfig, "routes.yaml");
+	ASSERT_TRUE(c.ok()) << c.err().str();
+	config::ctplane_config cfg = c.value();
+	constexpr uint32_t kRoutes = 1'100'000;
+	for (uint32_t i = 0; i < kRoutes; i++) {  // 20.0.0.0/24 onwards, /24 each
+		config::route_spec r;
+		r.prefix.family = 4;
+		const uint32_t a = 0x14000000u + (i << 8);
+		r.prefix.addr[0] = uint8_t(a >> 24), r.prefix.addr[1] = uint8_t(a >> 16), r.prefix.addr[2] = uint8_t(a >> 8);
+		r.prefix.len = 24;
+		r.port = i % 2;
+		cfg.routes.push_back(r);
+	}
+	maps::rcu::thread_registration reg;
+	ct::table ct{ct::config{}};
+	lb::balancer lb{4096, 1u << 20, 251};
+	sockmap::sockmap sm{sockmap::config{}};
+	pipeline pl{ct, lb, sm};
+	ASSERT_EQ(lb.apply(cfg.lb), "");
+	ASSERT_EQ(pl.build(cfg), "");
+	for (uint32_t i : {0u, 1u, kRoutes / 2, kRoutes - 1}) {
+		const uint32_t a = 0x14000000u + (i << 8) + 7;
+		const uint8_t dst[4] = {uint8_t(a >> 24), uint8_t(a >> 16), uint8_t(a >> 8), uint8_t(a)};
+		uint16_t port = 99;
+		net::address nh{};
+		ASSERT_TRUE(pl.next_hop_of(dst, 4, &port, &nh)) << i;
+		EXPECT_EQ(port, i % 2) << i;
+	}
+}
+
 TEST(pipeline_rp_filter, loose_needs_a_route_back_and_off_needs_nothing)
 {
 	for (const char* mode : {"loose", "off"}) {
