@@ -156,7 +156,7 @@ public:
 	// ct::table::walk: resizes between pages neither skip nor repeat one.
 	static constexpr uint64_t kWalkEnd = ~uint64_t{0};
 	template <typename Fn>
-	uint64_t walk(uint64_t cursor, Fn&& fn) const;
+	uint64_t walk(uint64_t cursor, Fn&& fn);
 
 private:
 	template <typename K>
@@ -229,14 +229,14 @@ inline ct::tuple sockmap::tuple_of(const K& k) noexcept
 // [0, 2^32] in bits 16-48, and in bits 0-15 the directions at exactly that
 // position already offered.
 template <typename Fn>
-uint64_t sockmap::walk(uint64_t cursor, Fn&& fn) const
+uint64_t sockmap::walk(uint64_t cursor, Fn&& fn)
 {
 	if (cursor == kWalkEnd)
 		return kWalkEnd;
 	unsigned part = static_cast<unsigned>(cursor >> 49);
 	uint64_t pos = (cursor >> 16) & ((uint64_t{1} << 33) - 1);
 	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
-	auto family = [&](const auto& h, uint64_t* stop) {
+	auto family = [&](auto& h, uint64_t* stop) {
 		using H = std::decay_t<decltype(h)>;
 		using K = typename H::key_type;
 		struct item {
@@ -247,8 +247,16 @@ uint64_t sockmap::walk(uint64_t cursor, Fn&& fn) const
 		std::vector<item> step;
 		while (pos < H::kScanEnd) {
 			step.clear();
-			const uint64_t next = h.scan(pos, 1, [&](const K& k, const entry& e) {
-				step.push_back({h.position(h.hash(k)), k, e});
+			const uint64_t next = h.scan(pos, 1, [&](const K& k, entry& e) {
+				// The workers' counters are read as they write them.
+				entry c{};
+				c.r = e.r;  // the control thread's, as are the synced counts
+				c.synced_packets = e.synced_packets;
+				c.synced_bytes = e.synced_bytes;
+				c.packets = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
+				c.bytes = std::atomic_ref<uint64_t>(e.bytes).load(std::memory_order_relaxed);
+				c.last_seen = std::atomic_ref<uint32_t>(e.last_seen).load(std::memory_order_relaxed);
+				step.push_back({h.position(h.hash(k)), k, c});
 				return true;
 			});
 			std::sort(step.begin(), step.end(), [](const item& a, const item& b) {

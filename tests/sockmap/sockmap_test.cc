@@ -5,6 +5,13 @@
 // inserted; hits keep the CT entry alive and counted.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include "ct/clock.h"
 #include "ct/table.h"
 #include "maps/rcu.h"
@@ -105,6 +112,75 @@ TEST_F(sockmap_fixture, an_established_local_connection_is_inserted_both_ways_an
 	EXPECT_EQ(s.inserted, 1u);
 	EXPECT_EQ(s.hits, 2u);
 	EXPECT_EQ(s.misses, 2u);
+}
+
+// The listing (ops' /ctplane/sockmap) pages through every direction once
+// while a worker keeps hitting them; it reads the hit counters as the
+// worker writes them (atomically: ThreadSanitizer in CI checks it), and
+// once the worker stops they add up to its hits.
+TEST_F(sockmap_fixture, a_paged_walk_lists_every_direction_once_beside_a_worker_hitting_them)
+{
+	std::vector<ct::tuple> conns;
+	for (uint16_t i = 0; i < 100; i++) {
+		conns.push_back(ct::tuple::v4(0x0a010005, 0x0a020007, static_cast<uint16_t>(41000 + i), 6379, ct::kProtoTCP));
+		handshake(conns.back());
+	}
+	control();
+	ASSERT_EQ(sm.size(), 200u);
+	std::atomic<bool> stop{false};
+	std::atomic<uint64_t> hits{0};
+	std::thread worker([&] {
+		maps::rcu::thread_registration r;
+		while (!stop.load(std::memory_order_relaxed)) {
+			for (const ct::tuple& t : conns) {
+				const ct::tuple* tp = &t;
+				const uint8_t fl = kACK;
+				const uint32_t b = 100;
+				const redirect* out = nullptr;
+				hits += sm.lookup_bulk(&tp, &fl, &b, 1, clk.now_ns(), &out);
+			}
+			maps::rcu::quiescent();
+		}
+	});
+	// The worker under way first (it runs once scheduled; 30 s is a bound
+	// for a stalled machine, not a timing).
+	for (int i = 0; i < 30000 && hits.load() < 1000; i++) {
+		maps::rcu::offline();
+		std::this_thread::sleep_for(std::chrono::milliseconds(1));
+		maps::rcu::online();
+	}
+	EXPECT_GE(hits.load(), 1000u) << "the worker never ran";
+	auto walk_all = [&](unsigned page, uint64_t* packets) {
+		std::map<std::string, unsigned> seen;
+		uint64_t cursor = 0;
+		for (unsigned pages = 0; cursor != sockmap::kWalkEnd && pages < 1000; pages++) {
+			unsigned rows = 0;
+			cursor = sm.walk(cursor, [&](const ct::tuple& d, const entry& e) {
+				if (rows == page)
+					return false;
+				rows++;
+				seen[std::to_string(d.sport) + ">" + std::to_string(d.dport)]++;
+				*packets += e.packets;
+				return true;
+			});
+		}
+		return seen;
+	};
+	for (unsigned page : {1u, 7u, 64u, 1000u}) {
+		uint64_t packets = 0;
+		const auto seen = walk_all(page, &packets);
+		EXPECT_EQ(seen.size(), 200u) << "page " << page;
+		for (const auto& [dir, n] : seen)
+			EXPECT_EQ(n, 1u) << dir;
+	}
+	stop = true;
+	maps::rcu::offline();
+	worker.join();
+	maps::rcu::online();
+	uint64_t packets = 0;
+	walk_all(50, &packets);
+	EXPECT_EQ(packets, hits.load());
+	EXPECT_GT(packets, 0u);
 }
 
 TEST_F(sockmap_fixture, syn_fin_and_rst_always_take_the_normal_path)
