@@ -511,40 +511,13 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 				}
 			return true;
 		}
-		// A scan step covers the positions [pos, next); offered in position
-		// order (the key breaks a tie), a step can end at any flow and the
-		// next call resume right after it, whatever the table's size then.
-		struct item {
-			uint32_t at;
-			const K* k;
-			F* f;
-		};
-		std::vector<item> step;
-		while (pos < maps::rhash<K, F>::kScanEnd) {
-			step.clear();
-			const uint64_t next = fam.hash.scan(pos, 1, [&](const K& k, F& f) {
-				if (live(f))
-					step.push_back({fam.hash.position(fam.hash.hash(k)), &k, &f});
-				return true;
-			});
-			std::sort(step.begin(), step.end(), [](const item& a, const item& b) {
-				return a.at != b.at ? a.at < b.at : std::memcmp(a.k, b.k, sizeof(K)) < 0;
-			});
-			unsigned ties = 0;
-			for (size_t i = 0; i < step.size(); i++) {
-				const item& e = step[i];
-				ties = i > 0 && step[i - 1].at == e.at ? ties + 1 : 0;
-				if (e.at == pos && ties < skip)
-					continue;  // offered before the cursor
-				if (!fn(static_cast<const flow_view&>(view_of(*e.k, *e.f, tmo)))) {
-					*stop = at(e.at, ties);
-					return false;
-				}
-			}
-			pos = next;
-			skip = 0;
-		}
-		return true;
+		if (fam.hash.walk_from(&pos, &skip, [&](const K&, F& f) { return live(f); },
+				       [&](const K& k, F& f) {
+					       return fn(static_cast<const flow_view&>(view_of(k, f, tmo)));
+				       }))
+			return true;
+		*stop = at(pos, skip);
+		return false;
 	};
 	for (; part < 4; part++, pos = 0, skip = 0) {
 		uint64_t stop = 0;

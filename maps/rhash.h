@@ -109,6 +109,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "maps/entry_alloc.h"
 #include "maps/hash_fn.h"
@@ -310,6 +311,16 @@ public:
 	static constexpr uint64_t kScanEnd = uint64_t{1} << 32;
 	template <typename Fn>
 	uint64_t scan(uint64_t pos, size_t max_buckets, Fn&& fn) const noexcept;
+	// A listing in pages over scan(): the entries `keep(const K&, V&)`
+	// admits, in (position, key) order, from position *pos past the first
+	// *skip of those at exactly *pos. fn(const K&, V&) -> bool per entry;
+	// false stops at that entry, with *pos and *skip naming it (the cursor
+	// a next page resumes from) and false returned; true once every
+	// position was offered. A cursor holds across resizes (positions) and
+	// ties (a 32-bit position shared by several keys). RCU reader, or the
+	// writer; keep and fn see entries valid until the next quiescent state.
+	template <typename Keep, typename Fn>
+	bool walk_from(uint64_t* pos, unsigned* skip, Keep&& keep, Fn&& fn);
 
 	// ---- iteration -----------------------------------------------------------
 	class iterator;
@@ -1001,6 +1012,50 @@ uint64_t rhash<K, V, H>::scan(uint64_t pos, size_t max_buckets, Fn&& fn) const n
 		pos = end;
 	}
 	return pos;
+}
+
+template <typename K, typename V, typename H>
+template <typename Keep, typename Fn>
+bool rhash<K, V, H>::walk_from(uint64_t* pos, unsigned* skip, Keep&& keep, Fn&& fn)
+{
+	// A scan step covers the positions [p, next); offered in position
+	// order (the key breaks a tie), a step can end at any entry and the
+	// next call resume right after it, whatever the table's size then.
+	struct item {
+		uint32_t at;
+		const K* k;
+		V* v;
+	};
+	std::vector<item> step;
+	uint64_t p = *pos;
+	unsigned sk = *skip;
+	while (p < kScanEnd) {
+		step.clear();
+		const uint64_t next = scan(p, 1, [&](const K& k, V& v) {
+			if (keep(k, v))
+				step.push_back({position(hash(k)), &k, &v});
+			return true;
+		});
+		std::sort(step.begin(), step.end(), [](const item& a, const item& b) {
+			return a.at != b.at ? a.at < b.at : std::memcmp(a.k, b.k, sizeof(K)) < 0;
+		});
+		unsigned ties = 0;
+		for (size_t i = 0; i < step.size(); i++) {
+			ties = i > 0 && step[i - 1].at == step[i].at ? ties + 1 : 0;
+			if (step[i].at == p && ties < sk)
+				continue;  // offered before the cursor
+			if (!fn(*step[i].k, *step[i].v)) {
+				*pos = step[i].at;
+				*skip = ties;
+				return false;
+			}
+		}
+		p = next;
+		sk = 0;
+	}
+	*pos = kScanEnd;
+	*skip = 0;
+	return true;
 }
 
 // ---- resize ---------------------------------------------------------------------

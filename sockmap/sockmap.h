@@ -237,45 +237,22 @@ uint64_t sockmap::walk(uint64_t cursor, Fn&& fn)
 	uint64_t pos = (cursor >> 16) & ((uint64_t{1} << 33) - 1);
 	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
 	auto family = [&](auto& h, uint64_t* stop) {
-		using H = std::decay_t<decltype(h)>;
-		using K = typename H::key_type;
-		struct item {
-			uint32_t at;
-			K k;
-			entry e;
-		};
-		std::vector<item> step;
-		while (pos < H::kScanEnd) {
-			step.clear();
-			const uint64_t next = h.scan(pos, 1, [&](const K& k, entry& e) {
-				// The workers' counters are read as they write them.
-				entry c{};
-				c.r = e.r;  // the control thread's, as are the synced counts
-				c.synced_packets = e.synced_packets;
-				c.synced_bytes = e.synced_bytes;
-				c.packets = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
-				c.bytes = std::atomic_ref<uint64_t>(e.bytes).load(std::memory_order_relaxed);
-				c.last_seen = std::atomic_ref<uint32_t>(e.last_seen).load(std::memory_order_relaxed);
-				step.push_back({h.position(h.hash(k)), k, c});
-				return true;
-			});
-			std::sort(step.begin(), step.end(), [](const item& a, const item& b) {
-				return a.at != b.at ? a.at < b.at : std::memcmp(&a.k, &b.k, sizeof(K)) < 0;
-			});
-			unsigned ties = 0;
-			for (size_t i = 0; i < step.size(); i++) {
-				ties = i > 0 && step[i - 1].at == step[i].at ? ties + 1 : 0;
-				if (step[i].at == pos && ties < skip)
-					continue;
-				if (!fn(static_cast<const ct::tuple&>(tuple_of(step[i].k)), static_cast<const entry&>(step[i].e))) {
-					*stop = uint64_t{part} << 49 | uint64_t{step[i].at} << 16 | ties;
-					return false;
-				}
-			}
-			pos = next;
-			skip = 0;
-		}
-		return true;
+		using K = typename std::decay_t<decltype(h)>::key_type;
+		if (h.walk_from(&pos, &skip, [](const K&, entry&) { return true; }, [&](const K& k, entry& e) {
+			    // The workers' counters are read as they write them; the
+			    // rest is the control thread's.
+			    entry c{};
+			    c.r = e.r;
+			    c.synced_packets = e.synced_packets;
+			    c.synced_bytes = e.synced_bytes;
+			    c.packets = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
+			    c.bytes = std::atomic_ref<uint64_t>(e.bytes).load(std::memory_order_relaxed);
+			    c.last_seen = std::atomic_ref<uint32_t>(e.last_seen).load(std::memory_order_relaxed);
+			    return fn(static_cast<const ct::tuple&>(tuple_of(k)), static_cast<const entry&>(c));
+		    }))
+			return true;
+		*stop = uint64_t{part} << 49 | pos << 16 | skip;
+		return false;
 	};
 	for (; part < 2; part++, pos = 0, skip = 0) {
 		uint64_t stop = 0;
