@@ -130,6 +130,8 @@ struct lpm_stats {
 
 template <typename F>
 class lpm {
+	struct table;
+
 public:
 	using addr = typename F::addr;
 	static constexpr uint32_t kNoRoute = UINT32_MAX;
@@ -174,6 +176,23 @@ public:
 	// store. All or nothing: on error (-EINVAL with *bad_index set, or
 	// -ENOMEM) the current table stays.
 	int replace(const std::vector<route>& routes, size_t* bad_index = nullptr);
+	// replace() in two steps, for a caller that publishes several tables
+	// together (plan, then commit): stage() builds the table aside (the
+	// writer; readers go on with the published table) and may fail as
+	// replace() does; publish() is one pointer store and cannot fail. A
+	// staged table that is dropped unpublished is simply freed.
+	class built_table {
+	public:
+		built_table() = default;
+		explicit operator bool() const noexcept { return t_ != nullptr; }
+		uint64_t routes() const noexcept { return t_ ? t_->routes->size() : 0; }
+
+	private:
+		friend class lpm;
+		std::unique_ptr<table> t_;
+	};
+	int stage(const std::vector<route>& routes, built_table* out, size_t* bad_index = nullptr);
+	void publish(built_table&& s);
 	// Waits for a grace period, then frees replaced subtrees and tables.
 	size_t reclaim();
 	// Test hook: the next n subtree allocations (of any lpm of this
@@ -1213,7 +1232,7 @@ int lpm<F>::erase(addr prefix, unsigned len) noexcept
 }
 
 template <typename F>
-int lpm<F>::replace(const std::vector<route>& routes, size_t* bad_index)
+int lpm<F>::stage(const std::vector<route>& routes, built_table* out, size_t* bad_index)
 {
 	for (size_t i = 0; i < routes.size(); i++)
 		if (!valid(routes[i].prefix, routes[i].len) || routes[i].value > kMaxValue) {
@@ -1222,12 +1241,25 @@ int lpm<F>::replace(const std::vector<route>& routes, size_t* bad_index)
 			return -EINVAL;
 		}
 	int err = 0;
-	std::unique_ptr<table> nt = build_table(routes, &err);
-	if (!nt)
-		return err;
+	out->t_ = build_table(routes, &err);
+	return out->t_ ? 0 : err;
+}
+
+template <typename F>
+void lpm<F>::publish(built_table&& s)
+{
 	std::lock_guard<std::mutex> g(writer_);
-	table* old = t_.exchange(nt.release(), std::memory_order_acq_rel);
+	table* old = t_.exchange(s.t_.release(), std::memory_order_acq_rel);
 	retired_tables_.emplace_back(old);
+}
+
+template <typename F>
+int lpm<F>::replace(const std::vector<route>& routes, size_t* bad_index)
+{
+	built_table s;
+	if (int rc = stage(routes, &s, bad_index); rc != 0)
+		return rc;
+	publish(std::move(s));
 	return 0;
 }
 
