@@ -8,9 +8,12 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 #include <sstream>
 #include <vector>
 
+#include "config/route_file.h"
 #include "ct/state.h"
 #include "lb/lb_config.h"
 #include "sockmap/sockmap.h"
@@ -481,12 +484,13 @@ void read_routes(const reader& r, const YAML::Node& node, const std::string& pat
 			r.fail(item, ip, std::string("a route needs ") + (!has_prefix ? "a prefix" : "a port"));
 		if (rt.has_via && rt.via.family != rt.prefix.family)
 			r.fail_at(via_at, ip + ".via", "next hop family differs from the prefix's");
-		for (const route_spec& o : c.routes)
-			if (o.prefix.family == rt.prefix.family && o.prefix.len == rt.prefix.len &&
-			    std::memcmp(o.prefix.addr, rt.prefix.addr, 16) == 0)
-				r.fail(item, ip, "duplicate route");
 		c.routes.push_back(rt);
 	});
+	// Duplicates by sort, not pairwise (a full table is ~1M routes).
+	size_t first = 0;
+	if (const size_t d = find_duplicate_route(c.routes, &first); d != SIZE_MAX)
+		r.fail(node[d], path + "[" + std::to_string(d) + "]",
+		       "duplicate route (the same prefix as " + path + "[" + std::to_string(first) + "])");
 }
 
 // The `lb:` section: table limits and the default Maglev size.
@@ -526,6 +530,9 @@ std::string endpoint_text(const lb::address& a, uint16_t port) { return net::end
 // `services:` then `backends:` (read after every service is known).
 void read_services(const reader& r, const YAML::Node& node, const std::string& path, lb::config& c)
 {
+	// Duplicates by hash (10K services are a large cluster, not a corner case).
+	std::unordered_map<std::string, size_t> names;
+	std::unordered_map<std::string, std::string> frontends;  // "proto vip:port" -> service
 	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
 		lb::service_spec s;
 		bool has_vip = false, has_port = false;
@@ -552,19 +559,21 @@ void read_services(const reader& r, const YAML::Node& node, const std::string& p
 			 });
 		if (s.name.empty() || !has_vip || !has_port)
 			r.fail(item, ip, std::string("a service needs ") + (s.name.empty() ? "a name" : !has_vip ? "a vip" : "a port"));
-		for (const lb::service_spec& o : c.services) {
-			if (o.name == s.name)
-				r.fail(item, ip, "duplicate service name \"" + s.name + "\"");
-			if (o.vip == s.vip && o.port == s.port && o.proto == s.proto)
-				r.fail(item, ip, endpoint_text(s.vip, s.port) + " is already service \"" + o.name + "\"");
-		}
+		if (!names.emplace(s.name, c.services.size()).second)
+			r.fail(item, ip, "duplicate service name \"" + s.name + "\"");
+		const std::string fe = std::to_string(s.proto) + " " + endpoint_text(s.vip, s.port);
+		if (auto [it, fresh] = frontends.emplace(fe, s.name); !fresh)
+			r.fail(item, ip, endpoint_text(s.vip, s.port) + " is already service \"" + it->second + "\"");
 		c.services.push_back(s);
 	});
 }
 
 void read_backends(const reader& r, const YAML::Node& node, const std::string& path, lb::config& c)
 {
-	std::map<std::string, std::string> endpoints;  // "proto addr:port" -> service
+	std::unordered_set<std::string> endpoints;  // "service proto addr:port"
+	std::unordered_map<std::string, size_t> services;  // name -> index
+	for (size_t i = 0; i < c.services.size(); i++)
+		services.emplace(c.services[i].name, i);
 	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
 		lb::backend_spec b;
 		YAML::Node svc_node, addr_node, port_node;
@@ -608,10 +617,8 @@ void read_backends(const reader& r, const YAML::Node& node, const std::string& p
 			r.fail(item, ip,
 			       std::string("a backend needs ") +
 				       (b.service.empty() ? "a service" : !has_addr ? "an address" : "a port"));
-		const lb::service_spec* s = nullptr;
-		for (const lb::service_spec& o : c.services)
-			if (o.name == b.service)
-				s = &o;
+		const auto it = services.find(b.service);
+		const lb::service_spec* s = it != services.end() ? &c.services[it->second] : nullptr;
 		if (s == nullptr)
 			r.fail(svc_node, ip + ".service", "unknown service \"" + b.service + "\"");
 		if (s->vip.family != b.addr.family)
@@ -621,7 +628,7 @@ void read_backends(const reader& r, const YAML::Node& node, const std::string& p
 		// One endpoint may serve several services (replies are found by the
 		// CT under their own tuple), once each.
 		const std::string ep = b.service + " " + std::to_string(s->proto) + " " + endpoint_text(b.addr, b.port);
-		if (!endpoints.insert({ep, b.service}).second)
+		if (!endpoints.insert(ep).second)
 			r.fail(item, ip,
 			       "duplicate backend " + endpoint_text(b.addr, b.port) + " of service \"" + b.service + "\"");
 		c.backends.push_back(b);
@@ -666,6 +673,7 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 		// Neighbors and routes reference ports: read after them.
 		YAML::Node neighbors, routes;
 		std::string neighbors_path, routes_path;
+		YAML::Mark routes_file_at;
 		r.fields(root, "",
 			 {
 				 {"ports", [&](const YAML::Node& n, const std::string& p) { read_ports(r, n, p, cfg); }},
@@ -686,6 +694,11 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 				  [&](const YAML::Node& n, const std::string& p) {
 					  routes.reset(n);
 					  routes_path = p;
+				  }},
+				 {"routes_file",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  cfg.routes_file = r.str(n, p);
+					  routes_file_at = n.Mark();
 				  }},
 				 {"ct", [&](const YAML::Node& n, const std::string& p) { read_ct(r, n, p, cfg.ct); }},
 				 {"lb", [&](const YAML::Node& n, const std::string& p) { read_lb(r, n, p, cfg.lb); }},
@@ -747,6 +760,28 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 			read_neighbors(r, neighbors, neighbors_path, cfg);
 		if (!routes_path.empty())
 			read_routes(r, routes, routes_path, cfg);
+		if (!cfg.routes_file.empty()) {
+			// Relative to the config file's folder; appended to the YAML's
+			// routes, each prefix once in all.
+			std::string file = cfg.routes_file;
+			if (file[0] != '/' && name.find('/') != std::string::npos)
+				file = name.substr(0, name.rfind('/') + 1) + file;
+			const size_t yaml_routes = cfg.routes.size();
+			std::vector<uint32_t> lines;
+			result<size_t> n = read_route_file(file, cfg.ports, &cfg.routes, "routes_file", &lines);
+			if (!n)
+				throw failure{n.err()};
+			size_t first = 0;
+			if (const size_t d = find_duplicate_route(cfg.routes, &first); d != SIZE_MAX) {
+				if (first < yaml_routes)
+					r.fail_at(routes_file_at, "routes_file",
+						  file + ": route " + net::to_string(cfg.routes[d].prefix) + " is also routes[" +
+							  std::to_string(first) + "]");
+				throw failure{error{file, static_cast<int>(lines[d - yaml_routes]), 1, "routes_file",
+						    "route " + net::to_string(cfg.routes[d].prefix) + " is given twice (also line " +
+							    std::to_string(lines[first - yaml_routes]) + ")"}};
+			}
+		}
 		// Anything else lb::validate knows (limits against counts).
 		if (std::string err = lb::validate(cfg.lb); !err.empty())
 			r.fail_at(services_at, "services", err);

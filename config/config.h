@@ -148,7 +148,8 @@ struct ctplane_config {
 	uint32_t workers = 1;       // worker lcores (each polls every port)
 	uint32_t burst = 32;        // packets per RX burst
 	std::vector<neighbor_spec> neighbors;
-	std::vector<route_spec> routes;
+	std::vector<route_spec> routes;  // `routes:`, then those of `routes_file:`
+	std::string routes_file;         // as written ("": none); read at load and every reload
 	ct::config ct;
 	lb::config lb;            // `lb:` limits, `services:`, `backends:`
 	sockmap::config sockmap;  // `sockmap:`

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 #include "dataplane/parser.h"
 #include "net/bytes.h"
@@ -314,11 +315,12 @@ void control_path::set_static(const std::vector<config::neighbor_spec>& before,
 			      const std::vector<config::neighbor_spec>& now, unsigned counts[3])
 {
 	counts[0] = counts[1] = counts[2] = 0;
+	// By key, not pairwise (max_neighbors is 16384 by default).
+	std::unordered_set<std::string> kept;
+	for (const config::neighbor_spec& n : now)
+		kept.insert(std::string(reinterpret_cast<const char*>(&n.addr), sizeof(n.addr)));
 	for (const config::neighbor_spec& o : before) {
-		bool kept = false;
-		for (const config::neighbor_spec& n : now)
-			kept = kept || n.addr == o.addr;
-		if (kept)
+		if (kept.count(std::string(reinterpret_cast<const char*>(&o.addr), sizeof(o.addr))) != 0)
 			continue;
 		nb_.erase(key_of(o.addr));
 		pl_.clear_neighbor(o.addr);

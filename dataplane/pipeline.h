@@ -201,6 +201,13 @@ public:
 	}
 	std::string add_route(const config::route_spec& r) { return fib_.add_route(r, ports_.size()); }
 	std::string del_route(const net::prefix& p) { return fib_.del_route(p); }
+	// A whole route table, planned aside then published (dataplane/fib.h).
+	std::string plan_routes(const std::vector<config::route_spec>& r, fib::route_plan* out,
+				size_t* bad_index = nullptr)
+	{
+		return fib_.plan_routes(r, ports_.size(), out, bad_index);
+	}
+	void commit_routes(fib::route_plan&& p) noexcept { fib_.commit(std::move(p)); }
 	template <typename Fn>
 	void for_each_route(Fn&& f) const
 	{

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "dataplane/reload.h"
 
+#include <algorithm>
 #include <cstring>
 #include <map>
 #include <set>
@@ -87,6 +88,38 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 	return "";
 }
 
+// Canonical route order: family, address, length.
+bool route_before(const config::route_spec& a, const config::route_spec& b)
+{
+	if (a.prefix.family != b.prefix.family)
+		return a.prefix.family < b.prefix.family;
+	if (const int c = std::memcmp(a.prefix.addr, b.prefix.addr, 16); c != 0)
+		return c < 0;
+	return a.prefix.len < b.prefix.len;
+}
+
+// Routes added, changed and removed from `have` to `want`: one sort and
+// one merge, O(n log n) (never every route against every other).
+void route_diff(std::vector<config::route_spec> have, std::vector<config::route_spec> want, unsigned counts[3])
+{
+	counts[0] = counts[1] = counts[2] = 0;
+	if (!std::is_sorted(have.begin(), have.end(), route_before))
+		std::sort(have.begin(), have.end(), route_before);
+	if (!std::is_sorted(want.begin(), want.end(), route_before))
+		std::sort(want.begin(), want.end(), route_before);
+	size_t i = 0, j = 0;
+	while (i < have.size() || j < want.size()) {
+		if (j == want.size() || (i < have.size() && route_before(have[i], want[j]))) {
+			counts[2]++, i++;
+		} else if (i == have.size() || route_before(want[j], have[i])) {
+			counts[0]++, j++;
+		} else {
+			counts[1] += !same_route(have[i], want[j]);
+			i++, j++;
+		}
+	}
+}
+
 bool same_timeouts(const ct::timeouts& a, const ct::timeouts& b)
 {
 	return std::memcmp(&a, &b, sizeof(a)) == 0;
@@ -120,6 +153,18 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	lb::balancer& lb = dp.lb();
 	if (std::string e = lb.check(next.lb); !e.empty())
 		return "lb: " + e + "; nothing was applied";
+	// Routes: the YAML's become the table. A difference builds the whole
+	// table aside (fib::plan_routes), published below at once: no moment
+	// with a route missing, no per-route grace period; a table that cannot
+	// be built refuses the reload.
+	std::vector<config::route_spec> have;
+	dp.pl().for_each_route([&](const config::route_spec& r) { have.push_back(r); });
+	unsigned rd[3];
+	route_diff(std::move(have), next.routes, rd);
+	fib::route_plan routes;
+	if (rd[0] + rd[1] + rd[2] != 0)
+		if (std::string e = dp.pl().plan_routes(next.routes, &routes); !e.empty())
+			return "routes: " + e + "; nothing was applied";
 
 	std::vector<std::string> out;
 	// Conntrack.
@@ -161,33 +206,11 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	    next.lb.maglev_size != cur.lb.maglev_size)
 		out.push_back("lb: max_services " + std::to_string(next.lb.max_services) + ", max_backends " +
 			      std::to_string(next.lb.max_backends) + ", maglev_size " + std::to_string(next.lb.maglev_size));
-	// Routes: the YAML's become the table.
-	std::vector<config::route_spec> have;
-	dp.pl().for_each_route([&](const config::route_spec& r) { have.push_back(r); });
-	unsigned r_added = 0, r_changed = 0, r_removed = 0;
-	std::string route_err;
-	for (const config::route_spec& h : have) {
-		bool keep = false;
-		for (const config::route_spec& w : next.routes)
-			keep = keep || same_prefix(h.prefix, w.prefix);
-		if (!keep && dp.pl().del_route(h.prefix).empty())
-			r_removed++;
+	if (rd[0] + rd[1] + rd[2] != 0) {
+		dp.pl().commit_routes(std::move(routes));
+		out.push_back("routes: +" + std::to_string(rd[0]) + " ~" + std::to_string(rd[1]) + " -" +
+			      std::to_string(rd[2]));
 	}
-	for (const config::route_spec& w : next.routes) {
-		const config::route_spec* old = nullptr;
-		for (const config::route_spec& h : have)
-			if (same_prefix(h.prefix, w.prefix))
-				old = &h;
-		if (old != nullptr && same_route(*old, w))
-			continue;
-		if (std::string e = dp.pl().add_route(w); !e.empty() && route_err.empty())
-			route_err = e;
-		else if (e.empty())
-			(old != nullptr ? r_changed : r_added)++;
-	}
-	if (r_added + r_changed + r_removed != 0)
-		out.push_back("routes: +" + std::to_string(r_added) + " ~" + std::to_string(r_changed) + " -" +
-			      std::to_string(r_removed));
 	// Static neighbours, the control path's caps.
 	unsigned nb[3];
 	ctl.set_static(cur.neighbors, next.neighbors, nb);
@@ -215,8 +238,6 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 		out.push_back("nothing changed");
 	if (changes != nullptr)
 		*changes = std::move(out);
-	if (!route_err.empty())
-		return "routes: " + route_err;  // the table refused one (full): the rest is applied
 	return "";
 }
 

@@ -5,13 +5,18 @@
 //
 // The new config was validated whole by config::load_*. reload() then
 // compares it with the running one and either applies every difference or
-// none:
+// none: every check and every large build (a changed route table is built
+// whole aside, fib::plan_routes) happens before the first change, and the
+// route table is then published in one store. Diffs are sorted merges or
+// hashes, never every object against every other (1M routes, 10K
+// services):
 //
 //   applied live   services and backends (objects that did not change keep
 //                  their ids, and their flows their backend), lb limits (up
 //                  to twice their values at start) and the default Maglev
-//                  size, routes (the YAML's become the table: routes added
-//                  with ctplane-ctl and absent from it go), static
+//                  size, routes (the YAML's and routes_file's become the
+//                  table: routes added with ctplane-ctl and absent from
+//                  them go), static
 //                  neighbours, CT limits and watermarks (max_entries up to
 //                  twice its value at start; a max below the current size
 //                  drops nothing: openers are refused or evict as at

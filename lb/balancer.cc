@@ -8,6 +8,7 @@
 #include <map>
 #include <new>
 #include <set>
+#include <unordered_map>
 #include <tuple>
 
 #include "maps/rcu.h"
@@ -278,10 +279,12 @@ std::string balancer::add_service(const service_spec& s, uint32_t* id_out, uint3
 		members_.resize(id + 1);
 	}
 	names_[id] = s.name;
+	by_name_[s.name] = id;
 	members_[id].clear();
 	if (int rc = insert_settled(services_, fe, svc_ref{id}); rc != 0) {
 		r.in_use = 0;
 		names_[id].clear();
+		by_name_.erase(s.name);
 		free_svc_.push_back(id);
 		return "service \"" + s.name + "\": the service table refused it (" + std::strerror(-rc) + ")";
 	}
@@ -302,6 +305,7 @@ std::string balancer::remove_service(const std::string& name)
 	erase_settled(services_, r.frontend);
 	r.in_use = 0;
 	names_[id].clear();
+	by_name_.erase(name);
 	pending_free_svc_.push_back(id);
 	dirty_.push_back(id);  // its table is unpublished and retired by commit()
 	return "";
@@ -336,9 +340,8 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint3
 	if (std::string e = check_backend(b, s.frontend.family); !e.empty())
 		return e;
 	const endpoint ep = endpoint::of(b.addr, b.port, s.frontend.proto);
-	for (uint32_t m : members_[sid])
-		if (be_[m].ep == ep)
-			return backend_who(b) + ": duplicate backend";
+	if (by_member_.count(member_key{sid, ep}) != 0)
+		return backend_who(b) + ": duplicate backend";
 	const uint32_t id = alloc_id(free_be_, next_be_, max_backends_, nullptr, &be_, want_id);
 	if (id == 0 && want_id != 0)
 		return backend_who(b) + ": id " + std::to_string(want_id) + " is taken or beyond max_backends";
@@ -357,6 +360,10 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint3
 	}
 	std::atomic_ref<uint8_t>(r.in_use).store(1, std::memory_order_release);
 	members_[sid].push_back(id);
+	by_member_.emplace(member_key{sid, ep}, id);
+	if (is_member_.size() <= id)
+		is_member_.resize(uint64_t{id} + 1, 0);
+	is_member_[id] = 1;
 	svc_[sid].nbackends++;
 	dirty_.push_back(sid);
 	if (id_out != nullptr)
@@ -372,6 +379,8 @@ std::string balancer::remove_backend(uint32_t id)
 	unref_endpoint(b->ep);
 	auto& m = members_[b->service];
 	m.erase(std::remove(m.begin(), m.end(), id), m.end());
+	by_member_.erase(member_key{b->service, b->ep});
+	is_member_[id] = 0;
 	svc_[b->service].nbackends--;
 	dirty_.push_back(b->service);
 	// The record stays readable (a worker may hold it, and the old Maglev
@@ -388,12 +397,14 @@ std::string balancer::set_weight(uint32_t id, uint32_t weight)
 		return "unknown backend " + std::to_string(id);
 	if (weight > kMaxWeight)
 		return "weight " + std::to_string(weight) + " is out of range 0.." + std::to_string(kMaxWeight);
-	std::atomic_ref<uint32_t>(b->weight).store(weight, std::memory_order_relaxed);
 	uint8_t st = b->state;
 	if (weight == 0 && st == static_cast<uint8_t>(backend_state::active))
 		st = static_cast<uint8_t>(backend_state::draining);
 	else if (weight != 0 && st == static_cast<uint8_t>(backend_state::draining))
 		st = static_cast<uint8_t>(backend_state::active);
+	if (weight == b->weight && st == b->state)
+		return "";  // nothing changes: no Maglev rebuild
+	std::atomic_ref<uint32_t>(b->weight).store(weight, std::memory_order_relaxed);
 	std::atomic_ref<uint8_t>(b->state).store(st, std::memory_order_relaxed);
 	dirty_.push_back(b->service);
 	return "";
@@ -404,6 +415,8 @@ std::string balancer::set_state(uint32_t id, backend_state s)
 	backend* b = live(id);
 	if (b == nullptr)
 		return "unknown backend " + std::to_string(id);
+	if (b->state == static_cast<uint8_t>(s))
+		return "";
 	std::atomic_ref<uint8_t>(b->state).store(static_cast<uint8_t>(s), std::memory_order_relaxed);
 	dirty_.push_back(b->service);
 	return "";
@@ -497,23 +510,24 @@ std::string balancer::apply(const config& c)
 	max_backends_ = c.max_backends;
 	default_m_ = c.maglev_size;
 	// Services: keep those whose name and frontend are unchanged.
-	std::set<std::string> want;
+	std::unordered_map<std::string, const service_spec*> want;
 	for (const service_spec& s : c.services)
-		want.insert(s.name);
+		want.emplace(s.name, &s);
 	for (uint32_t id = 1; id < names_.size(); id++) {
 		if (names_[id].empty())
 			continue;
 		const std::string name = names_[id];
+		const auto it = want.find(name);
 		bool keep = false;
-		for (const service_spec& s : c.services)
-			if (s.name == name) {
-				const uint32_t m = s.maglev_size != 0 ? s.maglev_size : default_m_;
-				keep = svc_[id].frontend == endpoint::of(s.vip, s.port, s.proto);
-				if (keep && svc_[id].maglev_size != m) {
-					svc_[id].maglev_size = m;
-					dirty_.push_back(id);
-				}
+		if (it != want.end()) {
+			const service_spec& s = *it->second;
+			const uint32_t m = s.maglev_size != 0 ? s.maglev_size : default_m_;
+			keep = svc_[id].frontend == endpoint::of(s.vip, s.port, s.proto);
+			if (keep && svc_[id].maglev_size != m) {
+				svc_[id].maglev_size = m;
+				dirty_.push_back(id);
 			}
+		}
 		if (!keep)
 			remove_service(name);
 	}
@@ -522,7 +536,7 @@ std::string balancer::apply(const config& c)
 			if (std::string e = add_service(s); !e.empty())
 				return e;  // validated above: only a resource limit gets here
 	// Backends: by (service, endpoint).
-	std::set<uint32_t> keep_be;
+	std::vector<uint8_t> keep_be(is_member_.size() + c.backends.size() + 1, 0);
 	for (const backend_spec& b : c.backends) {
 		uint32_t id = backend_id(b.service, b.addr, b.port);
 		if (id == 0) {
@@ -532,11 +546,13 @@ std::string balancer::apply(const config& c)
 			set_weight(id, b.weight);
 			set_state(id, b.weight == 0 && b.state == backend_state::active ? backend_state::draining : b.state);
 		}
-		keep_be.insert(id);
+		if (keep_be.size() <= id)
+			keep_be.resize(uint64_t{id} + 1, 0);
+		keep_be[id] = 1;
 	}
 	std::vector<uint32_t> gone;
 	for_each_backend([&](uint32_t id, const backend&) {
-		if (!keep_be.count(id))
+		if (id >= keep_be.size() || !keep_be[id])
 			gone.push_back(id);
 	});
 	for (uint32_t id : gone)
@@ -550,16 +566,19 @@ backend* balancer::live(uint32_t id)
 	backend* b = id != 0 ? be_.at(id) : nullptr;
 	if (b == nullptr || !b->in_use)
 		return nullptr;
-	const auto& m = members_[b->service];
-	return std::find(m.begin(), m.end(), id) != m.end() ? b : nullptr;
+	return id < is_member_.size() && is_member_[id] ? b : nullptr;
 }
 
 uint32_t balancer::service_id(const std::string& name) const
 {
-	for (uint32_t i = 1; i < names_.size(); i++)
-		if (names_[i] == name && !name.empty())
-			return i;
-	return 0;
+	const auto it = by_name_.find(name);
+	return it != by_name_.end() ? it->second : 0;
+}
+
+size_t balancer::member_hash::operator()(const member_key& k) const noexcept
+{
+	// Keys come from the config and the operator, not from packets.
+	return maps::hash_bytes<sizeof(endpoint)>(&k.ep, 0x9747b28cu ^ k.service);
 }
 
 uint32_t balancer::backend_id(const std::string& service, const address& a, uint16_t port) const
@@ -567,11 +586,8 @@ uint32_t balancer::backend_id(const std::string& service, const address& a, uint
 	const uint32_t sid = service_id(service);
 	if (sid == 0)
 		return 0;
-	const endpoint ep = endpoint::of(a, port, svc_[sid].frontend.proto);
-	for (uint32_t id : members_[sid])
-		if (be_[id].ep == ep)
-			return id;
-	return 0;
+	const auto it = by_member_.find(member_key{sid, endpoint::of(a, port, svc_[sid].frontend.proto)});
+	return it != by_member_.end() ? it->second : 0;
 }
 
 const std::string& balancer::service_name(uint32_t id) const

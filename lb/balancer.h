@@ -45,6 +45,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "lb/lb_config.h"
@@ -190,14 +191,10 @@ public:
 	template <typename Fn>
 	void for_each_backend_from(uint32_t first, Fn&& fn) const
 	{
-		std::vector<uint32_t> ids;
-		for (const auto& m : members_)
-			for (uint32_t i : m)
-				if (i >= first)
-					ids.push_back(i);
-		std::sort(ids.begin(), ids.end());
-		for (uint32_t i : ids)
-			if (!fn(i, static_cast<const backend&>(be_[i])))
+		// By id over the member flags: a page costs its rows, not the
+		// whole set sorted.
+		for (uint32_t i = std::max<uint32_t>(first, 1); i < is_member_.size(); i++)
+			if (is_member_[i] && !fn(i, static_cast<const backend&>(be_[i])))
 				return;
 	}
 	lb_stats stats() const;
@@ -219,7 +216,18 @@ private:
 	maps::rarray<backend, 10> be_;
 	// Control thread only.
 	std::vector<std::string> names_;                  // by service id ("" free)
+	std::unordered_map<std::string, uint32_t> by_name_;  // name -> service id
 	std::vector<std::vector<uint32_t>> members_;      // service id -> backend ids
+	std::vector<uint8_t> is_member_;                  // by backend id: in members_
+	struct member_key {
+		uint32_t service;
+		endpoint ep;
+		bool operator==(const member_key& o) const noexcept { return service == o.service && ep == o.ep; }
+	};
+	struct member_hash {
+		size_t operator()(const member_key& k) const noexcept;
+	};
+	std::unordered_map<member_key, uint32_t, member_hash> by_member_;  // (service, endpoint) -> backend id
 	std::vector<uint32_t> free_svc_, free_be_;        // reusable after a commit
 	std::vector<uint32_t> pending_free_svc_, pending_free_be_;
 	std::vector<uint32_t> dirty_;

@@ -14,7 +14,7 @@ void maglev_build(const std::vector<maglev_backend>& in, uint32_t m, std::vector
 	struct turn {
 		uint32_t id;
 		uint64_t identity;
-		uint64_t offset, skip, next;
+		uint64_t offset, skip, next;  // next: the permutation's next slot
 		uint64_t quota, have;
 	};
 	std::vector<turn> b;
@@ -23,7 +23,7 @@ void maglev_build(const std::vector<maglev_backend>& in, uint32_t m, std::vector
 		if (x.weight != 0) {
 			const uint64_t h1 = maps::hash_bytes<8>(&x.identity, 0x9e3779b97f4a7c15ull);
 			const uint64_t h2 = maps::hash_bytes<8>(&x.identity, 0xc2b2ae3d27d4eb4full);
-			b.push_back(turn{x.id, x.identity, h1 % m, h2 % (m - 1) + 1, 0, x.weight, 0});
+			b.push_back(turn{x.id, x.identity, h1 % m, h2 % (m - 1) + 1, h1 % m, x.weight, 0});
 			total += x.weight;
 		}
 	if (b.empty())
@@ -49,13 +49,13 @@ void maglev_build(const std::vector<maglev_backend>& in, uint32_t m, std::vector
 		for (turn& t : b) {
 			if (t.have == t.quota)
 				continue;
-			uint64_t c = (t.offset + t.next * t.skip) % m;
-			while (slots[c] != 0) {
-				t.next++;
-				c = (t.offset + t.next * t.skip) % m;
-			}
+			// The permutation (offset + k * skip) % m, walked by adding
+			// skip (< m) modulo m: no division per probe.
+			uint64_t c = t.next;
+			while (slots[c] != 0)
+				c = c + t.skip >= m ? c + t.skip - m : c + t.skip;
 			slots[c] = t.id;
-			t.next++;
+			t.next = c + t.skip >= m ? c + t.skip - m : c + t.skip;
 			t.have++;
 			if (++filled == m)
 				break;

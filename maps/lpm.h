@@ -196,8 +196,9 @@ public:
 	// Waits for a grace period, then frees replaced subtrees and tables.
 	size_t reclaim();
 	// Test hook: the next n subtree allocations (of any lpm of this
-	// family) fail as if memory were exhausted. Updates then answer
-	// -ENOMEM and leave the table as it was.
+	// family; a whole build's arena is one) fail as if memory were
+	// exhausted. Updates and builds then answer -ENOMEM and leave the
+	// table as it was.
 	static void fail_next_allocations(unsigned n) noexcept { fail_allocs_.store(n, std::memory_order_relaxed); }
 
 	lpm_stats stats() const noexcept;
@@ -440,6 +441,13 @@ private:
 		std::atomic<size_t> idle_{0};  // read by stats()
 	};
 	static inline std::atomic<unsigned> fail_allocs_{0};
+	static bool fail_now() noexcept
+	{
+		for (unsigned f = fail_allocs_.load(std::memory_order_relaxed); f != 0;)
+			if (fail_allocs_.compare_exchange_weak(f, f - 1, std::memory_order_relaxed))
+				return true;
+		return false;
+	}
 	// Frees the subtrees of a table's slots that were built by updates
 	// (those of its build live in its arena).
 	void free_heap_subtrees(const table* t) noexcept;
@@ -775,7 +783,7 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 	for (size_t s = 0; s < kSlots; s++)
 		t->top[s].store(slot_word{t->dflt[s].load(std::memory_order_relaxed)} << 32 | 1, std::memory_order_relaxed);
 	if (total != 0) {
-		t->arena = static_cast<char*>(table_alloc(total));
+		t->arena = fail_now() ? nullptr : static_cast<char*>(table_alloc(total));
 		if (t->arena == nullptr) {
 			*err = -ENOMEM;
 			return nullptr;
@@ -801,9 +809,8 @@ std::unique_ptr<typename lpm<F>::table> lpm<F>::build_table(std::vector<route> r
 template <typename F>
 char* lpm<F>::subtree_pool::get(size_t bytes) noexcept
 {
-	for (unsigned f = fail_allocs_.load(std::memory_order_relaxed); f != 0;)
-		if (fail_allocs_.compare_exchange_weak(f, f - 1, std::memory_order_relaxed))
-			return nullptr;
+	if (fail_now())
+		return nullptr;
 	const size_t c = (bytes + kUnit - 1) / kUnit;
 	if (c > kMaxClass)
 		return static_cast<char*>(std::aligned_alloc(kUnit, c * kUnit));

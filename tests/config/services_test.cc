@@ -179,7 +179,7 @@ TEST(config_ports, bad_ports_neighbors_and_routes)
 	EXPECT_EQ(err_of(p + "routes:\n  - {prefix: 10.0.0.0/8, port: a, via: \"fd00::1\"}\n"),
 		  "t.yaml:5:40: routes[0].via: next hop family differs from the prefix's");
 	EXPECT_EQ(err_of(p + "routes:\n  - {prefix: 10.0.0.0/8, port: a}\n  - {prefix: 10.0.0.0/8, port: b}\n"),
-		  "t.yaml:6:5: routes[1]: duplicate route");
+		  "t.yaml:6:5: routes[1]: duplicate route (the same prefix as routes[0])");
 	EXPECT_EQ(err_of(p + "neighbors:\n  - {address: 10.0.0.9, port: a}\n"), "t.yaml:5:5: neighbors[0]: a neighbor needs a mac");
 	EXPECT_EQ(err_of("workers: 0\n"), "t.yaml:1:10: workers: 0 is out of range 1..64");
 	EXPECT_EQ(err_of(p + "  - {name: c, mac: \"02:00:00:00:00:03\", addresses: [10.0.0.1]}\n"),

@@ -4,11 +4,16 @@
 // holds connections; what cannot change live refuses the whole reload.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 #include <regex>
 
 #include "dataplane/reload.h"
 #include "appliance.h"
 #include "frames.h"
+#include "maps/lpm.h"
 #include "maps/rcu.h"
 
 namespace ctplane::dataplane::test {
@@ -45,6 +50,11 @@ std::string edit(std::string text, const std::string& from, const std::string& t
 	const size_t at = text.find(from);
 	EXPECT_NE(at, std::string::npos) << from;
 	return text.replace(at, from.size(), to);
+}
+
+uint32_t ip4_at_addr(const lb::address& a)
+{
+	return uint32_t{a.addr[0]} << 24 | uint32_t{a.addr[1]} << 16 | uint32_t{a.addr[2]} << 8 | a.addr[3];
 }
 
 class reload_fixture : public ::testing::Test {
@@ -203,6 +213,115 @@ TEST_F(reload_fixture, a_lower_max_entries_refuses_openers_and_drops_no_flow)
 	// Every connection goes on.
 	bytes d = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(40000, 80, ct::kACK | ct::kPSH, 100))));
 	EXPECT_EQ(send(d, 0).f, fate::forward);
+}
+
+TEST_F(reload_fixture, a_route_table_that_cannot_be_built_refuses_the_whole_reload)
+{
+	const uint32_t id = id_of("10.0.1.2");
+	auto listed = [&] {
+		std::vector<std::string> r;
+		dp->pl().for_each_route([&](const config::route_spec& x) { r.push_back(net::to_string(x.prefix)); });
+		return r;
+	};
+	const std::vector<std::string> before = listed();
+	// A backend goes, a route changes and two come (one longer than the
+	// top level: the new table needs a subtree arena, which fails).
+	std::string next = edit(kBase, "  - {service: web, address: 10.0.1.2, port: 8080}\n", "");
+	next = edit(next, "  - {prefix: 10.0.0.0/16, port: server}\n",
+		    "  - {prefix: 10.0.0.0/16, port: server, via: 10.0.1.1}\n"
+		    "  - {prefix: 172.16.5.0/24, port: server, via: 10.0.1.1}\n"
+		    "  - {prefix: 172.17.0.0/16, port: server}\n");
+	maps::lpm<maps::ipv4>::fail_next_allocations(1);
+	EXPECT_EQ(apply(next), "routes: out of memory building the route table; nothing was applied");
+	maps::lpm<maps::ipv4>::fail_next_allocations(0);
+	EXPECT_EQ(listed(), before);
+	EXPECT_EQ(id_of("10.0.1.2"), id) << "the backend change was not applied either";
+	uint16_t port;
+	lb::address hop;
+	const uint8_t on_link[4] = {10, 0, 9, 9};
+	ASSERT_TRUE(dp->pl().next_hop_of(on_link, 4, &port, &hop));
+	EXPECT_EQ(ip4_at_addr(hop), 0x0a000909u) << "10.0.0.0/16 is still on link";
+	// Once it can be built, all of it is applied at once.
+	std::vector<std::string> changes;
+	ASSERT_EQ(apply(next, &changes), "");
+	EXPECT_EQ(id_of("10.0.1.2"), 0u);
+	EXPECT_EQ(listed().size(), before.size() + 2);
+	ASSERT_TRUE(dp->pl().next_hop_of(on_link, 4, &port, &hop));
+	EXPECT_EQ(ip4_at_addr(hop), 0x0a000101u) << "10.0.0.0/16 now via 10.0.1.1";
+	bool routes_line = false;
+	for (const auto& c : changes)
+		routes_line = routes_line || c == "routes: +2 ~1 -0";
+	EXPECT_TRUE(routes_line);
+	// Three routes through 10.0.1.1 on one port: one next hop object.
+	EXPECT_EQ(dp->pl().fib().hop_count(), 3u) << "client on link, server on link, server via 10.0.1.1";
+}
+
+TEST_F(reload_fixture, a_reload_of_a_million_routes_diffs_by_sort_and_swaps_the_table_whole)
+{
+	// 2^20 generated /24s and /32s over two gateways (no shared data):
+	// start, an unchanged reload, then every next hop changed.
+	auto table = [](const char* via_even, const char* via_odd) {
+		std::string y = kBase;
+		std::string r;
+		r.reserve(1u << 26);
+		for (uint32_t i = 0; i < (1u << 20); i++) {
+			const uint32_t a = (i < (1u << 19)) ? (0x20000000u + (i << 8)) : (0x60000000u + i);
+			char buf[96];
+			std::snprintf(buf, sizeof(buf), "%u.%u.%u.%u/%u via %s dev server\n", a >> 24, (a >> 16) & 255,
+				      (a >> 8) & 255, a & 255, i < (1u << 19) ? 24 : 32, (i & 1) ? via_odd : via_even);
+			r += buf;
+		}
+		return std::make_pair(y, r);
+	};
+	char dir[] = "/tmp/ctplane-reload-XXXXXX";
+	ASSERT_NE(mkdtemp(dir), nullptr);
+	const std::string file = std::string(dir) + "/routes.txt";
+	auto write = [&](const std::string& text) {
+		std::FILE* f = std::fopen(file.c_str(), "w");
+		ASSERT_NE(f, nullptr);
+		std::fwrite(text.data(), 1, text.size(), f);
+		std::fclose(f);
+	};
+	auto [yaml, routes] = table("10.0.1.1", "10.0.1.2");
+	yaml += "routes_file: " + file + "\n";
+	write(routes);
+	auto c = config::load_string(yaml, std::string(dir) + "/t.yaml");
+	ASSERT_TRUE(c.ok()) << c.err().str();
+	ASSERT_EQ(c.value().routes.size(), (1u << 20) + 2);
+	std::vector<std::string> changes;
+	ASSERT_EQ(reload(*dp, *ctl, c.value(), &changes), "");
+	ASSERT_EQ(changes, std::vector<std::string>{"routes: +1048576 ~0 -0"});
+	EXPECT_EQ(dp->pl().fib().route_count(), (1u << 20) + 2);
+	EXPECT_EQ(dp->pl().fib().hop_count(), 4u) << "two ports on link, two gateways";
+	ASSERT_EQ(reload(*dp, *ctl, c.value(), &changes), "");
+	EXPECT_EQ(changes, std::vector<std::string>{"nothing changed"});
+	// Every next hop changes: one table swap.
+	write(table("10.0.1.2", "10.0.1.1").second);
+	auto d = config::load_string(yaml, std::string(dir) + "/t.yaml");
+	ASSERT_TRUE(d.ok()) << d.err().str();
+	ASSERT_EQ(reload(*dp, *ctl, d.value(), &changes), "");
+	EXPECT_EQ(changes, std::vector<std::string>{"routes: +0 ~1048576 -0"});
+	uint16_t port;
+	lb::address hop;
+	const uint8_t dst[4] = {0x20, 0, 0, 9};  // 32.0.0.0/24, route 0: was via 10.0.1.1
+	ASSERT_TRUE(dp->pl().next_hop_of(dst, 4, &port, &hop));
+	EXPECT_EQ(ip4_at_addr(hop), 0x0a000102u);
+	// A neighbour answer for a gateway of half a million routes rewrites
+	// one next hop, not the routes.
+	dp->pl().maintain(now);  // the old tables and hops freed after a grace period
+	const uint64_t w = dp->pl().fib().hop_writes();
+	const uint8_t mac[6] = {2, 0xbb, 0, 0, 0, 0x42};
+	lb::address gw;
+	ASSERT_TRUE(lb::parse_address("10.0.1.2", &gw));
+	ASSERT_TRUE(dp->pl().set_neighbor(gw, mac));
+	EXPECT_EQ(dp->pl().fib().hop_writes() - w, 1u);
+	ASSERT_TRUE(dp->pl().set_neighbor(gw, mac));
+	EXPECT_EQ(dp->pl().fib().hop_writes() - w, 1u) << "an answer that changes nothing writes nothing";
+	uint8_t got[6];
+	ASSERT_TRUE(dp->pl().fib().route(dst, 4, &port, got));
+	EXPECT_EQ(std::memcmp(got, mac, 6), 0);
+	std::remove(file.c_str());
+	rmdir(dir);
 }
 
 }  // namespace
