@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "config/config.h"
 
+#include <grp.h>
+#include <pwd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
@@ -224,6 +226,25 @@ private:
 	std::string file_;
 	mutable YAML::Mark key_mark_;
 };
+
+// A user or group by name or number; -1: none such.
+int64_t user_id(const std::string& name)
+{
+	uint64_t v;
+	if (net::parse_decimal(name, UINT32_MAX - 1, &v))
+		return static_cast<int64_t>(v);
+	const passwd* pw = ::getpwnam(name.c_str());
+	return pw != nullptr ? static_cast<int64_t>(pw->pw_uid) : -1;
+}
+
+int64_t group_id(const std::string& name)
+{
+	uint64_t v;
+	if (net::parse_decimal(name, UINT32_MAX - 1, &v))
+		return static_cast<int64_t>(v);
+	const group* gr = ::getgrnam(name.c_str());
+	return gr != nullptr ? static_cast<int64_t>(gr->gr_gid) : -1;
+}
 
 void read_ct(const reader& r, const YAML::Node& node, const std::string& path, ct::config& c)
 {
@@ -742,6 +763,48 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 							    [&](const YAML::Node& m, const std::string& q) { d.table_hugepages = r.boolean(m, q); }},
 						   });
 				  }},
+				 {"telemetry",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  telemetry_spec& t = cfg.telemetry;
+					  r.fields(n, p,
+						   {
+							   {"owner",
+							    [&](const YAML::Node& m, const std::string& q) {
+								    t.owner = r.str(m, q);
+								    t.uid = user_id(t.owner);
+								    if (t.uid < 0)
+									    r.fail(m, q, "no such user \"" + t.owner + "\"");
+							    }},
+							   {"group",
+							    [&](const YAML::Node& m, const std::string& q) {
+								    t.group = r.str(m, q);
+								    t.gid = group_id(t.group);
+								    if (t.gid < 0)
+									    r.fail(m, q, "no such group \"" + t.group + "\"");
+							    }},
+						   });
+				  }},
+				 {"telemetry",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  telemetry_spec& t = cfg.telemetry;
+					  r.fields(n, p,
+						   {
+							   {"owner",
+							    [&](const YAML::Node& m, const std::string& q) {
+								    t.owner = r.str(m, q);
+								    t.uid = user_id(t.owner);
+								    if (t.uid < 0)
+									    r.fail(m, q, "no such user \"" + t.owner + "\"");
+							    }},
+							   {"group",
+							    [&](const YAML::Node& m, const std::string& q) {
+								    t.group = r.str(m, q);
+								    t.gid = group_id(t.group);
+								    if (t.gid < 0)
+									    r.fail(m, q, "no such group \"" + t.group + "\"");
+							    }},
+						   });
+				  }},
 				 {"state",
 				  [&](const YAML::Node& n, const std::string& p) {
 					  r.fields(n, p,
@@ -749,6 +812,7 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 							   {"file", [&](const YAML::Node& m, const std::string& q) { cfg.state.file = r.str(m, q); }},
 							   {"save_on_exit",
 							    [&](const YAML::Node& m, const std::string& q) { cfg.state.save_on_exit = r.boolean(m, q); }},
+							   {"dir", [&](const YAML::Node& m, const std::string& q) { cfg.state.dir = r.str(m, q); }},
 						   });
 					  if (cfg.state.save_on_exit && cfg.state.file.empty())
 						  r.fail(n, p + ".save_on_exit", "needs state.file (where to save)");
@@ -793,8 +857,25 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 	return cfg;
 }
 
-result<ctplane_config> load_file(const std::string& path)
+result<ctplane_config> load_file(const std::string& path, bool follow_links)
 {
+	if (!follow_links) {
+		// A path from the control socket: no link at its end, a regular
+		// file (a FIFO would block the control thread).
+		std::string why;
+		std::FILE* f = open_regular(path, &why);
+		if (f == nullptr)
+			return error{path, 0, 0, "", "cannot read: " + why};
+		std::string text;
+		char buf[65536];
+		for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;)
+			text.append(buf, n);
+		const bool bad = std::ferror(f) != 0;
+		std::fclose(f);
+		if (bad)
+			return error{path, 0, 0, "", "cannot read: read error"};
+		return load_string(text, path);
+	}
 	std::ifstream in(path, std::ios::binary);
 	if (!in)
 		return error{path, 0, 0, "", std::string("cannot read: ") + std::strerror(errno)};

@@ -124,6 +124,18 @@ struct control_spec {
 struct state_spec {
 	std::string file;           // "" : no default file
 	bool save_on_exit = false;  // needs file
+	// The folder `ctplane-ctl state save FILE` may write in ("": state.file's
+	// folder; neither: only state.file itself).
+	std::string dir;
+};
+
+// `telemetry:`: who may use the two control sockets. The control socket
+// (DPDK telemetry's dpdk_telemetry.v2: every command, writes included) is
+// 0600; the read-only socket beside it (ctplane_ro.sock: lists, stats,
+// metrics; a write is refused) is 0660. Both belong to owner:group.
+struct telemetry_spec {
+	std::string owner, group;  // as written ("": ctplane's own)
+	int64_t uid = -1, gid = -1;  // resolved at load (-1: unchanged)
 };
 
 // `dpdk:`: the runtime's DPDK resources (ctplane run; replay has none).
@@ -155,10 +167,13 @@ struct ctplane_config {
 	sockmap::config sockmap;  // `sockmap:`
 	control_spec control;     // `control:`
 	state_spec state;         // `state:`
+	telemetry_spec telemetry; // `telemetry:`
 	dpdk_spec dpdk;           // `dpdk:`
 };
 
-result<ctplane_config> load_file(const std::string& path);
+// follow_links false: a symbolic link at the path's end, or anything but
+// a regular file, is refused (paths that come over the control socket).
+result<ctplane_config> load_file(const std::string& path, bool follow_links = true);
 // `name` is what errors call the text (a file name, usually).
 result<ctplane_config> load_string(const std::string& text, const std::string& name);
 

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 
@@ -133,6 +135,26 @@ std::FILE* open_regular(const std::string& path, std::string* err)
 		::close(fd);
 	}
 	return f;
+}
+
+std::string confine_path(const std::string& dir, const std::string& file, std::string* out)
+{
+	if (dir.empty())
+		return "no folder is configured for it";
+	if (file.empty() || file.size() >= PATH_MAX || file.find('\0') != std::string::npos)
+		return "not a file name";
+	const size_t slash = file.rfind('/');
+	const std::string parent = slash == std::string::npos ? dir : slash == 0 ? "/" : file.substr(0, slash);
+	const std::string name = slash == std::string::npos ? file : file.substr(slash + 1);
+	if (name.empty() || name == "." || name == "..")
+		return "\"" + file + "\" is not a file name";
+	char want[PATH_MAX], got[PATH_MAX];
+	if (::realpath(dir.c_str(), want) == nullptr)
+		return dir + ": " + std::strerror(errno);
+	if (::realpath(parent.c_str(), got) == nullptr || std::strcmp(want, got) != 0)
+		return "\"" + file + "\" is outside " + want + " (the only folder allowed here)";
+	*out = std::string(want) + (std::strcmp(want, "/") == 0 ? "" : "/") + name;
+	return "";
 }
 
 result<size_t> read_route_file(const std::string& path, const std::vector<port_spec>& ports,

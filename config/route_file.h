@@ -62,4 +62,12 @@ size_t find_duplicate_route(const std::vector<route_spec>& routes, size_t* first
 // file") otherwise.
 std::FILE* open_regular(const std::string& path, std::string* err);
 
+// `file` (a name, or a path) as a path inside the folder `dir`, for the
+// paths the control socket takes (reload, route replace, state save): ""
+// and *out (dir's real path / the name), or why not. The folder part of
+// `file` must resolve to `dir` itself (symbolic links in it resolved, so
+// `..` and links lead nowhere else); the name must be a plain name, opened
+// by the caller without following a link (open_regular, O_NOFOLLOW).
+std::string confine_path(const std::string& dir, const std::string& file, std::string* out);
+
 }  // namespace ctplane::config

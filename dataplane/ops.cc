@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "dataplane/ops.h"
 
+#include "config/route_file.h"
+
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -207,6 +209,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/routes", "Routes. Params: cursor=PREFIX,limit=N. Table"},
 		{"/ctplane/route/add", "Adds or replaces a route. Params: PREFIX,PORT[,VIA]"},
 		{"/ctplane/route/del", "Removes a route. Params: PREFIX"},
+		{"/ctplane/route/replace", "Swaps the whole route table for a routes file's. Params: FILE (in the config's folder)"},
 		{"/ctplane/neighbors", "Neighbours (ARP / ND). Params: cursor=ADDRESS,limit=N. Table"},
 		{"/ctplane/tables", "Table sizes and resize history"},
 		{"/ctplane/state/save", "Writes a state snapshot. Params: [FILE] (default: state.file)"},
@@ -249,10 +252,72 @@ std::string ops::port_name(unsigned port) const
 	return port < ports.size() ? ports[port].name : std::to_string(port);
 }
 
-reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_ns)
+bool ops::writes(const std::string& cmd)
 {
 	const std::string pre = "/ctplane/";
 	const std::string c = cmd.rfind(pre, 0) == 0 ? cmd.substr(pre.size()) : cmd;
+	return c == "ct/delete" || c == "ct/flush" || c.rfind("backend/", 0) == 0 || c.rfind("route/", 0) == 0 ||
+	       c == "reload" || c == "state/save";
+}
+
+std::string reply::json(const std::string& cmd) const
+{
+	std::string o;
+	o.reserve(json_size() + cmd.size() + 8);
+	auto str = [&](const std::string& v) {
+		o += '"';
+		for (const char ch : v) {
+			const unsigned char u = static_cast<unsigned char>(ch);
+			if (ch == '"' || ch == '\\') {
+				o += '\\';
+				o += ch;
+			} else if (u < 0x20) {
+				char b[8];
+				std::snprintf(b, sizeof(b), "\\u%04x", u);
+				o += b;
+			} else {
+				o += ch;
+			}
+		}
+		o += '"';
+	};
+	o += '{';
+	str(cmd);
+	o += ": {";
+	bool first = true;
+	for (const auto& [k, v] : items) {
+		if (!first)
+			o += ", ";
+		first = false;
+		str(k);
+		o += ": ";
+		switch (v.kind) {
+		case value::u64: o += std::to_string(v.u); break;
+		case value::str: str(v.s); break;
+		case value::list:
+			o += '[';
+			for (size_t i = 0; i < v.l.size(); i++) {
+				if (i != 0)
+					o += ", ";
+				str(v.l[i]);
+			}
+			o += ']';
+			break;
+		}
+	}
+	o += "}}";
+	return o;
+}
+
+reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_ns, bool read_only)
+{
+	const std::string pre = "/ctplane/";
+	const std::string c = cmd.rfind(pre, 0) == 0 ? cmd.substr(pre.size()) : cmd;
+	if (read_only && writes(cmd)) {
+		reply r;
+		r.error(cmd + " changes state: the read-only socket refuses it (use the control socket, dpdk_telemetry.v2)");
+		return r;
+	}
 	if (c == "stats")
 		return stats();
 	if (c == "stats/ports")
@@ -286,17 +351,23 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 	if (c == "tables")
 		return tables();
 	if (c == "reload") {
-		if (reload_)
-			return reload_(params);
 		reply r;
-		r.error("no reload here (the running ctplane has its config file)");
+		std::string file;
+		if (!reload_)
+			r.error("no reload here (the running ctplane has its config file)");
+		else if (std::string e = params.empty() ? "" : config::confine_path(config_dir_, params, &file); !e.empty())
+			r.error("reload: " + e);
+		else
+			return reload_(file);
 		return r;
 	}
 	if (c == "state/save") {
 		reply r;
-		const std::string file = params.empty() ? dp_.cfg().state.file : params;
+		std::string file = dp_.cfg().state.file;
 		if (!state_save_)
 			r.error("no snapshots here (the running ctplane writes them)");
+		else if (std::string e = params.empty() ? "" : config::confine_path(state_dir_, params, &file); !e.empty())
+			r.error("state save: " + e + " (state.dir)");
 		else if (file.empty())
 			r.error("no file given and no state.file in the config");
 		else
@@ -799,8 +870,10 @@ reply ops::route_cmd(const std::string& verb, const std::string& params)
 {
 	reply r;
 	const std::vector<std::string> a = split(params, ',');
+	if (verb == "replace")
+		return route_replace(params);
 	if (verb != "add" && verb != "del") {
-		r.error("unknown route command \"" + verb + "\" (add, del)");
+		r.error("unknown route command \"" + verb + "\" (add, del, replace)");
 		return r;
 	}
 	if (a.empty() || (verb == "add" && (a.size() < 2 || a.size() > 3)) || (verb == "del" && a.size() != 1)) {
@@ -839,6 +912,42 @@ reply ops::route_cmd(const std::string& verb, const std::string& params)
 		return r;
 	}
 	r.text("ok", "route " + verb + " " + a[0]);
+	return r;
+}
+
+reply ops::route_replace(const std::string& params)
+{
+	reply r;
+	std::string file;
+	if (params.empty()) {
+		r.error("usage: route replace FILE (a routes file in the config's folder)");
+		return r;
+	}
+	if (std::string e = config::confine_path(config_dir_, params, &file); !e.empty()) {
+		r.error("route replace: " + e);
+		return r;
+	}
+	// Streamed and checked whole, then built aside: a bad line or a table
+	// that cannot be built changes nothing.
+	std::vector<config::route_spec> routes;
+	config::result<size_t> n = config::read_route_file(file, dp_.cfg().ports, &routes, "route replace");
+	if (!n) {
+		r.error(n.err().str());
+		return r;
+	}
+	if (size_t first = 0, d = config::find_duplicate_route(routes, &first); d != SIZE_MAX) {
+		r.error(file + ": route " + net::to_string(routes[d].prefix) + " is given twice");
+		return r;
+	}
+	fib::route_plan plan;
+	if (std::string e = dp_.pl().plan_routes(routes, &plan); !e.empty()) {
+		r.error("route replace: " + e + "; the table is unchanged");
+		return r;
+	}
+	dp_.pl().commit_routes(std::move(plan));
+	r.text("file", file);
+	r.num("routes", routes.size());
+	r.num("next_hops", dp_.pl().fib().hop_count());
 	return r;
 }
 

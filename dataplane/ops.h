@@ -37,12 +37,21 @@
 //       activate,SERVICE,ADDR:PORT)
 //   /ctplane/routes[,cursor=PREFIX][,limit=N]
 //   /ctplane/route/add,PREFIX,PORT[,VIA]   /ctplane/route/del,PREFIX
+//   /ctplane/route/replace,FILE      the whole table from a routes file
+//       (config/route_file.h) in the config's folder, planned aside and
+//       swapped in at once, or refused whole ("file:line: why")
 //   /ctplane/neighbors[,cursor=ADDRESS][,limit=N]
 //   /ctplane/tables                  table sizes and their resize history
 //   /ctplane/reload,[FILE]           applies the YAML (dataplane/reload.h);
-//                                    "changes": one row per kind
+//                                    "changes": one row per kind; FILE in
+//                                    the running config's folder
 //   /ctplane/state/save,[FILE]       a snapshot (dataplane/state_io.h) to
-//                                    FILE or state.file; no comma in FILE
+//                                    FILE (in state.dir) or state.file
+//
+// Writes (ops::writes: ct/delete, ct/flush, backend/*, route/add, del and
+// replace, reload, state/save) are the control socket's; the read-only
+// socket refuses them with one line. File parameters are names in one
+// configured folder (no path leads out of it, no link is followed).
 //
 // Concurrency contract: run() and record() on the control thread only.
 #pragma once
@@ -80,6 +89,9 @@ struct reply {
 	bool is_error() const { return items.size() == 1 && items[0].first == "error"; }
 	// About how long its JSON is.
 	size_t json_size() const;
+	// {"CMD": {...}}: DPDK telemetry's v2 answer, byte for byte the form
+	// its socket gives (the read-only socket speaks it too).
+	std::string json(const std::string& cmd) const;
 };
 
 // What the runtime knows of a port (DPDK's counters); absent in replay.
@@ -98,7 +110,19 @@ public:
 	ops(stack& dp, control_path& ctl, port_stats_fn ports = nullptr);
 
 	// Runs one command ("/ctplane/..."), params as telemetry passes them.
-	reply run(const std::string& cmd, const std::string& params, uint64_t now_ns);
+	// read_only (the read-only socket): a command that changes state is
+	// refused with one line, before it runs.
+	reply run(const std::string& cmd, const std::string& params, uint64_t now_ns, bool read_only = false);
+	// Whether a command changes state (the control socket's alone).
+	static bool writes(const std::string& cmd);
+	// The folders the file parameters of reload and route/replace
+	// (config_dir) and state/save (state_dir) must name a file in
+	// (config::confine_path); "" refuses every such parameter.
+	void set_folders(std::string config_dir, std::string state_dir)
+	{
+		config_dir_ = std::move(config_dir);
+		state_dir_ = std::move(state_dir);
+	}
 	// Every command this class answers, with its one-line help.
 	static const std::vector<std::pair<std::string, std::string>>& commands();
 
@@ -112,7 +136,8 @@ public:
 	using state_save_fn = std::function<reply(const std::string& file, uint64_t now_ns)>;
 	void set_state_saver(state_save_fn fn) { state_save_ = std::move(fn); }
 	// What /ctplane/reload runs (the runtime knows its config file):
-	// fn(file or "" for the running one) -> the reply.
+	// fn(file, confined to the config's folder, or "" for the running
+	// one) -> the reply.
 	using reload_fn = std::function<reply(const std::string& file)>;
 	void set_reloader(reload_fn fn) { reload_ = std::move(fn); }
 
@@ -140,6 +165,7 @@ private:
 	reply backend_cmd(const std::string& verb, const std::string& params);
 	reply routes(const std::string& params);
 	reply route_cmd(const std::string& verb, const std::string& params);
+	reply route_replace(const std::string& params);
 	reply neighbors(const std::string& params, uint64_t now_ns);
 	reply tables();
 	std::string port_name(unsigned port) const;
@@ -149,6 +175,7 @@ private:
 	port_stats_fn port_stats_;
 	state_save_fn state_save_;
 	reload_fn reload_;
+	std::string config_dir_, state_dir_;
 	std::deque<std::pair<uint64_t, ct::event>> events_;  // (seq, event)
 	uint64_t seq_ = 0;
 	bool event_log_ = true;

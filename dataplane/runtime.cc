@@ -32,6 +32,7 @@
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
 #include "dataplane/reload.h"
+#include "dataplane/ro_socket.h"
 #include "dataplane/rss.h"
 #include "maps/mem.h"
 #include "dataplane/state_io.h"
@@ -215,6 +216,7 @@ int worker_main(void* arg)
 struct tel_request {
 	std::string cmd, params;
 	reply out;
+	bool read_only = false;  // from the read-only socket
 	bool done = false;
 };
 
@@ -248,6 +250,59 @@ void to_tel(const reply& r, rte_tel_data* d)
 	}
 }
 
+// Queues a request for the control thread and waits (at most 5 s).
+void tel_call(tel_request& r)
+{
+	std::unique_lock<std::mutex> lk(g_tel.mu);
+	if (!g_tel.serving) {
+		r.out.error("ctplane is not running (starting or stopping)");
+		return;
+	}
+	g_tel.queue.push_back(&r);
+	if (!g_tel.cv.wait_for(lk, std::chrono::seconds(5), [&] { return r.done; })) {
+		std::erase(g_tel.queue, &r);
+		r.out.error("the control thread did not answer within 5 s");
+	}
+}
+
+// The read-only socket's handler: what ops answers, as JSON.
+std::string ro_command(const std::string& cmd, const std::string& params)
+{
+	if (cmd == "/") {
+		std::string o = "{\"/\": [";
+		bool first = true;
+		for (const auto& [c, help] : ops::commands())
+			if (!ops::writes(c)) {
+				o += (first ? "\"" : ", \"") + c + "\"";
+				first = false;
+			}
+		return o + "]}";
+	}
+	if (cmd.rfind("/ctplane/", 0) != 0)
+		return "{\"" + std::string(cmd.size() < 64 && cmd.find('"') == std::string::npos ? cmd : "?") + "\": null}";
+	tel_request r;
+	r.cmd = cmd;
+	r.params = params;
+	r.read_only = true;
+	tel_call(r);
+	return r.out.json(cmd);
+}
+
+// The control socket (DPDK telemetry's): owner-only, and owner:group as
+// configured. "" or why not.
+std::string secure_control_socket(const std::string& path, const config::telemetry_spec& t)
+{
+	struct stat st;
+	if (::lstat(path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode))
+		return path + ": no telemetry socket (DPDK telemetry off?)";
+	if ((t.uid >= 0 || t.gid >= 0) &&
+	    ::chown(path.c_str(), static_cast<uid_t>(t.uid >= 0 ? t.uid : -1), static_cast<gid_t>(t.gid >= 0 ? t.gid : -1)) != 0)
+		return path + ": chown: " + std::strerror(errno);
+	if (::chmod(path.c_str(), 0600) != 0)
+		return path + ": chmod: " + std::strerror(errno);
+	return "";
+}
+
 int tel_command(const char* cmd, const char* params, rte_tel_data* d)
 {
 	tel_request r;
@@ -276,7 +331,7 @@ void tel_serve(ops& o, uint64_t now)
 	if (g_tel.queue.empty())
 		return;
 	for (tel_request* r : g_tel.queue) {
-		r->out = o.run(r->cmd, r->params, now);
+		r->out = o.run(r->cmd, r->params, now, r->read_only);
 		r->done = true;
 	}
 	g_tel.queue.clear();
@@ -367,8 +422,19 @@ int run_main(int argc, char** argv)
 	std::vector<char*> eargv;
 	for (std::string& s : args)
 		eargv.push_back(s.data());
-	if (rte_eal_init(static_cast<int>(eargv.size()), eargv.data()) < 0)
+	// DPDK telemetry's socket is made during rte_eal_init: owner-only from
+	// its first moment (it answers writes), then chown'd as configured.
+	const mode_t old_umask = ::umask(0077);
+	const int eal = rte_eal_init(static_cast<int>(eargv.size()), eargv.data());
+	::umask(old_umask);
+	if (eal < 0)
 		return fail(std::string("EAL initialisation failed: ") + rte_strerror(rte_errno));
+	const std::string control_sock = std::string(rte_eal_get_runtime_dir()) + "/dpdk_telemetry.v2";
+	const std::string ro_sock = std::string(rte_eal_get_runtime_dir()) + "/ctplane_ro.sock";
+	if (std::string e = secure_control_socket(control_sock, c.telemetry); !e.empty()) {
+		rte_eal_cleanup();
+		return fail("telemetry: " + e);
+	}
 	const unsigned workers = c.workers;
 	if (rte_lcore_count() < workers + 1) {
 		rte_eal_cleanup();
@@ -543,7 +609,7 @@ int run_main(int argc, char** argv)
 		auto do_reload = [&](const std::string& file) {
 			reply r;
 			const std::string path = file.empty() ? cfg_path : file;
-			auto next = config::load_file(path);
+			auto next = config::load_file(path, file.empty());
 			if (!next) {
 				r.error(next.err().str());
 			} else {
@@ -563,6 +629,17 @@ int run_main(int argc, char** argv)
 			return r;
 		};
 		op.set_reloader(do_reload);
+		// File parameters of the control socket stay in these folders.
+		{
+			auto folder = [](const std::string& f) {
+				const size_t slash = f.rfind('/');
+				return slash == std::string::npos ? std::string(".") : slash == 0 ? std::string("/") : f.substr(0, slash);
+			};
+			op.set_folders(folder(cfg_path), !c.state.dir.empty() ? c.state.dir
+							 : !c.state.file.empty() ? folder(c.state.file)
+										  : std::string());
+		}
+		ro_socket ro;
 		// State from a snapshot: --restore FILE (must work), or state.file
 		// when it exists (a bad one is reported and the start goes on empty:
 		// forwarding matters more than the connections it held).
@@ -602,8 +679,11 @@ int run_main(int argc, char** argv)
 			rte_eal_remote_launch(worker_main, &x, lc);
 		}
 		tel_serving(true);
-		std::fprintf(stderr, "ctplane: %u ports, %u workers; telemetry under /ctplane/; SIGINT or SIGTERM stops\n",
-			     nports, workers);
+		if (std::string e = ro.start(ro_sock, 0660, c.telemetry.uid, c.telemetry.gid, ro_command); !e.empty())
+			std::fprintf(stderr, "ctplane: no read-only socket: %s\n", e.c_str());
+		std::fprintf(stderr, "ctplane: %u ports, %u workers; telemetry under /ctplane/ on %s (0600), read-only on %s "
+				     "(0660); SIGINT or SIGTERM stops\n",
+			     nports, workers, control_sock.c_str(), ro_sock.c_str());
 		const uint64_t t0 = clk.now_ns();
 		uint64_t next_stats = t0 + uint64_t(stats_every * 1e9), next_tick = t0;
 		rte_mbuf* pm[32];
@@ -649,6 +729,7 @@ int run_main(int argc, char** argv)
 		}
 		tel_serve(op, clk.now_ns());
 		tel_serving(false);
+		ro.stop();
 		maps::rcu::offline();
 		rte_eal_mp_wait_lcore();
 		for (const auto& x : ctx)

@@ -151,9 +151,26 @@ std::string writer::open(const std::string& path, const std::vector<layout>& lay
 	path_ = path;
 	tmp_ = path + ".tmp";
 	layouts_ = layouts;
-	f_ = std::fopen(tmp_.c_str(), "wb");
-	if (f_ == nullptr)
+	// Created here, by us, owner-only: never through a link planted at the
+	// name, never into a file someone else holds open. A leftover of a
+	// crashed save is removed (unlink does not follow links) once.
+	int fd = -1;
+	for (int attempt = 0; attempt < 2 && fd < 0; attempt++) {
+		fd = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST && attempt == 0)
+			::unlink(tmp_.c_str());
+		else if (fd < 0)
+			break;
+	}
+	if (fd < 0)
 		return tmp_ + ": " + std::strerror(errno);
+	f_ = ::fdopen(fd, "wb");
+	if (f_ == nullptr) {
+		const int err = errno;
+		::close(fd);
+		::unlink(tmp_.c_str());
+		return tmp_ + ": " + std::strerror(err);
+	}
 	std::ostringstream m;
 	m << "ctplane-state " << kVersion << "\nbuild " << build_id() << "\n";
 	for (const layout& l : layouts) {
@@ -282,7 +299,8 @@ reader::~reader()
 std::string reader::open(const std::string& path)
 {
 	path_ = path;
-	const int fd = ::open(path.c_str(), O_RDONLY);
+	// Non-blocking: a FIFO at the path must not hang the caller.
+	const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0)
 		return path + ": " + std::strerror(errno);
 	struct stat st;
@@ -290,6 +308,10 @@ std::string reader::open(const std::string& path)
 		const int err = errno;
 		::close(fd);
 		return path + ": " + std::strerror(err);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		::close(fd);
+		return path + ": not a regular file";
 	}
 	size_ = static_cast<size_t>(st.st_size);
 	if (size_ < kHeader) {

@@ -28,7 +28,8 @@
 // manifest, a CRC mismatch, a wrong magic or version, or a file cut short
 // is refused before anything is applied: reader::open() checks it all.
 //
-// Writing: to PATH.tmp, fsync, rename over PATH, fsync of the directory:
+// Writing: to PATH.tmp (created exclusively, mode 0600, never through a
+// symbolic link), fsync, rename over PATH, fsync of the directory:
 // a crash leaves the old file or the new one, never half of one.
 //
 // CRC32C: DPDK's rte_hash_crc (SSE4.2 crc32 instructions).
