@@ -19,7 +19,7 @@ BUILDTYPE=${BUILDTYPE:-release}
 # conntrack the differential test compares with, and the Prometheus parser
 # the metrics test scrapes with).
 PACKAGES=(
-	g++ meson ninja-build pkg-config python3
+	g++ meson ninja-build pkg-config python3 ccache
 	libdpdk-dev liburcu-dev libyaml-cpp-dev
 	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev libpcap-dev
 	iproute2 ethtool curl iputils-ping procps dpdk-dev nftables conntrack
@@ -48,12 +48,18 @@ deps() {
 	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# meson finds ccache (installed above) and puts it before the compiler:
+# a rebuild of unchanged sources is a cache hit. CI=true (a fresh clone that
+# runs the tests once) leaves the benchmarks out of the build; ./run.sh
+# bench turns them back on.
 build() {
 	local dir=${1:-$BUILD_DIR}
 	shift || true
 	if [ ! -f "$dir/build.ninja" ]; then
 		log "configuring $dir"
-		meson setup "$dir" --buildtype="$BUILDTYPE" "$@" >/dev/null
+		local extra=()
+		[ "${CI:-}" = true ] && extra=(-Dbenchmarks=false)
+		meson setup "$dir" --buildtype="$BUILDTYPE" "${extra[@]}" "$@" >/dev/null
 	fi
 	ninja -C "$dir" >/dev/null || ninja -C "$dir"
 }
@@ -102,6 +108,10 @@ bench)
 	# ./run.sh bench [rhash|lpm|ct|lb|pipeline|state] [Google Benchmark filter]
 	# ./run.sh bench runtime [bench_runtime.py options]: ctplane run vs dpdk-testpmd io
 	deps "${BENCH_PACKAGES[@]}" && build
+	if [ "$(meson introspect "$BUILD_DIR" --buildoptions |
+		python3 -c 'import json, sys; print([o["value"] for o in json.load(sys.stdin) if o["name"] == "benchmarks"][0])')" != True ]; then
+		meson configure "$BUILD_DIR" -Dbenchmarks=true >/dev/null && ninja -C "$BUILD_DIR" >/dev/null
+	fi
 	if [ "${1:-}" = runtime ]; then
 		shift
 		exec python3 bench/runtime/bench_runtime.py --ctplane "$BUILD_DIR/dataplane/ctplane" \

@@ -1000,6 +1000,8 @@ reply ops::tables()
 	r.num("lb/bytes", l.bytes);
 	r.num("sockmap/entries", sm.entries);
 	r.num("sockmap/bytes", sm.bytes);
+	r.num("routes/entries", dp_.pl().fib().route_count());
+	r.num("routes/next_hops", dp_.pl().fib().hop_count());
 	table_out t(r, {"time_s", "table", "from_buckets", "to_buckets"});
 	for (const resize_rec& x : resizes_)
 		t.add({std::to_string((x.at_ns - t0_ns_) / 1'000'000'000), x.table, std::to_string(x.from),

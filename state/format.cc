@@ -2,7 +2,7 @@
 #include "state/format.h"
 
 #include <fcntl.h>
-#include <rte_hash_crc.h>
+#include <nmmintrin.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,22 +26,44 @@ constexpr size_t kSectionHeader = 16 + 4 + 4 + 8 + 4 + 4;
 constexpr uint32_t kCrcInit = 0xffffffffu;
 constexpr size_t kBuffer = 1u << 20;
 
-uint32_t crc(const void* p, size_t n, uint32_t init)
+// CRC32C (Castagnoli) with the SSE4.2 crc32 instructions (x86-64-v2, the
+// build's floor), 8 bytes at a time, then 4, 2, 1: the values of DPDK's
+// rte_hash_crc, so files written before stay readable (a test compares the
+// two), without DPDK in this library.
+}  // namespace
+
+uint32_t crc32c(const void* p, size_t n, uint32_t init) noexcept
 {
-	// rte_hash_crc reads 8 bytes at a time: bring the pointer to an
-	// 8-byte boundary first (sections sit at any offset of the file). It
-	// takes a 32-bit length: large spans go in pieces.
 	const auto* b = static_cast<const uint8_t*>(p);
 	for (; n > 0 && (reinterpret_cast<uintptr_t>(b) & 7) != 0; n--)
-		init = rte_hash_crc_1byte(*b++, init);
-	while (n > 0) {
-		const uint32_t k = static_cast<uint32_t>(std::min<size_t>(n, 1u << 30));
-		init = rte_hash_crc(b, k, init);
-		b += k;
-		n -= k;
+		init = _mm_crc32_u8(init, *b++);
+	uint64_t c = init;
+	for (; n >= 8; n -= 8, b += 8) {
+		uint64_t w;
+		std::memcpy(&w, b, 8);
+		c = _mm_crc32_u64(c, w);
 	}
+	init = static_cast<uint32_t>(c);
+	if (n & 4) {
+		uint32_t w;
+		std::memcpy(&w, b, 4);
+		init = _mm_crc32_u32(init, w);
+		b += 4;
+	}
+	if (n & 2) {
+		uint16_t w;
+		std::memcpy(&w, b, 2);
+		init = _mm_crc32_u16(init, w);
+		b += 2;
+	}
+	if (n & 1)
+		init = _mm_crc32_u8(init, *b);
 	return init;
 }
+
+namespace {
+
+uint32_t crc(const void* p, size_t n, uint32_t init) { return crc32c(p, n, init); }
 
 void put32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
 void put64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }

@@ -32,7 +32,7 @@
 // symbolic link), fsync, rename over PATH, fsync of the directory:
 // a crash leaves the old file or the new one, never half of one.
 //
-// CRC32C: DPDK's rte_hash_crc (SSE4.2 crc32 instructions).
+// CRC32C: the SSE4.2 crc32 instructions (the values of DPDK's rte_hash_crc).
 //
 // Concurrency: a writer or reader object belongs to one thread.
 #pragma once
@@ -69,6 +69,8 @@ struct layout {
 	::ctplane::state::field { #m, static_cast<uint32_t>(offsetof(R, m)), static_cast<uint32_t>(sizeof(R::m)), t }
 
 inline constexpr uint32_t kVersion = 1;
+// CRC32C of n bytes from `init` (no final inversion): rte_hash_crc's value.
+uint32_t crc32c(const void* p, size_t n, uint32_t init) noexcept;
 // The build that wrote a file: version and commit (meson), compiler.
 const char* build_id() noexcept;
 

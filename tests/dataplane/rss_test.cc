@@ -78,3 +78,29 @@ TEST(rss, the_default_key_is_not_symmetric)
 
 }  // namespace
 }  // namespace ctplane::dataplane
+
+// state/ computes CRC32C without DPDK; the files it wrote with DPDK's
+// rte_hash_crc must still check: the same values, any length and offset.
+#include <rte_hash_crc.h>
+
+#include "state/format.h"
+
+TEST(state_crc, the_same_values_as_rte_hash_crc)
+{
+	std::vector<uint8_t> buf(4096 + 64);
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	for (uint8_t& b : buf) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		b = static_cast<uint8_t>(x);
+	}
+	for (size_t off = 0; off < 16; off++)
+		for (size_t n : {0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 63, 100, 1000, 4096}) {
+			const uint8_t* p = buf.data() + off;
+			uint32_t want = 0xffffffffu;
+			size_t k = 0;  // rte_hash_crc from an 8-byte boundary, as the old writer did
+			for (; k < n && (reinterpret_cast<uintptr_t>(p + k) & 7) != 0; k++)
+				want = rte_hash_crc_1byte(p[k], want);
+			want = rte_hash_crc(p + k, static_cast<uint32_t>(n - k), want);
+			EXPECT_EQ(ctplane::state::crc32c(p, n, 0xffffffffu), want) << "offset " << off << " length " << n;
+		}
+}

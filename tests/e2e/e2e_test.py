@@ -541,7 +541,10 @@ class E2E(unittest.TestCase):
         def total(m, name, **want):
             return sum(v for labels, v in m["samples"].get(name, []) if all(labels.get(k) == x for k, x in want.items()))
 
+        # An idle client (connected, sending nothing) blocks no scrape.
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
         first = scrape()
+        idle.close()
         done = 0
         for _ in range(10):  # traffic between the scrapes: what ctplane counts, not what the kernel delivers
             done += T.curl(f"http://{VIP}/whoami", check=False).returncode == 0
@@ -699,6 +702,100 @@ class E2E(unittest.TestCase):
         self.assertEqual(T.ctl_json("sockmap"), [])
         # The new flow after the delete goes through as any new one.
         self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)
+
+    def test_18_control_sockets_have_roles_and_paths_stay_in_their_folders(self):
+        import stat
+        rw = T.socket()
+        ro = os.path.join(os.path.dirname(rw), "ctplane_ro.sock")
+        self.assertEqual(stat.S_IMODE(os.stat(rw).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(ro).st_mode), 0o660)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(10)
+        s.connect(ro)
+        self.assertEqual(json.loads(s.recv(1024))["max_output_len"], 16384)
+        s.send(b"/ctplane/stats")
+        self.assertIn("rx", json.loads(s.recv(65536))["/ctplane/stats"])
+        s.send(b"/ctplane/route/add,10.77.0.0/16,s1")
+        err = json.loads(s.recv(65536))["/ctplane/route/add"]["error"]
+        self.assertIn("read-only socket refuses it", err)
+        s.send(b"/")
+        listed = json.loads(s.recv(65536))["/"]
+        self.assertIn("/ctplane/routes", listed)
+        self.assertNotIn("/ctplane/reload", listed)
+        s.close()
+        self.assertFalse(any(r["prefix"] == "10.77.0.0/16" for r in T.ctl_json("route", "list")))
+        # File parameters stay in the config's folder (reload, route
+        # replace) and state.dir (state.file's folder here); no link is
+        # followed, no FIFO blocks, no file content comes back.
+        r = T.ctl("reload", "/etc/passwd", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("is outside", r.stderr)
+        self.assertNotIn("root", r.stderr.replace("/etc/passwd", ""))
+        r = T.ctl("reload", os.path.join(T.dir, "..", os.path.basename(T.dir) + "x", "c.yaml"), check=False)
+        self.assertIn("is outside", r.stderr)
+        link = os.path.join(T.dir, "link.yaml")
+        os.symlink(T.cfg, link)
+        r = T.ctl("reload", link, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("symbolic link", r.stderr)
+        fifo = os.path.join(T.dir, "fifo.yaml")
+        os.mkfifo(fifo)
+        t0 = time.monotonic()
+        r = T.ctl("reload", fifo, check=False)
+        self.assertIn("not a regular file", r.stderr)
+        self.assertLess(time.monotonic() - t0, 20)
+        r = T.ctl("route", "replace", "/etc/hosts", check=False)
+        self.assertIn("is outside", r.stderr)
+        r = T.ctl("state", "save", "/tmp/ctplane-outside.snap", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("is outside", r.stderr)
+        self.assertFalse(os.path.exists("/tmp/ctplane-outside.snap"))
+        # A link planted at the snapshot's temporary name is not written through.
+        victim = os.path.join(T.dir, "victim")
+        with open(victim, "w") as f:
+            f.write("keep")
+        os.symlink(victim, T.state + ".tmp")
+        saved = T.ctl_json("state", "save")
+        self.assertGreaterEqual(saved["flows"], 0)
+        with open(victim) as f:
+            self.assertEqual(f.read(), "keep")
+        self.assertEqual(stat.S_IMODE(os.stat(T.state).st_mode), 0o600)
+        self.assertFalse(os.path.lexists(T.state + ".tmp"))
+
+    def test_19_route_replace_swaps_the_table_while_transfers_run(self):
+        # The config's routes as `ip route` lines, and 100K more through s1's
+        # host: swapped in while a transfer runs, then back.
+        base = ["10.0.0.0/24 dev client", "10.0.9.0/24 dev gen", "10.1.1.0/24 dev s1", "10.1.2.0/24 dev s2",
+                "2001:db8::/64 dev client", "2001:db8:1::/64 dev s1"]
+        extra = [f"20.{i >> 8}.{i & 255}.0/24 via 10.1.1.2 dev s1 proto bgp metric 20" for i in range(100000)]
+        big = os.path.join(T.dir, "routes-big.txt")
+        with open(big, "w") as f:
+            f.write("# generated\n" + "\n".join(base + extra) + "\n")
+        small = os.path.join(T.dir, "routes-small.txt")
+        with open(small, "w") as f:
+            f.write("\n".join(base) + "\n")
+        bad = os.path.join(T.dir, "routes-bad.txt")
+        with open(bad, "w") as f:
+            f.write("\n".join(base) + "\n30.0.0.0/33 dev s1\n")
+        out = os.path.join(T.dir, "replace.out")
+        p = T.long_transfer(out)
+        try:
+            r = T.ctl_json("route", "replace", big)
+            self.assertEqual(r["routes"], len(base) + len(extra))
+            r = T.ctl("route", "replace", bad, check=False)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("routes-bad.txt:7:1: route replace: 30.0.0.0/33: prefix length 33 exceeds 32", r.stderr)
+            tables = T.ctl_json("tables")
+            self.assertEqual(tables["routes/entries"], len(base) + len(extra))
+            self.assertEqual(tables["routes/next_hops"], 5)  # four ports on link, one gateway
+            self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)
+            r = T.ctl_json("route", "replace", small)
+            self.assertEqual(r["routes"], len(base))
+        finally:
+            p.wait(timeout=60)
+        self.assertEqual(p.returncode, 0, T.describe(p))
+        self.assertEqual(os.path.getsize(out), BIG)
+        self.assertEqual(T.ctl_json("tables")["routes/entries"], len(base))
 
     def test_99_sigterm_stops_it_cleanly_with_the_final_counters(self):
         T.app.send_signal(signal.SIGTERM)
