@@ -884,4 +884,57 @@ result<ctplane_config> load_file(const std::string& path, bool follow_links)
 	return load_string(ss.str(), path);
 }
 
+uint64_t desired_state_digest(const ctplane_config& c)
+{
+	// FNV-1a over each field, in the config's order.
+	uint64_t h = 0xcbf29ce484222325ull;
+	auto mix = [&](const void* p, size_t n) {
+		const auto* b = static_cast<const uint8_t*>(p);
+		for (size_t i = 0; i < n; i++)
+			h = (h ^ b[i]) * 0x100000001b3ull;
+	};
+	auto str = [&](const std::string& x) {
+		const uint64_t n = x.size();
+		mix(&n, sizeof(n));
+		mix(x.data(), x.size());
+	};
+	auto addr = [&](const net::address& a) {
+		mix(&a.family, 1);
+		mix(a.addr, 16);
+	};
+	for (const lb::service_spec& sv : c.lb.services) {
+		str(sv.name);
+		addr(sv.vip);
+		mix(&sv.port, sizeof(sv.port));
+		mix(&sv.proto, 1);
+		mix(&sv.maglev_size, sizeof(sv.maglev_size));
+	}
+	const uint8_t sep = 0xff;
+	mix(&sep, 1);
+	for (const lb::backend_spec& b : c.lb.backends) {
+		str(b.service);
+		addr(b.addr);
+		mix(&b.port, sizeof(b.port));
+		mix(&b.weight, sizeof(b.weight));
+		mix(&b.state, sizeof(b.state));
+	}
+	mix(&sep, 1);
+	for (const route_spec& r : c.routes) {
+		mix(&r.prefix.family, 1);
+		mix(r.prefix.addr, 16);
+		mix(&r.prefix.len, 1);
+		mix(&r.port, sizeof(r.port));
+		mix(&r.has_via, 1);
+		if (r.has_via)
+			addr(r.via);
+	}
+	mix(&sep, 1);
+	for (const neighbor_spec& n : c.neighbors) {
+		addr(n.addr);
+		mix(n.mac, 6);
+		mix(&n.port, sizeof(n.port));
+	}
+	return h;
+}
+
 }  // namespace ctplane::config

@@ -174,6 +174,12 @@ struct ctplane_config {
 // follow_links false: a symbolic link at the path's end, or anything but
 // a regular file, is refused (paths that come over the control socket).
 result<ctplane_config> load_file(const std::string& path, bool follow_links = true);
+
+// A 64-bit digest of what a state snapshot could bring back over the YAML:
+// services, backends, routes and static neighbours (and nothing else). A
+// snapshot records the running config's; a restore brings back run-time
+// changes (ctplane-ctl) only while the YAML's digest is the same.
+uint64_t desired_state_digest(const ctplane_config& c);
 // `name` is what errors call the text (a file name, usually).
 result<ctplane_config> load_string(const std::string& text, const std::string& name);
 

@@ -6,9 +6,12 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <set>
+#include <type_traits>
 #include <vector>
 
+#include "config/route_file.h"
 #include "state/format.h"
 
 namespace ctplane::dataplane {
@@ -26,6 +29,14 @@ struct summary_rec {
 	uint64_t flows;
 	uint64_t flows_changed;
 	uint8_t live;  // written while workers forwarded (default for files without it: 1)
+	uint64_t config_digest;  // config::desired_state_digest of the running YAML (0: not known)
+};
+
+// The ports by name: every port number in the other tables is an index of
+// the writer's port list, mapped to this config's by name.
+struct port_rec {
+	uint16_t index;
+	char name[62];
 };
 
 struct service_rec {
@@ -96,15 +107,41 @@ struct sockmap_rec {
 
 const state::layout& summary_layout()
 {
-	static const state::layout l{"summary", sizeof(summary_rec),
-				     {F_(summary_rec, written_unix_ns, ftype::u64), F_(summary_rec, flows, ftype::u64),
-				      F_(summary_rec, flows_changed, ftype::u64), F_(summary_rec, live, ftype::u8)}};
-	static const state::layout with_default = [] {
-		state::layout x = l;
-		x.fields.back().dflt = 1;
+	static const state::layout l = [] {
+		state::layout x{"summary", sizeof(summary_rec),
+				{F_(summary_rec, written_unix_ns, ftype::u64), F_(summary_rec, flows, ftype::u64),
+				 F_(summary_rec, flows_changed, ftype::u64), F_(summary_rec, live, ftype::u8),
+				 F_(summary_rec, config_digest, ftype::u64)}};
+		for (state::field& f : x.fields)
+			if (f.name == "live")
+				f.dflt = 1;
 		return x;
 	}();
-	return with_default;
+	return l;
+}
+
+const state::layout& port_layout()
+{
+	static const state::layout l{"ports", sizeof(port_rec),
+				     {F_(port_rec, index, ftype::u16), F_(port_rec, name, ftype::bytes)}};
+	return l;
+}
+
+// Names for an enum field's values (0..n-1) or a flags field's bits.
+state::field named_values(state::field f, unsigned n, const char* (*name)(unsigned))
+{
+	f.named = state::naming::values;
+	for (unsigned v = 0; v < n; v++)
+		f.names.emplace_back(v, name(v));
+	return f;
+}
+
+state::field named_bits(state::field f, std::initializer_list<std::pair<uint64_t, const char*>> bits)
+{
+	f.named = state::naming::bits;
+	for (const auto& [b, n] : bits)
+		f.names.emplace_back(b, n);
+	return f;
 }
 
 const state::layout& service_layout()
@@ -122,7 +159,9 @@ const state::layout& backend_layout()
 	static const state::layout l{"backends", sizeof(backend_rec),
 				     {F_(backend_rec, id, ftype::u32), F_(backend_rec, service, ftype::u32),
 				      F_(backend_rec, addr, ftype::bytes), F_(backend_rec, family, ftype::u8),
-				      F_(backend_rec, state, ftype::u8), F_(backend_rec, port, ftype::u16),
+				      named_values(F_(backend_rec, state, ftype::u8), 3,
+						   [](unsigned v) { return lb::state_name(static_cast<lb::backend_state>(v)); }),
+				      F_(backend_rec, port, ftype::u16),
 				      F_(backend_rec, weight, ftype::u32)}};
 	return l;
 }
@@ -156,8 +195,13 @@ const state::layout& ct_layout()
 		{F_(ct_rec, family, ftype::u8),         F_(ct_rec, proto, ftype::u8),
 		 F_(ct_rec, zone, ftype::u16),          F_(ct_rec, src, ftype::bytes),
 		 F_(ct_rec, dst, ftype::bytes),         F_(ct_rec, sport, ftype::u16),
-		 F_(ct_rec, dport, ftype::u16),         F_(ct_rec, state, ftype::u8),
-		 F_(ct_rec, flags, ftype::u8),          F_(ct_rec, nat_port, ftype::u16),
+		 F_(ct_rec, dport, ftype::u16),
+		 named_values(F_(ct_rec, state, ftype::u8), ct::kStates, [](unsigned v) { return ct::state_name(static_cast<uint8_t>(v)); }),
+		 named_bits(F_(ct_rec, flags, ftype::u8), {{ct::kOrigHi, "orig_hi"}, {ct::kReplied, "replied"}, {ct::kNat, "nat"},
+							    {ct::kFinOrig, "fin_orig"}, {ct::kFinReply, "fin_reply"},
+							    {ct::kFirstFinReply, "first_fin_reply"}, {ct::kSimOpen, "sim_open"},
+							    {ct::kAssured, "assured"}}),
+		 F_(ct_rec, nat_port, ftype::u16),
 		 F_(ct_rec, backend, ftype::u32),       F_(ct_rec, nat_addr, ftype::bytes),
 		 F_(ct_rec, expires_in_ms, ftype::u32), F_(ct_rec, packets_orig, ftype::u32),
 		 F_(ct_rec, packets_reply, ftype::u32), F_(ct_rec, bytes_orig, ftype::u64),
@@ -191,8 +235,8 @@ const state::layout& sockmap_layout()
 // happened while the CT was walked).
 std::vector<state::layout> layouts()
 {
-	return {service_layout(), backend_layout(), route_layout(), neighbor_layout(), ct_layout(), sockmap_layout(),
-		summary_layout()};
+	return {port_layout(),     service_layout(), backend_layout(), route_layout(),
+		neighbor_layout(), ct_layout(),      sockmap_layout(), summary_layout()};
 }
 
 uint64_t unix_ns()
@@ -286,7 +330,7 @@ std::string name_of(const char (&n)[N])
 }  // namespace
 
 std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
-		       save_result* out, bool live)
+		       save_result* out, bool live, uint64_t unix_now_ns)
 {
 	save_result res;
 	state::writer w;
@@ -294,6 +338,16 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 		return e;
 	lb::balancer& lb = dp.lb();
 
+	if (std::string e = w.begin("ports"); !e.empty())
+		return e;
+	for (size_t i = 0; i < dp.cfg().ports.size(); i++) {
+		port_rec r;
+		std::memset(&r, 0, sizeof(r));
+		r.index = static_cast<uint16_t>(i);
+		const std::string& n = dp.cfg().ports[i].name;
+		std::memcpy(r.name, n.data(), std::min(n.size(), sizeof(r.name)));
+		w.add(&r);
+	}
 	if (std::string e = w.begin("services"); !e.empty())
 		return e;
 	lb.for_each_service([&](uint32_t id, const lb::service& s) {
@@ -392,10 +446,11 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 		return e;
 	summary_rec sum;
 	std::memset(&sum, 0, sizeof(sum));
-	sum.written_unix_ns = unix_ns();
+	sum.written_unix_ns = unix_now_ns != 0 ? unix_now_ns : unix_ns();
 	sum.flows = res.flows;
 	sum.flows_changed = res.flows_changed;
 	sum.live = live ? 1 : 0;
+	sum.config_digest = config::desired_state_digest(dp.cfg()) | 1;  // never 0 (0: not known)
 	w.add(&sum);
 	if (std::string e = w.finish(); !e.empty())
 		return e;
@@ -407,7 +462,7 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 }
 
 std::string restore_state(stack& dp, control_path& ctl, const std::string& path, uint64_t now_ns,
-			  restore_result* out)
+			  restore_result* out, uint64_t unix_now_ns)
 {
 	restore_result res;
 	state::reader rd;
@@ -418,16 +473,59 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 		if (std::string e = rd.check(l); !e.empty())
 			return path + ": " + e;
 
-	// Everything that could refuse the file, before anything changes.
-	const auto& cfg = dp.cfg();
+	// Everything that could refuse the file, before anything changes:
+	// every record read (enum values and flags mapped by name), every
+	// value range-checked, with the table, record and field in the error.
+	const config::ctplane_config& cfg = dp.cfg();
+	const size_t nports = cfg.ports.size();
+	std::vector<port_rec> ports;
 	std::vector<service_rec> svcs;
 	std::vector<backend_rec> bes;
 	std::vector<route_rec> routes;
 	std::vector<neighbor_rec> nbs;
-	rd.each(service_layout(), [&](const void* p) { svcs.push_back(*static_cast<const service_rec*>(p)); });
-	rd.each(backend_layout(), [&](const void* p) { bes.push_back(*static_cast<const backend_rec*>(p)); });
-	rd.each(route_layout(), [&](const void* p) { routes.push_back(*static_cast<const route_rec*>(p)); });
-	rd.each(neighbor_layout(), [&](const void* p) { nbs.push_back(*static_cast<const neighbor_rec*>(p)); });
+	summary_rec sum{};
+	sum.live = 1;
+	auto read = [&](const state::layout& l, auto& v) {
+		using T = typename std::remove_reference_t<decltype(v)>::value_type;
+		return rd.each(l, [&](const void* p) { v.push_back(*static_cast<const T*>(p)); });
+	};
+	std::vector<summary_rec> sums;
+	for (std::string e : {read(port_layout(), ports), read(service_layout(), svcs), read(backend_layout(), bes),
+			      read(route_layout(), routes), read(neighbor_layout(), nbs), read(summary_layout(), sums)})
+		if (!e.empty())
+			return path + ": " + e;
+	if (!sums.empty())
+		sum = sums.back();
+	auto bad = [&](const char* table, size_t rec, const char* field, const std::string& why) {
+		return path + ": table " + table + ": record " + std::to_string(rec) + ": field " + field + ": " + why;
+	};
+	// Ports: the file's index -> this config's, by name (a file without
+	// the table: the same index).
+	std::vector<int> port_map(256, -1);
+	if (rd.has("ports")) {
+		for (size_t i = 0; i < ports.size(); i++) {
+			if (ports[i].index >= port_map.size())
+				return bad("ports", i, "index", std::to_string(ports[i].index) + " is beyond 255");
+			const std::string n = name_of(ports[i].name);
+			for (size_t k = 0; k < nports; k++)
+				if (cfg.ports[k].name == n)
+					port_map[ports[i].index] = static_cast<int>(k);
+			res.ports_unknown += port_map[ports[i].index] < 0;
+		}
+	} else {
+		for (size_t k = 0; k < nports && k < port_map.size(); k++)
+			port_map[k] = static_cast<int>(k);
+	}
+	auto port_of = [&](uint32_t file_port) { return file_port < port_map.size() ? port_map[file_port] : -1; };
+
+	// Precedence: the YAML is the desired state for everything it names.
+	// The snapshot's services, backends and routes (with what ctplane-ctl
+	// changed at run time) come back only when the YAML is the one it was
+	// saved with; flows, learnt neighbours and the sockmap always do.
+	res.yaml_changed = sum.config_digest == 0 || sum.config_digest != (config::desired_state_digest(cfg) | 1);
+	const bool take_lb = !res.yaml_changed && rd.has("services") && rd.has("backends");
+	const bool take_routes = !res.yaml_changed && rd.has("routes");
+
 	std::set<uint32_t> svc_ids, be_ids;
 	std::set<std::string> names;
 	std::set<std::vector<uint8_t>> fronts, ends;
@@ -439,112 +537,198 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 		k.push_back(family);
 		return k;
 	};
-	std::vector<uint8_t> svc_proto(1, 0);
-	for (const service_rec& s : svcs) {
+	std::map<uint32_t, size_t> svc_at;  // file service id -> index in svcs
+	for (size_t i = 0; i < svcs.size(); i++) {
+		const service_rec& s = svcs[i];
 		const std::string n = name_of(s.name);
-		if (s.id == 0 || s.id > cfg.lb.max_services || !svc_ids.insert(s.id).second || n.empty() ||
-		    !names.insert(n).second || (s.family != 4 && s.family != 6) ||
-		    !fronts.insert(key(s.vip, s.port, s.proto, s.family)).second)
-			return path + ": table services: service " + std::to_string(s.id) + " (\"" + n +
-			       "\") is malformed, repeated or beyond lb.max_services";
-		if (svc_proto.size() <= s.id)
-			svc_proto.resize(s.id + 1, 0);
-		svc_proto[s.id] = s.proto;
+		if (s.id == 0 || (take_lb && s.id > cfg.lb.max_services) || !svc_ids.insert(s.id).second)
+			return bad("services", i, "id", std::to_string(s.id) + " is 0, repeated or beyond lb.max_services");
+		if (n.empty() || !names.insert(n).second)
+			return bad("services", i, "name", "\"" + n + "\" is empty or repeated");
+		if (s.family != 4 && s.family != 6)
+			return bad("services", i, "family", std::to_string(s.family) + " is neither 4 nor 6");
+		if (s.proto != 6 && s.proto != 17)
+			return bad("services", i, "proto", std::to_string(s.proto) + " is neither tcp (6) nor udp (17)");
+		if (!fronts.insert(key(s.vip, s.port, s.proto, s.family)).second)
+			return bad("services", i, "vip", "the frontend of another service");
+		svc_at[s.id] = i;
 	}
-	for (const backend_rec& b : bes)
-		if (b.id == 0 || b.id > cfg.lb.max_backends || !be_ids.insert(b.id).second ||
-		    svc_ids.count(b.service) == 0 || !ends.insert(key(b.addr, b.port, svc_proto[b.service], b.family)).second)
-			return path + ": table backends: backend " + std::to_string(b.id) +
-			       " is repeated, beyond lb.max_backends or names no service of the file";
-	for (const route_rec& r : routes)
-		if (r.port >= cfg.ports.size() || (r.family != 4 && r.family != 6))
-			return path + ": table routes: a route to port " + std::to_string(r.port) + ", the config has " +
-			       std::to_string(cfg.ports.size()) + " ports";
-	for (const neighbor_rec& n : nbs)
-		if (n.port >= cfg.ports.size() || (n.family != 4 && n.family != 6))
-			return path + ": table neighbors: a neighbour on port " + std::to_string(n.port) +
-			       ", the config has " + std::to_string(cfg.ports.size()) + " ports";
+	for (size_t i = 0; i < bes.size(); i++) {
+		const backend_rec& b = bes[i];
+		const auto sv = svc_at.find(b.service);
+		if (b.id == 0 || (take_lb && b.id > cfg.lb.max_backends) || !be_ids.insert(b.id).second)
+			return bad("backends", i, "id", std::to_string(b.id) + " is 0, repeated or beyond lb.max_backends");
+		if (sv == svc_at.end())
+			return bad("backends", i, "service", std::to_string(b.service) + " is no service of the file");
+		if (b.family != svcs[sv->second].family)
+			return bad("backends", i, "family", "not its service's");
+		if (b.weight > lb::kMaxWeight)
+			return bad("backends", i, "weight", std::to_string(b.weight) + " is above " + std::to_string(lb::kMaxWeight));
+		if (!ends.insert(key(b.addr, b.port, svcs[sv->second].proto, b.family)).second)
+			return bad("backends", i, "addr", "repeated in its service");
+	}
+	std::vector<config::route_spec> want_routes;
+	for (size_t i = 0; i < routes.size(); i++) {
+		const route_rec& r = routes[i];
+		if (r.family != 4 && r.family != 6)
+			return bad("routes", i, "family", std::to_string(r.family) + " is neither 4 nor 6");
+		if (r.len > (r.family == 4 ? 32 : 128))
+			return bad("routes", i, "len", std::to_string(r.len) + " is too long for IPv" + std::to_string(r.family));
+		if (r.via_family != 0 && r.via_family != r.family)
+			return bad("routes", i, "via_family", "not the prefix's family");
+		const int port = port_of(r.port);
+		if (port < 0)
+			return bad("routes", i, "port", std::to_string(r.port) + " is no port of this config");
+		config::route_spec sp;
+		sp.prefix.family = r.family;
+		std::memcpy(sp.prefix.addr, r.prefix, 16);
+		sp.prefix.len = r.len;
+		if (!net::host_bits_clear(sp.prefix))
+			return bad("routes", i, "prefix", net::to_string(sp.prefix) + " has host bits set");
+		sp.port = static_cast<uint32_t>(port);
+		sp.has_via = r.via_family != 0;
+		if (sp.has_via)
+			sp.via = addr_of(r.via_family, r.via);
+		want_routes.push_back(sp);
+	}
+	for (size_t i = 0; i < nbs.size(); i++) {
+		const neighbor_rec& n = nbs[i];
+		if (n.family != 4 && n.family != 6)
+			return bad("neighbors", i, "family", std::to_string(n.family) + " is neither 4 nor 6");
+		if (port_of(n.port) < 0)
+			return bad("neighbors", i, "port", std::to_string(n.port) + " is no port of this config");
+	}
+	// The route table is built aside now: one that cannot be built
+	// refuses the file before anything changed.
+	fib::route_plan plan;
+	if (take_routes) {
+		if (config::find_duplicate_route(want_routes) != SIZE_MAX)
+			return path + ": table routes: a prefix given twice";
+		if (std::string e = dp.pl().plan_routes(want_routes, &plan); !e.empty())
+			return path + ": table routes: " + e;
+	}
 
-	// The load balancer: the snapshot's objects with their ids.
+	// The load balancer: the snapshot's objects with their ids (the
+	// restored flows name their backends by id); on any refusal the
+	// config's comes back and the file is refused.
 	lb::balancer& lb = dp.lb();
-	std::vector<std::string> old;
-	lb.for_each_service([&](uint32_t id, const lb::service&) { old.push_back(lb.service_name(id)); });
-	for (const std::string& n : old)
-		lb.remove_service(n);
-	lb.commit();
-	std::string lb_err;
-	for (const service_rec& s : svcs) {
-		lb::service_spec sp;
-		sp.name = name_of(s.name);
-		sp.vip = addr_of(s.family, s.vip);
-		sp.port = s.port;
-		sp.proto = s.proto;
-		sp.maglev_size = s.maglev_size;
-		if (std::string e = lb.add_service(sp, nullptr, s.id); !e.empty() && lb_err.empty())
-			lb_err = e;
-		else if (e.empty())
-			res.services++;
+	std::map<uint32_t, uint32_t> be_id;  // file backend id -> this run's
+	if (take_lb) {
+		std::vector<std::string> old;
+		lb.for_each_service([&](uint32_t id, const lb::service&) { old.push_back(lb.service_name(id)); });
+		for (const std::string& n : old)
+			lb.remove_service(n);
+		lb.commit();
+		std::string lb_err;
+		for (const service_rec& s : svcs) {
+			lb::service_spec sp;
+			sp.name = name_of(s.name);
+			sp.vip = addr_of(s.family, s.vip);
+			sp.port = s.port;
+			sp.proto = s.proto;
+			sp.maglev_size = s.maglev_size;
+			if (std::string e = lb.add_service(sp, nullptr, s.id); !e.empty() && lb_err.empty())
+				lb_err = e;
+		}
+		for (const backend_rec& b : bes) {
+			lb::backend_spec bp;
+			bp.service = lb.service_name(b.service);
+			bp.addr = addr_of(b.family, b.addr);
+			bp.port = b.port;
+			bp.weight = b.weight;
+			bp.state = static_cast<lb::backend_state>(b.state);
+			if (lb_err.empty())
+				if (std::string e = lb.add_backend(bp, nullptr, b.id); !e.empty())
+					lb_err = e;
+			be_id[b.id] = b.id;
+		}
+		if (!lb_err.empty()) {
+			lb.apply(cfg.lb);  // the config's again (no flow names an id yet)
+			return path + ": table services/backends: " + lb_err + "; the config's load balancer stays";
+		}
+		lb.commit();
+		res.services = svcs.size();
+		res.backends = bes.size();
+	} else {
+		// The YAML's load balancer stays; a flow keeps its backend where
+		// the YAML still has it (by service and endpoint), else none (its
+		// NAT goes on as recorded).
+		for (const backend_rec& b : bes)
+			if (const uint32_t id = lb.backend_id(name_of(svcs[svc_at[b.service]].name), addr_of(b.family, b.addr), b.port))
+				be_id[b.id] = id;
 	}
-	for (const backend_rec& b : bes) {
-		lb::backend_spec bp;
-		bp.service = lb.service_name(b.service);
-		bp.addr = addr_of(b.family, b.addr);
-		bp.port = b.port;
-		bp.weight = b.weight;
-		bp.state = static_cast<lb::backend_state>(b.state);
-		if (std::string e = lb.add_backend(bp, nullptr, b.id); !e.empty() && lb_err.empty())
-			lb_err = e;
-		else if (e.empty())
-			res.backends++;
+	if (take_routes) {
+		dp.pl().commit_routes(std::move(plan));
+		res.routes = want_routes.size();
 	}
-	lb.commit();
-
-	// Routes and neighbours.
-	std::vector<net::prefix> cur;
-	dp.pl().for_each_route([&](const config::route_spec& r) { cur.push_back(r.prefix); });
-	for (const net::prefix& p : cur)
-		dp.pl().del_route(p);
-	for (const route_rec& r : routes) {
-		config::route_spec s;
-		s.prefix.family = r.family;
-		std::memcpy(s.prefix.addr, r.prefix, 16);
-		s.prefix.len = r.len;
-		s.port = r.port;
-		s.has_via = r.via_family != 0;
-		if (s.has_via)
-			s.via = addr_of(r.via_family, r.via);
-		if (dp.pl().add_route(s).empty())
-			res.routes++;
-	}
-	for (const neighbor_rec& n : nbs)
-		if (ctl.restore_neighbor(addr_of(n.family, n.addr), n.mac, n.port, n.permanent != 0, now_ns))
+	// Neighbours: learnt ones always (a cache of what the wire said);
+	// permanent ones only with the snapshot's routes (else the YAML's).
+	for (const neighbor_rec& n : nbs) {
+		if (n.permanent != 0 && !take_routes)
+			continue;
+		if (ctl.restore_neighbor(addr_of(n.family, n.addr), n.mac, static_cast<uint16_t>(port_of(n.port)),
+					 n.permanent != 0, now_ns))
 			res.neighbors++;
+		else
+			res.neighbors_refused++;
+	}
 
-	// Flows: ESTABLISHED first, then the rest, until the table is full.
-	// From a snapshot taken while forwarding, TCP windows are judged
-	// liberally (as a flow picked up mid-stream): the old instance went
-	// on forwarding after it, so both ends are ahead of what it recorded.
-	bool live = true;
-	rd.each(summary_layout(), [&](const void* p) { live = static_cast<const summary_rec*>(p)->live != 0; });
+	// Flows: their lifetimes lose the downtime (expired ones are counted,
+	// not restored); ESTABLISHED first, then the rest, until the table is
+	// full. From a snapshot taken while forwarding, TCP windows are judged
+	// liberally (as a flow picked up mid-stream): the old instance went on
+	// forwarding after it, so both ends are ahead of what it recorded.
+	const uint64_t unix_now = unix_now_ns != 0 ? unix_now_ns : unix_ns();
+	const uint64_t down_ms =
+		sum.written_unix_ns != 0 && unix_now > sum.written_unix_ns ? (unix_now - sum.written_unix_ns) / 1'000'000 : 0;
+	res.downtime_ms = down_ms;
+	const bool live = sum.live != 0;
 	res.live = live;
 	uint64_t n4 = 0, n6 = 0;
-	rd.each(ct_layout(), [&](const void* p) { (static_cast<const ct_rec*>(p)->family == 6 ? n6 : n4)++; });
+	if (std::string e = rd.each(ct_layout(), [&](const void* p) { (static_cast<const ct_rec*>(p)->family == 6 ? n6 : n4)++; });
+	    !e.empty())
+		return path + ": " + e + " (the load balancer, routes and neighbours were restored)";
 	dp.ct().reserve(n4, n6);
 	bool full = false;
-	for (int pass = 0; pass < 2; pass++)
-		rd.each(ct_layout(), [&](const void* p) {
-			ct::flow_record f = from_rec(*static_cast<const ct_rec*>(p));
+	uint64_t rec = 0;
+	std::string flow_err;
+	for (int pass = 0; pass < 2 && flow_err.empty(); pass++) {
+		rec = 0;
+		const std::string e = rd.each(ct_layout(), [&](const void* p) {
+			const uint64_t i = rec++;
+			const ct_rec& r = *static_cast<const ct_rec*>(p);
+			const bool est = r.state == ct::tcp_established;
+			if (est != (pass == 0) || !flow_err.empty())
+				return;
+			if ((r.family != 4 && r.family != 6) || r.state == ct::st_none || r.state >= ct::kStates) {
+				res.flows_skipped++;  // counted: a record no flow can have
+				return;
+			}
+			ct::flow_record f = from_rec(r);
+			// Ingress ports (+1; 0: not known yet) by name.
+			for (ct::tcp_seen& side : f.seen)
+				if (side.port != 0) {
+					const int q = port_of(side.port - 1u);
+					side.port = q < 0 ? 0 : static_cast<uint8_t>(q + 1);
+				}
+			if (f.backend != 0) {
+				const auto it = be_id.find(f.backend);
+				f.backend = it != be_id.end() ? it->second : 0;
+			}
+			if (f.expires_in_ms <= down_ms) {
+				res.flows_expired++;
+				return;
+			}
+			f.expires_in_ms -= static_cast<uint32_t>(down_ms);
 			if (live && f.orig.proto == ct::kProtoTCP)
 				for (ct::tcp_seen& side : f.seen)
 					if (side.flags & ct::kSeenInit)
 						side.flags |= ct::kSeenLiberal;
-			const bool est = f.state == ct::tcp_established;
-			if (est != (pass == 0))
-				return;
 			if (full) {
 				res.flows_left++;
 				return;
 			}
+			(void)i;
 			const int rc = dp.ct().restore_flow(f, now_ns);
 			if (rc == 0)
 				res.flows++;
@@ -555,8 +739,16 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 				res.flows_skipped++;
 			}
 		});
-	rd.each(sockmap_layout(), [&](const void* p) {
+		if (!e.empty())
+			flow_err = e;
+	}
+	std::string sm_err = rd.each(sockmap_layout(), [&](const void* p) {
 		const auto& r = *static_cast<const sockmap_rec*>(p);
+		const int port = port_of(r.out_port);
+		if ((r.family != 4 && r.family != 6) || port < 0) {
+			res.sockmap_skipped++;
+			return;
+		}
 		ct::tuple t;
 		std::memset(&t, 0, sizeof(t));
 		t.family = r.family;
@@ -567,19 +759,23 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 		t.sport = r.sport;
 		t.dport = r.dport;
 		sockmap::redirect d{};
-		d.port = r.out_port;
+		d.port = static_cast<uint16_t>(port);
 		std::memcpy(d.dst_mac, r.dst_mac, 6);
 		std::memcpy(d.src_mac, r.src_mac, 6);
-		d.nat = r.nat;
+		d.nat = r.nat != 0;
 		std::memcpy(d.nat_addr, r.nat_addr, 16);
 		d.nat_port = r.nat_port;
 		if (dp.sm().restore_direction(t, d) == 0)
 			res.sockmap++;
+		else
+			res.sockmap_skipped++;
 	});
 	if (out != nullptr)
 		*out = res;
-	if (!lb_err.empty())
-		return path + ": restored, but " + lb_err;
+	if (!flow_err.empty())
+		return path + ": " + flow_err + " (flows before it were restored)";
+	if (!sm_err.empty())
+		return path + ": " + sm_err;
 	return "";
 }
 
@@ -595,13 +791,21 @@ std::string describe(const save_result& r)
 std::string describe(const restore_result& r)
 {
 	std::string s = std::to_string(r.flows) + " flows";
+	if (r.flows_expired != 0)
+		s += " (" + std::to_string(r.flows_expired) + " expired during the " + std::to_string(r.downtime_ms / 1000) +
+		     " s down: not restored)";
 	if (r.flows_left != 0)
 		s += " (" + std::to_string(r.flows_left) + " left out: the table is full; ESTABLISHED ones went first)";
 	if (r.flows_skipped != 0)
 		s += " (" + std::to_string(r.flows_skipped) + " skipped: repeated or malformed)";
 	return s + ", " + std::to_string(r.services) + " services, " + std::to_string(r.backends) + " backends, " +
 	       std::to_string(r.routes) + " routes, " + std::to_string(r.neighbors) + " neighbours, " +
-	       std::to_string(r.sockmap) + " sockmap entries, written by " + r.build;
+	       std::to_string(r.sockmap) + " sockmap entries, written by " + r.build +
+	       (r.yaml_changed ? "; the YAML changed since the save: services, backends, routes and static neighbours "
+				 "are the YAML's"
+			       : "; the YAML is the one saved with: services, backends and routes as they were (run-time "
+				 "changes included)") +
+	       (r.ports_unknown != 0 ? "; " + std::to_string(r.ports_unknown) + " ports of the file are not in the config" : "");
 }
 
 }  // namespace ctplane::dataplane

@@ -57,7 +57,12 @@ struct restore_result {
 	uint64_t flows = 0;          // restored
 	uint64_t flows_left = 0;     // did not fit (max_entries)
 	uint64_t flows_skipped = 0;  // a tuple restored twice, or a record no flow can have
+	uint64_t flows_expired = 0;  // their lifetime ended while ctplane was down
+	uint64_t downtime_ms = 0;    // from the save to this restore (wall clock)
 	uint64_t services = 0, backends = 0, routes = 0, neighbors = 0, sockmap = 0;
+	uint64_t neighbors_refused = 0, sockmap_skipped = 0;
+	uint64_t ports_unknown = 0;  // ports of the file whose name the config lacks
+	bool yaml_changed = false;   // services, backends, routes: the YAML's, not the file's
 	std::string build;           // the build that wrote the file
 	bool live = false;           // taken while forwarding: TCP windows restored liberal
 };
@@ -65,11 +70,13 @@ struct restore_result {
 // "" or what is wrong (the previous file at `path`, if any, stays). live:
 // the workers forward meanwhile (a running appliance's `state save`); false
 // once they stopped (the save on exit), when the snapshot is exact.
+// unix_now_ns: the wall clock at the save (0: the system's; tests pass one).
 std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
-		       save_result* out, bool live = true);
+		       save_result* out, bool live = true, uint64_t unix_now_ns = 0);
 // "" or what is wrong; on error nothing was changed.
+// unix_now_ns: the wall clock now (0: the system's; tests pass one).
 std::string restore_state(stack& dp, control_path& ctl, const std::string& path, uint64_t now_ns,
-			  restore_result* out);
+			  restore_result* out, uint64_t unix_now_ns = 0);
 // This build's layout of the CT records (the layout-change test writes
 // files with others).
 const state::layout& ct_layout();

@@ -25,6 +25,7 @@ constexpr size_t kHeader = 8 + 4 * 4;
 constexpr size_t kSectionHeader = 16 + 4 + 4 + 8 + 4 + 4;
 constexpr uint32_t kCrcInit = 0xffffffffu;
 constexpr size_t kBuffer = 1u << 20;
+constexpr size_t kMaxNames = 256;  // per field, in a file's manifest
 
 // CRC32C (Castagnoli) with the SSE4.2 crc32 instructions (x86-64-v2, the
 // build's floor), 8 bytes at a time, then 4, 2, 1: the values of DPDK's
@@ -197,8 +198,11 @@ std::string writer::open(const std::string& path, const std::vector<layout>& lay
 	m << "ctplane-state " << kVersion << "\nbuild " << build_id() << "\n";
 	for (const layout& l : layouts) {
 		m << "table " << l.table << " record " << l.record_size << "\n";
-		for (const field& f : l.fields)
+		for (const field& f : l.fields) {
 			m << "field " << f.name << " " << f.offset << " " << f.size << " " << ftype_name(f.type) << "\n";
+			for (const auto& [n, name] : f.names)
+				m << (f.named == naming::bits ? "bit " : "value ") << name << " " << n << "\n";
+		}
 	}
 	m << "end\n";
 	const std::string text = m.str();
@@ -389,6 +393,26 @@ std::string reader::open(const std::string& path)
 			if (!(ls >> f.name >> f.offset >> f.size >> t) || !type_of(t, &f.type))
 				return bad("expected \"field NAME OFFSET SIZE u8|u16|u32|u64|bytes\"");
 			sections_.back().file.fields.push_back(f);
+		} else if (w == "value" || w == "bit") {
+			if (sections_.empty() || sections_.back().file.fields.empty())
+				return bad(w + " before any field");
+			field& f = sections_.back().file.fields.back();
+			const naming kind = w == "bit" ? naming::bits : naming::values;
+			std::string name;
+			uint64_t n = 0;
+			if (!(ls >> name >> n) || type_size(f.type) == 0)
+				return bad("expected \"" + w + " NAME NUMBER\" after an integer field");
+			if (f.named != naming::none && f.named != kind)
+				return bad("field " + f.name + ": both values and bits named");
+			if (f.names.size() >= kMaxNames)
+				return bad("field " + f.name + ": more than " + std::to_string(kMaxNames) + " names");
+			for (const auto& [m, other] : f.names)
+				if (m == n || other == name)
+					return bad("field " + f.name + ": " + name + " or " + std::to_string(n) + " named twice");
+			if (kind == naming::bits && (n == 0 || (n & (n - 1)) != 0))
+				return bad("field " + f.name + ": bit " + name + " is not one bit");
+			f.named = kind;
+			f.names.emplace_back(n, name);
 		} else if (w == "end") {
 			ended = true;
 		} else if (!w.empty()) {
@@ -457,37 +481,92 @@ std::string reader::check(const layout& mine) const
 	if (s == nullptr)
 		return "";
 	for (const field& f : mine.fields)
-		if (const field* theirs = s->file.find(f.name))
-			if (theirs->size != f.size || theirs->type != f.type)
+		if (const field* theirs = s->file.find(f.name)) {
+			// An unsigned field widened since the file was written is
+			// zero-extended; any other change of size or type refuses.
+			const bool widened = type_size(theirs->type) != 0 && type_size(f.type) != 0 && theirs->size < f.size;
+			if ((theirs->size != f.size || theirs->type != f.type) && !widened)
 				return "table " + mine.table + ": field " + f.name + " is " + describe(*theirs) +
 				       " in the file, " + describe(f) + " here";
+		}
 	return "";
 }
 
-void reader::each(const layout& mine, const std::function<void(const void*)>& fn) const
+std::string reader::each(const layout& mine, const std::function<void(const void*)>& fn) const
 {
 	const section* s = find(mine.table);
 	if (s == nullptr)
-		return;
+		return "";
 	struct copy {
-		uint32_t from, to, size;
+		uint32_t from, to, from_size, to_size;
+		const field* mine = nullptr;    // named on both sides: mapped
+		const field* theirs = nullptr;
 	};
 	std::vector<copy> plan;
 	std::vector<uint8_t> blank(mine.record_size, 0);
 	for (const field& f : mine.fields) {
-		if (const field* theirs = s->file.find(f.name))
-			plan.push_back({theirs->offset, f.offset, f.size});
-		else if (f.dflt != 0 && type_size(f.type) != 0)
+		if (const field* theirs = s->file.find(f.name)) {
+			copy c{theirs->offset, f.offset, std::min(theirs->size, f.size), f.size};
+			if (f.named != naming::none && theirs->named == f.named) {
+				c.mine = &f;
+				c.theirs = theirs;
+			}
+			plan.push_back(c);
+		} else if (f.dflt != 0 && type_size(f.type) != 0) {
 			std::memcpy(blank.data() + f.offset, &f.dflt, f.size);  // little-endian
+		}
 	}
+	auto name_of = [](const field& f, uint64_t n) -> const std::string* {
+		for (const auto& [m, name] : f.names)
+			if (m == n)
+				return &name;
+		return nullptr;
+	};
+	auto number_of = [](const field& f, const std::string& name, uint64_t* n) {
+		for (const auto& [m, other] : f.names)
+			if (other == name) {
+				*n = m;
+				return true;
+			}
+		return false;
+	};
 	std::vector<uint8_t> rec(mine.record_size);
 	for (uint64_t i = 0; i < s->count; i++) {
 		const uint8_t* in = s->data + i * s->file.record_size;
 		std::memcpy(rec.data(), blank.data(), rec.size());
-		for (const copy& c : plan)
-			std::memcpy(rec.data() + c.to, in + c.from, c.size);
+		for (const copy& c : plan) {
+			std::memset(rec.data() + c.to, 0, c.to_size);
+			std::memcpy(rec.data() + c.to, in + c.from, c.from_size);  // little-endian: zero-extended
+			if (c.mine == nullptr)
+				continue;
+			uint64_t v = 0, out = 0;
+			std::memcpy(&v, in + c.from, c.from_size);
+			auto refuse = [&](const std::string& why) {
+				return "table " + mine.table + ": record " + std::to_string(i) + ": field " + c.mine->name + ": " + why;
+			};
+			if (c.mine->named == naming::values) {
+				const std::string* name = name_of(*c.theirs, v);
+				if (name == nullptr)
+					return refuse("value " + std::to_string(v) + " has no name in the file");
+				if (!number_of(*c.mine, *name, &out))
+					return refuse("value " + std::to_string(v) + " (\"" + *name + "\") is unknown to this build");
+			} else {
+				for (uint64_t bits = v; bits != 0; bits &= bits - 1) {
+					const uint64_t bit = bits & (~bits + 1);
+					const std::string* name = name_of(*c.theirs, bit);
+					uint64_t mine_bit = 0;
+					if (name == nullptr)
+						return refuse("bit " + std::to_string(bit) + " has no name in the file");
+					if (!number_of(*c.mine, *name, &mine_bit))
+						return refuse("flag \"" + *name + "\" is unknown to this build");
+					out |= mine_bit;
+				}
+			}
+			std::memcpy(rec.data() + c.to, &out, c.to_size);
+		}
 		fn(rec.data());
 	}
+	return "";
 }
 
 }  // namespace ctplane::state

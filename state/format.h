@@ -22,9 +22,12 @@
 // Every record field is described; a reader takes the fields of its own
 // layout by name from the writer's: a field the writer did not have gets
 // the reader's documented default (zero unless the layout says otherwise),
-// a field the reader does not know is skipped, and a field whose size or
-// type changed refuses the whole file with one line naming the table and
-// the field. A section whose record size or length disagrees with the
+// a field the reader does not know is skipped, an unsigned field that was
+// widened since is zero-extended, and a field whose type changed otherwise
+// (narrowed, bytes resized) refuses the whole file with one line naming the
+// table and the field. Enum values and flag bits are named in the manifest
+// and mapped by name: a number the file names with a name this build does
+// not know refuses the file, naming the table, the record and the field. A section whose record size or length disagrees with the
 // manifest, a CRC mismatch, a wrong magic or version, or a file cut short
 // is refused before anything is applied: reader::open() checks it all.
 //
@@ -50,11 +53,20 @@ namespace ctplane::state {
 enum class ftype : uint8_t { u8, u16, u32, u64, bytes };
 const char* ftype_name(ftype t) noexcept;
 
+// How an integer field's numbers are named: an enum's values, or flag bits.
+enum class naming : uint8_t { none, values, bits };
+
 struct field {
 	std::string name;
 	uint32_t offset = 0, size = 0;
 	ftype type = ftype::bytes;
 	uint64_t dflt = 0;  // reader side: the value when the file lacks the field (integers)
+	// The numbers' names (values: number -> name; bits: mask -> name), in
+	// the manifest after the field ("value NAME N" / "bit NAME MASK"): a
+	// reader maps the file's numbers to its own by name, so a renumbered
+	// enum or flag still restores right.
+	naming named = naming::none;
+	std::vector<std::pair<uint64_t, std::string>> names;
 };
 
 struct layout {
@@ -131,8 +143,12 @@ public:
 	std::string check(const layout& mine) const;
 	// Calls fn(const void* record in my layout) for every record of the
 	// table, in file order; check() first. A table absent from the file
-	// gives no records.
-	void each(const layout& mine, const std::function<void(const void*)>& fn) const;
+	// gives no records. "" or why a record cannot be read ("table ct:
+	// record 17: field state: value 9 (\"syn_proxy\") is unknown here"),
+	// after the records before it.
+	std::string each(const layout& mine, const std::function<void(const void*)>& fn) const;
+	// Whether the file has the table at all.
+	bool has(const std::string& table) const { return find(table) != nullptr; }
 
 private:
 	struct section {

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "ct/clock.h"
+#include "dataplane/ops.h"
 #include "dataplane/state_io.h"
 #include "appliance.h"
 #include "frames.h"
@@ -26,6 +27,8 @@ namespace {
 
 constexpr uint32_t kVip = 0x0a60000a;     // 10.96.0.10
 constexpr uint32_t kClient = 0xc0a8010a;  // 192.168.1.10
+// The wall clock of every save and restore here: no downtime between them.
+constexpr uint64_t kWall = 1'700'000'000ull * 1'000'000'000;
 
 const char* kConfig = R"(
 ports:
@@ -143,7 +146,7 @@ TEST_F(state_fixture, a_restored_appliance_continues_every_connection_through_th
 	ASSERT_TRUE(a.ctl->restore_neighbor(learnt, mac, 1, false, now));
 
 	save_result sr;
-	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, &sr), "");
+	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, &sr, true, kWall), "");
 	EXPECT_EQ(sr.flows, 66u);
 	EXPECT_EQ(sr.flows_changed, 0u);
 	EXPECT_EQ(sr.services, 2u);
@@ -155,7 +158,7 @@ TEST_F(state_fixture, a_restored_appliance_continues_every_connection_through_th
 	sized b;
 	now += 7'000'000'000ull;
 	restore_result rr;
-	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
 	EXPECT_EQ(rr.flows, 66u);
 	EXPECT_EQ(rr.flows_left, 0u);
 	EXPECT_EQ(rr.services, 2u);
@@ -228,10 +231,10 @@ TEST_F(state_fixture, a_live_snapshot_restores_liberal_windows_an_exact_one_stri
 		tcp_conversations().clear();
 		sized a;
 		const uint32_t be = open(a, 40000);
-		ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, live), "");
+		ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, live, kWall), "");
 		sized b;
 		restore_result rr;
-		ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
+		ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
 		EXPECT_EQ(rr.live, live);
 		// The old instance forwarded 1 MB more of the server's data after
 		// the snapshot: the client acknowledges far past it.
@@ -324,7 +327,7 @@ void write_other_build(const std::string& path, const state::layout& ct, unsigne
 		       const std::function<void(uint32_t, void*)>& fill)
 {
 	sized a;  // for this build's other layouts, via a save
-	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, 0, nullptr), "");
+	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, 0, nullptr, true, kWall), "");
 	state::reader rd;
 	ASSERT_EQ(rd.open(path), "");
 	std::vector<state::layout> ls;
@@ -352,7 +355,7 @@ TEST_F(state_fixture, a_snapshot_of_another_record_layout_is_read_by_field_name)
 	});
 	sized b;
 	restore_result rr;
-	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
 	EXPECT_EQ(rr.flows, 300u);
 	EXPECT_EQ(rr.services, 0u);  // the file's load balancer: none
 	for (uint32_t i = 0; i < 300; i++) {
@@ -384,7 +387,7 @@ TEST_F(state_fixture, a_field_whose_size_changed_refuses_the_file_and_changes_no
 	});
 	sized b;
 	restore_result rr;
-	EXPECT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr),
+	EXPECT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall),
 		  path + ": table ct: field expires_in_ms is 4 bytes (bytes) in the file, 4 bytes (u32) here");
 	EXPECT_EQ(b.dp->ct().size(), 0u);
 	EXPECT_EQ(b.dp->lb().stats().services, 2u);  // the config's, untouched
@@ -397,7 +400,7 @@ protected:
 		sized a;
 		for (uint16_t p = 40000; p < 40002; p++)
 			open(a, p);
-		ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr), "");
+		ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, true, kWall), "");
 		std::ifstream in(path, std::ios::binary);
 		std::stringstream ss;
 		ss << in.rdbuf();
@@ -413,7 +416,7 @@ protected:
 	{
 		sized b;
 		restore_result rr;
-		const std::string e = restore_state(*b.dp, *b.ctl, path, now, &rr);
+		const std::string e = restore_state(*b.dp, *b.ctl, path, now, &rr, kWall);
 		EXPECT_EQ(b.dp->ct().size(), 0u);
 		EXPECT_EQ(b.dp->lb().stats().backends, 3u);
 		unsigned routes = 0;
@@ -428,7 +431,7 @@ TEST_F(state_files, a_good_file_restores)
 {
 	sized b;
 	restore_result rr;
-	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
 	EXPECT_EQ(rr.flows, 2u);
 }
 
@@ -487,7 +490,7 @@ TEST_F(state_fixture, more_flows_than_the_table_holds_restore_established_first_
 	});
 	sized small(1024);
 	restore_result rr;
-	ASSERT_EQ(restore_state(*small.dp, *small.ctl, path, now, &rr), "");
+	ASSERT_EQ(restore_state(*small.dp, *small.ctl, path, now, &rr, kWall), "");
 	EXPECT_EQ(rr.flows, 1024u);
 	EXPECT_EQ(rr.flows_left, 3000u - 1024u);
 	// 2000 of the 3000 are ESTABLISHED: the 1024 restored are all of them.
@@ -517,20 +520,236 @@ TEST_F(state_fixture, saving_while_workers_forward_counts_what_changed_and_loses
 	save_result sr;
 	std::string e;
 	for (int k = 0; k < 20 && e.empty() && sr.flows_changed == 0; k++)
-		e = save_state(*a.dp, *a.ctl, path, now, &sr);
+		e = save_state(*a.dp, *a.ctl, path, now, &sr, true, kWall);
 	stop = true;
 	w.join();
 	ASSERT_EQ(e, "");
 	EXPECT_GE(sr.flows, 200u);
 	sized b;
 	restore_result rr;
-	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
 	for (uint16_t p = 40000; p < 40200; p++) {
 		ct::flow_view v;
 		ASSERT_TRUE(b.dp->ct().find(ct::tuple::v4(kClient, kVip, p, 80, ct::kProtoTCP), now, &v)) << p;
 		EXPECT_EQ(v.state, ct::tcp_established);
 	}
 	EXPECT_EQ(rr.flows + rr.flows_skipped, sr.flows);
+}
+
+// Writes `layouts` with fill(table, write-one-record) per table: a file of
+// another build, with the tables it chooses.
+void write_tables(const std::string& path, const std::vector<state::layout>& ls,
+		  const std::function<void(const std::string&, const std::function<void(const void*)>&)>& fill)
+{
+	state::writer w;
+	ASSERT_EQ(w.open(path, ls), "");
+	for (const state::layout& l : ls) {
+		ASSERT_EQ(w.begin(l.table), "");
+		fill(l.table, [&](const void* rec) { w.add(rec); });
+	}
+	ASSERT_EQ(w.finish(), "");
+}
+
+// This build's layouts, as its own save writes them.
+std::map<std::string, state::layout> own_layouts(const std::string& path)
+{
+	sized a;
+	EXPECT_EQ(save_state(*a.dp, *a.ctl, path, 0, nullptr, true, kWall), "");
+	state::reader rd;
+	EXPECT_EQ(rd.open(path), "");
+	std::map<std::string, state::layout> m;
+	for (const char* t : {"ports", "services", "backends", "routes", "neighbors", "ct", "sockmap", "summary"})
+		m[t] = *rd.file_layout(t);
+	return m;
+}
+
+TEST_F(state_fixture, a_file_missing_a_table_keeps_the_configs_and_brings_back_the_rest)
+{
+	auto own = own_layouts(path);
+	// Flows only: no services, backends, routes or neighbours in the file.
+	write_tables(path, {old_layout()}, [](const std::string&, const std::function<void(const void*)>& add) {
+		for (uint32_t i = 0; i < 10; i++) {
+			const old_ct_rec r = old_flow(i);
+			add(&r);
+		}
+	});
+	sized b;
+	restore_result rr;
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
+	EXPECT_EQ(rr.flows, 10u);
+	EXPECT_EQ(b.dp->lb().stats().services, 2u) << "the config's services stay";
+	EXPECT_EQ(b.dp->lb().stats().backends, 3u);
+	EXPECT_EQ(b.dp->pl().fib().route_count(), 2u) << "the config's routes stay";
+}
+
+TEST_F(state_fixture, flows_that_expired_while_ctplane_was_down_are_counted_not_restored)
+{
+	sized a;
+	for (uint16_t p = 40000; p < 40010; p++)
+		open(a, p);  // ESTABLISHED: 5 days
+	for (uint16_t p = 50000; p < 50005; p++) {  // SYN_SENT: 2 minutes
+		bytes syn = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(p, 80, ct::kSYN))));
+		ASSERT_EQ(a.send(syn, 0, now).f, fate::forward);
+	}
+	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, false, kWall), "");
+	// Ten minutes down.
+	const uint64_t down = 600ull * 1'000'000'000;
+	sized b;
+	now += 1'000'000'000;
+	restore_result rr;
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall + down), "");
+	EXPECT_EQ(rr.flows, 10u);
+	EXPECT_EQ(rr.flows_expired, 5u);
+	EXPECT_EQ(rr.downtime_ms, 600'000u);
+	EXPECT_NE(describe(rr).find("5 expired during the 600 s down"), std::string::npos) << describe(rr);
+	ct::flow_view v, w;
+	ASSERT_TRUE(a.dp->ct().find(ct::tuple::v4(kClient, kVip, 40000, 80, ct::kProtoTCP), now, &v));
+	ASSERT_TRUE(b.dp->ct().find(ct::tuple::v4(kClient, kVip, 40000, 80, ct::kProtoTCP), now, &w));
+	EXPECT_EQ(w.expires_ms - ct::table::ticks(now), v.expires_ms - ct::table::ticks(now - 1'000'000'000) - 600'000)
+		<< "the lifetime lost the downtime";
+	EXPECT_FALSE(b.dp->ct().find(ct::tuple::v4(kClient, kVip, 50000, 80, ct::kProtoTCP), now, &w));
+}
+
+TEST_F(state_fixture, a_renumbered_enum_and_moved_flags_restore_by_name_an_unknown_name_refuses)
+{
+	// Another build numbers the states backwards and keeps the flags in
+	// other bits: the manifest names them, the reader maps by name.
+	state::layout l = old_layout();
+	auto other_state = [](uint8_t s) { return static_cast<uint8_t>(ct::kStates - 1 - s); };
+	auto other_flags = [](uint8_t f) {
+		uint8_t o = 0;
+		for (unsigned b = 0; b < 8; b++)
+			if (f & (1u << b))
+				o |= static_cast<uint8_t>(1u << (7 - b));
+		return o;
+	};
+	for (state::field& f : l.fields) {
+		if (f.name == "state") {
+			f.named = state::naming::values;
+			for (unsigned v = 0; v < ct::kStates; v++)
+				f.names.emplace_back(other_state(static_cast<uint8_t>(v)), ct::state_name(static_cast<uint8_t>(v)));
+		}
+		if (f.name == "flags") {
+			f.named = state::naming::bits;
+			const std::pair<uint8_t, const char*> mine[] = {{ct::kOrigHi, "orig_hi"},  {ct::kReplied, "replied"},
+									{ct::kNat, "nat"},         {ct::kFinOrig, "fin_orig"},
+									{ct::kFinReply, "fin_reply"}, {ct::kFirstFinReply, "first_fin_reply"},
+									{ct::kSimOpen, "sim_open"}, {ct::kAssured, "assured"}};
+			for (const auto& [bit, name] : mine)
+				f.names.emplace_back(other_flags(bit), name);
+		}
+		if (f.name == "packets_orig") {  // narrower there: widened here (zero-extended)
+			f.size = 2;
+			f.type = ftype::u16;
+		}
+	}
+	write_other_build(path, l, 50, [&](uint32_t i, void* p) {
+		old_ct_rec r = old_flow(i);
+		r.state = other_state(r.state);
+		r.flags = other_flags(r.flags);
+		r.packets_orig = 0xabcd0000u | (10 + i);  // the high half is another field's in that build
+		std::memcpy(p, &r, sizeof(r));
+	});
+	sized b;
+	restore_result rr;
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
+	EXPECT_EQ(rr.flows, 50u);
+	for (uint32_t i = 0; i < 50; i++) {
+		const old_ct_rec r = old_flow(i);
+		ct::flow_view v;
+		ASSERT_TRUE(b.dp->ct().find(ct::tuple::v4(uint32_t{192} << 24 | 168 << 16 | 1 << 8 | r.src[3], 0x0a000101,
+							  r.sport, 443, ct::kProtoTCP),
+					    now, &v))
+			<< i;
+		EXPECT_EQ(v.state, r.state) << i;
+		EXPECT_EQ(v.flags & ~ct::kOrigHi, r.flags) << i;
+		EXPECT_EQ(v.packets[0], 10 + i) << "zero-extended from 16 bits";
+	}
+	// A state this build has no name for: refused, naming where.
+	for (state::field& f : l.fields)
+		if (f.name == "state")
+			f.names[3].second = "SYN_PROXY";
+	write_other_build(path, l, 50, [&](uint32_t i, void* p) {
+		old_ct_rec r = old_flow(i);
+		r.state = other_state(ct::tcp_established);
+		r.flags = 0;
+		std::memcpy(p, &r, sizeof(r));
+	});
+	sized c;
+	EXPECT_EQ(restore_state(*c.dp, *c.ctl, path, now, &rr, kWall),
+		  path + ": table ct: record 0: field state: value 12 (\"SYN_PROXY\") is unknown to this build (the load "
+			 "balancer, routes and neighbours were restored)");
+	EXPECT_EQ(c.dp->ct().size(), 0u);
+}
+
+TEST_F(state_fixture, the_yaml_is_the_desired_state_run_time_changes_come_back_only_with_the_same_yaml)
+{
+	sized a;
+	std::map<uint16_t, uint32_t> be;
+	for (uint16_t p = 40000; p < 40020; p++)
+		be[p] = open(a, p);
+	// A run-time route (ctplane-ctl) and a learnt neighbour.
+	config::route_spec rs;
+	ASSERT_EQ(dataplane::parse_prefix(std::string("172.16.0.0/12"), &rs.prefix), "");
+	rs.port = 1;
+	ASSERT_EQ(a.dp->pl().add_route(rs), "");
+	lb::address learnt;
+	ASSERT_TRUE(lb::parse_address("10.0.2.7", &learnt));
+	const uint8_t mac[6] = {0x02, 0xcc, 0, 0, 2, 7};
+	ASSERT_TRUE(a.ctl->restore_neighbor(learnt, mac, 1, false, now));
+	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, true, kWall), "");
+	// Same YAML: the run-time route comes back.
+	{
+		sized b;
+		restore_result rr;
+		ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
+		EXPECT_FALSE(rr.yaml_changed);
+		EXPECT_EQ(b.dp->pl().fib().route_count(), 3u);
+	}
+	// While ctplane was down the YAML dropped backend 10.0.1.2 and the
+	// 10.0.0.0/16 route went /17, with the ports in another order: the
+	// YAML's backends and routes; flows and learnt neighbours come back,
+	// each flow with its backend where the YAML kept it.
+	std::string y = sized::with_max(65536);
+	auto edit = [&](const std::string& from, const std::string& to) {
+		const size_t at = y.find(from);
+		ASSERT_NE(at, std::string::npos) << from;
+		y.replace(at, from.size(), to);
+	};
+	edit("  - {service: web, address: 10.0.1.2, port: 8080}\n", "");
+	edit("10.0.0.0/16, port: server", "10.0.0.0/17, port: server");
+	edit("  - {name: client, mac: \"02:00:00:00:00:01\", addresses: [192.168.1.1/24]}\n"
+	     "  - {name: server, mac: \"02:00:00:00:00:02\", addresses: [10.0.0.254/16]}\n",
+	     "  - {name: server, mac: \"02:00:00:00:00:02\", addresses: [10.0.0.254/16]}\n"
+	     "  - {name: client, mac: \"02:00:00:00:00:01\", addresses: [192.168.1.1/24]}\n");
+	appliance c(y);
+	restore_result rr;
+	ASSERT_EQ(restore_state(*c.dp, *c.ctl, path, now, &rr, kWall), "");
+	EXPECT_TRUE(rr.yaml_changed);
+	EXPECT_NE(describe(rr).find("the YAML changed since the save"), std::string::npos);
+	EXPECT_EQ(rr.flows, 20u);
+	EXPECT_EQ(c.dp->lb().stats().backends, 2u) << "the removed backend does not come back";
+	std::vector<std::string> routes;
+	c.dp->pl().for_each_route([&](const config::route_spec& r) { routes.push_back(net::to_string(r.prefix)); });
+	EXPECT_EQ(routes, (std::vector<std::string>{"10.0.0.0/17", "192.168.0.0/15"}));
+	bool neighbor_back = false;
+	c.ctl->for_each_neighbor([&](const neighbor_info& n) { neighbor_back = neighbor_back || n.addr == learnt; });
+	EXPECT_TRUE(neighbor_back);
+	const uint32_t kept = c.dp->lb().backend_id("web", [] {
+		lb::address x;
+		lb::parse_address("10.0.1.1", &x);
+		return x;
+	}(), 8080);
+	for (const auto& [p, addr] : be) {
+		ct::flow_view v;
+		ASSERT_TRUE(c.dp->ct().find(ct::tuple::v4(kClient, kVip, p, 80, ct::kProtoTCP), now, &v)) << p;
+		EXPECT_EQ(v.backend, addr == 0x0a000101 ? kept : 0u) << p;
+		// Ingress ports by name: the client's side is port 1 here.
+		bytes d = eth4(with_l4_csum(ipv4(kClient, kVip, tcp(p, 80, ct::kACK | ct::kPSH, 100))));
+		const outcome o = c.send(d, 1, now);
+		EXPECT_EQ(o.f, fate::forward) << drop_name(o.reason);
+		EXPECT_EQ(ip4_at(d, 14 + 16), addr) << "the flow's NAT goes on as recorded";
+	}
 }
 
 }  // namespace

@@ -767,7 +767,8 @@ class E2E(unittest.TestCase):
         # host: swapped in while a transfer runs, then back.
         base = ["10.0.0.0/24 dev client", "10.0.9.0/24 dev gen", "10.1.1.0/24 dev s1", "10.1.2.0/24 dev s2",
                 "2001:db8::/64 dev client", "2001:db8:1::/64 dev s1"]
-        extra = [f"20.{i >> 8}.{i & 255}.0/24 via 10.1.1.2 dev s1 proto bgp metric 20" for i in range(100000)]
+        extra = [f"{20 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}.0/24 via 10.1.1.2 dev s1 proto bgp metric 20"
+                 for i in range(100000)]
         big = os.path.join(T.dir, "routes-big.txt")
         with open(big, "w") as f:
             f.write("# generated\n" + "\n".join(base + extra) + "\n")
