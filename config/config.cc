@@ -389,7 +389,12 @@ void read_ports(const reader& r, const YAML::Node& node, const std::string& path
 		bool has_mac = false;
 		r.fields(item, ip,
 			 {
-				 {"name", [&](const YAML::Node& n, const std::string& q) { p.name = r.str(n, q); }},
+				 {"name",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  p.name = r.str(n, q);
+					  if (p.name.size() > 62)  // what a snapshot's port record holds
+						  r.fail(n, q, "a port name has at most 62 characters");
+				  }},
 				 {"device", [&](const YAML::Node& n, const std::string& q) { p.device = r.str(n, q); }},
 				 {"rp_filter",
 				  [&](const YAML::Node& n, const std::string& q) {

@@ -588,8 +588,12 @@ reply ops::ct_list(const std::string& params, uint64_t now_ns)
 	// A page ends where the reply is full (or at `limit`); "next" is the
 	// cursor to continue from, 0 once the table is done. Each page costs
 	// its own flows (plus those the filters pass over), not the table.
-	uint64_t rows = 0;
+	uint64_t rows = 0, visited = 0;
 	const uint64_t next = dp_.ct().walk(flt.cursor, [&](const ct::flow_view& f) {
+		// Bounded whether or not anything matches: a filter that matches
+		// nothing costs one budget per call, and "next" goes on.
+		if (++visited > kWalkBudget)
+			return false;
 		if (!flt.matches(f))
 			return true;
 		if (rows == flt.limit)
@@ -619,8 +623,9 @@ reply ops::ct_list(const std::string& params, uint64_t now_ns)
 
 // conntrack -D / -F: the matching flows leave through ct::table::erase, the
 // path every removal takes (a destroy event, the sockmap entry with it,
-// the erased counter). At most kDeleteBatch flows a call, so a reply never
-// waits on the whole table; "next" says where the next call goes on.
+// the erased counter). At most kDeleteBatch flows erased and kWalkBudget
+// visited a call, so a reply never waits on the whole table; "next" says
+// where the next call goes on.
 reply ops::ct_delete(const std::string& params, uint64_t now_ns, bool flush)
 {
 	reply r;
@@ -641,7 +646,10 @@ reply ops::ct_delete(const std::string& params, uint64_t now_ns, bool flush)
 	constexpr uint64_t kDeleteBatch = 65536;
 	const uint64_t batch = std::min(flt.limit, kDeleteBatch);
 	std::vector<ct::tuple> doomed;
+	uint64_t visited = 0;
 	const uint64_t next = dp_.ct().walk(flt.cursor, [&](const ct::flow_view& f) {
+		if (++visited > kWalkBudget)
+			return false;
 		if (!flt.matches(f))
 			return true;
 		if (doomed.size() == batch)

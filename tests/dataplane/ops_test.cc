@@ -6,6 +6,7 @@
 #include "dataplane/ops.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <cctype>
@@ -590,6 +591,87 @@ TEST_F(ops_fixture, neighbors_and_tables)
 	EXPECT_EQ(hist[0].at("table"), "ct4");
 	EXPECT_LT(std::stoull(hist[0].at("from_buckets")), std::stoull(hist[0].at("to_buckets")));
 	EXPECT_GT(num(run("/ctplane/ct/summary"), "hash4/grows"), 0u);
+}
+
+TEST_F(ops_fixture, a_filter_that_matches_nothing_costs_one_walk_budget_a_call)
+{
+	// 150K flows; a list and a delete whose filter matches none of them.
+	const uint64_t n = 150000;
+	for (uint64_t i = 0; i < n; i++) {
+		ct::flow_record f{};
+		f.orig = ct::tuple::v4(0xc0a80000 + static_cast<uint32_t>(i >> 16), 0x0a000101,
+				       static_cast<uint16_t>(i), 53, ct::kProtoUDP);
+		f.state = ct::udp_unreplied;
+		f.expires_in_ms = 600000;
+		ASSERT_EQ(dp->ct().restore_flow(f, now), 0) << i;
+	}
+	for (const char* cmd : {"/ctplane/ct/list", "/ctplane/ct/delete"}) {
+		uint64_t cursor = 0, calls = 0, rows_seen = 0, deleted = 0;
+		do {
+			const reply r = run(cmd, "addr=10.9.9.9,cursor=" + std::to_string(cursor));
+			ASSERT_EQ(error(r), "") << cmd;
+			if (get(r, "rows") != nullptr)
+				rows_seen += num(r, "rows");
+			if (get(r, "deleted") != nullptr)
+				deleted += num(r, "deleted");
+			cursor = num(r, "next");
+			calls++;
+		} while (cursor != 0 && calls < 100);
+		EXPECT_EQ(rows_seen + deleted, 0u) << cmd;
+		EXPECT_EQ(calls, (n + ops::kWalkBudget - 1) / ops::kWalkBudget) << cmd << ": one budget of flows a call";
+	}
+	EXPECT_EQ(dp->ct().size(), n);
+}
+
+TEST_F(ops_fixture, the_read_only_socket_refuses_writes_and_file_parameters_stay_in_their_folder)
+{
+	EXPECT_TRUE(ops::writes("/ctplane/route/add"));
+	EXPECT_TRUE(ops::writes("/ctplane/reload"));
+	EXPECT_TRUE(ops::writes("/ctplane/state/save"));
+	EXPECT_TRUE(ops::writes("/ctplane/ct/flush"));
+	EXPECT_FALSE(ops::writes("/ctplane/routes"));
+	EXPECT_FALSE(ops::writes("/ctplane/ct/list"));
+	reply r = op->run("/ctplane/route/add", "172.16.0.0/12,server", now, true);
+	EXPECT_NE(error(r).find("read-only socket refuses it"), std::string::npos) << error(r);
+	EXPECT_EQ(dp->pl().fib().route_count(), 2u);
+	EXPECT_EQ(error(op->run("/ctplane/routes", "", now, true)), "");
+	// route/replace: no folder configured, nothing read.
+	EXPECT_NE(error(run("/ctplane/route/replace", "/etc/hosts")).find("no folder is configured"), std::string::npos);
+	char tmpl[] = "/tmp/ctplane-ops-XXXXXX";
+	ASSERT_NE(mkdtemp(tmpl), nullptr);
+	const std::string dir = tmpl;
+	op->set_folders(dir, dir);
+	auto write = [&](const std::string& name, const std::string& text) {
+		std::FILE* f = std::fopen((dir + "/" + name).c_str(), "w");
+		ASSERT_NE(f, nullptr);
+		std::fputs(text.c_str(), f);
+		std::fclose(f);
+	};
+	write("good.txt", "192.168.0.0/15 dev client\n10.0.0.0/16 dev server\n172.16.0.0/12 via 10.0.1.1 dev server\n"
+			  "default via 10.0.1.2 dev server proto static metric 100\n");
+	write("bad.txt", "192.168.0.0/15 dev client\n# fine\n10.0.0.0/16 dev nosuch\n");
+	write("twice.txt", "192.168.0.0/15 dev client\n192.168.0.0/15 dev server\n");
+	EXPECT_NE(error(run("/ctplane/route/replace", "/etc/hosts")).find("is outside"), std::string::npos);
+	EXPECT_NE(error(run("/ctplane/route/replace", dir + "/../good.txt")).find("is outside"), std::string::npos)
+		<< "the folder part must resolve to the folder itself";
+	EXPECT_EQ(error(run("/ctplane/route/replace", dir + "/bad.txt")),
+		  dir + "/bad.txt:3:1: route replace: dev nosuch: no such port");
+	EXPECT_NE(error(run("/ctplane/route/replace", "twice.txt")).find("is given twice"), std::string::npos);
+	EXPECT_EQ(dp->pl().fib().route_count(), 2u) << "refused whole";
+	r = run("/ctplane/route/replace", "good.txt");
+	ASSERT_EQ(error(r), "");
+	EXPECT_EQ(num(r, "routes"), 4u);
+	EXPECT_EQ(dp->pl().fib().route_count(), 4u);
+	uint16_t port;
+	lb::address hop;
+	const uint8_t far[4] = {8, 8, 8, 8};
+	ASSERT_TRUE(dp->pl().next_hop_of(far, 4, &port, &hop));
+	EXPECT_EQ(net::to_string(hop), "10.0.1.2");
+	// state/save: into the folder only.
+	EXPECT_NE(error(run("/ctplane/state/save", "/tmp/elsewhere.snap")).find("no snapshots here"), std::string::npos);
+	for (const char* f : {"good.txt", "bad.txt", "twice.txt"})
+		std::remove((dir + "/" + f).c_str());
+	rmdir(dir.c_str());
 }
 
 }  // namespace

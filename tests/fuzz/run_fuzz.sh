@@ -3,14 +3,14 @@
 # each for a bounded time from its checked-in seed corpus
 # (tests/fuzz/corpus/<target>/; new finds go to $BUILD_DIR/corpus/<target>).
 #   tests/fuzz/run_fuzz.sh [seconds per target] [target ...]
-# Targets: parser pipeline config pcap telemetry. Installs clang when
+# Targets: parser pipeline config pcap telemetry state. Installs clang when
 # missing. Ends with "N passed, N failed" (one per target) for the CI summary.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(parser pipeline config pcap telemetry)
+[ ${#targets[@]} -eq 0 ] && targets=(parser pipeline config pcap telemetry state)
 out=${BUILD_DIR:-build-fuzz}
 need=()
 command -v clang++-14 >/dev/null || need+=(clang-14)
@@ -21,12 +21,12 @@ if [ ${#need[@]} -ne 0 ]; then
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 mkdir -p "$out/obj"
-flags=(-std=c++20 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -I.)
+flags=(-std=c++20 -O1 -g -march=x86-64-v2 -fsanitize=address,undefined -fno-sanitize-recover=undefined -I.)
 # The library sources the targets link (no DPDK: runtime.cc and main.cc stay out).
 srcs=(net/addr.cc maps/entry_alloc.cc maps/mem.cc maps/rcu.cc maps/seed.cc maps/slab.cc ct/table.cc lb/balancer.cc
-	lb/maglev.cc sockmap/sockmap.cc config/config.cc dataplane/parser.cc dataplane/pipeline.cc
+	lb/maglev.cc sockmap/sockmap.cc config/config.cc config/route_file.cc dataplane/parser.cc dataplane/pipeline.cc
 	dataplane/fib.cc dataplane/fragments.cc dataplane/stack.cc dataplane/control.cc dataplane/ops.cc dataplane/ct_text.cc dataplane/replay.cc
-	dataplane/capture.cc)
+	dataplane/capture.cc dataplane/reload.cc dataplane/ro_socket.cc dataplane/state_io.cc state/format.cc)
 objs=()
 pids=()
 for s in "${srcs[@]}"; do
@@ -54,13 +54,20 @@ for t in "${targets[@]}"; do
 	mkdir -p "$out/corpus/$t"
 	seeds=()
 	[ -d "tests/fuzz/corpus/$t" ] && seeds=("tests/fuzz/corpus/$t")
+	if [ "$t" = state ]; then  # a snapshot of the harness's own appliance
+		mkdir -p "$out/seed/state"
+		CTPLANE_FUZZ_WRITE_SEED="$out/seed/state/appliance.snap" "$bin" >/dev/null 2>&1 || true
+		seeds+=("$out/seed/state")
+	fi
 	# The targets that build the dataplane keep its tables in mmap'd regions
 	# (maps/mem.h), which LeakSanitizer does not scan: a pointer held only
 	# there (a Maglev table, say) would read as a leak. Their growth is
 	# bounded by -rss_limit_mb instead.
 	leaks=()
-	case "$t" in pipeline | pcap | telemetry) leaks=(-detect_leaks=0) ;; esac
-	if "$bin" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 \
+	case "$t" in pipeline | pcap | telemetry | state) leaks=(-detect_leaks=0) ;; esac
+	maxlen=4096
+	[ "$t" = state ] && maxlen=65536  # a snapshot's manifest alone is ~2 KiB
+	if "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 \
 		"${leaks[@]}" "$out/corpus/$t" "${seeds[@]}" >"$out/$t.log" 2>&1; then
 		echo "[fuzz] $t: $(grep -E 'stat::number_of_executed_units' "$out/$t.log" | awk '{print $2}') runs in ${secs} s, no finding"
 		passed=$((passed + 1))
