@@ -1341,7 +1341,7 @@ ct::stats table::stats() const noexcept
 // ---- snapshots ----------------------------------------------------------------------
 
 template <typename Fam>
-uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn)
+uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn, bool quiesce)
 {
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
@@ -1369,11 +1369,14 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 		fn(r);
 		n++;
 	};
-	for (uint64_t pos = 0; pos < maps::rhash<K, F>::kScanEnd;)
+	for (uint64_t pos = 0; pos < maps::rhash<K, F>::kScanEnd;) {
 		pos = fam.hash.scan(pos, 4096, [&](const K& k, F& f) {
 			one(k, f);
 			return true;
 		});
+		if (quiesce)
+			maps::rcu::quiescent();
+	}
 	fam.lru.erase_if([&](const K& k, F& f) {
 		one(k, f);
 		return false;
@@ -1381,10 +1384,10 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 	return n;
 }
 
-uint64_t table::export_flows(uint64_t now_ns, const std::function<void(const flow_record&)>& fn)
+uint64_t table::export_flows(uint64_t now_ns, const std::function<void(const flow_record&)>& fn, bool quiesce)
 {
 	const uint32_t now = ticks(now_ns);
-	return export_family(*f4_, now, fn) + export_family(*f6_, now, fn);
+	return export_family(*f4_, now, fn, quiesce) + export_family(*f6_, now, fn, quiesce);
 }
 
 template <typename Fam>

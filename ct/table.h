@@ -318,11 +318,15 @@ public:
 	std::string set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t shrink_pct) noexcept;
 
 	// ---- snapshots (state/, dataplane/state_io) ---------------------------------
-	// Control thread. Calls fn(const flow_record&) for every flow live at
+	// Control thread, or any registered RCU thread (a background save).
+	// Calls fn(const flow_record&) for every flow live at
 	// now_ns, hash and overflow LRU, lock-free (workers keep forwarding);
 	// a flow moving between the hash and the LRU meanwhile may be offered
 	// twice or missed. Returns the flows offered.
-	uint64_t export_flows(uint64_t now_ns, const std::function<void(const flow_record&)>& fn);
+	// quiesce: a quiescent state (maps/rcu.h) after each slice of buckets,
+	// for a thread of its own that must not hold grace periods back for
+	// the whole walk (the cursor is a position: nothing is held across).
+	uint64_t export_flows(uint64_t now_ns, const std::function<void(const flow_record&)>& fn, bool quiesce = false);
 	// Control thread: enters a flow as it was exported (its lifetime
 	// re-based on now_ns), no event. 0; -EEXIST (its tuple has a flow);
 	// -EINVAL (a record no flow can have: family, state, lifetime 0);
@@ -377,7 +381,7 @@ private:
 	void finish_eviction(Fam& fam, const unlink_later<typename Fam::key, typename Fam::flow>& l) noexcept;
 
 	template <typename Fam>
-	uint64_t export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn);
+	uint64_t export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn, bool quiesce);
 	template <typename Fam>
 	int restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept;
 	template <typename Fam>

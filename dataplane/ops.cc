@@ -212,7 +212,8 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/route/replace", "Swaps the whole route table for a routes file's. Params: FILE (in the config's folder)"},
 		{"/ctplane/neighbors", "Neighbours (ARP / ND). Params: cursor=ADDRESS,limit=N. Table"},
 		{"/ctplane/tables", "Table sizes and resize history"},
-		{"/ctplane/state/save", "Writes a state snapshot. Params: [FILE] (default: state.file)"},
+		{"/ctplane/state/save", "Writes a state snapshot in the background. Params: [FILE] (default: state.file)"},
+		{"/ctplane/state/status", "The last state save: running, file, error, what it wrote, ms"},
 		{"/ctplane/reload", "Applies the YAML while forwarding. Params: [FILE] (default: the running one's)"},
 	};
 	return c;
@@ -359,6 +360,13 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 			r.error("reload: " + e);
 		else
 			return reload_(file);
+		return r;
+	}
+	if (c == "state/status") {
+		if (state_status_)
+			return state_status_();
+		reply r;
+		r.error("no snapshots here (the running ctplane writes them)");
 		return r;
 	}
 	if (c == "state/save") {

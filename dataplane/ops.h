@@ -46,7 +46,10 @@
 //                                    "changes": one row per kind; FILE in
 //                                    the running config's folder
 //   /ctplane/state/save,[FILE]       a snapshot (dataplane/state_io.h) to
-//                                    FILE (in state.dir) or state.file
+//                                    FILE (in state.dir) or state.file,
+//                                    written in the background: "started"
+//   /ctplane/state/status            the last save: running, file, error,
+//                                    flows, routes, ..., ms
 //
 // Writes (ops::writes: ct/delete, ct/flush, backend/*, route/add, del and
 // replace, reload, state/save) are the control socket's; the read-only
@@ -139,6 +142,9 @@ public:
 	// pipeline library has none): fn(file, now_ns) -> the reply.
 	using state_save_fn = std::function<reply(const std::string& file, uint64_t now_ns)>;
 	void set_state_saver(state_save_fn fn) { state_save_ = std::move(fn); }
+	// What /ctplane/state/status answers (the background save's progress).
+	using state_status_fn = std::function<reply()>;
+	void set_state_status(state_status_fn fn) { state_status_ = std::move(fn); }
 	// What /ctplane/reload runs (the runtime knows its config file):
 	// fn(file, confined to the config's folder, or "" for the running
 	// one) -> the reply.
@@ -178,6 +184,7 @@ private:
 	control_path& ctl_;
 	port_stats_fn port_stats_;
 	state_save_fn state_save_;
+	state_status_fn state_status_;
 	reload_fn reload_;
 	std::string config_dir_, state_dir_;
 	std::deque<std::pair<uint64_t, ct::event>> events_;  // (seq, event)

@@ -584,15 +584,27 @@ int run_main(int argc, char** argv)
 		if (event_log)
 			dp->set_event_sink([&](const ct::event& e) { op.record(e); });
 		op.set_event_log(event_log);
+		// Snapshots in the background (dataplane/state_io.h state_saver):
+		// the control loop goes on while the file is written.
+		state_saver saver;
 		op.set_state_saver([&](const std::string& file, uint64_t now) {
 			reply r;
-			save_result sr;
-			const uint64_t t = clk.now_ns();
-			if (std::string e = save_state(*dp, ctl, file, now, &sr); !e.empty()) {
+			if (std::string e = saver.start(*dp, ctl, file, now); !e.empty()) {
 				r.error(e);
 				return r;
 			}
-			r.text("file", file);
+			r.text("started", file);
+			r.num("id", saver.poll().id);
+			return r;
+		});
+		op.set_state_status([&] {
+			const state_saver::status st = saver.poll();
+			reply r;
+			r.num("id", st.id);
+			r.num("running", st.running ? 1 : 0);
+			r.text("file", st.file);
+			r.text("error", st.error);
+			const save_result& sr = st.result;
 			r.num("flows", sr.flows);
 			r.num("flows_changed", sr.flows_changed);
 			r.num("services", sr.services);
@@ -601,7 +613,7 @@ int run_main(int argc, char** argv)
 			r.num("neighbors", sr.neighbors);
 			r.num("sockmap", sr.sockmap);
 			r.num("bytes", sr.bytes);
-			r.num("ms", (clk.now_ns() - t) / 1'000'000);
+			r.num("ms", st.ms);
 			return r;
 		});
 		// A reload: the running config file, or another; the result as a
@@ -742,6 +754,7 @@ int run_main(int argc, char** argv)
 				rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
 		for (void* m = nullptr; rte_ring_dequeue(inject_ring, &m) == 0;)
 			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
+		saver.wait();  // a background save ends before the exit's and before the stack goes
 		if (c.state.save_on_exit) {
 			save_result sr;
 			const uint64_t t = clk.now_ns();

@@ -329,27 +329,32 @@ std::string name_of(const char (&n)[N])
 
 }  // namespace
 
-std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
-		       save_result* out, bool live, uint64_t unix_now_ns)
-{
-	save_result res;
-	state::writer w;
-	if (std::string e = w.open(path, layouts()); !e.empty())
-		return e;
-	lb::balancer& lb = dp.lb();
+// What a save takes from the control thread's own structures (the load
+// balancer's names and members, the neighbour table, the config), copied
+// there; the rest (routes, flows, the sockmap) is read under RCU by
+// whichever thread writes the file.
+struct save_plan {
+	std::vector<port_rec> ports;
+	std::vector<service_rec> services;
+	std::vector<backend_rec> backends;
+	std::vector<neighbor_rec> neighbors;
+	uint64_t digest = 0;
+};
 
-	if (std::string e = w.begin("ports"); !e.empty())
-		return e;
+namespace {
+
+save_plan collect(stack& dp, const control_path& ctl)
+{
+	save_plan p;
 	for (size_t i = 0; i < dp.cfg().ports.size(); i++) {
 		port_rec r;
 		std::memset(&r, 0, sizeof(r));
 		r.index = static_cast<uint16_t>(i);
 		const std::string& n = dp.cfg().ports[i].name;
 		std::memcpy(r.name, n.data(), std::min(n.size(), sizeof(r.name)));
-		w.add(&r);
+		p.ports.push_back(r);
 	}
-	if (std::string e = w.begin("services"); !e.empty())
-		return e;
+	lb::balancer& lb = dp.lb();
 	lb.for_each_service([&](uint32_t id, const lb::service& s) {
 		service_rec r;
 		std::memset(&r, 0, sizeof(r));
@@ -361,11 +366,8 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 		std::memcpy(r.vip, s.frontend.addr, 16);
 		const std::string& n = lb.service_name(id);
 		std::memcpy(r.name, n.data(), std::min(n.size(), sizeof(r.name)));
-		w.add(&r);
-		res.services++;
+		p.services.push_back(r);
 	});
-	if (std::string e = w.begin("backends"); !e.empty())
-		return e;
 	lb.for_each_backend([&](uint32_t id, const lb::backend& b) {
 		backend_rec r;
 		std::memset(&r, 0, sizeof(r));
@@ -373,30 +375,11 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 		r.service = b.service;
 		std::memcpy(r.addr, b.ep.addr, 16);
 		r.family = b.ep.family;
-		r.state = b.state;
+		r.state = std::atomic_ref<const uint8_t>(b.state).load(std::memory_order_relaxed);
 		r.port = b.ep.port;
-		r.weight = b.weight;
-		w.add(&r);
-		res.backends++;
+		r.weight = std::atomic_ref<const uint32_t>(b.weight).load(std::memory_order_relaxed);
+		p.backends.push_back(r);
 	});
-	if (std::string e = w.begin("routes"); !e.empty())
-		return e;
-	dp.pl().for_each_route([&](const config::route_spec& s) {
-		route_rec r;
-		std::memset(&r, 0, sizeof(r));
-		std::memcpy(r.prefix, s.prefix.addr, 16);
-		r.family = s.prefix.family;
-		r.len = s.prefix.len;
-		r.port = static_cast<uint16_t>(s.port);
-		if (s.has_via) {
-			std::memcpy(r.via, s.via.addr, 16);
-			r.via_family = s.via.family;
-		}
-		w.add(&r);
-		res.routes++;
-	});
-	if (std::string e = w.begin("neighbors"); !e.empty())
-		return e;
 	ctl.for_each_neighbor([&](const neighbor_info& n) {
 		if (n.state == nb_state::incomplete || n.state == nb_state::failed)
 			return;  // nothing known yet, or nothing any more
@@ -407,17 +390,87 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 		r.permanent = n.state == nb_state::permanent;
 		r.port = n.port;
 		std::memcpy(r.mac, n.mac, 6);
-		w.add(&r);
-		res.neighbors++;
+		p.neighbors.push_back(r);
 	});
+	p.digest = config::desired_state_digest(dp.cfg()) | 1;  // never 0 (0: not known)
+	return p;
+}
+
+// Writes the file from a plan and what RCU readers may walk: routes, flows
+// and the sockmap. quiesce: the caller is a thread of its own (a
+// background save) and reports quiescent states between slices.
+std::string write_state(stack& dp, const save_plan& p, const std::string& path, uint64_t now_ns, save_result* out,
+			bool live, uint64_t unix_now_ns, bool quiesce)
+{
+	save_result res;
+	state::writer w;
+	if (std::string e = w.open(path, layouts()); !e.empty())
+		return e;
+	auto table = [&](const char* name, const auto& recs, uint64_t* count) {
+		if (std::string e = w.begin(name); !e.empty())
+			return e;
+		for (const auto& r : recs)
+			w.add(&r);
+		if (count != nullptr)
+			*count = recs.size();
+		return std::string();
+	};
+	if (std::string e = table("ports", p.ports, nullptr); !e.empty())
+		return e;
+	if (std::string e = table("services", p.services, &res.services); !e.empty())
+		return e;
+	if (std::string e = table("backends", p.backends, &res.backends); !e.empty())
+		return e;
+	if (std::string e = w.begin("routes"); !e.empty())
+		return e;
+	// In slices of kRouteSlice routes, each resumed after the last one
+	// written (the route walk's cursor is a prefix).
+	constexpr uint64_t kRouteSlice = 65536;
+	net::prefix from;
+	bool started = false, more = true;
+	while (more) {
+		uint64_t n = 0;
+		more = false;
+		dp.pl().for_each_route_from(started ? &from : nullptr, [&](const config::route_spec& s) {
+			if (started && n == 0 && s.prefix == from)
+				return true;  // written in the slice before
+			if (n == kRouteSlice) {
+				more = true;
+				return false;
+			}
+			route_rec r;
+			std::memset(&r, 0, sizeof(r));
+			std::memcpy(r.prefix, s.prefix.addr, 16);
+			r.family = s.prefix.family;
+			r.len = s.prefix.len;
+			r.port = static_cast<uint16_t>(s.port);
+			if (s.has_via) {
+				std::memcpy(r.via, s.via.addr, 16);
+				r.via_family = s.via.family;
+			}
+			w.add(&r);
+			res.routes++;
+			from = s.prefix;
+			started = true;
+			n++;
+			return true;
+		});
+		if (quiesce)
+			maps::rcu::quiescent();
+	}
+	if (std::string e = table("neighbors", p.neighbors, &res.neighbors); !e.empty())
+		return e;
 
 	if (std::string e = w.begin("ct"); !e.empty())
 		return e;
 	const uint64_t before = created_destroyed(dp.ct().stats());
-	res.flows = dp.ct().export_flows(now_ns, [&](const ct::flow_record& f) {
-		const ct_rec r = to_rec(f);
-		w.add(&r);
-	});
+	res.flows = dp.ct().export_flows(
+		now_ns,
+		[&](const ct::flow_record& f) {
+			const ct_rec r = to_rec(f);
+			w.add(&r);
+		},
+		quiesce);
 	res.flows_changed = created_destroyed(dp.ct().stats()) - before;
 
 	if (std::string e = w.begin("sockmap"); !e.empty())
@@ -450,7 +503,7 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 	sum.flows = res.flows;
 	sum.flows_changed = res.flows_changed;
 	sum.live = live ? 1 : 0;
-	sum.config_digest = config::desired_state_digest(dp.cfg()) | 1;  // never 0 (0: not known)
+	sum.config_digest = p.digest;
 	w.add(&sum);
 	if (std::string e = w.finish(); !e.empty())
 		return e;
@@ -459,6 +512,70 @@ std::string save_state(stack& dp, const control_path& ctl, const std::string& pa
 	if (out != nullptr)
 		*out = res;
 	return "";
+}
+
+}  // namespace
+
+std::string save_state(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns,
+		       save_result* out, bool live, uint64_t unix_now_ns)
+{
+	const save_plan p = collect(dp, ctl);
+	return write_state(dp, p, path, now_ns, out, live, unix_now_ns, false);
+}
+
+// ---- state_saver ---------------------------------------------------------------------
+
+state_saver::~state_saver()
+{
+	if (th_.joinable())
+		th_.join();
+}
+
+std::string state_saver::start(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns)
+{
+	std::lock_guard<std::mutex> g(mu_);
+	if (st_.running)
+		return "a save is running (" + st_.file + ", started " + std::to_string((mono_ms() - started_ms_) / 1000) +
+		       " s ago): one at a time";
+	if (th_.joinable())
+		th_.join();  // the last one, finished
+	auto plan = std::make_shared<save_plan>(collect(dp, ctl));
+	st_ = status{};
+	st_.id = ++ids_;
+	st_.running = true;
+	st_.file = path;
+	started_ms_ = mono_ms();
+	th_ = std::thread([this, &dp, plan, path, now_ns] {
+		maps::rcu::register_thread();
+		save_result r;
+		const std::string e = write_state(dp, *plan, path, now_ns, &r, true, 0, true);
+		maps::rcu::unregister_thread();
+		std::lock_guard<std::mutex> g(mu_);
+		st_.running = false;
+		st_.error = e;
+		st_.result = r;
+		st_.ms = mono_ms() - started_ms_;
+	});
+	return "";
+}
+
+void state_saver::wait()
+{
+	if (th_.joinable())
+		th_.join();
+}
+
+state_saver::status state_saver::poll()
+{
+	std::lock_guard<std::mutex> g(mu_);
+	return st_;
+}
+
+uint64_t state_saver::mono_ms()
+{
+	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+					     std::chrono::steady_clock::now().time_since_epoch())
+					     .count());
 }
 
 std::string restore_state(stack& dp, control_path& ctl, const std::string& path, uint64_t now_ns,

@@ -38,7 +38,9 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "dataplane/control.h"
 #include "dataplane/stack.h"
@@ -80,6 +82,42 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 // This build's layout of the CT records (the layout-change test writes
 // files with others).
 const state::layout& ct_layout();
+
+// A save that does not stop the control thread: start() copies what only
+// the control thread may read (services, backends, neighbours: small) and
+// returns; a thread of its own, registered with RCU, walks the routes, the
+// CT and the sockmap in slices with quiescent states between them (no
+// grace period waits for the whole walk) and writes the file, while the
+// control loop goes on growing the CT, collecting and resolving. One save
+// at a time; poll() says how the last one went. The stack must outlive it
+// (the destructor waits for a running save).
+class state_saver {
+public:
+	struct status {
+		uint64_t id = 0;  // 0: none yet
+		bool running = false;
+		std::string file, error;
+		save_result result;
+		uint64_t ms = 0;
+	};
+	state_saver() = default;
+	~state_saver();
+	state_saver(const state_saver&) = delete;
+	state_saver& operator=(const state_saver&) = delete;
+	// Control thread: "" (started) or why not.
+	std::string start(stack& dp, const control_path& ctl, const std::string& path, uint64_t now_ns);
+	status poll();
+	// Waits for a running save to end (before the stack goes).
+	void wait();
+
+private:
+	static uint64_t mono_ms();
+	std::mutex mu_;
+	std::thread th_;
+	status st_;
+	uint64_t ids_ = 0;
+	uint64_t started_ms_ = 0;
+};
 // One line for the log.
 std::string describe(const save_result& r);
 std::string describe(const restore_result& r);

@@ -752,5 +752,60 @@ TEST_F(state_fixture, the_yaml_is_the_desired_state_run_time_changes_come_back_o
 	}
 }
 
+TEST_F(state_fixture, a_background_save_runs_while_the_control_thread_grows_collects_and_changes_routes)
+{
+	sized a;
+	for (uint16_t p = 40000; p < 40200; p++)
+		open(a, p);
+	std::atomic<bool> stop{false};
+	std::thread w([&] {  // a worker: new UDP flows all along
+		maps::rcu::thread_registration r;
+		uint64_t t = now;
+		for (uint32_t i = 0; !stop.load(); i++) {
+			bytes f = eth4(with_l4_csum(ipv4(0xc0a80100 + (i % 200), 0x0a000101, udp(static_cast<uint16_t>(1000 + i % 30000), 53, 8))));
+			frame fr{f.data(), static_cast<uint32_t>(f.size()), 0};
+			outcome o;
+			a.dp->pl().process(&fr, 1, t += 1000, &o, 0);
+			maps::rcu::quiescent();
+		}
+	});
+	state_saver saver;
+	ASSERT_EQ(saver.start(*a.dp, *a.ctl, path, now), "");
+	EXPECT_NE(saver.start(*a.dp, *a.ctl, path, now).find("one at a time"), std::string::npos);
+	// The control thread goes on: growth, GC, route changes (each waits
+	// for a grace period, which the saver's slices let through), ARP.
+	unsigned passes = 0;
+	lb::address gw;
+	ASSERT_TRUE(lb::parse_address("10.0.1.1", &gw));
+	for (; saver.poll().running || passes < 20; passes++) {
+		a.dp->grow();
+		a.dp->tick(now + passes * 10'000'000ull);
+		config::route_spec rs;
+		ASSERT_EQ(dataplane::parse_prefix(std::string("172.16.0.0/12"), &rs.prefix), "");
+		rs.port = 1;
+		rs.has_via = passes % 2 == 0;
+		rs.via = gw;
+		ASSERT_EQ(a.dp->pl().add_route(rs), "");
+		const uint8_t mac[6] = {2, 0xbb, 0, 0, 0, static_cast<uint8_t>(passes)};
+		a.dp->pl().set_neighbor(gw, mac);
+		a.dp->pl().maintain(now);
+		ASSERT_LT(passes, 1'000'000u);
+	}
+	stop = true;
+	w.join();
+	const state_saver::status st = saver.poll();
+	ASSERT_EQ(st.error, "");
+	EXPECT_EQ(st.file, path);
+	EXPECT_GE(st.result.flows, 200u);
+	EXPECT_GE(st.result.routes, 2u);
+	sized b;
+	restore_result rr;
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr), "");
+	for (uint16_t p = 40000; p < 40200; p++) {
+		ct::flow_view v;
+		ASSERT_TRUE(b.dp->ct().find(ct::tuple::v4(kClient, kVip, p, 80, ct::kProtoTCP), now, &v)) << p;
+	}
+}
+
 }  // namespace
 }  // namespace ctplane::dataplane::test

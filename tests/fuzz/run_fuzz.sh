@@ -67,7 +67,7 @@ for t in "${targets[@]}"; do
 	case "$t" in pipeline | pcap | telemetry | state) leaks=(-detect_leaks=0) ;; esac
 	maxlen=4096
 	[ "$t" = state ] && maxlen=65536  # a snapshot's manifest alone is ~2 KiB
-	if "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 \
+	if "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix="$out/" \
 		"${leaks[@]}" "$out/corpus/$t" "${seeds[@]}" >"$out/$t.log" 2>&1; then
 		echo "[fuzz] $t: $(grep -E 'stat::number_of_executed_units' "$out/$t.log" | awk '{print $2}') runs in ${secs} s, no finding"
 		passed=$((passed + 1))

@@ -134,6 +134,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 	w.dp->ct().for_each([&](const ct::flow_view& v) { all.push_back(v.orig); });
 	for (const ct::tuple& t : all)
 		w.dp->ct().erase(t, 1'000'000'000'000ull);
+	// Route tables replaced by a restore are freed after a grace period,
+	// as the control loop's tick does.
+	w.dp->pl().maintain(1'000'000'000'000ull);
 	maps::rcu::quiescent();
 	return 0;
 }
