@@ -365,6 +365,7 @@ void read_control(const reader& r, const YAML::Node& node, const std::string& pa
 			 {"queue_per_neighbor", u32(c.queue_per_neighbor, 0, 64)},
 			 {"queue_total", u32(c.queue_total, 0, 1u << 20)},
 			 {"probe_rate", u32(c.probe_rate, 1, 1'000'000)},
+			 {"pass_budget_us", u32(c.pass_budget_us, 50, 1'000'000)},
 			 {"punt",
 			  [&](const YAML::Node& n, const std::string& p) {
 				  r.fields(n, p,
@@ -771,6 +772,8 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 				 {"telemetry",
 				  [&](const YAML::Node& n, const std::string& p) {
 					  telemetry_spec& t = cfg.telemetry;
+					  if (n.IsNull())
+						  return;  // every key commented out: the defaults
 					  r.fields(n, p,
 						   {
 							   {"owner",
@@ -792,6 +795,8 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 				 {"telemetry",
 				  [&](const YAML::Node& n, const std::string& p) {
 					  telemetry_spec& t = cfg.telemetry;
+					  if (n.IsNull())
+						  return;  // every key commented out: the defaults
 					  r.fields(n, p,
 						   {
 							   {"owner",

@@ -115,6 +115,9 @@ struct control_spec {
 	uint32_t punt_resolve = 2000;
 	uint32_t punt_icmp = 2000;
 	uint32_t punt_other = 2000;
+	// The control loop's pass budget: its sweeps work in slices sized to
+	// stay under it, and passes over it are counted (stats control).
+	uint32_t pass_budget_us = 1000;
 };
 
 // `state:`: the snapshot file (dataplane/state_io.h). At start, ctplane

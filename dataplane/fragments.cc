@@ -70,13 +70,15 @@ bool fragments::ports_of(const parsed& p, uint16_t in_port, uint64_t now_ns, uin
 void fragments::maintain(uint64_t now_ns) noexcept
 {
 	const uint32_t now = ticks(now_ns);
+	// A slice of the table per call, from where the last one stopped.
 	std::vector<key> old;
-	for (uint64_t pos = 0; pos < decltype(frags_)::kScanEnd;)
-		pos = frags_.scan(pos, 4096, [&](const key& k, val& v) {
-			if (static_cast<int32_t>(now - v.expires) >= 0)
-				old.push_back(k);
-			return true;
-		});
+	frag_pos_ = frags_.scan(frag_pos_, kSweepBuckets, [&](const key& k, val& v) {
+		if (static_cast<int32_t>(now - v.expires) >= 0)
+			old.push_back(k);
+		return true;
+	});
+	if (frag_pos_ >= decltype(frags_)::kScanEnd)
+		frag_pos_ = 0;
 	for (const key& k : old) {
 		if (frags_.erase(k) != 0)
 			continue;
@@ -86,12 +88,13 @@ void fragments::maintain(uint64_t now_ns) noexcept
 	// Sources with nothing in flight are forgotten (a worker that raced
 	// the erase loses one count: the cap errs towards admitting).
 	std::vector<src_key> idle;
-	for (uint64_t pos = 0; pos < decltype(src_)::kScanEnd;)
-		pos = src_.scan(pos, 4096, [&](const src_key& k, src_val& v) {
-			if (std::atomic_ref<uint32_t>(v.count).load(std::memory_order_relaxed) == 0)
-				idle.push_back(k);
-			return true;
-		});
+	src_pos_ = src_.scan(src_pos_, kSweepBuckets, [&](const src_key& k, src_val& v) {
+		if (std::atomic_ref<uint32_t>(v.count).load(std::memory_order_relaxed) == 0)
+			idle.push_back(k);
+		return true;
+	});
+	if (src_pos_ >= decltype(src_)::kScanEnd)
+		src_pos_ = 0;
 	for (const src_key& k : idle)
 		src_.erase(k);
 	src_.maintain(1u << 16);

@@ -41,6 +41,9 @@ public:
 	// reordered behind it still passes.
 	bool ports_of(const parsed& p, uint16_t in_port, uint64_t now_ns, uint16_t* sport, uint16_t* dport) const noexcept;
 	// Forgets what is older than kTimeoutMs; grows and shrinks the tables.
+	// Sweeps a slice of kSweepBuckets buckets of each table a call, from
+	// where the last one stopped.
+	static constexpr size_t kSweepBuckets = 4096;
 	void maintain(uint64_t now_ns) noexcept;
 
 private:
@@ -70,6 +73,7 @@ private:
 
 	maps::rhash<key, val> frags_;
 	maps::rhash<src_key, src_val> src_;
+	uint64_t frag_pos_ = 0, src_pos_ = 0;  // the sweeps' cursors
 };
 
 }  // namespace ctplane::dataplane

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "ct/state.h"
+#include "dataplane/control_loop.h"
 #include "dataplane/ct_text.h"
 #include "maps/mem.h"
 
@@ -193,6 +194,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/stats/ports", "Per-port counters. Params: cursor=PORT,limit=N. Table"},
 		{"/ctplane/stats/lcores", "Per-worker counters. Params: cursor=LCORE,limit=N. Table"},
 		{"/ctplane/stats/stages", "Per pipeline stage: calls, packets, TSC clocks per packet (sampled). Table"},
+		{"/ctplane/stats/control", "The control loop's passes: longest and its phase, over the budget, histogram. Table"},
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
@@ -327,6 +329,8 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return stats_lcores(params);
 	if (c == "stats/stages")
 		return stats_stages();
+	if (c == "stats/control")
+		return stats_control();
 	if (c == "ct/summary")
 		return ct_summary();
 	if (c == "ct/list")
@@ -384,6 +388,29 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 	}
 	reply r;
 	r.error("unknown command " + cmd);
+	return r;
+}
+
+reply ops::stats_control()
+{
+	reply r;
+	if (passes_ == nullptr) {
+		r.error("no control loop here (the running ctplane times its passes)");
+		return r;
+	}
+	const pass_stats& p = *passes_;
+	r.num("passes", p.passes());
+	r.num("budget_us", p.budget_ns() / 1000);
+	r.num("over_budget", p.over_budget());
+	r.num("longest_us", p.longest_ns() / 1000);
+	r.text("longest_phase", p.longest_phase());
+	r.num("last_us", p.last_ns() / 1000);
+	r.num("sum_us", p.sum_ns() / 1000);
+	table_out t(r, {"le_us", "passes"});
+	for (unsigned i = 0; i <= pass_stats::kBuckets; i++)
+		t.add({i < pass_stats::kBuckets ? std::to_string(pass_stats::bucket_le_ns(i) / 1000) : "inf",
+		       std::to_string(p.histogram()[i])});
+	t.finish(0);
 	return r;
 }
 

@@ -20,6 +20,8 @@
 //   /ctplane/stats/ports[,cursor=PORT][,limit=N]   per port (the runtime's counters)
 //   /ctplane/stats/lcores[,cursor=LCORE][,limit=N] per worker lcore
 //   /ctplane/stats/stages            per pipeline stage (VPP's show runtime)
+//   /ctplane/stats/control           the control loop's passes: longest (and
+//                                    its phase), over the budget, histogram
 //   /ctplane/ct/summary              sizes, counters, hash load and resizes
 //   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,cursor=C][,limit=N]
 //                                    a page; "next": the cursor of the next (0: done)
@@ -71,6 +73,8 @@
 #include "dataplane/stack.h"
 
 namespace ctplane::dataplane {
+
+class pass_stats;  // dataplane/control_loop.h
 
 struct reply {
 	struct value {
@@ -142,6 +146,8 @@ public:
 	// pipeline library has none): fn(file, now_ns) -> the reply.
 	using state_save_fn = std::function<reply(const std::string& file, uint64_t now_ns)>;
 	void set_state_saver(state_save_fn fn) { state_save_ = std::move(fn); }
+	// The control loop's pass times (/ctplane/stats/control).
+	void set_pass_stats(const pass_stats* p) { passes_ = p; }
 	// What /ctplane/state/status answers (the background save's progress).
 	using state_status_fn = std::function<reply()>;
 	void set_state_status(state_status_fn fn) { state_status_ = std::move(fn); }
@@ -165,6 +171,7 @@ private:
 	reply stats_ports(const std::string& params);
 	reply stats_lcores(const std::string& params);
 	reply stats_stages();
+	reply stats_control();
 	reply ct_summary();
 	reply ct_list(const std::string& params, uint64_t now_ns);
 	reply ct_events(const std::string& params);
@@ -185,6 +192,7 @@ private:
 	port_stats_fn port_stats_;
 	state_save_fn state_save_;
 	state_status_fn state_status_;
+	const pass_stats* passes_ = nullptr;
 	reload_fn reload_;
 	std::string config_dir_, state_dir_;
 	std::deque<std::pair<uint64_t, ct::event>> events_;  // (seq, event)

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "dataplane/replay.h"
 
+#include "dataplane/control_loop.h"
+
 #include <pcap/pcap.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -249,7 +251,7 @@ int replay(const replay_options& o, replay_report* report)
 	summary s;
 	s.in = o.pcap;
 	s.out = o.out;
-	uint64_t first_ns = 0, last_ns = 0, next_tick = 0;
+	uint64_t first_ns = 0, last_ns = 0;
 	const bool tty = o.progress && isatty(STDERR_FILENO);
 	const double t0 = wall();
 	double shown = t0;
@@ -265,10 +267,11 @@ int replay(const replay_options& o, replay_report* report)
 			events_written++;
 		});
 	const bool drain_each_burst = sm->enabled() || events_file != nullptr;
-	auto control = [&](uint64_t now) {
-		drain_ns = now;
-		dp.tick(now, kGcBucketsPerTick);
-	};
+	// The control loop of `ctplane run` (dataplane/control_loop.h) in trace
+	// time: the tick every kTickNs with a fixed GC slice, no growth between
+	// ticks (the output depends on the trace alone).
+	control_loop loop(dp, nullptr, nullptr,
+			  control_loop::options{.tick_ns = kTickNs, .gc_buckets = kGcBucketsPerTick, .grow_between_ticks = false});
 	auto drain = [&](uint64_t now) {
 		drain_ns = now;
 		dp.drain_events();
@@ -318,10 +321,8 @@ int replay(const replay_options& o, replay_report* report)
 		if (n == 0)
 			break;
 		const uint64_t now = ts[n - 1];
-		if (s.packets == 0) {
+		if (s.packets == 0)
 			first_ns = ts[0];
-			next_tick = now + kTickNs;
-		}
 		last_ns = now;
 		s.packets += n;
 		pl.process(fr, n, now, oc);
@@ -333,10 +334,8 @@ int replay(const replay_options& o, replay_report* report)
 			}
 		if (drain_each_burst)
 			drain(now);
-		if (now >= next_tick) {
-			control(now);
-			next_tick = now + kTickNs;
-		}
+		drain_ns = now;  // the tick's events are stamped in trace time
+		loop.step(now);
 		maps::rcu::quiescent();
 		if (tty && (s.packets & 1023) == 0 && wall() - shown > 0.25) {
 			shown = wall();
@@ -349,7 +348,8 @@ int replay(const replay_options& o, replay_report* report)
 	if (s.packets != 0) {
 		if (drain_each_burst)
 			drain(last_ns);
-		control(last_ns);
+		drain_ns = last_ns;
+		loop.tick_now(last_ns);
 	}
 	if (tty)
 		std::fprintf(stderr, "\r%60s\r", "");

@@ -31,6 +31,7 @@
 #include "dataplane/ops.h"
 #include "dataplane/pipeline.h"
 #include "dataplane/stack.h"
+#include "dataplane/control_loop.h"
 #include "dataplane/reload.h"
 #include "dataplane/ro_socket.h"
 #include "dataplane/rss.h"
@@ -563,6 +564,8 @@ int run_main(int argc, char** argv)
 			}
 			return true;
 		}, c.control);
+		// The control loop's passes, timed on the runtime's clock.
+		pass_stats passes([](void* c) { return static_cast<ct::tsc_clock*>(c)->now_ns(); }, &clk);
 		std::unique_ptr<std::atomic<uint64_t>[]> punt_dropped(new std::atomic<uint64_t>[nports]());
 		ops op(*dp, ctl, [&](unsigned p, port_counters* pc) {
 			if (p >= port_ids.size())
@@ -641,6 +644,7 @@ int run_main(int argc, char** argv)
 			return r;
 		};
 		op.set_reloader(do_reload);
+		op.set_pass_stats(&passes);
 		// File parameters of the control socket stay in these folders.
 		{
 			auto folder = [](const std::string& f) {
@@ -697,9 +701,13 @@ int run_main(int argc, char** argv)
 				     "(0660); SIGINT or SIGTERM stops\n",
 			     nports, workers, control_sock.c_str(), ro_sock.c_str());
 		const uint64_t t0 = clk.now_ns();
-		uint64_t next_stats = t0 + uint64_t(stats_every * 1e9), next_tick = t0;
+		uint64_t next_stats = t0 + uint64_t(stats_every * 1e9);
 		rte_mbuf* pm[32];
+		control_loop loop(*dp, &ctl, &op, control_loop::options{});
 		while (!g_stop.load(std::memory_order_relaxed)) {
+			passes.set_budget_ns(uint64_t{dp->cfg().control.pass_budget_us} * 1000);
+			passes.begin();
+			passes.phase("punted");
 			const uint64_t now = clk.now_ns();
 			// Punted frames first (ARP / ND answers unblock waiting packets),
 			// a bounded number per pass: a flood of them (TTL 1, say) must not
@@ -715,24 +723,21 @@ int run_main(int argc, char** argv)
 							    mm->port, static_cast<punt>(mm->why), now);
 						rte_pktmbuf_free(pm[i]);
 					}
-			if (g_reload.exchange(false, std::memory_order_relaxed))
+			if (g_reload.exchange(false, std::memory_order_relaxed)) {
+				passes.phase("reload");
 				do_reload("");
-			if (now >= next_tick) {
-				dp->tick(now);
-				ctl.tick(now);
-				op.watch_tables(now);
-				next_tick = now + 10'000'000;  // 10 ms
-			} else {
-				// The CT grows ahead of a burst of new flows every pass
-				// (~0.5 ms), not every tick: at line rate 10 ms of SYNs
-				// would outrun a table at its minimum size.
-				dp->grow();
 			}
+			// The tick every 10 ms; between ticks the CT grows ahead of a
+			// burst of new flows every pass (~0.5 ms): at line rate 10 ms
+			// of SYNs would outrun a table at its minimum size.
+			loop.step(now, &passes);
+			passes.phase("telemetry");
 			tel_serve(op, now);
 			if (stats_every > 0 && now >= next_stats) {
 				print_stats(pl, *ct, *sm, stderr);
 				next_stats = now + uint64_t(stats_every * 1e9);
 			}
+			passes.end();
 			if (duration > 0 && now - t0 >= uint64_t(duration * 1e9))
 				g_stop.store(true);
 			maps::rcu::offline();

@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 
+#include "dataplane/control_loop.h"
 #include "maps/mem.h"
 
 namespace ctplane::dataplane {
@@ -52,11 +53,19 @@ void stack::drain_events()
 	});
 }
 
-void stack::tick(uint64_t now_ns, size_t gc_buckets)
+void stack::tick(uint64_t now_ns, size_t gc_buckets, pass_stats* timing)
 {
+	auto mark = [&](const char* phase) {
+		if (timing != nullptr)
+			timing->phase(phase);
+	};
+	mark("ct_gc_resize");
 	ct_->tick(now_ns, gc_buckets);
+	mark("fragments_fib");
 	pl_->maintain(now_ns);
+	mark("events");
 	drain_events();
+	mark("sockmap_sync");
 	if (sm_->enabled())
 		sm_->sync(*ct_, now_ns);
 }

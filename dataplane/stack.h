@@ -18,6 +18,8 @@
 
 namespace ctplane::dataplane {
 
+class pass_stats;  // dataplane/control_loop.h
+
 class stack {
 public:
 	// nullptr and *err set ("what is wrong") if the config cannot run.
@@ -27,7 +29,8 @@ public:
 	// Control thread, every tick: CT GC (by time, or by `gc_buckets` when
 	// non-zero: deterministic), resizes, fragment table upkeep, the
 	// sockmap's events and sync.
-	void tick(uint64_t now_ns, size_t gc_buckets = 0);
+	// timing: its phases marked there (dataplane/control_loop.h).
+	void tick(uint64_t now_ns, size_t gc_buckets = 0, pass_stats* timing = nullptr);
 	// Control thread, between ticks: the CT's growth alone (ct::table::grow).
 	void grow() { ct_->grow(); }
 	// Control thread: CT events -> sockmap and the event sink (cheap;

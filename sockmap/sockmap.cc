@@ -224,7 +224,7 @@ int sockmap::restore_direction(const ct::tuple& t, const redirect& r)
 }
 
 template <typename H>
-size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns)
+size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos)
 {
 	using K = typename H::key_type;
 	std::vector<K> gone;
@@ -249,8 +249,9 @@ size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns)
 		}
 		return true;
 	};
-	for (uint64_t pos = 0; pos < H::kScanEnd;)
-		pos = h.scan(pos, 1024, visit);
+	*pos = h.scan(*pos, kSyncBuckets, visit);
+	if (*pos >= H::kScanEnd)
+		*pos = 0;  // the sweep starts over next time
 	size_t conns = 0;
 	for (const K& k : gone) {
 		if (h.erase(k) == 0)
@@ -263,7 +264,7 @@ size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns)
 size_t sockmap::sync(ct::table& ct, uint64_t now_ns)
 {
 	// Each connection has two directions: count the pair once.
-	const size_t n = (sync_family(h4_, ct, now_ns) + sync_family(h6_, ct, now_ns)) / 2;
+	const size_t n = (sync_family(h4_, ct, now_ns, &sync_pos4_) + sync_family(h6_, ct, now_ns, &sync_pos6_)) / 2;
 	cc_.removed_expired += n;
 	return n;
 }

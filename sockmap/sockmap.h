@@ -137,8 +137,11 @@ public:
 	// Removes both directions of the connection of t; 0 or -ENOENT.
 	int erase(const ct::tuple& t);
 	// Folds hit counters into the CT and removes connections the CT no
-	// longer holds as established; steps the sockhash's resize. Returns
-	// the connections removed.
+	// longer holds as established; steps the sockhash's resize. A slice
+	// of at most kSyncBuckets buckets per family a call, from where the
+	// last one stopped (a sockmap of millions is swept over many ticks,
+	// never in one). Returns the connections removed.
+	static constexpr size_t kSyncBuckets = 4096;
 	size_t sync(ct::table& ct, uint64_t now_ns);
 
 	stats get_stats() const noexcept;
@@ -164,7 +167,7 @@ private:
 	template <typename K>
 	static ct::tuple tuple_of(const K& k) noexcept;
 	template <typename H>
-	size_t sync_family(H& h, ct::table& ct, uint64_t now_ns);
+	size_t sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos);
 	struct alignas(64) thread_counters {
 #define CTPLANE_X(n) maps::counter n;
 		CTPLANE_SOCKMAP_COUNTERS(CTPLANE_X)
@@ -176,6 +179,7 @@ private:
 	const uint64_t built_max_;
 	maps::rhash<key4, entry> h4_;
 	maps::rhash<key6, entry> h6_;
+	uint64_t sync_pos4_ = 0, sync_pos6_ = 0;  // where the sync's sweep goes on
 	std::unique_ptr<thread_counters[]> tc_;
 	struct {
 #define CTPLANE_X(n) uint64_t n = 0;

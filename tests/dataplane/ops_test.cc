@@ -3,6 +3,7 @@
 // stack, no DPDK: tables and their paging under the socket's size limit,
 // CT filters and events, backend and route changes that the pipeline then
 // follows, and the error each bad request gets.
+#include "dataplane/control_loop.h"
 #include "dataplane/ops.h"
 
 #include <gtest/gtest.h>
@@ -672,6 +673,38 @@ TEST_F(ops_fixture, the_read_only_socket_refuses_writes_and_file_parameters_stay
 	for (const char* f : {"good.txt", "bad.txt", "twice.txt"})
 		std::remove((dir + "/" + f).c_str());
 	rmdir(dir.c_str());
+}
+
+TEST_F(ops_fixture, stats_control_shows_the_longest_pass_its_phase_and_the_histogram)
+{
+	EXPECT_NE(error(run("/ctplane/stats/control")).find("no control loop here"), std::string::npos);
+	uint64_t clock = 0;
+	pass_stats p([](void* c) { return *static_cast<uint64_t*>(c); }, &clock);
+	p.set_budget_ns(1'000'000);
+	control_loop loop(*dp, ctl.get(), op.get(), control_loop::options{});
+	// 100 passes of 20 us; one with a 3 ms GC phase.
+	for (int i = 0; i < 101; i++) {
+		p.begin();
+		p.phase("punted");
+		clock += 5'000;
+		p.phase(i == 50 ? "ct_gc_resize" : "telemetry");
+		clock += i == 50 ? 3'000'000 : 15'000;
+		p.end();
+	}
+	loop.step(now, &p);  // a real pass's phases, on this clock
+	op->set_pass_stats(&p);
+	const reply r = run("/ctplane/stats/control");
+	ASSERT_EQ(error(r), "");
+	EXPECT_EQ(num(r, "passes"), 101u);
+	EXPECT_EQ(num(r, "over_budget"), 1u);
+	EXPECT_EQ(num(r, "longest_us"), 3005u);
+	EXPECT_EQ(get(r, "longest_phase")->s, "ct_gc_resize");
+	const auto h = rows(r);
+	ASSERT_EQ(h.size(), pass_stats::kBuckets + 1);
+	EXPECT_EQ(h[1].at("le_us"), "32");
+	EXPECT_EQ(h[1].at("passes"), "100") << "20 us: under 32 us";
+	EXPECT_EQ(h[8].at("le_us"), "4096");
+	EXPECT_EQ(h[8].at("passes"), "1");
 }
 
 }  // namespace

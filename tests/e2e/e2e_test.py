@@ -565,6 +565,12 @@ class E2E(unittest.TestCase):
         self.assertGreaterEqual(grew, done)
         self.assertGreaterEqual(total(last, "ctplane_pipeline_rx_total"), total(first, "ctplane_pipeline_rx_total") + done)
         self.assertGreater(total(last, "ctplane_ct_hash_buckets", family="ipv4"), 0)
+        # The control loop's pass times: a histogram, every pass counted.
+        self.assertEqual(last["types"]["ctplane_control_pass_seconds"], "histogram")
+        self.assertGreater(total(last, "ctplane_control_pass_seconds_count"), total(first, "ctplane_control_pass_seconds_count"))
+        self.assertEqual(total(last, "ctplane_control_pass_seconds_bucket", le="+Inf"),
+                         total(last, "ctplane_control_pass_seconds_count"))
+        self.assertEqual(total(last, "ctplane_routes"), 6)
         # Anything but /metrics: 404.
         r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{port}/"],
                            capture_output=True, text=True, timeout=20)
