@@ -93,7 +93,7 @@ demo() {
 			--flows "$DEMO_FLOWS" --udp $((DEMO_FLOWS / 2)) --icmp $((DEMO_FLOWS / 10 + 1)) --duration 5
 	fi
 	log "replaying $trace through the pipeline with config/ctplane.example.yaml"
-	"$BUILD_DIR/dataplane/ctplane" replay --config config/ctplane.example.yaml \
+	"$BUILD_DIR/app/ctplane" replay --config config/ctplane.example.yaml \
 		--pcap "$trace" --out "$BUILD_DIR/demo.out.pcap"
 }
 
@@ -114,7 +114,7 @@ bench)
 	fi
 	if [ "${1:-}" = runtime ]; then
 		shift
-		exec python3 bench/runtime/bench_runtime.py --ctplane "$BUILD_DIR/dataplane/ctplane" \
+		exec python3 bench/runtime/bench_runtime.py --ctplane "$BUILD_DIR/app/ctplane" \
 			--json "$BUILD_DIR/bench_runtime.json" "$@"
 	fi
 	which=rhash

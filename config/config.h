@@ -120,7 +120,7 @@ struct control_spec {
 	uint32_t pass_budget_us = 1000;
 };
 
-// `state:`: the snapshot file (dataplane/state_io.h). At start, ctplane
+// `state:`: the snapshot file (control/state_io.h). At start, ctplane
 // restores from `file` when it exists; `ctplane-ctl state save` writes it
 // (or another file); with save_on_exit, SIGTERM / SIGINT write it after the
 // workers stopped.

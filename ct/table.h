@@ -317,7 +317,7 @@ public:
 	// (as at max_entries) until expiry brings the size under it.
 	std::string set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t shrink_pct) noexcept;
 
-	// ---- snapshots (state/, dataplane/state_io) ---------------------------------
+	// ---- snapshots (state/, control/state_io) ---------------------------------
 	// Control thread, or any registered RCU thread (a background save).
 	// Calls fn(const flow_record&) for every flow live at
 	// now_ns, hash and overflow LRU, lock-free (workers keep forwarding);

@@ -147,7 +147,7 @@ public:
 	stats get_stats() const noexcept;
 	uint64_t size() const noexcept { return h4_.size() + h6_.size(); }
 
-	// Snapshots (dataplane/state_io), control thread: every direction held
+	// Snapshots (control/state_io), control thread: every direction held
 	// (fn(const ct::tuple& direction, const redirect&)), and one back.
 	// restore_direction: as insert, for one direction.
 	void for_each_direction(const std::function<void(const ct::tuple&, const redirect&)>& fn) const;

@@ -24,8 +24,8 @@
 #include <vector>
 
 #include "config/config.h"
-#include "dataplane/parser.h"
-#include "dataplane/pipeline.h"
+#include "packet/parser.h"
+#include "packet/pipeline.h"
 #include "lb/balancer.h"
 #include "maps/rcu.h"
 #include "net/bytes.h"

@@ -20,7 +20,7 @@ Per run: the median of the per-second rates after the first two seconds
 port). Each pair is run `--rounds` times alternately; the medians are printed
 with the ratio ctplane / testpmd.
 
-  bench/runtime/bench_runtime.py --ctplane build/dataplane/ctplane [--rounds 3]
+  bench/runtime/bench_runtime.py --ctplane build/app/ctplane [--rounds 3]
                                  [--traces est/1000,est/100000,...] [--json OUT]
 """
 import argparse

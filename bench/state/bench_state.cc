@@ -32,8 +32,8 @@
 
 #include "bench/bench_main.h"
 #include "ct/clock.h"
-#include "dataplane/reload.h"
-#include "dataplane/state_io.h"
+#include "control/reload.h"
+#include "control/state_io.h"
 #include "maps/rcu.h"
 
 namespace ctplane::bench {

@@ -11,8 +11,8 @@
 #include <string>
 
 #include "config/config.h"
-#include "dataplane/control.h"
-#include "dataplane/stack.h"
+#include "control/control.h"
+#include "control/stack.h"
 #include "frames.h"
 
 namespace ctplane::dataplane::test {

@@ -4,7 +4,7 @@
 // waiting packets sent once it answers), neighbour discovery for our own
 // addresses, ICMPv6 echo, ICMP time exceeded (and what never gets one),
 // RSTs and port unreachables for the appliance's own closed ports.
-#include "dataplane/control.h"
+#include "control/control.h"
 
 #include <gtest/gtest.h>
 

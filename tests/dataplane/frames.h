@@ -11,7 +11,7 @@
 #include <initializer_list>
 #include <vector>
 
-#include "dataplane/parser.h"
+#include "packet/parser.h"
 
 namespace ctplane::dataplane::test {
 

@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-#include "dataplane/pipeline.h"
+#include "packet/pipeline.h"
 
 namespace ctplane::dataplane {
 struct pipeline_test_peer {

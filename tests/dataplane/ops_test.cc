@@ -3,8 +3,8 @@
 // stack, no DPDK: tables and their paging under the socket's size limit,
 // CT filters and events, backend and route changes that the pipeline then
 // follows, and the error each bad request gets.
-#include "dataplane/control_loop.h"
-#include "dataplane/ops.h"
+#include "control/control_loop.h"
+#include "control/ops.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -7,7 +7,7 @@
 
 #include "ct/clock.h"
 #include "ct/table.h"
-#include "dataplane/pipeline.h"
+#include "packet/pipeline.h"
 #include "maps/rcu.h"
 #include "tests/dataplane/frames.h"
 

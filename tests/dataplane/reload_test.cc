@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 //
-// Live reload (dataplane/reload.h): a new YAML applied while the appliance
+// Live reload (control/reload.h): a new YAML applied while the appliance
 // holds connections; what cannot change live refuses the whole reload.
 #include <gtest/gtest.h>
 
@@ -10,7 +10,7 @@
 #include <cstring>
 #include <regex>
 
-#include "dataplane/reload.h"
+#include "control/reload.h"
 #include "appliance.h"
 #include "frames.h"
 #include "maps/lpm.h"

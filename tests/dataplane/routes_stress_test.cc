@@ -12,7 +12,7 @@
 
 #include "config/config.h"
 #include "ct/clock.h"
-#include "dataplane/pipeline.h"
+#include "packet/pipeline.h"
 #include "frames.h"
 #include "neighbor_peer.h"
 #include "maps/rcu.h"

@@ -3,7 +3,7 @@
 // The runtime's RSS key is symmetric: DPDK's own Toeplitz (rte_softrss, the
 // function a NIC computes) gives both directions of a flow one hash, for
 // IPv4 and IPv6 with ports, so one worker sees both.
-#include "dataplane/rss.h"
+#include "app/rss.h"
 
 #include <gtest/gtest.h>
 #include <rte_thash.h>

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "config/config.h"
-#include "dataplane/stack.h"
+#include "control/stack.h"
 #include "frames.h"
 #include "neighbor_peer.h"
 #include "maps/seed.h"
@@ -28,7 +28,7 @@
 namespace {
 
 const std::string kSrc = CTPLANE_SOURCE_ROOT;
-const std::string kCtplane = std::string(CTPLANE_BUILD_ROOT) + "/dataplane/ctplane";
+const std::string kCtplane = std::string(CTPLANE_BUILD_ROOT) + "/app/ctplane";
 
 std::string run(const std::string& cmd, int* status)
 {

@@ -16,8 +16,8 @@
 #include <sstream>
 
 #include "ct/clock.h"
-#include "dataplane/ops.h"
-#include "dataplane/state_io.h"
+#include "control/ops.h"
+#include "control/state_io.h"
 #include "appliance.h"
 #include "frames.h"
 #include "maps/rcu.h"

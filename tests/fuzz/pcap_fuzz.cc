@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "dataplane/replay.h"
+#include "app/replay.h"
 #include "tests/fuzz/fuzz_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)

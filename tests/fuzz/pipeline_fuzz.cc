@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "config/config.h"
-#include "dataplane/control.h"
-#include "dataplane/parser.h"
-#include "dataplane/pipeline.h"
-#include "dataplane/stack.h"
+#include "control/control.h"
+#include "packet/parser.h"
+#include "packet/pipeline.h"
+#include "control/stack.h"
 #include "maps/rcu.h"
 #include "maps/seed.h"
 #include "tests/fuzz/fuzz_config.h"

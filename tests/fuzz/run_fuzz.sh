@@ -24,9 +24,9 @@ mkdir -p "$out/obj"
 flags=(-std=c++20 -O1 -g -march=x86-64-v2 -fsanitize=address,undefined -fno-sanitize-recover=undefined -I.)
 # The library sources the targets link (no DPDK: runtime.cc and main.cc stay out).
 srcs=(net/addr.cc maps/entry_alloc.cc maps/mem.cc maps/rcu.cc maps/seed.cc maps/slab.cc ct/table.cc lb/balancer.cc
-	lb/maglev.cc sockmap/sockmap.cc config/config.cc config/route_file.cc dataplane/parser.cc dataplane/pipeline.cc
-	dataplane/fib.cc dataplane/fragments.cc dataplane/stack.cc dataplane/control.cc dataplane/ops.cc dataplane/ct_text.cc dataplane/replay.cc
-	dataplane/capture.cc dataplane/reload.cc dataplane/ro_socket.cc dataplane/state_io.cc state/format.cc)
+	lb/maglev.cc sockmap/sockmap.cc config/config.cc config/route_file.cc packet/parser.cc packet/pipeline.cc
+	packet/fib.cc packet/fragments.cc control/stack.cc control/control.cc control/ops.cc control/ct_text.cc app/replay.cc
+	app/capture.cc control/reload.cc control/ro_socket.cc control/state_io.cc state/format.cc)
 objs=()
 pids=()
 for s in "${srcs[@]}"; do

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // libFuzzer target for the snapshot reader and restore (state/format,
-// dataplane/state_io): any file is refused with one line or restored,
+// control/state_io): any file is refused with one line or restored,
 // never a crash, a hang or a read past the file. The harness fixes the
 // input's CRC32Cs (manifest and every section it can find) so that the
 // mutations reach the manifest parser, the name mapping and the range
@@ -21,10 +21,10 @@
 #include <vector>
 
 #include "config/config.h"
-#include "dataplane/control.h"
-#include "dataplane/pipeline.h"
-#include "dataplane/stack.h"
-#include "dataplane/state_io.h"
+#include "control/control.h"
+#include "packet/pipeline.h"
+#include "control/stack.h"
+#include "control/state_io.h"
 #include "maps/rcu.h"
 #include "maps/seed.h"
 #include "state/format.h"

@@ -8,9 +8,9 @@
 #include <string>
 
 #include "config/config.h"
-#include "dataplane/control.h"
-#include "dataplane/ops.h"
-#include "dataplane/stack.h"
+#include "control/control.h"
+#include "control/ops.h"
+#include "control/stack.h"
 #include "maps/rcu.h"
 #include "maps/seed.h"
 #include "tests/fuzz/fuzz_config.h"

@@ -9,9 +9,9 @@ b=${1:-build}
 d=tests/replay
 "$b/tools/gen_trace" --config config/ctplane.example.yaml --out $d/sample.pcap \
 	--flows 60 --udp 40 --icmp 8 --duration 1 --malformed 3 --seed 7
-"$b/dataplane/ctplane" replay --config config/ctplane.example.yaml --pcap $d/sample.pcap \
+"$b/app/ctplane" replay --config config/ctplane.example.yaml --pcap $d/sample.pcap \
 	--out $d/sample.out.pcap --json --no-progress |
 	grep -v -E '^  "(input|output|timing)"' >$d/sample.summary.json
-"$b/dataplane/ctplane" replay --config config/ctplane.example.yaml --pcap $d/sample.pcap --no-progress \
+"$b/app/ctplane" replay --config config/ctplane.example.yaml --pcap $d/sample.pcap --no-progress \
 	--dump-ct $d/sample.ct.jsonl --events $d/sample.events.txt >/dev/null
 echo "regenerated $d/sample.pcap, sample.out.pcap, sample.summary.json, sample.ct.jsonl, sample.events.txt"

@@ -20,7 +20,7 @@ namespace {
 
 const std::string kSrc = CTPLANE_SOURCE_ROOT;
 const std::string kBuild = CTPLANE_BUILD_ROOT;
-const std::string kCtplane = kBuild + "/dataplane/ctplane";
+const std::string kCtplane = kBuild + "/app/ctplane";
 const std::string kGen = kBuild + "/tools/gen_trace";
 const std::string kConfig = kSrc + "/config/ctplane.example.yaml";
 const std::string kCtDiff = kSrc + "/tools/ct-diff";

@@ -1,0 +1,73 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "control/stack.h"
+
+#include <stdexcept>
+
+#include "control/control_loop.h"
+#include "maps/mem.h"
+
+namespace ctplane::dataplane {
+
+std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, std::string* err)
+{
+	std::unique_ptr<stack> s(new stack());
+	maps::set_table_hugepages(c.dpdk.table_hugepages);
+	if (c.sockmap.enabled)
+		c.ct.events = true;  // the sockmap follows CT events
+	s->cfg_ = c;
+	try {
+		s->ct_ = std::make_unique<ct::table>(c.ct);
+	} catch (const std::exception& e) {
+		*err = std::string("ct: ") + e.what();
+		return nullptr;
+	}
+	try {
+		s->sm_ = std::make_unique<sockmap::sockmap>(c.sockmap);
+	} catch (const std::exception& e) {
+		*err = std::string("sockmap: ") + e.what();
+		return nullptr;
+	}
+	s->lb_ = std::make_unique<lb::balancer>(c.lb.max_services, c.lb.max_backends, c.lb.maglev_size);
+	if (std::string e = s->lb_->apply(c.lb); !e.empty()) {
+		*err = e;
+		return nullptr;
+	}
+	s->pl_ = std::make_unique<pipeline>(*s->ct_, *s->lb_, *s->sm_, lcores);
+	if (std::string e = s->pl_->build(c); !e.empty()) {
+		*err = e;
+		return nullptr;
+	}
+	return s;
+}
+
+void stack::drain_events()
+{
+	const bool sm = sm_->enabled();
+	if (!sm && !sink_)
+		return;
+	ct_->drain_events([&](const ct::event& e) {
+		if (sink_)
+			sink_(e);
+		if (sm)
+			sm_->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl_->resolve(d, r); });
+	});
+}
+
+void stack::tick(uint64_t now_ns, size_t gc_buckets, pass_stats* timing)
+{
+	auto mark = [&](const char* phase) {
+		if (timing != nullptr)
+			timing->phase(phase);
+	};
+	mark("ct_gc_resize");
+	ct_->tick(now_ns, gc_buckets);
+	mark("fragments_fib");
+	pl_->maintain(now_ns);
+	mark("events");
+	drain_events();
+	mark("sockmap_sync");
+	if (sm_->enabled())
+		sm_->sync(*ct_, now_ns);
+}
+
+}  // namespace ctplane::dataplane

@@ -1,0 +1,956 @@
+// SPDX-License-Identifier: BSD-3-Clause
+#include "packet/pipeline.h"
+
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "maps/rcu.h"
+#include "maps/settle.h"
+#include "net/bytes.h"
+
+namespace ctplane::dataplane {
+
+using net::be16;
+using net::put16;
+
+namespace {
+
+
+lb::endpoint ep_of(const uint8_t* addr, uint8_t family, uint16_t port, uint8_t proto) noexcept
+{
+	lb::endpoint e;
+	std::memset(&e, 0, sizeof(e));
+	std::memcpy(e.addr, addr, family == 4 ? 4 : 16);
+	e.port = port;
+	e.proto = proto;
+	e.family = family;
+	return e;
+}
+
+constexpr unsigned kV4Src = 12, kV4Dst = 16, kV6Src = 8, kV6Dst = 24;
+
+// Offsets of the L4 checksum, or 0 when the header has none to update.
+unsigned l4_csum_off(uint8_t proto, uint8_t family, const uint8_t* l4) noexcept
+{
+	if (proto == ct::kProtoTCP)
+		return 16;
+	if (proto == ct::kProtoUDP)
+		return (family == 4 && be16(l4 + 6) == 0) ? 0 : 6;  // IPv4 UDP without checksum
+	if (proto == ct::kProtoICMPv6)
+		return 2;  // its pseudo-header holds the addresses
+	return 0;
+}
+
+// RFC 1812 5.3.7 and RFC 4291 2.5: addresses a router never forwards
+// from (source) or to (destination). drop::kCount: neither.
+drop martian(const parsed& p) noexcept
+{
+	const uint8_t* s = p.ct.t.src;
+	const uint8_t* d = p.ct.t.dst;
+	if (p.family == 4) {
+		// 0/8 (this network), 127/8 (loopback), 224/4 multicast and 240/4
+		// (255.255.255.255 among them), 169.254/16 link-local.
+		if (s[0] == 0 || s[0] == 127 || s[0] >= 224 || (s[0] == 169 && s[1] == 254))
+			return drop::martian_source;
+		// Multicast is not routed here (224.0.0.0/24 is link-local anyway).
+		if (d[0] == 0 || d[0] == 127 || (d[0] >= 224 && d[0] < 240) || (d[0] == 169 && d[1] == 254) ||
+		    (d[0] == 255 && d[1] == 255 && d[2] == 255 && d[3] == 255))
+			return drop::martian_destination;
+		return drop::kCount;
+	}
+	static constexpr uint8_t kZero[16] = {};
+	auto unspecified_or_loopback = [](const uint8_t* a) {
+		return std::memcmp(a, kZero, 15) == 0 && (a[15] == 0 || a[15] == 1);
+	};
+	auto link_local = [](const uint8_t* a) { return a[0] == 0xfe && (a[1] & 0xc0) == 0x80; };
+	if (unspecified_or_loopback(s) || s[0] == 0xff || link_local(s))
+		return drop::martian_source;
+	if (unspecified_or_loopback(d) || d[0] == 0xff || link_local(d))
+		return drop::martian_destination;
+	return drop::kCount;
+}
+
+}  // namespace
+
+uint32_t flow_hash(const ct::tuple& t) noexcept
+{
+	const uint64_t h = maps::hash_bytes<sizeof(ct::tuple)>(&t, 0x6c62272e07bb0142ull);
+	return static_cast<uint32_t>(h ^ (h >> 32));
+}
+
+// ---- per-burst state -----------------------------------------------------------------
+
+// One burst on a worker's stack. By frame (index into the burst): p, in_port,
+// dnat, made, j_of. By live index (the live vector, w.idx[j] its frame):
+// ctp, res, nat, natp, up to the NAT stage (which compacts the frame
+// indexes alone: j_of keeps naming a made flow's ctp entry).
+struct pipeline::work {
+	frame* f;
+	outcome* out;
+	lcore_stats* s;
+	uint64_t now;
+	unsigned nframes;
+	parsed p[kMaxBurst];
+	uint16_t in_port[kMaxBurst];  // where it came in (kPortInfer: nowhere known)
+	bool dnat[kMaxBurst];         // its destination was translated
+	bool made[kMaxBurst];         // its CT flow is new (undone if it cannot leave)
+	uint8_t j_of[kMaxBurst];      // made: its live index at the NAT stage
+	uint16_t idx[kMaxBurst];      // the live vector; kGone: left it in this stage
+	unsigned n = 0;
+	ct::packet ctp[kMaxBurst];
+	ct::result res[kMaxBurst];
+	ct::nat_init nat[kMaxBurst];
+	const ct::nat_init* natp[kMaxBurst];  // a new flow's translation, or nullptr
+	uint16_t miss[kMaxBurst];             // live indexes of packets with no flow yet
+	unsigned nmiss = 0;
+	uint16_t later[kMaxBurst];  // later fragments (frames), after the rest
+	unsigned nlater = 0;
+};
+
+pipeline::pipeline(ct::table& ct, lb::balancer& lb, sockmap::sockmap& sm, unsigned lcores)
+	: ct_(ct), lb_(lb), sm_(sm),
+	  lc_(std::make_unique<lcore_stats[]>(lcores)), nlcores_(lcores)
+{
+}
+
+pipeline::~pipeline() = default;
+
+std::string pipeline::build(const config::ctplane_config& c)
+{
+	if (c.ports.size() > config::kMaxPorts)
+		return "too many ports (at most " + std::to_string(config::kMaxPorts) + ")";
+	std::vector<port_info> ports;
+	for (const config::port_spec& p : c.ports) {
+		port_info pi;
+		std::memcpy(pi.mac, p.mac, 6);
+		pi.addrs = p.addresses;
+		pi.rp_filter = p.rp_filter;
+		ports.push_back(pi);
+	}
+	checksum_ = c.ct.checksum;
+	const uint32_t rates[kPuntClasses] = {c.control.punt_arp_nd, c.control.punt_resolve, c.control.punt_icmp,
+					      c.control.punt_other};
+	for (unsigned k = 0; k < kPuntClasses; k++) {
+		punt_rate_[k] = double(rates[k]) / nlcores_;
+		for (unsigned l = 0; l < nlcores_; l++) {
+			lc_[l].punt_tokens[k] = punt_rate_[k];  // a full bucket: one second's worth
+			lc_[l].punt_ns[k] = 0;
+		}
+	}
+	if (std::string e = fib_.build(c, ports.size()); !e.empty())
+		return e;
+	ports_ = std::move(ports);
+	own4_.clear();
+	own6_.clear();
+	for (const port_info& pi : ports_)
+		for (const net::prefix& a : pi.addrs) {
+			if (a.family == 4) {
+				uint32_t v;
+				std::memcpy(&v, a.addr, 4);
+				own4_.push_back(v);
+			} else {
+				std::array<uint8_t, 16> v;
+				std::memcpy(v.data(), a.addr, 16);
+				own6_.push_back(v);
+			}
+		}
+	uint32_t maxb = 0;
+	lb_.for_each_backend([&](uint32_t id, const lb::backend&) { maxb = std::max(maxb, id); });
+	// Room for backends added at run time too (up to 64K ids; workers count
+	// into it, so it is never reallocated while they run).
+	const size_t nb = std::max<size_t>(maxb + 1u, std::min<size_t>(c.lb.max_backends + 1u, 65536));
+	for (unsigned i = 0; i < nlcores_; i++) {
+		lcore_stats& l = lc_[i];
+		if (l.nbackend_flows >= nb)
+			continue;
+		auto grown = std::make_unique<maps::counter[]>(nb);
+		for (size_t b = 0; b < l.nbackend_flows; b++)
+			grown[b].add(l.backend_flows[b].get());
+		l.backend_flows = std::move(grown);
+		l.nbackend_flows = nb;
+	}
+	return "";
+}
+
+bool pipeline::resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcept
+{
+	std::memset(r, 0, sizeof(*r));
+	uint8_t mac[6];
+	uint16_t port;
+	if (!fib_.route(dir.dst, dir.family, &port, mac) || std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; }))
+		return false;
+	r->port = port;
+	std::memcpy(r->dst_mac, mac, 6);
+	std::memcpy(r->src_mac, ports_[port].mac, 6);
+	return true;
+}
+
+bool pipeline::for_us(const parsed& p) const noexcept
+{
+	if (p.ct.kind == ct::pkt_kind::icmp_error)
+		return false;
+	const uint8_t* dst = p.ct.t.dst;
+	if (p.family == 4) {
+		uint32_t d;
+		std::memcpy(&d, dst, 4);
+		for (uint32_t a : own4_)
+			if (a == d)
+				return true;
+		return false;
+	}
+	for (const auto& a : own6_)
+		if (std::memcmp(a.data(), dst, 16) == 0)
+			return true;
+	return false;
+}
+
+namespace {
+
+// Rewrites the frame's source (src = true) or destination address and port
+// (port 0: keep), updating the IPv4 header checksum and the L4 checksum.
+void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint16_t port) noexcept
+{
+	uint8_t* ip = frm + p.l3_off;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	uint8_t* field = ip + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
+	uint8_t* l4 = p.l4_off != 0 ? frm + p.l4_off : nullptr;
+	const unsigned co = l4 != nullptr && p.frag != kFragLater ? l4_csum_off(p.ct.t.proto, p.family, l4) : 0;
+	const bool ports = port != 0 && l4 != nullptr && (p.ct.t.proto == ct::kProtoTCP || p.ct.t.proto == ct::kProtoUDP);
+	// The L4 checksum changes once, over the address and the port
+	// together: old and new words side by side.
+	uint8_t before[18], after[18];
+	std::memcpy(before, field, alen);
+	std::memcpy(after, addr, alen);
+	unsigned n = alen;
+	uint8_t* pf = ports ? l4 + (src ? 0 : 2) : nullptr;
+	if (ports) {
+		before[n] = pf[0], before[n + 1] = pf[1];
+		put16(after + n, port);
+		n += 2;
+	}
+	if (net::same_bytes(before, after, n))
+		return;
+	if (p.family == 4)
+		csum_replace(ip + 10, before, after, 4);
+	if (co != 0) {
+		csum_replace(l4 + co, before, after, n);
+		if (p.ct.t.proto == ct::kProtoUDP && l4[co] == 0 && l4[co + 1] == 0)
+			l4[co] = l4[co + 1] = 0xff;  // 0 means "no checksum" in UDP: send its other form
+	}
+	std::memcpy(field, addr, alen);
+	if (ports)
+		pf[0] = after[alen], pf[1] = after[alen + 1];
+}
+
+// ICMP errors: rewrite the quoted packet's source or destination (its IP
+// header checksum too, and its port for IPv4). The caller recomputes the
+// ICMP checksum once, after every edit (icmp_checksum).
+void rewrite_quoted(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint16_t port, uint32_t len) noexcept
+{
+	uint8_t* in = frm + p.inner_l3_off;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	uint8_t* field = in + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
+	if (p.family == 4)
+		csum_replace(in + 10, field, addr, 4);
+	std::memcpy(field, addr, alen);
+	// IPv4 only: a quoted IPv6 packet may carry extension headers, so its
+	// ports are left as they are.
+	const unsigned ihl = p.family == 4 ? static_cast<unsigned>(in[0] & 0x0f) * 4 : 0;
+	const uint8_t proto = p.ct.t.proto;
+	if (ihl != 0 && port != 0 && (proto == ct::kProtoTCP || proto == ct::kProtoUDP) &&
+	    p.inner_l3_off + ihl + 4 <= len)
+		put16(in + ihl + (src ? 0 : 2), port);
+}
+
+// The outer header's source or destination address alone (the IPv4
+// header checksum follows; an ICMP message's checksum is the caller's).
+void set_outer_addr(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr) noexcept
+{
+	uint8_t* ip = frm + p.l3_off;
+	uint8_t* field = ip + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
+	if (p.family == 4)
+		csum_replace(ip + 10, field, addr, 4);
+	std::memcpy(field, addr, p.family == 4 ? 4 : 16);
+}
+
+// The ICMP checksum over the whole message (plus the pseudo-header for
+// ICMPv6): quoted bytes changed in several places.
+void icmp_checksum(uint8_t* frm, const parsed& p) noexcept
+{
+	uint8_t* icmp = frm + p.l4_off;
+	const uint32_t mlen = p.l3_off + p.l3_len - p.l4_off;
+	icmp[2] = icmp[3] = 0;
+	uint32_t seed = 0;
+	if (p.family == 6) {
+		const uint8_t* ip = frm + p.l3_off;
+		seed = csum_fold(ip + kV6Src, 32);
+		seed += (mlen >> 16) + (mlen & 0xffff) + ct::kProtoICMPv6;
+	}
+	put16(icmp + 2, static_cast<uint16_t>(~csum_fold(icmp, mlen, seed)));
+}
+
+}  // namespace
+
+// ARP requests for the receiving port's addresses and ICMP echo requests
+// to our own addresses are answered in place, out of the port they came
+// in on. Everything else for the appliance goes to the control path.
+bool pipeline::answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept
+{
+	if (fr.in_port >= ports_.size())
+		return false;
+	const port_info& port = ports_[fr.in_port];
+	uint8_t* eth = fr.data;
+	if (p.kind == frame_kind::arp) {
+		uint8_t* a = fr.data + p.l3_off;
+		// Ethernet / IPv4 request: htype 1, ptype 0x0800, hlen 6, plen 4, op 1.
+		if (be16(a) != 1 || be16(a + 2) != 0x0800 || a[4] != 6 || a[5] != 4 || be16(a + 6) != 1)
+			return false;
+		bool mine = false;
+		for (const net::prefix& x : port.addrs)
+			mine = mine || (x.family == 4 && std::memcmp(x.addr, a + 24, 4) == 0);
+		if (!mine)
+			return false;
+		uint8_t sha[6], spa[4], tpa[4];
+		std::memcpy(sha, a + 8, 6);
+		std::memcpy(spa, a + 14, 4);
+		std::memcpy(tpa, a + 24, 4);
+		put16(a + 6, 2);  // reply
+		std::memcpy(a + 8, port.mac, 6);
+		std::memcpy(a + 14, tpa, 4);
+		std::memcpy(a + 18, sha, 6);
+		std::memcpy(a + 24, spa, 4);
+		std::memcpy(eth, sha, 6);
+		std::memcpy(eth + 6, port.mac, 6);
+		s.arp_replies.inc();
+		return true;
+	}
+	if (p.family != 4 || p.ct.kind != ct::pkt_kind::icmp_echo_request || p.frag != kFragNone)
+		return false;
+	uint8_t* ip = fr.data + p.l3_off;
+	uint8_t* icmp = fr.data + p.l4_off;
+	uint8_t t[4];
+	std::memcpy(t, ip + kV4Src, 4);
+	std::memcpy(ip + kV4Src, ip + kV4Dst, 4);  // swapping keeps the header sum
+	std::memcpy(ip + kV4Dst, t, 4);
+	const uint8_t old_ttl[2] = {ip[8], ip[9]};
+	ip[8] = 64;
+	csum_replace(ip + 10, old_ttl, ip + 8, 2);
+	const uint8_t old_type[2] = {icmp[0], icmp[1]};
+	icmp[0] = 0;  // echo reply
+	csum_replace(icmp + 2, old_type, icmp, 2);
+	uint8_t m[6];
+	std::memcpy(m, eth + 6, 6);
+	std::memcpy(eth, m, 6);
+	std::memcpy(eth + 6, port.mac, 6);
+	s.echo_replies.inc();
+	return true;
+}
+
+void forward_rewrite(uint8_t* frm, const parsed& p, const uint8_t dst_mac[6], const uint8_t src_mac[6]) noexcept
+{
+	std::memcpy(frm, dst_mac, 6);
+	std::memcpy(frm + 6, src_mac, 6);
+	uint8_t* ip = frm + p.l3_off;
+	if (p.family == 4) {
+		const uint8_t old[2] = {ip[8], ip[9]};
+		ip[8]--;
+		csum_replace(ip + 10, old, ip + 8, 2);
+	} else {
+		ip[7]--;
+	}
+}
+
+const char* stage_name(stage s) noexcept
+{
+	static const char* const names[] = {
+#define CTPLANE_X(n) #n,
+		CTPLANE_STAGES(CTPLANE_X)
+#undef CTPLANE_X
+	};
+	return s < stage::kCount ? names[static_cast<unsigned>(s)] : "?";
+}
+
+const char* punt_class_name(punt_class c) noexcept
+{
+	switch (c) {
+	case punt_class::arp_nd: return "arp_nd";
+	case punt_class::resolve: return "resolve";
+	case punt_class::icmp: return "icmp";
+	case punt_class::other: return "other";
+	case punt_class::kCount: break;
+	}
+	return "?";
+}
+
+bool pipeline::police(lcore_stats& s, punt_class c, uint64_t now_ns) noexcept
+{
+	const unsigned k = static_cast<unsigned>(c);
+	double& t = s.punt_tokens[k];
+	if (s.punt_ns[k] != 0 && now_ns > s.punt_ns[k])
+		t = std::min(punt_rate_[k], t + double(now_ns - s.punt_ns[k]) * 1e-9 * punt_rate_[k]);
+	s.punt_ns[k] = now_ns;
+	if (t >= 1) {
+		t -= 1;
+		return true;
+	}
+	switch (c) {
+	case punt_class::arp_nd: s.punt_policed_arp_nd.inc(); break;
+	case punt_class::resolve: s.punt_policed_resolve.inc(); break;
+	case punt_class::icmp: s.punt_policed_icmp.inc(); break;
+	default: s.punt_policed_other.inc(); break;
+	}
+	return false;
+}
+
+void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) noexcept
+{
+	forward_rewrite(w.f[i].data, w.p[i], mac, ports_[port].mac);
+	w.out[i] = outcome{fate::forward, drop::kCount, port};
+	w.s->forwarded.inc();
+}
+
+// ---- the stages ---------------------------------------------------------------------
+//
+// Each stage runs over the burst's live vector (w.idx[0, w.n): the frames
+// still on the normal path, in arrival order) and leaves it compacted: a
+// frame that is dropped, forwarded early or handed to the control path
+// leaves the vector with its outcome set. The CT's view of live frame j
+// is w.ctp[j], its verdict w.res[j]; new flows (no CT entry yet) are
+// listed by w.miss.
+
+void pipeline::process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc) noexcept
+{
+	work w;
+	w.f = f;
+	w.out = out;
+	w.s = &lc_[lc];
+	w.now = now_ns;
+	w.nframes = n;
+	w.s->rx.add(n);
+	// Stages run on non-empty vectors only; one burst in kStageSampleEvery
+	// is timed, stage by stage.
+	const bool sample = (w.s->bursts++ % kStageSampleEvery) == 0;
+	uint64_t t = sample ? __rdtsc() : 0;
+	auto run = [&](stage st, unsigned vec, void (pipeline::*fn)(work&) noexcept) {
+		if (vec == 0)
+			return;
+		(this->*fn)(w);
+		stage_counters& c = w.s->stages[static_cast<unsigned>(st)];
+		c.calls.inc();
+		c.vectors.add(vec);
+		if (sample) {
+			const uint64_t now = __rdtsc();
+			c.clocks.add(now - t);
+			c.sampled_vectors.add(vec);
+			t = now;
+		}
+	};
+	run(stage::parse, n, &pipeline::parse_stage);  // for us -> control / answered; martians, TTL, checksums
+	run(stage::fragments, w.n, &pipeline::fragment_stage);  // later fragments wait for the rest of the burst
+	run(stage::sockmap, w.n, &pipeline::sockmap_stage);     // established local connections leave here
+	run(stage::ct_lookup, w.n, &pipeline::ct_lookup_stage); // one probe per packet, whichever direction
+	run(stage::services, w.nmiss, &pipeline::service_stage); // new flows: service, backend; none -> refused
+	run(stage::admit, w.nmiss, &pipeline::admit_stage);     // new flows: routed, rp_filter, before any state
+	run(stage::ct_create, w.nmiss, &pipeline::ct_create_stage);  // new flows
+	run(stage::nat, w.n, &pipeline::nat_stage);             // CT verdicts; DNAT, SNAT, ICMP errors' quotes
+	run(stage::route, w.n, &pipeline::route_stage);         // LPM, next hop, L2 rewrite, TTL
+	run(stage::later_fragments, w.nlater, &pipeline::later_fragments_stage);  // their first ones are known now
+	run(stage::police, n, &pipeline::police_stage);         // punts within their class's rate
+}
+
+void pipeline::later_fragments_stage(work& w) noexcept
+{
+	for (unsigned k = 0; k < w.nlater; k++)
+		later_fragment(w, w.later[k]);
+}
+
+void pipeline::drop_frame(work& w, unsigned i, drop why, punt p) noexcept
+{
+	w.out[i] = outcome{fate::drop, why, 0, p};
+	w.s->dropped.inc();
+	w.s->drops[static_cast<unsigned>(why)].inc();
+}
+
+// Drops kGone entries from the live vector. Only the frame indexes move:
+// the CT's per-packet arrays (ctp, res, nat) are done with by then, and
+// j_of still names a made flow's entry in them.
+void pipeline::compact(work& w) noexcept
+{
+	unsigned m = 0;
+	for (unsigned j = 0; j < w.n; j++)
+		if (w.idx[j] != kGone)
+			w.idx[m++] = w.idx[j];
+	w.n = m;
+}
+
+void pipeline::parse_stage(work& w) noexcept
+{
+	lcore_stats& s = *w.s;
+	w.n = 0;
+	for (unsigned i = 0; i < w.nframes; i++) {
+		frame& fr = w.f[i];
+		parsed& p = w.p[i];
+		if (i + 4 < w.nframes) {  // the headers of a frame a few ahead: its lines arrive meanwhile
+			const frame& ahead = w.f[i + 4];
+			__builtin_prefetch(ahead.data);
+			if (ahead.len > 64)  // within the frame: no pointer past it, even unread
+				__builtin_prefetch(ahead.data + 64);
+		}
+		w.dnat[i] = w.made[i] = false;
+		parse(fr.data, fr.len, &p);
+		if (p.kind == frame_kind::dropped) {
+			drop_frame(w, i, p.reason);
+			continue;
+		}
+		if (p.kind == frame_kind::arp ||
+		    (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137) || for_us(p)) {
+			if (answer(fr, p, s)) {
+				w.out[i] = outcome{fate::forward, drop::kCount, fr.in_port};
+				continue;
+			}
+			w.out[i] = outcome{fate::control, drop::kCount, 0, punt::local};
+			s.control.inc();
+			continue;
+		}
+		if (const drop m = martian(p); m != drop::kCount) {
+			drop_frame(w, i, m);
+			continue;
+		}
+		if (p.ttl <= 1) {
+			drop_frame(w, i, drop::ttl_exceeded, punt::ttl_exceeded);  // the control path answers it
+			continue;
+		}
+		// A corrupt segment changes no state (and its endpoint would drop it).
+		if (checksum_ && fr.l4_csum != rx_csum::good &&
+		    (fr.l4_csum == rx_csum::bad || !l4_checksum_ok(fr.data, p))) {
+			drop_frame(w, i, drop::l4_bad_checksum);
+			continue;
+		}
+		uint16_t ip = fr.in_port;
+		if (ip == kPortInfer && !fib_.port_of(p.ct.t.src, p.family, &ip))
+			ip = kPortInfer;
+		w.in_port[i] = ip;
+		p.ct.in_port = checked(ip) ? static_cast<uint8_t>(ip) : ct::kNoPort;
+		p.ct.t.zone = 0;
+		w.idx[w.n++] = static_cast<uint16_t>(i);
+	}
+}
+
+// A first fragment leaves its ports for the later ones once it is
+// forwarded (route_stage); a later fragment follows its flow (no state
+// change) and takes its translation after the rest of the burst (its
+// first fragment may be in it), one by one (rare).
+void pipeline::fragment_stage(work& w) noexcept
+{
+	unsigned m = 0;
+	w.nlater = 0;
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		const parsed& p = w.p[i];
+		if (p.frag != kFragNone)
+			w.s->fragments.inc();
+		if (p.frag == kFragLater) {
+			w.later[w.nlater++] = static_cast<uint16_t>(i);
+			continue;
+		}
+		w.idx[m++] = static_cast<uint16_t>(i);
+	}
+	w.n = m;
+}
+
+void pipeline::sockmap_stage(work& w) noexcept
+{
+	if (!sm_.enabled() || sm_.size() == 0 || w.n == 0)
+		return;
+	const ct::tuple* tp[kMaxBurst];
+	uint8_t fl[kMaxBurst];
+	uint32_t by[kMaxBurst];
+	const sockmap::redirect* rd[kMaxBurst];
+	for (unsigned j = 0; j < w.n; j++) {
+		const parsed& p = w.p[w.idx[j]];
+		tp[j] = &p.ct.t;
+		fl[j] = p.ct.kind == ct::pkt_kind::normal ? p.ct.tcp_flags : ct::kSYN;
+		by[j] = p.ct.bytes;
+	}
+	sm_.lookup_bulk(tp, fl, by, w.n, w.now, rd);
+	unsigned m = 0;
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		if (rd[j] == nullptr) {
+			w.idx[m++] = static_cast<uint16_t>(i);
+			continue;
+		}
+		const sockmap::redirect& r = *rd[j];
+		if (r.nat & sockmap::kNatDst)
+			rewrite(w.f[i].data, w.p[i], false, r.nat_addr, r.nat_port);
+		if (r.nat & sockmap::kNatSrc)
+			rewrite(w.f[i].data, w.p[i], true, r.nat_addr, r.nat_port);
+		w.s->sockmap_hits.inc();
+		finish(w, i, r.port, r.dst_mac);
+	}
+	w.n = m;
+}
+
+// Every packet, either direction, one probe: a NATed flow's replies find it
+// under its reply alias (ct/table.h), so nothing is translated first.
+void pipeline::ct_lookup_stage(work& w) noexcept
+{
+	w.nmiss = 0;
+	if (w.n == 0)
+		return;
+	for (unsigned j = 0; j < w.n; j++) {
+		w.ctp[j] = w.p[w.idx[j]].ct;
+		w.natp[j] = nullptr;
+	}
+	ct_.lookup_bulk(w.ctp, w.n, w.now, w.res);
+	for (unsigned j = 0; j < w.n; j++)
+		if (w.res[j].v == ct::verdict::pending)
+			w.miss[w.nmiss++] = static_cast<uint16_t>(j);
+}
+
+// The Maglev flow hash of a new flow's original tuple picks its backend;
+// only new flows get here (a known flow holds its translation). A service
+// without an active backend refuses the flow before it has any state (as
+// kube-proxy's REJECT: the control path answers port unreachable).
+void pipeline::service_stage(work& w) noexcept
+{
+	lb::endpoint keys[kMaxBurst];
+	const lb::endpoint* kp[kMaxBurst];
+	uint16_t which[kMaxBurst];
+	uint32_t ids[kMaxBurst];
+	unsigned nk = 0;
+	for (unsigned m = 0; m < w.nmiss; m++) {
+		const unsigned j = w.miss[m];
+		ct::packet& c = w.ctp[j];
+		if ((c.t.proto != ct::kProtoTCP && c.t.proto != ct::kProtoUDP) || c.kind != ct::pkt_kind::normal ||
+		    !ct_.may_open(c))
+			continue;
+		// Loose mode: a mid-stream segment from a backend is not a flow of
+		// its own (its client's segment picks the NATed flow up).
+		if (c.t.proto == ct::kProtoTCP && !ct::tcp::is_syn(c.tcp_flags) &&
+		    lb_.is_backend(ep_of(c.t.src, c.t.family, c.t.sport, c.t.proto))) {
+			c.no_pickup = true;
+			continue;
+		}
+		keys[nk] = ep_of(c.t.dst, c.t.family, c.t.dport, c.t.proto);
+		kp[nk] = &keys[nk];
+		which[nk++] = static_cast<uint16_t>(j);
+	}
+	if (nk == 0 || lb_.lookup_bulk(kp, nk, ids) == 0)
+		return;
+	for (unsigned k = 0; k < nk; k++) {
+		if (ids[k] == 0)
+			continue;
+		const unsigned j = which[k];
+		const uint32_t be = lb_.select(ids[k], flow_hash(w.ctp[j].t));
+		lb::rewrite rw;
+		if (be == 0 || !lb_.dnat(be, &rw)) {
+			drop_frame(w, w.idx[j], drop::no_backend, punt::no_backend);
+			w.idx[j] = kGone;
+			continue;
+		}
+		std::memcpy(w.nat[j].addr, rw.addr, 16);
+		w.nat[j].port = rw.port;
+		w.nat[j].backend = rw.backend;
+		w.natp[j] = &w.nat[j];
+	}
+	compact_misses(w);
+}
+
+// State only for what may pass: a packet that may open a flow is routed
+// (to its backend, for a service) and its source passes the ingress
+// port's rp_filter before the CT creates anything. Sets the reply port the
+// flow's replies must come in on.
+void pipeline::admit_stage(work& w) noexcept
+{
+	for (unsigned m = 0; m < w.nmiss; m++) {
+		const unsigned j = w.miss[m];
+		const unsigned i = w.idx[j];
+		ct::packet& c = w.ctp[j];
+		if (!ct_.may_open(c))
+			continue;  // the CT refuses it (no flow to follow)
+		const parsed& p = w.p[i];
+		const uint16_t in = w.in_port[i];
+		if (in < ports_.size() && ports_[in].rp_filter != config::rp_mode::off) {
+			uint16_t back;
+			if (!fib_.port_of(p.ct.t.src, p.family, &back) ||
+			    (ports_[in].rp_filter == config::rp_mode::strict && back != in)) {
+				drop_frame(w, i, drop::rp_filter);
+				w.idx[j] = kGone;
+				continue;
+			}
+		}
+		uint16_t out_port = 0;
+		if (!fib_.port_of(w.natp[j] != nullptr ? w.natp[j]->addr : p.ct.t.dst, p.family, &out_port)) {
+			drop_frame(w, i, drop::no_route, punt::no_route);
+			w.idx[j] = kGone;
+			continue;
+		}
+		c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
+	}
+	compact_misses(w);
+}
+
+void pipeline::ct_create_stage(work& w) noexcept
+{
+	ct_.create_bulk(w.ctp, w.miss, w.nmiss, w.now, w.res, w.natp);
+}
+
+void pipeline::compact_misses(work& w) noexcept
+{
+	unsigned m = 0;
+	for (unsigned k = 0; k < w.nmiss; k++)
+		if (w.idx[w.miss[k]] != kGone)
+			w.miss[m++] = w.miss[k];
+	w.nmiss = m;
+}
+
+// The CT's verdicts, and the translations they carry: the original
+// direction of a NATed flow goes to its backend (DNAT), a reply found
+// under the flow's reply alias comes back from the service's address
+// (SNAT), and an ICMP error quoting either gets its quote translated.
+void pipeline::nat_stage(work& w) noexcept
+{
+	lcore_stats& s = *w.s;
+	for (unsigned j = 0; j < w.n; j++) {
+		const unsigned i = w.idx[j];
+		if (i == kGone)
+			continue;
+		ct::result& r = w.res[j];
+		switch (r.v) {
+		case ct::verdict::invalid: drop_frame(w, i, drop::ct_invalid); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_full: drop_frame(w, i, drop::ct_refused_full); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_busy: drop_frame(w, i, drop::ct_refused_busy); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_nomem: drop_frame(w, i, drop::ct_refused_nomem); w.idx[j] = kGone; continue;
+		default: break;
+		}
+		if (r.v == ct::verdict::created) {
+			w.made[i] = true;
+			w.j_of[i] = static_cast<uint8_t>(j);
+			s.new_flows.inc();
+			if (w.natp[j] != nullptr && w.natp[j]->backend < s.nbackend_flows)
+				s.backend_flows[w.natp[j]->backend].inc();
+		}
+		uint8_t addr[16];
+		uint16_t port;
+		uint32_t backend;
+		if (!ct::nat_of(r, addr, &port, &backend))
+			continue;
+		const bool reply = r.dir == 1;
+		if (!reply && !r.via_alias && r.v != ct::verdict::related) {
+			rewrite(w.f[i].data, w.p[i], false, addr, port);
+			w.dnat[i] = true;
+			s.dnat.inc();
+			continue;
+		}
+		ct::tuple o;
+		if ((!reply && !r.via_alias) || (reply && !r.via_alias && r.v != ct::verdict::related) ||
+		    !ct::original_of(r, &o))
+			continue;  // a packet that names the flow untranslated (no rewrite)
+		if (r.v != ct::verdict::related) {
+			rewrite(w.f[i].data, w.p[i], true, o.dst, o.dport);  // from the service's address
+			s.snat.inc();
+		} else {
+			icmp_nat(w, i, r, o, addr, port);
+		}
+	}
+	compact(w);
+}
+
+// ICMP errors about a NATed flow. Quoting the translated packet (client ->
+// backend, found under the alias): the quote is shown as sent to the
+// service. Quoting our reply as the client got it (service -> client): the
+// error goes to the backend, about the packet the backend sent.
+void pipeline::icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& o, const uint8_t* addr,
+			uint16_t port) noexcept
+{
+	const parsed& p = w.p[i];
+	uint8_t* frm = w.f[i].data;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	if (r.dir == 0) {
+		rewrite_quoted(frm, p, false, o.dst, o.dport, w.f[i].len);
+		icmp_checksum(frm, p);
+		w.s->snat.inc();
+		return;
+	}
+	if (std::memcmp(p.ct.t.src, o.dst, alen) == 0)
+		rewrite_quoted(frm, p, true, addr, port, w.f[i].len);
+	const uint8_t* dst = frm + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
+	if (std::memcmp(dst, o.dst, alen) == 0)
+		set_outer_addr(frm, p, false, addr);
+	icmp_checksum(frm, p);
+	w.s->dnat.inc();
+}
+
+// Routes the (translated) destinations, one bulk LPM lookup per family,
+// then the next hop's MAC; rewrites L2 and the TTL.
+void pipeline::route_stage(work& w) noexcept
+{
+	uint32_t a4[kMaxBurst], h4[kMaxBurst], h6[kMaxBurst], ids[kMaxBurst];
+	maps::ipv6::addr a6[kMaxBurst];
+	uint8_t j4[kMaxBurst], j6[kMaxBurst], family[kMaxBurst];
+	const uint8_t* dst[kMaxBurst];
+	unsigned n4 = 0, n6 = 0;
+	for (unsigned j = 0; j < w.n; j++) {
+		const parsed& p = w.p[w.idx[j]];
+		const uint8_t* ip = w.f[w.idx[j]].data + p.l3_off;
+		family[j] = p.family;
+		if (p.family == 4) {
+			dst[j] = ip + kV4Dst;
+			a4[n4] = maps::ipv4::from_bytes(dst[j]);
+			j4[n4++] = static_cast<uint8_t>(j);
+		} else {
+			dst[j] = ip + kV6Dst;
+			a6[n6] = maps::ipv6::from_bytes(dst[j]);
+			j6[n6++] = static_cast<uint8_t>(j);
+		}
+	}
+	if (n4 != 0)
+		fib_.route_bulk4(a4, n4, h4);
+	if (n6 != 0)
+		fib_.route_bulk6(a6, n6, h6);
+	for (unsigned k = 0; k < n4; k++)
+		ids[j4[k]] = h4[k];
+	for (unsigned k = 0; k < n6; k++)
+		ids[j6[k]] = h6[k];
+	static_assert(kMaxBurst <= fib::kMaxBulk);
+	uint16_t port[kMaxBurst];
+	uint64_t mac[kMaxBurst];
+	const uint64_t ok = fib_.next_hop_bulk(ids, dst, family, w.n, port, mac);
+	for (unsigned j = 0; j < w.n; j++)
+		forward(w, w.idx[j], (ok >> j) & 1, port[j], mac[j]);
+	w.n = 0;
+}
+
+void pipeline::forward(work& w, unsigned i, bool routed, uint16_t port, uint64_t mac_word) noexcept
+{
+	if (!routed) {
+		// Routed before the CT, unrouted now (a route removed meanwhile):
+		// a flow made for it leaves no state behind.
+		if (w.made[i])
+			ct_.erase(w.ctp[w.j_of[i]].t, w.now);
+		drop_frame(w, i, drop::no_route, w.dnat[i] ? punt::none : punt::no_route);
+		return;
+	}
+	if ((mac_word & fib::kResolved) == 0) {
+		drop_frame(w, i, drop::no_neighbor, punt::resolve);  // the control path resolves the next hop
+		return;
+	}
+	if (w.p[i].frag == kFragFirst)
+		record_fragment(w, i);
+	uint8_t mac[6];
+	std::memcpy(mac, &mac_word, 6);
+	finish(w, i, port, mac);
+}
+
+// Punts, policed by class: past its rate a frame for the appliance is
+// dropped, and a dropped frame goes unanswered.
+void pipeline::police_stage(work& w) noexcept
+{
+	lcore_stats& s = *w.s;
+	for (unsigned i = 0; i < w.nframes; i++) {
+		outcome& o = w.out[i];
+		if (o.why == punt::none)
+			continue;
+		const parsed& p = w.p[i];
+		o.cls = o.why == punt::ttl_exceeded || o.why == punt::no_route || o.why == punt::no_backend
+				? punt_class::icmp
+			: o.why == punt::resolve ? punt_class::resolve
+			: o.why == punt::local && (p.kind == frame_kind::arp ||
+						   (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137))
+				? punt_class::arp_nd
+				: punt_class::other;
+		if (police(s, o.cls, w.now))
+			continue;
+		if (o.f == fate::control) {
+			s.control.sub(1);
+			o = outcome{fate::drop, drop::punt_policed, 0};
+			s.dropped.inc();
+			s.drops[static_cast<unsigned>(drop::punt_policed)].inc();
+		} else {
+			o.why = punt::none;
+		}
+	}
+}
+
+// A first fragment that passed the CT and leaves: its ports for the later
+// ones (packet/fragments.h), or counted as untracked.
+void pipeline::record_fragment(const work& w, unsigned i) noexcept
+{
+	if (!frags_.record(w.p[i], w.in_port[i], w.now))
+		w.s->fragments_untracked.inc();
+}
+
+void pipeline::later_fragment(work& w, unsigned i) noexcept
+{
+	parsed& p = w.p[i];
+	ct::tuple t = p.ct.t;
+	if (!frags_.ports_of(p, w.in_port[i], w.now, &t.sport, &t.dport)) {
+		drop_frame(w, i, drop::fragment_unknown);
+		return;
+	}
+	ct::flow_view fv;
+	unsigned dir = 0;
+	if (!ct_.find(t, w.now, &fv, &dir)) {  // a reply of a NATed flow too (its alias)
+		drop_frame(w, i, drop::ct_invalid);
+		return;
+	}
+	ct_.touch(t, w.now, 1, p.ct.bytes);
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	if (fv.flags & ct::kNat) {
+		if (dir == 0 && std::memcmp(t.dst, fv.orig.dst, alen) == 0) {
+			rewrite(w.f[i].data, p, false, fv.nat_addr, 0);
+			w.s->dnat.inc();
+		} else if (dir == 1 && std::memcmp(t.src, fv.orig.dst, alen) != 0) {
+			rewrite(w.f[i].data, p, true, fv.orig.dst, 0);  // from the backend: from the service
+			w.s->snat.inc();
+		}
+	}
+	const uint8_t* dst = w.f[i].data + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
+	uint16_t port;
+	uint8_t mac[6];
+	if (!fib_.route(dst, p.family, &port, mac)) {
+		drop_frame(w, i, drop::no_route);
+		return;
+	}
+	if (std::all_of(mac, mac + 6, [](uint8_t b) { return b == 0; })) {
+		drop_frame(w, i, drop::no_neighbor, punt::resolve);
+		return;
+	}
+	finish(w, i, port, mac);
+}
+
+void pipeline::maintain(uint64_t now_ns) noexcept
+{
+	frags_.maintain(now_ns);
+	fib_.maintain();
+}
+
+pipeline_stats pipeline::stats() const
+{
+	pipeline_stats t;
+	for (unsigned l = 0; l < nlcores_; l++) {
+		const lcore_stats& s = lc_[l];
+#define CTPLANE_X(n) t.n += s.n.get();
+		CTPLANE_LCORE_COUNTERS(CTPLANE_X)
+#undef CTPLANE_X
+		for (unsigned d = 0; d < kDropReasons; d++)
+			t.drops[d] += s.drops[d].get();
+		for (unsigned k = 0; k < kStages; k++) {
+			t.stages[k].calls += s.stages[k].calls.get();
+			t.stages[k].vectors += s.stages[k].vectors.get();
+			t.stages[k].sampled_vectors += s.stages[k].sampled_vectors.get();
+			t.stages[k].clocks += s.stages[k].clocks.get();
+		}
+		if (t.backend_flows.size() < s.nbackend_flows)
+			t.backend_flows.resize(s.nbackend_flows, 0);
+		for (size_t b = 0; b < s.nbackend_flows; b++)
+			t.backend_flows[b] += s.backend_flows[b].get();
+	}
+	return t;
+}
+
+}  // namespace ctplane::dataplane
