@@ -621,29 +621,55 @@ int run_main(int argc, char** argv)
 		});
 		// A reload: the running config file, or another; the result as a
 		// reply (ctplane-ctl) and one line per change on stderr.
+		// Reloads and route replaces off the control thread (control/reload.h
+		// reload_job): the file is read and the new route table built by a
+		// thread of its own while the control loop goes on; the loop
+		// applies it when ready. The reply says it started; reload/status
+		// (and the log) how it ended.
+		reload_job job;
 		auto do_reload = [&](const std::string& file) {
 			reply r;
 			const std::string path = file.empty() ? cfg_path : file;
-			auto next = config::load_file(path, file.empty());
-			if (!next) {
-				r.error(next.err().str());
-			} else {
-				std::vector<std::string> changes;
-				if (std::string e = reload(*dp, ctl, next.value(), &changes); !e.empty())
-					r.error(e);
-				else {
-					r.text("file", path);
-					for (size_t i = 0; i < changes.size(); i++)
-						r.text("change/" + std::to_string(i), changes[i]);
-				}
-				for (const std::string& ch : changes)
-					std::fprintf(stderr, "ctplane: reload %s: %s\n", path.c_str(), ch.c_str());
+			const bool follow = file.empty();
+			if (std::string e = job.start_reload(*dp, [path, follow] { return config::load_file(path, follow); }, path);
+			    !e.empty()) {
+				r.error(e);
+				return r;
 			}
-			if (r.is_error())
-				std::fprintf(stderr, "ctplane: reload refused: %s\n", r.items[0].second.s.c_str());
+			r.text("started", path);
+			r.num("id", job.last().id);
 			return r;
 		};
 		op.set_reloader(do_reload);
+		op.set_route_replacer([&](const std::string& file) {
+			reply r;
+			if (std::string e = job.start_route_replace(*dp, file); !e.empty()) {
+				r.error(e);
+				return r;
+			}
+			r.text("started", file);
+			r.num("id", job.last().id);
+			return r;
+		});
+		op.set_reload_status([&] {
+			const reload_job::status st = job.last();
+			reply r;
+			r.num("id", st.id);
+			r.num("running", st.running ? 1 : 0);
+			r.text("what", st.what);
+			r.text("file", st.file);
+			r.text("error", st.error);
+			for (size_t i = 0; i < st.changes.size(); i++)
+				r.text("change/" + std::to_string(i), st.changes[i]);
+			r.num("ms", st.ms);
+			return r;
+		});
+		op.set_busy([&]() -> std::string {
+			if (!job.busy())
+				return "";
+			const reload_job::status st = job.last();
+			return "a " + st.what + " of " + st.file + " is in progress: changes wait for it";
+		});
 		op.set_pass_stats(&passes);
 		// File parameters of the control socket stay in these folders.
 		{
@@ -723,9 +749,20 @@ int run_main(int argc, char** argv)
 							    mm->port, static_cast<punt>(mm->why), now);
 						rte_pktmbuf_free(pm[i]);
 					}
-			if (g_reload.exchange(false, std::memory_order_relaxed)) {
+			// SIGHUP: a reload of the config file (once the one running ends).
+			if (!job.busy() && g_reload.exchange(false, std::memory_order_relaxed)) {
 				passes.phase("reload");
-				do_reload("");
+				if (reply r = do_reload(""); r.is_error())
+					std::fprintf(stderr, "ctplane: reload refused: %s\n", r.items[0].second.s.c_str());
+			}
+			passes.phase("reload");
+			if (reload_job::status done; job.poll(*dp, ctl, &done)) {
+				if (!done.error.empty())
+					std::fprintf(stderr, "ctplane: %s refused: %s\n", done.what.c_str(), done.error.c_str());
+				for (const std::string& ch : done.changes)
+					std::fprintf(stderr, "ctplane: %s %s: %s\n", done.what.c_str(), done.file.c_str(), ch.c_str());
+				std::fprintf(stderr, "ctplane: %s %s: %s in %" PRIu64 " ms\n", done.what.c_str(), done.file.c_str(),
+					     done.error.empty() ? "applied" : "refused, nothing changed", done.ms);
 			}
 			// The tick every 10 ms; between ticks the CT grows ahead of a
 			// burst of new flows every pass (~0.5 ms): at line rate 10 ms
@@ -760,6 +797,7 @@ int run_main(int argc, char** argv)
 		for (void* m = nullptr; rte_ring_dequeue(inject_ring, &m) == 0;)
 			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
 		saver.wait();  // a background save ends before the exit's and before the stack goes
+		job.wait();    // a reload being prepared is dropped (nothing of it was applied)
 		if (c.state.save_on_exit) {
 			save_result sr;
 			const uint64_t t = clk.now_ns();

@@ -216,7 +216,8 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/tables", "Table sizes and resize history"},
 		{"/ctplane/state/save", "Writes a state snapshot in the background. Params: [FILE] (default: state.file)"},
 		{"/ctplane/state/status", "The last state save: running, file, error, what it wrote, ms"},
-		{"/ctplane/reload", "Applies the YAML while forwarding. Params: [FILE] (default: the running one's)"},
+		{"/ctplane/reload", "Applies the YAML while forwarding, prepared in the background. Params: [FILE] (default: the running one's)"},
+		{"/ctplane/reload/status", "The last reload or route replace: running, what, file, error, changes, ms"},
 	};
 	return c;
 }
@@ -319,6 +320,20 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 	if (read_only && writes(cmd)) {
 		reply r;
 		r.error(cmd + " changes state: the read-only socket refuses it (use the control socket, dpdk_telemetry.v2)");
+		return r;
+	}
+	if (writes(cmd) && c != "state/save" && busy_) {
+		if (std::string why = busy_(); !why.empty()) {
+			reply r;
+			r.error(why);
+			return r;
+		}
+	}
+	if (c == "reload/status") {
+		if (reload_status_)
+			return reload_status_();
+		reply r;
+		r.error("no reloads here (the running ctplane has its config file)");
 		return r;
 	}
 	if (c == "stats")
@@ -970,6 +985,8 @@ reply ops::route_replace(const std::string& params)
 		r.error("route replace: " + e);
 		return r;
 	}
+	if (route_replace_)
+		return route_replace_(file);  // the runtime's: off the control thread
 	// Streamed and checked whole, then built aside: a bad line or a table
 	// that cannot be built changes nothing.
 	std::vector<config::route_spec> routes;

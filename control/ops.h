@@ -44,6 +44,8 @@
 //       swapped in at once, or refused whole ("file:line: why")
 //   /ctplane/neighbors[,cursor=ADDRESS][,limit=N]
 //   /ctplane/tables                  table sizes and their resize history
+//   /ctplane/reload/status           the last reload or route replace: running,
+//                                    what, file, error, change/N, ms
 //   /ctplane/reload,[FILE]           applies the YAML (control/reload.h);
 //                                    "changes": one row per kind; FILE in
 //                                    the running config's folder
@@ -146,6 +148,16 @@ public:
 	// pipeline library has none): fn(file, now_ns) -> the reply.
 	using state_save_fn = std::function<reply(const std::string& file, uint64_t now_ns)>;
 	void set_state_saver(state_save_fn fn) { state_save_ = std::move(fn); }
+	// route/replace,FILE off the control thread (the runtime's reload_job;
+	// without one, ops replaces the table itself): fn(confined file).
+	using route_replace_fn = std::function<reply(const std::string& file)>;
+	void set_route_replacer(route_replace_fn fn) { route_replace_ = std::move(fn); }
+	// What /ctplane/reload/status answers (the last reload or route replace).
+	using status_fn = std::function<reply()>;
+	void set_reload_status(status_fn fn) { reload_status_ = std::move(fn); }
+	// "" or why writes must wait (a reload being prepared against the
+	// running state): every write is refused meanwhile, with it.
+	void set_busy(std::function<std::string()> fn) { busy_ = std::move(fn); }
 	// The control loop's pass times (/ctplane/stats/control).
 	void set_pass_stats(const pass_stats* p) { passes_ = p; }
 	// What /ctplane/state/status answers (the background save's progress).
@@ -192,6 +204,9 @@ private:
 	port_stats_fn port_stats_;
 	state_save_fn state_save_;
 	state_status_fn state_status_;
+	route_replace_fn route_replace_;
+	status_fn reload_status_;
+	std::function<std::string()> busy_;
 	const pass_stats* passes_ = nullptr;
 	reload_fn reload_;
 	std::string config_dir_, state_dir_;

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "control/reload.h"
 
+#include "config/route_file.h"
+#include "maps/rcu.h"
+
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
@@ -127,9 +131,10 @@ bool same_timeouts(const ct::timeouts& a, const ct::timeouts& b)
 
 }  // namespace
 
-std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& next,
-		   std::vector<std::string>* changes)
+std::string prepare_reload(stack& dp, config::ctplane_config next, reload_plan* out, bool quiesce)
 {
+	reload_plan& plan = *out;
+	plan = reload_plan{};
 	const config::ctplane_config& cur = dp.cfg();
 	if (std::string k = restart_only(cur, next); !k.empty())
 		return k + ": changed, and it cannot change while running (restart ctplane); nothing was applied";
@@ -158,19 +163,27 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	// with a route missing, no per-route grace period; a table that cannot
 	// be built refuses the reload.
 	std::vector<config::route_spec> have;
-	dp.pl().for_each_route([&](const config::route_spec& r) { have.push_back(r); });
-	unsigned rd[3];
+	dp.pl().fib().routes_in_slices([&](const config::route_spec& r) { have.push_back(r); }, quiesce);
+	unsigned* rd = plan.rd;
 	route_diff(std::move(have), next.routes, rd);
-	fib::route_plan routes;
 	if (rd[0] + rd[1] + rd[2] != 0)
-		if (std::string e = dp.pl().plan_routes(next.routes, &routes); !e.empty())
+		if (std::string e = dp.pl().plan_routes(next.routes, &plan.routes); !e.empty())
 			return "routes: " + e + "; nothing was applied";
+	plan.next = std::move(next);
+	return "";
+}
 
+void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<std::string>* changes)
+{
+	const config::ctplane_config cur = dp.cfg();
+	const config::ctplane_config& next = plan.next;
+	const ct::config& nc = next.ct;
+	const unsigned* rd = plan.rd;
+	lb::balancer& lb = dp.lb();
 	std::vector<std::string> out;
 	// Conntrack.
 	if (nc.max_entries != cur.ct.max_entries || nc.grow_pct != cur.ct.grow_pct || nc.shrink_pct != cur.ct.shrink_pct) {
-		if (std::string e = dp.ct().set_limits(nc.max_entries, nc.grow_pct, nc.shrink_pct); !e.empty())
-			return "ct: " + e;  // not reached: checked above
+		dp.ct().set_limits(nc.max_entries, nc.grow_pct, nc.shrink_pct);  // checked by prepare_reload
 		out.push_back("ct: max_entries " + std::to_string(nc.max_entries) + ", watermarks " +
 			      std::to_string(nc.grow_pct) + "/" + std::to_string(nc.shrink_pct) + "%");
 	}
@@ -184,7 +197,7 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	std::set<uint32_t> be_before;
 	lb.for_each_backend([&](uint32_t id, const lb::backend&) { be_before.insert(id); });
 	if (std::string e = lb.apply(next.lb); !e.empty())
-		return "lb: " + e;  // not reached: checked above
+		out.push_back("lb: " + e);  // a resource limit past lb.check: said, the rest applied
 	lb.commit();
 	unsigned svc_added = 0, svc_removed = 0, be_added = 0, be_removed = 0;
 	std::map<std::string, uint32_t> after;
@@ -207,7 +220,7 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 		out.push_back("lb: max_services " + std::to_string(next.lb.max_services) + ", max_backends " +
 			      std::to_string(next.lb.max_backends) + ", maglev_size " + std::to_string(next.lb.maglev_size));
 	if (rd[0] + rd[1] + rd[2] != 0) {
-		dp.pl().commit_routes(std::move(routes));
+		dp.pl().commit_routes(std::move(plan.routes));
 		out.push_back("routes: +" + std::to_string(rd[0]) + " ~" + std::to_string(rd[1]) + " -" +
 			      std::to_string(rd[2]));
 	}
@@ -224,7 +237,7 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 	if (next.sockmap.enabled != cur.sockmap.enabled || next.sockmap.max_entries != cur.sockmap.max_entries ||
 	    !same_prefixes(next.sockmap.local, cur.sockmap.local)) {
 		if (std::string e = dp.sm().set_config(next.sockmap); !e.empty())
-			return "sockmap: " + e;  // not reached: checked above and by the loader
+			out.push_back("sockmap: " + e);  // not reached: checked above and by the loader
 		out.push_back(std::string("sockmap: ") + (next.sockmap.enabled ? "on" : "off") + ", " +
 			      std::to_string(next.sockmap.local.size()) + " local prefixes, max_entries " +
 			      std::to_string(next.sockmap.max_entries));
@@ -238,7 +251,141 @@ std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& n
 		out.push_back("nothing changed");
 	if (changes != nullptr)
 		*changes = std::move(out);
+}
+
+std::string reload(stack& dp, control_path& ctl, const config::ctplane_config& next,
+		   std::vector<std::string>* changes)
+{
+	reload_plan plan;
+	if (std::string e = prepare_reload(dp, next, &plan); !e.empty())
+		return e;
+	apply_reload(dp, ctl, std::move(plan), changes);
 	return "";
+}
+
+// ---- reload_job ------------------------------------------------------------------------
+
+reload_job::~reload_job() { wait(); }
+
+void reload_job::wait()
+{
+	if (th_.joinable())
+		th_.join();
+}
+
+uint64_t reload_job::mono_ms()
+{
+	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+					     std::chrono::steady_clock::now().time_since_epoch())
+					     .count());
+}
+
+std::string reload_job::start(const std::string& what, const std::string& file, std::function<void()> work)
+{
+	if (running_)
+		return "a " + st_.what + " of " + st_.file + " is in progress (" + std::to_string((mono_ms() - started_ms_) / 1000) +
+		       " s): one at a time";
+	wait();  // the last one's thread, finished
+	running_ = true;
+	{
+		std::lock_guard<std::mutex> g(mu_);
+		ready_ = false;
+		prep_error_.clear();
+		plan_.reset();
+		routes_.reset();
+	}
+	st_ = status{};
+	st_.id = ++ids_;
+	st_.running = true;
+	st_.what = what;
+	st_.file = file;
+	started_ms_ = mono_ms();
+	th_ = std::thread([this, work = std::move(work)] {
+		// Offline but for the route walk's slices: no grace period waits
+		// on the file's parse or the table's build.
+		maps::rcu::register_thread();
+		maps::rcu::offline();
+		work();
+		maps::rcu::online();
+		maps::rcu::unregister_thread();
+		std::lock_guard<std::mutex> g(mu_);
+		ready_ = true;
+	});
+	return "";
+}
+
+std::string reload_job::start_reload(stack& dp, loader load, const std::string& file)
+{
+	return start("reload", file, [this, &dp, load = std::move(load)] {
+		auto next = load();
+		auto plan = std::make_unique<reload_plan>();
+		std::string e = next ? prepare_reload(dp, std::move(next.value()), plan.get(), true) : next.err().str();
+		std::lock_guard<std::mutex> g(mu_);
+		prep_error_ = e;
+		if (e.empty())
+			plan_ = std::move(plan);
+	});
+}
+
+std::string reload_job::start_route_replace(stack& dp, const std::string& file)
+{
+	const std::vector<config::port_spec> ports = dp.cfg().ports;
+	return start("route replace", file, [this, &dp, file, ports] {
+		std::vector<config::route_spec> routes;
+		std::string e;
+		config::result<size_t> n = config::read_route_file(file, ports, &routes, "route replace");
+		if (!n)
+			e = n.err().str();
+		else if (size_t first = 0, d = config::find_duplicate_route(routes, &first); d != SIZE_MAX)
+			e = file + ": route " + net::to_string(routes[d].prefix) + " is given twice";
+		auto plan = std::make_unique<fib::route_plan>();
+		if (e.empty())
+			if (std::string pe = dp.pl().plan_routes(routes, plan.get()); !pe.empty())
+				e = "route replace: " + pe + "; the table is unchanged";
+		std::lock_guard<std::mutex> g(mu_);
+		prep_error_ = e;
+		if (e.empty()) {
+			routes_ = std::move(plan);
+			replaced_ = routes.size();
+		}
+	});
+}
+
+bool reload_job::poll(stack& dp, control_path& ctl, status* done)
+{
+	if (!running_)
+		return false;
+	std::unique_ptr<reload_plan> plan;
+	std::unique_ptr<fib::route_plan> routes;
+	std::string err;
+	{
+		std::lock_guard<std::mutex> g(mu_);
+		if (!ready_)
+			return false;
+		plan = std::move(plan_);
+		routes = std::move(routes_);
+		err = prep_error_;
+	}
+	wait();
+	st_.error = err;
+	if (err.empty() && plan) {
+		apply_reload(dp, ctl, std::move(*plan), &st_.changes);
+	} else if (err.empty() && routes) {
+		dp.pl().commit_routes(std::move(*routes));
+		st_.changes.push_back("routes: " + std::to_string(replaced_) + " from " + st_.file + ", " +
+				      std::to_string(dp.pl().fib().hop_count()) + " next hops");
+	}
+	st_.running = false;
+	st_.ms = mono_ms() - started_ms_;
+	running_ = false;
+	if (done != nullptr)
+		*done = st_;
+	return true;
+}
+
+reload_job::status reload_job::last()
+{
+	return st_;
 }
 
 }  // namespace ctplane::dataplane

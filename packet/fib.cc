@@ -60,6 +60,7 @@ std::string fib::build(const config::ctplane_config& c, size_t nports)
 
 uint32_t fib::take_id()
 {
+	std::lock_guard<std::mutex> g(ids_mu_);
 	if (!free_ids_.empty()) {
 		const uint32_t id = free_ids_.back();
 		free_ids_.pop_back();
@@ -155,6 +156,7 @@ fib::route_plan::~route_plan()
 void fib::give_back(route_plan& p) noexcept
 {
 	// No reader ever saw these ids: free at once.
+	std::lock_guard<std::mutex> g(ids_mu_);
 	for (const auto& f : p.fresh_)
 		free_ids_.push_back(f.first);
 	p.fresh_.clear();
@@ -277,6 +279,7 @@ void fib::maintain()
 	}
 	if (!dying_ids_.empty()) {
 		maps::rcu::synchronize();  // no worker still reads them
+		std::lock_guard<std::mutex> g(ids_mu_);
 		free_ids_.insert(free_ids_.end(), dying_ids_.begin(), dying_ids_.end());
 		dying_ids_.clear();
 	}

@@ -34,6 +34,7 @@
 #pragma once
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -42,6 +43,7 @@
 #include "config/config.h"
 #include "maps/lpm.h"
 #include "maps/rarray.h"
+#include "maps/rcu.h"
 #include "maps/rhash.h"
 #include "net/addr.h"
 
@@ -144,6 +146,11 @@ public:
 	// before IPv6; nullptr: the first), while f returns true.
 	template <typename Fn>
 	void for_each_route_from(const net::prefix* from, Fn&& f) const;
+	// for_each_route in slices of kRouteSlice routes. quiesce: the caller
+	// is a thread of its own, offline between slices (online for each).
+	static constexpr uint64_t kRouteSlice = 65536;
+	template <typename Fn>
+	void routes_in_slices(Fn&& f, bool quiesce) const;
 	// Grows and shrinks the neighbour table; frees, after a grace period,
 	// replaced route tables and the hops no route names any more.
 	void maintain();
@@ -207,7 +214,11 @@ private:
 	std::unordered_map<hop_key, uint32_t, hop_key_hash> hop_ids_;  // live hops
 	// Gateway -> the hops through it (one per port it is reached on).
 	std::unordered_map<net::address, std::vector<uint32_t>, addr_hash> by_gateway_;
-	std::vector<uint32_t> free_ids_;    // past a grace period
+	std::vector<uint32_t> free_ids_;    // past a grace period (ids_mu_)
+	// A plan may be made on a thread of its own (a reload): the ids it
+	// takes and gives back, and those the control thread's maintain()
+	// frees, meet here.
+	mutable std::mutex ids_mu_;
 	std::vector<uint32_t> dying_ids_;   // unnamed since the last grace period
 	bool tables_retired_ = false;
 	maps::lpm<maps::ipv4> fib4_;
@@ -217,6 +228,34 @@ private:
 	uint64_t neigh_refused_ = 0;
 	uint64_t hop_writes_ = 0;
 };
+
+template <typename Fn>
+void fib::routes_in_slices(Fn&& f, bool quiesce) const
+{
+	net::prefix from;
+	bool started = false, more = true;
+	while (more) {
+		uint64_t n = 0;
+		more = false;
+		if (quiesce)
+			maps::rcu::online();
+		for_each_route_from(started ? &from : nullptr, [&](const config::route_spec& r) {
+			if (started && n == 0 && r.prefix == from)
+				return true;  // the last of the slice before
+			if (n == kRouteSlice) {
+				more = true;
+				return false;
+			}
+			f(r);
+			from = r.prefix;
+			started = true;
+			n++;
+			return true;
+		});
+		if (quiesce)
+			maps::rcu::offline();
+	}
+}
 
 template <typename Fn>
 void fib::for_each_route(Fn&& f) const

@@ -324,5 +324,63 @@ TEST_F(reload_fixture, a_reload_of_a_million_routes_diffs_by_sort_and_swaps_the_
 	rmdir(dir);
 }
 
+TEST_F(reload_fixture, a_reload_job_prepares_a_million_routes_off_the_control_thread)
+{
+	char dir[] = "/tmp/ctplane-job-XXXXXX";
+	ASSERT_NE(mkdtemp(dir), nullptr);
+	const std::string file = std::string(dir) + "/routes.txt";
+	{
+		std::FILE* f = std::fopen(file.c_str(), "w");
+		ASSERT_NE(f, nullptr);
+		for (uint32_t i = 0; i < (1u << 20); i++)
+			std::fprintf(f, "%u.%u.%u.0/24 via 10.0.1.%u dev server\n", 32 + (i >> 16), (i >> 8) & 255, i & 255,
+				     1 + (i & 1));
+		std::fclose(f);
+	}
+	const std::string yaml = kBase + "routes_file: " + file + "\n";
+	reload_job job;
+	ASSERT_EQ(job.start_reload(*dp, [&] { return config::load_string(yaml, std::string(dir) + "/t.yaml"); }, "t.yaml"),
+		  "");
+	EXPECT_TRUE(job.busy());
+	EXPECT_NE(job.start_route_replace(*dp, file).find("one at a time"), std::string::npos);
+	// The control loop goes on meanwhile: ticks (grace periods), ARP.
+	lb::address gw;
+	ASSERT_TRUE(lb::parse_address("10.0.1.2", &gw));
+	uint64_t passes = 0;
+	reload_job::status done;
+	while (!job.poll(*dp, *ctl, &done)) {
+		dp->tick(now + passes * 10'000'000ull);
+		const uint8_t mac[6] = {2, 0xbb, 0, 0, 0, static_cast<uint8_t>(passes)};
+		dp->pl().set_neighbor(gw, mac);
+		passes++;
+		ASSERT_LT(passes, 100'000'000u);
+	}
+	EXPECT_EQ(done.error, "");
+	EXPECT_EQ(done.changes, std::vector<std::string>{"routes: +1048576 ~0 -0"});
+	EXPECT_FALSE(job.busy());
+	EXPECT_GT(passes, 0u);
+	EXPECT_EQ(dp->pl().fib().route_count(), (1u << 20) + 2);
+	// The neighbour learnt while the table was being built is in its hops.
+	uint16_t port;
+	uint8_t got[6];
+	const uint8_t dst[4] = {32, 0, 1, 9};  // route 1: via 10.0.1.2
+	ASSERT_TRUE(dp->pl().fib().route(dst, 4, &port, got));
+	EXPECT_EQ(got[0], 2);
+	EXPECT_EQ(got[1], 0xbb);
+	// A route replace with a bad line: refused, nothing changed.
+	{
+		std::FILE* f = std::fopen(file.c_str(), "a");
+		std::fputs("33.0.0.0/8 dev nowhere\n", f);
+		std::fclose(f);
+	}
+	ASSERT_EQ(job.start_route_replace(*dp, file), "");
+	while (!job.poll(*dp, *ctl, &done))
+		dp->tick(now);
+	EXPECT_EQ(done.error, file + ":1048577:1: route replace: dev nowhere: no such port");
+	EXPECT_EQ(dp->pl().fib().route_count(), (1u << 20) + 2);
+	std::remove(file.c_str());
+	rmdir(dir);
+}
+
 }  // namespace
 }  // namespace ctplane::dataplane::test
