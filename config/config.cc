@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 #include <sstream>
@@ -36,6 +37,21 @@ std::string error::str() const
 }
 
 namespace {
+
+std::set<std::string>* g_keys = nullptr;  // record_keys()
+
+// "ports[3].mac" -> "ports[].mac"
+std::string generic_path(const std::string& p)
+{
+	std::string out;
+	for (size_t i = 0; i < p.size(); i++) {
+		out += p[i];
+		if (p[i] == '[')
+			while (i + 1 < p.size() && p[i + 1] != ']')
+				i++;
+	}
+	return out;
+}
 
 // Thrown inside the loader only; load_string turns it into an error.
 struct failure {
@@ -89,6 +105,8 @@ public:
 				if (s == key)
 					fail(kv.first, p, "duplicate key");
 			seen.push_back(key);
+			if (g_keys != nullptr)
+				g_keys->insert(generic_path(p));
 			key_mark_ = kv.first.Mark();
 			it->second(kv.second, p);
 		}
@@ -946,5 +964,7 @@ uint64_t desired_state_digest(const ctplane_config& c)
 	}
 	return h;
 }
+
+void record_keys(std::set<std::string>* out) { g_keys = out; }
 
 }  // namespace ctplane::config

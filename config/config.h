@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <utility>
 #include <variant>
@@ -183,6 +184,10 @@ result<ctplane_config> load_file(const std::string& path, bool follow_links = tr
 // snapshot records the running config's; a restore brings back run-time
 // changes (ctplane-ctl) only while the YAML's digest is the same.
 uint64_t desired_state_digest(const ctplane_config& c);
+
+// Test hook: every key path the loader reads from now on ("ports[].mac")
+// goes into *out (nullptr: none). Not thread-safe.
+void record_keys(std::set<std::string>* out);
 // `name` is what errors call the text (a file name, usually).
 result<ctplane_config> load_string(const std::string& text, const std::string& name);
 

@@ -86,6 +86,10 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 	if (p.punt_arp_nd != q.punt_arp_nd || p.punt_resolve != q.punt_resolve || p.punt_icmp != q.punt_icmp ||
 	    p.punt_other != q.punt_other)
 		return "control.punt";
+	if (a.telemetry.owner != b.telemetry.owner || a.telemetry.group != b.telemetry.group)
+		return "telemetry";
+	if (a.state.dir != b.state.dir)
+		return "state.dir";
 	// The sockmap learns from CT events: switching it on needs them on.
 	if (b.sockmap.enabled && !a.sockmap.enabled && !a.ct.events)
 		return "sockmap.enabled (needs ct.events, off since the start)";
@@ -196,9 +200,11 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 	lb.for_each_service([&](uint32_t id, const lb::service&) { before[lb.service_name(id)] = id; });
 	std::set<uint32_t> be_before;
 	lb.for_each_backend([&](uint32_t id, const lb::backend&) { be_before.insert(id); });
+	const uint64_t built_before = lb.stats().tables_built;
 	if (std::string e = lb.apply(next.lb); !e.empty())
 		out.push_back("lb: " + e);  // a resource limit past lb.check: said, the rest applied
 	lb.commit();
+	const uint64_t rebuilt = lb.stats().tables_built - built_before;
 	unsigned svc_added = 0, svc_removed = 0, be_added = 0, be_removed = 0;
 	std::map<std::string, uint32_t> after;
 	lb.for_each_service([&](uint32_t id, const lb::service&) { after[lb.service_name(id)] = id; });
@@ -215,6 +221,8 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 	if (svc_added + svc_removed + be_added + be_removed != 0)
 		out.push_back("lb: services +" + std::to_string(svc_added) + " -" + std::to_string(svc_removed) +
 			      ", backends +" + std::to_string(be_added) + " -" + std::to_string(be_removed));
+	else if (rebuilt != 0)  // weights, states, table sizes
+		out.push_back("lb: " + std::to_string(rebuilt) + " Maglev table" + (rebuilt == 1 ? "" : "s") + " rebuilt");
 	if (next.lb.max_services != cur.lb.max_services || next.lb.max_backends != cur.lb.max_backends ||
 	    next.lb.maglev_size != cur.lb.maglev_size)
 		out.push_back("lb: max_services " + std::to_string(next.lb.max_services) + ", max_backends " +

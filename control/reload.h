@@ -11,25 +11,17 @@
 // hashes, never every object against every other (1M routes, 10K
 // services):
 //
-//   applied live   services and backends (objects that did not change keep
-//                  their ids, and their flows their backend), lb limits (up
-//                  to twice their values at start) and the default Maglev
-//                  size, routes (the YAML's and routes_file's become the
-//                  table: routes added with ctplane-ctl and absent from
-//                  them go), static
-//                  neighbours, CT limits and watermarks (max_entries up to
-//                  twice its value at start; a max below the current size
-//                  drops nothing: openers are refused or evict as at
-//                  max_entries until expiry brings the size under it), CT
-//                  timeouts, the control path's caps, the sockmap (on / off,
-//                  local prefixes: connections no longer short-circuited
-//                  go back to the CT path; max_entries up to twice; on
-//                  needs ct.events), the state section
-//   needs restart  ports (and their addresses, MACs, rp_filter), workers,
-//                  burst, dpdk, ct min/initial/overflow entries, events (on
-//                  stay on: the runtime needs them),
-//                  event ring, hash seed, checksum and tcp knobs, gc and
-//                  resize budgets, control.punt rates
+// Which keys apply live and which need a restart is said in one place,
+// config/live.h (key_rules), with the reason for each; a test changes
+// every key and checks that this reload follows it. In short: live are
+// services and backends (unchanged objects keep their ids, and their
+// flows their backend), lb limits (up to twice their values at start),
+// routes and routes_file (the table is rebuilt aside and swapped; routes
+// added with ctplane-ctl and absent from the files go), static
+// neighbours, CT limits, watermarks and timeouts, the control path's caps
+// and pass budget, the sockmap, state.file; a restart is needed for
+// ports, workers, burst, dpdk, the CT's fixed sizes and knobs, the punt
+// policers, telemetry and state.dir.
 //
 // A change of a restart-only key refuses the whole reload with one line
 // naming the key. The reply lists what changed, one line per kind.

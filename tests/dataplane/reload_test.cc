@@ -9,10 +9,17 @@
 #include <cstdio>
 #include <cstring>
 #include <regex>
+#include <algorithm>
+#include <map>
+#include <functional>
+#include <set>
+#include <sstream>
+#include <fstream>
 
 #include "control/reload.h"
 #include "appliance.h"
 #include "frames.h"
+#include "config/live.h"
 #include "maps/lpm.h"
 #include "maps/rcu.h"
 
@@ -380,6 +387,169 @@ TEST_F(reload_fixture, a_reload_job_prepares_a_million_routes_off_the_control_th
 	EXPECT_EQ(dp->pl().fib().route_count(), (1u << 20) + 2);
 	std::remove(file.c_str());
 	rmdir(dir);
+}
+
+// Every key the loader reads has its rule in config/live.h, and a reload
+// that changes it applies it or refuses the whole file as the rule says.
+TEST(config_keys, every_key_is_classified_and_a_reload_honours_its_class)
+{
+	maps::rcu::thread_registration reg;
+	std::ifstream in(CTPLANE_SOURCE_ROOT "/config/ctplane.example.yaml");
+	std::stringstream ss;
+	ss << in.rdbuf();
+	const std::string example = ss.str();
+	// The example's commented keys.
+	const std::string empty = ::testing::TempDir() + "ctplane_empty_routes.txt";
+	std::ofstream(empty) << "# none\n";
+	const std::string more = R"(
+ports: [{name: p, mac: "02:00:00:00:00:01", addresses: [10.0.0.1/24]}]
+routes_file: )" + empty + R"(
+services: [{name: s, vip: 10.9.0.1, port: 80, maglev_size: 251}]
+ct: {hash_seed: 1}
+state: {file: /tmp/x.snap, dir: /tmp}
+telemetry: {owner: "0", group: "0"}
+)";
+	std::set<std::string> keys;
+	config::record_keys(&keys);
+	ASSERT_TRUE(config::load_string(example, "example.yaml").ok());
+	auto extra = config::load_string(more, "more.yaml");
+	config::record_keys(nullptr);
+	ASSERT_TRUE(extra.ok()) << extra.err().str();
+	for (const std::string& k : keys) {
+		const bool section = std::any_of(keys.begin(), keys.end(), [&](const std::string& o) {
+			return o.size() > k.size() && o.compare(0, k.size(), k) == 0 && (o[k.size()] == '.' || o[k.size()] == '[');
+		});
+		if (!section)
+			EXPECT_NE(config::rule_of(k), nullptr) << k << ": no rule in config/live.cc (live or restart?)";
+	}
+	// Struct fields without a key change these sizes: give them a key and
+	// a rule (then the new size here).
+	EXPECT_EQ(sizeof(ct::config), 120u) << "ct::config changed: classify the new field in config/live.cc";
+	EXPECT_EQ(sizeof(config::control_spec), 60u) << "control_spec changed: classify the new field";
+	EXPECT_EQ(sizeof(config::dpdk_spec), 28u) << "dpdk_spec changed: classify the new field";
+	EXPECT_EQ(sizeof(config::ctplane_config), 576u) << "ctplane_config changed: classify the new field";
+
+	using cfg = config::ctplane_config;
+	lb::address a10;
+	ASSERT_TRUE(lb::parse_address("10.0.1.9", &a10));
+	auto prefix = [](const char* t) {
+		net::prefix p;
+		EXPECT_EQ(net::parse_prefix(t, &p), net::prefix_error::none);
+		return p;
+	};
+	const std::map<std::string, std::function<void(cfg&)>> mutate = {
+		{"ports[].name", [](cfg& c) { c.ports[0].name = "renamed"; }},
+		{"ports[].device", [](cfg& c) { c.ports[0].device = "net_null0"; }},
+		{"ports[].mac", [](cfg& c) { c.ports[0].mac[5] ^= 1; }},
+		{"ports[].addresses", [&](cfg& c) { c.ports[0].addresses.push_back(prefix("192.168.7.0/24")); }},
+		{"ports[].rp_filter", [](cfg& c) { c.ports[0].rp_filter = config::rp_mode::loose; }},
+		{"workers", [](cfg& c) { c.workers++; }},
+		{"burst", [](cfg& c) { c.burst = 16; }},
+		{"neighbors[].address", [&](cfg& c) { c.neighbors[0].addr = a10; }},
+		{"neighbors[].mac", [](cfg& c) { c.neighbors[0].mac[5] ^= 1; }},
+		{"neighbors[].port", [](cfg& c) { c.neighbors[0].port ^= 1; }},
+		{"routes[].prefix", [&](cfg& c) { c.routes[0].prefix = prefix("172.20.0.0/16"); }},
+		{"routes[].port", [](cfg& c) { c.routes.back().port ^= 1; }},
+		{"routes[].via", [&](cfg& c) { c.routes.back().has_via = true, c.routes.back().via = net::address{6, {0x20, 1, 0xd, 0xb8, 0, 1}}; }},
+		{"routes_file", [&](cfg& c) { c.routes_file = "more.txt"; c.routes.push_back({prefix("172.21.0.0/16"), 1, false, {}}); }},
+		{"ct.min_entries", [](cfg& c) { c.ct.min_entries *= 2; }},
+		{"ct.max_entries", [](cfg& c) { c.ct.max_entries += 1024; }},
+		{"ct.initial_entries", [](cfg& c) { c.ct.initial_entries = 4096; }},
+		{"ct.grow_pct", [](cfg& c) { c.ct.grow_pct = 80; }},
+		{"ct.shrink_pct", [](cfg& c) { c.ct.shrink_pct = 20; }},
+		{"ct.overflow_entries", [](cfg& c) { c.ct.overflow_entries *= 2; }},
+		{"ct.gc_budget_us", [](cfg& c) { c.ct.gc_budget_us++; }},
+		{"ct.resize_budget_buckets", [](cfg& c) { c.ct.resize_budget_buckets *= 2; }},
+		{"ct.events", [](cfg& c) { c.ct.events = true; }},
+		{"ct.event_ring", [](cfg& c) { c.ct.event_ring *= 2; }},
+		{"ct.checksum", [](cfg& c) { c.ct.checksum = !c.ct.checksum; }},
+		{"ct.hash_seed", [](cfg& c) { c.ct.hash_seed = 99; }},
+		{"ct.tcp.be_liberal", [](cfg& c) { c.ct.tcp.be_liberal = !c.ct.tcp.be_liberal; }},
+		{"ct.tcp.loose", [](cfg& c) { c.ct.tcp.loose = !c.ct.tcp.loose; }},
+		{"ct.tcp.window_tracking", [](cfg& c) { c.ct.tcp.window_tracking = !c.ct.tcp.window_tracking; }},
+		{"ct.timeouts.tcp_syn_sent", [](cfg& c) { c.ct.timeout.tcp_syn_sent++; }},
+		{"ct.timeouts.tcp_syn_recv", [](cfg& c) { c.ct.timeout.tcp_syn_recv++; }},
+		{"ct.timeouts.tcp_established", [](cfg& c) { c.ct.timeout.tcp_established++; }},
+		{"ct.timeouts.tcp_fin_wait", [](cfg& c) { c.ct.timeout.tcp_fin_wait++; }},
+		{"ct.timeouts.tcp_close_wait", [](cfg& c) { c.ct.timeout.tcp_close_wait++; }},
+		{"ct.timeouts.tcp_last_ack", [](cfg& c) { c.ct.timeout.tcp_last_ack++; }},
+		{"ct.timeouts.tcp_time_wait", [](cfg& c) { c.ct.timeout.tcp_time_wait++; }},
+		{"ct.timeouts.tcp_close", [](cfg& c) { c.ct.timeout.tcp_close++; }},
+		{"ct.timeouts.udp_unreplied", [](cfg& c) { c.ct.timeout.udp_unreplied++; }},
+		{"ct.timeouts.udp_assured", [](cfg& c) { c.ct.timeout.udp_assured++; }},
+		{"ct.timeouts.icmp", [](cfg& c) { c.ct.timeout.icmp++; }},
+		{"ct.timeouts.other_unreplied", [](cfg& c) { c.ct.timeout.other_unreplied++; }},
+		{"ct.timeouts.other_assured", [](cfg& c) { c.ct.timeout.other_assured++; }},
+		{"lb.max_services", [](cfg& c) { c.lb.max_services += 1; }},
+		{"lb.max_backends", [](cfg& c) { c.lb.max_backends += 1; }},
+		{"lb.maglev_size", [](cfg& c) { c.lb.maglev_size = 251; }},
+		{"services[].name", [](cfg& c) {
+			 const std::string old = c.lb.services[0].name;
+			 c.lb.services[0].name = "renamed";
+			 for (auto& b : c.lb.backends)
+				 if (b.service == old)
+					 b.service = "renamed";
+		 }},
+		{"services[].vip", [&](cfg& c) { c.lb.services[0].vip.addr[3] ^= 0x40; }},
+		{"services[].port", [](cfg& c) { c.lb.services[0].port = 8443; }},
+		{"services[].protocol", [](cfg& c) { c.lb.services[0].proto = c.lb.services[0].proto == 6 ? 17 : 6; }},
+		{"services[].maglev_size", [](cfg& c) { c.lb.services[0].maglev_size = 509; }},
+		{"backends[].service", [](cfg& c) { c.lb.backends[0].service = c.lb.services[0].name == c.lb.backends[0].service ? c.lb.backends[0].service : c.lb.services[0].name; c.lb.backends[0].port ^= 1; }},
+		{"backends[].address", [](cfg& c) { c.lb.backends[0].addr.addr[3] ^= 0x20; }},
+		{"backends[].port", [](cfg& c) { c.lb.backends[0].port ^= 1; }},
+		{"backends[].weight", [](cfg& c) { c.lb.backends[0].weight = 7; }},
+		{"backends[].state", [](cfg& c) { c.lb.backends[0].state = lb::backend_state::draining; }},
+		{"sockmap.enabled", [&](cfg& c) { c.sockmap.enabled = true; c.sockmap.local = {prefix("10.0.0.0/16")}; }},
+		{"sockmap.max_entries", [](cfg& c) { c.sockmap.max_entries += 1024; }},
+		{"sockmap.local_prefixes", [&](cfg& c) { c.sockmap.local.push_back(prefix("10.7.0.0/16")); }},
+		{"control.retrans", [](cfg& c) { c.control.retrans_ms++; }},
+		{"control.probes", [](cfg& c) { c.control.probes++; }},
+		{"control.hold", [](cfg& c) { c.control.hold_ms++; }},
+		{"control.reachable", [](cfg& c) { c.control.reachable_ms++; }},
+		{"control.icmp_rate", [](cfg& c) { c.control.icmp_rate++; }},
+		{"control.max_neighbors", [](cfg& c) { c.control.max_neighbors++; }},
+		{"control.max_incomplete", [](cfg& c) { c.control.max_incomplete--; }},
+		{"control.queue_per_neighbor", [](cfg& c) { c.control.queue_per_neighbor++; }},
+		{"control.queue_total", [](cfg& c) { c.control.queue_total++; }},
+		{"control.probe_rate", [](cfg& c) { c.control.probe_rate++; }},
+		{"control.pass_budget_us", [](cfg& c) { c.control.pass_budget_us *= 2; }},
+		{"control.punt.arp_nd", [](cfg& c) { c.control.punt_arp_nd++; }},
+		{"control.punt.resolve", [](cfg& c) { c.control.punt_resolve++; }},
+		{"control.punt.icmp", [](cfg& c) { c.control.punt_icmp++; }},
+		{"control.punt.other", [](cfg& c) { c.control.punt_other++; }},
+		{"state.file", [](cfg& c) { c.state.file = "/tmp/other.snap"; }},
+		{"state.save_on_exit", [](cfg& c) { c.state.file = "/tmp/s.snap", c.state.save_on_exit = true; }},
+		{"state.dir", [](cfg& c) { c.state.dir = "/tmp"; }},
+		{"telemetry.owner", [](cfg& c) { c.telemetry.owner = "0", c.telemetry.uid = 0; }},
+		{"telemetry.group", [](cfg& c) { c.telemetry.group = "0", c.telemetry.gid = 0; }},
+		{"dpdk.mbufs", [](cfg& c) { c.dpdk.mbufs = 65536; }},
+		{"dpdk.mbuf_cache", [](cfg& c) { c.dpdk.mbuf_cache /= 2; }},
+		{"dpdk.rx_descriptors", [](cfg& c) { c.dpdk.rx_descriptors *= 2; }},
+		{"dpdk.tx_descriptors", [](cfg& c) { c.dpdk.tx_descriptors *= 2; }},
+		{"dpdk.punt_ring", [](cfg& c) { c.dpdk.punt_ring *= 2; }},
+		{"dpdk.inject_ring", [](cfg& c) { c.dpdk.inject_ring *= 2; }},
+		{"dpdk.table_hugepages", [](cfg& c) { c.dpdk.table_hugepages = !c.dpdk.table_hugepages; }},
+	};
+	// The sockmap's rule (on needs CT events since the start) is tried on
+	// an appliance with events on; the events' own on one without.
+	std::string with_events = example;
+	with_events.replace(with_events.find("events: false"), 13, "events: true");
+	for (const config::key_rule& r : config::key_rules()) {
+		const auto m = mutate.find(r.path);
+		ASSERT_NE(m, mutate.end()) << r.path << ": no mutation here to try its rule with";
+		appliance a(std::string(r.path) == "ct.events" ? example : with_events);
+		config::ctplane_config next = a.dp->cfg();
+		m->second(next);
+		std::vector<std::string> ch;
+		const std::string e = reload(*a.dp, *a.ctl, next, &ch);
+		if (r.when == config::change::live) {
+			EXPECT_EQ(e, "") << r.path << " is live";
+			EXPECT_TRUE(ch != std::vector<std::string>{"nothing changed"} || std::string(r.path) == "routes_file")
+				<< r.path << ": the reload saw no change";
+		} else {
+			EXPECT_NE(e.find("cannot change while running"), std::string::npos) << r.path << " needs a restart: " << e;
+		}
+	}
 }
 
 }  // namespace
