@@ -557,6 +557,10 @@ void read_lb(const reader& r, const YAML::Node& node, const std::string& path, l
 				  if (!lb::is_prime(c.maglev_size))
 					  r.fail(n, p, n.Scalar() + " is not a prime");
 			  }},
+			 {"maglev_slots_per_backend",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.maglev_slots_per_backend = static_cast<uint32_t>(r.uint(n, p, 0, 100000));
+			  }},
 		 });
 }
 

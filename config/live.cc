@@ -53,6 +53,7 @@ const std::vector<key_rule>& key_rules()
 		{"lb.max_services", live, "up to twice its value at start, down to the highest id in use"},
 		{"lb.max_backends", live, "up to twice its value at start, down to the highest id in use"},
 		{"lb.maglev_size", live, "services without their own size get new tables"},
+		{"lb.maglev_slots_per_backend", live, "services without their own size get new tables"},
 		{"services[].name", live, "services: unchanged ones keep their ids"},
 		{"services[].vip", live, "services: unchanged ones keep their ids"},
 		{"services[].port", live, "services: unchanged ones keep their ids"},

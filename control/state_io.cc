@@ -362,7 +362,7 @@ save_plan collect(stack& dp, const control_path& ctl)
 		r.family = s.frontend.family;
 		r.proto = s.frontend.proto;
 		r.port = s.frontend.port;
-		r.maglev_size = s.maglev_size;
+		r.maglev_size = s.auto_size ? 0 : s.maglev_size;  // 0: sized by its backends, as configured
 		std::memcpy(r.vip, s.frontend.addr, 16);
 		const std::string& n = lb.service_name(id);
 		std::memcpy(r.name, n.data(), std::min(n.size(), sizeof(r.name)));

@@ -272,7 +272,8 @@ std::string balancer::add_service(const service_spec& s, uint32_t* id_out, uint3
 	service& r = svc_[id];
 	std::memset(&r, 0, sizeof(r));
 	r.frontend = fe;
-	r.maglev_size = s.maglev_size != 0 ? s.maglev_size : default_m_;
+	r.auto_size = s.maglev_size == 0 && per_backend_ != 0;
+	r.maglev_size = s.maglev_size != 0 ? s.maglev_size : default_m_;  // auto: set by build()
 	r.in_use = 1;
 	if (names_.size() <= id) {
 		names_.resize(id + 1);
@@ -422,6 +423,19 @@ std::string balancer::set_state(uint32_t id, backend_state s)
 	return "";
 }
 
+uint32_t balancer::auto_maglev_size(uint32_t n) const noexcept
+{
+	static constexpr uint32_t kLadder[] = {251,   509,    1021,   2039,   4093,    8191,   16381,
+					       32749, 65521,  131071, 262139, 524287, 1'000'003};
+	if (per_backend_ == 0)
+		return default_m_;
+	const uint64_t want = uint64_t{per_backend_} * std::max<uint32_t>(n, 1);
+	for (uint32_t p : kLadder)
+		if (p >= want)
+			return std::min(p, default_m_);
+	return default_m_;
+}
+
 void balancer::build(uint32_t sid)
 {
 	service& s = svc_[sid];
@@ -436,6 +450,8 @@ void balancer::build(uint32_t sid)
 			mb.push_back(maglev_backend{id, maps::hash_bytes<sizeof(endpoint)>(&b.ep, 0x5bd1e995u),
 						    takes ? b.weight : 0});
 		}
+		if (s.auto_size)
+			s.maglev_size = auto_maglev_size(static_cast<uint32_t>(members_[sid].size()));
 		maglev_build(mb, s.maglev_size, scratch_);
 		t = static_cast<maglev_table*>(::operator new(sizeof(maglev_table) + sizeof(uint32_t) * s.maglev_size));
 		t->size = s.maglev_size;
@@ -508,7 +524,9 @@ std::string balancer::apply(const config& c)
 		return "max_services or max_backends below the tables' minimum";
 	max_services_ = c.max_services;
 	max_backends_ = c.max_backends;
+	const bool sizing_changed = default_m_ != c.maglev_size || per_backend_ != c.maglev_slots_per_backend;
 	default_m_ = c.maglev_size;
+	per_backend_ = c.maglev_slots_per_backend;
 	// Services: keep those whose name and frontend are unchanged.
 	std::unordered_map<std::string, const service_spec*> want;
 	for (const service_spec& s : c.services)
@@ -521,9 +539,12 @@ std::string balancer::apply(const config& c)
 		bool keep = false;
 		if (it != want.end()) {
 			const service_spec& s = *it->second;
+			const bool want_auto = s.maglev_size == 0 && per_backend_ != 0;
 			const uint32_t m = s.maglev_size != 0 ? s.maglev_size : default_m_;
 			keep = svc_[id].frontend == endpoint::of(s.vip, s.port, s.proto);
-			if (keep && svc_[id].maglev_size != m) {
+			if (keep && (svc_[id].auto_size != want_auto || (!want_auto && svc_[id].maglev_size != m) ||
+				     (want_auto && sizing_changed))) {
+				svc_[id].auto_size = want_auto;
 				svc_[id].maglev_size = m;
 				dirty_.push_back(id);
 			}

@@ -83,7 +83,8 @@ struct service {
 	const maglev_table* table;  // RCU-published (atomic_ref)
 	uint32_t nbackends;         // all states
 	uint8_t in_use;
-	uint8_t pad[3];
+	uint8_t auto_size;          // maglev_size follows the backend count (lb.maglev_slots_per_backend)
+	uint8_t pad[2];
 };
 
 struct backend {
@@ -199,6 +200,8 @@ public:
 	}
 	lb_stats stats() const;
 	uint32_t default_maglev_size() const noexcept { return default_m_; }
+	// The table size of a service without its own for n backends.
+	uint32_t auto_maglev_size(uint32_t n) const noexcept;
 
 private:
 	uint32_t alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uint32_t max,
@@ -209,6 +212,7 @@ private:
 	void unref_endpoint(const endpoint& ep);
 
 	uint32_t max_services_, max_backends_, default_m_;
+	uint32_t per_backend_ = 100;  // lb.maglev_slots_per_backend
 	const uint32_t built_services_, built_backends_;  // the limits at construction
 	maps::rhash<endpoint, svc_ref> services_;
 	maps::rhash<endpoint, svc_ref> endpoints_;  // svc_ref::id: services served (atomic_ref)

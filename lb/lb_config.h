@@ -48,7 +48,14 @@ inline constexpr uint32_t kMaxMaglevSize = 1'000'003;  // a prime; tables are 4 
 struct config {
 	uint32_t max_services = 4096;
 	uint32_t max_backends = 1u << 20;
-	uint32_t maglev_size = 65537;  // default per-service table size (prime)
+	uint32_t maglev_size = 65537;  // the table size of a service without its own (prime): the largest
+	// A service without its own maglev_size gets the smallest prime of a
+	// ladder (251, 509, 1021, ... 65521, 131071, ...) holding this many
+	// slots per backend, up to maglev_size (Maglev's paper: M >= 100 N
+	// keeps the shares within ~1%); 0: every such service gets
+	// maglev_size. 10K services of 10 backends take 1021 slots each
+	// (40 MiB in all), not 65537 (2.6 GiB).
+	uint32_t maglev_slots_per_backend = 100;
 	std::vector<service_spec> services;
 	std::vector<backend_spec> backends;
 };

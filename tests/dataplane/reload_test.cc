@@ -483,6 +483,7 @@ telemetry: {owner: "0", group: "0"}
 		{"lb.max_services", [](cfg& c) { c.lb.max_services += 1; }},
 		{"lb.max_backends", [](cfg& c) { c.lb.max_backends += 1; }},
 		{"lb.maglev_size", [](cfg& c) { c.lb.maglev_size = 251; }},
+		{"lb.maglev_slots_per_backend", [](cfg& c) { c.lb.maglev_slots_per_backend = 0; }},
 		{"services[].name", [](cfg& c) {
 			 const std::string old = c.lb.services[0].name;
 			 c.lb.services[0].name = "renamed";
