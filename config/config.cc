@@ -814,29 +814,6 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 							    }},
 						   });
 				  }},
-				 {"telemetry",
-				  [&](const YAML::Node& n, const std::string& p) {
-					  telemetry_spec& t = cfg.telemetry;
-					  if (n.IsNull())
-						  return;  // every key commented out: the defaults
-					  r.fields(n, p,
-						   {
-							   {"owner",
-							    [&](const YAML::Node& m, const std::string& q) {
-								    t.owner = r.str(m, q);
-								    t.uid = user_id(t.owner);
-								    if (t.uid < 0)
-									    r.fail(m, q, "no such user \"" + t.owner + "\"");
-							    }},
-							   {"group",
-							    [&](const YAML::Node& m, const std::string& q) {
-								    t.group = r.str(m, q);
-								    t.gid = group_id(t.group);
-								    if (t.gid < 0)
-									    r.fail(m, q, "no such group \"" + t.group + "\"");
-							    }},
-						   });
-				  }},
 				 {"state",
 				  [&](const YAML::Node& n, const std::string& p) {
 					  r.fields(n, p,

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <unordered_set>
 
 namespace ctplane::dataplane {
 
@@ -167,7 +168,11 @@ std::string prepare_reload(stack& dp, config::ctplane_config next, reload_plan* 
 	// with a route missing, no per-route grace period; a table that cannot
 	// be built refuses the reload.
 	std::vector<config::route_spec> have;
+	if (quiesce)
+		maps::rcu::online();  // a job's thread: online for the walk alone
 	dp.pl().fib().routes_in_slices([&](const config::route_spec& r) { have.push_back(r); }, quiesce);
+	if (quiesce)
+		maps::rcu::offline();
 	unsigned* rd = plan.rd;
 	route_diff(std::move(have), next.routes, rd);
 	if (rd[0] + rd[1] + rd[2] != 0)
@@ -196,23 +201,23 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 		out.push_back("ct: timeouts");
 	}
 	// Load balancer: unchanged objects keep their ids.
-	std::map<std::string, uint32_t> before;
-	lb.for_each_service([&](uint32_t id, const lb::service&) { before[lb.service_name(id)] = id; });
-	std::set<uint32_t> be_before;
+	std::unordered_set<std::string> before;
+	lb.for_each_service([&](uint32_t id, const lb::service&) { before.insert(lb.service_name(id)); });
+	std::unordered_set<uint32_t> be_before;
 	lb.for_each_backend([&](uint32_t id, const lb::backend&) { be_before.insert(id); });
 	const uint64_t built_before = lb.stats().tables_built;
-	if (std::string e = lb.apply(next.lb); !e.empty())
+	if (std::string e = lb.apply(next.lb, true); !e.empty())  // prepare_reload checked it
 		out.push_back("lb: " + e);  // a resource limit past lb.check: said, the rest applied
 	lb.commit();
 	const uint64_t rebuilt = lb.stats().tables_built - built_before;
 	unsigned svc_added = 0, svc_removed = 0, be_added = 0, be_removed = 0;
-	std::map<std::string, uint32_t> after;
-	lb.for_each_service([&](uint32_t id, const lb::service&) { after[lb.service_name(id)] = id; });
-	for (const auto& [n, id] : after)
+	std::unordered_set<std::string> after;
+	lb.for_each_service([&](uint32_t id, const lb::service&) { after.insert(lb.service_name(id)); });
+	for (const std::string& n : after)
 		svc_added += before.count(n) == 0;
-	for (const auto& [n, id] : before)
+	for (const std::string& n : before)
 		svc_removed += after.count(n) == 0;
-	std::set<uint32_t> be_after;
+	std::unordered_set<uint32_t> be_after;
 	lb.for_each_backend([&](uint32_t id, const lb::backend&) { be_after.insert(id); });
 	for (uint32_t id : be_after)
 		be_added += be_before.count(id) == 0;

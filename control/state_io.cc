@@ -423,21 +423,9 @@ std::string write_state(stack& dp, const save_plan& p, const std::string& path, 
 		return e;
 	if (std::string e = w.begin("routes"); !e.empty())
 		return e;
-	// In slices of kRouteSlice routes, each resumed after the last one
-	// written (the route walk's cursor is a prefix).
-	constexpr uint64_t kRouteSlice = 65536;
-	net::prefix from;
-	bool started = false, more = true;
-	while (more) {
-		uint64_t n = 0;
-		more = false;
-		dp.pl().for_each_route_from(started ? &from : nullptr, [&](const config::route_spec& s) {
-			if (started && n == 0 && s.prefix == from)
-				return true;  // written in the slice before
-			if (n == kRouteSlice) {
-				more = true;
-				return false;
-			}
+	// In slices, a quiescent state between them on a thread of its own.
+	dp.pl().fib().routes_in_slices(
+		[&](const config::route_spec& s) {
 			route_rec r;
 			std::memset(&r, 0, sizeof(r));
 			std::memcpy(r.prefix, s.prefix.addr, 16);
@@ -450,14 +438,8 @@ std::string write_state(stack& dp, const save_plan& p, const std::string& path, 
 			}
 			w.add(&r);
 			res.routes++;
-			from = s.prefix;
-			started = true;
-			n++;
-			return true;
-		});
-		if (quiesce)
-			maps::rcu::quiescent();
-	}
+		},
+		quiesce);
 	if (std::string e = table("neighbors", p.neighbors, &res.neighbors); !e.empty())
 		return e;
 

@@ -9,6 +9,7 @@
 #include <new>
 #include <set>
 #include <unordered_map>
+#include <unordered_set>
 #include <tuple>
 
 #include "maps/rcu.h"
@@ -97,28 +98,35 @@ std::string validate(const config& c)
 	if (c.backends.size() > c.max_backends)
 		return std::to_string(c.backends.size()) + " backends exceed max_backends (" +
 		       std::to_string(c.max_backends) + ")";
-	std::map<std::string, const service_spec*> by_name;
-	std::map<std::string, std::string> frontends;  // "proto vip:port" -> name
-	for (const service_spec& s : c.services) {
+	// By hash, on binary keys (no text per object: 100K backends are a
+	// large cluster, not a corner case).
+	std::unordered_map<std::string_view, size_t> by_name;
+	std::unordered_map<std::string, size_t> frontends;  // endpoint bytes -> service index
+	auto key = [](const address& a, uint16_t port, uint8_t proto, size_t owner) {
+		const endpoint e = endpoint::of(a, port, proto);
+		std::string k(reinterpret_cast<const char*>(&e), sizeof(e));
+		k.append(reinterpret_cast<const char*>(&owner), sizeof(owner));
+		return k;
+	};
+	for (size_t i = 0; i < c.services.size(); i++) {
+		const service_spec& s = c.services[i];
 		if (std::string e = check_service(s, c.maglev_size); !e.empty())
 			return e;
-		if (by_name.count(s.name))
+		if (!by_name.emplace(s.name, i).second)
 			return "service \"" + s.name + "\": duplicate name";
-		by_name[s.name] = &s;
-		const std::string fe = std::string(proto_str(s.proto)) + " " + net::endpoint_string(s.vip, s.port);
-		if (auto it = frontends.find(fe); it != frontends.end())
-			return "service \"" + s.name + "\": " + fe + " is already service \"" + it->second + "\"";
-		frontends[fe] = s.name;
+		if (auto [it, fresh] = frontends.emplace(key(s.vip, s.port, s.proto, 0), i); !fresh)
+			return "service \"" + s.name + "\": " + proto_str(s.proto) + " " + net::endpoint_string(s.vip, s.port) +
+			       " is already service \"" + c.services[it->second].name + "\"";
 	}
-	std::set<std::string> endpoints;  // "service proto addr:port"
+	std::unordered_set<std::string> endpoints;  // (endpoint, service): another service may share it
 	for (const backend_spec& b : c.backends) {
 		auto it = by_name.find(b.service);
 		if (it == by_name.end())
 			return backend_who(b) + ": unknown service \"" + b.service + "\"";
-		if (std::string e = check_backend(b, it->second->vip.family); !e.empty())
+		const service_spec& sv = c.services[it->second];
+		if (std::string e = check_backend(b, sv.vip.family); !e.empty())
 			return e;
-		const std::string ep = std::string(proto_str(it->second->proto)) + " " + net::endpoint_string(b.addr, b.port);
-		if (!endpoints.insert(b.service + " " + ep).second)  // another service may share it
+		if (!endpoints.insert(key(b.addr, b.port, sv.proto, it->second)).second)
 			return backend_who(b) + ": duplicate backend";
 	}
 	return "";
@@ -515,10 +523,11 @@ std::string balancer::check(const config& c) const
 	return "";
 }
 
-std::string balancer::apply(const config& c)
+std::string balancer::apply(const config& c, bool checked)
 {
-	if (std::string e = check(c); !e.empty())
-		return e;
+	if (!checked)
+		if (std::string e = check(c); !e.empty())
+			return e;
 	if (services_.set_limits(std::max<uint64_t>(c.max_services, std::min(64u, built_services_)), 75, 30) != 0 ||
 	    endpoints_.set_limits(std::max<uint64_t>(c.max_backends, std::min(256u, built_backends_)), 75, 30) != 0)
 		return "max_services or max_backends below the tables' minimum";

@@ -160,7 +160,8 @@ public:
 	// Makes the running set equal to `c` (validated whole first): unchanged
 	// services and backends keep their ids, the rest are added, updated or
 	// removed; then commit().
-	std::string apply(const config& c);
+	// checked: check(c) was called just before, with nothing changed since.
+	std::string apply(const config& c, bool checked = false);
 	// What apply(c) would refuse, changing nothing ("" if it would not).
 	std::string check(const config& c) const;
 	// Rebuilds and publishes the Maglev tables of changed services; waits

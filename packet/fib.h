@@ -147,7 +147,8 @@ public:
 	template <typename Fn>
 	void for_each_route_from(const net::prefix* from, Fn&& f) const;
 	// for_each_route in slices of kRouteSlice routes. quiesce: the caller
-	// is a thread of its own, offline between slices (online for each).
+	// is a thread of its own and reports a quiescent state between slices
+	// (the walk's cursor is a prefix: nothing is held across).
 	static constexpr uint64_t kRouteSlice = 65536;
 	template <typename Fn>
 	void routes_in_slices(Fn&& f, bool quiesce) const;
@@ -237,8 +238,6 @@ void fib::routes_in_slices(Fn&& f, bool quiesce) const
 	while (more) {
 		uint64_t n = 0;
 		more = false;
-		if (quiesce)
-			maps::rcu::online();
 		for_each_route_from(started ? &from : nullptr, [&](const config::route_spec& r) {
 			if (started && n == 0 && r.prefix == from)
 				return true;  // the last of the slice before
@@ -253,7 +252,7 @@ void fib::routes_in_slices(Fn&& f, bool quiesce) const
 			return true;
 		});
 		if (quiesce)
-			maps::rcu::offline();
+			maps::rcu::quiescent();
 	}
 }
 

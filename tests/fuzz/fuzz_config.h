@@ -3,6 +3,16 @@
 // services with backends, routes direct and via a gateway, the sockmap on.
 #pragma once
 
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "config/config.h"
+#include "control/control.h"
+#include "control/stack.h"
+#include "maps/rcu.h"
+#include "maps/seed.h"
+
 namespace ctplane::fuzz {
 
 inline constexpr const char* kConfig = R"(
@@ -43,5 +53,26 @@ sockmap:
   enabled: true
   local_prefixes: [192.168.0.0/16, 10.0.0.0/16]
 )";
+
+// The appliance of kConfig (fixed seeds), its control path sending
+// nowhere: what the pipeline, telemetry and state targets run against.
+struct world {
+	maps::rcu::thread_registration reg;
+	std::unique_ptr<dataplane::stack> dp;
+	std::unique_ptr<dataplane::control_path> ctl;
+	world()
+	{
+		maps::fix_seeds(7);
+		auto c = config::load_string(kConfig, "fuzz.yaml");
+		if (!c)
+			__builtin_trap();
+		std::string err;
+		dp = dataplane::stack::build(c.value(), 1, &err);
+		if (!dp)
+			__builtin_trap();
+		ctl = std::make_unique<dataplane::control_path>(
+			dp->pl(), dp->cfg(), [](uint16_t, const uint8_t*, uint32_t len) { return len >= 14; }, dp->cfg().control);
+	}
+};
 
 }  // namespace ctplane::fuzz

@@ -29,25 +29,7 @@ using namespace ctplane::dataplane;
 
 namespace {
 
-struct world {
-	maps::rcu::thread_registration reg;
-	std::unique_ptr<stack> dp;
-	std::unique_ptr<control_path> ctl;
-	world()
-	{
-		maps::fix_seeds(7);
-		auto c = config::load_string(fuzz::kConfig, "fuzz.yaml");
-		if (!c)
-			__builtin_trap();
-		std::string err;
-		dp = stack::build(c.value(), 1, &err);
-		if (!dp)
-			__builtin_trap();
-		ctl = std::make_unique<control_path>(dp->pl(), dp->cfg(),
-						     [](uint16_t, const uint8_t*, uint32_t len) { return len >= 14; },
-						     dp->cfg().control);
-	}
-};
+using world = fuzz::world;
 
 uint16_t be16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
 void put16(uint8_t* p, uint16_t v)

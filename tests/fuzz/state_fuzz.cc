@@ -35,21 +35,8 @@ using namespace ctplane::dataplane;
 
 namespace {
 
-struct world {
-	maps::rcu::thread_registration reg;
-	std::unique_ptr<stack> dp;
-	std::unique_ptr<control_path> ctl;
+struct world : fuzz::world {
 	std::string path = "/tmp/ctplane_state_fuzz." + std::to_string(::getpid());
-	world()
-	{
-		maps::fix_seeds(7);
-		auto c = config::load_string(fuzz::kConfig, "fuzz.yaml");
-		std::string err;
-		dp = stack::build(c.value(), 1, &err);
-		if (!dp)
-			__builtin_trap();
-		ctl = std::make_unique<control_path>(dp->pl(), dp->cfg(), [](uint16_t, const uint8_t*, uint32_t) { return true; });
-	}
 	~world() { ::unlink(path.c_str()); }
 };
 

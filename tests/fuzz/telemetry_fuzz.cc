@@ -20,22 +20,11 @@ using namespace ctplane::dataplane;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size)
 {
-	struct world {
-		maps::rcu::thread_registration reg;
-		std::unique_ptr<stack> dp;
-		std::unique_ptr<control_path> ctl;
+	struct world : fuzz::world {
 		std::unique_ptr<ops> op;
 		std::vector<std::string> cmds;
 		world()
 		{
-			maps::fix_seeds(7);
-			auto c = config::load_string(fuzz::kConfig, "fuzz.yaml");
-			std::string err;
-			dp = stack::build(c.value(), 1, &err);
-			if (!dp)
-				__builtin_trap();
-			ctl = std::make_unique<control_path>(dp->pl(), dp->cfg(),
-							     [](uint16_t, const uint8_t*, uint32_t) { return true; });
 			op = std::make_unique<ops>(*dp, *ctl);
 			for (const auto& [cmd, help] : ops::commands())
 				cmds.push_back(cmd);
