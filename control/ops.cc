@@ -995,10 +995,6 @@ reply ops::route_replace(const std::string& params)
 		r.error(n.err().str());
 		return r;
 	}
-	if (size_t first = 0, d = config::find_duplicate_route(routes, &first); d != SIZE_MAX) {
-		r.error(file + ": route " + net::to_string(routes[d].prefix) + " is given twice");
-		return r;
-	}
 	fib::route_plan plan;
 	if (std::string e = dp_.pl().plan_routes(routes, &plan); !e.empty()) {
 		r.error("route replace: " + e + "; the table is unchanged");

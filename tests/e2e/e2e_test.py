@@ -664,6 +664,9 @@ class E2E(unittest.TestCase):
         with open(T.cfg) as f:
             orig = f.read()
         route = "  - {prefix: 10.9.0.0/16, port: s1, via: 10.1.1.2}\n"
+        # A transfer through the VIP goes on across the reloads (none broken).
+        out = os.path.join(T.dir, "reload.out")
+        p = T.long_transfer(out)
         try:
             with open(T.cfg, "w") as f:
                 f.write(orig.replace("routes:\n", "routes:\n" + route))
@@ -689,7 +692,10 @@ class E2E(unittest.TestCase):
             with open(T.cfg, "w") as f:
                 f.write(orig)
             T.ctl("reload", check=False)
+            p.wait(timeout=60)
         self.assertFalse(any(x["prefix"] == "10.9.0.0/16" for x in T.ctl_json("route", "list")))
+        self.assertEqual(p.returncode, 0, T.describe(p))
+        self.assertEqual(os.path.getsize(out), BIG)
 
     def test_17_ct_delete_removes_what_it_matches_and_the_lists_page(self):
         T.curl(f"http://{VIP}/whoami")
