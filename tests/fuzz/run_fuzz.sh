@@ -21,6 +21,13 @@ if [ ${#need[@]} -ne 0 ]; then
 	DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 mkdir -p "$out/obj"
+# An object is rebuilt when its source is newer; a header change rebuilds
+# them all (a stamp of every header's contents).
+stamp=$(cat $(find . -path ./build\* -prune -o -name '*.h' -print | sort) | sha1sum | cut -c1-16)
+if [ "$(cat "$out/obj/.headers" 2>/dev/null)" != "$stamp" ]; then
+	rm -f "$out"/obj/*.o
+	echo "$stamp" >"$out/obj/.headers"
+fi
 flags=(-std=c++20 -O1 -g -march=x86-64-v2 -fsanitize=address,undefined -fno-sanitize-recover=undefined -I.)
 # The library sources the targets link: every folder but the DPDK runtime
 # (app/runtime.cc, app/main.cc) and the benches, by glob so a new file is in.
