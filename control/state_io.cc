@@ -186,7 +186,7 @@ const state::layout& neighbor_layout()
 
 }  // namespace
 
-// Public for the layout-change test (tests/dataplane/state_test.cc).
+// Public for the layout-change test (tests/control/state_test.cc).
 const state::layout& ct_layout()
 {
 	static const state::layout l{

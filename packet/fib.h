@@ -168,7 +168,7 @@ public:
 	static constexpr uint32_t kMaxHops = 2 * kMaxRoutes;
 
 private:
-	friend struct pipeline_test_peer;  // tests/dataplane: aims keys at the neighbour table
+	friend struct pipeline_test_peer;  // tests/packet: aims keys at the neighbour table
 	struct hop {
 		uint16_t port;
 		uint8_t has_via;

@@ -9,7 +9,7 @@
 #include "ct/table.h"
 #include "packet/pipeline.h"
 #include "maps/rcu.h"
-#include "tests/dataplane/frames.h"
+#include "tests/packet/frames.h"
 
 namespace ctplane::dataplane::test {
 namespace {

@@ -13,8 +13,8 @@
 #include "config/config.h"
 #include "ct/clock.h"
 #include "packet/pipeline.h"
-#include "frames.h"
-#include "neighbor_peer.h"
+#include "tests/packet/frames.h"
+#include "tests/packet/neighbor_peer.h"
 #include "maps/rcu.h"
 #include "tests/start_gate.h"
 

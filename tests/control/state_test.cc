@@ -18,8 +18,8 @@
 #include "ct/clock.h"
 #include "control/ops.h"
 #include "control/state_io.h"
-#include "appliance.h"
-#include "frames.h"
+#include "tests/control/appliance.h"
+#include "tests/packet/frames.h"
 #include "maps/rcu.h"
 
 namespace ctplane::dataplane::test {

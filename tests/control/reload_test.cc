@@ -17,8 +17,8 @@
 #include <fstream>
 
 #include "control/reload.h"
-#include "appliance.h"
-#include "frames.h"
+#include "tests/control/appliance.h"
+#include "tests/packet/frames.h"
 #include "config/live.h"
 #include "maps/lpm.h"
 #include "maps/rcu.h"

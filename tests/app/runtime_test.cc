@@ -20,8 +20,8 @@
 
 #include "config/config.h"
 #include "control/stack.h"
-#include "frames.h"
-#include "neighbor_peer.h"
+#include "tests/packet/frames.h"
+#include "tests/packet/neighbor_peer.h"
 #include "maps/seed.h"
 
 

@@ -13,7 +13,7 @@
 #include "config/config.h"
 #include "control/control.h"
 #include "control/stack.h"
-#include "frames.h"
+#include "tests/packet/frames.h"
 
 namespace ctplane::dataplane::test {
 

@@ -12,7 +12,7 @@
 
 #include "config/config.h"
 #include "ct/clock.h"
-#include "frames.h"
+#include "tests/packet/frames.h"
 #include "maps/rcu.h"
 
 namespace ctplane::dataplane::test {

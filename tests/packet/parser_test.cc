@@ -8,7 +8,7 @@
 
 #include <map>
 
-#include "tests/dataplane/frames.h"
+#include "tests/packet/frames.h"
 
 namespace ctplane::dataplane::test {
 namespace {

@@ -16,7 +16,7 @@
 #include <set>
 
 #include "ct/clock.h"
-#include "frames.h"
+#include "tests/packet/frames.h"
 #include "maps/rcu.h"
 
 namespace ctplane::dataplane::test {
