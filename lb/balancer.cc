@@ -368,10 +368,13 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint3
 		return backend_who(b) + ": the backend table refused it (" + std::strerror(-rc) + ")";
 	}
 	std::atomic_ref<uint8_t>(r.in_use).store(1, std::memory_order_release);
+	if (is_member_.size() <= id) {
+		is_member_.resize(uint64_t{id} + 1, 0);
+		member_pos_.resize(uint64_t{id} + 1, 0);
+	}
+	member_pos_[id] = static_cast<uint32_t>(members_[sid].size());
 	members_[sid].push_back(id);
 	by_member_.emplace(member_key{sid, ep}, id);
-	if (is_member_.size() <= id)
-		is_member_.resize(uint64_t{id} + 1, 0);
 	is_member_[id] = 1;
 	svc_[sid].nbackends++;
 	dirty_.push_back(sid);
@@ -386,8 +389,13 @@ std::string balancer::remove_backend(uint32_t id)
 	if (b == nullptr)
 		return "unknown backend " + std::to_string(id);
 	unref_endpoint(b->ep);
+	// O(1): the last member takes its place (a Maglev table does not
+	// depend on the members' order: maglev_build sorts by identity).
 	auto& m = members_[b->service];
-	m.erase(std::remove(m.begin(), m.end(), id), m.end());
+	const uint32_t at = member_pos_[id];
+	m[at] = m.back();
+	member_pos_[m[at]] = at;
+	m.pop_back();
 	by_member_.erase(member_key{b->service, b->ep});
 	is_member_[id] = 0;
 	svc_[b->service].nbackends--;

@@ -224,6 +224,7 @@ private:
 	std::unordered_map<std::string, uint32_t> by_name_;  // name -> service id
 	std::vector<std::vector<uint32_t>> members_;      // service id -> backend ids
 	std::vector<uint8_t> is_member_;                  // by backend id: in members_
+	std::vector<uint32_t> member_pos_;                // by backend id: its index in members_
 	struct member_key {
 		uint32_t service;
 		endpoint ep;

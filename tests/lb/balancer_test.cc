@@ -3,6 +3,8 @@
 // CT keeping established flows on their backend, apply() diffs, errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
 #include <random>
 
@@ -218,6 +220,39 @@ TEST_F(lb_fixture, ipv6_services_and_backends)
 	ASSERT_TRUE(lb.dnat(lb.select(s, 42), &rw));
 	EXPECT_EQ(rw.port, 8443);
 	EXPECT_EQ(rw.addr[15], 1);
+}
+
+TEST_F(lb_fixture, removing_half_of_a_large_service_keeps_the_rest_whole_and_selectable)
+{
+	// 20K backends in one service; every other one removed, one at a
+	// time (each in O(1)), then a Maglev table of the rest.
+	config c;
+	c.maglev_size = 251;
+	c.maglev_slots_per_backend = 0;
+	c.services = {service_spec{.name = "big", .vip = ip("10.96.0.20"), .port = 80, .proto = 6}};
+	for (uint32_t i = 0; i < 20000; i++) {
+		address a = ip("10.1.0.0");
+		a.addr[2] = static_cast<uint8_t>(i >> 8);
+		a.addr[3] = static_cast<uint8_t>(i);
+		c.backends.push_back(backend_spec{.service = "big", .addr = a, .port = 8080});
+	}
+	ASSERT_EQ(lb.apply(c), "");
+	std::vector<uint32_t> ids;
+	lb.for_each_backend([&](uint32_t id, const backend&) { ids.push_back(id); });
+	ASSERT_EQ(ids.size(), 20000u);
+	for (size_t i = 0; i < ids.size(); i += 2)
+		ASSERT_EQ(lb.remove_backend(ids[i]), "");
+	lb.commit();
+	EXPECT_EQ(lb.stats().backends, 10000u);
+	for (size_t i = 0; i < ids.size(); i++)  // ids in the order apply() added them
+		EXPECT_EQ(lb.backend_id("big", c.backends[i].addr, 8080), i % 2 ? ids[i] : 0u) << i;
+	const uint32_t svc = lb.lookup(endpoint::of(ip("10.96.0.20"), 80, 6));
+	for (uint32_t h = 0; h < 1000; h++) {
+		const uint32_t be = lb.select(svc, h * 2654435761u);
+		ASSERT_NE(be, 0u);
+		const auto at = std::find(ids.begin(), ids.end(), be) - ids.begin();
+		EXPECT_EQ(at % 2, 1) << "a removed backend selected";
+	}
 }
 
 TEST(lb_errors, bad_configs_are_refused_whole_with_the_reason)
