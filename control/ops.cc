@@ -792,20 +792,17 @@ reply ops::services(const std::string& params)
 	table_out t(r, {"id", "name", "frontend", "proto", "backends", "active", "maglev"});
 	t.set_limit(pg.limit);
 	lb::balancer& lb = dp_.lb();
-	std::map<uint32_t, std::pair<unsigned, unsigned>> counts;
-	lb.for_each_backend([&](uint32_t, const lb::backend& b) {
-		auto& c = counts[b.service];
-		c.first++;
-		if (b.state == static_cast<uint8_t>(lb::backend_state::active) && b.weight != 0)
-			c.second++;
-	});
+	// A page costs its rows: services from the cursor, each counting its
+	// own backends.
 	uint32_t next = 0;
-	lb.for_each_service([&](uint32_t id, const lb::service& s) {
-		if (id < from || next != 0)
-			return;
+	lb.for_each_service_from(from, [&](uint32_t id, const lb::service& s) {
+		const auto [all, active] = lb.backend_counts(id);
 		if (!t.add({std::to_string(id), lb.service_name(id), endpoint_str(s.frontend), proto_str(s.frontend.proto),
-			    std::to_string(counts[id].first), std::to_string(counts[id].second), std::to_string(s.maglev_size)}))
+			    std::to_string(all), std::to_string(active), std::to_string(s.maglev_size)})) {
 			next = id;
+			return false;
+		}
+		return true;
 	});
 	t.finish(next);
 	return r;

@@ -9,7 +9,6 @@
 #include <cstring>
 #include <map>
 #include <set>
-#include <unordered_set>
 
 namespace ctplane::dataplane {
 
@@ -160,8 +159,8 @@ std::string prepare_reload(stack& dp, config::ctplane_config next, reload_plan* 
 	if (nc.max_entries > built * 2)
 		return "ct.max_entries: " + std::to_string(nc.max_entries) + " is more than twice the " +
 		       std::to_string(built) + " ctplane started with (restart ctplane); nothing was applied";
-	lb::balancer& lb = dp.lb();
-	if (std::string e = lb.check(next.lb); !e.empty())
+	// The load balancer's change, its Maglev tables built aside.
+	if (std::string e = dp.lb().plan(next.lb, &plan.lb); !e.empty())
 		return "lb: " + e + "; nothing was applied";
 	// Routes: the YAML's become the table. A difference builds the whole
 	// table aside (fib::plan_routes), published below at once: no moment
@@ -201,28 +200,11 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 		out.push_back("ct: timeouts");
 	}
 	// Load balancer: unchanged objects keep their ids.
-	std::unordered_set<std::string> before;
-	lb.for_each_service([&](uint32_t id, const lb::service&) { before.insert(lb.service_name(id)); });
-	std::unordered_set<uint32_t> be_before;
-	lb.for_each_backend([&](uint32_t id, const lb::backend&) { be_before.insert(id); });
-	const uint64_t built_before = lb.stats().tables_built;
-	if (std::string e = lb.apply(next.lb, true); !e.empty())  // prepare_reload checked it
-		out.push_back("lb: " + e);  // a resource limit past lb.check: said, the rest applied
-	lb.commit();
-	const uint64_t rebuilt = lb.stats().tables_built - built_before;
-	unsigned svc_added = 0, svc_removed = 0, be_added = 0, be_removed = 0;
-	std::unordered_set<std::string> after;
-	lb.for_each_service([&](uint32_t id, const lb::service&) { after.insert(lb.service_name(id)); });
-	for (const std::string& n : after)
-		svc_added += before.count(n) == 0;
-	for (const std::string& n : before)
-		svc_removed += after.count(n) == 0;
-	std::unordered_set<uint32_t> be_after;
-	lb.for_each_backend([&](uint32_t id, const lb::backend&) { be_after.insert(id); });
-	for (uint32_t id : be_after)
-		be_added += be_before.count(id) == 0;
-	for (uint32_t id : be_before)
-		be_removed += be_after.count(id) == 0;
+	const lb::lb_plan& lp = plan.lb;
+	const unsigned svc_added = lp.services_added(), svc_removed = lp.services_removed();
+	const unsigned be_added = lp.backends_added(), be_removed = lp.backends_removed();
+	const unsigned rebuilt = lp.tables();
+	lb.commit(std::move(plan.lb));
 	if (svc_added + svc_removed + be_added + be_removed != 0)
 		out.push_back("lb: services +" + std::to_string(svc_added) + " -" + std::to_string(svc_removed) +
 			      ", backends +" + std::to_string(be_added) + " -" + std::to_string(be_removed));

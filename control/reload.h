@@ -26,8 +26,8 @@
 // A change of a restart-only key refuses the whole reload with one line
 // naming the key. The reply lists what changed, one line per kind.
 //
-// Concurrency: the control thread (it commits the load balancer and may
-// wait for a grace period).
+// Concurrency: the control thread (it commits the load balancer and the
+// route table, and may wait for a grace period).
 #pragma once
 
 #include <functional>
@@ -48,6 +48,7 @@ namespace ctplane::dataplane {
 // control thread; cheap but for the Maglev tables of changed services).
 struct reload_plan {
 	config::ctplane_config next;
+	lb::lb_plan lb;  // services and backends, their Maglev tables built
 	fib::route_plan routes;
 	unsigned rd[3] = {0, 0, 0};  // routes added, changed, removed
 };

@@ -708,17 +708,15 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 	}
 
 	// The load balancer: the snapshot's objects with their ids (the
-	// restored flows name their backends by id); on any refusal the
-	// config's comes back and the file is refused.
+	// restored flows name their backends by id), planned aside with their
+	// Maglev tables; a plan that refuses leaves the config's untouched.
 	lb::balancer& lb = dp.lb();
 	std::map<uint32_t, uint32_t> be_id;  // file backend id -> this run's
 	if (take_lb) {
-		std::vector<std::string> old;
-		lb.for_each_service([&](uint32_t id, const lb::service&) { old.push_back(lb.service_name(id)); });
-		for (const std::string& n : old)
-			lb.remove_service(n);
-		lb.commit();
-		std::string lb_err;
+		lb::config lc = cfg.lb;
+		lc.services.clear();
+		lc.backends.clear();
+		std::vector<uint32_t> want_svc, want_be;
 		for (const service_rec& s : svcs) {
 			lb::service_spec sp;
 			sp.name = name_of(s.name);
@@ -726,26 +724,24 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 			sp.port = s.port;
 			sp.proto = s.proto;
 			sp.maglev_size = s.maglev_size;
-			if (std::string e = lb.add_service(sp, nullptr, s.id); !e.empty() && lb_err.empty())
-				lb_err = e;
+			lc.services.push_back(std::move(sp));
+			want_svc.push_back(s.id);
 		}
 		for (const backend_rec& b : bes) {
 			lb::backend_spec bp;
-			bp.service = lb.service_name(b.service);
+			bp.service = name_of(svcs[svc_at[b.service]].name);
 			bp.addr = addr_of(b.family, b.addr);
 			bp.port = b.port;
 			bp.weight = b.weight;
 			bp.state = static_cast<lb::backend_state>(b.state);
-			if (lb_err.empty())
-				if (std::string e = lb.add_backend(bp, nullptr, b.id); !e.empty())
-					lb_err = e;
+			lc.backends.push_back(std::move(bp));
+			want_be.push_back(b.id);
 			be_id[b.id] = b.id;
 		}
-		if (!lb_err.empty()) {
-			lb.apply(cfg.lb);  // the config's again (no flow names an id yet)
-			return path + ": table services/backends: " + lb_err + "; the config's load balancer stays";
-		}
-		lb.commit();
+		lb::lb_plan lp;
+		if (std::string e = lb.plan(lc, &lp, &want_svc, &want_be); !e.empty())
+			return path + ": table services/backends: " + e + "; the config's load balancer stays";
+		lb.commit(std::move(lp));
 		res.services = svcs.size();
 		res.backends = bes.size();
 	} else {

@@ -3,6 +3,9 @@
 
 #include <arpa/inet.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -298,6 +301,7 @@ std::string balancer::add_service(const service_spec& s, uint32_t* id_out, uint3
 		return "service \"" + s.name + "\": the service table refused it (" + std::strerror(-rc) + ")";
 	}
 	dirty_.push_back(id);
+	gen_++;
 	if (id_out != nullptr)
 		*id_out = id;
 	return "";
@@ -317,6 +321,7 @@ std::string balancer::remove_service(const std::string& name)
 	by_name_.erase(name);
 	pending_free_svc_.push_back(id);
 	dirty_.push_back(id);  // its table is unpublished and retired by commit()
+	gen_++;
 	return "";
 }
 
@@ -378,6 +383,7 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint3
 	is_member_[id] = 1;
 	svc_[sid].nbackends++;
 	dirty_.push_back(sid);
+	gen_++;
 	if (id_out != nullptr)
 		*id_out = id;
 	return "";
@@ -385,9 +391,18 @@ std::string balancer::add_backend(const backend_spec& b, uint32_t* id_out, uint3
 
 std::string balancer::remove_backend(uint32_t id)
 {
-	backend* b = live(id);
+	const backend* b = live(id);
 	if (b == nullptr)
 		return "unknown backend " + std::to_string(id);
+	dirty_.push_back(b->service);
+	unlink_backend(id);
+	gen_++;
+	return "";
+}
+
+void balancer::unlink_backend(uint32_t id)
+{
+	backend* b = &be_[id];
 	unref_endpoint(b->ep);
 	// O(1): the last member takes its place (a Maglev table does not
 	// depend on the members' order: maglev_build sorts by identity).
@@ -399,12 +414,10 @@ std::string balancer::remove_backend(uint32_t id)
 	by_member_.erase(member_key{b->service, b->ep});
 	is_member_[id] = 0;
 	svc_[b->service].nbackends--;
-	dirty_.push_back(b->service);
 	// The record stays readable (a worker may hold it, and the old Maglev
 	// table still names it) until commit() has passed a grace period.
 	std::atomic_ref<uint8_t>(b->state).store(static_cast<uint8_t>(backend_state::down), std::memory_order_relaxed);
 	pending_free_be_.push_back(id);
-	return "";
 }
 
 std::string balancer::set_weight(uint32_t id, uint32_t weight)
@@ -424,6 +437,7 @@ std::string balancer::set_weight(uint32_t id, uint32_t weight)
 	std::atomic_ref<uint32_t>(b->weight).store(weight, std::memory_order_relaxed);
 	std::atomic_ref<uint8_t>(b->state).store(st, std::memory_order_relaxed);
 	dirty_.push_back(b->service);
+	gen_++;
 	return "";
 }
 
@@ -436,20 +450,38 @@ std::string balancer::set_state(uint32_t id, backend_state s)
 		return "";
 	std::atomic_ref<uint8_t>(b->state).store(static_cast<uint8_t>(s), std::memory_order_relaxed);
 	dirty_.push_back(b->service);
+	gen_++;
 	return "";
+}
+
+uint32_t balancer::auto_size_for(uint32_t n, uint32_t per_backend, uint32_t max) const noexcept
+{
+	static constexpr uint32_t kLadder[] = {251,   509,    1021,   2039,   4093,    8191,   16381,
+					       32749, 65521,  131071, 262139, 524287, 1'000'003};
+	if (per_backend == 0)
+		return max;
+	const uint64_t want = uint64_t{per_backend} * std::max<uint32_t>(n, 1);
+	for (uint32_t p : kLadder)
+		if (p >= want)
+			return std::min(p, max);
+	return max;
 }
 
 uint32_t balancer::auto_maglev_size(uint32_t n) const noexcept
 {
-	static constexpr uint32_t kLadder[] = {251,   509,    1021,   2039,   4093,    8191,   16381,
-					       32749, 65521,  131071, 262139, 524287, 1'000'003};
-	if (per_backend_ == 0)
-		return default_m_;
-	const uint64_t want = uint64_t{per_backend_} * std::max<uint32_t>(n, 1);
-	for (uint32_t p : kLadder)
-		if (p >= want)
-			return std::min(p, default_m_);
-	return default_m_;
+	return auto_size_for(n, per_backend_, default_m_);
+}
+
+maglev_table* balancer::make_table(std::vector<maglev_backend>& mb, uint32_t size, std::vector<uint32_t>& scratch)
+{
+	maglev_build(mb, size, scratch);
+	auto* t = static_cast<maglev_table*>(::operator new(sizeof(maglev_table) + sizeof(uint32_t) * size));
+	t->size = size;
+	t->nactive = 0;
+	for (const maglev_backend& x : mb)
+		t->nactive += x.weight != 0;
+	std::memcpy(t->slot, scratch.data(), sizeof(uint32_t) * size);
+	return t;
 }
 
 void balancer::build(uint32_t sid)
@@ -468,13 +500,7 @@ void balancer::build(uint32_t sid)
 		}
 		if (s.auto_size)
 			s.maglev_size = auto_maglev_size(static_cast<uint32_t>(members_[sid].size()));
-		maglev_build(mb, s.maglev_size, scratch_);
-		t = static_cast<maglev_table*>(::operator new(sizeof(maglev_table) + sizeof(uint32_t) * s.maglev_size));
-		t->size = s.maglev_size;
-		t->nactive = 0;
-		for (const maglev_backend& x : mb)
-			t->nactive += x.weight != 0;
-		std::memcpy(t->slot, scratch_.data(), sizeof(uint32_t) * s.maglev_size);
+		t = make_table(mb, s.maglev_size, scratch_);
 		tables_built_++;
 	}
 	pub.store(t, std::memory_order_release);  // pairs with select()'s acquire
@@ -496,6 +522,12 @@ void balancer::commit()
 		build(sid);
 	dirty_.clear();
 	commits_++;
+	gen_++;
+	reclaim();
+}
+
+void balancer::reclaim()
+{
 	if (retired_.empty() && pending_free_be_.empty() && pending_free_svc_.empty())
 		return;
 	maps::rcu::synchronize();  // no worker still reads a retired table or record
@@ -511,91 +543,411 @@ void balancer::commit()
 	pending_free_svc_.clear();
 }
 
-std::string balancer::check(const config& c) const
+// ---- plan and commit ----------------------------------------------------------------
+
+namespace {
+uint8_t effective_state(uint32_t weight, backend_state s) noexcept
+{
+	return static_cast<uint8_t>(weight == 0 && s == backend_state::active ? backend_state::draining : s);
+}
+bool takes_flows(uint32_t weight, uint8_t state) noexcept
+{
+	return state == static_cast<uint8_t>(backend_state::active) && weight != 0;
+}
+uint64_t identity_of(const endpoint& ep) noexcept
+{
+	return maps::hash_bytes<sizeof(endpoint)>(&ep, 0x5bd1e995u);
+}
+}  // namespace
+
+lb_plan::~lb_plan()
+{
+	for (auto& [sid, t] : tables_)
+		::operator delete(t);
+}
+
+lb_plan& lb_plan::operator=(lb_plan&& o) noexcept
+{
+	if (this == &o)
+		return *this;
+	for (auto& [sid, t] : tables_)
+		::operator delete(t);
+	tables_ = std::move(o.tables_);
+	o.tables_.clear();
+	gen_ = o.gen_;
+	replace_all_ = o.replace_all_;
+	limits_changed_ = o.limits_changed_;
+	max_services_ = o.max_services_;
+	max_backends_ = o.max_backends_;
+	maglev_size_ = o.maglev_size_;
+	per_backend_ = o.per_backend_;
+	add_svc_ = std::move(o.add_svc_);
+	del_svc_ = std::move(o.del_svc_);
+	resize_svc_ = std::move(o.resize_svc_);
+	add_be_ = std::move(o.add_be_);
+	del_be_ = std::move(o.del_be_);
+	set_be_ = std::move(o.set_be_);
+	free_svc_taken_ = o.free_svc_taken_;
+	free_be_taken_ = o.free_be_taken_;
+	next_svc_ = o.next_svc_;
+	next_be_ = o.next_be_;
+	return *this;
+}
+
+std::string balancer::plan(const config& c, lb_plan* out, const std::vector<uint32_t>* want_svc,
+			   const std::vector<uint32_t>* want_be) const
 {
 	if (std::string e = validate(c); !e.empty())
 		return e;
-	// Limits change while running, down to the highest id in use.
-	uint32_t top_svc = 0, top_be = 0;
-	for_each_service([&](uint32_t id, const service&) { top_svc = std::max(top_svc, id); });
-	for_each_backend([&](uint32_t id, const backend&) { top_be = std::max(top_be, id); });
-	if (c.max_services < top_svc)
-		return "max_services " + std::to_string(c.max_services) + " is below service id " + std::to_string(top_svc) +
-		       " in use";
-	if (c.max_backends < top_be)
-		return "max_backends " + std::to_string(c.max_backends) + " is below backend id " + std::to_string(top_be) +
-		       " in use";
+	const bool replace = want_svc != nullptr || want_be != nullptr;
+	if (replace && (want_svc == nullptr || want_be == nullptr || want_svc->size() != c.services.size() ||
+			want_be->size() != c.backends.size()))
+		return "ids given for some objects and not for others";
 	if (c.max_services > uint64_t{built_services_} * 2 || c.max_backends > uint64_t{built_backends_} * 2)
 		return "max_services and max_backends can change while running up to twice their values at start (" +
 		       std::to_string(built_services_) + ", " + std::to_string(built_backends_) + "); more needs a restart";
+	lb_plan p;
+	p.gen_ = gen_;
+	p.replace_all_ = replace;
+	p.max_services_ = c.max_services;
+	p.max_backends_ = c.max_backends;
+	p.maglev_size_ = c.maglev_size;
+	p.per_backend_ = c.maglev_slots_per_backend;
+	p.limits_changed_ = c.max_services != max_services_ || c.max_backends != max_backends_ ||
+			    c.maglev_size != default_m_ || c.maglev_slots_per_backend != per_backend_;
+	const bool sizing_changed = default_m_ != c.maglev_size || per_backend_ != c.maglev_slots_per_backend;
+
+	// Services: kept (same name and frontend), removed, added.
+	struct svc_view {
+		uint32_t id;
+		const service_spec* spec;
+	};
+	std::unordered_map<std::string_view, svc_view> sid_of;
+	sid_of.reserve(c.services.size());
+	std::vector<uint8_t> kept(names_.size(), 0);
+	std::vector<uint32_t> dirty;
+	auto uses_auto = [&](const service_spec& s) { return s.maglev_size == 0 && c.maglev_slots_per_backend != 0; };
+	if (!replace)
+		for (const service_spec& s : c.services) {
+			const uint32_t id = service_id(s.name);
+			if (id == 0 || !(svc_[id].frontend == endpoint::of(s.vip, s.port, s.proto)))
+				continue;
+			kept[id] = 1;
+			sid_of.emplace(s.name, svc_view{id, &s});
+			const service& r = svc_[id];
+			const bool want_auto = uses_auto(s);
+			const uint32_t m = s.maglev_size != 0 ? s.maglev_size : c.maglev_size;
+			if (r.auto_size != want_auto || (!want_auto && r.maglev_size != m) || (want_auto && sizing_changed)) {
+				p.resize_svc_.push_back(lb_plan::sizing{id, static_cast<uint8_t>(want_auto)});
+				dirty.push_back(id);
+			}
+		}
+	std::vector<uint8_t> gone(is_member_.size(), 0);  // by backend id: removed by the plan
+	for (uint32_t id = 1; id < names_.size(); id++) {
+		if (names_[id].empty() || kept[id])
+			continue;
+		p.del_svc_.push_back(id);
+		for (uint32_t b : members_[id]) {
+			p.del_be_.push_back(b);
+			gone[b] = 1;
+		}
+	}
+	if (replace) {
+		// A restore's ids: within the limits, each once (every running
+		// object goes first, so none is taken).
+		auto unique_within = [](std::vector<uint32_t> ids, uint32_t max, const char* what) -> std::string {
+			std::sort(ids.begin(), ids.end());
+			for (size_t i = 0; i < ids.size(); i++) {
+				if (ids[i] == 0 || ids[i] > max)
+					return std::string(what) + " id " + std::to_string(ids[i]) + " is outside 1.." + std::to_string(max);
+				if (i != 0 && ids[i] == ids[i - 1])
+					return std::string(what) + " id " + std::to_string(ids[i]) + " is given twice";
+			}
+			return "";
+		};
+		if (std::string e = unique_within(*want_svc, c.max_services, "service"); !e.empty())
+			return e;
+		if (std::string e = unique_within(*want_be, c.max_backends, "backend"); !e.empty())
+			return e;
+		p.next_svc_ = p.next_be_ = 1;
+		for (uint32_t id : *want_svc)
+			p.next_svc_ = std::max(p.next_svc_, id + 1);
+		for (uint32_t id : *want_be)
+			p.next_be_ = std::max(p.next_be_, id + 1);
+	}
+	// New ids as alloc_id() would hand them out: the free lists' oldest
+	// first, then the next. Ids freed by this very plan are not reused by
+	// it (a worker may still read their records until the grace period).
+	size_t fs = 0, fb = 0;
+	uint32_t ns = next_svc_, nb = next_be_;
+	auto new_svc_id = [&]() -> uint32_t {
+		if (fs < free_svc_.size())
+			return free_svc_[fs++];
+		return ns <= c.max_services ? ns++ : 0;
+	};
+	auto new_be_id = [&]() -> uint32_t {
+		if (fb < free_be_.size())
+			return free_be_[fb++];
+		return nb <= c.max_backends ? nb++ : 0;
+	};
+	for (size_t i = 0; i < c.services.size(); i++) {
+		const service_spec& s = c.services[i];
+		if (sid_of.count(s.name) != 0)
+			continue;
+		const uint32_t id = replace ? (*want_svc)[i] : new_svc_id();
+		if (id == 0)
+			return "service \"" + s.name + "\": max_services (" + std::to_string(c.max_services) +
+			       ") reached (the ids of services this change removes are free after it)";
+		p.add_svc_.push_back(
+			lb_plan::new_service{id, s.name, endpoint::of(s.vip, s.port, s.proto), static_cast<uint8_t>(uses_auto(s))});
+		sid_of.emplace(s.name, svc_view{id, &s});
+		dirty.push_back(id);
+	}
+
+	// Backends: by (service, endpoint).
+	std::vector<uint8_t> seen(is_member_.size(), 0);
+	std::unordered_map<uint32_t, uint32_t> set_at;                 // backend id -> index in set_be_
+	std::unordered_map<uint32_t, std::vector<uint32_t>> added_to;  // service id -> indexes in add_be_
+	for (size_t i = 0; i < c.backends.size(); i++) {
+		const backend_spec& b = c.backends[i];
+		const svc_view v = sid_of.at(b.service);  // validated
+		const endpoint ep = endpoint::of(b.addr, b.port, v.spec->proto);
+		const uint8_t st = effective_state(b.weight, b.state);
+		uint32_t id = 0;
+		if (v.id < kept.size() && kept[v.id])
+			if (const auto it = by_member_.find(member_key{v.id, ep}); it != by_member_.end())
+				id = it->second;
+		if (id != 0) {
+			seen[id] = 1;
+			const backend& r = be_[id];
+			if (r.weight != b.weight || r.state != st) {
+				set_at.emplace(id, static_cast<uint32_t>(p.set_be_.size()));
+				p.set_be_.push_back(lb_plan::set_backend{id, b.weight, st});
+				dirty.push_back(v.id);
+			}
+			continue;
+		}
+		id = replace ? (*want_be)[i] : new_be_id();
+		if (id == 0)
+			return backend_who(b) + ": max_backends (" + std::to_string(c.max_backends) +
+			       ") reached (the ids of backends this change removes are free after it)";
+		added_to[v.id].push_back(static_cast<uint32_t>(p.add_be_.size()));
+		p.add_be_.push_back(lb_plan::new_backend{id, v.id, ep, b.weight, st});
+		dirty.push_back(v.id);
+	}
+	// Backends of kept services that `c` no longer names.
+	for (uint32_t sid = 1; sid < kept.size(); sid++) {
+		if (!kept[sid])
+			continue;
+		for (uint32_t b : members_[sid])
+			if (!seen[b]) {
+				p.del_be_.push_back(b);
+				gone[b] = 1;
+				dirty.push_back(sid);
+			}
+	}
+	if (!replace) {
+		p.free_svc_taken_ = fs;
+		p.free_be_taken_ = fb;
+		p.next_svc_ = ns;
+		p.next_be_ = nb;
+	}
+
+	// The Maglev table of every service added or touched, built here.
+	std::sort(dirty.begin(), dirty.end());
+	dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
+	std::vector<maglev_backend> mb;
+	std::vector<uint32_t> scratch;
+	std::unordered_map<uint32_t, const lb_plan::new_service*> added_svc;
+	for (const lb_plan::new_service& ns_ : p.add_svc_)
+		added_svc.emplace(ns_.id, &ns_);
+	for (uint32_t sid : dirty) {
+		mb.clear();
+		const bool is_kept = sid < kept.size() && kept[sid];
+		if (is_kept)
+			for (uint32_t id : members_[sid]) {
+				if (gone[id])
+					continue;
+				const backend& r = be_[id];
+				uint32_t w = r.weight;
+				uint8_t st = r.state;
+				if (const auto it = set_at.find(id); it != set_at.end())
+					w = p.set_be_[it->second].weight, st = p.set_be_[it->second].state;
+				mb.push_back(maglev_backend{id, identity_of(r.ep), takes_flows(w, st) ? w : 0});
+			}
+		if (const auto it = added_to.find(sid); it != added_to.end())
+			for (uint32_t k : it->second) {
+				const lb_plan::new_backend& x = p.add_be_[k];
+				mb.push_back(maglev_backend{x.id, identity_of(x.ep), takes_flows(x.weight, x.state) ? x.weight : 0});
+			}
+		// Its spec: a kept service's is in sid_of by name, a new one's too.
+		const std::string_view name = is_kept ? std::string_view(names_[sid]) : std::string_view(added_svc.at(sid)->name);
+		const service_spec& spec = *sid_of.at(name).spec;
+		const uint32_t size = uses_auto(spec)
+					      ? auto_size_for(static_cast<uint32_t>(mb.size()), c.maglev_slots_per_backend, c.maglev_size)
+					      : (spec.maglev_size != 0 ? spec.maglev_size : c.maglev_size);
+		p.tables_.emplace_back(sid, nullptr);
+		p.tables_.back().second = make_table(mb, size, scratch);
+	}
+	*out = std::move(p);
 	return "";
 }
 
-std::string balancer::apply(const config& c, bool checked)
+void balancer::unlink_service(uint32_t id)
 {
-	if (!checked)
-		if (std::string e = check(c); !e.empty())
-			return e;
-	if (services_.set_limits(std::max<uint64_t>(c.max_services, std::min(64u, built_services_)), 75, 30) != 0 ||
-	    endpoints_.set_limits(std::max<uint64_t>(c.max_backends, std::min(256u, built_backends_)), 75, 30) != 0)
-		return "max_services or max_backends below the tables' minimum";
-	max_services_ = c.max_services;
-	max_backends_ = c.max_backends;
-	const bool sizing_changed = default_m_ != c.maglev_size || per_backend_ != c.maglev_slots_per_backend;
-	default_m_ = c.maglev_size;
-	per_backend_ = c.maglev_slots_per_backend;
-	// Services: keep those whose name and frontend are unchanged.
-	std::unordered_map<std::string, const service_spec*> want;
-	for (const service_spec& s : c.services)
-		want.emplace(s.name, &s);
-	for (uint32_t id = 1; id < names_.size(); id++) {
-		if (names_[id].empty())
-			continue;
-		const std::string name = names_[id];
-		const auto it = want.find(name);
-		bool keep = false;
-		if (it != want.end()) {
-			const service_spec& s = *it->second;
-			const bool want_auto = s.maglev_size == 0 && per_backend_ != 0;
-			const uint32_t m = s.maglev_size != 0 ? s.maglev_size : default_m_;
-			keep = svc_[id].frontend == endpoint::of(s.vip, s.port, s.proto);
-			if (keep && (svc_[id].auto_size != want_auto || (!want_auto && svc_[id].maglev_size != m) ||
-				     (want_auto && sizing_changed))) {
-				svc_[id].auto_size = want_auto;
-				svc_[id].maglev_size = m;
-				dirty_.push_back(id);
-			}
-		}
-		if (!keep)
-			remove_service(name);
+	service& r = svc_[id];
+	erase_settled(services_, r.frontend);
+	std::atomic_ref<const maglev_table*> pub(r.table);
+	if (const maglev_table* old = pub.load(std::memory_order_relaxed); old != nullptr)
+		retired_.push_back(const_cast<maglev_table*>(old));
+	pub.store(nullptr, std::memory_order_release);
+	r.in_use = 0;
+	by_name_.erase(names_[id]);
+	names_[id].clear();
+	pending_free_svc_.push_back(id);
+}
+
+void balancer::commit(lb_plan&& p)
+{
+	if (p.gen_ != gen_) {
+		// A caller's bug (two writers): its tables name ids that may now
+		// be someone else's. Stop rather than publish them.
+		std::fprintf(stderr, "lb: a plan committed after another change (planned at %llu, now %llu)\n",
+			     static_cast<unsigned long long>(p.gen_), static_cast<unsigned long long>(gen_));
+		std::abort();
 	}
-	for (const service_spec& s : c.services)
-		if (service_id(s.name) == 0)
-			if (std::string e = add_service(s); !e.empty())
-				return e;  // validated above: only a resource limit gets here
-	// Backends: by (service, endpoint).
-	std::vector<uint8_t> keep_be(is_member_.size() + c.backends.size() + 1, 0);
-	for (const backend_spec& b : c.backends) {
-		uint32_t id = backend_id(b.service, b.addr, b.port);
-		if (id == 0) {
-			if (std::string e = add_backend(b, &id); !e.empty())
-				return e;
-		} else {
-			set_weight(id, b.weight);
-			set_state(id, b.weight == 0 && b.state == backend_state::active ? backend_state::draining : b.state);
-		}
-		if (keep_be.size() <= id)
-			keep_be.resize(uint64_t{id} + 1, 0);
-		keep_be[id] = 1;
+	// Limits: within the tables' ceilings (plan checked).
+	(void)services_.set_limits(std::max<uint64_t>(p.max_services_, std::min(64u, built_services_)), 75, 30);
+	(void)endpoints_.set_limits(std::max<uint64_t>(p.max_backends_, std::min(256u, built_backends_)), 75, 30);
+	max_services_ = p.max_services_;
+	max_backends_ = p.max_backends_;
+	default_m_ = p.maglev_size_;
+	per_backend_ = p.per_backend_;
+	if (p.replace_all_) {
+		// Every running object goes, and its id with a grace period, before
+		// the plan's take theirs.
+		for (uint32_t id : p.del_be_)
+			unlink_backend(id);
+		for (uint32_t id : p.del_svc_)
+			unlink_service(id);
+		reclaim();
+		p.del_be_.clear();
+		p.del_svc_.clear();
+		std::vector<uint8_t> used_s(p.next_svc_, 0), used_b(p.next_be_, 0);
+		for (const auto& x : p.add_svc_)
+			used_s[x.id] = 1;
+		for (const auto& x : p.add_be_)
+			used_b[x.id] = 1;
+		free_svc_.clear();
+		free_be_.clear();
+		for (uint32_t i = 1; i < p.next_svc_; i++)
+			if (!used_s[i])
+				free_svc_.push_back(i);
+		for (uint32_t i = 1; i < p.next_be_; i++)
+			if (!used_b[i])
+				free_be_.push_back(i);
+	} else {
+		free_svc_.erase(free_svc_.begin(), free_svc_.begin() + static_cast<ptrdiff_t>(p.free_svc_taken_));
+		free_be_.erase(free_be_.begin(), free_be_.begin() + static_cast<ptrdiff_t>(p.free_be_taken_));
 	}
-	std::vector<uint32_t> gone;
-	for_each_backend([&](uint32_t id, const backend&) {
-		if (id >= keep_be.size() || !keep_be[id])
-			gone.push_back(id);
-	});
-	for (uint32_t id : gone)
-		remove_backend(id);
-	commit();
+	next_svc_ = p.next_svc_;
+	next_be_ = p.next_be_;
+	// The records' arrays reach the highest id (reserved address space:
+	// growing only maps zeros), the hashes room for what comes in.
+	if (svc_.size() < next_svc_)
+		(void)svc_.resize(next_svc_);
+	if (be_.size() < next_be_)
+		(void)be_.resize(next_be_);
+	maps::settle(services_, [&] { return services_.reserve(services_.size() + p.add_svc_.size()); });
+	maps::settle(endpoints_, [&] { return endpoints_.reserve(endpoints_.size() + p.add_be_.size()); });
+	if (names_.size() < next_svc_) {
+		names_.resize(next_svc_);
+		members_.resize(next_svc_);
+	}
+	if (is_member_.size() < next_be_) {
+		is_member_.resize(next_be_, 0);
+		member_pos_.resize(next_be_, 0);
+	}
+
+	// 1. New records, filled before anything links them.
+	for (const lb_plan::new_service& x : p.add_svc_) {
+		service& r = svc_[x.id];
+		std::memset(&r, 0, sizeof(r));
+		r.frontend = x.fe;
+		r.auto_size = x.auto_size;
+		r.in_use = 1;
+		names_[x.id] = x.name;
+		by_name_[x.name] = x.id;
+		members_[x.id].clear();
+	}
+	for (const lb_plan::new_backend& x : p.add_be_) {
+		backend& r = be_[x.id];
+		std::memset(&r, 0, sizeof(r));
+		r.ep = x.ep;
+		r.weight = x.weight;
+		r.service = x.service;
+		r.state = x.state;
+		if (int rc = ref_endpoint(x.ep); rc != 0)  // room reserved above: not reached
+			std::fprintf(stderr, "lb: the endpoint table refused a backend (%s); is_backend() misses it\n",
+				     std::strerror(-rc));
+		std::atomic_ref<uint8_t>(r.in_use).store(1, std::memory_order_release);
+		member_pos_[x.id] = static_cast<uint32_t>(members_[x.service].size());
+		members_[x.service].push_back(x.id);
+		by_member_.emplace(member_key{x.service, x.ep}, x.id);
+		is_member_[x.id] = 1;
+		svc_[x.service].nbackends++;
+	}
+	// 2. Changed backends, changed sizing.
+	for (const lb_plan::set_backend& x : p.set_be_) {
+		backend& r = be_[x.id];
+		std::atomic_ref<uint32_t>(r.weight).store(x.weight, std::memory_order_relaxed);
+		std::atomic_ref<uint8_t>(r.state).store(x.state, std::memory_order_relaxed);
+	}
+	for (const lb_plan::sizing& x : p.resize_svc_)
+		svc_[x.id].auto_size = x.auto_size;
+	// 3. The new tables, one release store each.
+	for (auto& [sid, t] : p.tables_) {
+		service& s = svc_[sid];
+		s.maglev_size = t->size;
+		std::atomic_ref<const maglev_table*> pub(s.table);
+		if (const maglev_table* old = pub.load(std::memory_order_relaxed); old != nullptr)
+			retired_.push_back(const_cast<maglev_table*>(old));
+		pub.store(t, std::memory_order_release);  // pairs with select()'s acquire
+		t = nullptr;
+		tables_built_++;
+	}
+	// 4. New services become visible (their tables are in); removed
+	// objects go (their records stay readable until the grace period).
+	for (const lb_plan::new_service& x : p.add_svc_)
+		if (int rc = insert_settled(services_, x.fe, svc_ref{x.id}); rc != 0)  // room reserved: not reached
+			std::fprintf(stderr, "lb: the service table refused \"%s\" (%s)\n", x.name.c_str(), std::strerror(-rc));
+	for (uint32_t id : p.del_be_)
+		unlink_backend(id);
+	for (uint32_t id : p.del_svc_)
+		unlink_service(id);
+	// Anything staged by the single-object calls goes with it.
+	std::sort(dirty_.begin(), dirty_.end());
+	dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
+	for (uint32_t sid : dirty_)
+		build(sid);
+	dirty_.clear();
+	commits_++;
+	gen_++;
+	reclaim();
+}
+
+std::string balancer::check(const config& c) const
+{
+	lb_plan p;
+	return plan(c, &p);
+}
+
+std::string balancer::apply(const config& c)
+{
+	lb_plan p;
+	if (std::string e = plan(c, &p); !e.empty())
+		return e;
+	commit(std::move(p));
 	return "";
 }
 
@@ -632,6 +984,16 @@ const std::string& balancer::service_name(uint32_t id) const
 {
 	static const std::string none;
 	return id < names_.size() ? names_[id] : none;
+}
+
+std::pair<uint32_t, uint32_t> balancer::backend_counts(uint32_t id) const
+{
+	if (id == 0 || id >= members_.size())
+		return {0, 0};
+	uint32_t active = 0;
+	for (uint32_t b : members_[id])
+		active += takes_flows(be_[b].weight, be_[b].state);
+	return {static_cast<uint32_t>(members_[id].size()), active};
 }
 
 lb_stats balancer::stats() const

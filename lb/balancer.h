@@ -28,6 +28,9 @@
 //                      registered RCU threads (workers); lock-free, no
 //                      shared writes. Pointers are valid until the caller's
 //                      next quiescent state.
+//   plan               any registered thread (a reload's own), while no
+//                      other control call runs: reads, builds aside,
+//                      changes nothing.
 //   add_*, remove_*, set_*, apply, commit
 //                      one control thread at a time. Changes are staged;
 //                      commit() rebuilds the Maglev tables of the services
@@ -104,6 +107,72 @@ struct rewrite {
 	uint32_t backend;
 };
 
+// A change of the running set, planned aside by balancer::plan() and
+// published by balancer::commit(lb_plan&&). The plan holds everything
+// large (the Maglev tables of every service it touches, built) and the
+// ids it hands out; commit only links, stores and swaps pointers.
+class lb_plan {
+public:
+	lb_plan() = default;
+	~lb_plan();
+	lb_plan(lb_plan&& o) noexcept { *this = std::move(o); }
+	lb_plan& operator=(lb_plan&& o) noexcept;
+	lb_plan(const lb_plan&) = delete;
+	lb_plan& operator=(const lb_plan&) = delete;
+
+	// What the commit will do, for the reload's reply.
+	uint32_t services_added() const noexcept { return static_cast<uint32_t>(add_svc_.size()); }
+	uint32_t services_removed() const noexcept { return static_cast<uint32_t>(del_svc_.size()); }
+	uint32_t backends_added() const noexcept { return static_cast<uint32_t>(add_be_.size()); }
+	uint32_t backends_removed() const noexcept { return static_cast<uint32_t>(del_be_.size()); }
+	uint32_t backends_changed() const noexcept { return static_cast<uint32_t>(set_be_.size()); }
+	uint32_t tables() const noexcept { return static_cast<uint32_t>(tables_.size()); }
+	bool limits_changed() const noexcept { return limits_changed_; }
+	bool empty() const noexcept
+	{
+		return add_svc_.empty() && del_svc_.empty() && add_be_.empty() && del_be_.empty() && set_be_.empty() &&
+		       tables_.empty() && resize_svc_.empty() && !limits_changed_;
+	}
+
+private:
+	friend class balancer;
+	struct new_service {
+		uint32_t id;
+		std::string name;
+		endpoint fe;
+		uint8_t auto_size;
+	};
+	struct new_backend {
+		uint32_t id, service;
+		endpoint ep;
+		uint32_t weight;
+		uint8_t state;
+	};
+	struct set_backend {
+		uint32_t id, weight;
+		uint8_t state;
+	};
+	struct sizing {
+		uint32_t id;
+		uint8_t auto_size;
+	};
+	uint64_t gen_ = 0;         // the balancer's generation it was planned against
+	bool replace_all_ = false;  // a restore: every object goes, the plan's come with their ids
+	bool limits_changed_ = false;
+	uint32_t max_services_ = 0, max_backends_ = 0, maglev_size_ = 0, per_backend_ = 0;
+	std::vector<new_service> add_svc_;
+	std::vector<uint32_t> del_svc_;
+	std::vector<sizing> resize_svc_;
+	std::vector<new_backend> add_be_;
+	std::vector<uint32_t> del_be_;  // those of removed services included
+	std::vector<set_backend> set_be_;
+	// Service id -> its new table (nullptr: none), sizes included; owned
+	// until commit.
+	std::vector<std::pair<uint32_t, maglev_table*>> tables_;
+	size_t free_svc_taken_ = 0, free_be_taken_ = 0;  // ids taken from the front of the free lists
+	uint32_t next_svc_ = 0, next_be_ = 0;            // the allocators' next ids after
+};
+
 struct lb_stats {
 	uint64_t services, backends, active_backends;
 	uint64_t commits, tables_built;
@@ -157,15 +226,29 @@ public:
 	std::string remove_backend(uint32_t id);
 	std::string set_weight(uint32_t id, uint32_t weight);
 	std::string set_state(uint32_t id, backend_state s);
-	// Makes the running set equal to `c` (validated whole first): unchanged
-	// services and backends keep their ids, the rest are added, updated or
-	// removed; then commit().
-	// checked: check(c) was called just before, with nothing changed since.
-	std::string apply(const config& c, bool checked = false);
+	// Plans the running set equal to `c`, changing nothing: "" and *out, or
+	// what is wrong (`c` validated whole, limits, ids). Unchanged services
+	// and backends keep their ids; the Maglev tables of every service
+	// added or touched are built into the plan. Cost: linear in `c` plus
+	// the tables it builds.
+	// want_svc / want_be (a restore from a snapshot, each parallel to
+	// c.services / c.backends): every running object goes and the plan's
+	// take these ids.
+	std::string plan(const config& c, lb_plan* out, const std::vector<uint32_t>* want_svc = nullptr,
+			 const std::vector<uint32_t>* want_be = nullptr) const;
+	// Publishes a plan; cannot fail. Precondition: nothing changed the
+	// balancer since plan() (a reload refuses other writes while it runs;
+	// checked by generation). New records are filled before they are
+	// linked, the new tables published, then removed objects unlinked; one
+	// grace period later their records, ids and the old tables are free.
+	void commit(lb_plan&& p);
+	// plan(c) + commit: "" or what is wrong, nothing changed.
+	std::string apply(const config& c);
 	// What apply(c) would refuse, changing nothing ("" if it would not).
 	std::string check(const config& c) const;
-	// Rebuilds and publishes the Maglev tables of changed services; waits
-	// for a grace period, then frees the tables replaced.
+	// Rebuilds and publishes the Maglev tables of services changed by the
+	// single-object calls above; waits for a grace period, then frees the
+	// tables replaced.
 	void commit();
 
 	// Ids by name / endpoint (control thread), 0 if none.
@@ -176,10 +259,23 @@ public:
 	template <typename Fn>
 	void for_each_service(Fn&& fn) const
 	{
-		for (uint32_t i = 1; i < names_.size(); i++)
-			if (const service* s = svc_.at(i); s != nullptr && s->in_use)
-				fn(i, *s);
+		for_each_service_from(0, [&](uint32_t id, const service& s) {
+			fn(id, s);
+			return true;
+		});
 	}
+	// fn(id, const service&) -> bool in id order from id `first`, while fn
+	// returns true (a page costs its rows).
+	template <typename Fn>
+	void for_each_service_from(uint32_t first, Fn&& fn) const
+	{
+		for (uint32_t i = std::max<uint32_t>(first, 1); i < names_.size(); i++)
+			if (const service* s = svc_.at(i); s != nullptr && s->in_use && !fn(i, *s))
+				return;
+	}
+	// Service `id`'s backends: all, and those taking new flows. Costs its
+	// own backends, not the set's.
+	std::pair<uint32_t, uint32_t> backend_counts(uint32_t id) const;
 	template <typename Fn>
 	void for_each_backend(Fn&& fn) const
 	{
@@ -208,6 +304,12 @@ private:
 	uint32_t alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uint32_t max,
 			  maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b, uint32_t want = 0);
 	void build(uint32_t svc);
+	// One table for n-slot service `sid` over `mb` (a plan's or build()'s).
+	static maglev_table* make_table(std::vector<maglev_backend>& mb, uint32_t size, std::vector<uint32_t>& scratch);
+	uint32_t auto_size_for(uint32_t n, uint32_t per_backend, uint32_t max) const noexcept;
+	void unlink_backend(uint32_t id);  // remove_backend's bookkeeping, no dirty mark
+	void unlink_service(uint32_t id);  // unpublished, unlinked, its id freed after the grace period
+	void reclaim();                    // commit()'s grace period and frees
 	backend* live(uint32_t id);  // a backend not removed, or nullptr
 	int ref_endpoint(const endpoint& ep);  // one more service served; 0 or -errno
 	void unref_endpoint(const endpoint& ep);
@@ -240,6 +342,7 @@ private:
 	std::vector<maglev_table*> retired_;
 	uint32_t next_svc_ = 1, next_be_ = 1;
 	uint64_t commits_ = 0, tables_built_ = 0;
+	uint64_t gen_ = 0;  // bumped by every change: a plan commits against its own
 	std::vector<uint32_t> scratch_;
 };
 

@@ -6,6 +6,10 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <cstdio>
 #include <cstring>
 #include <regex>
@@ -16,6 +20,7 @@
 #include <sstream>
 #include <fstream>
 
+#include "control/ops.h"
 #include "control/reload.h"
 #include "tests/control/appliance.h"
 #include "tests/packet/frames.h"
@@ -387,6 +392,106 @@ TEST_F(reload_fixture, a_reload_job_prepares_a_million_routes_off_the_control_th
 	EXPECT_EQ(dp->pl().fib().route_count(), (1u << 20) + 2);
 	std::remove(file.c_str());
 	rmdir(dir);
+}
+
+// 10K services of 10 backends (a large Kubernetes cluster): a reload job
+// reads and plans the file, Maglev tables included, off the control
+// thread; the control loop answers telemetry throughout, with the old set
+// until the commit; unchanged objects keep their ids.
+TEST(reload_scale, ten_thousand_services_reload_off_the_control_thread_while_telemetry_answers)
+{
+	maps::rcu::thread_registration reg;
+	constexpr uint32_t kServices = 10000, kPer = 10;
+	auto yaml = [&](uint32_t first_weight, uint32_t last_service) {
+		std::string y = R"(
+ports:
+  - {name: client, mac: "02:00:00:00:00:01", addresses: [192.168.1.1/24]}
+  - {name: server, mac: "02:00:00:00:00:02", addresses: [10.0.0.254/16]}
+routes:
+  - {prefix: 10.0.0.0/8, port: server}
+lb: {max_services: 16384, max_backends: 131072}
+services:
+)";
+		char buf[160];
+		for (uint32_t i = 0; i < kServices; i++) {
+			const uint32_t n = i == kServices - 1 ? last_service : i;
+			std::snprintf(buf, sizeof(buf), "  - {name: s%u, vip: 10.96.%u.%u, port: 80, protocol: tcp}\n", n,
+				      n >> 8, n & 255);
+			y += buf;
+		}
+		y += "backends:\n";
+		for (uint32_t i = 0; i < kServices; i++) {
+			const uint32_t n = i == kServices - 1 ? last_service : i;
+			for (uint32_t j = 0; j < kPer; j++) {
+				const uint32_t k = n * kPer + j;
+				std::snprintf(buf, sizeof(buf), "  - {service: s%u, address: 10.%u.%u.%u, port: 8080, weight: %u}\n",
+					      n, 1 + (k >> 16), (k >> 8) & 255, k & 255, i == 0 && j == 0 ? first_weight : 1);
+				y += buf;
+			}
+		}
+		return y;
+	};
+	appliance a{yaml(1, kServices - 1)};
+	ASSERT_NE(a.dp, nullptr);
+	stack& dp = *a.dp;
+	ASSERT_EQ(dp.lb().stats().backends, kServices * kPer);
+	ops op(dp, *a.ctl);
+	lb::address b0;
+	ASSERT_TRUE(lb::parse_address("10.1.0.0", &b0));
+	const uint32_t s5 = dp.lb().service_id("s5");
+	const uint32_t b0_id = dp.lb().backend_id("s0", b0, 8080);
+	ASSERT_NE(b0_id, 0u);
+
+	// The job's loader waits until the control loop has answered a few
+	// queries, so "during" is certain however fast the machine is.
+	auto run_job = [&](std::string text, std::vector<std::string>* changes) {
+		std::atomic<unsigned> answered{0};
+		reload_job job;
+		EXPECT_EQ(job.start_reload(
+				  dp,
+				  [&answered, text = std::move(text)] {
+					  for (int i = 0; i < 60000 && answered.load() < 3; i++)
+						  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+					  return config::load_string(text, "big.yaml");
+				  },
+				  "big.yaml"),
+			  "");
+		reload_job::status done;
+		uint64_t t = 5000ull * 1'000'000'000;
+		while (!job.poll(dp, *a.ctl, &done)) {
+			dp.tick(t += 1'000'000);
+			const reply r = op.run("/ctplane/services", "limit=1", t);
+			EXPECT_FALSE(r.is_error());
+			// Until the commit, the old set: s0's first backend weighs 1.
+			EXPECT_EQ(dp.lb().backend_at(b0_id)->weight, 1u);
+			answered++;
+			std::this_thread::sleep_for(std::chrono::microseconds(200));
+		}
+		EXPECT_EQ(done.error, "");
+		EXPECT_GE(answered.load(), 3u);
+		*changes = done.changes;
+	};
+	std::vector<std::string> changes;
+	run_job(yaml(7, kServices - 1), &changes);  // one weight
+	EXPECT_EQ(changes, std::vector<std::string>{"lb: 1 Maglev table rebuilt"});
+	EXPECT_EQ(dp.lb().backend_at(b0_id)->weight, 7u);
+	EXPECT_EQ(dp.lb().service_id("s5"), s5);
+	EXPECT_EQ(dp.lb().backend_id("s0", b0, 8080), b0_id);
+	// The last service replaced by another: its ten backends with it.
+	const std::string text = yaml(7, kServices + 5);
+	{
+		reload_job job;
+		ASSERT_EQ(job.start_reload(dp, [&] { return config::load_string(text, "big.yaml"); }, "big.yaml"), "");
+		reload_job::status done;
+		while (!job.poll(dp, *a.ctl, &done))
+			std::this_thread::sleep_for(std::chrono::milliseconds(1));
+		EXPECT_EQ(done.error, "");
+		EXPECT_EQ(done.changes, std::vector<std::string>{"lb: services +1 -1, backends +10 -10"});
+	}
+	EXPECT_EQ(dp.lb().service_id("s9999"), 0u);
+	EXPECT_NE(dp.lb().service_id("s10005"), 0u);
+	EXPECT_EQ(dp.lb().service_id("s5"), s5);
+	EXPECT_EQ(dp.lb().stats().backends, kServices * kPer);
 }
 
 // Every key the loader reads has its rule in config/live.h, and a reload

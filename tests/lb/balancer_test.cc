@@ -255,6 +255,100 @@ TEST_F(lb_fixture, removing_half_of_a_large_service_keeps_the_rest_whole_and_sel
 	}
 }
 
+TEST_F(lb_fixture, a_plan_changes_nothing_until_its_commit_and_a_refused_plan_nothing_at_all)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	const uint32_t s = lb.lookup(web());
+	const auto before = pick(4000);
+	const uint32_t b1 = lb.backend_id("web", ip("10.0.1.1"), 8080);
+	const uint32_t b2 = lb.backend_id("web", ip("10.0.1.2"), 8080);
+	config c = two_backends();
+	c.backends[0].weight = 0;  // drains 10.0.1.1
+	c.services.push_back(service_spec{.name = "dns", .vip = ip("10.96.0.53"), .port = 53, .proto = 17});
+	c.backends.push_back(backend_spec{.service = "dns", .addr = ip("10.0.2.1"), .port = 53});
+	lb_plan p;
+	ASSERT_EQ(lb.plan(c, &p), "");
+	EXPECT_EQ(p.services_added(), 1u);
+	EXPECT_EQ(p.backends_added(), 1u);
+	EXPECT_EQ(p.backends_changed(), 1u);
+	EXPECT_EQ(p.backends_removed(), 0u);
+	EXPECT_EQ(p.tables(), 2u) << "web's and dns's, built in the plan";
+	const uint64_t built = lb.stats().tables_built;
+	// Planned, not published: workers see the old tables, the new service
+	// is not there.
+	EXPECT_EQ(pick(4000), before);
+	EXPECT_EQ(lb.lookup(endpoint::of(ip("10.96.0.53"), 53, 17)), 0u);
+	EXPECT_EQ(lb.backend_at(b1)->weight, 1u);
+	EXPECT_EQ(lb.stats().tables_built, built);
+	lb.commit(std::move(p));
+	EXPECT_EQ(lb.stats().tables_built, built + 2);
+	EXPECT_EQ(lb.lookup(web()), s);
+	const auto after = pick(4000);
+	EXPECT_EQ(after.count(b1), 0u) << "drained";
+	EXPECT_EQ(after.at(b2), 4000u);
+	const uint32_t dns = lb.lookup(endpoint::of(ip("10.96.0.53"), 53, 17));
+	ASSERT_NE(dns, 0u);
+	EXPECT_EQ(lb.select(dns, 7), lb.backend_id("dns", ip("10.0.2.1"), 53));
+	// An unchanged set plans nothing.
+	ASSERT_EQ(lb.plan(c, &p), "");
+	EXPECT_TRUE(p.empty());
+
+	// Renaming every service needs new ids while the old ones are still
+	// held: past max_services, the plan refuses and nothing changes.
+	balancer small(2, 8, 251);
+	config r = two_backends();
+	r.max_services = 2;
+	r.max_backends = 8;
+	r.services.push_back(service_spec{.name = "dns", .vip = ip("10.96.0.53"), .port = 53, .proto = 17});
+	ASSERT_EQ(small.apply(r), "");
+	r.services[0].name = "www";
+	r.backends[0].service = r.backends[1].service = "www";
+	r.services[1].name = "dns2";
+	EXPECT_EQ(small.plan(r, &p),
+		  "service \"www\": max_services (2) reached (the ids of services this change removes are free after it)");
+	EXPECT_EQ(small.apply(r).substr(0, 15), "service \"www\": ");
+	EXPECT_NE(small.service_id("web"), 0u);
+	EXPECT_NE(small.service_id("dns"), 0u);
+	EXPECT_EQ(small.service_id("www"), 0u);
+	EXPECT_EQ(small.stats().backends, 2u);
+}
+
+TEST_F(lb_fixture, a_restore_plan_puts_every_object_at_its_given_id_or_refuses_whole)
+{
+	ASSERT_EQ(lb.apply(two_backends()), "");
+	config c;
+	c.maglev_size = 251;
+	c.services = {service_spec{.name = "api", .vip = ip("10.96.0.11"), .port = 443, .proto = 6}};
+	c.backends = {backend_spec{.service = "api", .addr = ip("10.0.3.1"), .port = 8443, .weight = 2},
+		      backend_spec{.service = "api", .addr = ip("10.0.3.2"), .port = 8443,
+				   .state = backend_state::down}};
+	// Ids repeated or beyond the limits: refused, nothing changed.
+	std::vector<uint32_t> svc_ids{7}, be_ids{1, 1};
+	lb_plan p;
+	EXPECT_EQ(lb.plan(c, &p, &svc_ids, &be_ids), "backend id 1 is given twice");
+	be_ids = {1, (1u << 20) + 1};
+	EXPECT_EQ(lb.plan(c, &p, &svc_ids, &be_ids), "backend id 1048577 is outside 1..1048576");
+	EXPECT_NE(lb.lookup(web()), 0u);
+	// The web service's ids (1; 1, 2) are taken now: a restore replaces
+	// every object, so the file's may name them.
+	be_ids = {2, 40};
+	ASSERT_EQ(lb.plan(c, &p, &svc_ids, &be_ids), "");
+	EXPECT_EQ(p.services_removed(), 1u);
+	EXPECT_EQ(p.backends_removed(), 2u);
+	lb.commit(std::move(p));
+	EXPECT_EQ(lb.lookup(web()), 0u);
+	EXPECT_EQ(lb.lookup(endpoint::of(ip("10.96.0.11"), 443, 6)), 7u);
+	EXPECT_EQ(lb.backend_id("api", ip("10.0.3.1"), 8443), 2u);
+	EXPECT_EQ(lb.backend_id("api", ip("10.0.3.2"), 8443), 40u);
+	EXPECT_EQ(lb.backend_at(40)->state, static_cast<uint8_t>(backend_state::down));
+	EXPECT_EQ(lb.select(7, 12345), 2u) << "the one active backend";
+	EXPECT_EQ(lb.stats().backends, 2u);
+	// Ids not given are handed out after: the lowest free first.
+	c.backends.push_back(backend_spec{.service = "api", .addr = ip("10.0.3.3"), .port = 8443});
+	ASSERT_EQ(lb.apply(c), "");
+	EXPECT_EQ(lb.backend_id("api", ip("10.0.3.3"), 8443), 1u);
+}
+
 TEST(lb_errors, bad_configs_are_refused_whole_with_the_reason)
 {
 	maps::rcu::thread_registration reg;
