@@ -60,7 +60,7 @@ void stack::tick(uint64_t now_ns, size_t gc_buckets, pass_stats* timing)
 			timing->phase(phase);
 	};
 	mark("ct_gc_resize");
-	ct_->tick(now_ns, gc_buckets);
+	ct_->tick(now_ns, gc_buckets, gc_buckets != 0 ? 0 : pass_budget_ns());
 	mark("fragments_fib");
 	pl_->maintain(now_ns);
 	mark("events");

@@ -27,12 +27,14 @@ public:
 	static std::unique_ptr<stack> build(config::ctplane_config c, unsigned lcores, std::string* err);
 
 	// Control thread, every tick: CT GC (by time, or by `gc_buckets` when
-	// non-zero: deterministic), resizes, fragment table upkeep, the
+	// non-zero: deterministic), resizes (by the pass budget, or by buckets
+	// alone when deterministic), fragment table upkeep, the
 	// sockmap's events and sync.
 	// timing: its phases marked there (control/control_loop.h).
 	void tick(uint64_t now_ns, size_t gc_buckets = 0, pass_stats* timing = nullptr);
 	// Control thread, between ticks: the CT's growth alone (ct::table::grow).
-	void grow() { ct_->grow(); }
+	// Its resize steps stop at the pass budget (control.pass_budget_us).
+	void grow() { ct_->grow(pass_budget_ns()); }
 	// Control thread: CT events -> sockmap and the event sink (cheap;
 	// replay calls it per burst).
 	void drain_events();
@@ -45,6 +47,7 @@ public:
 	sockmap::sockmap& sm() noexcept { return *sm_; }
 	dataplane::pipeline& pl() noexcept { return *pl_; }
 	const config::ctplane_config& cfg() const noexcept { return cfg_; }
+	uint64_t pass_budget_ns() const noexcept { return uint64_t{cfg_.control.pass_budget_us} * 1000; }
 	// Control thread: the config a reload applied (control/reload.h).
 	void set_cfg(const config::ctplane_config& c) { cfg_ = c; }
 

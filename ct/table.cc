@@ -1287,19 +1287,22 @@ size_t table::gc_buckets(uint64_t now_ns, size_t buckets) noexcept
 	return n;
 }
 
-void table::tick(uint64_t now_ns, size_t gc_buckets_per_tick) noexcept
+void table::tick(uint64_t now_ns, size_t gc_buckets_per_tick, uint64_t grow_budget_ns) noexcept
 {
 	if (gc_buckets_per_tick != 0)
 		gc_buckets(now_ns, gc_buckets_per_tick);
 	else
 		gc(now_ns, uint64_t{cfg_.gc_budget_us} * 1000);
-	grow();
+	grow(grow_budget_ns);
 }
 
-void table::grow() noexcept
+void table::grow(uint64_t budget_ns) noexcept
 {
+	// One deadline for both families; each migrates at least
+	// rhash::kStepQuantum buckets a call, so a resize always advances.
+	const uint64_t deadline = budget_ns != 0 ? mono_ns() + budget_ns : 0;
 	auto step = [&](auto& fam) {
-		fam.hash.maintain(cfg_.resize_budget_buckets);
+		fam.hash.maintain(cfg_.resize_budget_buckets, deadline);
 		if (!fam.hash.resizing() && !fam.lru.empty()) {
 			tc().drained.add(fam.lru.drain(1024));
 		}

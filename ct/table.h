@@ -275,13 +275,17 @@ public:
 	// a resize, reclaim. May wait for a grace period. gc_buckets_per_tick
 	// != 0 bounds the GC by work instead of time (pcap replay: the same
 	// trace then gives the same result on any machine).
-	void tick(uint64_t now_ns, size_t gc_buckets_per_tick = 0) noexcept;
+	// grow_budget_ns != 0: the resize steps stop after about that much
+	// real time (the control loop's pass budget), having migrated at least
+	// a few buckets; 0 bounds them by resize_budget_buckets alone (replay:
+	// the same work on any machine).
+	void tick(uint64_t now_ns, size_t gc_buckets_per_tick = 0, uint64_t grow_budget_ns = 0) noexcept;
 	// The resize half of tick() alone (no GC): resize steps, growth ahead
 	// of the insert rate (maps::rhash::maintain), the LRU drained after a
 	// resize. Cheap when nothing is due: the runtime calls it between
 	// ticks (every pass of its control loop, ~0.5 ms) so a burst of new
 	// flows finds the table grown for it. May wait for a grace period.
-	void grow() noexcept;
+	void grow(uint64_t budget_ns = 0) noexcept;
 	// GC alone: sweeps for about budget_ns of real time; returns flows expired.
 	size_t gc(uint64_t now_ns, uint64_t budget_ns) noexcept;
 	// GC alone, over about `buckets` buckets per family.

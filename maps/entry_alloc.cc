@@ -15,6 +15,8 @@
 //    after: everything it frees was retired before the wait began.
 #include "maps/entry_alloc.h"
 
+#include "maps/prefault.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -83,6 +85,7 @@ entry_allocator::entry_allocator(const entry_allocator_config& cfg)
 
 entry_allocator::~entry_allocator()
 {
+	prefaulter::instance().wait(prepare_ticket_);  // its job uses this
 	for (uint32_t i = 0; i < dir_used_; i++) {
 		table_free(chunks_[i].load(std::memory_order_relaxed), chunk_bytes_);
 		delete[] meta_[i].bitmap;
@@ -391,6 +394,21 @@ void entry_allocator::prepare(uint64_t headroom) noexcept
 	// only makes the call fail harmlessly (or populate a successor's pages).
 	for (unsigned i = 0; i < ntodo; i++)
 		region_prefault(todo[i].p, todo[i].bytes);
+}
+
+void entry_allocator::prepare_async(uint64_t headroom) noexcept
+{
+	prefaulter& pf = prefaulter::instance();
+	if (!pf.done(prepare_ticket_))
+		return;
+	try {
+		prepare_ticket_ = pf.post([this, headroom] {
+			prepare(headroom);
+			return false;
+		});
+	} catch (...) {
+		prepare(headroom);  // no memory for the job: here, then
+	}
 }
 
 entry_allocator_stats entry_allocator::stats() const noexcept

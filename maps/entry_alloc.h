@@ -28,7 +28,8 @@
 //   alloc, free, retire     any thread (per-thread cache, lock on refill);
 //                           lock-free in the common case
 //   ptr                     any thread; wait-free
-//   prepare                 the control thread (maps and faults in pages)
+//   prepare, prepare_async  the control thread (maps and faults in pages;
+//                           the async one on the prefaulter's thread)
 //   reclaim                 one control thread at a time, holding no map
 //                           pointer (it waits for a grace period)
 //   flush_thread_cache      the thread whose cache it is, before it exits
@@ -108,6 +109,10 @@ public:
 	// takes a page fault (on a VM a first-touch fault can cost
 	// milliseconds). Populated pages count in bytes_used().
 	void prepare(uint64_t headroom) noexcept;
+	// The same on the prefaulter's thread (maps/prefault.h), for a control
+	// thread that must not wait on page clearing: returns at once; a call
+	// while the last one still runs does nothing.
+	void prepare_async(uint64_t headroom) noexcept;
 
 	// Hands this thread's cached objects back to the chunks.
 	void flush_thread_cache() noexcept;
@@ -189,6 +194,7 @@ private:
 	retire_block* retire_full_ = nullptr;    // filled blocks
 	retire_block* block_pool_ = nullptr;     // empty blocks
 	std::atomic<uint64_t> retired_{0};
+	uint64_t prepare_ticket_ = 0;  // the prefaulter job in flight (control thread)
 };
 
 }  // namespace ctplane::maps

@@ -101,6 +101,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstddef>
+#include <ctime>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -114,6 +115,7 @@
 #include "maps/entry_alloc.h"
 #include "maps/hash_fn.h"
 #include "maps/mem.h"
+#include "maps/prefault.h"
 #include "maps/rcu.h"
 #include "maps/seed.h"
 
@@ -277,13 +279,25 @@ public:
 	{
 		return tbl_.load(std::memory_order_acquire)->next.load(std::memory_order_acquire) != nullptr;
 	}
-	// Migrates up to `budget` buckets; finishes the resize (with a grace
-	// period) when none remain. Returns the buckets still to migrate.
-	size_t resize_step(size_t budget) noexcept;
+	// Migrates up to `budget` buckets, and stops at `deadline_ns`
+	// (CLOCK_MONOTONIC; 0: none) after at least kStepQuantum of them: a
+	// bucket's cost is its chain, and a table behind a burst has long
+	// ones. Finishes the resize (with a grace period) when none remain.
+	// Returns the buckets still to migrate.
+	size_t resize_step(size_t budget, uint64_t deadline_ns = 0) noexcept;
 	// One control tick: reclaim retired entries, start a resize if a
 	// watermark is crossed (or overflow chains ran out), migrate up to
-	// `budget` buckets. Returns the buckets still to migrate.
-	size_t maintain(size_t budget = 1024) noexcept;
+	// `budget` buckets (and until `deadline_ns`, as resize_step). Returns
+	// the buckets still to migrate.
+	size_t maintain(size_t budget = 1024, uint64_t deadline_ns = 0) noexcept;
+	// Buckets migrated between two looks at the deadline.
+	static constexpr size_t kStepQuantum = 32;
+	static uint64_t mono_ns() noexcept
+	{
+		timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		return uint64_t(ts.tv_sec) * 1'000'000'000 + uint64_t(ts.tv_nsec);
+	}
 	// Frees entries retired by erase once a grace period has passed.
 	size_t reclaim() { return alloc_.reclaim(); }
 
@@ -416,11 +430,13 @@ private:
 	bool scan_chain(const table* t, const bucket* b, Fn& fn, bool filter, uint64_t from,
 			uint64_t to) const noexcept;
 
-	table* new_table(uint32_t nbuckets, uint64_t salt) noexcept;
+	// prefault false: the caller faults it in (a background resize).
+	table* new_table(uint32_t nbuckets, uint64_t salt, bool prefault = true) noexcept;
 	void populate_ext(table* t) noexcept;
 	void prepare_memory() noexcept;
 	static void free_table(table* t) noexcept;
 	int start_resize(uint64_t nbuckets, uint64_t salt) noexcept;
+	void publish_resize(table* nt) noexcept;
 	void migrate_bucket(table* t, table* nt, uint32_t i) noexcept;
 
 	const Hasher hasher_{};
@@ -440,6 +456,33 @@ private:
 	std::atomic<bool> want_rehash_{false};
 	// Control thread only.
 	uint32_t cursor_ = 0;
+	// A resize started by maintain() with a deadline: its table is faulted
+	// in by the prefaulter (maps/prefault.h) and published by a later
+	// maintain() once that is done; workers see none of it until then.
+	bool background_ = false;  // within such a maintain() call
+	table* pending_ = nullptr;
+	uint64_t pending_ticket_ = 0;
+	size_t pending_cursor_ = 0;  // the prefaulter's, bytes of its buckets done
+	uint64_t ext_ticket_ = 0;    // a background populate_ext of the linked tables
+	struct dead_table {
+		table* t;
+		uint64_t ticket;  // the prefaulter job that may still read it
+	};
+	std::vector<dead_table> dead_;  // unlinked, past their grace period
+	void free_dead_tables(bool wait) noexcept
+	{
+		prefaulter& pf = prefaulter::instance();
+		size_t k = 0;
+		for (const dead_table& d : dead_) {
+			if (wait)
+				pf.wait(d.ticket);
+			if (pf.done(d.ticket))
+				free_table(d.t);
+			else
+				dead_[k++] = d;
+		}
+		dead_.resize(k);
+	}
 	enum class resize_kind : uint8_t { grow, shrink, rehash, reseed } kind_ = resize_kind::rehash;
 	// Chain refusals seen by the last maintain(), and how many more make it
 	// reseed (doubling after each reseed: a table that keeps refusing after
@@ -547,6 +590,12 @@ rhash<K, V, H>::rhash(const rhash_config& cfg)
 template <typename K, typename V, typename H>
 rhash<K, V, H>::~rhash()
 {
+	prefaulter::instance().wait(ext_ticket_);
+	free_dead_tables(true);
+	if (pending_ != nullptr) {
+		prefaulter::instance().wait(pending_ticket_);  // its job uses the table
+		free_table(pending_);
+	}
 	table* t = tbl_.load(std::memory_order_relaxed);
 	if (table* nt = t->next.load(std::memory_order_relaxed))
 		free_table(nt);
@@ -555,7 +604,7 @@ rhash<K, V, H>::~rhash()
 }
 
 template <typename K, typename V, typename H>
-typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uint64_t salt) noexcept
+typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uint64_t salt, bool prefault) noexcept
 {
 	auto* t = new (std::nothrow) table;
 	if (t == nullptr)
@@ -575,10 +624,12 @@ typename rhash<K, V, H>::table* rhash<K, V, H>::new_table(uint32_t nbuckets, uin
 		free_table(t);
 		return nullptr;
 	}
-	// The control thread pays the page faults, not the first worker to
-	// insert into the new table.
-	region_prefault(t->buckets, size_t{nbuckets} * sizeof(bucket));
-	populate_ext(t);
+	// The control thread (or the prefaulter) pays the page faults, not the
+	// first worker to insert into the new table.
+	if (prefault) {
+		region_prefault(t->buckets, size_t{nbuckets} * sizeof(bucket));
+		populate_ext(t);
+	}
 	return t;
 }
 
@@ -1064,21 +1115,46 @@ template <typename K, typename V, typename H>
 int rhash<K, V, H>::start_resize(uint64_t nbuckets, uint64_t salt) noexcept
 {
 	table* t = tbl_.load(std::memory_order_relaxed);
-	if (t->next.load(std::memory_order_relaxed) != nullptr)
+	if (t->next.load(std::memory_order_relaxed) != nullptr || pending_ != nullptr)
 		return -EBUSY;
 	if (nbuckets > max_buckets_ || nbuckets < min_buckets_)
 		return -ENOSPC;
-	table* nt = new_table(static_cast<uint32_t>(nbuckets), salt);
+	table* nt = new_table(static_cast<uint32_t>(nbuckets), salt, !background_);
 	if (nt == nullptr)
 		return -ENOMEM;
-	kind_ = salt != t->salt ? resize_kind::reseed
-		: nbuckets > t->nbuckets ? resize_kind::grow
-		: nbuckets < t->nbuckets ? resize_kind::shrink
+	if (background_) {
+		// Faulted in 2 MiB a run by the prefaulter, then populate_ext;
+		// maintain() publishes it when the job is done.
+		pending_cursor_ = 0;
+		try {
+			pending_ticket_ = prefaulter::instance().post([this, nt] {
+				if (prefault_slice(nt->buckets, size_t{nt->nbuckets} * sizeof(bucket), &pending_cursor_))
+					return true;
+				populate_ext(nt);
+				return false;
+			});
+			pending_ = nt;
+			return 0;
+		} catch (...) {
+			region_prefault(nt->buckets, size_t{nt->nbuckets} * sizeof(bucket));  // no job: here
+			populate_ext(nt);
+		}
+	}
+	publish_resize(nt);
+	return 0;
+}
+
+template <typename K, typename V, typename H>
+void rhash<K, V, H>::publish_resize(table* nt) noexcept
+{
+	table* t = tbl_.load(std::memory_order_relaxed);
+	kind_ = nt->salt != t->salt ? resize_kind::reseed
+		: nt->nbuckets > t->nbuckets ? resize_kind::grow
+		: nt->nbuckets < t->nbuckets ? resize_kind::shrink
 		: resize_kind::rehash;
 	cursor_ = 0;
 	want_rehash_.store(false, std::memory_order_relaxed);
 	t->next.store(nt, std::memory_order_release);  // guarantee 3
-	return 0;
 }
 
 template <typename K, typename V, typename H>
@@ -1198,7 +1274,7 @@ void rhash<K, V, H>::migrate_bucket(table* t, table* nt, uint32_t i) noexcept
 }
 
 template <typename K, typename V, typename H>
-size_t rhash<K, V, H>::resize_step(size_t budget) noexcept
+size_t rhash<K, V, H>::resize_step(size_t budget, uint64_t deadline_ns) noexcept
 {
 	table* t = tbl_.load(std::memory_order_relaxed);
 	table* nt = t->next.load(std::memory_order_relaxed);
@@ -1206,16 +1282,21 @@ size_t rhash<K, V, H>::resize_step(size_t budget) noexcept
 		return 0;
 	if (iter_pins_.load(std::memory_order_acquire) != 0)
 		return t->nbuckets - cursor_;
-	for (; budget != 0 && cursor_ < t->nbuckets; budget--) {
+	for (size_t done = 0; budget != 0 && cursor_ < t->nbuckets; budget--) {
 		migrate_bucket(t, nt, cursor_++);
 		if (cursor_ % 256 == 0)
 			prepare_memory();  // a long step must not let workers outrun it
+		if (++done % kStepQuantum == 0 && deadline_ns != 0 && mono_ns() >= deadline_ns)
+			break;
 	}
 	if (cursor_ < t->nbuckets)
 		return t->nbuckets - cursor_;
 	tbl_.store(nt, std::memory_order_release);
 	rcu::synchronize();  // no reader or writer holds `t` past this
-	free_table(t);
+	if (prefaulter::instance().done(ext_ticket_))
+		free_table(t);
+	else
+		dead_.push_back({t, ext_ticket_});  // the prefaulter may: freed once its job is done
 	switch (kind_) {
 	case resize_kind::grow: grows_.inc(); break;
 	case resize_kind::shrink: shrinks_.inc(); break;
@@ -1230,17 +1311,48 @@ size_t rhash<K, V, H>::resize_step(size_t budget) noexcept
 template <typename K, typename V, typename H>
 void rhash<K, V, H>::prepare_memory() noexcept
 {
-	alloc_.prepare(std::max<uint64_t>(kHugePage / sizeof(entry), size() / 64));
+	const uint64_t headroom = std::max<uint64_t>(kHugePage / sizeof(entry), size() / 64);
+	prefaulter& pf = prefaulter::instance();
+	if (background_) {
+		alloc_.prepare_async(headroom);
+		if (!pf.done(ext_ticket_))
+			return;
+		try {
+			// The job reads the linked tables: resize_step() frees one it
+			// may hold only after the job is done (dead_).
+			ext_ticket_ = pf.post([this] {
+				for (table* t = tbl_.load(std::memory_order_acquire); t != nullptr;
+				     t = t->next.load(std::memory_order_acquire))
+					populate_ext(t);
+				return false;
+			});
+			return;
+		} catch (...) {
+		}
+	} else {
+		alloc_.prepare(headroom);
+	}
+	pf.wait(ext_ticket_);  // populate_ext is one thread's at a time
 	for (table* t = tbl_.load(std::memory_order_relaxed); t != nullptr;
 	     t = t->next.load(std::memory_order_relaxed))
 		populate_ext(t);
 }
 
 template <typename K, typename V, typename H>
-size_t rhash<K, V, H>::maintain(size_t budget) noexcept
+size_t rhash<K, V, H>::maintain(size_t budget, uint64_t deadline_ns) noexcept
 {
 	reclaim();
-	if (!resizing()) {
+	background_ = deadline_ns != 0;
+	free_dead_tables(false);
+	if (pending_ != nullptr && !background_)
+		prefaulter::instance().wait(pending_ticket_);  // a caller without a deadline: now
+	if (pending_ != nullptr && prefaulter::instance().done(pending_ticket_)) {
+		// A background resize's table is in: it starts now.
+		publish_resize(pending_);
+		pending_ = nullptr;
+		pending_ticket_ = 0;
+	}
+	if (!resizing() && pending_ == nullptr) {
 		const table* t = tbl_.load(std::memory_order_relaxed);
 		const uint64_t slots = uint64_t{t->nbuckets} * kSlots;
 		const uint64_t n = size();
@@ -1283,11 +1395,12 @@ size_t rhash<K, V, H>::maintain(size_t budget) noexcept
 	// count towards a reseed.
 	chain_refusals_seen_ = chain_refusals();
 	size_seen_ = size();
-	const size_t left = resize_step(budget);
+	const size_t left = resize_step(budget, deadline_ns);
 	// Memory for the entries to come, after the resize is under way: the
 	// kernel's page clearing is slow (milliseconds per huge page on some
 	// machines) and a burst must not wait behind it for its room.
 	prepare_memory();
+	background_ = false;
 	return left;
 }
 

@@ -7,12 +7,16 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <cerrno>
 #include <map>
 #include <random>
 #include <set>
 #include <vector>
 
+#include "maps/prefault.h"
 #include "maps/rhash.h"
 #include "tests/maps/test_keys.h"
 
@@ -205,6 +209,83 @@ TYPED_TEST(map_contract, iteration_visits_every_entry_exactly_once)
 	EXPECT_EQ(seen.size(), this->map.size());
 	for (uint64_t i = 0; i < 4000; i++)
 		EXPECT_EQ(seen.count(i), i % 5 == 0 ? 0u : 1u) << i;
+}
+
+// The prefaulter runs jobs in order; one that asks to run again goes to
+// the back of the queue, so a small job is never stuck behind a large one.
+TEST(prefaulter, a_requeued_job_lets_the_next_run_and_every_ticket_ends)
+{
+	prefaulter& pf = prefaulter::instance();
+	std::atomic<int> big_runs{0};
+	std::atomic<bool> small_ran_before_big_ended{false};
+	std::atomic<bool> gate{false};
+	const uint64_t big = pf.post([&] {
+		while (!gate.load())
+			std::this_thread::yield();
+		return ++big_runs < 4;
+	});
+	const uint64_t small = pf.post([&] {
+		small_ran_before_big_ended = big_runs.load() < 4;
+		return false;
+	});
+	EXPECT_NE(big, 0u);
+	EXPECT_FALSE(pf.done(big));
+	gate = true;
+	pf.wait(small);
+	pf.wait(big);
+	EXPECT_TRUE(pf.done(big));
+	EXPECT_TRUE(pf.done(0));
+	EXPECT_EQ(big_runs.load(), 4);
+	EXPECT_TRUE(small_ran_before_big_ended.load());
+}
+
+// maintain() with a deadline starts a grow whose table the prefaulter
+// faults in: workers see none of it until a later maintain() publishes
+// it; a maintain() without one publishes it at once. Keys stay found.
+TEST(rhash_background, a_resize_started_with_a_deadline_is_published_when_its_table_is_in)
+{
+	rcu::thread_registration reg;
+	using map_t = rhash<tuple4, uint64_t>;
+	map_t m(rhash_config{.min_entries = 1024, .max_entries = 1 << 20});
+	const uint64_t b0 = m.buckets();
+	uint64_t n = 0;
+	auto fill = [&] {  // past the grow watermark, without resizing
+		while (m.stats().load < 0.8) {
+			ASSERT_EQ(m.insert(make_key<tuple4>(n), n), 0);
+			n++;
+		}
+	};
+	fill();
+	const uint64_t far = map_t::mono_ns() + 60'000'000'000ull;
+	m.maintain(0, far);  // starts the grow in the background, migrates nothing
+	// The job may or may not have finished; either way nothing is
+	// published by this call and no key moved.
+	EXPECT_FALSE(m.resizing());
+	EXPECT_EQ(m.buckets(), b0);
+	for (uint64_t i = 0; i < n; i++)
+		ASSERT_NE(m.lookup(make_key<tuple4>(i)), nullptr) << i;
+	// A later call finds the table in (the prefaulter has had time:
+	// waited for, not assumed), publishes and migrates.
+	for (int i = 0; i < 100000 && !m.resizing(); i++) {
+		std::this_thread::sleep_for(std::chrono::microseconds(100));
+		m.maintain(0, far);
+	}
+	EXPECT_TRUE(m.resizing());
+	while (m.maintain(1 << 20, far) != 0) {
+	}
+	EXPECT_GT(m.buckets(), b0);
+	EXPECT_EQ(m.stats().grows, 1u);
+	// Without a deadline: started and published in one call.
+	fill();
+	const uint64_t b1 = m.buckets();
+	m.maintain(0, far);
+	m.maintain(0);  // waits for the job, publishes
+	EXPECT_TRUE(m.resizing());
+	while (m.maintain(1 << 20) != 0) {
+	}
+	EXPECT_GT(m.buckets(), b1);
+	for (uint64_t i = 0; i < n; i++)
+		ASSERT_NE(m.lookup(make_key<tuple4>(i)), nullptr) << i;
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "maps/overflow_lru.h"
+#include "maps/prefault.h"
 #include "maps/rhash.h"
 #include "tests/maps/test_keys.h"
 
@@ -72,8 +73,11 @@ void reader(const M& m, reader_state<K>& st, unsigned seed)
 	st.wrong += wrong;
 }
 
+// background: the control thread passes a deadline, as the appliance's
+// control loop does; resizes then start with their table faulted in by the
+// prefaulter (maps/prefault.h) and published by a later maintain().
 template <typename K>
-void grow_to_a_million_and_back()
+void grow_to_a_million_and_back(bool background = false)
 {
 	using map_t = rhash<K, uint64_t>;
 	const uint64_t churn = (1 << 20) / kScale;
@@ -144,7 +148,7 @@ void grow_to_a_million_and_back()
 		rcu::thread_registration reg;
 		rcu::offline();  // the control thread holds no map pointer
 		for (;;) {
-			const size_t left = m.maintain(256);
+			const size_t left = m.maintain(256, background ? map_t::mono_ns() + 500'000 : 0);
 			max_buckets = std::max<uint64_t>(max_buckets, m.buckets());
 			if (writer_done && left == 0) {
 				const rhash_stats s = m.stats();
@@ -197,6 +201,14 @@ void grow_to_a_million_and_back()
 TEST(rhash_stress, ipv4_grow_from_1k_to_1m_and_back_readers_never_miss)
 {
 	grow_to_a_million_and_back<tuple4>();
+}
+
+// The same with the appliance's deadlines: resizes start in the background.
+TEST(rhash_stress, ipv4_background_resizes_under_readers_and_a_writer_miss_nothing)
+{
+	const uint64_t jobs = prefaulter::instance().finished();
+	grow_to_a_million_and_back<tuple4>(true);
+	EXPECT_GT(prefaulter::instance().finished(), jobs) << "tables and entries faulted in by the prefaulter";
 }
 
 // Reseeds (every bucket moves somewhere else) one after the other under two
