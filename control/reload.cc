@@ -160,7 +160,7 @@ std::string prepare_reload(stack& dp, config::ctplane_config next, reload_plan* 
 		return "ct.max_entries: " + std::to_string(nc.max_entries) + " is more than twice the " +
 		       std::to_string(built) + " ctplane started with (restart ctplane); nothing was applied";
 	// The load balancer's change, its Maglev tables built aside.
-	if (std::string e = dp.lb().plan(next.lb, &plan.lb); !e.empty())
+	if (std::string e = dp.lb().plan_from(cur.lb, next.lb, &plan.lb); !e.empty())
 		return "lb: " + e + "; nothing was applied";
 	// Routes: the YAML's become the table. A difference builds the whole
 	// table aside (fib::plan_routes), published below at once: no moment
@@ -183,8 +183,8 @@ std::string prepare_reload(stack& dp, config::ctplane_config next, reload_plan* 
 
 void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<std::string>* changes)
 {
-	const config::ctplane_config cur = dp.cfg();
-	const config::ctplane_config& next = plan.next;
+	const config::ctplane_config& cur = dp.cfg();  // replaced last, below
+	config::ctplane_config& next = plan.next;
 	const ct::config& nc = next.ct;
 	const unsigned* rd = plan.rd;
 	lb::balancer& lb = dp.lb();
@@ -239,9 +239,8 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 	}
 	if (cur.state.file != next.state.file || cur.state.save_on_exit != next.state.save_on_exit)
 		out.push_back("state: file \"" + next.state.file + "\"" + (next.state.save_on_exit ? ", saved on exit" : ""));
-	config::ctplane_config applied = next;
-	applied.ct.events = cur.ct.events;
-	dp.set_cfg(applied);
+	next.ct.events = cur.ct.events;
+	dp.set_cfg(std::move(next));
 	if (out.empty())
 		out.push_back("nothing changed");
 	if (changes != nullptr)

@@ -50,6 +50,7 @@ public:
 	uint64_t pass_budget_ns() const noexcept { return uint64_t{cfg_.control.pass_budget_us} * 1000; }
 	// Control thread: the config a reload applied (control/reload.h).
 	void set_cfg(const config::ctplane_config& c) { cfg_ = c; }
+	void set_cfg(config::ctplane_config&& c) noexcept { cfg_ = std::move(c); }
 
 private:
 	stack() = default;

@@ -135,6 +135,44 @@ std::string validate(const config& c)
 	return "";
 }
 
+uint64_t digest(const config& c) noexcept
+{
+	// Not a cryptographic hash: it tells one config from the next one
+	// an operator writes (keys come from the operator, not from packets).
+	uint64_t h = 0x9e3779b97f4a7c15ull;
+	auto mix = [&](uint64_t w) {
+		h ^= w + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+		h *= 0xff51afd7ed558ccdull;
+	};
+	auto word = [](const address& a, unsigned i) {
+		uint64_t w;
+		std::memcpy(&w, a.addr + 8 * i, 8);
+		return w;
+	};
+	const std::hash<std::string_view> str;
+	mix(c.max_services);
+	mix(c.max_backends);
+	mix(c.maglev_size);
+	mix(c.maglev_slots_per_backend);
+	mix(c.services.size());
+	for (const service_spec& s : c.services) {
+		mix(str(s.name));
+		mix(word(s.vip, 0));
+		mix(word(s.vip, 1));
+		mix(uint64_t{s.vip.family} << 48 | uint64_t{s.port} << 16 | uint64_t{s.proto} << 8);
+		mix(s.maglev_size);
+	}
+	mix(c.backends.size());
+	for (const backend_spec& b : c.backends) {
+		mix(str(b.service));
+		mix(word(b.addr, 0));
+		mix(word(b.addr, 1));
+		mix(uint64_t{b.addr.family} << 56 | uint64_t{b.port} << 40 | uint64_t{static_cast<uint8_t>(b.state)} << 32 |
+		    b.weight);
+	}
+	return h == 0 ? 1 : h;
+}
+
 // ---- balancer -----------------------------------------------------------------------
 
 endpoint endpoint::of(const address& a, uint16_t port, uint8_t proto) noexcept
@@ -591,7 +629,121 @@ lb_plan& lb_plan::operator=(lb_plan&& o) noexcept
 	free_be_taken_ = o.free_be_taken_;
 	next_svc_ = o.next_svc_;
 	next_be_ = o.next_be_;
+	digest_ = o.digest_;
 	return *this;
+}
+
+maglev_table* balancer::plan_table(const lb_plan& p, uint32_t sid, bool is_kept, const std::vector<uint8_t>& gone,
+				   const std::unordered_map<uint32_t, uint32_t>& set_at, const std::vector<uint32_t>* added,
+				   const service_spec& spec, const config& c, std::vector<maglev_backend>& mb,
+				   std::vector<uint32_t>& scratch) const
+{
+	mb.clear();
+	if (is_kept)
+		for (uint32_t id : members_[sid]) {
+			if (id < gone.size() && gone[id])
+				continue;
+			const backend& r = be_[id];
+			uint32_t w = r.weight;
+			uint8_t st = r.state;
+			if (const auto it = set_at.find(id); it != set_at.end())
+				w = p.set_be_[it->second].weight, st = p.set_be_[it->second].state;
+			mb.push_back(maglev_backend{id, identity_of(r.ep), takes_flows(w, st) ? w : 0});
+		}
+	if (added != nullptr)
+		for (uint32_t k : *added) {
+			const lb_plan::new_backend& x = p.add_be_[k];
+			mb.push_back(maglev_backend{x.id, identity_of(x.ep), takes_flows(x.weight, x.state) ? x.weight : 0});
+		}
+	const bool automatic = spec.maglev_size == 0 && c.maglev_slots_per_backend != 0;
+	const uint32_t size = automatic
+				      ? auto_size_for(static_cast<uint32_t>(mb.size()), c.maglev_slots_per_backend, c.maglev_size)
+				      : (spec.maglev_size != 0 ? spec.maglev_size : c.maglev_size);
+	return make_table(mb, size, scratch);
+}
+
+bool balancer::plan_positional(const config& prev, const config& c, lb_plan* out, std::string* err) const
+{
+	// The same objects in the same order, only weights and states
+	// changed: one sequential pass, no hash per object.
+	if (gen_ != committed_gen_ || prev.services.size() != c.services.size() ||
+	    prev.backends.size() != c.backends.size() || prev.max_services != c.max_services ||
+	    prev.max_backends != c.max_backends || prev.maglev_size != c.maglev_size ||
+	    prev.maglev_slots_per_backend != c.maglev_slots_per_backend)
+		return false;
+	for (size_t i = 0; i < c.services.size(); i++) {
+		const service_spec &a = prev.services[i], &b = c.services[i];
+		if (a.port != b.port || a.proto != b.proto || a.maglev_size != b.maglev_size || !(a.vip == b.vip) ||
+		    a.name != b.name)
+			return false;
+	}
+	std::vector<size_t> changed;
+	for (size_t i = 0; i < c.backends.size(); i++) {
+		const backend_spec &a = prev.backends[i], &b = c.backends[i];
+		if (a.port != b.port || !(a.addr == b.addr) || a.service != b.service)
+			return false;
+		if (a.weight != b.weight || a.state != b.state)
+			changed.push_back(i);
+	}
+	// `prev` must be what the last commit was planned from.
+	if (digest(prev) != committed_digest_)
+		return false;
+	lb_plan p;
+	p.gen_ = gen_;
+	p.max_services_ = c.max_services;
+	p.max_backends_ = c.max_backends;
+	p.maglev_size_ = c.maglev_size;
+	p.per_backend_ = c.maglev_slots_per_backend;
+	p.next_svc_ = next_svc_;
+	p.next_be_ = next_be_;
+	std::unordered_map<uint32_t, uint32_t> set_at;
+	std::vector<uint32_t> dirty;
+	for (size_t i : changed) {
+		const backend_spec& b = c.backends[i];
+		const uint32_t sid = service_id(b.service);
+		if (sid == 0)
+			return false;
+		if (std::string e = check_backend(b, svc_[sid].frontend.family); !e.empty()) {
+			*err = e;
+			return true;
+		}
+		const auto it = by_member_.find(member_key{sid, endpoint::of(b.addr, b.port, svc_[sid].frontend.proto)});
+		if (it == by_member_.end())
+			return false;
+		const uint32_t id = it->second;
+		const uint8_t st = effective_state(b.weight, b.state);
+		if (be_[id].weight == b.weight && be_[id].state == st)
+			continue;
+		set_at.emplace(id, static_cast<uint32_t>(p.set_be_.size()));
+		p.set_be_.push_back(lb_plan::set_backend{id, b.weight, st});
+		dirty.push_back(sid);
+	}
+	std::sort(dirty.begin(), dirty.end());
+	dirty.erase(std::unique(dirty.begin(), dirty.end()), dirty.end());
+	if (!dirty.empty()) {
+		std::unordered_map<std::string_view, const service_spec*> spec_of;
+		for (const service_spec& sp : c.services)
+			spec_of.emplace(sp.name, &sp);
+		std::vector<maglev_backend> mb;
+		std::vector<uint32_t> scratch;
+		const std::vector<uint8_t> none;
+		for (uint32_t sid : dirty) {
+			p.tables_.emplace_back(sid, nullptr);
+			p.tables_.back().second =
+				plan_table(p, sid, true, none, set_at, nullptr, *spec_of.at(names_[sid]), c, mb, scratch);
+		}
+	}
+	p.digest_ = digest(c);
+	*out = std::move(p);
+	return true;
+}
+
+std::string balancer::plan_from(const config& running, const config& c, lb_plan* out) const
+{
+	std::string err;
+	if (plan_positional(running, c, out, &err))
+		return err;
+	return plan(c, out);
 }
 
 std::string balancer::plan(const config& c, lb_plan* out, const std::vector<uint32_t>* want_svc,
@@ -762,33 +914,15 @@ std::string balancer::plan(const config& c, lb_plan* out, const std::vector<uint
 	for (const lb_plan::new_service& ns_ : p.add_svc_)
 		added_svc.emplace(ns_.id, &ns_);
 	for (uint32_t sid : dirty) {
-		mb.clear();
 		const bool is_kept = sid < kept.size() && kept[sid];
-		if (is_kept)
-			for (uint32_t id : members_[sid]) {
-				if (gone[id])
-					continue;
-				const backend& r = be_[id];
-				uint32_t w = r.weight;
-				uint8_t st = r.state;
-				if (const auto it = set_at.find(id); it != set_at.end())
-					w = p.set_be_[it->second].weight, st = p.set_be_[it->second].state;
-				mb.push_back(maglev_backend{id, identity_of(r.ep), takes_flows(w, st) ? w : 0});
-			}
-		if (const auto it = added_to.find(sid); it != added_to.end())
-			for (uint32_t k : it->second) {
-				const lb_plan::new_backend& x = p.add_be_[k];
-				mb.push_back(maglev_backend{x.id, identity_of(x.ep), takes_flows(x.weight, x.state) ? x.weight : 0});
-			}
 		// Its spec: a kept service's is in sid_of by name, a new one's too.
 		const std::string_view name = is_kept ? std::string_view(names_[sid]) : std::string_view(added_svc.at(sid)->name);
-		const service_spec& spec = *sid_of.at(name).spec;
-		const uint32_t size = uses_auto(spec)
-					      ? auto_size_for(static_cast<uint32_t>(mb.size()), c.maglev_slots_per_backend, c.maglev_size)
-					      : (spec.maglev_size != 0 ? spec.maglev_size : c.maglev_size);
+		const auto at = added_to.find(sid);
 		p.tables_.emplace_back(sid, nullptr);
-		p.tables_.back().second = make_table(mb, size, scratch);
+		p.tables_.back().second = plan_table(p, sid, is_kept, gone, set_at, at != added_to.end() ? &at->second : nullptr,
+						     *sid_of.at(name).spec, c, mb, scratch);
 	}
+	p.digest_ = replace ? 0 : digest(c);
 	*out = std::move(p);
 	return "";
 }
@@ -933,6 +1067,10 @@ void balancer::commit(lb_plan&& p)
 	dirty_.clear();
 	commits_++;
 	gen_++;
+	// The config this state is built from, for plan_from()'s fast path
+	// (none for a restore's objects).
+	committed_gen_ = p.digest_ != 0 ? gen_ : ~uint64_t{0};
+	committed_digest_ = p.digest_;
 	reclaim();
 }
 

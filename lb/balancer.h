@@ -169,6 +169,7 @@ private:
 	// Service id -> its new table (nullptr: none), sizes included; owned
 	// until commit.
 	std::vector<std::pair<uint32_t, maglev_table*>> tables_;
+	uint64_t digest_ = 0;  // of the config planned from (0: a restore's objects)
 	size_t free_svc_taken_ = 0, free_be_taken_ = 0;  // ids taken from the front of the free lists
 	uint32_t next_svc_ = 0, next_be_ = 0;            // the allocators' next ids after
 };
@@ -236,6 +237,13 @@ public:
 	// take these ids.
 	std::string plan(const config& c, lb_plan* out, const std::vector<uint32_t>* want_svc = nullptr,
 			 const std::vector<uint32_t>* want_be = nullptr) const;
+	// plan(c) for a reload from `running`, the config the last commit was
+	// planned from: when the two list the same objects in the same order
+	// and only weights or states differ, one sequential pass plans it (10K
+	// services of 10 backends, one weight: about a millisecond instead of
+	// a hash lookup per object); otherwise plan(c). Checked, not assumed:
+	// the running config's digest and the generation since that commit.
+	std::string plan_from(const config& running, const config& c, lb_plan* out) const;
 	// Publishes a plan; cannot fail. Precondition: nothing changed the
 	// balancer since plan() (a reload refuses other writes while it runs;
 	// checked by generation). New records are filled before they are
@@ -304,6 +312,11 @@ private:
 	uint32_t alloc_id(std::vector<uint32_t>& free_ids, uint32_t& next, uint32_t max,
 			  maps::rarray<service, 8>* grow_s, maps::rarray<backend, 10>* grow_b, uint32_t want = 0);
 	void build(uint32_t svc);
+	bool plan_positional(const config& prev, const config& c, lb_plan* out, std::string* err) const;
+	maglev_table* plan_table(const lb_plan& p, uint32_t sid, bool is_kept, const std::vector<uint8_t>& gone,
+				 const std::unordered_map<uint32_t, uint32_t>& set_at, const std::vector<uint32_t>* added,
+				 const service_spec& spec, const config& c, std::vector<maglev_backend>& mb,
+				 std::vector<uint32_t>& scratch) const;
 	// One table for n-slot service `sid` over `mb` (a plan's or build()'s).
 	static maglev_table* make_table(std::vector<maglev_backend>& mb, uint32_t size, std::vector<uint32_t>& scratch);
 	uint32_t auto_size_for(uint32_t n, uint32_t per_backend, uint32_t max) const noexcept;
@@ -343,6 +356,8 @@ private:
 	uint32_t next_svc_ = 1, next_be_ = 1;
 	uint64_t commits_ = 0, tables_built_ = 0;
 	uint64_t gen_ = 0;  // bumped by every change: a plan commits against its own
+	uint64_t committed_gen_ = ~uint64_t{0};  // gen_ after the last commit of a config's plan
+	uint64_t committed_digest_ = 0;          // that config's digest()
 	std::vector<uint32_t> scratch_;
 };
 

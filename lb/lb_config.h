@@ -65,4 +65,8 @@ bool is_prime(uint64_t n) noexcept;
 // "" if `c` is usable, else what is wrong (the service or backend named).
 std::string validate(const config& c);
 
+// A fingerprint of `c`: limits, services and backends in order (tells a
+// config from the next one, not a hash against adversaries).
+uint64_t digest(const config& c) noexcept;
+
 }  // namespace ctplane::lb

@@ -349,6 +349,49 @@ TEST_F(lb_fixture, a_restore_plan_puts_every_object_at_its_given_id_or_refuses_w
 	EXPECT_EQ(lb.backend_id("api", ip("10.0.3.3"), 8443), 1u);
 }
 
+TEST_F(lb_fixture, a_reload_plan_from_the_running_config_follows_changes_made_since_by_hand)
+{
+	config c = two_backends();
+	ASSERT_EQ(lb.apply(c), "");
+	const uint32_t b1 = lb.backend_id("web", ip("10.0.1.1"), 8080);
+	const uint32_t b2 = lb.backend_id("web", ip("10.0.1.2"), 8080);
+	// Only a weight differs: planned in one pass, one table.
+	config w = c;
+	w.backends[1].weight = 3;
+	lb_plan p;
+	ASSERT_EQ(lb.plan_from(c, w, &p), "");
+	EXPECT_EQ(p.backends_changed(), 1u);
+	EXPECT_EQ(p.tables(), 1u);
+	EXPECT_EQ(p.backends_added() + p.backends_removed(), 0u);
+	lb.commit(std::move(p));
+	EXPECT_EQ(lb.backend_at(b2)->weight, 3u);
+	// A weight out of range is refused there too, naming the backend.
+	config bad = w;
+	bad.backends[0].weight = kMaxWeight + 1;
+	EXPECT_EQ(lb.plan_from(w, bad, &p), "backend 10.0.1.1:8080 of service \"web\": weight 65536 is out of range 0..65535");
+	// A change by hand since (ctplane-ctl): the running config no longer
+	// describes the state, and the plan finds the difference anyway.
+	ASSERT_EQ(lb.set_weight(b1, 9), "");
+	lb.commit();
+	ASSERT_EQ(lb.plan_from(w, w, &p), "");
+	EXPECT_EQ(p.backends_changed(), 1u) << "b1 back to the file's weight";
+	lb.commit(std::move(p));
+	EXPECT_EQ(lb.backend_at(b1)->weight, 1u);
+	// A `running` that is not what was committed: the full plan.
+	config other = w;
+	other.backends[0].weight = 4;  // never applied
+	ASSERT_EQ(lb.plan_from(other, w, &p), "");
+	EXPECT_TRUE(p.empty()) << "nothing differs from the state";
+	// Reordered objects: the full plan, ids kept.
+	config r = w;
+	std::swap(r.backends[0], r.backends[1]);
+	ASSERT_EQ(lb.plan_from(w, r, &p), "");
+	EXPECT_TRUE(p.empty());
+	lb.commit(std::move(p));
+	EXPECT_EQ(lb.backend_id("web", ip("10.0.1.1"), 8080), b1);
+	EXPECT_EQ(lb.backend_id("web", ip("10.0.1.2"), 8080), b2);
+}
+
 TEST(lb_errors, bad_configs_are_refused_whole_with_the_reason)
 {
 	maps::rcu::thread_registration reg;
