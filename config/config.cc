@@ -427,6 +427,7 @@ void read_ports(const reader& r, const YAML::Node& node, const std::string& path
 					  else
 						  r.fail(n, q, "expected strict, loose or off, got " + reader::shown(n));
 				  }},
+				 {"hairpin", [&](const YAML::Node& n, const std::string& q) { p.hairpin = r.boolean(n, q); }},
 				 {"mac",
 				  [&](const YAML::Node& n, const std::string& q) {
 					  r.mac(n, q, p.mac);

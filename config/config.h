@@ -74,6 +74,11 @@ struct port_spec {
 	std::string name;          // what routes and neighbors reference
 	std::string device;        // DPDK devargs; "" for replay-only configs
 	rp_mode rp_filter = rp_mode::strict;
+	// A new flow that would leave by the port it came in on (a hairpin:
+	// two hosts behind one port, or two forged Internet addresses that
+	// both route out the uplink) is refused (drop `hairpin`) unless true:
+	// a one-armed appliance sets it.
+	bool hairpin = false;
 	uint8_t mac[6] = {};
 	std::vector<net::prefix> addresses;  // the appliance's own, with their subnets
 };

@@ -13,6 +13,7 @@ const std::vector<key_rule>& key_rules()
 		{"ports[].mac", restart, "the device's MAC is set at start"},
 		{"ports[].addresses", restart, "the appliance's own addresses are in the workers' tables"},
 		{"ports[].rp_filter", restart, "per-port worker state"},
+		{"ports[].hairpin", restart, "per-port worker state"},
 		{"workers", restart, "lcores are launched at start"},
 		{"burst", restart, "the workers' RX burst"},
 		{"neighbors[].address", live, "static neighbours: added, changed, removed"},

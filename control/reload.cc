@@ -53,6 +53,8 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 			return k + ".addresses";
 		if (x.rp_filter != y.rp_filter)
 			return k + ".rp_filter";
+		if (x.hairpin != y.hairpin)
+			return k + ".hairpin";
 	}
 	if (a.workers != b.workers)
 		return "workers";

@@ -31,6 +31,7 @@ namespace ctplane::dataplane {
 	X(martian_source, "source address no host may use (RFC 1812 5.3.7, RFC 4291)")              \
 	X(martian_destination, "destination that is never routed (loopback, link-local, ...)")     \
 	X(rp_filter, "source not reachable back through the port it came in on (rp_filter)")        \
+	X(hairpin, "a new flow that would leave by the port it came in on (ports[].hairpin)")      \
 	X(oversize, "frame larger than the receive buffer (chained, or past the data room)")        \
 	X(ttl_exceeded, "TTL or hop limit expired here")                                            \
 	X(no_route, "no route to the destination")                                                  \

@@ -128,6 +128,7 @@ std::string pipeline::build(const config::ctplane_config& c)
 		std::memcpy(pi.mac, p.mac, 6);
 		pi.addrs = p.addresses;
 		pi.rp_filter = p.rp_filter;
+		pi.hairpin = p.hairpin;
 		ports.push_back(pi);
 	}
 	checksum_ = c.ct.checksum;
@@ -661,9 +662,12 @@ void pipeline::service_stage(work& w) noexcept
 }
 
 // State only for what may pass: a packet that may open a flow is routed
-// (to its backend, for a service) and its source passes the ingress
-// port's rp_filter before the CT creates anything. Sets the reply port the
-// flow's replies must come in on.
+// (to its backend, for a service), its source passes the ingress port's
+// rp_filter, and it leaves by another port than it came in on (unless the
+// port allows hairpins) before the CT creates anything: two forged
+// Internet addresses that both route out the uplink pass rp_filter, and
+// their "flow" would be a forger's state in our table. Sets the reply
+// port the flow's replies must come in on.
 void pipeline::admit_stage(work& w) noexcept
 {
 	for (unsigned m = 0; m < w.nmiss; m++) {
@@ -686,6 +690,11 @@ void pipeline::admit_stage(work& w) noexcept
 		uint16_t out_port = 0;
 		if (!fib_.port_of(w.natp[j] != nullptr ? w.natp[j]->addr : p.ct.t.dst, p.family, &out_port)) {
 			drop_frame(w, i, drop::no_route, punt::no_route);
+			w.idx[j] = kGone;
+			continue;
+		}
+		if (out_port == in && in < ports_.size() && !ports_[in].hairpin) {
+			drop_frame(w, i, drop::hairpin);
 			w.idx[j] = kGone;
 			continue;
 		}

@@ -261,6 +261,7 @@ private:
 		uint8_t mac[6];
 		std::vector<net::prefix> addrs;
 		config::rp_mode rp_filter;
+		bool hairpin;
 	};
 	struct work;  // per-burst state, on the worker's stack
 	static constexpr uint16_t kGone = UINT16_MAX;  // work::idx: left the live vector

@@ -74,11 +74,13 @@ TEST(runtime, the_sample_through_dpdk_pcap_ports_matches_the_replay)
 	cfg << in.rdbuf();
 	std::string text = cfg.str();
 	// Both directions of the trace come in on port 0: no ingress checks
-	// there (rp_filter: off), as replay infers each frame's port.
+	// there (rp_filter: off, and hairpins allowed: a reply-side opener
+	// routes back out port 0), as replay infers each frame's port.
 	text = std::regex_replace(text, std::regex("net_tap0,iface=ctp0"),
 				  "net_pcap0,rx_pcap=" + kSrc + "/tests/replay/sample.pcap,tx_pcap=" + tx0);
 	text = std::regex_replace(text, std::regex("net_tap1,iface=ctp1"), "net_pcap1,rx_pcap=" + empty + ",tx_pcap=" + tx1);
 	text = std::regex_replace(text, std::regex("rp_filter: strict"), "rp_filter: off");
+	text = std::regex_replace(text, std::regex("hairpin: false"), "hairpin: true");
 	const std::string path = dir + "ctplane_runtime.yaml";
 	std::ofstream(path) << text;
 	int status;

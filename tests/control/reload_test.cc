@@ -556,6 +556,7 @@ telemetry: {owner: "0", group: "0"}
 		{"ports[].mac", [](cfg& c) { c.ports[0].mac[5] ^= 1; }},
 		{"ports[].addresses", [&](cfg& c) { c.ports[0].addresses.push_back(prefix("192.168.7.0/24")); }},
 		{"ports[].rp_filter", [](cfg& c) { c.ports[0].rp_filter = config::rp_mode::loose; }},
+		{"ports[].hairpin", [](cfg& c) { c.ports[0].hairpin = true; }},
 		{"workers", [](cfg& c) { c.workers++; }},
 		{"burst", [](cfg& c) { c.burst = 16; }},
 		{"neighbors[].address", [&](cfg& c) { c.neighbors[0].addr = a10; }},

@@ -449,7 +449,28 @@ TEST_F(pipeline_fixture, rp_filter_strict_refuses_sources_that_do_not_route_back
 	// A source with no route at all.
 	EXPECT_EQ(one(eth4(ipv4(0x0b000001, kB1, tcp(7301, 22, ct::kSYN))), 0).reason, drop::rp_filter);
 	EXPECT_EQ(ct.size(), 0u);
-	EXPECT_EQ(one(eth4(ipv4(kB2, kB1, tcp(7302, 22, ct::kSYN))), 1).f, fate::forward);
+	EXPECT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7302, 22, ct::kSYN))), 0).f, fate::forward);
+}
+
+// Two addresses that both route out one port pass rp_filter on it; a flow
+// between them would turn around in the appliance (a hairpin): refused
+// with its own reason, nothing created, unless the port allows it.
+TEST_F(pipeline_fixture, a_flow_that_would_leave_by_its_ingress_port_is_a_hairpin_and_refused)
+{
+	const out o = one(eth4(ipv4(kB2, kB1, tcp(7400, 22, ct::kSYN))), 1);
+	EXPECT_EQ(o.reason, drop::hairpin);
+	EXPECT_EQ(ct.size(), 0u);
+	// Its forged "reply" finds nothing to follow.
+	EXPECT_EQ(one(eth4(ipv4(kB1, kB2, tcp(22, 7400, ct::kSYN | ct::kACK))), 1).reason, drop::ct_invalid);
+	EXPECT_EQ(ct.size(), 0u);
+	EXPECT_EQ(pl.stats().drops[static_cast<unsigned>(drop::hairpin)], 1u);
+	// A one-armed appliance says so: the same SYN opens its flow.
+	cfg.ports[1].hairpin = true;
+	ASSERT_EQ(pl.build(cfg), "");
+	const out allowed = one(eth4(ipv4(kB2, kB1, tcp(7400, 22, ct::kSYN))), 1);
+	EXPECT_EQ(allowed.f, fate::forward);
+	EXPECT_EQ(allowed.port, 1u);
+	EXPECT_EQ(ct.size(), 1u);
 }
 
 // A full Internet table fits: 1.1M routes (the real table has 1.06M; the
