@@ -600,8 +600,13 @@ int table::judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x
 			return 0;
 		return (cfg_.tcp.be_liberal || (sf & kSeenLiberal)) ? (tc().window_liberal.inc(), 1) : -1;
 	}
-	// The handshake's last ACK establishes only if it acknowledges the SYN-ACK.
-	if (s == tcp_syn_recv && x.state == tcp_established && !(fl & kSYN) && p.tcp_ack != get(R.end))
+	// The handshake's last ACK establishes only if it acknowledges the
+	// SYN-ACK: all it sent (R.end), or, when it carried data, at least its
+	// SYN (the opener's edge as the SYN-ACK set it, before the opener's
+	// first ACK) and no more than it sent: nf_conntrack tracks such a
+	// connection on, the data sent but not acknowledged.
+	if (s == tcp_syn_recv && x.state == tcp_established && !(fl & kSYN) && p.tcp_ack != get(R.end) &&
+	    (seq_before(p.tcp_ack, get(S.edge)) || seq_after(p.tcp_ack, get(R.end))))
 		return -1;
 	switch (window::track(S, R, g)) {
 	case window_verdict::in_window: return 0;

@@ -158,7 +158,12 @@ inline void init_syn(tcp_seen& s, tcp_seen& r, const tcp_segment& g, bool reply)
 			fl &= kSeenFlags;
 			put(r.flags, static_cast<uint8_t>(rf & kSeenFlags));
 		}
-		put(r.edge, end);
+		// The opener's edge starts at the SYN-ACK's SYN, not past the
+		// data it may carry (TCP Fast Open servers, some DNS servers):
+		// the handshake's last ACK must acknowledge at least the SYN
+		// (table.cc's judge_tcp), and the data counts as sent (r.end),
+		// not as acknowledged.
+		put(r.edge, g.seq + 1);
 	} else {
 		put(r.edge, end + win);
 	}

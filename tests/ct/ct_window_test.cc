@@ -183,6 +183,31 @@ TEST_F(ct_window, a_final_ack_that_does_not_acknowledge_the_syn_ack_does_not_est
 	EXPECT_EQ(send(tcp_raw(c, kACK, ci + 1, si + 1)).state, tcp_established);
 }
 
+// Seen on captured DNS-over-TCP and whois connections: the SYN-ACK
+// carries 2 bytes the client's ACK leaves unacknowledged (it acks the SYN
+// alone). nf_conntrack tracks the connection to TIME_WAIT; so does this.
+TEST_F(ct_window, a_syn_ack_with_data_the_final_ack_leaves_unacknowledged_establishes_and_closes)
+{
+	send(tcp_raw(c, kSYN, ci, 0));
+	EXPECT_EQ(send(tcp_raw(s, kSYN | kACK, si, ci + 1, 2)).v, verdict::tracked);
+	ci++, si++;
+	EXPECT_EQ(send(tcp_raw(c, kACK, ci, si - 1)).v, verdict::invalid) << "acknowledges less than the SYN";
+	EXPECT_EQ(send(tcp_raw(c, kACK, ci, si + 3)).v, verdict::invalid) << "acknowledges more than was sent";
+	EXPECT_EQ(send(tcp_raw(c, kACK, ci, si)).state, tcp_established) << "the SYN acknowledged, not the data";
+	// The query, the answer (the 2 bytes again, and more), the close.
+	EXPECT_EQ(send(tcp_raw(c, kACK | kPSH, ci, si, 40)).v, verdict::tracked);
+	ci += 40;
+	EXPECT_EQ(send(tcp_raw(s, kACK | kPSH, si, ci, 300)).v, verdict::tracked);
+	si += 300;
+	EXPECT_EQ(send(tcp_raw(c, kACK, ci, si)).v, verdict::tracked);
+	EXPECT_EQ(send(tcp_raw(s, kFIN | kACK, si, ci)).v, verdict::tracked);
+	si++;
+	EXPECT_EQ(send(tcp_raw(c, kFIN | kACK, ci, si)).v, verdict::tracked);
+	ci++;
+	EXPECT_EQ(send(tcp_raw(s, kACK, si, ci)).state, tcp_time_wait);
+	EXPECT_EQ(counter(&counters::invalid_window), 2u);
+}
+
 TEST_F(ct_window, a_syn_ack_that_does_not_acknowledge_the_syn_is_refused)
 {
 	send(tcp_raw(c, kSYN, ci, 0));
