@@ -178,6 +178,20 @@ def edge_cases():
     c.c2s(SYN)
     c.s2c(SYN | ACK)
     c.c2s(ACK, ack=c.s - 100)
+    # The SYN-ACK carries 2 bytes the last ACK leaves unacknowledged (seen
+    # on DNS-over-TCP and whois servers), then data both ways and a close.
+    c = conn("synack_with_data")
+    c.c2s(SYN)
+    c.s2c(SYN | ACK, b"hi")
+    c.c2s(ACK, ack=c.s - 2)
+    c.c2s(ACK | PSH, b"q" * 40, ack=c.s - 2)
+    c.s2c(ACK | PSH, b"hi" + b"r" * 300, seq=c.s - 2)
+    c.s -= 2
+    c.s += 302
+    c.c2s(ACK)
+    c.c2s(FIN | ACK)
+    c.s2c(FIN | ACK)
+    c.c2s(ACK)
     c = conn("synack_bad_ack")
     c.c2s(SYN)
     c.s2c(SYN | ACK, ack=c.c + 0x100000)
