@@ -510,6 +510,18 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 			r.hash = hashes[i];
 			continue;
 		}
+		// A dead entry (expired, not yet swept) is no flow: an opener or
+		// a pickup that finds one is left pending like a miss, so the
+		// pipeline's admit stage (route, rp_filter, hairpin) judges it
+		// before create_bulk reopens the entry in place (its insert
+		// finds it: -EEXIST, then apply). Reopened here, it skipped them.
+		if (!is_alias(*f) && expired(load(f->h.expires), now) &&
+		    (opens(p.t.proto, p.kind, p.tcp_flags) || can_pickup(p))) {
+			r = result{verdict::pending, 0, st_none, fam_id, nullptr};
+			r.hashed = (hashed >> i) & 1;
+			r.hash = hashes[i];
+			continue;
+		}
 		const K* k = &keys[i];
 		unsigned kd = kdir[i];
 		bool via = false;

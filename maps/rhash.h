@@ -361,7 +361,9 @@ private:
 		uint32_t ext_cap;
 		std::atomic<uint32_t> ext_used{1};
 		std::atomic<table*> next{nullptr};
-		uint32_t ext_populated = 0;  // control thread: pool pages faulted in
+		// Pool buckets faulted in: written by one thread at a time (the
+		// control thread, or the prefaulter's job), read by stats too.
+		std::atomic<uint32_t> ext_populated{0};
 		uint64_t salt = 0;           // 0: positions are the hash itself
 		// Entries past which a grow is due (the grow watermark): writers
 		// above it take longer chains (the control thread is late).
@@ -647,12 +649,13 @@ void rhash<K, V, H>::populate_ext(table* t) noexcept
 			  nelems_.load(std::memory_order_relaxed) > t->grow_at.load(std::memory_order_relaxed);
 	const uint32_t ahead = std::max<uint32_t>(t->nbuckets / 16, 4096) * (late ? kResizeChainFactor : 1);
 	const uint32_t want = std::min(t->ext_cap, t->ext_used.load(std::memory_order_relaxed) + ahead);
-	if (want <= t->ext_populated + ahead / 2)
+	const uint32_t populated = t->ext_populated.load(std::memory_order_relaxed);
+	if (want <= populated + ahead / 2)
 		return;
 	const size_t page_buckets = 4096 / sizeof(bucket);
-	const uint32_t from = static_cast<uint32_t>(t->ext_populated / page_buckets * page_buckets);
+	const uint32_t from = static_cast<uint32_t>(populated / page_buckets * page_buckets);
 	region_prefault(&t->ext[from], size_t{want - from} * sizeof(bucket));
-	t->ext_populated = want;
+	t->ext_populated.store(want, std::memory_order_relaxed);
 }
 
 template <typename K, typename V, typename H>
@@ -1413,7 +1416,7 @@ size_t rhash<K, V, H>::bytes_used() const noexcept
 	for (const table* t = tbl_.load(std::memory_order_acquire); t != nullptr;
 	     t = t->next.load(std::memory_order_acquire))
 		bytes += (size_t{t->nbuckets} +
-			  std::max(t->ext_used.load(std::memory_order_relaxed), t->ext_populated)) *
+			  std::max(t->ext_used.load(std::memory_order_relaxed), t->ext_populated.load(std::memory_order_relaxed))) *
 			 sizeof(bucket);
 	return bytes;
 }

@@ -60,7 +60,7 @@ size_t frames_in(const std::string& path)
 
 TEST(runtime, the_sample_through_dpdk_pcap_ports_matches_the_replay)
 {
-	const std::string dir = ::testing::TempDir();
+	const std::string dir = ::testing::TempDir() + "ctplane" + std::to_string(getpid()) + "_";
 	const std::string empty = dir + "ctplane_empty.pcap", tx0 = dir + "ctplane_tx0.pcap", tx1 = dir + "ctplane_tx1.pcap";
 	{
 		pcap_t* dead = pcap_open_dead(DLT_EN10MB, 65535);
@@ -85,7 +85,7 @@ TEST(runtime, the_sample_through_dpdk_pcap_ports_matches_the_replay)
 	std::ofstream(path) << text;
 	int status;
 	const std::string out = run(kCtplane + " --no-huge --no-pci --no-shconf -m 512 -l 0-1 --log-level=lib.eal:error "
-					       "--file-prefix=ctplane_rt_test -- --config " + path + " --duration 2",
+					       "--file-prefix=ctplane_rt_test" + std::to_string(getpid()) + " -- --config " + path + " --duration 2",
 				    &status);
 	ASSERT_EQ(status, 0) << out;
 	EXPECT_NE(out.find("rx 978 forwarded 956 control 0 dropped 22"), std::string::npos) << out;
@@ -120,7 +120,7 @@ TEST(runtime, a_crafted_collision_neighbour_flood_leaves_the_control_thread_live
 {
 	using namespace ctplane;
 	namespace t = ctplane::dataplane::test;
-	const std::string dir = ::testing::TempDir();
+	const std::string dir = ::testing::TempDir() + "ctplane" + std::to_string(getpid()) + "_";
 	const std::string data = dir + "ctplane_aim_data.pcap", arps = dir + "ctplane_aim_arp.pcap";
 	std::ifstream in(kSrc + "/config/ctplane.example.yaml");
 	std::stringstream cfg;
@@ -170,7 +170,7 @@ TEST(runtime, a_crafted_collision_neighbour_flood_leaves_the_control_thread_live
 		dup2(out[1], 2);
 		close(out[0]);
 		execl(kCtplane.c_str(), kCtplane.c_str(), "--no-huge", "--no-pci", "--no-shconf", "-m", "512", "-l", "0-1",
-		      "--log-level=lib.eal:error", "--file-prefix=ctplane_aim_test", "--", "--config", path.c_str(),
+		      "--log-level=lib.eal:error", ("--file-prefix=ctplane_aim_test" + std::to_string(getpid())).c_str(), "--", "--config", path.c_str(),
 		      "--stats", "0.5", static_cast<char*>(nullptr));
 		_exit(127);
 	}
@@ -223,7 +223,7 @@ TEST(runtime, startup_failures_print_one_line_and_exit_2)
 	std::string out = run(kCtplane + " --no-huge --no-pci -- --config /nonexistent.yaml", &status);
 	EXPECT_EQ(status, 2);
 	EXPECT_EQ(out, "ctplane: /nonexistent.yaml: cannot read: No such file or directory\n");
-	const std::string cfg = ::testing::TempDir() + "ctplane_noports.yaml";
+	const std::string cfg = ::testing::TempDir() + "ctplane_noports" + std::to_string(getpid()) + ".yaml";
 	std::ofstream(cfg) << "ports:\n  - {name: a, mac: \"02:00:00:00:00:01\"}\n";
 	out = run(kCtplane + " --no-huge -- --config " + cfg, &status);
 	EXPECT_EQ(status, 2);

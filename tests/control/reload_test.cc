@@ -512,7 +512,7 @@ TEST(config_keys, every_key_is_classified_and_a_reload_honours_its_class)
 	ss << in.rdbuf();
 	const std::string example = ss.str();
 	// The example's commented keys.
-	const std::string empty = ::testing::TempDir() + "ctplane_empty_routes.txt";
+	const std::string empty = ::testing::TempDir() + "ctplane_empty_routes" + std::to_string(getpid()) + ".txt";
 	std::ofstream(empty) << "# none\n";
 	const std::string more = R"(
 ports: [{name: p, mac: "02:00:00:00:00:01", addresses: [10.0.0.1/24]}]

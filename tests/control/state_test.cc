@@ -6,6 +6,8 @@
 // name; bad files are refused whole, with nothing changed.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdio>
 #include <functional>
@@ -108,7 +110,7 @@ protected:
 
 	maps::rcu::thread_registration reg;
 	uint64_t now = 5000ull * 1'000'000'000;
-	const std::string path = ::testing::TempDir() + "ctplane_state_test.snap";
+	const std::string path = ::testing::TempDir() + "ctplane_state_test" + std::to_string(getpid()) + ".snap";
 };
 
 TEST_F(state_fixture, a_restored_appliance_continues_every_connection_through_the_same_backend)

@@ -4,6 +4,8 @@
 // byte for byte, and the expected summary; the generator must give the
 // bundled sample again. After an intended change: tests/replay/regen.sh.
 #include <gtest/gtest.h>
+
+#include <unistd.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -55,7 +57,7 @@ std::string slurp(const std::string& path)
 
 std::string tmp(const std::string& name)
 {
-	return ::testing::TempDir() + "ctplane_" + name;
+	return ::testing::TempDir() + "ctplane" + std::to_string(getpid()) + "_" + name;
 }
 
 // A field of a --dump-ct line: its value as written (strings unquoted).
