@@ -41,6 +41,11 @@ struct packet {
 	// The packet may not open a flow mid-stream even in loose mode (a
 	// backend's segment: the client's side picks its flow up, NATed).
 	bool no_pickup = false;
+	// The retry of a packet the CT refused with result::wrong_port, once
+	// the caller checked that its source routes back through in_port (its
+	// route moved: a reload, a failover): the flow's side re-learns its
+	// port (port_relearnt; the refusal is no longer counted invalid_port).
+	bool rebind = false;
 	uint16_t tcp_win = 0;            // the raw window field
 	uint32_t tcp_seq = 0, tcp_ack = 0;
 	uint32_t tcp_len = 0;            // payload bytes

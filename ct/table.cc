@@ -66,6 +66,16 @@ bool port_ok(tcp_seen& side, uint8_t in_port) noexcept
 	return want == in_port + 1;
 }
 
+// The same, for a packet whose caller vouched for its new port
+// (packet::rebind): the side's port moves to it.
+bool port_relearn(tcp_seen& side, const packet& p) noexcept
+{
+	if (!p.rebind || p.in_port == kNoPort)
+		return false;
+	window::put(side.port, static_cast<uint8_t>(p.in_port + 1));
+	return true;
+}
+
 void set_ports(tcp_seen& s, tcp_seen& r, const packet& p) noexcept
 {
 	window::put(s.port, static_cast<uint8_t>(p.in_port == kNoPort ? 0 : p.in_port + 1));
@@ -661,9 +671,17 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			return;
 		}
 		if (!dead && !port_ok(f->seen[kdir], p.in_port)) {
-			r = result{verdict::invalid, static_cast<uint8_t>(dir), s, r.family, nullptr};
-			c.invalid_port.inc();
-			return;
+			if (port_relearn(f->seen[kdir], p)) {
+				// The retry of a packet refused a moment ago for its port
+				// (packet::rebind): counted re-learnt, not invalid.
+				c.port_relearnt.inc();
+				c.invalid_port.sub(1);
+			} else {
+				r = result{verdict::invalid, static_cast<uint8_t>(dir), s, r.family, nullptr};
+				r.wrong_port = true;
+				c.invalid_port.inc();
+				return;
+			}
 		}
 		step x;
 		if (dead) {

@@ -164,6 +164,9 @@ struct result {
 	// translated packet).
 	bool via_alias = false;
 	bool hashed = false;  // pending: hash is its key's (create_bulk inserts with it)
+	// invalid: it came in on another port than its side's (the caller may
+	// check the route and offer it again with packet::rebind).
+	bool wrong_port = false;
 	uint64_t hash = 0;
 };
 
@@ -201,7 +204,7 @@ struct flow_record {
 // Per-thread, summed by stats(). Names are the counters' public names.
 #define CTPLANE_CT_COUNTERS(X)                                                                       \
 	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
-	X(invalid_window) X(invalid_port) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
+	X(invalid_window) X(invalid_port) X(port_relearnt) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
 	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_overflow) X(refused_full) X(refused_busy)             \
 	X(refused_nomem) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
 	X(alias_replaced)

@@ -607,9 +607,23 @@ void pipeline::ct_lookup_stage(work& w) noexcept
 		w.natp[j] = nullptr;
 	}
 	ct_.lookup_bulk(w.ctp, w.n, w.now, w.res);
-	for (unsigned j = 0; j < w.n; j++)
+	for (unsigned j = 0; j < w.n; j++) {
+		// A known flow's packet from another port than its side's: if its
+		// source now routes back through that port (the prefix moved: a
+		// reload, a route replace, a failover), the side re-learns it;
+		// otherwise it stays invalid (a forger on the wrong port). Rare:
+		// one route lookup and one more CT probe for such a packet.
+		if (w.res[j].v == ct::verdict::invalid && w.res[j].wrong_port &&
+		    w.ctp[j].kind == ct::pkt_kind::normal) {
+			uint16_t back;
+			if (fib_.port_of(w.ctp[j].t.src, w.p[w.idx[j]].family, &back) && back == w.ctp[j].in_port) {
+				w.ctp[j].rebind = true;
+				ct_.lookup_bulk(&w.ctp[j], 1, w.now, &w.res[j]);
+			}
+		}
 		if (w.res[j].v == ct::verdict::pending)
 			w.miss[w.nmiss++] = static_cast<uint16_t>(j);
+	}
 }
 
 // The Maglev flow hash of a new flow's original tuple picks its backend;

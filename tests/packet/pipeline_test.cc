@@ -473,6 +473,37 @@ TEST_F(pipeline_fixture, a_flow_that_would_leave_by_its_ingress_port_is_a_hairpi
 	EXPECT_EQ(ct.size(), 1u);
 }
 
+// A flow's sides are held to their ports, but a prefix that moves to
+// another port (a route change, a reload, an uplink failover) takes its
+// flows with it: a packet from the new port whose source routes back
+// through it re-learns its side's port; before the move it is refused.
+TEST_F(pipeline_fixture, a_prefix_moved_to_another_port_keeps_its_flows)
+{
+	ASSERT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7500, 22, ct::kSYN))), 0).f, fate::forward);
+	ASSERT_EQ(one(eth4(ipv4(kB1, kClient, tcp(22, 7500, ct::kSYN | ct::kACK))), 1).f, fate::forward);
+	ASSERT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7500, 22, ct::kACK))), 0).f, fate::forward);
+	// The server's segment on the client port: a forger's, while the
+	// route says the server is behind the server port.
+	EXPECT_EQ(one(eth4(ipv4(kB1, kClient, tcp(22, 7500, ct::kACK))), 0).reason, drop::ct_invalid);
+	EXPECT_EQ(ct.stats().c.invalid_port, 1u);
+	// The server moves behind the client port.
+	config::route_spec moved;
+	moved.prefix.family = 4;
+	moved.prefix.addr[0] = 10, moved.prefix.addr[2] = 1, moved.prefix.addr[3] = 1;
+	moved.prefix.len = 32;
+	moved.port = 0;
+	ASSERT_EQ(pl.add_route(moved), "");
+	const out o = one(eth4(ipv4(kB1, kClient, tcp(22, 7500, ct::kACK))), 0);
+	EXPECT_EQ(o.f, fate::forward);
+	EXPECT_EQ(ct.stats().c.port_relearnt, 1u);
+	EXPECT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7500, 22, ct::kACK, 10))), 0).f, fate::forward);
+	// The old port is now the wrong one (and its source no longer routes
+	// back through it).
+	EXPECT_EQ(one(eth4(ipv4(kB1, kClient, tcp(22, 7500, ct::kACK))), 1).reason, drop::ct_invalid);
+	EXPECT_EQ(ct.stats().c.invalid_port, 2u);
+	EXPECT_EQ(ct.stats().c.port_relearnt, 1u);
+}
+
 // A full Internet table fits: 1.1M routes (the real table has 1.06M; the
 // fib held 2^20 and refused it whole).
 TEST(pipeline_routes, a_full_internet_table_fits_and_routes)
