@@ -473,6 +473,24 @@ TEST_F(pipeline_fixture, a_flow_that_would_leave_by_its_ingress_port_is_a_hairpi
 	EXPECT_EQ(ct.size(), 1u);
 }
 
+// An expired flow not yet swept is no flow: a SYN that finds it goes
+// through the admit stage like any new one (it reopened the entry inside
+// the CT before, past rp_filter and the port check).
+TEST_F(pipeline_fixture, a_dead_entry_is_reopened_only_through_the_admit_stage)
+{
+	ASSERT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7600, 22, ct::kSYN))), 0).f, fate::forward);
+	clk.advance_ms(10 * 60 * 1000);  // past SYN_SENT's timeout, no GC
+	EXPECT_EQ(ct.size(), 1u) << "dead, still in the table";
+	// The client's address from the server port: rp_filter, as for any
+	// new flow; the dead entry lets nothing in.
+	EXPECT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7600, 22, ct::kSYN))), 1).reason, drop::rp_filter);
+	EXPECT_EQ(ct.stats().c.reopened, 0u);
+	// From its own port it reopens, in place.
+	EXPECT_EQ(one(eth4(ipv4(kClient, kB1, tcp(7600, 22, ct::kSYN))), 0).f, fate::forward);
+	EXPECT_EQ(ct.stats().c.reopened, 1u);
+	EXPECT_EQ(ct.size(), 1u);
+}
+
 // A flow's sides are held to their ports, but a prefix that moves to
 // another port (a route change, a reload, an uplink failover) takes its
 // flows with it: a packet from the new port whose source routes back
