@@ -231,12 +231,18 @@ bool l4_checksum_ok(const uint8_t* frm, const parsed& p) noexcept
 				      : p.ct.t.proto;
 	const uint8_t* ip = frm + p.l3_off;
 	const uint8_t* l4 = frm + p.l4_off;
-	const uint32_t len = p.l3_off + p.l3_len - p.l4_off;
+	uint32_t len = p.l3_off + p.l3_len - p.l4_off;
 	uint32_t seed = 0;
 	switch (proto) {
 	case ct::kProtoUDP:
 		if (p.family == 4 && be16(l4 + 6) == 0)
 			return true;  // IPv4 UDP without a checksum (RFC 768)
+		// The datagram is what its length field says (8 up to the IP
+		// payload, checked by parse): the checksum covers that much, with
+		// that length in the pseudo-header; bytes past it are padding. A
+		// short length field no longer lets a datagram be judged by bytes
+		// its checksum does not cover.
+		len = be16(l4 + 4);
 		[[fallthrough]];
 	case ct::kProtoTCP:
 	case ct::kProtoICMPv6:

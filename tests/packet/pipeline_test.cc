@@ -653,6 +653,34 @@ TEST_F(pipeline_fixture, a_udp_length_that_disagrees_with_ip_is_dropped)
 	EXPECT_EQ(ct.size(), 0u);
 }
 
+// A UDP length field shorter than the IP payload: the datagram is what the
+// field says, the rest padding. Its checksum covers the datagram alone,
+// with that length in the pseudo-header: a real one passes, one made to
+// verify over the padding (the bytes the checksum does not cover) fails.
+TEST_F(pipeline_fixture, a_udp_checksum_covers_what_its_length_field_says)
+{
+	auto padded = [](uint16_t sport, bool honest) {
+		bytes f = eth4(ipv4(kClient, kB1, udp(sport, 53, 32)));  // 40 bytes of UDP as built
+		put16(f, 14 + 20 + 4, 20);                              // the datagram: 20; then 20 of padding
+		for (size_t k = 14 + 20 + 20; k < f.size(); k++)
+			f[k] = 0xab;
+		uint8_t* ip = f.data() + 14;
+		put16(f, 14 + 20 + 6, 0);
+		uint16_t c;
+		if (honest) {  // RFC 768: pseudo-header with the UDP length, the datagram's bytes
+			uint32_t seed = csum_fold(ip + 12, 8) + 17 + 20;
+			c = static_cast<uint16_t>(~csum_fold(ip + 20, 20, seed));
+		} else {  // over the whole IP payload
+			c = static_cast<uint16_t>(~l4_sum4(ip));
+		}
+		put16(f, 14 + 20 + 6, c == 0 ? 0xffff : c);
+		return f;
+	};
+	EXPECT_EQ(one(padded(7510, true)).f, fate::forward);
+	EXPECT_EQ(one(padded(7511, false)).reason, drop::l4_bad_checksum);
+	EXPECT_EQ(ct.size(), 1u);
+}
+
 TEST_F(pipeline_fixture, a_restarted_appliance_picks_up_a_connection_to_a_service_mid_stream)
 {
 	// Established before the "restart": the CT knows nothing of it. The
