@@ -196,6 +196,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/stats/stages", "Per pipeline stage: calls, packets, TSC clocks per packet (sampled). Table"},
 		{"/ctplane/stats/control", "The control loop's passes: longest and its phase, over the budget, histogram. Table"},
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
+		{"/ctplane/ct/top", "Who fills the table: the prefixes that opened the most live flows (/24, /48), as of the last GC sweep. Params: n=N (1..100, default 10). Table"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
 		{"/ctplane/ct/delete", "Removes the flows that match (conntrack -D). Params: addr=,port=,state=,proto=,cursor="},
@@ -348,6 +349,8 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return stats_control();
 	if (c == "ct/summary")
 		return ct_summary();
+	if (c == "ct/top")
+		return ct_top(params);
 	if (c == "ct/list")
 		return ct_list(params, now_ns);
 	if (c == "ct/events")
@@ -520,6 +523,40 @@ reply ops::stats_stages()
 			      st.sampled_vectors != 0 ? double(st.clocks) / double(st.sampled_vectors) : 0.0);
 		t.add({stage_name(static_cast<stage>(k)), std::to_string(st.calls), std::to_string(st.vectors), ppc, cpp,
 		       std::to_string(st.sampled_vectors)});
+	}
+	t.finish(0);
+	return r;
+}
+
+reply ops::ct_top(const std::string& params)
+{
+	reply r;
+	const kv p = parse_kv(params);
+	uint64_t n = 10;
+	const auto it = p.named.find("n");
+	if (!p.positional.empty() || p.named.size() > (it != p.named.end() ? 1u : 0u)) {
+		r.error("ct top takes n=N");
+		return r;
+	}
+	if (it != p.named.end() && (!parse_u64(it->second, 100, &n) || n == 0)) {
+		r.error("n must be within 1..100, not \"" + it->second + "\"");
+		return r;
+	}
+	ct::table::census_info info;
+	const std::vector<ct::census_row> rows = dp_.ct().top_openers(n, &info);
+	r.num("flows", info.flows);
+	r.num("others", info.others);
+	r.num("sweeps", info.sweeps);
+	table_out t(r, {"prefix", "flows", "share_pct"});
+	for (const ct::census_row& row : rows) {
+		net::prefix pf;
+		pf.family = row.family;
+		std::memcpy(pf.addr, row.prefix, 16);
+		pf.len = row.len;
+		char share[32];
+		std::snprintf(share, sizeof(share), "%.1f", info.flows != 0 ? 100.0 * double(row.flows) / double(info.flows) : 0.0);
+		if (!t.add({net::to_string(pf), std::to_string(row.flows), share}))
+			break;
 	}
 	t.finish(0);
 	return r;

@@ -1246,11 +1246,14 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 				if (alias_key(k, f, st, &aliases[na].key, &rk))
 					aliases[na++].target = &f;
 			}
-		} else if (exp - now > timeout(s)) {
-			// A racing transition (or a timeout reload) left the flow a
-			// longer life than its state allows.
-			store(f.h.expires, now + timeout(s));
-			c.gc_clamped.inc();
+		} else {
+			if (exp - now > timeout(s)) {
+				// A racing transition (or a timeout reload) left the flow a
+				// longer life than its state allows.
+				store(f.h.expires, now + timeout(s));
+				c.gc_clamped.inc();
+			}
+			fam.who.add(Fam::kFamily, k.addr[(flags_of(st) & kOrigHi) ? 1 : 0]);
 		}
 		return nv < kGcChunk;  // stop while the victim buffer has room
 	};
@@ -1269,6 +1272,7 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 		if (fam.gc_pos >= maps::rhash<K, F>::kScanEnd) {
 			fam.gc_pos = 0;
 			*wrapped = true;
+			fam.who.finish(now);
 			// The overflow LRU is small: one pass per sweep (its victims'
 			// aliases are unlinked once its lock is released).
 			std::vector<unlink_later<K, F>> later;
@@ -1344,6 +1348,23 @@ void table::grow(uint64_t budget_ns) noexcept
 	};
 	step(*f4_);
 	step(*f6_);
+}
+
+std::vector<census_row> table::top_openers(size_t n, census_info* info) const
+{
+	std::vector<census_row> rows = f4_->who.top(n);
+	const std::vector<census_row> v6 = f6_->who.top(n);
+	rows.insert(rows.end(), v6.begin(), v6.end());
+	std::stable_sort(rows.begin(), rows.end(),
+			 [](const census_row& a, const census_row& b) { return a.flows > b.flows; });
+	if (rows.size() > n)
+		rows.resize(n);
+	if (info != nullptr) {
+		info->flows = f4_->who.flows() + f6_->who.flows();
+		info->others = f4_->who.others() + f6_->who.others();
+		info->sweeps = f4_->who.sweeps();
+	}
+	return rows;
 }
 
 // ---- introspection -------------------------------------------------------------------

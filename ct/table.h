@@ -97,6 +97,7 @@
 #include <memory>
 #include <vector>
 
+#include "ct/census.h"
 #include "ct/ct_config.h"
 #include "ct/events.h"
 #include "ct/packet.h"
@@ -289,6 +290,13 @@ public:
 	// ticks (every pass of its control loop, ~0.5 ms) so a burst of new
 	// flows finds the table grown for it. May wait for a grace period.
 	void grow(uint64_t budget_ns = 0) noexcept;
+	// Who fills the table (ct/census.h): the heaviest opener prefixes of
+	// each family's last complete GC sweep, merged, heaviest first. The
+	// control thread (the GC's).
+	struct census_info {
+		uint64_t flows = 0, others = 0, sweeps = 0;
+	};
+	std::vector<census_row> top_openers(size_t n, census_info* info) const;
 	// GC alone: sweeps for about budget_ns of real time; returns flows expired.
 	size_t gc(uint64_t now_ns, uint64_t budget_ns) noexcept;
 	// GC alone, over about `buckets` buckets per family.
@@ -366,6 +374,7 @@ private:
 		maps::rhash<K, F> hash;
 		maps::overflow_lru<K, F> lru;
 		uint64_t gc_pos = 0;
+		census who;  // live flows by opener prefix, counted by the GC's sweep
 		family(const maps::rhash_config& hc, uint32_t lru_cap) : hash(hc), lru(hash, lru_cap) {}
 	};
 	using fam4 = family<key4, flow4>;

@@ -220,6 +220,25 @@ TEST_F(ops_fixture, stats_stages_shows_what_each_stage_was_given_and_its_cost)
 	EXPECT_GT(std::stod(by["ct_create"].at("clocks_per_packet")), 0.0);
 }
 
+TEST_F(ops_fixture, ct_top_names_who_fills_the_table_as_of_the_last_sweep)
+{
+	for (uint16_t sp = 1; sp <= 10; sp++)
+		ASSERT_EQ(syn(0xc0a80100 + sp, sp).f, fate::forward);  // 192.168.1.0/24: 10 flows
+	EXPECT_TRUE(rows(run("/ctplane/ct/top")).empty()) << "no sweep yet";
+	dp->ct().gc_buckets(now, 1u << 20);
+	const reply r = run("/ctplane/ct/top", "n=5");
+	const auto top = rows(r);
+	ASSERT_EQ(top.size(), 1u);
+	EXPECT_EQ(top[0].at("prefix"), "192.168.1.0/24");
+	EXPECT_EQ(top[0].at("flows"), "10");
+	EXPECT_EQ(top[0].at("share_pct"), "100.0");
+	EXPECT_EQ(num(r, "flows"), 10u);
+	EXPECT_EQ(num(r, "others"), 0u);
+	EXPECT_TRUE(run("/ctplane/ct/top", "n=0").is_error());
+	EXPECT_TRUE(run("/ctplane/ct/top", "n=101").is_error());
+	EXPECT_TRUE(run("/ctplane/ct/top", "by=src").is_error());
+}
+
 TEST_F(ops_fixture, ct_list_filters_and_shows_the_translation)
 {
 	for (uint16_t sp = 1; sp <= 10; sp++)

@@ -546,5 +546,67 @@ TEST(ct_config, a_broken_config_is_refused_by_the_table_with_the_reason)
 }
 
 }  // namespace
+
+// Who fills the table: the GC's sweep counts live flows by the prefix
+// that opened them; a completed sweep publishes the counts, heaviest
+// first.
+TEST_F(ct_fixture, the_census_names_the_prefixes_that_opened_the_most_flows)
+{
+	auto open = [&](uint32_t src, uint16_t sport) {
+		EXPECT_EQ(send(udp(tuple::v4(src, 0x0a000102, sport, 53, kProtoUDP))).v, verdict::created);
+	};
+	for (uint16_t i = 0; i < 100; i++)
+		open(0xcb007100u | (i % 200), static_cast<uint16_t>(10000 + i));  // 203.0.113.0/24: 100 flows
+	for (uint16_t i = 0; i < 10; i++)
+		open(0xc6336405u, static_cast<uint16_t>(20000 + i));  // 198.51.100.5: 10 flows
+	open(0xc0000201u, 30000);  // 192.0.2.1: one
+	table::census_info info;
+	EXPECT_TRUE(tbl.top_openers(10, &info).empty()) << "nothing published before a sweep";
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);  // one whole sweep
+	const std::vector<census_row> top = tbl.top_openers(2, &info);
+	ASSERT_EQ(top.size(), 2u);
+	EXPECT_EQ(top[0].flows, 100u);
+	EXPECT_EQ(top[0].len, 24);
+	EXPECT_EQ(top[0].prefix[0], 203);
+	EXPECT_EQ(top[0].prefix[2], 113);
+	EXPECT_EQ(top[0].prefix[3], 0) << "the host bits are not kept";
+	EXPECT_EQ(top[1].flows, 10u);
+	EXPECT_EQ(top[1].prefix[0], 198);
+	EXPECT_EQ(info.flows, 111u);
+	EXPECT_EQ(info.others, 0u);
+	EXPECT_GE(info.sweeps, 1u);
+	// Expired flows are not counted in the next sweep.
+	advance_ms(10 * 60 * 1000);
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);
+	EXPECT_TRUE(tbl.top_openers(10, &info).empty());
+	EXPECT_EQ(info.flows, 0u);
+}
+
+// Bounded: past kMaxPrefixes prefixes a sweep, flows are counted in others.
+TEST(ct_census, past_its_cap_a_sweep_counts_others_and_keeps_the_heavy_prefixes)
+{
+	census c;
+	for (int i = 0; i < 1000; i++) {
+		const uint8_t heavy[4] = {100, 64, 0, 1};
+		c.add(4, heavy);
+	}
+	for (uint32_t i = 0; i < census::kMaxPrefixes + 500; i++) {
+		uint8_t p[4] = {0, 0, 0, 1};
+		p[0] = static_cast<uint8_t>(11 + (i >> 16));
+		p[1] = static_cast<uint8_t>(i >> 8);
+		p[2] = static_cast<uint8_t>(i);
+		c.add(4, p);
+	}
+	c.finish(5);
+	EXPECT_EQ(c.flows(), 1000u + census::kMaxPrefixes + 500);
+	EXPECT_EQ(c.others(), 501u) << "the first kMaxPrefixes prefixes counted, the rest refused";
+	const auto top = c.top(1);
+	ASSERT_EQ(top.size(), 1u);
+	EXPECT_EQ(top[0].flows, 1000u);
+	EXPECT_EQ(top[0].prefix[0], 100);
+	EXPECT_EQ(c.published(), 5u);
+}
+
 }  // namespace test
 }  // namespace ctplane::ct

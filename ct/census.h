@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: BSD-3-Clause
+//
+// ct::census: who fills the table.
+//
+// The GC's sweep (table.cc, gc_family) visits every live flow; it counts
+// each by the address that opened it, as a prefix (IPv4 /24, IPv6 /48:
+// one customer's, or one spoofer's range). When a family's sweep ends,
+// its counts become the published census and counting starts over, so
+// the figures are at most one sweep old (`ct.gc_budget_us` sets how long
+// a sweep takes) and cost nothing on the packet path.
+//
+// Bounded: at most kMaxPrefixes prefixes are counted in a sweep; flows of
+// a prefix that found the map full are counted in `others` (a sweep visits
+// flows in hash order, so a prefix with many flows is almost surely among
+// the first kMaxPrefixes seen).
+//
+// Concurrency: the control thread (the GC's) only.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+
+namespace ctplane::ct {
+
+struct census_row {
+	uint8_t family;  // 4 or 6
+	uint8_t len;     // 24 or 48
+	uint8_t prefix[16];
+	uint64_t flows;
+};
+
+class census {
+public:
+	static constexpr size_t kMaxPrefixes = 65536;
+	static constexpr uint8_t kLen4 = 24, kLen6 = 48;
+
+	// A live flow opened from `addr` (network order; 4 or 16 bytes).
+	void add(uint8_t family, const uint8_t* addr) noexcept;
+	// The sweep ended: what it counted is published.
+	void finish(uint64_t now_ticks);  // the CT's clock (ms ticks)
+	// The heaviest n prefixes of the last complete sweep, heaviest first.
+	std::vector<census_row> top(size_t n) const;
+	uint64_t flows() const noexcept { return flows_; }    // counted in it
+	uint64_t others() const noexcept { return others_; }  // past kMaxPrefixes
+	uint64_t sweeps() const noexcept { return sweeps_; }
+	uint64_t published() const noexcept { return published_; }
+
+private:
+	struct key {
+		uint8_t family;
+		uint8_t b[7];  // the prefix's bytes (IPv4: 3, IPv6: 6)
+		bool operator==(const key& o) const noexcept { return std::memcmp(this, &o, sizeof(*this)) == 0; }
+	};
+	struct key_hash {
+		size_t operator()(const key& k) const noexcept;
+	};
+	std::unordered_map<key, uint64_t, key_hash> counting_;
+	uint64_t counting_others_ = 0, counting_flows_ = 0;
+	std::vector<census_row> rows_;  // the last sweep's, heaviest first
+	uint64_t flows_ = 0, others_ = 0, sweeps_ = 0, published_ = 0;
+};
+
+}  // namespace ctplane::ct
