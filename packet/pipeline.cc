@@ -570,13 +570,15 @@ void pipeline::sockmap_stage(work& w) noexcept
 	uint8_t fl[kMaxBurst];
 	uint32_t by[kMaxBurst];
 	const sockmap::redirect* rd[kMaxBurst];
+	uint8_t ports[kMaxBurst];
 	for (unsigned j = 0; j < w.n; j++) {
 		const parsed& p = w.p[w.idx[j]];
 		tp[j] = &p.ct.t;
+		ports[j] = p.ct.in_port;
 		fl[j] = p.ct.kind == ct::pkt_kind::normal ? p.ct.tcp_flags : ct::kSYN;
 		by[j] = p.ct.bytes;
 	}
-	sm_.lookup_bulk(tp, fl, by, w.n, w.now, rd);
+	sm_.lookup_bulk(tp, fl, by, w.n, w.now, rd, ports);
 	unsigned m = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];

@@ -70,7 +70,7 @@ void sockmap::make(const ct::tuple& t, K& k) noexcept
 }
 
 unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flags, const uint32_t* bytes,
-			      unsigned n, uint64_t now_ns, const redirect** out) noexcept
+			      unsigned n, uint64_t now_ns, const redirect** out, const uint8_t* in_ports) noexcept
 {
 	thread_counters& c = tc_[maps::thread_index()];
 	key4 k4[64];
@@ -96,8 +96,13 @@ unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flag
 		}
 	}
 	const uint32_t now = ct::table::ticks(now_ns);
-	unsigned hits = 0;
+	unsigned hits = 0, wrong_port = 0;
 	auto account = [&](entry* e, unsigned i) {
+		const uint8_t want = std::atomic_ref<uint8_t>(e->r.in_port).load(std::memory_order_relaxed);
+		if (in_ports != nullptr && want != 0 && in_ports[i] != ct::kNoPort && want != in_ports[i] + 1) {
+			wrong_port++;
+			return;
+		}
 		std::atomic_ref<uint32_t>(e->packets).store(e->packets + 1, std::memory_order_relaxed);
 		std::atomic_ref<uint64_t>(e->bytes).store(e->bytes + bytes[i], std::memory_order_relaxed);
 		std::atomic_ref<uint32_t>(e->last_seen).store(now, std::memory_order_relaxed);
@@ -119,8 +124,9 @@ unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flag
 				account(v[j], w6[j]);
 	}
 	c.hits.add(hits);
-	c.misses.add(n - hits - bypass);
+	c.misses.add(n - hits - bypass - wrong_port);
 	c.bypass_flags.add(bypass);
+	c.wrong_port.add(wrong_port);
 	return hits;
 }
 
@@ -133,6 +139,9 @@ int sockmap::insert(const ct::tuple& orig, const redirect& fwd, const redirect& 
 	entry ef{}, er{};
 	ef.r = fwd;
 	er.r = rev;
+	// Each direction comes in where the other leaves.
+	ef.r.in_port = static_cast<uint8_t>(rev.port + 1);
+	er.r.in_port = static_cast<uint8_t>(fwd.port + 1);
 	auto both = [&](auto& h, auto ka, auto kb) {
 		make(orig, ka);
 		make(orig.reversed(), kb);
@@ -208,15 +217,32 @@ int sockmap::restore_direction(const ct::tuple& t, const redirect& r)
 		return -EINVAL;
 	entry e{};
 	e.r = r;
+	e.r.in_port = 0;
+	// Once both directions are back, each comes in where the other leaves
+	// (as insert() sets it); until then this one takes any port.
+	auto link = [&](auto& h, const auto& k, const auto& kr) {
+		int rc = insert_settled(h, k, e);
+		if (rc != 0)
+			return rc;
+		entry* mine = h.lookup(k);
+		entry* other = h.lookup(kr);
+		if (mine != nullptr && other != nullptr) {
+			std::atomic_ref<uint8_t>(mine->r.in_port).store(static_cast<uint8_t>(other->r.port + 1), std::memory_order_relaxed);
+			std::atomic_ref<uint8_t>(other->r.in_port).store(static_cast<uint8_t>(mine->r.port + 1), std::memory_order_relaxed);
+		}
+		return 0;
+	};
 	int rc;
 	if (t.family == 6) {
-		key6 k;
+		key6 k, kr;
 		make(t, k);
-		rc = insert_settled(h6_, k, e);
+		make(t.reversed(), kr);
+		rc = link(h6_, k, kr);
 	} else {
-		key4 k;
+		key4 k, kr;
 		make(t, k);
-		rc = insert_settled(h4_, k, e);
+		make(t.reversed(), kr);
+		rc = link(h4_, k, kr);
 	}
 	if (rc == -ENOSPC)
 		cc_.full++;

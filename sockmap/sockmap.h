@@ -55,7 +55,7 @@ struct redirect {
 	uint8_t dst_mac[6];
 	uint8_t src_mac[6];
 	uint8_t nat;         // kNatDst / kNatSrc bits: which address/port to rewrite
-	uint8_t pad;
+	uint8_t in_port;     // the port this direction comes in on + 1 (the other's egress; insert sets it); 0: any
 	uint8_t nat_addr[16];  // network order
 	uint16_t nat_port;     // host order
 	uint16_t pad2;
@@ -90,7 +90,7 @@ struct entry {
 	uint64_t synced_bytes;
 };
 
-#define CTPLANE_SOCKMAP_COUNTERS(X) X(hits) X(misses) X(bypass_flags)
+#define CTPLANE_SOCKMAP_COUNTERS(X) X(hits) X(misses) X(bypass_flags) X(wrong_port)
 #define CTPLANE_SOCKMAP_CONTROL_COUNTERS(X) \
 	X(inserted) X(removed_closed) X(removed_expired) X(full) X(not_local) X(unresolved)
 
@@ -122,8 +122,12 @@ public:
 	// For packets [0, n) (n <= 64): out[i] = the redirect of packet i's
 	// connection direction, or nullptr (not in the sockhash, or a packet
 	// with SYN, FIN or RST, which the CT must see). Returns the hits.
+	// in_ports (optional): each packet's ingress port (ct::kNoPort:
+	// unchecked). A packet from another port than its direction's is no
+	// hit (wrong_port): it takes the CT's path, which holds it to its
+	// flow's port as any other.
 	unsigned lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flags, const uint32_t* bytes, unsigned n,
-			     uint64_t now_ns, const redirect** out) noexcept;
+			     uint64_t now_ns, const redirect** out, const uint8_t* in_ports = nullptr) noexcept;
 
 	// ---- control thread ---------------------------------------------------
 	// Drives the lifecycle from one CT event: a TCP flow becoming

@@ -78,11 +78,12 @@ protected:
 			});
 		});
 	}
-	const redirect* hit(const ct::tuple& t, uint8_t flags = kACK | kPSH, uint32_t bytes = 1000)
+	const redirect* hit(const ct::tuple& t, uint8_t flags = kACK | kPSH, uint32_t bytes = 1000,
+			    uint8_t in_port = ct::kNoPort)
 	{
 		const ct::tuple* tp = &t;
 		const redirect* out = nullptr;
-		sm.lookup_bulk(&tp, &flags, &bytes, 1, clk.now_ns(), &out);
+		sm.lookup_bulk(&tp, &flags, &bytes, 1, clk.now_ns(), &out, &in_port);
 		return out;
 	}
 
@@ -112,6 +113,20 @@ TEST_F(sockmap_fixture, an_established_local_connection_is_inserted_both_ways_an
 	EXPECT_EQ(s.inserted, 1u);
 	EXPECT_EQ(s.hits, 2u);
 	EXPECT_EQ(s.misses, 2u);
+}
+
+// A short-circuited direction is held to its port: it comes in where the
+// other direction leaves. A segment with the tuple from another port is no
+// hit (the CT's path then judges it, port and window).
+TEST_F(sockmap_fixture, a_segment_from_another_port_than_its_direction_s_takes_the_ct_path)
+{
+	handshake(local);
+	control();
+	ASSERT_NE(hit(local, kACK, 100, 1), nullptr) << "10.1.0.5's side: in where its replies leave (port 1)";
+	ASSERT_NE(hit(local.reversed(), kACK, 100, 2), nullptr);
+	EXPECT_EQ(hit(local, kACK, 100, 2), nullptr) << "the client's tuple on the server's port";
+	EXPECT_EQ(hit(local.reversed(), kACK, 100, 7), nullptr);
+	EXPECT_EQ(sm.get_stats().wrong_port, 2u);
 }
 
 // The listing (ops' /ctplane/sockmap) pages through every direction once
