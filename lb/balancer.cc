@@ -352,13 +352,7 @@ std::string balancer::remove_service(const std::string& name)
 		return "unknown service \"" + name + "\"";
 	for (uint32_t b : std::vector<uint32_t>(members_[id]))
 		remove_backend(b);
-	service& r = svc_[id];
-	erase_settled(services_, r.frontend);
-	r.in_use = 0;
-	names_[id].clear();
-	by_name_.erase(name);
-	pending_free_svc_.push_back(id);
-	dirty_.push_back(id);  // its table is unpublished and retired by commit()
+	unlink_service(id);  // its table retired, its id freed by commit()'s grace period
 	gen_++;
 	return "";
 }
@@ -554,14 +548,19 @@ void balancer::commit()
 	}
 	for (int i = 0; i < 1000 && (endpoints_.maintain(1u << 20) != 0 || endpoints_.resizing()); i++) {
 	}
+	build_dirty();
+	commits_++;
+	gen_++;
+	reclaim();
+}
+
+void balancer::build_dirty()
+{
 	std::sort(dirty_.begin(), dirty_.end());
 	dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
 	for (uint32_t sid : dirty_)
 		build(sid);
 	dirty_.clear();
-	commits_++;
-	gen_++;
-	reclaim();
 }
 
 void balancer::reclaim()
@@ -1060,11 +1059,7 @@ void balancer::commit(lb_plan&& p)
 	for (uint32_t id : p.del_svc_)
 		unlink_service(id);
 	// Anything staged by the single-object calls goes with it.
-	std::sort(dirty_.begin(), dirty_.end());
-	dirty_.erase(std::unique(dirty_.begin(), dirty_.end()), dirty_.end());
-	for (uint32_t sid : dirty_)
-		build(sid);
-	dirty_.clear();
+	build_dirty();
 	commits_++;
 	gen_++;
 	// The config this state is built from, for plan_from()'s fast path

@@ -322,6 +322,7 @@ private:
 	uint32_t auto_size_for(uint32_t n, uint32_t per_backend, uint32_t max) const noexcept;
 	void unlink_backend(uint32_t id);  // remove_backend's bookkeeping, no dirty mark
 	void unlink_service(uint32_t id);  // unpublished, unlinked, its id freed after the grace period
+	void build_dirty();                // the tables of the services staged changes touched
 	void reclaim();                    // commit()'s grace period and frees
 	backend* live(uint32_t id);  // a backend not removed, or nullptr
 	int ref_endpoint(const endpoint& ep);  // one more service served; 0 or -errno
