@@ -46,6 +46,12 @@ struct packet {
 	// route moved: a reload, a failover): the flow's side re-learns its
 	// port (port_relearnt; the refusal is no longer counted invalid_port).
 	bool rebind = false;
+	// The packet opens a flow whose two directions pass through one port
+	// (its reply port is its ingress port: a hairpin the port allows).
+	// Such a flow's handshake proves nothing (one host on that port can
+	// forge both sides): it is assured only as a picked-up flow is, once
+	// data went both ways and each side acknowledged the other's.
+	bool hairpin = false;
 	uint16_t tcp_win = 0;            // the raw window field
 	uint32_t tcp_seq = 0, tcp_ack = 0;
 	uint32_t tcp_len = 0;            // payload bytes

@@ -31,6 +31,24 @@ constexpr uint8_t state_of(uint16_t st) noexcept { return static_cast<uint8_t>(s
 constexpr uint8_t flags_of(uint16_t st) noexcept { return static_cast<uint8_t>(st >> 8); }
 constexpr uint16_t status(uint8_t s, uint8_t fl) noexcept { return static_cast<uint16_t>(s | fl << 8); }
 
+// bytes[d]: direction d's byte count in bits 0-55 (64 PiB), and in the top
+// byte the flow's bookkeeping that has no room elsewhere in the entry. Each
+// bit is written with its direction's count, by the worker that sees that
+// direction (one writer per word, as the count), or before the flow is
+// published.
+constexpr uint64_t kByteCount = (uint64_t{1} << 56) - 1;
+// The assurance rule of a suspect flow (below): d has sent payload; d has
+// acknowledged everything the other side had sent, after that side sent
+// payload.
+constexpr uint64_t kSentData = uint64_t{1} << 62;
+constexpr uint64_t kAckedData = uint64_t{1} << 63;
+// bytes[0]: both directions pass one port (packet::hairpin).
+constexpr uint64_t kOnePort = uint64_t{1} << 61;
+// bytes[0] bits 56-60: how the flow is counted by the per-source quota
+// (ct/quota.h): its class and the quota's epoch.
+constexpr unsigned kQuotaShift = 56;
+constexpr uint64_t kQuotaBits = uint64_t{0x1f} << kQuotaShift;
+
 uint64_t mono_ns() noexcept
 {
 	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -326,7 +344,7 @@ void table::emit(event_type type, const K& k, const F& f, uint8_t old_state, des
 	e.orig = tuple_of(k, (flags_of(st) & kOrigHi) ? 1 : 0);
 	for (int d = 0; d < 2; d++) {
 		e.packets[d] = load(f.packets[d]);
-		e.bytes[d] = load(f.bytes[d]);
+		e.bytes[d] = load(f.bytes[d]) & kByteCount;
 	}
 	events_.push(e);
 }
@@ -342,7 +360,7 @@ flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo) noexcept
 	v.orig = tuple_of(k, (v.flags & kOrigHi) ? 1 : 0);
 	for (int d = 0; d < 2; d++) {
 		v.packets[d] = load(f.packets[d]);
-		v.bytes[d] = load(f.bytes[d]);
+		v.bytes[d] = load(f.bytes[d]) & kByteCount;
 	}
 	v.expires_ms = load(f.h.expires);
 	v.last_seen_ms = v.expires_ms - tmo[v.state == tcp_established && !(v.flags & kAssured) ? uint8_t{tcp_syn_recv} : v.state];
@@ -494,7 +512,7 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		fam.hash.lookup_bulk(kp, n, vals, &mask, hashes);
 		hashed = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
 	}
-	// The established fast path, inline: a live, answered ESTABLISHED flow
+	// The established fast path, inline: a live, assured ESTABLISHED flow
 	// and a plain ACK (with or without data) in the window changes no
 	// state, so no CAS: the window data of its sender (one writer), the
 	// expiry, the counters. Everything else takes apply().
@@ -546,7 +564,7 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 			lru = !fam.lru.empty() && fam.lru.lookup(*k) != nullptr;
 		}
 		const uint16_t st = load_status(f->h);
-		if (state_of(st) == tcp_established && (flags_of(st) & kReplied) && p.kind == pkt_kind::normal &&
+		if (state_of(st) == tcp_established && (flags_of(st) & kAssured) && p.kind == pkt_kind::normal &&
 		    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) && port_ok(f->seen[kd], p.in_port) &&
 		    (!track_window ||
 		     window::track_ack(f->seen[kd], f->seen[kd ^ 1], p.tcp_seq, p.tcp_ack, p.tcp_len, p.tcp_win)))
@@ -565,6 +583,37 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 	}
 	if (fast != 0)
 		tc().tracked.add(fast);
+}
+
+// A flow whose answer proves nothing: picked up mid-stream (its sides are
+// liberal: the window was never seen opening), or whose two directions pass
+// one port (packet::hairpin: one host there can forge both sides, handshake
+// included). It is assured only once data went both ways and each side
+// acknowledged all the other had sent; until then it lives as a half-open
+// flow (life()) and may be evicted for a new one.
+template <typename F>
+bool table::suspect(const F& f) noexcept
+{
+	using window::get;
+	return ((get(f.seen[0].flags) | get(f.seen[1].flags)) & kSeenLiberal) || (load(f.bytes[0]) & kOnePort);
+}
+
+// The assurance rule's step for a segment of a suspect flow from direction
+// dir (key direction kdir) that the window believed: the bits it adds to
+// its direction's bytes (*mark), and whether both sides have now
+// acknowledged the other's data. "Acknowledged" is an ACK of everything the
+// other side had sent (its end) once that side sent payload; without window
+// tracking (no ends kept), an ACK after the other side's payload.
+template <typename F>
+bool table::assurance_step(const F& f, unsigned kdir, unsigned dir, const packet& p, uint64_t* mark) const noexcept
+{
+	const uint64_t mine = load(f.bytes[dir]), theirs = load(f.bytes[dir ^ 1]);
+	if (p.tcp_len > 0)
+		*mark |= kSentData;
+	if ((p.tcp_flags & kACK) && (theirs & kSentData) &&
+	    (!cfg_.tcp.window_tracking || p.tcp_ack == window::get(f.seen[kdir ^ 1].end)))
+		*mark |= kAckedData;
+	return ((mine | *mark) & kAckedData) && (theirs & kAckedData);
 }
 
 // The window's say on a TCP segment the state machine accepted (x):
@@ -651,6 +700,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 	uint16_t cur = st.load(std::memory_order_acquire);
 	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
 	for (;;) {
+		uint64_t mark = 0;  // bookkeeping bits the packet adds to its direction's bytes
 		const uint8_t s = state_of(cur), fl = flags_of(cur);
 		if (s == st_none) {
 			// Being destroyed by the GC, an eviction or an erase.
@@ -725,9 +775,13 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			if (dir == 1 && !x.reopen)
 				x.flags |= kReplied;  // a flow picked up mid-stream is answered
 			// nf_conntrack: assured once ESTABLISHED with an answer seen (the
-			// handshake's last ACK, or a picked-up flow's reply).
-			if (x.state == tcp_established && (x.flags & kReplied))
-				x.flags |= kAssured;
+			// handshake's last ACK). A suspect flow (suspect()) proves more.
+			if (!(fl & kAssured) && !x.reopen) {
+				if (!suspect(*f))
+					x.flags |= (x.state == tcp_established && (x.flags & kReplied)) ? kAssured : 0;
+				else if (assurance_step(*f, kdir, dir, p, &mark) && x.state == tcp_established)
+					x.flags |= kAssured;
+			}
 		}
 		uint16_t next;
 		if (x.reopen) {
@@ -745,6 +799,10 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 				store(f->packets[d], 0u);
 				store(f->bytes[d], uint64_t{0});
 			}
+			if (p.hairpin)
+				mark |= kOnePort;  // dir is 0: bytes[0]
+			if (p.tcp_len > 0)
+				mark |= kSentData;
 			// The reply side keeps the port it was checked on unless
 			// the opener was routed again (pipeline admit()).
 			if (p.reply_port == kNoPort) {
@@ -755,7 +813,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 		}
 		store(f->h.expires, now + life(x.state, x.flags));
 		store(f->packets[dir], load(f->packets[dir]) + 1);
-		store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
+		store(f->bytes[dir], (load(f->bytes[dir]) + p.bytes) | mark);
 		if (x.reopen) {
 			r = result{verdict::created, 0, x.state, r.family, &f->h};
 			c.reopened.inc();
@@ -856,7 +914,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	init.h.status = status(s0, fl);
 	init.h.expires = now + life(s0, fl);
 	init.packets[0] = 1;
-	init.bytes[0] = p.bytes;
+	init.bytes[0] = p.bytes | (p.hairpin ? kOnePort : 0) | (p.tcp_len > 0 ? kSentData : 0);
 
 	const uint64_t h = hash != nullptr ? *hash : fam.hash.hash(k);
 	F* out = nullptr;
@@ -1422,7 +1480,7 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 		r.expires_in_ms = exp - now;
 		for (unsigned d = 0; d < 2; d++) {
 			r.packets[d] = load(f.packets[d]);
-			r.bytes[d] = load(f.bytes[d]);
+			r.bytes[d] = load(f.bytes[d]) & kByteCount;
 			r.seen[d] = window::load_side(f.seen[odir ^ d]);
 		}
 		fn(r);
@@ -1466,7 +1524,7 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 	std::memcpy(init.nat_addr, r.nat_addr, sizeof(init.nat_addr));
 	for (unsigned d = 0; d < 2; d++) {
 		init.packets[d] = r.packets[d];
-		init.bytes[d] = r.bytes[d];
+		init.bytes[d] = r.bytes[d] & kByteCount;
 		init.seen[odir ^ d] = r.seen[d];
 	}
 	const uint64_t h = fam.hash.hash(k);

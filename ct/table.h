@@ -464,6 +464,10 @@ private:
 		return cfg_.tcp.loose && !p.no_pickup && p.t.proto == kProtoTCP && p.kind == pkt_kind::normal &&
 		       (p.tcp_flags & (kSYN | kRST | kACK)) == kACK;
 	}
+	template <typename F>
+	static bool suspect(const F& f) noexcept;
+	template <typename F>
+	bool assurance_step(const F& f, unsigned kdir, unsigned dir, const packet& p, uint64_t* mark) const noexcept;
 	bool expired(uint32_t expires, uint32_t now) const noexcept
 	{
 		return static_cast<int32_t>(now - expires) >= 0;

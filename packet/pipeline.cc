@@ -715,6 +715,7 @@ void pipeline::admit_stage(work& w) noexcept
 			continue;
 		}
 		c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
+		c.hairpin = out_port == in;  // a port that allows hairpins: assured as a pickup is
 	}
 	compact_misses(w);
 }

@@ -255,12 +255,42 @@ TEST_F(ct_window, a_forged_mid_stream_segment_holds_its_flow_only_as_long_as_a_h
 	EXPECT_EQ(state(), tcp_established);
 	advance_ms(1);
 	EXPECT_EQ(state(), st_none) << "unanswered: SYN_RECV's timeout, not ESTABLISHED's 5 days";
-	// Answered, it is a connection: the established timeout.
+	// Answered by an ACK alone (a forger's second segment does as much):
+	// still a half-open flow's life, and not assured.
 	ASSERT_EQ(send(tcp_raw(c, kACK | kPSH, ci, si, 100)).v, verdict::created);
 	ci += 100;
 	ASSERT_EQ(send(tcp_raw(s, kACK, si, ci)).v, verdict::tracked);
+	flow_view v;
+	ASSERT_TRUE(tbl.find(c, clk.now_ns(), &v));
+	EXPECT_FALSE(v.flags & kAssured);
+	advance_ms(t.tcp_syn_recv - 1);
+	// Data from the other side, which the picker acknowledges: both sides
+	// have had their data acknowledged, a connection: the established
+	// timeout.
+	ASSERT_EQ(send(tcp_raw(s, kACK | kPSH, si, ci, 300)).v, verdict::tracked);
+	ASSERT_TRUE(tbl.find(c, clk.now_ns(), &v));
+	EXPECT_FALSE(v.flags & kAssured) << "the other side's data is not acknowledged yet";
+	si += 300;
+	ASSERT_EQ(send(tcp_raw(c, kACK, ci, si)).v, verdict::tracked);
+	ASSERT_TRUE(tbl.find(c, clk.now_ns(), &v));
+	EXPECT_TRUE(v.flags & kAssured);
 	advance_ms(t.tcp_syn_recv * 10);
 	EXPECT_EQ(state(), tcp_established);
+}
+
+TEST_F(ct_window, data_both_ways_without_acknowledgements_does_not_assure_a_pickup)
+{
+	// Each side's data, but the acks name nothing the other sent (a forger
+	// who does not see the other side's numbers).
+	ASSERT_EQ(send(tcp_raw(c, kACK | kPSH, ci, si, 100)).v, verdict::created);
+	ASSERT_EQ(send(tcp_raw(s, kACK | kPSH, si, ci, 50)).v, verdict::tracked);  // acks none of c's 100
+	ASSERT_EQ(send(tcp_raw(c, kACK | kPSH, ci + 100, si, 10)).v, verdict::tracked);  // acks none of s's 50
+	flow_view v;
+	ASSERT_TRUE(tbl.find(c, clk.now_ns(), &v));
+	EXPECT_TRUE(v.flags & kReplied);
+	EXPECT_FALSE(v.flags & kAssured);
+	advance_ms(timeouts{}.tcp_syn_recv);
+	EXPECT_EQ(state(), st_none) << "a half-open flow's life";
 }
 
 TEST_F(ct_window, a_rst_or_a_bare_fin_never_picks_a_flow_up)

@@ -44,6 +44,11 @@ DELIBERATE = {
     # traffic 2 s after it began; ctplane at the first datagram after the
     # answer (the entry has no room for its start time).
     "udp_stream": (("established", True), ("established", False)),
+    # A flow picked up mid-stream whose reply only acknowledges: Linux
+    # assures it at that reply; ctplane once data went both ways and each
+    # side acknowledged the other's (a forger makes the first in two
+    # segments, ct/README.md).
+    "pickup_answered": (("established", False), ("established", True)),
 }
 
 
@@ -208,6 +213,11 @@ def edge_cases():
     c.c2s(ACK | PSH, b"mid" * 10)
     c.s2c(ACK)
     c.c2s(ACK | PSH, b"more")
+    # Picked up, then data both ways, each acknowledged: assured in both.
+    c = conn("pickup_data_both_ways")
+    c.c2s(ACK | PSH, b"mid" * 10)
+    c.s2c(ACK | PSH, b"reply" * 20)
+    c.c2s(ACK)
     c = conn("rst_in_window_inexact_then_data")
     c.handshake()
     c.c2s(RST, seq=c.c + 10, ack=0)

@@ -473,6 +473,51 @@ TEST_F(pipeline_fixture, a_flow_that_would_leave_by_its_ingress_port_is_a_hairpi
 	EXPECT_EQ(ct.size(), 1u);
 }
 
+// On a port that allows hairpins, one host there can forge both sides of a
+// flow, its handshake included: such a flow (and a pair of forged segments
+// picked up there) is not assured, and lives as a half-open one, until
+// data went both ways and each side acknowledged the other's.
+TEST_F(pipeline_fixture, a_flow_through_one_port_is_assured_only_by_data_both_ways_acknowledged)
+{
+	cfg.ports[1].hairpin = true;
+	ASSERT_EQ(pl.build(cfg), "");
+	const ct::tuple t = ct::tuple::v4(kB2, kB1, 7500, 22, ct::kProtoTCP);
+	auto assured = [&] {
+		ct::flow_view v;
+		EXPECT_TRUE(ct.find(t, clk.now_ns(), &v));
+		return (v.flags & ct::kAssured) != 0;
+	};
+	// The handshake, every segment from port 1.
+	ASSERT_EQ(one(eth4(ipv4(kB2, kB1, tcp(7500, 22, ct::kSYN))), 1).f, fate::forward);
+	ASSERT_EQ(one(eth4(ipv4(kB1, kB2, tcp(22, 7500, ct::kSYN | ct::kACK))), 1).f, fate::forward);
+	ASSERT_EQ(one(eth4(ipv4(kB2, kB1, tcp(7500, 22, ct::kACK))), 1).f, fate::forward);
+	ct::flow_view v;
+	ASSERT_TRUE(ct.find(t, clk.now_ns(), &v));
+	EXPECT_EQ(v.state, ct::tcp_established);
+	EXPECT_FALSE(assured()) << "a handshake seen from one port proves nothing";
+	// Data one way, acknowledged: not yet.
+	ASSERT_EQ(one(eth4(ipv4(kB2, kB1, tcp(7500, 22, ct::kACK | ct::kPSH, 40))), 1).f, fate::forward);
+	ASSERT_EQ(one(eth4(ipv4(kB1, kB2, tcp(22, 7500, ct::kACK))), 1).f, fate::forward);
+	EXPECT_FALSE(assured());
+	// Data the other way, acknowledged: a connection.
+	ASSERT_EQ(one(eth4(ipv4(kB1, kB2, tcp(22, 7500, ct::kACK | ct::kPSH, 300))), 1).f, fate::forward);
+	EXPECT_FALSE(assured());
+	ASSERT_EQ(one(eth4(ipv4(kB2, kB1, tcp(7500, 22, ct::kACK))), 1).f, fate::forward);
+	EXPECT_TRUE(assured());
+
+	// The forged pair: a mid-stream segment and its "reply", both from
+	// port 1: answered, not assured, gone after SYN_RECV's timeout.
+	const ct::tuple u = ct::tuple::v4(kB2, kB1, 7501, 22, ct::kProtoTCP);
+	ASSERT_EQ(one(eth4(ipv4(kB2, kB1, tcp_seq(7501, 22, ct::kACK | ct::kPSH, 9000, 70000, 20))), 1).f,
+		  fate::forward);
+	ASSERT_EQ(one(eth4(ipv4(kB1, kB2, tcp_seq(22, 7501, ct::kACK, 70000, 9020, 0))), 1).f, fate::forward);
+	ASSERT_TRUE(ct.find(u, clk.now_ns(), &v));
+	EXPECT_TRUE(v.flags & ct::kReplied);
+	EXPECT_FALSE(v.flags & ct::kAssured);
+	clk.advance_ms(ct::timeouts{}.tcp_syn_recv);
+	EXPECT_FALSE(ct.find(u, clk.now_ns(), &v));
+}
+
 // An expired flow not yet swept is no flow: a SYN that finds it goes
 // through the admit stage like any new one (it reopened the entry inside
 // the CT before, past rp_filter and the port check).
