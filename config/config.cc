@@ -295,6 +295,12 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 			 {"overflow_entries", u32(c.overflow_entries, 1, 1u << 20)},
 			 {"gc_budget_us", u32(c.gc_budget_us, 1, 1'000'000)},
 			 {"resize_budget_buckets", u32(c.resize_budget_buckets, 1, 1u << 24)},
+			 {"assured_evict_idle",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  // 0 (or "never"): assured flows are never evicted.
+				  c.assured_evict_idle =
+					  n.IsScalar() && (n.Scalar() == "0" || n.Scalar() == "never") ? 0 : r.duration_ms(n, p);
+			  }},
 			 {"events", [&](const YAML::Node& n, const std::string& p) { c.events = r.boolean(n, p); }},
 			 {"checksum", [&](const YAML::Node& n, const std::string& p) { c.checksum = r.boolean(n, p); }},
 			 {"hash_seed",

@@ -33,6 +33,7 @@ const std::vector<key_rule>& key_rules()
 		{"ct.resize_budget_buckets", restart, "the resize's budget, fixed at start"},
 		{"ct.events", restart, "turning events on: the per-thread rings are made at start (on stays on)"},
 		{"ct.event_ring", restart, "the per-thread rings are made at start"},
+		{"ct.assured_evict_idle", live, "the next full-table eviction uses it"},
 		{"ct.checksum", restart, "read by the workers without a barrier"},
 		{"ct.hash_seed", restart, "the tables' seeds"},
 		{"ct.tcp.be_liberal", restart, "read by the workers without a barrier"},

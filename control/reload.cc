@@ -201,6 +201,10 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 		dp.ct().set_timeouts(nc.timeout);
 		out.push_back("ct: timeouts");
 	}
+	if (nc.assured_evict_idle != cur.ct.assured_evict_idle) {
+		dp.ct().set_assured_evict_idle(nc.assured_evict_idle);
+		out.push_back("ct: assured_evict_idle " + std::to_string(nc.assured_evict_idle) + " ms");
+	}
 	// Load balancer: unchanged objects keep their ids.
 	const lb::lb_plan& lp = plan.lb;
 	const unsigned svc_added = lp.services_added(), svc_removed = lp.services_removed();

@@ -63,6 +63,11 @@ struct config {
 	uint32_t resize_budget_buckets = 4096;  // buckets migrated per control tick
 	bool events = false;                 // new / state / destroy records
 	uint32_t event_ring = 4096;          // records per thread ring (power of two)
+	// At max_entries a new flow evicts, in this order: an expired flow, a
+	// half-open one, an unassured one, and last the longest-idle assured
+	// flow if it has been idle at least this long (ms; 0: assured flows
+	// are never evicted). ct/victims.h.
+	uint32_t assured_evict_idle = 3'600'000;
 	timeouts timeout;
 	tcp_config tcp;
 	// The dataplane verifies L4 checksums of the packets it tracks

@@ -200,6 +200,8 @@ std::string validate(const config& c)
 		return "gc_budget_us must be within 1..1000000";
 	if (c.resize_budget_buckets == 0)
 		return "resize_budget_buckets must be at least 1";
+	if (c.assured_evict_idle > kMaxTimeoutMs)
+		return "assured_evict_idle must be at most 20 days";
 	for (unsigned s = 1; s < kStates; s++) {
 		const uint32_t t = timeout_of(c.timeout, static_cast<uint8_t>(s));
 		if (t == 0 || t > kMaxTimeoutMs)
@@ -292,6 +294,13 @@ table::table(const config& c)
 	f4_ = std::make_unique<fam4>(hc, c.overflow_entries);
 	f6_ = std::make_unique<fam6>(hc, c.overflow_entries);
 	set_timeouts(c.timeout);
+	set_assured_evict_idle(c.assured_evict_idle);
+}
+
+void table::set_assured_evict_idle(uint32_t ms) noexcept
+{
+	cfg_.assured_evict_idle = ms;
+	evict_idle_.store(ms, std::memory_order_relaxed);
 }
 
 table::~table() = default;
@@ -974,7 +983,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			found(out, lru);
 			return;
 		}
-		if (rc == -ENOSPC && !evicted && evict_near(fam, h, now)) {
+		if (rc == -ENOSPC && !evicted && early_drop(fam, h, now)) {
 			evicted = true;
 			continue;
 		}
@@ -1142,47 +1151,105 @@ bool table::claim_victim(const K& k, F& f, uint32_t now, unlink_later<K, F>* lat
 	return true;
 }
 
-// At max_entries: one victim from the key's neighbourhood (its bucket and
-// the next one, a short cousin of nf_conntrack's early_drop): the first
-// expired flow, else the first half-open one; established flows are never
-// taken.
+drop_class table::class_of(uint8_t s, uint8_t fl, uint32_t exp, uint32_t now) const noexcept
+{
+	const bool tcp = s >= tcp_syn_sent && s <= tcp_close;
+	if ((is_half_open(s) && s != udp_replied) || (tcp && !(fl & kReplied)))
+		return drop_halfopen;
+	if (s == udp_replied || (tcp && !(fl & kAssured)))
+		return drop_unassured;
+	const uint32_t min = evict_idle_.load(std::memory_order_relaxed);
+	if (min == 0)
+		return drop_none;
+	// Idle since the last packet: expires less the life that packet gave.
+	const int32_t idle = static_cast<int32_t>(now - (exp - life(s, fl)));
+	return idle >= 0 && static_cast<uint32_t>(idle) >= min ? drop_idle : drop_none;
+}
+
+// At max_entries, early drop (ct/victims.h): one victim in the first class
+// that has any. The key's neighbourhood (its bucket and the next, a short
+// cousin of nf_conntrack's early_drop) is ranked first: an expired flow
+// there, or a half-open one, is taken at once; else the GC's lists name
+// flows of each class in turn, a neighbour of the class wanted standing in
+// when its list has none (the longest-idle assured flow is the list's
+// first: the neighbourhood's comes after it). Bounded: kEvictBuckets
+// buckets, kTries probes per class.
 template <typename Fam>
-bool table::evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept
+bool table::early_drop(Fam& fam, uint64_t h, uint32_t now) noexcept
 {
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
-	int best = 2;  // 0 expired, 1 half-open, 2 none
+	constexpr int kExpired = 0;  // below every drop_class
+	int best = kDropClasses;     // none
 	K vk;
 	F* vf = nullptr;
 	uint16_t vst = 0;
+	auto rank = [&](const F& f, uint16_t st) -> int {
+		const uint32_t exp = load(f.h.expires);
+		if (expired(exp, now))
+			return kExpired;
+		const drop_class c = class_of(state_of(st), flags_of(st), exp, now);
+		return c == drop_none ? int{kDropClasses} : int{c};
+	};
 	auto pick = [&](const K& k, F& f) {
 		const uint16_t st = load_status(f.h);
 		const uint8_t s = state_of(st);
 		if (s == st_none || s == st_alias)  // an alias goes with its flow
 			return true;
-		const int rank = expired(load(f.h.expires), now) ? 0 : evictable(s, flags_of(st)) ? 1 : 2;
-		if (rank < best) {
-			best = rank;
+		const int r = rank(f, st);
+		if (r < best) {
+			best = r;
 			vk = k;
 			vf = &f;
 			vst = st;
 		}
-		return best != 0;
+		return best != kExpired;
 	};
 	uint64_t pos = fam.hash.position(h);
-	for (unsigned i = 0; i < kEvictBuckets && best != 0; i++) {
+	for (unsigned i = 0; i < kEvictBuckets && best != kExpired; i++) {
 		if (pos >= maps::rhash<K, F>::kScanEnd)
 			pos = 0;
 		pos = fam.hash.scan(pos, 1, pick);
 	}
-	if (best == 2 || !claim(*vf, vst))
-		return false;
-	emit(event_type::destroyed, vk, *vf, state_of(vst), destroy_reason::evicted, now);
-	unlink_alias(fam, vk, *vf, vst);
-	if (fam.hash.erase(vk) != 0)
-		return false;
-	(best == 0 ? tc().evicted_expired : tc().evicted_halfopen).inc();
-	return true;
+	// Takes flow f (key k, status st, of rank r) if this thread wins it.
+	auto take = [&](const K& k, F& f, uint16_t st, int r, bool in_lru) {
+		if (!claim(f, st))
+			return false;
+		emit(event_type::destroyed, k, f, state_of(st), destroy_reason::evicted, now);
+		unlink_alias(fam, k, f, st);
+		if (!(in_lru && fam.lru.erase(k) == 0) && fam.hash.erase(k) != 0)
+			return false;
+		thread_counters& c = tc();
+		(r == kExpired		  ? c.evicted_expired
+		 : r == drop_halfopen	  ? c.evicted_halfopen
+		 : r == drop_unassured ? c.evicted_unassured
+				       : c.evicted_idle)
+			.inc();
+		return true;
+	};
+	if (best <= drop_halfopen && take(vk, *vf, vst, best, false))
+		return true;
+	for (int cls = drop_halfopen; cls < kDropClasses; cls++) {
+		if (best == cls && cls != drop_idle && take(vk, *vf, vst, best, false))
+			return true;
+		K k;
+		for (unsigned t = 0; t < victims<K>::kTries && fam.drop.pop(static_cast<drop_class>(cls), &k); t++) {
+			bool in_lru;
+			F* f = find_entry(fam, k, &in_lru);
+			if (f == nullptr)
+				continue;  // gone since the sweep named it
+			const uint16_t st = load_status(f->h);
+			const uint8_t s = state_of(st);
+			if (s == st_none || s == st_alias)
+				continue;
+			const int r = rank(*f, st);
+			if (r <= cls && take(k, *f, st, r, in_lru))
+				return true;
+		}
+		if (best == cls && take(vk, *vf, vst, best, false))
+			return true;
+	}
+	return false;
 }
 
 template <typename Fam>
@@ -1312,6 +1379,9 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 				c.gc_clamped.inc();
 			}
 			fam.who.add(Fam::kFamily, k.addr[(flags_of(st) & kOrigHi) ? 1 : 0]);
+			const uint8_t fl = flags_of(st);
+			if (const drop_class dc = class_of(s, fl, exp, now); dc != drop_none)
+				fam.drop.stage(dc, k, dc == drop_idle ? now - (exp - life(s, fl)) : 0);
 		}
 		return nv < kGcChunk;  // stop while the victim buffer has room
 	};
@@ -1331,6 +1401,7 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 			fam.gc_pos = 0;
 			*wrapped = true;
 			fam.who.finish(now);
+			fam.drop.finish_sweep();
 			// The overflow LRU is small: one pass per sweep (its victims'
 			// aliases are unlinked once its lock is released).
 			std::vector<unlink_later<K, F>> later;
@@ -1356,6 +1427,7 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 		if (max_chunks != 0 ? ++chunks >= max_chunks : mono_ns() >= deadline_ns)
 			more = false;
 	}
+	fam.drop.publish();
 	return expired_n;
 }
 

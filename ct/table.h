@@ -104,6 +104,7 @@
 #include "ct/state.h"
 #include "ct/tcp_window.h"
 #include "ct/tuple.h"
+#include "ct/victims.h"
 #include "maps/overflow_lru.h"
 #include "maps/rhash.h"
 
@@ -206,7 +207,7 @@ struct flow_record {
 #define CTPLANE_CT_COUNTERS(X)                                                                       \
 	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
 	X(invalid_window) X(invalid_port) X(port_relearnt) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
-	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_overflow) X(refused_full) X(refused_busy)             \
+	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_unassured) X(evicted_idle) X(evicted_overflow) X(refused_full) X(refused_busy)             \
 	X(refused_nomem) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
 	X(alias_replaced)
 
@@ -325,6 +326,8 @@ public:
 	uint64_t walk(uint64_t cursor, Fn&& fn);
 	// New timeouts apply to every packet and GC pass from now on.
 	void set_timeouts(const timeouts& t) noexcept;
+	// config::assured_evict_idle, from now on (a reload).
+	void set_assured_evict_idle(uint32_t ms) noexcept;
 	// New limits and watermarks for both families (a reload): "" or what
 	// is wrong, nothing changed then. max_entries may rise up to twice its
 	// value at construction (the entry allocators' headroom); below the
@@ -375,6 +378,7 @@ private:
 		maps::overflow_lru<K, F> lru;
 		uint64_t gc_pos = 0;
 		census who;  // live flows by opener prefix, counted by the GC's sweep
+		victims<K> drop;  // flows a full table may give up, named by the GC's sweep
 		family(const maps::rhash_config& hc, uint32_t lru_cap) : hash(hc), lru(hash, lru_cap) {}
 	};
 	using fam4 = family<key4, flow4>;
@@ -437,7 +441,8 @@ private:
 	void create(Fam& fam, const typename Fam::key& k, unsigned kdir, const packet& p, uint32_t now,
 		    const nat_init* nat, result& r, const uint64_t* hash = nullptr) noexcept;
 	template <typename Fam>
-	bool evict_near(Fam& fam, uint64_t h, uint32_t now) noexcept;
+	bool early_drop(Fam& fam, uint64_t h, uint32_t now) noexcept;
+	drop_class class_of(uint8_t s, uint8_t fl, uint32_t exp, uint32_t now) const noexcept;
 	template <typename K, typename F>
 	bool claim_victim(const K& k, F& f, uint32_t now, unlink_later<K, F>* later) noexcept;
 	template <typename Fam>
@@ -492,6 +497,7 @@ private:
 	event_rings events_;
 	std::unique_ptr<thread_counters[]> counters_;
 	std::atomic<uint64_t> gc_sweeps_{0};
+	std::atomic<uint32_t> evict_idle_{0};  // ms; 0: assured flows are never evicted
 };
 
 // Cursor layout: part (0 hash4, 1 LRU4, 2 hash6, 3 LRU6) in bits 49-50, a

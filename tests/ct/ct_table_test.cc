@@ -141,6 +141,76 @@ TEST_F(ct_table_small, expired_flows_go_before_half_open_ones)
 		ASSERT_EQ(state_of(client4(static_cast<uint16_t>(1 + i))), tcp_syn_sent) << i;
 }
 
+// Early drop by class: with the table full of assured flows but one
+// half-open, one unassured (picked up, answered by an ACK alone) and some
+// idle assured ones, new flows evict the half-open one first, then the
+// unassured one, then the assured flows idle past the minimum, the most
+// idle first, whatever bucket each is in (the GC's sweep names them); an
+// active assured flow is never taken, and when none is left the opener is
+// refused.
+TEST_F(ct_table_small, early_drop_takes_half_open_then_unassured_then_the_longest_idle_assured)
+{
+	tbl.set_assured_evict_idle(600'000);  // 10 min
+	// 4 assured flows that go idle, the idlest first.
+	established(1, 4);
+	advance_ms(60'000);
+	established(10, 994);
+	const tuple half = client4(20000), pick = client4(20001);
+	ASSERT_EQ(send(tcp(half, kSYN)).v, verdict::created);
+	ASSERT_EQ(send(tcp(pick, kACK | kPSH, 100)).v, verdict::created);  // picked up
+	ASSERT_EQ(send(tcp(pick.reversed(), kACK)).v, verdict::tracked);      // answered, not assured
+	ASSERT_EQ(tbl.size(), 1000u);
+	auto keep_active = [&] {  // the 994 others see traffic
+		for (unsigned i = 0; i < 994; i++)
+			ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(10 + i)), kACK)).v, verdict::tracked) << i;
+	};
+	advance_ms(30'000);
+	keep_active();
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);  // a whole sweep
+	ASSERT_EQ(send(tcp(client4(30000), kSYN)).v, verdict::created);
+	EXPECT_EQ(state_of(half), st_none);
+	EXPECT_EQ(tbl.stats().c.evicted_halfopen, 1u);
+	ASSERT_EQ(send(tcp(client4(30001), kSYN)).v, verdict::created);
+	EXPECT_EQ(state_of(pick), st_none);
+	EXPECT_EQ(tbl.stats().c.evicted_unassured, 1u);
+	// The new SYN_SENT flows are half-open themselves: they go next, so
+	// answer them. Nothing is idle long enough yet: refused.
+	for (uint16_t sp : {30000, 30001}) {
+		send(tcp(client4(sp).reversed(), kSYN | kACK));
+		ASSERT_EQ(send(tcp(client4(sp), kACK)).state, tcp_established);
+	}
+	EXPECT_EQ(send(tcp(client4(30002), kSYN)).v, verdict::refused_full);
+	// 10 minutes on, the first 4 are idle past the minimum (the others
+	// are kept active); the GC names them, most idle first.
+	advance_ms(540'000);
+	keep_active();
+	advance_ms(30'000);
+	keep_active();
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);
+	const uint64_t before = tbl.stats().c.evicted_idle;
+	for (unsigned i = 0; i < 4; i++) {
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(30010 + i)), kSYN)).v, verdict::created) << i;
+		send(tcp(client4(static_cast<uint16_t>(30010 + i)).reversed(), kSYN | kACK));
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(30010 + i)), kACK)).state, tcp_established);
+	}
+	EXPECT_EQ(tbl.stats().c.evicted_idle - before, 4u);
+	for (unsigned i = 0; i < 4; i++)
+		EXPECT_EQ(state_of(client4(static_cast<uint16_t>(1 + i))), st_none) << i;
+	for (unsigned i = 0; i < 994; i++)
+		ASSERT_EQ(state_of(client4(static_cast<uint16_t>(10 + i))), tcp_established) << i;
+	EXPECT_EQ(send(tcp(client4(30020), kSYN)).v, verdict::refused_full);
+}
+
+TEST_F(ct_table_small, assured_flows_are_never_evicted_when_the_idle_minimum_is_off)
+{
+	tbl.set_assured_evict_idle(0);
+	established(1, 1000);
+	advance_ms(3'600'000);
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);
+	EXPECT_EQ(send(tcp(client4(30000), kSYN)).v, verdict::refused_full);
+	EXPECT_EQ(tbl.stats().c.evicted_idle, 0u);
+}
+
 TEST_F(ct_table_small, busy_buckets_spill_to_the_overflow_lru_and_drain_back_after)
 {
 	established(1, 10);
