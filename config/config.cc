@@ -295,6 +295,25 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 			 {"overflow_entries", u32(c.overflow_entries, 1, 1u << 20)},
 			 {"gc_budget_us", u32(c.gc_budget_us, 1, 1'000'000)},
 			 {"resize_budget_buckets", u32(c.resize_budget_buckets, 1, 1u << 24)},
+			 {"quota",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  ct::quota_config& q = c.quota;
+				  r.fields(n, p,
+					   {
+						   {"flows_per_source", u32(q.flows_per_source, 0, 1u << 30)},
+						   {"source_prefix_v4",
+						    [&](const YAML::Node& m, const std::string& k) {
+							    q.prefix_v4 = static_cast<uint8_t>(r.uint(m, k, 8, 32));
+						    }},
+						   {"source_prefix_v6",
+						    [&](const YAML::Node& m, const std::string& k) {
+							    q.prefix_v6 = static_cast<uint8_t>(r.uint(m, k, 16, 128));
+						    }},
+						   {"tighten_pct", u32(q.tighten_pct, 0, 100)},
+						   {"tighten_factor", u32(q.tighten_factor, 1, 1'000'000)},
+						   {"sources", u32(q.sources, 256, 1u << 24)},
+					   });
+			  }},
 			 {"assured_evict_idle",
 			  [&](const YAML::Node& n, const std::string& p) {
 				  // 0 (or "never"): assured flows are never evicted.
@@ -611,6 +630,10 @@ void read_services(const reader& r, const YAML::Node& node, const std::string& p
 					  s.maglev_size = static_cast<uint32_t>(r.uint(n, p, 2, lb::kMaxMaglevSize));
 					  if (!lb::is_prime(s.maglev_size))
 						  r.fail(n, p, n.Scalar() + " is not a prime");
+				  }},
+				 {"flows_per_source",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  s.flows_per_source = static_cast<uint32_t>(r.uint(n, p, 0, 1u << 30));
 				  }},
 			 });
 		if (s.name.empty() || !has_vip || !has_port)

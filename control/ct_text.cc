@@ -27,13 +27,13 @@ std::string proto_str(uint8_t p)
 
 const char* event_name(ct::event_type t) noexcept
 {
-	static const char* kType[] = {"new", "update", "destroy"};
+	static const char* kType[] = {"new", "update", "destroy", "refused"};
 	return kType[static_cast<unsigned>(t)];
 }
 
 const char* reason_name(ct::destroy_reason r) noexcept
 {
-	static const char* kWhy[] = {"", "expired", "evicted", "erased", "refused"};
+	static const char* kWhy[] = {"", "expired", "evicted", "erased", "refused", "quota"};
 	return kWhy[static_cast<unsigned>(r)];
 }
 
@@ -92,6 +92,8 @@ std::string event_line(const ct::event& e, uint64_t time_ns)
 			" dport=" + std::to_string(o.dport) + " state=" + ct::state_name(e.state);
 	if (e.type == ct::event_type::state_change)
 		s += std::string(" old_state=") + ct::state_name(e.old_state);
+	if (e.type == ct::event_type::refused)
+		s += std::string(" reason=") + reason_name(e.reason);
 	if (e.type == ct::event_type::destroyed)
 		s += std::string(" reason=") + reason_name(e.reason) + " packets=" + std::to_string(e.packets[0]) +
 		     "/" + std::to_string(e.packets[1]) + " bytes=" + std::to_string(e.bytes[0]) + "/" +

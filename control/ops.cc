@@ -196,6 +196,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/stats/stages", "Per pipeline stage: calls, packets, TSC clocks per packet (sampled). Table"},
 		{"/ctplane/stats/control", "The control loop's passes: longest and its phase, over the budget, histogram. Table"},
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
+		{"/ctplane/ct/quota", "Per-source quotas: the limits, whether they are tightened, the counters, and the heaviest sources (and source, service pairs) by flows counted or by refusals. Params: n=N (1..100, default 10), by=flows|refused. Table"},
 		{"/ctplane/ct/top", "Who fills the table: the prefixes that opened the most live flows (/24, /48), as of the last GC sweep. Params: n=N (1..100, default 10). Table"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
@@ -351,6 +352,8 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return ct_summary();
 	if (c == "ct/top")
 		return ct_top(params);
+	if (c == "ct/quota")
+		return ct_quota(params);
 	if (c == "ct/list")
 		return ct_list(params, now_ns);
 	if (c == "ct/events")
@@ -556,6 +559,67 @@ reply ops::ct_top(const std::string& params)
 		char share[32];
 		std::snprintf(share, sizeof(share), "%.1f", info.flows != 0 ? 100.0 * double(row.flows) / double(info.flows) : 0.0);
 		if (!t.add({net::to_string(pf), std::to_string(row.flows), share}))
+			break;
+	}
+	t.finish(0);
+	return r;
+}
+
+reply ops::ct_quota(const std::string& params)
+{
+	reply r;
+	const kv p = parse_kv(params);
+	uint64_t n = 10;
+	bool by_refused = false;
+	if (!p.positional.empty()) {
+		r.error("ct quota takes n=N and by=flows|refused");
+		return r;
+	}
+	for (const auto& [k, v] : p.named) {
+		if (k == "n") {
+			if (!parse_u64(v, 100, &n) || n == 0) {
+				r.error("n must be within 1..100, not \"" + v + "\"");
+				return r;
+			}
+		} else if (k == "by") {
+			if (v != "flows" && v != "refused") {
+				r.error("by must be flows or refused, not \"" + v + "\"");
+				return r;
+			}
+			by_refused = v == "refused";
+		} else {
+			r.error("ct quota takes n=N and by=flows|refused, not " + k);
+			return r;
+		}
+	}
+	const ct::quota& q = dp_.ct().quotas();
+	const ct::quota_config& c = q.cfg();
+	const ct::quota_stats st = q.stats();
+	r.num("flows_per_source", c.flows_per_source);
+	r.num("source_prefix_v4", c.prefix_v4);
+	r.num("source_prefix_v6", c.prefix_v6);
+	r.num("tighten_pct", c.tighten_pct);
+	r.num("tighten_factor", c.tighten_factor);
+	r.num("tight", st.tight ? 1 : 0);
+	r.num("counters", st.counters);
+	r.num("capacity", st.capacity);
+	r.num("evicted", st.evicted);
+	r.num("refused", st.refused);
+	r.num("epoch", st.epoch);
+	table_out t(r, {"source", "service", "flows", "refused"});
+	for (const ct::quota_row& row : q.top(n, by_refused)) {
+		net::prefix pf;
+		pf.family = row.family;
+		std::memcpy(pf.addr, row.prefix, 16);
+		pf.len = row.len;
+		std::string svc = "-";
+		if (row.service) {
+			net::address a;
+			a.family = row.family;
+			std::memcpy(a.addr, row.svc_addr, 16);
+			svc = std::string(row.svc_proto == ct::kProtoUDP ? "udp " : "tcp ") + net::endpoint_string(a, row.svc_port);
+		}
+		if (!t.add({net::to_string(pf), svc, std::to_string(row.flows), std::to_string(row.refused)}))
 			break;
 	}
 	t.finish(0);

@@ -26,6 +26,8 @@
 //   /ctplane/ct/top[,n=N]            who fills the table: the prefixes (/24,
 //                                    /48) that opened the most live flows,
 //                                    as of the last GC sweep (ct/census.h)
+//   /ctplane/ct/quota[,n=N][,by=flows|refused]   per-source quotas: limits,
+//                                    counters, the heaviest sources (ct/quota.h)
 //   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,cursor=C][,limit=N]
 //                                    a page; "next": the cursor of the next (0: done)
 //   /ctplane/ct/events,[after=SEQ]   the events after SEQ ("last": the newest);
@@ -189,6 +191,7 @@ private:
 	reply stats_control();
 	reply ct_summary();
 	reply ct_top(const std::string& params);
+	reply ct_quota(const std::string& params);
 	reply ct_list(const std::string& params, uint64_t now_ns);
 	reply ct_events(const std::string& params);
 	reply ct_delete(const std::string& params, uint64_t now_ns, bool flush);

@@ -79,6 +79,8 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 		return "ct.hash_seed";
 	if (c.checksum != n.checksum)
 		return "ct.checksum";
+	if (c.quota.sources != n.quota.sources)
+		return "ct.quota.sources";
 	if (c.tcp.be_liberal != n.tcp.be_liberal || c.tcp.loose != n.tcp.loose ||
 	    c.tcp.window_tracking != n.tcp.window_tracking)
 		return "ct.tcp";
@@ -200,6 +202,15 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 	if (!same_timeouts(nc.timeout, cur.ct.timeout)) {
 		dp.ct().set_timeouts(nc.timeout);
 		out.push_back("ct: timeouts");
+	}
+	if (!(nc.quota == cur.ct.quota)) {
+		dp.ct().set_quota(nc.quota);  // checked by the loader; sources by restart_only
+		out.push_back("ct: quota " + std::to_string(nc.quota.flows_per_source) + " flows per /" +
+			      std::to_string(nc.quota.prefix_v4) + " and /" + std::to_string(nc.quota.prefix_v6));
+	}
+	if (service_limits_changed(cur.lb, next.lb)) {
+		dp.ct().quotas().set_service_limits(service_limits(next.lb));
+		out.push_back("ct: services' own quotas");
 	}
 	if (nc.assured_evict_idle != cur.ct.assured_evict_idle) {
 		dp.ct().set_assured_evict_idle(nc.assured_evict_idle);

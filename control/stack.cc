@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "control/stack.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include <stdexcept>
 
 #include "control/control_loop.h"
@@ -21,6 +24,7 @@ std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, s
 		*err = std::string("ct: ") + e.what();
 		return nullptr;
 	}
+	s->ct_->quotas().set_service_limits(service_limits(c.lb));
 	try {
 		s->sm_ = std::make_unique<sockmap::sockmap>(c.sockmap);
 	} catch (const std::exception& e) {
@@ -38,6 +42,44 @@ std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, s
 		return nullptr;
 	}
 	return s;
+}
+
+std::vector<ct::service_limit> service_limits(const lb::config& c)
+{
+	std::vector<ct::service_limit> v;
+	for (const lb::service_spec& s : c.services) {
+		if (s.flows_per_source == 0)
+			continue;
+		ct::service_limit l{};
+		l.family = s.vip.family;
+		l.proto = s.proto;
+		l.port = s.port;
+		std::memcpy(l.addr, s.vip.addr, 16);
+		l.limit = s.flows_per_source;
+		v.push_back(l);
+	}
+	return v;
+}
+
+bool service_limits_changed(const lb::config& a, const lb::config& b)
+{
+	// Cheap first: most reloads touch no service's quota.
+	auto sum = [](const lb::config& c) {
+		uint64_t n = 0;
+		for (const lb::service_spec& s : c.services)
+			n += s.flows_per_source != 0;
+		return n;
+	};
+	if (sum(a) == 0 && sum(b) == 0)
+		return false;
+	auto key = [](const std::vector<ct::service_limit>& v) {
+		std::vector<std::string> k;
+		for (const ct::service_limit& l : v)
+			k.emplace_back(reinterpret_cast<const char*>(&l), sizeof(l));
+		std::sort(k.begin(), k.end());
+		return k;
+	};
+	return key(service_limits(a)) != key(service_limits(b));
 }
 
 void stack::drain_events()

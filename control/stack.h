@@ -20,6 +20,11 @@ namespace ctplane::dataplane {
 
 class pass_stats;  // control/control_loop.h
 
+// The services' own quotas (services[].flows_per_source) as the CT keeps
+// them, and whether two configs differ in them.
+std::vector<ct::service_limit> service_limits(const lb::config& c);
+bool service_limits_changed(const lb::config& a, const lb::config& b);
+
 class stack {
 public:
 	// nullptr and *err set ("what is wrong") if the config cannot run.

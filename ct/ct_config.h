@@ -52,6 +52,17 @@ struct tcp_config {
 // headroom for a reload plus per-thread caches.
 inline constexpr uint64_t kMaxEntries = uint64_t{1} << 28;
 
+// Flows per source (ct/quota.h): YAML ct.quota.
+struct quota_config {
+	uint32_t flows_per_source = 0;  // 0: no quota (a service's own still applies)
+	uint8_t prefix_v4 = 32;         // sources are counted by prefix: 8..32
+	uint8_t prefix_v6 = 64;         // 16..128
+	uint32_t tighten_pct = 90;      // past this % of max_entries limits tighten; 0: never
+	uint32_t tighten_factor = 4;    // divided by it then (at least 1 flow)
+	uint32_t sources = 65536;       // counters kept (256..2^24), fixed at start
+	bool operator==(const quota_config&) const = default;
+};
+
 struct config {
 	uint64_t min_entries = 1024;         // per family: the table never shrinks below
 	uint64_t max_entries = 1u << 20;     // per family: at it, evict or refuse
@@ -70,6 +81,7 @@ struct config {
 	uint32_t assured_evict_idle = 3'600'000;
 	timeouts timeout;
 	tcp_config tcp;
+	quota_config quota;
 	// The dataplane verifies L4 checksums of the packets it tracks
 	// (nf_conntrack_checksum); a bad one is dropped and changes nothing.
 	bool checksum = true;

@@ -19,8 +19,9 @@
 
 namespace ctplane::ct {
 
-enum class event_type : uint8_t { created, state_change, destroyed };
-enum class destroy_reason : uint8_t { none, expired, evicted, erased, refused };
+// refused: a new flow not made (reason quota: its source is over its quota).
+enum class event_type : uint8_t { created, state_change, destroyed, refused };
+enum class destroy_reason : uint8_t { none, expired, evicted, erased, refused, quota };
 
 struct event {
 	event_type type;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "ct/quota.h"
 #include "maps/settle.h"
 
 namespace ctplane::ct {
@@ -48,6 +49,12 @@ constexpr uint64_t kOnePort = uint64_t{1} << 61;
 // (ct/quota.h): its class and the quota's epoch.
 constexpr unsigned kQuotaShift = 56;
 constexpr uint64_t kQuotaBits = uint64_t{0x1f} << kQuotaShift;
+template <typename F>
+uint8_t quota_tag_of(const F& f) noexcept
+{
+	return static_cast<uint8_t>((load(f.bytes[0]) & kQuotaBits) >> kQuotaShift);
+}
+constexpr uint64_t quota_bits(uint8_t tag) noexcept { return uint64_t{tag} << kQuotaShift; }
 
 uint64_t mono_ns() noexcept
 {
@@ -138,6 +145,7 @@ const char* verdict_name(verdict v) noexcept
 	case verdict::refused_full: return "refused_full";
 	case verdict::refused_busy: return "refused_busy";
 	case verdict::refused_nomem: return "refused_nomem";
+	case verdict::refused_quota: return "refused_quota";
 	case verdict::pending: return "pending";
 	}
 	return "?";
@@ -202,6 +210,8 @@ std::string validate(const config& c)
 		return "resize_budget_buckets must be at least 1";
 	if (c.assured_evict_idle > kMaxTimeoutMs)
 		return "assured_evict_idle must be at most 20 days";
+	if (std::string e = validate(c.quota); !e.empty())
+		return e;
 	for (unsigned s = 1; s < kStates; s++) {
 		const uint32_t t = timeout_of(c.timeout, static_cast<uint8_t>(s));
 		if (t == 0 || t > kMaxTimeoutMs)
@@ -295,6 +305,27 @@ table::table(const config& c)
 	f6_ = std::make_unique<fam6>(hc, c.overflow_entries);
 	set_timeouts(c.timeout);
 	set_assured_evict_idle(c.assured_evict_idle);
+	quota_ = std::make_unique<quota>(c.quota);
+	max_now_.store(c.max_entries, std::memory_order_relaxed);
+}
+
+std::string table::set_quota(const quota_config& q) noexcept
+{
+	if (std::string e = validate(q); !e.empty())
+		return e;
+	if (q.sources != cfg_.quota.sources)
+		return "quota.sources is fixed at start (restart ctplane)";
+	quota_->configure(q);
+	cfg_.quota = q;
+	return "";
+}
+
+void table::quota_tick() noexcept
+{
+	const quota_config& q = cfg_.quota;
+	const uint64_t max = max_now_.load(std::memory_order_relaxed);
+	const uint64_t most = std::max(f4_->hash.size(), f6_->hash.size());
+	quota_->set_tight(q.tighten_pct != 0 && most * 100 > max * q.tighten_pct);
 }
 
 void table::set_assured_evict_idle(uint32_t ms) noexcept
@@ -319,6 +350,7 @@ std::string table::set_limits(uint64_t max_entries, uint32_t grow_pct, uint32_t 
 	if (f4_->hash.set_limits(max_entries, grow_pct, shrink_pct) != 0 ||
 	    f6_->hash.set_limits(max_entries, grow_pct, shrink_pct) != 0)
 		return "max_entries " + std::to_string(max_entries) + " is below min_entries";
+	max_now_.store(max_entries, std::memory_order_relaxed);
 	return "";
 }
 
@@ -341,9 +373,11 @@ template <typename K, typename F>
 void table::emit(event_type type, const K& k, const F& f, uint8_t old_state, destroy_reason why,
 		 uint32_t now) noexcept
 {
+	const uint16_t st = load_status(f.h);
+	if (type == event_type::destroyed)  // every destruction passes here
+		quota_->give(tuple_of(k, (flags_of(st) & kOrigHi) ? 1 : 0), quota_tag_of(f));
 	if (!events_.enabled())
 		return;
-	const uint16_t st = load_status(f.h);
 	event e;
 	e.type = type;
 	e.state = type == event_type::destroyed ? old_state : state_of(st);
@@ -355,6 +389,20 @@ void table::emit(event_type type, const K& k, const F& f, uint8_t old_state, des
 		e.packets[d] = load(f.packets[d]);
 		e.bytes[d] = load(f.bytes[d]) & kByteCount;
 	}
+	events_.push(e);
+}
+
+void table::refused_event(const tuple& t, uint32_t now) noexcept
+{
+	if (!events_.enabled())
+		return;
+	event e;
+	std::memset(&e, 0, sizeof(e));
+	e.type = event_type::refused;
+	e.state = st_none;
+	e.reason = destroy_reason::quota;
+	e.time_ms = now;
+	e.orig = t;
 	events_.push(e);
 }
 
@@ -702,7 +750,7 @@ int table::judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x
 
 template <typename Fam>
 void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, unsigned kdir,
-		  const packet& p, uint32_t now, bool in_lru, result& r) noexcept
+		  const packet& p, uint32_t now, bool in_lru, result& r, uint32_t svc_limit) noexcept
 {
 	thread_counters& c = tc();
 	std::atomic_ref<uint16_t> st(f->h.status);
@@ -793,16 +841,39 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			}
 		}
 		uint16_t next;
+		uint8_t qold = 0, qnew = 0;
+		bool took = false;
 		if (x.reopen) {
 			// A new connection on this tuple: its opener is this packet's
 			// sender; the translation stays (same tuple, same backend).
 			next = status(x.state, static_cast<uint8_t>((kdir ? kOrigHi : 0) | (fl & kNat)));
+			// Its quota: the same opener keeps the count it holds (the
+			// same source, the same service: one flow before and after);
+			// another is counted as any new flow.
+			qold = quota_tag_of(*f);
+			if (dir == 0 && quota_->current(qold)) {
+				qnew = qold;
+			} else if (quota_->active(svc_limit)) {
+				if (!quota_->take(p.t, svc_limit, &qnew)) {
+					r = result{verdict::refused_quota, 0, st_none, r.family, nullptr};
+					c.refused_quota.inc();
+					refused_event(p.t, now);
+					return;
+				}
+				took = true;
+			}
+			mark |= quota_bits(qnew);
 			dir = 0;
 		} else {
 			next = status(x.state, x.flags);
 		}
-		if (next != cur && !st.compare_exchange_weak(cur, next, std::memory_order_acq_rel))
+		if (next != cur && !st.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) {
+			if (took)
+				quota_->give(p.t, qnew);
 			continue;  // another worker moved the flow: judge again
+		}
+		if (x.reopen && qnew != qold)  // the old connection's count, given back
+			quota_->give(tuple_of(k, (fl & kOrigHi) ? 1 : 0), qold);
 		if (x.reopen) {
 			for (int d = 0; d < 2; d++) {
 				store(f->packets[d], 0u);
@@ -868,6 +939,9 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	thread_counters& c = tc();
 	const bool pickup = can_pickup(p);
 	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
+	// A service's own quota (a flow to a service: the load balancer chose
+	// its translation).
+	const uint32_t svc_limit = nat != nullptr ? quota_->service_limit_of(p.t) : 0;
 	// An entry found for k after all (an earlier packet of the burst made
 	// it, or another worker): the packet is applied to its flow.
 	auto found = [&](F* f, bool in_lru) {
@@ -883,7 +957,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			}
 			in_lru = !fam.lru.empty() && fam.lru.lookup(*fk) != nullptr;
 		}
-		apply(fam, *fk, f, fd, p, now, in_lru, r);
+		apply(fam, *fk, f, fd, p, now, in_lru, r, svc_limit);
 		r.via_alias = via;
 	};
 	if (pickup || !opener) {
@@ -902,6 +976,16 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 		(p.t.proto == kProtoTCP && p.kind == pkt_kind::normal ? c.refused_not_syn : c.invalid_no_flow).inc();
 		return;
 	}
+	// The opener's quota (ct/quota.h): one probe per new flow. Given back
+	// below if the flow is not made after all.
+	uint8_t qtag = 0;
+	if (quota_->active(svc_limit) && !quota_->take(p.t, svc_limit, &qtag)) {
+		r = result{verdict::refused_quota, 0, st_none, r.family, nullptr};
+		c.refused_quota.inc();
+		refused_event(p.t, now);
+		return;
+	}
+	auto untake = [&] { quota_->give(p.t, qtag); };
 	F init;
 	std::memset(&init, 0, sizeof(init));
 	const uint8_t s0 = pickup ? uint8_t{tcp_established} : initial_state(p.t.proto, p.kind);
@@ -923,7 +1007,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	init.h.status = status(s0, fl);
 	init.h.expires = now + life(s0, fl);
 	init.packets[0] = 1;
-	init.bytes[0] = p.bytes | (p.hairpin ? kOnePort : 0) | (p.tcp_len > 0 ? kSentData : 0);
+	init.bytes[0] = p.bytes | (p.hairpin ? kOnePort : 0) | (p.tcp_len > 0 ? kSentData : 0) | quota_bits(qtag);
 
 	const uint64_t h = hash != nullptr ? *hash : fam.hash.hash(k);
 	F* out = nullptr;
@@ -945,6 +1029,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			if (rc == 0)
 				c.spilled.inc();
 			else if (rc == -ENOSPC) {
+				untake();
 				r = result{verdict::refused_busy, 0, st_none, r.family, nullptr};
 				c.refused_busy.inc();
 				return;
@@ -956,8 +1041,11 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 				// come before it); without it the flow cannot stand.
 				const int ar = link_alias(fam, k, out, now);
 				if (ar != 0) {
-					if (claim(*out, init.h.status) && (!lru || fam.lru.erase(k) != 0))
-						fam.hash.erase(k);
+					if (claim(*out, init.h.status)) {
+						untake();  // (a flow claimed by another thread gave it back: emit)
+						if (!lru || fam.lru.erase(k) != 0)
+							fam.hash.erase(k);
+					}
 					const verdict v = ar == -EEXIST ? verdict::invalid
 							  : ar == -EBUSY ? verdict::refused_busy
 							  : ar == -ENOSPC ? verdict::refused_full
@@ -979,6 +1067,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			return;
 		}
 		if (rc == -EEXIST) {  // another worker (or packet of the burst) created it first
+			untake();
 			c.insert_raced.inc();
 			found(out, lru);
 			return;
@@ -987,6 +1076,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			evicted = true;
 			continue;
 		}
+		untake();
 		if (rc == -ENOSPC) {
 			r = result{verdict::refused_full, 0, st_none, r.family, nullptr};
 			c.refused_full.inc();
@@ -1463,6 +1553,7 @@ void table::tick(uint64_t now_ns, size_t gc_buckets_per_tick, uint64_t grow_budg
 	else
 		gc(now_ns, uint64_t{cfg_.gc_budget_us} * 1000);
 	grow(grow_budget_ns);
+	quota_tick();
 }
 
 void table::grow(uint64_t budget_ns) noexcept
@@ -1521,6 +1612,7 @@ ct::stats table::stats() const noexcept
 	s.hash6 = f6_->hash.stats();
 	s.lru4 = f4_->lru.stats();
 	s.lru6 = f6_->lru.stats();
+	s.quota = quota_->stats();
 	s.gc_sweeps = gc_sweeps_.load(std::memory_order_relaxed);
 	s.events_lost = events_.lost();
 	s.bytes = bytes_used();
@@ -1591,6 +1683,10 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 	const uint8_t fl = static_cast<uint8_t>((r.flags & ~kOrigHi) | (odir != 0 ? kOrigHi : 0));
 	init.h.status = status(r.state, fl);
 	init.h.expires = now + r.expires_in_ms;
+	// Counted by its opener (and its service, if the service has a quota
+	// of its own), never refused for it.
+	const uint32_t svc_limit = (fl & kNat) ? quota_->service_limit_of(r.orig) : 0;
+	const uint8_t qtag = quota_->active(svc_limit) ? quota_->force(r.orig, svc_limit) : 0;
 	init.h.nat_port = r.nat_port;
 	init.h.backend = r.backend;
 	std::memcpy(init.nat_addr, r.nat_addr, sizeof(init.nat_addr));
@@ -1599,16 +1695,21 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 		init.bytes[d] = r.bytes[d] & kByteCount;
 		init.seen[odir ^ d] = r.seen[d];
 	}
+	init.bytes[0] |= quota_bits(qtag);
 	const uint64_t h = fam.hash.hash(k);
 	// A resize in the way (or a chain past its limit: the table grows or
 	// reseeds): run it to its end, a bounded number of times.
 	const int rc = maps::settle(fam.hash, [&] { return fam.hash.insert_with_hash(k, init, h); });
+	if (rc != 0)
+		quota_->give(r.orig, qtag);
 	if (rc != 0 || !(fl & kNat))
 		return rc;
 	F* f = fam.hash.lookup_with_hash(k, h);
 	const int ar = f != nullptr ? link_alias(fam, k, f, now) : -ENOENT;
-	if (ar != 0 && f != nullptr && claim(*f, init.h.status))
+	if (ar != 0 && f != nullptr && claim(*f, init.h.status)) {
+		quota_->give(r.orig, qtag);
 		fam.hash.erase_with_hash(k, h);  // a flow whose replies could not be found is no flow
+	}
 	return ar;
 }
 

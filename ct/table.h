@@ -101,6 +101,7 @@
 #include "ct/ct_config.h"
 #include "ct/events.h"
 #include "ct/packet.h"
+#include "ct/quota.h"
 #include "ct/state.h"
 #include "ct/tcp_window.h"
 #include "ct/tuple.h"
@@ -146,6 +147,7 @@ enum class verdict : uint8_t {
 	refused_full,   // an opener the full table could not admit
 	refused_busy,   // an opener neither the resizing hash nor the overflow LRU took
 	refused_nomem,  // the allocator is exhausted
+	refused_quota,  // an opener past its source's quota (ct/quota.h)
 	pending,        // lookup_bulk: no flow (yet); create_bulk decides
 };
 const char* verdict_name(verdict v) noexcept;
@@ -208,7 +210,7 @@ struct flow_record {
 	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
 	X(invalid_window) X(invalid_port) X(port_relearnt) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
 	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_unassured) X(evicted_idle) X(evicted_overflow) X(refused_full) X(refused_busy)             \
-	X(refused_nomem) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
+	X(refused_nomem) X(refused_quota) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
 	X(alias_replaced)
 
 struct counters {
@@ -224,6 +226,7 @@ struct stats {
 	uint64_t nat_aliases4, nat_aliases6;  // reply aliases of NATed flows (not counted as flows)
 	maps::rhash_stats hash4, hash6;
 	maps::overflow_lru_stats lru4, lru6;
+	quota_stats quota;
 	uint64_t gc_sweeps;             // full passes over both tables
 	uint64_t events_lost;
 	size_t bytes;
@@ -328,6 +331,14 @@ public:
 	void set_timeouts(const timeouts& t) noexcept;
 	// config::assured_evict_idle, from now on (a reload).
 	void set_assured_evict_idle(uint32_t ms) noexcept;
+	// New quota limits, prefix lengths, tightening (a reload): "" or what
+	// is wrong, nothing changed then (quota.sources is fixed at start).
+	std::string set_quota(const quota_config& q) noexcept;
+	// Whether the table is past the quota's tightening watermark: the
+	// control tick (tick() calls it).
+	void quota_tick() noexcept;
+	const ct::quota& quotas() const noexcept { return *quota_; }
+	ct::quota& quotas() noexcept { return *quota_; }  // the control thread: service limits
 	// New limits and watermarks for both families (a reload): "" or what
 	// is wrong, nothing changed then. max_entries may rise up to twice its
 	// value at construction (the entry allocators' headroom); below the
@@ -434,7 +445,7 @@ private:
 	void unlink_alias_key(Fam& fam, const typename Fam::key& ak, const typename Fam::flow* target) noexcept;
 	template <typename Fam>
 	void apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, unsigned kdir,
-		   const packet& p, uint32_t now, bool in_lru, result& r) noexcept;
+		   const packet& p, uint32_t now, bool in_lru, result& r, uint32_t svc_limit = 0) noexcept;
 	template <typename F>
 	int judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x, const packet& p) noexcept;
 	template <typename Fam>
@@ -456,9 +467,12 @@ private:
 	// Takes the flow's destruction: CAS of its status to st_none.
 	template <typename F>
 	static bool claim(F& f, uint16_t seen) noexcept;
+	// An event (if events are on). emit(destroyed) also gives the flow's
+	// quota back: every destruction passes here.
 	template <typename K, typename F>
 	void emit(event_type type, const K& k, const F& f, uint8_t old_state, destroy_reason why,
 		  uint32_t now) noexcept;
+	void refused_event(const tuple& t, uint32_t now) noexcept;  // a quota refusal
 	template <typename K, typename F>
 	static flow_view view_of(const K& k, const F& f, const uint32_t* tmo) noexcept;
 
@@ -498,6 +512,8 @@ private:
 	std::unique_ptr<thread_counters[]> counters_;
 	std::atomic<uint64_t> gc_sweeps_{0};
 	std::atomic<uint32_t> evict_idle_{0};  // ms; 0: assured flows are never evicted
+	std::unique_ptr<quota> quota_;
+	std::atomic<uint64_t> max_now_{0};  // max_entries as set_limits() left it
 };
 
 // Cursor layout: part (0 hash4, 1 LRU4, 2 hash6, 3 LRU6) in bits 49-50, a

@@ -32,6 +32,10 @@ struct service_spec {
 	uint16_t port = 0;  // 1..65535
 	uint8_t proto = 6;  // 6 tcp, 17 udp
 	uint32_t maglev_size = 0;  // a prime; 0: config::maglev_size
+	// Flows per source prefix to this service (ct/quota.h), counted apart
+	// from the global quota; 0: the global one applies. Not the load
+	// balancer's: the CT enforces it.
+	uint32_t flows_per_source = 0;
 };
 
 struct backend_spec {

@@ -41,6 +41,7 @@ namespace ctplane::dataplane {
 	X(ct_refused_full, "conntrack: table full of established flows")                            \
 	X(ct_refused_busy, "conntrack: table resizing and overflow full")                           \
 	X(ct_refused_nomem, "conntrack: out of memory")                                             \
+	X(quota, "conntrack: the source is over its flows-per-source quota (ct.quota)")             \
 	X(fragment_unknown, "a later fragment whose first fragment was not seen")                  \
 	X(punt_policed, "for the appliance, past its class's punt rate (control.punt)")               \
 	X(tx_full, "transmit queue full")

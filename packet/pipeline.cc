@@ -751,6 +751,7 @@ void pipeline::nat_stage(work& w) noexcept
 		case ct::verdict::refused_full: drop_frame(w, i, drop::ct_refused_full); w.idx[j] = kGone; continue;
 		case ct::verdict::refused_busy: drop_frame(w, i, drop::ct_refused_busy); w.idx[j] = kGone; continue;
 		case ct::verdict::refused_nomem: drop_frame(w, i, drop::ct_refused_nomem); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_quota: drop_frame(w, i, drop::quota); w.idx[j] = kGone; continue;
 		default: break;
 		}
 		if (r.v == ct::verdict::created) {

@@ -89,7 +89,7 @@ TEST(config_services, bad_addresses_ports_and_protocols)
 		  "t.yaml:5:18: services[0].maglev_size: 1000 is not a prime");
 	EXPECT_EQ(err_of("services: {}\n"), "t.yaml:1:11: services: expected a sequence, got a mapping");
 	EXPECT_EQ(err_of("services:\n  - name: a\n    vip: 10.0.0.1\n    port: 80\n    ports: 81\n"),
-		  "t.yaml:5:5: services[0].ports: unknown key (expected one of: maglev_size, name, port, protocol, vip)");
+		  "t.yaml:5:5: services[0].ports: unknown key (expected one of: flows_per_source, maglev_size, name, port, protocol, vip)");
 }
 
 TEST(config_services, duplicates_and_references)

@@ -239,6 +239,35 @@ TEST_F(ops_fixture, ct_top_names_who_fills_the_table_as_of_the_last_sweep)
 	EXPECT_TRUE(run("/ctplane/ct/top", "by=src").is_error());
 }
 
+// The quota page names the sources over their quota, and the service
+// pairs counted apart; its refusals are the pipeline's `quota` drops.
+TEST_F(ops_fixture, ct_quota_names_the_sources_refused_and_their_counts)
+{
+	ct::quota_config q = dp->ct().cfg().quota;
+	q.flows_per_source = 2;
+	ASSERT_EQ(dp->ct().set_quota(q), "");
+	for (uint16_t sp = 1; sp <= 5; sp++)
+		syn(0xc0a80107, sp);  // 192.168.1.7: 2 flows, 3 refused
+	ASSERT_EQ(syn(0xc0a80108, 1).f, fate::forward);
+	const outcome o = syn(0xc0a80107, 9);
+	EXPECT_EQ(o.f, fate::drop);
+	EXPECT_EQ(o.reason, drop::quota);
+	const reply r = run("/ctplane/ct/quota", "by=refused");
+	EXPECT_EQ(num(r, "flows_per_source"), 2u);
+	EXPECT_EQ(num(r, "refused"), 4u);
+	const auto top = rows(r);
+	ASSERT_EQ(top.size(), 1u) << "only one source was refused";
+	EXPECT_EQ(top[0].at("source"), "192.168.1.7/32");
+	EXPECT_EQ(top[0].at("flows"), "2");
+	EXPECT_EQ(top[0].at("refused"), "4");
+	EXPECT_EQ(top[0].at("service"), "-");
+	EXPECT_EQ(rows(run("/ctplane/ct/quota", "n=5")).size(), 2u) << "by flows: both sources";
+	EXPECT_EQ(dp->pl().stats().drops[static_cast<unsigned>(drop::quota)], 4u);
+	EXPECT_TRUE(run("/ctplane/ct/quota", "n=0").is_error());
+	EXPECT_TRUE(run("/ctplane/ct/quota", "by=dst").is_error());
+	EXPECT_TRUE(run("/ctplane/ct/quota", "x=1").is_error());
+}
+
 TEST_F(ops_fixture, ct_list_filters_and_shows_the_translation)
 {
 	for (uint16_t sp = 1; sp <= 10; sp++)

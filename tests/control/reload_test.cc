@@ -537,10 +537,10 @@ telemetry: {owner: "0", group: "0"}
 	}
 	// Struct fields without a key change these sizes: give them a key and
 	// a rule (then the new size here).
-	EXPECT_EQ(sizeof(ct::config), 120u) << "ct::config changed: classify the new field in config/live.cc";
+	EXPECT_EQ(sizeof(ct::config), 144u) << "ct::config changed: classify the new field in config/live.cc";
 	EXPECT_EQ(sizeof(config::control_spec), 60u) << "control_spec changed: classify the new field";
 	EXPECT_EQ(sizeof(config::dpdk_spec), 28u) << "dpdk_spec changed: classify the new field";
-	EXPECT_EQ(sizeof(config::ctplane_config), 576u) << "ctplane_config changed: classify the new field";
+	EXPECT_EQ(sizeof(config::ctplane_config), 600u) << "ctplane_config changed: classify the new field";
 
 	using cfg = config::ctplane_config;
 	lb::address a10;
@@ -581,6 +581,13 @@ telemetry: {owner: "0", group: "0"}
 		{"ct.tcp.be_liberal", [](cfg& c) { c.ct.tcp.be_liberal = !c.ct.tcp.be_liberal; }},
 		{"ct.tcp.loose", [](cfg& c) { c.ct.tcp.loose = !c.ct.tcp.loose; }},
 		{"ct.tcp.window_tracking", [](cfg& c) { c.ct.tcp.window_tracking = !c.ct.tcp.window_tracking; }},
+		{"ct.assured_evict_idle", [](cfg& c) { c.ct.assured_evict_idle = 60'000; }},
+		{"ct.quota.flows_per_source", [](cfg& c) { c.ct.quota.flows_per_source = 50; }},
+		{"ct.quota.source_prefix_v4", [](cfg& c) { c.ct.quota.prefix_v4 = 24; }},
+		{"ct.quota.source_prefix_v6", [](cfg& c) { c.ct.quota.prefix_v6 = 48; }},
+		{"ct.quota.tighten_pct", [](cfg& c) { c.ct.quota.tighten_pct = 50; }},
+		{"ct.quota.tighten_factor", [](cfg& c) { c.ct.quota.tighten_factor = 8; }},
+		{"ct.quota.sources", [](cfg& c) { c.ct.quota.sources = 1024; }},
 		{"ct.timeouts.tcp_syn_sent", [](cfg& c) { c.ct.timeout.tcp_syn_sent++; }},
 		{"ct.timeouts.tcp_syn_recv", [](cfg& c) { c.ct.timeout.tcp_syn_recv++; }},
 		{"ct.timeouts.tcp_established", [](cfg& c) { c.ct.timeout.tcp_established++; }},
@@ -609,6 +616,7 @@ telemetry: {owner: "0", group: "0"}
 		{"services[].port", [](cfg& c) { c.lb.services[0].port = 8443; }},
 		{"services[].protocol", [](cfg& c) { c.lb.services[0].proto = c.lb.services[0].proto == 6 ? 17 : 6; }},
 		{"services[].maglev_size", [](cfg& c) { c.lb.services[0].maglev_size = 509; }},
+		{"services[].flows_per_source", [](cfg& c) { c.lb.services[0].flows_per_source = 20; }},
 		{"backends[].service", [](cfg& c) { c.lb.backends[0].service = c.lb.services[0].name == c.lb.backends[0].service ? c.lb.backends[0].service : c.lb.services[0].name; c.lb.backends[0].port ^= 1; }},
 		{"backends[].address", [](cfg& c) { c.lb.backends[0].addr.addr[3] ^= 0x20; }},
 		{"backends[].port", [](cfg& c) { c.lb.backends[0].port ^= 1; }},
