@@ -63,10 +63,13 @@
 //      drained back into the hash when the resize is over; a full LRU
 //      evicts a half-open flow                    -> evicted_overflow;
 //      an LRU full of established flows refuses   -> refused_busy
-//   -ENOSPC (max_entries): evict near the key's bucket, an expired flow
-//      first, else a half-open one                -> evicted_expired /
-//      evicted_halfopen (+created); never an established one; none found
-//                                                  -> refused_full
+//   the opener's source past its quota (ct/quota.h) -> refused_quota
+//   -ENOSPC (max_entries): early drop (ct/victims.h): an expired flow near
+//      the key's bucket, else a half-open one, else an unassured one, else
+//      the longest-idle assured flow past ct.assured_evict_idle
+//                                                  -> evicted_expired /
+//      evicted_halfopen / evicted_unassured / evicted_idle (+created);
+//      none of those classes in the table          -> refused_full
 //   -ENOMEM                                        -> refused_nomem
 // Growth itself is the hash's watermark resize, run by tick().
 //
