@@ -119,7 +119,9 @@ void worker(table& t, const manual_clock& clk, unsigned w, worker_result& wr)
 			pkts.push_back(tcp(i % 2 ? f.reversed() : f, kACK | kPSH, 100 + i % 1000));
 		}
 		for (unsigned i = 0; i < kFlows / 8; i++) {
-			pkts.push_back(udp(tuple::v4(0x0b000000 | (w << 20) | (r << 16) | i, 0x08080808, 53000, 53, kProtoUDP)));
+			// 256 flows a source (ports apart): the quota's counters hold them all.
+			pkts.push_back(udp(tuple::v4(0x0b000000 | (w << 20) | (r << 16) | (i >> 8), 0x08080808,
+						     static_cast<uint16_t>(53000 + (i & 0xff)), 53, kProtoUDP)));
 			wr.udp++;
 		}
 		send_all(t, clk, pkts, out, wr);
@@ -156,6 +158,9 @@ TEST(ct_stress, workers_and_a_resizing_collecting_control_thread_lose_no_establi
 	c.events = true;
 	c.event_ring = 1024;
 	c.timeout.udp_unreplied = 2'000;  // expires within the run
+	// A quota no flow reaches: every new flow takes a count and every end
+	// (expiry, eviction, RST, erase) gives it back, from every thread.
+	c.quota.flows_per_source = 1u << 30;
 	table t(c);
 	manual_clock clk(1'000'000'000);
 	std::atomic<unsigned> running{kWorkers};
@@ -201,6 +206,9 @@ TEST(ct_stress, workers_and_a_resizing_collecting_control_thread_lose_no_establi
 		t.tick(clk.now_ns());
 	EXPECT_EQ(t.size(), 0u);
 	const stats s = t.stats();
+	EXPECT_EQ(s.quota.counters, 0u) << "a count taken and never given back (or given twice)";
+	EXPECT_EQ(s.quota.refused, 0u);
+	EXPECT_EQ(s.quota.evicted, 0u) << "(a counter given up would hide a leak)";
 	EXPECT_GE(s.hash4.grows, 1u);  // one resize may multiply the size by 2^k
 	EXPECT_EQ(s.c.refused_full, 0u);
 	EXPECT_EQ(s.c.evicted_halfopen, 0u);
