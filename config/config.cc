@@ -417,8 +417,10 @@ void read_control(const reader& r, const YAML::Node& node, const std::string& pa
 						   {"resolve", u32(c.punt_resolve, 1, 10'000'000)},
 						   {"icmp", u32(c.punt_icmp, 1, 10'000'000)},
 						   {"other", u32(c.punt_other, 1, 10'000'000)},
+						   {"source_pct", u32(c.punt_source_pct, 1, 100)},
 					   });
 			  }},
+			 {"max_incomplete_per_source", u32(c.max_incomplete_per_source, 1, 1u << 20)},
 		 });
 	if (c.max_incomplete > c.max_neighbors)
 		r.fail(node, path, "max_incomplete (" + std::to_string(c.max_incomplete) + ") exceeds max_neighbors (" +

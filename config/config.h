@@ -121,6 +121,14 @@ struct control_spec {
 	uint32_t punt_resolve = 2000;
 	uint32_t punt_icmp = 2000;
 	uint32_t punt_other = 2000;
+	// One source (its address; for ARP and ND, its MAC) takes at most this
+	// % of each class (hashed into 256 buckets per worker, with a secret
+	// seed); 100: no per-source cap.
+	uint32_t punt_source_pct = 10;
+	// Entries one source's packets may leave unresolved at once (hashed
+	// into 1024 slots): a sweep of an on-link prefix from one address
+	// cannot fill max_incomplete.
+	uint32_t max_incomplete_per_source = 64;
 	// The control loop's pass budget: its sweeps work in slices sized to
 	// stay under it, and passes over it are counted (stats control).
 	uint32_t pass_budget_us = 1000;

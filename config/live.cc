@@ -91,6 +91,8 @@ const std::vector<key_rule>& key_rules()
 		{"control.punt.resolve", restart, "the workers' policers are set up at start"},
 		{"control.punt.icmp", restart, "the workers' policers are set up at start"},
 		{"control.punt.other", restart, "the workers' policers are set up at start"},
+		{"control.punt.source_pct", restart, "the workers' policers are set up at start"},
+		{"control.max_incomplete_per_source", live, "the control path's caps"},
 		{"state.file", live, "the next save and the exit's"},
 		{"state.save_on_exit", live, "the exit's save"},
 		{"state.dir", restart, "the folder state save may write in is fixed at start"},

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "control/control.h"
 
+#include "maps/hash_fn.h"
+#include "maps/seed.h"
+
 #include <algorithm>
 #include <cstring>
 #include <unordered_set>
@@ -138,7 +141,8 @@ control_path::key control_path::key_of(const lb::address& a)
 }
 
 control_path::control_path(pipeline& pl, const config::ctplane_config& c, emit_fn emit, control_config cc)
-	: pl_(pl), emit_(std::move(emit)), cc_(cc), tokens_(cc.icmp_rate), probe_tokens_(cc.probe_rate)
+	: pl_(pl), emit_(std::move(emit)), cc_(cc), tokens_(cc.icmp_rate), probe_tokens_(cc.probe_rate),
+	  source_seed_(maps::table_seed())
 {
 	for (const config::neighbor_spec& n : c.neighbors) {
 		entry& e = nb_[key_of(n.addr)];
@@ -267,6 +271,14 @@ void control_path::reset(const uint8_t* f, uint32_t len, const parsed& p, uint16
 
 // ---- neighbours --------------------------------------------------------------------
 
+void control_path::leave_incomplete(entry& e) noexcept
+{
+	incomplete_--;
+	if (e.source >= 0 && incomplete_by_source_[e.source] != 0)
+		incomplete_by_source_[e.source]--;
+	e.source = -1;
+}
+
 void control_path::learned(entry& e, const uint8_t mac[6], uint64_t now)
 {
 	if (e.state == nb_state::permanent)
@@ -274,7 +286,7 @@ void control_path::learned(entry& e, const uint8_t mac[6], uint64_t now)
 	if (e.state == nb_state::incomplete || e.state == nb_state::failed)
 		st_.resolved++;
 	if (e.state == nb_state::incomplete)
-		incomplete_--;
+		leave_incomplete(e);
 	std::memcpy(e.mac, mac, 6);
 	e.state = nb_state::reachable;
 	e.probes = 0;
@@ -296,7 +308,7 @@ bool control_path::restore_neighbor(const lb::address& a, const uint8_t mac[6], 
 	if (e.state == nb_state::permanent)
 		return true;
 	if (e.state == nb_state::incomplete && it != nb_.end())
-		incomplete_--;
+		leave_incomplete(e);
 	e.addr = a;
 	std::memcpy(e.mac, mac, 6);
 	e.port = port;
@@ -333,7 +345,7 @@ void control_path::set_static(const std::vector<config::neighbor_spec>& before,
 		if (same)
 			continue;
 		if (it != nb_.end() && it->second.state == nb_state::incomplete)
-			incomplete_--;
+			leave_incomplete(it->second);
 		entry& e = nb_[key_of(n.addr)];
 		(it == nb_.end() ? counts[0] : counts[1])++;
 		e.addr = n.addr;
@@ -465,11 +477,24 @@ void control_path::on_resolve(const uint8_t* f, uint32_t len, const parsed& p, u
 			st_.queued_dropped++;
 			return;
 		}
+		// Per source (hashed, secret seed): one sender sweeping an
+		// on-link prefix leaves at most max_incomplete_per_source
+		// unresolved, the rest of max_incomplete to everyone else.
+		uint8_t src[16] = {};
+		std::memcpy(src, p.ct.t.src, 16);
+		const auto slot = static_cast<int16_t>(maps::hash_bytes<16>(src, source_seed_) % kSourceSlots);
+		if (incomplete_by_source_[slot] >= cc_.max_incomplete_per_source) {
+			st_.incomplete_source_refused++;
+			st_.queued_dropped++;
+			return;
+		}
 		it = nb_.try_emplace(k).first;
 		it->second.addr = nh;
 		it->second.port = port;
 		it->second.updated_ns = now;
+		it->second.source = slot;
 		incomplete_++;
+		incomplete_by_source_[slot]++;
 	}
 	entry& e = it->second;
 	switch (e.state) {
@@ -639,7 +664,7 @@ void control_path::tick(uint64_t now)
 			if (e.probes >= cc_.probes) {
 				st_.resolve_failed++;
 				drop_queue(e);
-				incomplete_--;
+				leave_incomplete(e);
 				e.state = nb_state::failed;
 				e.updated_ns = now;
 				e.next_ns = now + uint64_t{cc_.hold_ms} * kMs;

@@ -78,7 +78,7 @@ struct neighbor_info {
 	X(punted) X(arp_requests_sent) X(arp_seen) X(nd_solicits_sent) X(nd_adverts_sent) X(nd_seen) \
 	X(echo6_replies) X(resets_sent) X(icmp_errors_sent) X(icmp_errors_limited) X(resolved) X(resolve_failed)   \
 	X(queued_sent) X(queued_dropped) X(ignored) X(emit_failed) X(neighbors_refused) X(probes_limited)  \
-	X(arp_refused) X(nd_refused) X(nd_not_override)
+	X(arp_refused) X(nd_refused) X(nd_not_override) X(incomplete_source_refused)
 
 struct control_stats {
 #define CTPLANE_X(n) uint64_t n = 0;
@@ -150,7 +150,11 @@ private:
 		uint32_t probes = 0;
 		uint64_t updated_ns = 0, next_ns = 0;
 		std::deque<std::vector<uint8_t>> queue;  // frames waiting (incomplete)
+		int16_t source = -1;  // incomplete: the source slot whose packet started it
 	};
+	// Leaves nb_state::incomplete (resolved, failed, replaced): the caps' counts.
+	void leave_incomplete(entry& e) noexcept;
+	static constexpr unsigned kSourceSlots = 1024;
 	using key = std::pair<uint8_t, std::array<uint8_t, 16>>;
 	static key key_of(const lb::address& a);
 
@@ -183,6 +187,9 @@ private:
 	double probe_tokens_;
 	uint64_t probe_tokens_ns_ = 0;
 	uint32_t incomplete_ = 0;  // entries in nb_state::incomplete
+	// Incomplete entries by the (hashed) source whose packet started them.
+	std::vector<uint16_t> incomplete_by_source_ = std::vector<uint16_t>(kSourceSlots);
+	uint64_t source_seed_;
 	uint32_t queued_ = 0;      // frames in every entry's queue
 };
 

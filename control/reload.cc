@@ -88,7 +88,7 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 		return "ct.gc_budget_us / ct.resize_budget_buckets";
 	const config::control_spec &p = a.control, &q = b.control;
 	if (p.punt_arp_nd != q.punt_arp_nd || p.punt_resolve != q.punt_resolve || p.punt_icmp != q.punt_icmp ||
-	    p.punt_other != q.punt_other)
+	    p.punt_other != q.punt_other || p.punt_source_pct != q.punt_source_pct)
 		return "control.punt";
 	if (a.telemetry.owner != b.telemetry.owner || a.telemetry.group != b.telemetry.group)
 		return "telemetry";

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: BSD-3-Clause
 #include "packet/pipeline.h"
 
+#include "maps/hash_fn.h"
+#include "maps/seed.h"
+
 #include <x86intrin.h>
 
 #include <algorithm>
@@ -134,8 +137,13 @@ std::string pipeline::build(const config::ctplane_config& c)
 	checksum_ = c.ct.checksum;
 	const uint32_t rates[kPuntClasses] = {c.control.punt_arp_nd, c.control.punt_resolve, c.control.punt_icmp,
 					      c.control.punt_other};
+	punt_seed_ = maps::table_seed();
 	for (unsigned k = 0; k < kPuntClasses; k++) {
 		punt_rate_[k] = double(rates[k]) / nlcores_;
+		punt_src_rate_[k] = punt_rate_[k] * c.control.punt_source_pct / 100.0;
+		for (unsigned l = 0; l < nlcores_; l++)
+			for (auto& b : lc_[l].punt_src)
+				b.ms[k] = 0;
 		for (unsigned l = 0; l < nlcores_; l++) {
 			lc_[l].punt_tokens[k] = punt_rate_[k];  // a full bucket: one second's worth
 			lc_[l].punt_ns[k] = 0;
@@ -386,9 +394,34 @@ const char* punt_class_name(punt_class c) noexcept
 	return "?";
 }
 
-bool pipeline::police(lcore_stats& s, punt_class c, uint64_t now_ns) noexcept
+bool pipeline::police(lcore_stats& s, punt_class c, uint64_t now_ns, const parsed& p, const uint8_t* frm) noexcept
 {
 	const unsigned k = static_cast<unsigned>(c);
+	if (punt_src_rate_[k] < punt_rate_[k]) {
+		// The source's share first: its bucket (by its address, or for ARP
+		// and ND its MAC: on the link, that is who it is), hashed with a
+		// seed nobody outside knows, so no one can aim at another's.
+		uint8_t id[16] = {};
+		if (c == punt_class::arp_nd || p.kind != frame_kind::ip)
+			std::memcpy(id, frm + 6, 6);
+		else
+			std::memcpy(id, p.ct.t.src, 16);
+		const uint64_t h = maps::hash_bytes<16>(id, punt_seed_);
+		lcore_stats::source_bucket& b = s.punt_src[h % lcore_stats::kPuntSources];
+		const uint32_t ms = static_cast<uint32_t>(now_ns / 1'000'000) | 1;
+		float& t = b.tokens[k];
+		const double rate = punt_src_rate_[k];
+		if (b.ms[k] == 0)
+			t = static_cast<float>(rate);  // first use: a full bucket
+		else if (static_cast<int32_t>(ms - b.ms[k]) > 0)
+			t = static_cast<float>(std::min(rate, t + double(ms - b.ms[k]) * 1e-3 * rate));
+		b.ms[k] = ms;
+		if (t < 1) {
+			s.punt_policed_source.inc();
+			return false;
+		}
+		t -= 1;
+	}
 	double& t = s.punt_tokens[k];
 	if (s.punt_ns[k] != 0 && now_ns > s.punt_ns[k])
 		t = std::min(punt_rate_[k], t + double(now_ns - s.punt_ns[k]) * 1e-9 * punt_rate_[k]);
@@ -890,7 +923,7 @@ void pipeline::police_stage(work& w) noexcept
 						   (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137))
 				? punt_class::arp_nd
 				: punt_class::other;
-		if (police(s, o.cls, w.now))
+		if (police(s, o.cls, w.now, p, w.f[i].data))
 			continue;
 		if (o.f == fate::control) {
 			s.control.sub(1);

@@ -117,7 +117,7 @@ uint32_t flow_hash(const ct::tuple& t) noexcept;
 #define CTPLANE_LCORE_COUNTERS(X) \
 	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments) \
 	X(fragments_untracked) X(arp_replies) X(echo_replies) X(punt_policed_arp_nd) X(punt_policed_resolve) \
-	X(punt_policed_icmp) X(punt_policed_other)
+	X(punt_policed_icmp) X(punt_policed_other) X(punt_policed_source)
 
 // The stages of process(), in order: what `ctplane-ctl stats stages` shows
 // (VPP's `show runtime`).
@@ -157,6 +157,13 @@ struct alignas(64) lcore_stats {
 	// The punt token buckets (this worker's alone: plain fields).
 	double punt_tokens[kPuntClasses] = {};
 	uint64_t punt_ns[kPuntClasses] = {};
+	// Per source, hashed: one source's share of each class.
+	struct source_bucket {
+		float tokens[kPuntClasses];
+		uint32_t ms[kPuntClasses];  // refilled at (ms ticks); 0: full
+	};
+	static constexpr unsigned kPuntSources = 256;
+	source_bucket punt_src[kPuntSources] = {};
 };
 
 struct pipeline_stats {
@@ -310,8 +317,10 @@ private:
 	unsigned nlcores_;
 	bool checksum_ = true;  // ct.checksum: verify L4 checksums in software when the NIC did not
 	double punt_rate_[kPuntClasses] = {};  // per worker, per second
+	double punt_src_rate_[kPuntClasses] = {};  // per worker and source bucket, per second
+	uint64_t punt_seed_ = 0;
 	// A punt of class c from worker lc now: within its rate? Counts the refusals.
-	bool police(lcore_stats& s, punt_class c, uint64_t now_ns) noexcept;
+	bool police(lcore_stats& s, punt_class c, uint64_t now_ns, const parsed& p, const uint8_t* frm) noexcept;
 };
 
 // The last step of forwarding a parsed frame: its MACs set, TTL / hop limit

@@ -609,6 +609,8 @@ class control_caps : public control_fixture {
 protected:
 	control_caps()
 	{
+		cfg.control.punt_source_pct = 100;  // the control path's caps alone
+		EXPECT_EQ(pl.build(cfg), "");
 		cc.max_neighbors = 64;
 		cc.max_incomplete = 8;
 		cc.queue_per_neighbor = 2;
@@ -616,7 +618,38 @@ protected:
 		cc.probe_rate = 5;
 		make_control();
 	}
+	static bytes syn_from(uint32_t src, uint32_t dst)
+	{
+		return eth4(with_l4_csum(ipv4(src, dst, tcp(1000, 80, ct::kSYN))));
+	}
 };
+
+// One source sweeping an on-link prefix leaves at most
+// max_incomplete_per_source entries unresolved; another source's packets
+// still start their resolution.
+TEST_F(control_caps, one_source_cannot_take_every_unresolved_entry)
+{
+	cc.max_incomplete_per_source = 3;
+	make_control();
+	for (uint32_t h = 0; h < 50; h++)
+		run(syn_from(kClient, 0x0a000200 + h));
+	unsigned entries = 0;
+	ctl->for_each_neighbor([&](const neighbor_info& n) { entries += n.state == nb_state::incomplete; });
+	EXPECT_EQ(entries, 3u);
+	EXPECT_EQ(ctl->stats().incomplete_source_refused, 47u);
+	EXPECT_EQ(ctl->stats().neighbors_refused, 0u) << "the global cap was never reached";
+	out.clear();
+	run(syn_from(kClient + 1, 0x0a000300));
+	EXPECT_TRUE(asked_for(0x0a000300)) << "another source is served";
+	// Its entries resolved or failed, the source has its share again.
+	for (int t = 0; t < 10; t++) {
+		now += 2 * kSec;
+		ctl->tick(now);
+	}
+	out.clear();
+	run(syn_from(kClient, 0x0a000301));
+	EXPECT_TRUE(asked_for(0x0a000301));
+}
 
 TEST_F(control_caps, a_sweep_of_on_link_destinations_is_capped_in_entries_frames_and_probes)
 {
@@ -643,6 +676,39 @@ TEST_F(control_caps, a_sweep_of_on_link_destinations_is_capped_in_entries_frames
 	out.clear();
 	run(syn(0x0a000300, 1));
 	EXPECT_TRUE(asked_for(0x0a000300));
+}
+
+// One source floods traffic to the appliance: it gets its share of the
+// class (punt.source_pct), the rest is policed as its own; another source
+// is still admitted from what the class has left.
+TEST(control_punt, one_source_takes_at_most_its_share_of_a_class)
+{
+	auto c = config::load_string(std::string(kConfig) + "control:\n  punt: {other: 100, source_pct: 10}\n", "punt.yaml");
+	ASSERT_TRUE(c.ok()) << c.err().str();
+	maps::rcu::thread_registration reg;
+	ct::table ct{ct::config{}};
+	lb::balancer lb{4096, 1u << 20, 251};
+	sockmap::sockmap sm{sockmap::config{}};
+	pipeline pl{ct, lb, sm};
+	ASSERT_EQ(lb.apply(c.value().lb), "");
+	ASSERT_EQ(pl.build(c.value()), "");
+	const uint64_t now = 1000 * kSec;
+	auto to_us = [&](uint32_t src, uint16_t sp) {
+		bytes f = eth4(with_l4_csum(ipv4(src, 0xc0a80101, tcp(sp, 22, ct::kSYN))));
+		frame fr{f.data(), static_cast<uint32_t>(f.size()), 0};
+		outcome o;
+		pl.process(&fr, 1, now, &o);
+		return o.f == fate::control;
+	};
+	unsigned a = 0, b = 0;
+	for (uint16_t i = 0; i < 1000; i++)
+		a += to_us(0xc0a80120, static_cast<uint16_t>(1 + i));
+	EXPECT_EQ(a, 10u) << "10 % of 100 a second";
+	EXPECT_EQ(pl.stats().punt_policed_source, 990u);
+	EXPECT_EQ(pl.stats().punt_policed_other, 0u);
+	for (uint16_t i = 0; i < 5; i++)
+		b += to_us(0xc0a80121, static_cast<uint16_t>(1 + i));
+	EXPECT_EQ(b, 5u) << "another source is served";
 }
 
 TEST(control_punt, a_punt_flood_of_every_other_class_leaves_arp_resolution_working)
@@ -680,17 +746,24 @@ TEST(control_punt, a_punt_flood_of_every_other_class_leaves_arp_resolution_worki
 	// (other), a sweep of on-link hosts (resolve): 20000 frames each.
 	ip_opts ttl1;
 	ttl1.ttl = 1;
+	// From 128 addresses of the client's subnet (one source alone takes
+	// at most control.punt.source_pct of a class: below).
 	for (uint32_t i = 0; i < 20000; i++) {
-		run(eth4(ipv4(kClient, kFar, tcp(static_cast<uint16_t>(1 + i), 80, ct::kSYN), ttl1)), 0);
-		run(eth4(ipv4(kClient, 0xc0a80101, tcp(static_cast<uint16_t>(1 + i), 22, ct::kSYN))), 0);
-		run(eth4(ipv4(kClient, 0x0a000400 + (i & 0xff), tcp(static_cast<uint16_t>(1 + i), 80, ct::kSYN))), 0);
+		const uint32_t src = (kClient & ~0xffu) | (0x10 + (i & 0x7f));
+		run(eth4(ipv4(src, kFar, tcp(static_cast<uint16_t>(1 + i), 80, ct::kSYN), ttl1)), 0);
+		run(eth4(ipv4(src, 0xc0a80101, tcp(static_cast<uint16_t>(1 + i), 22, ct::kSYN))), 0);
+		run(eth4(ipv4(src, 0x0a000400 + (i & 0xff), tcp(static_cast<uint16_t>(1 + i), 80, ct::kSYN))), 0);
 	}
 	const pipeline_stats st = pl.stats();
 	EXPECT_EQ(admitted[static_cast<unsigned>(punt_class::icmp)], 50u);
 	EXPECT_EQ(admitted[static_cast<unsigned>(punt_class::other)], 50u);
 	EXPECT_LE(admitted[static_cast<unsigned>(punt_class::resolve)], 51u);
-	EXPECT_EQ(st.punt_policed_icmp, 20000u - 50);
-	EXPECT_EQ(st.punt_policed_other, 20000u - 50);
+	// Each frame was policed by its source's share or by its class.
+	EXPECT_EQ(st.punt_policed_icmp + st.punt_policed_other + st.punt_policed_resolve + st.punt_policed_source,
+		  3 * 20000u - admitted[static_cast<unsigned>(punt_class::icmp)] -
+			  admitted[static_cast<unsigned>(punt_class::other)] -
+			  admitted[static_cast<unsigned>(punt_class::resolve)] + 1);
+	EXPECT_GT(st.punt_policed_icmp, 0u) << "the class's rate, not only the sources' shares";
 	EXPECT_EQ(st.drops[static_cast<unsigned>(drop::punt_policed)], 20000u - 50) << "frames for us past the rate";
 	// The host's answer still gets through and resolves it.
 	ASSERT_EQ(run(arp(2, kHostMac, kHost, kPort1Mac, 0x0a0000fe), 1).cls, punt_class::arp_nd);

@@ -538,9 +538,9 @@ telemetry: {owner: "0", group: "0"}
 	// Struct fields without a key change these sizes: give them a key and
 	// a rule (then the new size here).
 	EXPECT_EQ(sizeof(ct::config), 144u) << "ct::config changed: classify the new field in config/live.cc";
-	EXPECT_EQ(sizeof(config::control_spec), 60u) << "control_spec changed: classify the new field";
+	EXPECT_EQ(sizeof(config::control_spec), 68u) << "control_spec changed: classify the new field";
 	EXPECT_EQ(sizeof(config::dpdk_spec), 28u) << "dpdk_spec changed: classify the new field";
-	EXPECT_EQ(sizeof(config::ctplane_config), 600u) << "ctplane_config changed: classify the new field";
+	EXPECT_EQ(sizeof(config::ctplane_config), 608u) << "ctplane_config changed: classify the new field";
 
 	using cfg = config::ctplane_config;
 	lb::address a10;
@@ -640,6 +640,8 @@ telemetry: {owner: "0", group: "0"}
 		{"control.punt.resolve", [](cfg& c) { c.control.punt_resolve++; }},
 		{"control.punt.icmp", [](cfg& c) { c.control.punt_icmp++; }},
 		{"control.punt.other", [](cfg& c) { c.control.punt_other++; }},
+		{"control.punt.source_pct", [](cfg& c) { c.control.punt_source_pct = 50; }},
+		{"control.max_incomplete_per_source", [](cfg& c) { c.control.max_incomplete_per_source = 8; }},
 		{"state.file", [](cfg& c) { c.state.file = "/tmp/other.snap"; }},
 		{"state.save_on_exit", [](cfg& c) { c.state.file = "/tmp/s.snap", c.state.save_on_exit = true; }},
 		{"state.dir", [](cfg& c) { c.state.dir = "/tmp"; }},
