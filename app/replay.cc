@@ -316,6 +316,7 @@ int replay(const replay_options& o, replay_report* report)
 			// A trace says nothing of ports: each frame comes in where its
 			// source routes, as on the appliance.
 			fr[n] = frame{buf[n].data(), caplen, kPortInfer};
+			fr[n].cap = kSnap;  // the SYN proxy may write a longer frame
 			n++;
 		}
 		if (n == 0)

@@ -165,11 +165,13 @@ int worker_main(void* arg)
 				}
 				const uint64_t l4 = rx[i]->ol_flags & RTE_MBUF_F_RX_L4_CKSUM_MASK;
 				rx[n] = rx[i];
-				fr[n++] = frame{rte_pktmbuf_mtod(rx[i], uint8_t*), rte_pktmbuf_data_len(rx[i]),
-						static_cast<uint16_t>(pi),
-						l4 == RTE_MBUF_F_RX_L4_CKSUM_GOOD  ? rx_csum::good
-						: l4 == RTE_MBUF_F_RX_L4_CKSUM_BAD ? rx_csum::bad
-										    : rx_csum::unknown};
+				fr[n] = frame{rte_pktmbuf_mtod(rx[i], uint8_t*), rte_pktmbuf_data_len(rx[i]),
+					      static_cast<uint16_t>(pi),
+					      l4 == RTE_MBUF_F_RX_L4_CKSUM_GOOD  ? rx_csum::good
+					      : l4 == RTE_MBUF_F_RX_L4_CKSUM_BAD ? rx_csum::bad
+										  : rx_csum::unknown};
+				fr[n].cap = rte_pktmbuf_data_len(rx[i]) + rte_pktmbuf_tailroom(rx[i]);
+				n++;
 			}
 			if (n == 0)
 				continue;
@@ -177,6 +179,10 @@ int worker_main(void* arg)
 			unsigned npu[kPuntClasses] = {};
 			for (uint16_t i = 0; i < n; i++) {
 				if (oc[i].f == fate::forward && oc[i].port < np) {
+					if (fr[i].len != rte_pktmbuf_data_len(rx[i])) {  // the SYN proxy wrote it anew
+						rx[i]->data_len = static_cast<uint16_t>(fr[i].len);
+						rx[i]->pkt_len = fr[i].len;
+					}
 					tx[oc[i].port].push_back(rx[i]);
 				} else if (oc[i].why != punt::none) {
 					*meta(rx[i]) = mbuf_meta{static_cast<uint16_t>(pi), static_cast<uint8_t>(oc[i].why), {}};

@@ -314,6 +314,23 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 						   {"sources", u32(q.sources, 256, 1u << 24)},
 					   });
 			  }},
+			 {"syn_proxy",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  ct::syn_proxy_config& y = c.syn_proxy;
+				  r.fields(n, p,
+					   {
+						   {"mss",
+						    [&](const YAML::Node& m, const std::string& k) {
+							    y.mss = static_cast<uint16_t>(r.uint(m, k, 536, 9000));
+						    }},
+						   {"wscale",
+						    [&](const YAML::Node& m, const std::string& k) {
+							    y.wscale = static_cast<uint8_t>(r.uint(m, k, 0, 14));
+						    }},
+						   {"auto_ct_pct", u32(y.auto_ct_pct, 1, 100)},
+						   {"auto_half_open", u32(y.auto_half_open, 1, 1u << 30)},
+					   });
+			  }},
 			 {"assured_evict_idle",
 			  [&](const YAML::Node& n, const std::string& p) {
 				  // 0 (or "never"): assured flows are never evicted.
@@ -637,11 +654,25 @@ void read_services(const reader& r, const YAML::Node& node, const std::string& p
 				  [&](const YAML::Node& n, const std::string& p) {
 					  s.flows_per_source = static_cast<uint32_t>(r.uint(n, p, 0, 1u << 30));
 				  }},
+				 {"syn_proxy",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  const std::string v = n.IsScalar() ? n.Scalar() : "";
+					  if (v == "off" || v == "false")
+						  s.syn_proxy = lb::kSynProxyOff;
+					  else if (v == "on" || v == "true")
+						  s.syn_proxy = lb::kSynProxyOn;
+					  else if (v == "auto")
+						  s.syn_proxy = lb::kSynProxyAuto;
+					  else
+						  r.fail(n, p, "expected off, on or auto, got " + (v.empty() ? std::string("a non-scalar") : v));
+				  }},
 			 });
 		if (s.name.empty() || !has_vip || !has_port)
 			r.fail(item, ip, std::string("a service needs ") + (s.name.empty() ? "a name" : !has_vip ? "a vip" : "a port"));
 		if (!names.emplace(s.name, c.services.size()).second)
 			r.fail(item, ip, "duplicate service name \"" + s.name + "\"");
+		if (s.syn_proxy != lb::kSynProxyOff && s.proto != 6)
+			r.fail(item, ip, "service \"" + s.name + "\": syn_proxy is for TCP services");
 		const std::string fe = std::to_string(s.proto) + " " + endpoint_text(s.vip, s.port);
 		if (auto [it, fresh] = frontends.emplace(fe, s.name); !fresh)
 			r.fail(item, ip, endpoint_text(s.vip, s.port) + " is already service \"" + it->second + "\"");

@@ -132,6 +132,28 @@ void route_diff(std::vector<config::route_spec> have, std::vector<config::route_
 	}
 }
 
+// Services whose SYN proxy mode changed, or the knobs; a service added
+// or removed with a mode other than off.
+bool syn_proxy_changed(const config::ctplane_config& a, const config::ctplane_config& b)
+{
+	if (!(a.ct.syn_proxy == b.ct.syn_proxy))
+		return true;
+	std::map<std::string, uint8_t> m;
+	for (const lb::service_spec& s : a.lb.services)
+		if (s.syn_proxy != lb::kSynProxyOff)
+			m[s.name] = s.syn_proxy;
+	size_t seen = 0;
+	for (const lb::service_spec& s : b.lb.services) {
+		if (s.syn_proxy == lb::kSynProxyOff)
+			continue;
+		const auto it = m.find(s.name);
+		if (it == m.end() || it->second != s.syn_proxy)
+			return true;
+		seen++;
+	}
+	return seen != m.size();
+}
+
 bool same_timeouts(const ct::timeouts& a, const ct::timeouts& b)
 {
 	return std::memcmp(&a, &b, sizeof(a)) == 0;
@@ -222,6 +244,10 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 	const unsigned be_added = lp.backends_added(), be_removed = lp.backends_removed();
 	const unsigned rebuilt = lp.tables();
 	lb.commit(std::move(plan.lb));
+	if (syn_proxy_changed(cur, next)) {
+		dp.pl().set_syn_proxy(next);  // by the ids the commit left
+		out.push_back("syn_proxy: services and knobs");
+	}
 	if (svc_added + svc_removed + be_added + be_removed != 0)
 		out.push_back("lb: services +" + std::to_string(svc_added) + " -" + std::to_string(svc_removed) +
 			      ", backends +" + std::to_string(be_added) + " -" + std::to_string(be_removed));

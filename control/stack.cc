@@ -41,6 +41,7 @@ std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, s
 		*err = e;
 		return nullptr;
 	}
+	s->pl_->set_syn_proxy(c);
 	return s;
 }
 
@@ -105,6 +106,7 @@ void stack::tick(uint64_t now_ns, size_t gc_buckets, pass_stats* timing)
 	ct_->tick(now_ns, gc_buckets, gc_buckets != 0 ? 0 : pass_budget_ns());
 	mark("fragments_fib");
 	pl_->maintain(now_ns);
+	pl_->syn_proxy_tick(now_ns);
 	mark("events");
 	drain_events();
 	mark("sockmap_sync");

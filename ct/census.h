@@ -62,4 +62,59 @@ private:
 	uint64_t flows_ = 0, others_ = 0, sweeps_ = 0, published_ = 0;
 };
 
+// Half-open flows by the service they go to (the original destination of
+// a NATed TCP flow in SYN_SENT or SYN_RECV), counted by the same sweep and
+// published when it ends: what the SYN proxy's auto mode reads. Bounded
+// as the census (kMaxPrefixes destinations a sweep).
+class service_census {
+public:
+	void add(uint8_t family, const uint8_t* addr, uint16_t port, uint8_t proto) noexcept
+	{
+		const key k = key_of(family, addr, port, proto);
+		auto it = counting_.find(k);
+		if (it != counting_.end())
+			it->second++;
+		else if (counting_.size() < census::kMaxPrefixes)
+			counting_.emplace(k, 1);
+	}
+	void finish()
+	{
+		published_.swap(counting_);
+		counting_.clear();
+	}
+	uint64_t of(uint8_t family, const uint8_t* addr, uint16_t port, uint8_t proto) const noexcept
+	{
+		const auto it = published_.find(key_of(family, addr, port, proto));
+		return it != published_.end() ? it->second : 0;
+	}
+
+private:
+	struct key {
+		uint8_t addr[16];
+		uint16_t port;
+		uint8_t proto, family;
+		bool operator==(const key& o) const noexcept { return std::memcmp(this, &o, sizeof(*this)) == 0; }
+	};
+	struct key_hash {
+		size_t operator()(const key& k) const noexcept
+		{
+			uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a: the table's own flows, on the control thread
+			const auto* b = reinterpret_cast<const uint8_t*>(&k);
+			for (size_t i = 0; i < sizeof(k); i++)
+				h = (h ^ b[i]) * 0x100000001b3ull;
+			return h;
+		}
+	};
+	static key key_of(uint8_t family, const uint8_t* addr, uint16_t port, uint8_t proto) noexcept
+	{
+		key k{};
+		std::memcpy(k.addr, addr, family == 6 ? 16 : 4);
+		k.port = port;
+		k.proto = proto;
+		k.family = family;
+		return k;
+	}
+	std::unordered_map<key, uint64_t, key_hash> counting_, published_;
+};
+
 }  // namespace ctplane::ct

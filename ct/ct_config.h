@@ -63,6 +63,16 @@ struct quota_config {
 	bool operator==(const quota_config&) const = default;
 };
 
+// The SYN proxy (packet/synproxy.h): YAML ct.syn_proxy; which services
+// use it is services[].syn_proxy.
+struct syn_proxy_config {
+	uint16_t mss = 1460;          // the MSS a cookie SYN-ACK offers at most (the backends')
+	uint8_t wscale = 7;           // the window scale it offers (the backends' usual one)
+	uint32_t auto_ct_pct = 50;    // auto: on for every auto service past this % of max_entries
+	uint32_t auto_half_open = 256;  // auto: on for a service with this many half-open flows
+	bool operator==(const syn_proxy_config&) const = default;
+};
+
 struct config {
 	uint64_t min_entries = 1024;         // per family: the table never shrinks below
 	uint64_t max_entries = 1u << 20;     // per family: at it, evict or refuse
@@ -82,6 +92,7 @@ struct config {
 	timeouts timeout;
 	tcp_config tcp;
 	quota_config quota;
+	syn_proxy_config syn_proxy;
 	// The dataplane verifies L4 checksums of the packets it tracks
 	// (nf_conntrack_checksum); a bad one is dropped and changes nothing.
 	bool checksum = true;

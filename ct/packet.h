@@ -20,6 +20,15 @@ struct nat_init {
 	uint8_t addr[16];  // network order; IPv4 in addr[0..4)
 	uint16_t port;
 	uint32_t backend;
+	// The SYN proxy (packet/synproxy.h) answered the client's handshake
+	// with a cookie; this SYN is the one it sends the backend for it. The
+	// flow keeps what translating its segments takes (table.h).
+	bool proxy = false;
+	uint8_t proxy_wscale = 0xff;  // the window scale the cookie SYN-ACK offered (0xff: none)
+	uint16_t client_win = 0;      // the window field of the client's ACK
+	uint32_t proxy_isn = 0;       // the cookie: the server's ISN as the client knows it
+	uint32_t proxy_tsval = 0;     // the timestamp the cookie SYN-ACK sent (0: none)
+	uint32_t client_tsval = 0;    // the client's, on its ACK
 };
 
 inline constexpr uint8_t kNoPort = 0xff;  // packet::in_port / reply_port: not checked
@@ -53,6 +62,7 @@ struct packet {
 	// data went both ways and each side acknowledged the other's.
 	bool hairpin = false;
 	uint16_t tcp_win = 0;            // the raw window field
+	uint32_t tcp_tsval = 0;          // a SYN's (or SYN-ACK's) timestamp value; 0: none
 	uint32_t tcp_seq = 0, tcp_ack = 0;
 	uint32_t tcp_len = 0;            // payload bytes
 };

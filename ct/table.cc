@@ -45,6 +45,16 @@ constexpr uint64_t kSentData = uint64_t{1} << 62;
 constexpr uint64_t kAckedData = uint64_t{1} << 63;
 // bytes[0]: both directions pass one port (packet::hairpin).
 constexpr uint64_t kOnePort = uint64_t{1} << 61;
+// bytes[1]: the flow came through the SYN proxy (nat_init::proxy); its
+// reply alias holds the proxy's data (proxy_alias()).
+constexpr uint64_t kProxied = uint64_t{1} << 60;
+// The proxy's data in a proxied flow's alias (link_alias): packets[0] the
+// cookie, packets[1] the cookie SYN-ACK's timestamp; seen[0] the backend's
+// offsets once its SYN-ACK came (end: sequence, edge: timestamps; flags:
+// kProxyKnown | its window scale << 4, 0xf: none); seen[1] the client's
+// ACK (end: its timestamp, edge: its window field, flags: the window scale
+// the client was offered).
+constexpr uint8_t kProxyKnown = 0x01;
 // bytes[0] bits 56-60: how the flow is counted by the per-source quota
 // (ct/quota.h): its class and the quota's epoch.
 constexpr unsigned kQuotaShift = 56;
@@ -326,6 +336,11 @@ void table::quota_tick() noexcept
 	const uint64_t max = max_now_.load(std::memory_order_relaxed);
 	const uint64_t most = std::max(f4_->hash.size(), f6_->hash.size());
 	quota_->set_tight(q.tighten_pct != 0 && most * 100 > max * q.tighten_pct);
+}
+
+uint64_t table::half_open_to(const tuple& t) const noexcept
+{
+	return t.family == 6 ? f6_->half_open.of(6, t.dst, t.dport, t.proto) : f4_->half_open.of(4, t.dst, t.dport, t.proto);
 }
 
 void table::set_assured_evict_idle(uint32_t ms) noexcept
@@ -622,6 +637,7 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		}
 		const uint16_t st = load_status(f->h);
 		if (state_of(st) == tcp_established && (flags_of(st) & kAssured) && p.kind == pkt_kind::normal &&
+		    !(load(f->bytes[1]) & kProxied) &&
 		    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) && port_ok(f->seen[kd], p.in_port) &&
 		    (!track_window ||
 		     window::track_ack(f->seen[kd], f->seen[kd ^ 1], p.tcp_seq, p.tcp_ack, p.tcp_len, p.tcp_win)))
@@ -640,6 +656,48 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 	}
 	if (fast != 0)
 		tc().tracked.add(fast);
+}
+
+// A segment of a proxied flow the CT took: the translation the pipeline
+// applies. The backend's SYN-ACK sets the offsets (its worker alone
+// writes them), once; a retransmitted one is turned into the client's ACK
+// again.
+template <typename F>
+void table::proxy_result(F& a, unsigned dir, const packet& p, result& r) noexcept
+{
+	using window::get;
+	using window::put;
+	result::proxy_view& v = r.proxy;
+	v.cookie = load(a.packets[0]);
+	v.synack = dir == 1 && tcp::is_synack(p.tcp_flags);
+	uint8_t fl = get(a.seen[0].flags);
+	if (v.synack && !(fl & kProxyKnown)) {
+		const uint32_t cookie_ts = load(a.packets[1]);
+		put(a.seen[0].end, p.tcp_seq - v.cookie);
+		put(a.seen[0].edge, cookie_ts != 0 && p.tcp_tsval != 0 ? p.tcp_tsval - cookie_ts : 0u);
+		fl = static_cast<uint8_t>(kProxyKnown | ((p.tcp_wscale == kNoWscale ? 0xf : std::min<uint8_t>(p.tcp_wscale, 14)) << 4));
+		put(a.seen[0].flags, fl);
+	}
+	v.known = (fl & kProxyKnown) != 0;
+	v.seq_delta = get(a.seen[0].end);
+	v.ts_delta = get(a.seen[0].edge);
+	v.backend_wscale = (fl >> 4) == 0xf ? 0xff : fl >> 4;
+	v.client_wscale = get(a.seen[1].flags);
+	v.client_win = static_cast<uint16_t>(get(a.seen[1].edge));
+	v.client_tsval = get(a.seen[1].end);
+	r.proxied = true;
+}
+
+template <typename Fam>
+typename Fam::flow* table::proxy_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f) const noexcept
+{
+	typename Fam::key ak;
+	unsigned rk;
+	if (!alias_key(k, f, load_status(f.h), &ak, &rk))
+		return nullptr;
+	bool in_lru;
+	auto* a = find_entry(fam, ak, &in_lru);
+	return a != nullptr && is_alias(*a) && alias_target(*a) == &f ? a : nullptr;
 }
 
 // A flow whose answer proves nothing: picked up mid-stream (its sides are
@@ -750,11 +808,27 @@ int table::judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x
 
 template <typename Fam>
 void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, unsigned kdir,
-		  const packet& p, uint32_t now, bool in_lru, result& r, uint32_t svc_limit) noexcept
+		  const packet& seg, uint32_t now, bool in_lru, result& r, uint32_t svc_limit) noexcept
 {
 	thread_counters& c = tc();
 	std::atomic_ref<uint16_t> st(f->h.status);
 	uint16_t cur = st.load(std::memory_order_acquire);
+	// A flow through the SYN proxy: its client acknowledges in the
+	// cookie's sequence space; the window is judged in the backend's (the
+	// offset added, as nf_conntrack's seqadj does).
+	typename Fam::flow* pa = nullptr;
+	packet adj;
+	const packet* pp = &seg;
+	if (seg.t.proto == kProtoTCP && seg.kind == pkt_kind::normal && (load(f->bytes[1]) & kProxied)) [[unlikely]] {
+		pa = proxy_alias(fam, k, *f);
+		const bool from_client = (kdir ^ ((flags_of(cur) & kOrigHi) ? 1u : 0u)) == 0;
+		if (pa != nullptr && from_client && (window::get(pa->seen[0].flags) & kProxyKnown) && (seg.tcp_flags & kACK)) {
+			adj = seg;
+			adj.tcp_ack += window::get(pa->seen[0].end);
+			pp = &adj;
+		}
+	}
+	const packet& p = *pp;
 	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
 	for (;;) {
 		uint64_t mark = 0;  // bookkeeping bits the packet adds to its direction's bytes
@@ -901,6 +975,8 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 		} else {
 			r = result{verdict::tracked, static_cast<uint8_t>(dir), x.state, r.family, &f->h};
 			c.tracked.inc();
+			if (pa != nullptr)
+				proxy_result(*pa, dir, p, r);
 			if (x.state != s)
 				emit(event_type::state_change, k, *f, s, destroy_reason::none, now);
 			// nf_conntrack: a connection whose only answer (or whose end)
@@ -1008,6 +1084,8 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	init.h.expires = now + life(s0, fl);
 	init.packets[0] = 1;
 	init.bytes[0] = p.bytes | (p.hairpin ? kOnePort : 0) | (p.tcp_len > 0 ? kSentData : 0) | quota_bits(qtag);
+	if (nat != nullptr && nat->proxy)
+		init.bytes[1] = kProxied;
 
 	const uint64_t h = hash != nullptr ? *hash : fam.hash.hash(k);
 	F* out = nullptr;
@@ -1039,7 +1117,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			if (nat != nullptr) {
 				// The reply alias, before the packet leaves (no reply can
 				// come before it); without it the flow cannot stand.
-				const int ar = link_alias(fam, k, out, now);
+				const int ar = link_alias(fam, k, out, now, nat);
 				if (ar != 0) {
 					if (claim(*out, init.h.status)) {
 						untake();  // (a flow claimed by another thread gave it back: emit)
@@ -1107,7 +1185,8 @@ bool table::alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* repl
 }
 
 template <typename Fam>
-int table::link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, uint32_t now) noexcept
+int table::link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, uint32_t now,
+		      const nat_init* nat) noexcept
 {
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
@@ -1119,6 +1198,16 @@ int table::link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* 
 	std::memset(&a, 0, sizeof(a));
 	a.h.status = status(st_alias, rk != 0 ? kOrigHi : 0);
 	a.bytes[0] = reinterpret_cast<uintptr_t>(f);
+	if (nat != nullptr && nat->proxy) {
+		// The SYN proxy's data, in the alias's unused fields: written
+		// here before it is published, and the backend's offsets by the
+		// worker that sees its SYN-ACK (apply()).
+		a.packets[0] = nat->proxy_isn;
+		a.packets[1] = nat->proxy_tsval;
+		a.seen[1].end = nat->client_tsval;
+		a.seen[1].edge = nat->client_win;
+		a.seen[1].flags = nat->proxy_wscale;
+	}
 	const uint64_t h = fam.hash.hash(ak);
 	for (int tries = 0; tries < 2; tries++) {
 		F* cur = nullptr;
@@ -1470,6 +1559,10 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 			}
 			fam.who.add(Fam::kFamily, k.addr[(flags_of(st) & kOrigHi) ? 1 : 0]);
 			const uint8_t fl = flags_of(st);
+			if ((s == tcp_syn_sent || s == tcp_syn_recv) && (fl & kNat)) {
+				const tuple o = tuple_of(k, (fl & kOrigHi) ? 1 : 0);
+				fam.half_open.add(Fam::kFamily, o.dst, o.dport, o.proto);
+			}
 			if (const drop_class dc = class_of(s, fl, exp, now); dc != drop_none)
 				fam.drop.stage(dc, k, dc == drop_idle ? now - (exp - life(s, fl)) : 0);
 		}
@@ -1492,6 +1585,7 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 			*wrapped = true;
 			fam.who.finish(now);
 			fam.drop.finish_sweep();
+			fam.half_open.finish();
 			// The overflow LRU is small: one pass per sweep (its victims'
 			// aliases are unlinked once its lock is released).
 			std::vector<unlink_later<K, F>> later;

@@ -174,6 +174,19 @@ struct result {
 	// invalid: it came in on another port than its side's (the caller may
 	// check the route and offer it again with packet::rebind).
 	bool wrong_port = false;
+	// A flow through the SYN proxy (nat_init::proxy), tracked or created:
+	// how the pipeline translates this segment (packet/synproxy.h).
+	bool proxied = false;
+	struct proxy_view {
+		bool known;     // the backend answered: the offsets below are set
+		bool synack;    // this is the backend's SYN-ACK: it becomes the client's last ACK
+		uint8_t backend_wscale, client_wscale;  // the backend's; the one the client was offered (0xff: none)
+		uint16_t client_win;                    // the client's window field, on its ACK
+		uint32_t cookie;                        // the server's ISN as the client knows it
+		uint32_t seq_delta;                     // the backend's ISN less the cookie
+		uint32_t ts_delta;                      // the backend's timestamps less the cookie's
+		uint32_t client_tsval;                  // the client's timestamp on its ACK
+	} proxy;
 	uint64_t hash = 0;
 };
 
@@ -304,6 +317,10 @@ public:
 		uint64_t flows = 0, others = 0, sweeps = 0;
 	};
 	std::vector<census_row> top_openers(size_t n, census_info* info) const;
+	// Half-open flows (SYN_SENT, SYN_RECV) to the service t names (its
+	// destination: address, port, protocol), as of the last GC sweep. The
+	// control thread.
+	uint64_t half_open_to(const tuple& t) const noexcept;
 	// GC alone: sweeps for about budget_ns of real time; returns flows expired.
 	size_t gc(uint64_t now_ns, uint64_t budget_ns) noexcept;
 	// GC alone, over about `buckets` buckets per family.
@@ -393,6 +410,7 @@ private:
 		uint64_t gc_pos = 0;
 		census who;  // live flows by opener prefix, counted by the GC's sweep
 		victims<K> drop;  // flows a full table may give up, named by the GC's sweep
+		service_census half_open;  // half-open flows by service, counted by the sweep
 		family(const maps::rhash_config& hc, uint32_t lru_cap) : hash(hc), lru(hash, lru_cap) {}
 	};
 	using fam4 = family<key4, flow4>;
@@ -440,7 +458,13 @@ private:
 	// Links the reply alias of the NATed flow f (key k). 0, -EEXIST (the
 	// reply tuple is another flow's), -EBUSY, -ENOSPC, -ENOMEM.
 	template <typename Fam>
-	int link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, uint32_t now) noexcept;
+	int link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, uint32_t now,
+		       const nat_init* nat = nullptr) noexcept;
+	template <typename F>
+	static void proxy_result(F& alias, unsigned dir, const packet& p, result& r) noexcept;
+	// The reply alias of proxied flow f (key k): it holds the proxy's data.
+	template <typename Fam>
+	typename Fam::flow* proxy_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f) const noexcept;
 	// After winning f's destruction: unlinks its alias if it points at f.
 	template <typename Fam>
 	void unlink_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f, uint16_t st) noexcept;

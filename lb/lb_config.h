@@ -36,7 +36,12 @@ struct service_spec {
 	// from the global quota; 0: the global one applies. Not the load
 	// balancer's: the CT enforces it.
 	uint32_t flows_per_source = 0;
+	// The SYN proxy (packet/synproxy.h) for this service: off, on, or auto
+	// (on while the CT is past ct.syn_proxy.auto_ct_pct of max_entries, or
+	// the service has ct.syn_proxy.auto_half_open half-open flows). TCP only.
+	uint8_t syn_proxy = 0;  // kSynProxyOff / On / Auto
 };
+inline constexpr uint8_t kSynProxyOff = 0, kSynProxyOn = 1, kSynProxyAuto = 2;
 
 struct backend_spec {
 	std::string service;  // a service_spec::name

@@ -42,6 +42,7 @@ namespace ctplane::dataplane {
 	X(ct_refused_busy, "conntrack: table resizing and overflow full")                           \
 	X(ct_refused_nomem, "conntrack: out of memory")                                             \
 	X(quota, "conntrack: the source is over its flows-per-source quota (ct.quota)")             \
+	X(syn_proxy_cookie, "an ACK to a SYN-proxied service: no flow's, and no valid cookie")       \
 	X(fragment_unknown, "a later fragment whose first fragment was not seen")                  \
 	X(punt_policed, "for the appliance, past its class's punt rate (control.punt)")               \
 	X(tx_full, "transmit queue full")

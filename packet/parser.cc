@@ -216,6 +216,8 @@ void tcp_options(const uint8_t* o, uint32_t n, ct::packet& c) noexcept
 		const uint8_t len = o[i + 1];
 		if (kind == 3 && len == 3)
 			c.tcp_wscale = o[i + 2];
+		if (kind == 8 && len == 10)  // timestamps: the SYN proxy's offsets
+			c.tcp_tsval = net::be32(o + i + 2);
 		i += len;
 	}
 }
@@ -313,6 +315,7 @@ void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept
 	ct::packet& c = out->ct;
 	c.in_port = c.reply_port = ct::kNoPort;
 	c.tcp_wscale = ct::kNoWscale;
+	c.tcp_tsval = 0;
 	c.bytes = li.l3_len;
 	c.kind = ct::pkt_kind::normal;
 	if (li.l4_rel == 0) {  // a later fragment: the pipeline matches it by id
@@ -341,6 +344,7 @@ void parse(const uint8_t* p, uint32_t len, parsed* out) noexcept
 		c.tcp_win = be16(l4 + 14);
 		c.tcp_len = l4_avail - doff;
 		c.tcp_wscale = ct::kNoWscale;
+	c.tcp_tsval = 0;
 		if (c.tcp_flags & ct::kSYN)
 			tcp_options(l4 + 20, doff - 20, c);
 		break;

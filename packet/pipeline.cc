@@ -18,6 +18,8 @@ namespace ctplane::dataplane {
 
 using net::be16;
 using net::put16;
+using net::be32;
+using net::put32;
 
 namespace {
 
@@ -446,6 +448,242 @@ void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) 
 	w.s->forwarded.inc();
 }
 
+// ---- the SYN proxy (packet/synproxy.h) ------------------------------------------------
+
+void pipeline::set_syn_proxy(const config::ctplane_config& c)
+{
+	for (uint32_t id : proxy_ids_)
+		proxy_[id].store(0, std::memory_order_relaxed);
+	proxy_ids_.clear();
+	proxy_auto_.clear();
+	proxy_cfg_ = c.ct.syn_proxy;
+	proxy_mss_.store(c.ct.syn_proxy.mss, std::memory_order_relaxed);
+	proxy_ws_.store(c.ct.syn_proxy.wscale, std::memory_order_relaxed);
+	for (const lb::service_spec& s : c.lb.services) {
+		if (s.syn_proxy == lb::kSynProxyOff)
+			continue;
+		const uint32_t id = lb_.service_id(s.name);
+		if (id == 0 || id >= kMaxProxyServices)
+			continue;
+		proxy_ids_.push_back(id);
+		if (s.syn_proxy == lb::kSynProxyOn) {
+			proxy_[id].store(lb::kSynProxyOn | kProxyActive, std::memory_order_relaxed);
+		} else {
+			proxy_[id].store(lb::kSynProxyAuto, std::memory_order_relaxed);
+			auto_service a{id, {}};
+			a.t.family = s.vip.family;
+			std::memcpy(a.t.dst, s.vip.addr, 16);
+			a.t.dport = s.port;
+			a.t.proto = s.proto;
+			proxy_auto_.push_back(a);
+		}
+	}
+	proxy_any_.store(!proxy_ids_.empty(), std::memory_order_relaxed);
+}
+
+void pipeline::syn_proxy_tick(uint64_t now_ns) noexcept
+{
+	cookies_.rotate(now_ns);
+	if (proxy_auto_.empty())
+		return;
+	const ct::stats st = ct_.stats();
+	const uint64_t most = std::max(st.flows4, st.flows6);
+	const bool full = most * 100 > ct_.cfg().max_entries * proxy_cfg_.auto_ct_pct;
+	for (const auto_service& a : proxy_auto_) {
+		const bool on = full || ct_.half_open_to(a.t) >= proxy_cfg_.auto_half_open;
+		proxy_[a.id].store(static_cast<uint8_t>(lb::kSynProxyAuto | (on ? kProxyActive : 0)), std::memory_order_relaxed);
+	}
+}
+
+namespace {
+// Writes n bytes at offset off of L4 header l4 and updates its checksum at
+// `csum` (RFC 1624 over the 16-bit words the bytes touch: any offset).
+void patch(uint8_t* l4, uint8_t* csum, unsigned off, const uint8_t* v, unsigned n) noexcept
+{
+	const unsigned a = off & ~1u, e = (off + n + 1) & ~1u;
+	uint8_t old[12];
+	std::memcpy(old, l4 + a, e - a);
+	std::memcpy(l4 + off, v, n);
+	csum_replace(csum, old, l4 + a, e - a);
+}
+void patch32(uint8_t* l4, unsigned off, uint32_t v) noexcept
+{
+	uint8_t b[4];
+	put32(b, v);
+	patch(l4, l4 + 16, off, b, 4);
+}
+}  // namespace
+
+bool pipeline::proxy_syn(work& w, unsigned j) noexcept
+{
+	const unsigned i = w.idx[j];
+	frame& fr = w.f[i];
+	const parsed& p = w.p[i];
+	const ct::packet& c = w.ctp[j];
+	const uint16_t in = w.in_port[i];
+	tcp_options o;
+	if (in >= ports_.size() || !parse_tcp_options(fr.data + p.l4_off, &o)) {
+		drop_frame(w, i, drop::tcp_bad_offset);
+		return false;
+	}
+	// The cookie carries the client's MSS (Linux's table); the SYN-ACK
+	// offers ours. Window scale and SACK ride in the timestamp: without
+	// one, neither is offered.
+	const uint8_t idx = mss_index(o.mss != 0 ? o.mss : 536, c.t.family);
+	const uint32_t cookie = cookies_.make(c.t, c.tcp_seq, idx, w.now);
+	const uint32_t tsval =
+		o.ts ? ((static_cast<uint32_t>(w.now / 1'000'000) & ~0x3fu) | ts_options(o.wscale, o.sack_ok)) : 0;
+	const uint8_t ws = o.ts && o.wscale != 0xff ? proxy_ws_.load(std::memory_order_relaxed) : 0xff;
+	uint8_t opts[40];
+	const unsigned n = build_syn_options(opts, proxy_mss_.load(std::memory_order_relaxed), o.ts && o.sack_ok, o.ts,
+					     tsval, o.tsval, ws);
+	turn_around(fr, p, ports_[in].mac);
+	if (!rewrite_tcp(fr, p, ct::kSYN | ct::kACK, cookie, c.tcp_seq + 1, 65535, opts, n)) {
+		w.s->syn_proxy_no_room.inc();
+		drop_frame(w, i, drop::oversize);
+		return false;
+	}
+	w.out[i] = outcome{fate::forward, drop::kCount, in};
+	w.s->forwarded.inc();
+	w.s->syn_proxy_cookies.inc();
+	return true;
+}
+
+bool pipeline::proxy_ack(work& w, unsigned j) noexcept
+{
+	const unsigned i = w.idx[j];
+	frame& fr = w.f[i];
+	parsed& p = w.p[i];
+	ct::packet& c = w.ctp[j];
+	const uint32_t isn = c.tcp_seq - 1, cookie = c.tcp_ack - 1;
+	const int idx = cookies_.check(c.t, isn, cookie, w.now);
+	tcp_options o;
+	if (idx < 0 || !parse_tcp_options(fr.data + p.l4_off, &o)) {
+		w.s->syn_proxy_bad_cookie.inc();
+		drop_frame(w, i, drop::syn_proxy_cookie);
+		return false;
+	}
+	// The SYN the client would have sent the backend: its ISN, the MSS
+	// from the cookie, window scale and SACK from our timestamp's echo.
+	const uint8_t cws = o.ts ? ts_wscale(o.tsecr) : 0xff;
+	const bool sack = o.ts && ts_sack(o.tsecr);
+	const uint16_t client_win = c.tcp_win;
+	const uint32_t bytes = uint32_t{client_win} << (cws == 0xff ? 0 : cws);
+	const uint16_t win = static_cast<uint16_t>(std::min<uint32_t>(bytes, 65535));
+	uint8_t opts[40];
+	const unsigned n = build_syn_options(opts, mss_value(static_cast<uint8_t>(idx), c.t.family), sack, o.ts, o.tsval, 0, cws);
+	if (!rewrite_tcp(fr, p, ct::kSYN, isn, 0, win, opts, n)) {
+		w.s->syn_proxy_no_room.inc();
+		drop_frame(w, i, drop::oversize);
+		return false;
+	}
+	p.l3_len = static_cast<uint16_t>(fr.len - p.l3_off);
+	c.tcp_flags = ct::kSYN;
+	c.tcp_seq = isn;
+	c.tcp_ack = 0;
+	c.tcp_len = 0;
+	c.tcp_win = win;
+	c.tcp_wscale = cws == 0xff ? ct::kNoWscale : cws;
+	c.tcp_tsval = o.ts ? o.tsval : 0;
+	c.bytes = p.l3_len;
+	p.ct = c;
+	ct::nat_init& nt = w.nat[j];
+	nt.proxy = true;
+	nt.proxy_wscale = o.ts && cws != 0xff ? proxy_ws_.load(std::memory_order_relaxed) : 0xff;
+	nt.client_win = client_win;
+	nt.proxy_isn = cookie;
+	nt.proxy_tsval = o.ts ? o.tsecr : 0;
+	nt.client_tsval = o.ts ? o.tsval : 0;
+	w.s->syn_proxy_accepted.inc();
+	return true;
+}
+
+// The backend's SYN-ACK, for the SYN the proxy sent: the client's last ACK
+// of the handshake goes back to the backend in its place (the client had
+// its SYN-ACK from us), and the CT takes it as the client's.
+void pipeline::proxy_synack(work& w, unsigned j, const ct::result& r) noexcept
+{
+	const unsigned i = w.idx[j];
+	frame& fr = w.f[i];
+	const parsed& p = w.p[i];
+	const ct::packet& c = w.ctp[j];
+	const uint16_t in = w.in_port[i];
+	tcp_options o;
+	ct::tuple orig;
+	if (in >= ports_.size() || !parse_tcp_options(fr.data + p.l4_off, &o) || !ct::original_of(r, &orig)) {
+		drop_frame(w, i, drop::tcp_bad_offset);
+		w.idx[j] = kGone;
+		return;
+	}
+	uint8_t opts[12];
+	unsigned n = 0;
+	if (o.ts && r.proxy.client_tsval != 0) {
+		opts[0] = opts[1] = 1;  // NOP NOP
+		opts[2] = 8;
+		opts[3] = 10;
+		put32(opts + 4, r.proxy.client_tsval);
+		put32(opts + 8, o.tsval);
+		n = 12;
+	}
+	turn_around(fr, p, ports_[in].mac);
+	if (!rewrite_tcp(fr, p, ct::kACK, c.tcp_ack, c.tcp_seq + 1, r.proxy.client_win, opts, n)) {
+		w.s->syn_proxy_no_room.inc();
+		drop_frame(w, i, drop::oversize);
+		w.idx[j] = kGone;
+		return;
+	}
+	ct::packet a{orig, fr.len - p.l3_off, ct::kACK, ct::pkt_kind::normal};
+	a.tcp_seq = c.tcp_ack;
+	a.tcp_ack = r.proxy.cookie + 1;  // as the client acknowledges (the CT adds the offset)
+	a.tcp_win = r.proxy.client_win;
+	ct_.process(a, w.now);
+	w.out[i] = outcome{fate::forward, drop::kCount, in};
+	w.s->forwarded.inc();
+	w.s->syn_proxy_established.inc();
+	w.idx[j] = kGone;
+}
+
+// A proxied flow's segment: the client knows the cookie's sequence space
+// and timestamps, the backend its own; and their window scales may differ.
+void pipeline::proxy_translate(work& w, unsigned i, const ct::result& r) noexcept
+{
+	const parsed& p = w.p[i];
+	if (!r.proxy.known || p.ct.kind != ct::pkt_kind::normal || r.v == ct::verdict::related)
+		return;
+	uint8_t* tcp = w.f[i].data + p.l4_off;
+	tcp_options o;
+	if (!parse_tcp_options(tcp, &o))
+		return;
+	const ct::result::proxy_view& v = r.proxy;
+	if (r.dir == 0) {  // client -> backend: what it acknowledges, in the backend's numbers
+		if (tcp[13] & ct::kACK)
+			patch32(tcp, 8, be32(tcp + 8) + v.seq_delta);
+		for (unsigned b = 0; b < o.nsack; b++) {
+			const unsigned at = o.sack_off + 8 * b;
+			patch32(tcp, at, be32(tcp + at) + v.seq_delta);
+			patch32(tcp, at + 4, be32(tcp + at + 4) + v.seq_delta);
+		}
+		if (o.ts && v.ts_delta != 0)
+			patch32(tcp, o.ts_off + 6, o.tsecr + v.ts_delta);
+		return;
+	}
+	// backend -> client: its sequence numbers and timestamps in the
+	// cookie's; its window in the scale the client was offered.
+	patch32(tcp, 4, be32(tcp + 4) - v.seq_delta);
+	if (o.ts && v.ts_delta != 0)
+		patch32(tcp, o.ts_off + 2, o.tsval - v.ts_delta);
+	if (v.client_wscale != 0xff && !(tcp[13] & ct::kSYN)) {
+		const unsigned bws = v.backend_wscale == 0xff ? 0 : v.backend_wscale;
+		if (bws != v.client_wscale) {
+			const uint64_t bytes = uint64_t{be16(tcp + 14)} << bws;
+			const uint64_t units = (bytes + (uint64_t{1} << v.client_wscale) - 1) >> v.client_wscale;
+			uint8_t b[2];
+			put16(b, static_cast<uint16_t>(std::min<uint64_t>(units, 65535)));
+			patch(tcp, tcp + 16, 14, b, 2);
+		}
+	}
+}
+
 // ---- the stages ---------------------------------------------------------------------
 //
 // Each stage runs over the burst's live vector (w.idx[0, w.n): the frames
@@ -672,11 +910,17 @@ void pipeline::service_stage(work& w) noexcept
 	uint16_t which[kMaxBurst];
 	uint32_t ids[kMaxBurst];
 	unsigned nk = 0;
+	// With a SYN-proxied service, a plain ACK of no flow may be a cookie's
+	// answer (with ct.tcp.loose off too).
+	const bool proxy = proxy_any_.load(std::memory_order_relaxed);
+	auto plain_ack = [](const ct::packet& c) {
+		return c.t.proto == ct::kProtoTCP && (c.tcp_flags & (ct::kSYN | ct::kRST | ct::kFIN | ct::kACK)) == ct::kACK;
+	};
 	for (unsigned m = 0; m < w.nmiss; m++) {
 		const unsigned j = w.miss[m];
 		ct::packet& c = w.ctp[j];
 		if ((c.t.proto != ct::kProtoTCP && c.t.proto != ct::kProtoUDP) || c.kind != ct::pkt_kind::normal ||
-		    !ct_.may_open(c))
+		    (!ct_.may_open(c) && !(proxy && plain_ack(c))))
 			continue;
 		// Loose mode: a mid-stream segment from a backend is not a flow of
 		// its own (its client's segment picks the NATed flow up).
@@ -695,6 +939,23 @@ void pipeline::service_stage(work& w) noexcept
 		if (ids[k] == 0)
 			continue;
 		const unsigned j = which[k];
+		w.nat[j] = ct::nat_init{};
+		if (syn_proxy_active(ids[k])) [[unlikely]] {
+			// A SYN gets a cookie SYN-ACK and leaves no state; a plain ACK
+			// with a good cookie becomes the SYN to the backend (and opens
+			// the flow below, as any SYN); anything else the CT refuses.
+			if (ct::tcp::is_syn(w.ctp[j].tcp_flags)) {
+				proxy_syn(w, j);
+				w.idx[j] = kGone;
+				continue;
+			}
+			if (plain_ack(w.ctp[j]) && !proxy_ack(w, j)) {
+				w.idx[j] = kGone;
+				continue;
+			}
+		} else if (!ct_.may_open(w.ctp[j])) {
+			continue;  // an ACK kept for a proxied service that is not one
+		}
 		const uint32_t be = lb_.select(ids[k], flow_hash(w.ctp[j].t));
 		lb::rewrite rw;
 		if (be == 0 || !lb_.dnat(be, &rw)) {
@@ -786,6 +1047,13 @@ void pipeline::nat_stage(work& w) noexcept
 		case ct::verdict::refused_nomem: drop_frame(w, i, drop::ct_refused_nomem); w.idx[j] = kGone; continue;
 		case ct::verdict::refused_quota: drop_frame(w, i, drop::quota); w.idx[j] = kGone; continue;
 		default: break;
+		}
+		if (r.proxied) [[unlikely]] {
+			if (r.proxy.synack) {  // the backend answered the proxy's SYN
+				proxy_synack(w, j, r);
+				continue;
+			}
+			proxy_translate(w, i, r);
 		}
 		if (r.v == ct::verdict::created) {
 			w.made[i] = true;

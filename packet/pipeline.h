@@ -62,6 +62,7 @@
 #include "packet/fib.h"
 #include "packet/fragments.h"
 #include "packet/parser.h"
+#include "packet/synproxy.h"
 #include "lb/balancer.h"
 #include "maps/lpm.h"
 #include "maps/rarray.h"
@@ -84,6 +85,9 @@ struct frame {
 	uint32_t len;
 	uint16_t in_port;  // kPortInfer: from the source's route
 	rx_csum l4_csum = rx_csum::unknown;
+	// Bytes the buffer holds from `data` (0: len; the frame cannot grow).
+	// The SYN proxy writes frames of another length (len changes).
+	uint32_t cap = 0;
 };
 
 enum class fate : uint8_t { forward, control, drop };
@@ -117,7 +121,8 @@ uint32_t flow_hash(const ct::tuple& t) noexcept;
 #define CTPLANE_LCORE_COUNTERS(X) \
 	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments) \
 	X(fragments_untracked) X(arp_replies) X(echo_replies) X(punt_policed_arp_nd) X(punt_policed_resolve) \
-	X(punt_policed_icmp) X(punt_policed_other) X(punt_policed_source)
+	X(punt_policed_icmp) X(punt_policed_other) X(punt_policed_source) X(syn_proxy_cookies) \
+	X(syn_proxy_accepted) X(syn_proxy_bad_cookie) X(syn_proxy_established) X(syn_proxy_no_room)
 
 // The stages of process(), in order: what `ctplane-ctl stats stages` shows
 // (VPP's `show runtime`).
@@ -190,6 +195,19 @@ public:
 	// "" or what is wrong (a route whose next hop is no neighbor is kept:
 	// its packets drop as no_neighbor until the address is resolved).
 	std::string build(const config::ctplane_config& c);
+	// The SYN proxy's services and knobs (services[].syn_proxy,
+	// ct.syn_proxy), by the load balancer's current ids: at build and after
+	// a reload's commit. Control thread.
+	void set_syn_proxy(const config::ctplane_config& c);
+	// Control thread, every pass: the cookie secrets' rotation, auto
+	// services switched on and off (the CT's fill, the services' half-open
+	// flows as of the last GC sweep).
+	void syn_proxy_tick(uint64_t now_ns) noexcept;
+	// Whether service id's SYNs are answered with cookies now.
+	bool syn_proxy_active(uint32_t id) const noexcept
+	{
+		return id < kMaxProxyServices && (proxy_[id].load(std::memory_order_relaxed) & kProxyActive) != 0;
+	}
 
 	// Runs frames [0, n) (n <= kMaxBurst) at time now_ns on lcore `lc`.
 	void process(frame* f, unsigned n, uint64_t now_ns, outcome* out, unsigned lc = 0) noexcept;
@@ -318,6 +336,29 @@ private:
 	bool checksum_ = true;  // ct.checksum: verify L4 checksums in software when the NIC did not
 	double punt_rate_[kPuntClasses] = {};  // per worker, per second
 	double punt_src_rate_[kPuntClasses] = {};  // per worker and source bucket, per second
+	// The SYN proxy: per service id, its mode (lb::kSynProxy*) and whether
+	// it is active (kProxyActive); the knobs; the cookies.
+	static constexpr uint32_t kMaxProxyServices = (1u << 20) + 1;  // lb.max_services' bound
+	static constexpr uint8_t kProxyActive = 0x80;
+	std::unique_ptr<std::atomic<uint8_t>[]> proxy_ = std::make_unique<std::atomic<uint8_t>[]>(kMaxProxyServices);
+	std::atomic<bool> proxy_any_{false};
+	std::atomic<uint16_t> proxy_mss_{1460};
+	std::atomic<uint8_t> proxy_ws_{7};
+	ct::syn_proxy_config proxy_cfg_;
+	struct auto_service {
+		uint32_t id;
+		ct::tuple t;  // its address, port, protocol (as a new flow's destination)
+	};
+	std::vector<auto_service> proxy_auto_;  // control thread
+	std::vector<uint32_t> proxy_ids_;       // services set (control thread: cleared on the next set)
+	syn_cookies cookies_;
+	// Services stage: the SYN proxy's answer to a SYN (a cookie SYN-ACK),
+	// its check of an ACK (the SYN to the backend); nat stage: the
+	// backend's SYN-ACK turned into the client's ACK, and the translation.
+	bool proxy_syn(work& w, unsigned j) noexcept;
+	bool proxy_ack(work& w, unsigned j) noexcept;
+	void proxy_synack(work& w, unsigned j, const ct::result& r) noexcept;
+	void proxy_translate(work& w, unsigned i, const ct::result& r) noexcept;
 	uint64_t punt_seed_ = 0;
 	// A punt of class c from worker lc now: within its rate? Counts the refusals.
 	bool police(lcore_stats& s, punt_class c, uint64_t now_ns, const parsed& p, const uint8_t* frm) noexcept;

@@ -182,7 +182,7 @@ TEST(config, unknown_and_duplicate_keys)
 	EXPECT_EQ(err_of("ct:\n  max_entires: 5\n"),
 		  "t.yaml:2:3: ct.max_entires: unknown key (expected one of: assured_evict_idle, checksum, event_ring, events, "
 		  "gc_budget_us, grow_pct, hash_seed, initial_entries, max_entries, min_entries, overflow_entries, "
-		  "quota, resize_budget_buckets, shrink_pct, tcp, timeouts)");
+		  "quota, resize_budget_buckets, shrink_pct, syn_proxy, tcp, timeouts)");
 	EXPECT_EQ(err_of("rutes: []\n"),
 		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, control, ct, dpdk, lb, neighbors, ports, "
 		  "routes, routes_file, services, sockmap, state, telemetry, workers)");

@@ -537,10 +537,10 @@ telemetry: {owner: "0", group: "0"}
 	}
 	// Struct fields without a key change these sizes: give them a key and
 	// a rule (then the new size here).
-	EXPECT_EQ(sizeof(ct::config), 144u) << "ct::config changed: classify the new field in config/live.cc";
+	EXPECT_EQ(sizeof(ct::config), 160u) << "ct::config changed: classify the new field in config/live.cc";
 	EXPECT_EQ(sizeof(config::control_spec), 68u) << "control_spec changed: classify the new field";
 	EXPECT_EQ(sizeof(config::dpdk_spec), 28u) << "dpdk_spec changed: classify the new field";
-	EXPECT_EQ(sizeof(config::ctplane_config), 608u) << "ctplane_config changed: classify the new field";
+	EXPECT_EQ(sizeof(config::ctplane_config), 624u) << "ctplane_config changed: classify the new field";
 
 	using cfg = config::ctplane_config;
 	lb::address a10;
@@ -617,6 +617,11 @@ telemetry: {owner: "0", group: "0"}
 		{"services[].protocol", [](cfg& c) { c.lb.services[0].proto = c.lb.services[0].proto == 6 ? 17 : 6; }},
 		{"services[].maglev_size", [](cfg& c) { c.lb.services[0].maglev_size = 509; }},
 		{"services[].flows_per_source", [](cfg& c) { c.lb.services[0].flows_per_source = 20; }},
+		{"services[].syn_proxy", [](cfg& c) { c.lb.services[0].syn_proxy = lb::kSynProxyOn; }},
+		{"ct.syn_proxy.mss", [](cfg& c) { c.ct.syn_proxy.mss = 1400; }},
+		{"ct.syn_proxy.wscale", [](cfg& c) { c.ct.syn_proxy.wscale = 9; }},
+		{"ct.syn_proxy.auto_ct_pct", [](cfg& c) { c.ct.syn_proxy.auto_ct_pct = 70; }},
+		{"ct.syn_proxy.auto_half_open", [](cfg& c) { c.ct.syn_proxy.auto_half_open = 9; }},
 		{"backends[].service", [](cfg& c) { c.lb.backends[0].service = c.lb.services[0].name == c.lb.backends[0].service ? c.lb.backends[0].service : c.lb.services[0].name; c.lb.backends[0].port ^= 1; }},
 		{"backends[].address", [](cfg& c) { c.lb.backends[0].addr.addr[3] ^= 0x20; }},
 		{"backends[].port", [](cfg& c) { c.lb.backends[0].port ^= 1; }},
