@@ -36,6 +36,7 @@ CTPLANE = CTL = None
 TAG = f"e{os.getpid() % 100000}"
 NS = {n: f"ctp{TAG}{n}" for n in ("dp", "client", "s1", "s2", "gen")}
 VIP = "10.100.0.1"
+GUARD = "10.100.0.3"  # a service behind the SYN proxy
 PORT_MAC = {"client": "02:c7:00:00:00:01", "s1": "02:c7:00:00:00:02", "s2": "02:c7:00:00:00:03",
             "gen": "02:c7:00:00:00:04"}
 HOST = {"client": ("10.0.0.2/24", "10.0.0.1", "2001:db8::2/64", "2001:db8::1"),
@@ -89,11 +90,14 @@ services:
   - {{name: web, vip: {vip}, port: 80, protocol: tcp}}
   - {{name: dns, vip: {vip}, port: 53, protocol: udp}}
   - {{name: void, vip: 10.100.0.2, port: 80, protocol: tcp}}
+  - {{name: guard, vip: {guard}, port: 80, protocol: tcp, syn_proxy: on}}
 backends:
   - {{service: web, address: 10.1.1.2, port: 8080}}
   - {{service: web, address: 10.1.2.2, port: 8080}}
   - {{service: dns, address: 10.1.1.2, port: 5353}}
   - {{service: dns, address: 10.1.2.2, port: 5353}}
+  - {{service: guard, address: 10.1.1.2, port: 8080}}
+  - {{service: guard, address: 10.1.2.2, port: 8080}}
 state:
   file: {state}
   save_on_exit: true
@@ -133,7 +137,7 @@ class Topology:
         self.cfg = os.path.join(self.dir, "ctplane.yaml")
         self.state = os.path.join(self.dir, "state.snap")
         with open(self.cfg, "w") as f:
-            f.write(CONFIG.format(ports="\n".join(ports), vip=VIP, state=self.state))
+            f.write(CONFIG.format(ports="\n".join(ports), vip=VIP, guard=GUARD, state=self.state))
         self.log = open(os.path.join(self.dir, "ctplane.log"), "w+")
         self.start_app()
         for s in ("s1", "s2"):
@@ -226,11 +230,11 @@ class Topology:
             raise RuntimeError(f"curl {url}: exit {r.returncode}: {r.stderr.strip()}\n{self.diagnose()}")
         return r
 
-    def long_transfer(self, out, rate="1500k"):
+    def long_transfer(self, out, rate="1500k", vip=VIP):
         """curl of the big file at `rate` (1.5 MB/s: about 4 s) from the client, in the background."""
         err = open(out + ".log", "w+")
         p = subprocess.Popen(["ip", "netns", "exec", NS["client"], "curl", "-sS", "--limit-rate", rate,
-                              "-w", "connected after %{time_connect} s\n", "-o", out, f"http://{VIP}/big"],
+                              "-w", "connected after %{time_connect} s\n", "-o", out, f"http://{vip}/big"],
                              stdout=err, stderr=subprocess.STDOUT)
         p.log = err
         self.procs.append(p)
@@ -418,6 +422,48 @@ class E2E(unittest.TestCase):
         if arrived > ct0["hash4/buckets"] * 15:
             self.assertGreater(ct1["hash4/grows"], ct0["hash4/grows"])
         self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)
+
+    def test_07b_syn_proxy_carries_a_transfer_and_a_spoofed_flood_makes_no_state(self):
+        # A curl through the proxied VIP: the handshake answered with a
+        # cookie, the backend's connection opened behind it.
+        c0 = T.ctl_json("stats")
+        self.assertEqual(T.curl(f"http://{GUARD}/whoami").stdout in ("s1", "s2"), True)
+        c1 = T.ctl_json("stats")
+        self.assertGreaterEqual(c1["syn_proxy_cookies"] - c0["syn_proxy_cookies"], 1)
+        self.assertGreaterEqual(c1["syn_proxy_established"] - c0["syn_proxy_established"], 1)
+        # A long transfer: window scaling and SACK negotiated end to end (the
+        # client's socket says so), the body intact.
+        out = os.path.join(T.dir, "guard.out")
+        p = T.long_transfer(out, rate="800k", vip=GUARD)  # about 8 s
+        info = ""
+        for _ in range(100):
+            info = sh("ss", "-tin", "dst", GUARD, ns=NS["client"], check=False).stdout
+            if "wscale:" in info:
+                break
+            time.sleep(0.05)
+        self.assertRegex(info, r"\bsack\b", info)
+        self.assertRegex(info, r"wscale:7,\d+", info)  # the peer's (the proxy's ct.syn_proxy.wscale), the client's
+        # During it, SYNs from 100000 spoofed sources to the proxied VIP:
+        # answered with cookies, no state made for any of them.
+        ct0 = T.ctl_json("ct", "stats")
+        s0 = T.ctl_json("stats")
+        sh("ping", "-c", "1", "-W", "2", "10.0.9.1", ns=NS["gen"])
+        r = sh(sys.executable, __file__, "--syn-burst", veth("gen"), PORT_MAC["gen"], "100000", GUARD, "spoof",
+               ns=NS["gen"], timeout=120)
+        self.assertEqual(r.stdout.strip(), "100000")
+        self.assertEqual(p.wait(timeout=90), 0, T.describe(p))
+        ct1, s1 = T.ctl_json("ct", "stats"), T.ctl_json("stats")
+        answered = s1["syn_proxy_cookies"] - s0["syn_proxy_cookies"]
+        self.assertGreater(answered, 0, s1)
+        # What ctplane counted: every SYN it saw was answered, and the table
+        # holds no more flows than before but the transfer's own.
+        self.assertLessEqual(ct1["flows4"], ct0["flows4"] + 2, (ct0["flows4"], ct1["flows4"], answered))
+        self.assertEqual(ct1["created"] - ct0["created"], 0, "no flow created by the flood")
+        with open(out, "rb") as f:
+            body = f.read()
+        self.assertEqual(len(body), BIG)
+        want = [open(os.path.join(T.dir, s, "big"), "rb").read() for s in ("s1", "s2")]
+        self.assertIn(body, want, "the body is one backend's file, byte for byte")
 
     def test_08_routes_at_run_time(self):
         T.ctl("route", "add", "10.1.3.0/24", "s1", "10.1.1.2")
@@ -819,13 +865,14 @@ class E2E(unittest.TestCase):
         self.assertFalse(os.path.exists(T.socket()) and T.ctl("stats", check=False).returncode == 0)
 
 
-def syn_burst(ifname, dst_mac, count):
-    """Sends `count` TCP SYNs to the VIP from 10.0.9.2 and .3 (distinct source ports)."""
+def syn_burst(ifname, dst_mac, count, vip=VIP, spoof=False):
+    """Sends `count` TCP SYNs to `vip` from 10.0.9.2 and .3 (distinct source ports), or with spoof
+    from `count` distinct addresses of 11.0.0.0/8."""
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((ifname, 0))
     src_mac = bytes.fromhex(open(f"/sys/class/net/{ifname}/address").read().strip().replace(":", ""))
     eth = bytes.fromhex(dst_mac.replace(":", "")) + src_mac + b"\x08\x00"
-    vip = socket.inet_aton(VIP)
+    vip = socket.inet_aton(vip)
 
     def csum(b):
         if len(b) % 2:
@@ -841,7 +888,8 @@ def syn_burst(ifname, dst_mac, count):
             ahead = t0 + i / rate - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
-        src = socket.inet_aton("10.0.9.2" if i % 2 == 0 else "10.0.9.3")
+        src = (struct.pack("!I", 0x0b000001 + i) if spoof else
+               socket.inet_aton("10.0.9.2" if i % 2 == 0 else "10.0.9.3"))
         sport = 1024 + (i // 2) % 64000
         tcp = struct.pack("!HHIIBBHHH", sport, 80, i, 0, 5 << 4, 0x02, 65535, 0, 0)
         tcs = csum(src + vip + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
@@ -910,7 +958,7 @@ def write_xml(cases, path, setup_error=None):
 def main():
     global CTPLANE, CTL, T
     if len(sys.argv) >= 2 and sys.argv[1] == "--syn-burst":
-        syn_burst(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        syn_burst(sys.argv[2], sys.argv[3], int(sys.argv[4]), *(sys.argv[5:6]), spoof="spoof" in sys.argv[6:])
         return 0
     CTPLANE, CTL = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
     out = os.environ.get("GTEST_OUTPUT", "")
