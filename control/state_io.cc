@@ -663,7 +663,12 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 			return bad("backends", i, "family", "not its service's");
 		if (b.weight > lb::kMaxWeight)
 			return bad("backends", i, "weight", std::to_string(b.weight) + " is above " + std::to_string(lb::kMaxWeight));
-		if (!ends.insert(key(b.addr, b.port, svcs[sv->second].proto, b.family)).second)
+		// One endpoint may serve several services (the YAML allows it);
+		// within one service it is one backend.
+		std::vector<uint8_t> end = key(b.addr, b.port, svcs[sv->second].proto, b.family);
+		for (int sh = 24; sh >= 0; sh -= 8)
+			end.push_back(static_cast<uint8_t>(b.service >> sh));
+		if (!ends.insert(end).second)
 			return bad("backends", i, "addr", "repeated in its service");
 	}
 	std::vector<config::route_spec> want_routes;

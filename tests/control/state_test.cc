@@ -349,6 +349,23 @@ void write_other_build(const std::string& path, const state::layout& ct, unsigne
 	ASSERT_EQ(w.finish(), "");
 }
 
+// One backend endpoint may serve two services (the YAML allows it): a
+// snapshot of such a load balancer restores (it was refused as a repeated
+// backend).
+TEST_F(state_fixture, a_backend_endpoint_serving_two_services_restores)
+{
+	std::string text = sized::with_max(65536);
+	const std::string more = "  - {service: web2, address: 10.0.1.1, port: 8080}\n";
+	text.replace(text.find("backends:\n"), 10, "backends:\n" + more);
+	text.replace(text.find("services:\n"), 10, "services:\n  - {name: web2, vip: 10.96.0.11, port: 80, protocol: tcp}\n");
+	appliance a(text), b(text);
+	open(a, 41000);
+	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, true, kWall), "");
+	restore_result rr;
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
+	EXPECT_EQ(rr.flows, 1u);
+}
+
 TEST_F(state_fixture, a_snapshot_of_another_record_layout_is_read_by_field_name)
 {
 	write_other_build(path, old_layout(), 300, [](uint32_t i, void* p) {
