@@ -197,7 +197,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/stats/control", "The control loop's passes: longest and its phase, over the budget, histogram. Table"},
 		{"/ctplane/ct/summary", "Conntrack sizes, counters, hash load and resizes"},
 		{"/ctplane/ct/quota", "Per-source quotas: the limits, whether they are tightened, the counters, and the heaviest sources (and source, service pairs) by flows counted or by refusals. Params: n=N (1..100, default 10), by=flows|refused. Table"},
-		{"/ctplane/ct/top", "Who fills the table: the prefixes that opened the most live flows (/24, /48), as of the last GC sweep. Params: n=N (1..100, default 10). Table"},
+		{"/ctplane/ct/top", "Who fills the table: live flows by the prefix that opened them (/24, /48; by=src, the default), their destination prefix (by=dst), service (by=service), destination port (by=port) or state (by=state), heaviest first, as of the last GC sweep. Params: n=N (1..100, default 10), by=src|dst|service|port|state. Table"},
 		{"/ctplane/ct/list", "Flows. Params: addr=,port=,state=,proto=,cursor=,limit="},
 		{"/ctplane/ct/events", "CT events after a sequence number. Params: after=SEQ"},
 		{"/ctplane/ct/delete", "Removes the flows that match (conntrack -D). Params: addr=,port=,state=,proto=,cursor="},
@@ -536,29 +536,68 @@ reply ops::ct_top(const std::string& params)
 	reply r;
 	const kv p = parse_kv(params);
 	uint64_t n = 10;
-	const auto it = p.named.find("n");
-	if (!p.positional.empty() || p.named.size() > (it != p.named.end() ? 1u : 0u)) {
-		r.error("ct top takes n=N");
+	ct::census_by by = ct::census_by::src;
+	static const char* const kBy[] = {"src", "dst", "service", "port", "state"};
+	if (!p.positional.empty()) {
+		r.error("ct top takes n=N and by=src|dst|service|port|state");
 		return r;
 	}
-	if (it != p.named.end() && (!parse_u64(it->second, 100, &n) || n == 0)) {
-		r.error("n must be within 1..100, not \"" + it->second + "\"");
-		return r;
+	for (const auto& [k, v] : p.named) {
+		if (k == "n") {
+			if (!parse_u64(v, 100, &n) || n == 0) {
+				r.error("n must be within 1..100, not \"" + v + "\"");
+				return r;
+			}
+		} else if (k == "by") {
+			unsigned i = 0;
+			while (i < ct::kCensusBy && v != kBy[i])
+				i++;
+			if (i == ct::kCensusBy) {
+				r.error("by must be src, dst, service, port or state, not \"" + v + "\"");
+				return r;
+			}
+			by = static_cast<ct::census_by>(i);
+		} else {
+			r.error("ct top takes n=N and by=src|dst|service|port|state, not " + k);
+			return r;
+		}
 	}
 	ct::table::census_info info;
-	const std::vector<ct::census_row> rows = dp_.ct().top_openers(n, &info);
+	const std::vector<ct::census_row> rows = dp_.ct().top_openers(n, &info, by);
 	r.num("flows", info.flows);
 	r.num("others", info.others);
 	r.num("sweeps", info.sweeps);
-	table_out t(r, {"prefix", "flows", "share_pct"});
+	const char* col = by == ct::census_by::src || by == ct::census_by::dst ? "prefix" : kBy[static_cast<unsigned>(by)];
+	table_out t(r, {col, "flows", "share_pct"});
+	auto proto = [](uint8_t pr) {
+		return std::string(pr == ct::kProtoTCP ? "tcp" : pr == ct::kProtoUDP ? "udp" : pr == ct::kProtoICMP ? "icmp"
+				 : pr == ct::kProtoICMPv6 ? "icmpv6" : std::to_string(pr));
+	};
 	for (const ct::census_row& row : rows) {
-		net::prefix pf;
-		pf.family = row.family;
-		std::memcpy(pf.addr, row.prefix, 16);
-		pf.len = row.len;
+		std::string key;
+		switch (by) {
+		case ct::census_by::src:
+		case ct::census_by::dst: {
+			net::prefix pf;
+			pf.family = row.family;
+			std::memcpy(pf.addr, row.prefix, 16);
+			pf.len = row.len;
+			key = net::to_string(pf);
+			break;
+		}
+		case ct::census_by::service: {
+			net::address a;
+			a.family = row.family;
+			std::memcpy(a.addr, row.prefix, 16);
+			key = proto(row.proto) + " " + net::endpoint_string(a, row.port);
+			break;
+		}
+		case ct::census_by::port: key = proto(row.proto) + "/" + std::to_string(row.port); break;
+		default: key = ct::state_name(row.state); break;
+		}
 		char share[32];
 		std::snprintf(share, sizeof(share), "%.1f", info.flows != 0 ? 100.0 * double(row.flows) / double(info.flows) : 0.0);
-		if (!t.add({net::to_string(pf), std::to_string(row.flows), share}))
+		if (!t.add({key, std::to_string(row.flows), share}))
 			break;
 	}
 	t.finish(0);

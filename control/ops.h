@@ -23,9 +23,10 @@
 //   /ctplane/stats/control           the control loop's passes: longest (and
 //                                    its phase), over the budget, histogram
 //   /ctplane/ct/summary              sizes, counters, hash load and resizes
-//   /ctplane/ct/top[,n=N]            who fills the table: the prefixes (/24,
-//                                    /48) that opened the most live flows,
-//                                    as of the last GC sweep (ct/census.h)
+//   /ctplane/ct/top[,n=N][,by=src|dst|service|port|state]   who fills the
+//                                    table: live flows by opener prefix (/24,
+//                                    /48), destination prefix, service, port
+//                                    or state, as of the last GC sweep (ct/census.h)
 //   /ctplane/ct/quota[,n=N][,by=flows|refused]   per-source quotas: limits,
 //                                    counters, the heaviest sources (ct/quota.h)
 //   /ctplane/ct/list,[addr=A][,port=P][,state=S][,proto=P][,cursor=C][,limit=N]

@@ -24,42 +24,63 @@
 
 namespace ctplane::ct {
 
+// What a census counts flows by (`ct top --by`).
+enum class census_by : uint8_t {
+	src,      // the opener's prefix (IPv4 /24, IPv6 /48)
+	dst,      // the original destination's prefix (the same lengths)
+	service,  // a NATed flow's service: its original destination address, port, protocol
+	port,     // the original destination port and protocol
+	state,    // the flow's state
+	kCount
+};
+inline constexpr unsigned kCensusBy = static_cast<unsigned>(census_by::kCount);
+
 struct census_row {
-	uint8_t family;  // 4 or 6
-	uint8_t len;     // 24 or 48
-	uint8_t prefix[16];
+	uint8_t family;  // 4 or 6 (src, dst, service)
+	uint8_t len;     // src, dst: 24 or 48
+	uint8_t prefix[16];  // src, dst: the prefix; service: the address
+	uint16_t port;   // service, port
+	uint8_t proto;   // service, port
+	uint8_t state;   // state
 	uint64_t flows;
 };
 
 class census {
 public:
-	static constexpr size_t kMaxPrefixes = 65536;
+	static constexpr size_t kMaxPrefixes = 65536;  // keys a sweep counts, per kind
 	static constexpr uint8_t kLen4 = 24, kLen6 = 48;
 
-	// A live flow opened from `addr` (network order; 4 or 16 bytes).
-	void add(uint8_t family, const uint8_t* addr) noexcept;
+	// A live flow: its family, original tuple's source and destination
+	// (network order; 4 or 16 bytes), destination port, protocol, state,
+	// and whether it is NATed (a service's).
+	void add(uint8_t family, const uint8_t* src, const uint8_t* dst, uint16_t dport, uint8_t proto, uint8_t state,
+		 bool nat) noexcept;
 	// The sweep ended: what it counted is published.
 	void finish(uint64_t now_ticks);  // the CT's clock (ms ticks)
-	// The heaviest n prefixes of the last complete sweep, heaviest first.
-	std::vector<census_row> top(size_t n) const;
-	uint64_t flows() const noexcept { return flows_; }    // counted in it
-	uint64_t others() const noexcept { return others_; }  // past kMaxPrefixes
+	// The heaviest n keys of the last complete sweep, heaviest first.
+	std::vector<census_row> top(size_t n, census_by by = census_by::src) const;
+	uint64_t flows() const noexcept { return flows_; }  // counted in it
+	uint64_t others(census_by by = census_by::src) const noexcept { return dims_[static_cast<unsigned>(by)].others; }
 	uint64_t sweeps() const noexcept { return sweeps_; }
 	uint64_t published() const noexcept { return published_; }
 
 private:
 	struct key {
-		uint8_t family;
-		uint8_t b[7];  // the prefix's bytes (IPv4: 3, IPv6: 6)
-		bool operator==(const key& o) const noexcept { return std::memcmp(this, &o, sizeof(*this)) == 0; }
+		uint8_t b[24];  // the row's identity, packed (family, bytes, port, proto, state)
+		bool operator==(const key& o) const noexcept { return std::memcmp(b, o.b, sizeof(b)) == 0; }
 	};
 	struct key_hash {
 		size_t operator()(const key& k) const noexcept;
 	};
-	std::unordered_map<key, uint64_t, key_hash> counting_;
-	uint64_t counting_others_ = 0, counting_flows_ = 0;
-	std::vector<census_row> rows_;  // the last sweep's, heaviest first
-	uint64_t flows_ = 0, others_ = 0, sweeps_ = 0, published_ = 0;
+	struct dim {
+		std::unordered_map<key, uint64_t, key_hash> counting;
+		uint64_t counting_others = 0, others = 0;
+		std::vector<census_row> rows;  // the last sweep's, heaviest first
+	};
+	void count(dim& d, const key& k) noexcept;
+	dim dims_[kCensusBy];
+	uint64_t counting_flows_ = 0;
+	uint64_t flows_ = 0, sweeps_ = 0, published_ = 0;
 };
 
 // Half-open flows by the service they go to (the original destination of

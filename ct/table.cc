@@ -1557,12 +1557,11 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 				store(f.h.expires, now + timeout(s));
 				c.gc_clamped.inc();
 			}
-			fam.who.add(Fam::kFamily, k.addr[(flags_of(st) & kOrigHi) ? 1 : 0]);
 			const uint8_t fl = flags_of(st);
-			if ((s == tcp_syn_sent || s == tcp_syn_recv) && (fl & kNat)) {
-				const tuple o = tuple_of(k, (fl & kOrigHi) ? 1 : 0);
+			const tuple o = tuple_of(k, (fl & kOrigHi) ? 1 : 0);
+			fam.who.add(Fam::kFamily, o.src, o.dst, o.dport, o.proto, s, (fl & kNat) != 0);
+			if ((s == tcp_syn_sent || s == tcp_syn_recv) && (fl & kNat))
 				fam.half_open.add(Fam::kFamily, o.dst, o.dport, o.proto);
-			}
 			if (const drop_class dc = class_of(s, fl, exp, now); dc != drop_none)
 				fam.drop.stage(dc, k, dc == drop_idle ? now - (exp - life(s, fl)) : 0);
 		}
@@ -1665,10 +1664,30 @@ void table::grow(uint64_t budget_ns) noexcept
 	step(*f6_);
 }
 
-std::vector<census_row> table::top_openers(size_t n, census_info* info) const
+std::vector<census_row> table::top_openers(size_t n, census_info* info, census_by by) const
 {
-	std::vector<census_row> rows = f4_->who.top(n);
-	const std::vector<census_row> v6 = f6_->who.top(n);
+	std::vector<census_row> rows = f4_->who.top(n, by);
+	const std::vector<census_row> v6 = f6_->who.top(n, by);
+	if (by == census_by::port || by == census_by::state) {  // keys both families share: summed
+		for (const census_row& r : v6) {
+			auto it = std::find_if(rows.begin(), rows.end(), [&](const census_row& x) {
+				return x.port == r.port && x.proto == r.proto && x.state == r.state;
+			});
+			if (it != rows.end())
+				it->flows += r.flows;
+			else
+				rows.push_back(r);
+		}
+		std::stable_sort(rows.begin(), rows.end(), [](const census_row& a, const census_row& b) { return a.flows > b.flows; });
+		if (rows.size() > n)
+			rows.resize(n);
+		if (info != nullptr) {
+			info->flows = f4_->who.flows() + f6_->who.flows();
+			info->others = f4_->who.others(by) + f6_->who.others(by);
+			info->sweeps = f4_->who.sweeps();
+		}
+		return rows;
+	}
 	rows.insert(rows.end(), v6.begin(), v6.end());
 	std::stable_sort(rows.begin(), rows.end(),
 			 [](const census_row& a, const census_row& b) { return a.flows > b.flows; });
@@ -1676,7 +1695,7 @@ std::vector<census_row> table::top_openers(size_t n, census_info* info) const
 		rows.resize(n);
 	if (info != nullptr) {
 		info->flows = f4_->who.flows() + f6_->who.flows();
-		info->others = f4_->who.others() + f6_->who.others();
+		info->others = f4_->who.others(by) + f6_->who.others(by);
 		info->sweeps = f4_->who.sweeps();
 	}
 	return rows;

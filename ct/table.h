@@ -316,7 +316,7 @@ public:
 	struct census_info {
 		uint64_t flows = 0, others = 0, sweeps = 0;
 	};
-	std::vector<census_row> top_openers(size_t n, census_info* info) const;
+	std::vector<census_row> top_openers(size_t n, census_info* info, census_by by = census_by::src) const;
 	// Half-open flows (SYN_SENT, SYN_RECV) to the service t names (its
 	// destination: address, port, protocol), as of the last GC sweep. The
 	// control thread.

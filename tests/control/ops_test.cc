@@ -236,7 +236,22 @@ TEST_F(ops_fixture, ct_top_names_who_fills_the_table_as_of_the_last_sweep)
 	EXPECT_EQ(num(r, "others"), 0u);
 	EXPECT_TRUE(run("/ctplane/ct/top", "n=0").is_error());
 	EXPECT_TRUE(run("/ctplane/ct/top", "n=101").is_error());
-	EXPECT_TRUE(run("/ctplane/ct/top", "by=src").is_error());
+	// By service, port and state: the same 10 flows.
+	const auto svc = rows(run("/ctplane/ct/top", "by=service"));
+	ASSERT_EQ(svc.size(), 1u);
+	EXPECT_EQ(svc[0].at("service"), "tcp 10.96.0.10:80");
+	EXPECT_EQ(svc[0].at("flows"), "10");
+	const auto ports = rows(run("/ctplane/ct/top", "by=port"));
+	ASSERT_EQ(ports.size(), 1u);
+	EXPECT_EQ(ports[0].at("port"), "tcp/80");
+	const auto states = rows(run("/ctplane/ct/top", "by=state"));
+	ASSERT_EQ(states.size(), 1u);
+	EXPECT_EQ(states[0].at("state"), "SYN_SENT");
+	const auto dsts = rows(run("/ctplane/ct/top", "by=dst"));
+	ASSERT_EQ(dsts.size(), 1u);
+	EXPECT_EQ(dsts[0].at("prefix"), "10.96.0.0/24");
+	EXPECT_TRUE(run("/ctplane/ct/top", "by=backend").is_error());
+	EXPECT_TRUE(run("/ctplane/ct/top", "x=1").is_error());
 }
 
 // The quota page names the sources over their quota, and the service

@@ -658,15 +658,16 @@ TEST(ct_census, past_its_cap_a_sweep_counts_others_and_keeps_the_heavy_prefixes)
 {
 	census c;
 	for (int i = 0; i < 1000; i++) {
-		const uint8_t heavy[4] = {100, 64, 0, 1};
-		c.add(4, heavy);
+		const uint8_t heavy[4] = {100, 64, 0, 1}, dst[4] = {10, 96, 0, 10};
+		c.add(4, heavy, dst, 443, kProtoTCP, tcp_established, true);
 	}
 	for (uint32_t i = 0; i < census::kMaxPrefixes + 500; i++) {
 		uint8_t p[4] = {0, 0, 0, 1};
 		p[0] = static_cast<uint8_t>(11 + (i >> 16));
 		p[1] = static_cast<uint8_t>(i >> 8);
 		p[2] = static_cast<uint8_t>(i);
-		c.add(4, p);
+		const uint8_t dst[4] = {10, 0, 0, 1};
+		c.add(4, p, dst, 53, kProtoUDP, udp_unreplied, false);
 	}
 	c.finish(5);
 	EXPECT_EQ(c.flows(), 1000u + census::kMaxPrefixes + 500);
@@ -676,6 +677,26 @@ TEST(ct_census, past_its_cap_a_sweep_counts_others_and_keeps_the_heavy_prefixes)
 	EXPECT_EQ(top[0].flows, 1000u);
 	EXPECT_EQ(top[0].prefix[0], 100);
 	EXPECT_EQ(c.published(), 5u);
+	// The other keys of the same sweep.
+	const auto svc = c.top(5, census_by::service);
+	ASSERT_EQ(svc.size(), 1u) << "only the NATed flows have a service";
+	EXPECT_EQ(svc[0].flows, 1000u);
+	EXPECT_EQ(svc[0].port, 443);
+	EXPECT_EQ(svc[0].prefix[1], 96);
+	const auto ports = c.top(5, census_by::port);
+	ASSERT_EQ(ports.size(), 2u);
+	EXPECT_EQ(ports[0].port, 53);
+	EXPECT_EQ(ports[0].proto, kProtoUDP);
+	EXPECT_EQ(ports[0].flows, census::kMaxPrefixes + 500);
+	const auto states = c.top(5, census_by::state);
+	ASSERT_EQ(states.size(), 2u);
+	EXPECT_EQ(states[0].state, udp_unreplied);
+	EXPECT_EQ(states[1].state, tcp_established);
+	const auto dsts = c.top(5, census_by::dst);
+	ASSERT_EQ(dsts.size(), 2u);
+	EXPECT_EQ(dsts[0].prefix[0], 10);
+	EXPECT_EQ(dsts[0].prefix[1], 0);
+	EXPECT_EQ(c.others(census_by::port), 0u);
 }
 
 }  // namespace test
