@@ -75,6 +75,9 @@ uint64_t mono_ns() noexcept
 
 // Buckets probed for a victim at max_entries: the key's own bucket first.
 constexpr unsigned kEvictBuckets = 2;
+// Early drop: a half-open flow younger than this (since its last packet)
+// goes after every older one (early_drop()).
+constexpr uint32_t kYoungMs = 1000;
 // Buckets per GC scan call (the time budget is checked between calls).
 constexpr size_t kGcChunk = 32;
 constexpr unsigned kChunk = 64;  // packets per bulk lookup
@@ -626,7 +629,8 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		unsigned kd = kdir[i];
 		bool via = false;
 		bool lru = (in_lru >> i) & 1;
-		if (is_alias(*f)) {  // a reply of a NATed flow: its flow
+		F* const alias = is_alias(*f) ? f : nullptr;
+		if (alias != nullptr) {  // a reply of a NATed flow: its flow
 			f = follow<Fam>(f, &k, &kd, p.kind == pkt_kind::icmp_error, &via);
 			if (f == nullptr) {
 				r = result{verdict::invalid, 0, st_none, fam_id, nullptr};
@@ -637,18 +641,31 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		}
 		const uint16_t st = load_status(f->h);
 		if (state_of(st) == tcp_established && (flags_of(st) & kAssured) && p.kind == pkt_kind::normal &&
-		    !(load(f->bytes[1]) & kProxied) &&
-		    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) && port_ok(f->seen[kd], p.in_port) &&
-		    (!track_window ||
-		     window::track_ack(f->seen[kd], f->seen[kd ^ 1], p.tcp_seq, p.tcp_ack, p.tcp_len, p.tcp_win)))
+		    tcp::is_ack(p.tcp_flags) && !expired(load(f->h.expires), now) && port_ok(f->seen[kd], p.in_port))
 			[[likely]] {
 			const unsigned dir = kd ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
-			store(f->h.expires, est_expires);
-			store(f->packets[dir], load(f->packets[dir]) + 1);
-			store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
-			r = result{verdict::tracked, static_cast<uint8_t>(dir), tcp_established, fam_id, &f->h, via};
-			fast++;
-			continue;
+			// A flow through the SYN proxy: its client acknowledges in the
+			// cookie's space (the offset is in its reply alias: the
+			// backend's packets came through it, the client's look it up).
+			F* pa = nullptr;
+			uint32_t ack = p.tcp_ack;
+			bool ok = true;
+			if (load(f->bytes[1]) & kProxied) [[unlikely]] {
+				pa = alias != nullptr ? alias : proxy_alias(fam, *k, *f);
+				ok = pa != nullptr && (window::get(pa->seen[0].flags) & kProxyKnown);
+				if (ok && dir == 0)
+					ack += window::get(pa->seen[0].end);
+			}
+			if (ok && (!track_window || window::track_ack(f->seen[kd], f->seen[kd ^ 1], p.tcp_seq, ack, p.tcp_len, p.tcp_win))) {
+				store(f->h.expires, est_expires);
+				store(f->packets[dir], load(f->packets[dir]) + 1);
+				store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
+				r = result{verdict::tracked, static_cast<uint8_t>(dir), tcp_established, fam_id, &f->h, via};
+				if (pa != nullptr)
+					proxy_result(*pa, dir, p, r);
+				fast++;
+				continue;
+			}
 		}
 		r.family = fam_id;
 		apply(fam, *k, f, kd, p, now, lru, r);
@@ -1363,6 +1380,18 @@ bool table::early_drop(Fam& fam, uint64_t h, uint32_t now) noexcept
 	K vk;
 	F* vf = nullptr;
 	uint16_t vst = 0;
+	// A half-open flow whose last packet is younger than kYoungMs goes
+	// after the older ones, wherever they are: a legitimate handshake is
+	// answered within a round trip, a flood's half-open flows wait out
+	// their timeout (so a SYN flood evicts itself, not the connections
+	// being made meanwhile).
+	K yk;
+	F* yf = nullptr;
+	uint16_t yst = 0;
+	auto young = [&](const F& f, uint16_t st) {
+		const uint32_t exp = load(f.h.expires);
+		return static_cast<int32_t>(now - (exp - life(state_of(st), flags_of(st)))) < static_cast<int32_t>(kYoungMs);
+	};
 	auto rank = [&](const F& f, uint16_t st) -> int {
 		const uint32_t exp = load(f.h.expires);
 		if (expired(exp, now))
@@ -1376,6 +1405,11 @@ bool table::early_drop(Fam& fam, uint64_t h, uint32_t now) noexcept
 		if (s == st_none || s == st_alias)  // an alias goes with its flow
 			return true;
 		const int r = rank(f, st);
+		if (r == drop_halfopen && young(f, st)) {
+			if (yf == nullptr)
+				yk = k, yf = &f, yst = st;
+			return true;
+		}
 		if (r < best) {
 			best = r;
 			vk = k;
@@ -1422,11 +1456,18 @@ bool table::early_drop(Fam& fam, uint64_t h, uint32_t now) noexcept
 			if (s == st_none || s == st_alias)
 				continue;
 			const int r = rank(*f, st);
+			if (r == drop_halfopen && young(*f, st)) {
+				if (yf == nullptr && !in_lru)
+					yk = k, yf = f, yst = st;
+				continue;
+			}
 			if (r <= cls && take(k, *f, st, r, in_lru))
 				return true;
 		}
 		if (best == cls && take(vk, *vf, vst, best, false))
 			return true;
+		if (cls == drop_halfopen && yf != nullptr && take(yk, *yf, yst, drop_halfopen, false))
+			return true;  // no older half-open flow: a young one
 	}
 	return false;
 }
@@ -1562,8 +1603,13 @@ size_t table::gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max
 			fam.who.add(Fam::kFamily, o.src, o.dst, o.dport, o.proto, s, (fl & kNat) != 0);
 			if ((s == tcp_syn_sent || s == tcp_syn_recv) && (fl & kNat))
 				fam.half_open.add(Fam::kFamily, o.dst, o.dport, o.proto);
-			if (const drop_class dc = class_of(s, fl, exp, now); dc != drop_none)
-				fam.drop.stage(dc, k, dc == drop_idle ? now - (exp - life(s, fl)) : 0);
+			if (const drop_class dc = class_of(s, fl, exp, now); dc != drop_none) {
+				// (A half-open flow younger than kYoungMs is named by a
+				// later sweep, if it is still half-open then.)
+				const uint32_t idle = now - (exp - life(s, fl));
+				if (dc != drop_halfopen || static_cast<int32_t>(idle) >= static_cast<int32_t>(kYoungMs))
+					fam.drop.stage(dc, k, dc == drop_idle ? idle : 0);
+			}
 		}
 		return nv < kGcChunk;  // stop while the victim buffer has room
 	};

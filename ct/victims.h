@@ -10,6 +10,11 @@
 // key's own neighbourhood (two buckets) is looked at first; when it holds
 // nothing of the class wanted, these lists name flows elsewhere in it.
 //
+// Half-open flows younger than a second are not listed (a later sweep
+// names them if they are still half-open): they are taken only when no
+// older one is, so a flood of SYNs evicts itself, not the handshakes under
+// way.
+//
 // The GC's sweep (the control thread) visits every live flow and stages
 // the keys of each class here: the first kPerClass of the half-open and
 // unassured classes each GC call (published at its end, newest first), and

@@ -201,6 +201,25 @@ TEST_F(ct_table_small, early_drop_takes_half_open_then_unassured_then_the_longes
 	EXPECT_EQ(send(tcp(client4(30020), kSYN)).v, verdict::refused_full);
 }
 
+// A SYN flood evicts itself, not the handshakes being made: half-open
+// flows younger than a second go after the older ones, wherever those are.
+TEST_F(ct_table_small, early_drop_takes_old_half_open_flows_before_young_ones)
+{
+	for (unsigned i = 0; i < 500; i++)  // the flood's, waiting out their timeout
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(1 + i)), kSYN)).v, verdict::created);
+	advance_ms(5'000);
+	for (unsigned i = 0; i < 500; i++)  // handshakes under way
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(2000 + i)), kSYN)).v, verdict::created);
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);
+	for (unsigned i = 0; i < 300; i++)
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(5000 + i)), kSYN)).v, verdict::created) << i;
+	unsigned young_left = 0;
+	for (unsigned i = 0; i < 500; i++)
+		young_left += state_of(client4(static_cast<uint16_t>(2000 + i))) == tcp_syn_sent;
+	EXPECT_EQ(young_left, 500u) << "every young half-open flow kept while older ones were there";
+	EXPECT_EQ(tbl.stats().c.evicted_halfopen, 300u);
+}
+
 TEST_F(ct_table_small, assured_flows_are_never_evicted_when_the_idle_minimum_is_off)
 {
 	tbl.set_assured_evict_idle(0);
