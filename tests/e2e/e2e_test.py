@@ -423,7 +423,7 @@ class E2E(unittest.TestCase):
             self.assertGreater(ct1["hash4/grows"], ct0["hash4/grows"])
         self.assertEqual(T.curl(f"http://{VIP}/whoami").returncode, 0)
 
-    def test_07b_syn_proxy_carries_a_transfer_and_a_spoofed_flood_makes_no_state(self):
+    def test_13b_syn_proxy_carries_a_transfer_and_a_spoofed_flood_makes_no_state(self):
         # A curl through the proxied VIP: the handshake answered with a
         # cookie, the backend's connection opened behind it.
         c0 = T.ctl_json("stats")
