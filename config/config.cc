@@ -311,7 +311,7 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 						    }},
 						   {"tighten_pct", u32(q.tighten_pct, 0, 100)},
 						   {"tighten_factor", u32(q.tighten_factor, 1, 1'000'000)},
-						   {"sources", u32(q.sources, 256, 1u << 24)},
+						   {"sources", u32(q.sources, 256, 1u << 18)},
 					   });
 			  }},
 			 {"syn_proxy",

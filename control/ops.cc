@@ -531,37 +531,53 @@ reply ops::stats_stages()
 	return r;
 }
 
-reply ops::ct_top(const std::string& params)
+namespace {
+// The parameters of a "top" page: n=N (1..100) and by=<one of `kinds`>.
+// false (and the error in r) if anything else is there.
+bool top_params(const std::string& params, const char* page, const std::vector<const char*>& kinds, uint64_t* n,
+		unsigned* by, reply& r)
 {
-	reply r;
 	const kv p = parse_kv(params);
-	uint64_t n = 10;
-	ct::census_by by = ct::census_by::src;
-	static const char* const kBy[] = {"src", "dst", "service", "port", "state"};
+	std::string usage = std::string(page) + " takes n=N and by=";
+	for (size_t i = 0; i < kinds.size(); i++)
+		usage += (i ? "|" : "") + std::string(kinds[i]);
 	if (!p.positional.empty()) {
-		r.error("ct top takes n=N and by=src|dst|service|port|state");
-		return r;
+		r.error(usage);
+		return false;
 	}
 	for (const auto& [k, v] : p.named) {
 		if (k == "n") {
-			if (!parse_u64(v, 100, &n) || n == 0) {
+			if (!parse_u64(v, 100, n) || *n == 0) {
 				r.error("n must be within 1..100, not \"" + v + "\"");
-				return r;
+				return false;
 			}
 		} else if (k == "by") {
 			unsigned i = 0;
-			while (i < ct::kCensusBy && v != kBy[i])
+			while (i < kinds.size() && v != kinds[i])
 				i++;
-			if (i == ct::kCensusBy) {
-				r.error("by must be src, dst, service, port or state, not \"" + v + "\"");
-				return r;
+			if (i == kinds.size()) {
+				r.error(usage + ", not by=" + v);
+				return false;
 			}
-			by = static_cast<ct::census_by>(i);
+			*by = i;
 		} else {
-			r.error("ct top takes n=N and by=src|dst|service|port|state, not " + k);
-			return r;
+			r.error(usage + ", not " + k);
+			return false;
 		}
 	}
+	return true;
+}
+}  // namespace
+
+reply ops::ct_top(const std::string& params)
+{
+	reply r;
+	static const std::vector<const char*> kBy = {"src", "dst", "service", "port", "state"};
+	uint64_t n = 10;
+	unsigned byi = 0;
+	if (!top_params(params, "ct top", kBy, &n, &byi, r))
+		return r;
+	const auto by = static_cast<ct::census_by>(byi);
 	ct::table::census_info info;
 	const std::vector<ct::census_row> rows = dp_.ct().top_openers(n, &info, by);
 	r.num("flows", info.flows);
@@ -607,30 +623,11 @@ reply ops::ct_top(const std::string& params)
 reply ops::ct_quota(const std::string& params)
 {
 	reply r;
-	const kv p = parse_kv(params);
 	uint64_t n = 10;
-	bool by_refused = false;
-	if (!p.positional.empty()) {
-		r.error("ct quota takes n=N and by=flows|refused");
+	unsigned byi = 0;
+	if (!top_params(params, "ct quota", {"flows", "refused"}, &n, &byi, r))
 		return r;
-	}
-	for (const auto& [k, v] : p.named) {
-		if (k == "n") {
-			if (!parse_u64(v, 100, &n) || n == 0) {
-				r.error("n must be within 1..100, not \"" + v + "\"");
-				return r;
-			}
-		} else if (k == "by") {
-			if (v != "flows" && v != "refused") {
-				r.error("by must be flows or refused, not \"" + v + "\"");
-				return r;
-			}
-			by_refused = v == "refused";
-		} else {
-			r.error("ct quota takes n=N and by=flows|refused, not " + k);
-			return r;
-		}
-	}
+	const bool by_refused = byi == 1;
 	const ct::quota& q = dp_.ct().quotas();
 	const ct::quota_config& c = q.cfg();
 	const ct::quota_stats st = q.stats();

@@ -93,13 +93,18 @@ void census::finish(uint64_t now_ticks)
 			r.flows = n;
 			rows.push_back(r);
 		}
-		std::sort(rows.begin(), rows.end(), [](const census_row& a, const census_row& b) {
-			if (a.flows != b.flows)
-				return a.flows > b.flows;
-			if (const int c = std::memcmp(a.prefix, b.prefix, 16); c != 0)
-				return c < 0;
-			return a.port != b.port ? a.port < b.port : a.state < b.state;
-		});
+		// Only the heaviest kKeep are ever asked for: a partial sort, not
+		// one of up to kMaxPrefixes rows per kind at every sweep's end.
+		const size_t keep = std::min(rows.size(), kKeep);
+		std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(keep), rows.end(),
+				  [](const census_row& a, const census_row& b) {
+					  if (a.flows != b.flows)
+						  return a.flows > b.flows;
+					  if (const int c = std::memcmp(a.prefix, b.prefix, 16); c != 0)
+						  return c < 0;
+					  return a.port != b.port ? a.port < b.port : a.state < b.state;
+				  });
+		rows.resize(keep);
 		d.rows = std::move(rows);
 		d.others = d.counting_others;
 		d.counting.clear();

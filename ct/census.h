@@ -48,6 +48,7 @@ struct census_row {
 class census {
 public:
 	static constexpr size_t kMaxPrefixes = 65536;  // keys a sweep counts, per kind
+	static constexpr size_t kKeep = 100;           // rows published per kind (ct top's n is at most 100)
 	static constexpr uint8_t kLen4 = 24, kLen6 = 48;
 
 	// A live flow: its family, original tuple's source and destination

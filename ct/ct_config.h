@@ -59,7 +59,7 @@ struct quota_config {
 	uint8_t prefix_v6 = 64;         // 16..128
 	uint32_t tighten_pct = 90;      // past this % of max_entries limits tighten; 0: never
 	uint32_t tighten_factor = 4;    // divided by it then (at least 1 flow)
-	uint32_t sources = 65536;       // counters kept (256..2^24), fixed at start
+	uint32_t sources = 65536;       // counters kept (256..2^18: 16 MiB, a telemetry page reads them all), fixed at start
 	bool operator==(const quota_config&) const = default;
 };
 

@@ -58,8 +58,8 @@ std::string validate(const quota_config& q)
 		return "quota.tighten_pct must be within 0..100";
 	if (q.tighten_factor == 0 || q.tighten_factor > 1'000'000)
 		return "quota.tighten_factor must be within 1..1000000";
-	if (q.sources < 256 || q.sources > (1u << 24))
-		return "quota.sources must be within 256..16777216";
+	if (q.sources < 256 || q.sources > (1u << 18))
+		return "quota.sources must be within 256..262144";
 	return "";
 }
 

@@ -16,7 +16,9 @@
 // gives back exactly what its start took, even across a reload that turned
 // the quota on, off, or moved a service's limit.
 //
-// Bounded: `sources` counters (rounded up to a power of two, in buckets of
+// Bounded: `sources` counters (at most 2^18, 16 MiB: top() and a prefix
+// change read or clear them all on the control thread, a few ms at the
+// most; rounded up to a power of two, in buckets of
 // four). A bucket that is full when a new key comes gives up its slot of
 // the fewest flows (the least recently used of those): a spoofer's many
 // one-flow sources evict one another, not a heavy source's count; a

@@ -333,12 +333,17 @@ std::string table::set_quota(const quota_config& q) noexcept
 	return "";
 }
 
+uint32_t table::fill_pct() const noexcept
+{
+	const uint64_t max = max_now_.load(std::memory_order_relaxed);
+	const uint64_t most = std::max(f4_->hash.size(), f6_->hash.size());
+	return max != 0 ? static_cast<uint32_t>(most * 100 / max) : 0;
+}
+
 void table::quota_tick() noexcept
 {
 	const quota_config& q = cfg_.quota;
-	const uint64_t max = max_now_.load(std::memory_order_relaxed);
-	const uint64_t most = std::max(f4_->hash.size(), f6_->hash.size());
-	quota_->set_tight(q.tighten_pct != 0 && most * 100 > max * q.tighten_pct);
+	quota_->set_tight(q.tighten_pct != 0 && fill_pct() >= q.tighten_pct);
 }
 
 uint64_t table::half_open_to(const tuple& t) const noexcept
@@ -1713,28 +1718,19 @@ void table::grow(uint64_t budget_ns) noexcept
 std::vector<census_row> table::top_openers(size_t n, census_info* info, census_by by) const
 {
 	std::vector<census_row> rows = f4_->who.top(n, by);
-	const std::vector<census_row> v6 = f6_->who.top(n, by);
-	if (by == census_by::port || by == census_by::state) {  // keys both families share: summed
-		for (const census_row& r : v6) {
-			auto it = std::find_if(rows.begin(), rows.end(), [&](const census_row& x) {
-				return x.port == r.port && x.proto == r.proto && x.state == r.state;
-			});
-			if (it != rows.end())
-				it->flows += r.flows;
-			else
-				rows.push_back(r);
-		}
-		std::stable_sort(rows.begin(), rows.end(), [](const census_row& a, const census_row& b) { return a.flows > b.flows; });
-		if (rows.size() > n)
-			rows.resize(n);
-		if (info != nullptr) {
-			info->flows = f4_->who.flows() + f6_->who.flows();
-			info->others = f4_->who.others(by) + f6_->who.others(by);
-			info->sweeps = f4_->who.sweeps();
-		}
-		return rows;
+	// Ports and states are keys both families share: their counts add up.
+	const bool shared = by == census_by::port || by == census_by::state;
+	for (const census_row& r : f6_->who.top(n, by)) {
+		auto it = shared ? std::find_if(rows.begin(), rows.end(),
+						[&](const census_row& x) {
+							return x.port == r.port && x.proto == r.proto && x.state == r.state;
+						})
+				 : rows.end();
+		if (it != rows.end())
+			it->flows += r.flows;
+		else
+			rows.push_back(r);
 	}
-	rows.insert(rows.end(), v6.begin(), v6.end());
 	std::stable_sort(rows.begin(), rows.end(),
 			 [](const census_row& a, const census_row& b) { return a.flows > b.flows; });
 	if (rows.size() > n)

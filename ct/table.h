@@ -357,6 +357,9 @@ public:
 	// Whether the table is past the quota's tightening watermark: the
 	// control tick (tick() calls it).
 	void quota_tick() noexcept;
+	// The fuller family's flows, in % of max_entries as set_limits() left
+	// it (cheap: two loads). Any thread.
+	uint32_t fill_pct() const noexcept;
 	const ct::quota& quotas() const noexcept { return *quota_; }
 	ct::quota& quotas() noexcept { return *quota_; }  // the control thread: service limits
 	// New limits and watermarks for both families (a reload): "" or what

@@ -486,9 +486,7 @@ void pipeline::syn_proxy_tick(uint64_t now_ns) noexcept
 	cookies_.rotate(now_ns);
 	if (proxy_auto_.empty())
 		return;
-	const ct::stats st = ct_.stats();
-	const uint64_t most = std::max(st.flows4, st.flows6);
-	const bool full = most * 100 > ct_.cfg().max_entries * proxy_cfg_.auto_ct_pct;
+	const bool full = ct_.fill_pct() >= proxy_cfg_.auto_ct_pct;
 	for (const auto_service& a : proxy_auto_) {
 		const bool on = full || ct_.half_open_to(a.t) >= proxy_cfg_.auto_half_open;
 		proxy_[a.id].store(static_cast<uint8_t>(lb::kSynProxyAuto | (on ? kProxyActive : 0)), std::memory_order_relaxed);
