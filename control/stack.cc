@@ -92,7 +92,14 @@ void stack::drain_events()
 		if (sink_)
 			sink_(e);
 		if (sm)
-			sm_->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) { return pl_->resolve(d, r); });
+			sm_->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) {
+				// A translated flow's replies carry other addresses than
+				// its original tuple reversed: it stays on the CT's path.
+				ct::flow_view v;
+				if (ct_->find(d, uint64_t{e.time_ms} * 1'000'000, &v) && (v.flags & ct::kNat))
+					return false;
+				return pl_->resolve(d, r);
+			});
 	});
 }
 

@@ -1536,6 +1536,31 @@ int table::touch(const tuple& t, uint64_t now_ns, uint32_t packets, uint64_t byt
 }
 
 template <typename Fam>
+int table::merge_window_in(Fam& fam, const tuple& t, uint32_t now, tcp_seen& sender, tcp_seen& receiver) noexcept
+{
+	typename Fam::key key;
+	const unsigned kd = make_key(t, key);
+	bool in_lru;
+	auto* f = find_entry(fam, key, &in_lru);
+	if (f == nullptr || is_alias(*f))  // a translated flow's reply: never short-circuited
+		return -ENOENT;
+	const uint16_t st = load_status(f->h);
+	if (state_of(st) != tcp_established || (flags_of(st) & kNat) || expired(load(f->h.expires), now))
+		return -ENOENT;
+	window::merge(f->seen[kd], sender);
+	window::merge(f->seen[kd ^ 1], receiver);
+	return 0;
+}
+
+int table::merge_window(const tuple& t, uint64_t now_ns, tcp_seen& sender, tcp_seen& receiver) noexcept
+{
+	if (t.proto != kProtoTCP)
+		return -ENOENT;
+	return t.family == 6 ? merge_window_in(*f6_, t, ticks(now_ns), sender, receiver)
+			     : merge_window_in(*f4_, t, ticks(now_ns), sender, receiver);
+}
+
+template <typename Fam>
 int table::erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept
 {
 	typename Fam::key key;

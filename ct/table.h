@@ -293,6 +293,12 @@ public:
 	// outside process() (the sockmap's short path), and refreshes its
 	// expiry as a packet at now_ns would. No state change. 0 or -ENOENT.
 	int touch(const tuple& t, uint64_t now_ns, uint32_t packets, uint64_t bytes) noexcept;
+	// The sockmap's short path tracks an established connection's window
+	// in its own entries while it forwards (sockmap.h); this merges them
+	// with the flow's, both ways (window::merge): `sender` is t's
+	// sender's side as the short path has it, `receiver` the other's. For
+	// an established TCP flow without NAT only; 0 or -ENOENT.
+	int merge_window(const tuple& t, uint64_t now_ns, tcp_seen& sender, tcp_seen& receiver) noexcept;
 
 	// ---- control thread ----------------------------------------------------
 	// One control tick: GC for gc_budget_us, resize steps, LRU drain after
@@ -492,6 +498,8 @@ private:
 	int erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept;
 	template <typename Fam>
 	int touch_in(Fam& fam, const tuple& t, uint32_t now, uint32_t packets, uint64_t bytes) noexcept;
+	template <typename Fam>
+	int merge_window_in(Fam& fam, const tuple& t, uint32_t now, tcp_seen& sender, tcp_seen& receiver) noexcept;
 	template <typename Fam>
 	bool find_in(const Fam& fam, const tuple& t, uint32_t now, flow_view* v, unsigned* dir) const noexcept;
 	// Takes the flow's destruction: CAS of its status to st_none.

@@ -282,5 +282,33 @@ inline window_verdict track(tcp_seen& s, const tcp_seen& r, const tcp_segment& g
 	return true;
 }
 
+// Two trackers of one side (the CT's and the sockmap's short path, which
+// keeps its own while it forwards): each field becomes the later of the
+// two (sequence space) in both. `a` is the authority for what only it
+// keeps (flags, port, the window's units): a `b` that has not sent yet
+// (no kSeenInit), or whose units differ, takes a's whole. Fields are
+// written only where they move, so a concurrent writer of either loses at
+// most an advance its next segment restores.
+inline void merge(tcp_seen& a, tcp_seen& b) noexcept
+{
+	const tcp_seen x = load_side(a), y = load_side(b);
+	tcp_seen m = x;
+	if ((y.flags & kSeenInit) && (x.flags & kSeenInit)) {
+		if (seq_after(y.end, m.end))
+			m.end = y.end;
+		if (seq_after(y.edge, m.edge))
+			m.edge = y.edge;
+		if (y.flags == x.flags && y.maxwin > m.maxwin)
+			m.maxwin = y.maxwin;
+	}
+	if (m.end != x.end)
+		put(a.end, m.end);
+	if (m.edge != x.edge)
+		put(a.edge, m.edge);
+	if (m.maxwin != x.maxwin)
+		put(a.maxwin, m.maxwin);
+	store_side(b, m);
+}
+
 }  // namespace window
 }  // namespace ctplane::ct

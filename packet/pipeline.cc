@@ -835,23 +835,20 @@ void pipeline::sockmap_stage(work& w) noexcept
 {
 	if (!sm_.enabled() || sm_.size() == 0 || w.n == 0)
 		return;
-	const ct::tuple* tp[kMaxBurst];
-	uint8_t fl[kMaxBurst];
-	uint32_t by[kMaxBurst];
+	const ct::packet* pk[kMaxBurst];
 	const sockmap::redirect* rd[kMaxBurst];
-	uint8_t ports[kMaxBurst];
-	for (unsigned j = 0; j < w.n; j++) {
-		const parsed& p = w.p[w.idx[j]];
-		tp[j] = &p.ct.t;
-		ports[j] = p.ct.in_port;
-		fl[j] = p.ct.kind == ct::pkt_kind::normal ? p.ct.tcp_flags : ct::kSYN;
-		by[j] = p.ct.bytes;
-	}
-	sm_.lookup_bulk(tp, fl, by, w.n, w.now, rd, ports);
+	sockmap::entry* held[kMaxBurst];
+	for (unsigned j = 0; j < w.n; j++)
+		pk[j] = &w.p[w.idx[j]].ct;
+	sm_.lookup_bulk(pk, w.n, w.now, rd, held);
 	unsigned m = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];
 		if (rd[j] == nullptr) {
+			// A short-circuited connection's segment the short path did
+			// not take: the CT judges it with the window as forwarded.
+			if (held[j] != nullptr)
+				sm_.reconcile(ct_, pk[j]->t, *held[j], w.now);
 			w.idx[m++] = static_cast<uint16_t>(i);
 			continue;
 		}

@@ -69,8 +69,17 @@ void sockmap::make(const ct::tuple& t, K& k) noexcept
 	k.zone = t.zone;
 }
 
-unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flags, const uint32_t* bytes,
-			      unsigned n, uint64_t now_ns, const redirect** out, const uint8_t* in_ports) noexcept
+namespace {
+
+entry* peer_of(const entry& e) noexcept
+{
+	return std::atomic_ref<entry*>(const_cast<entry*&>(e.peer)).load(std::memory_order_acquire);
+}
+
+}  // namespace
+
+unsigned sockmap::lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t now_ns, const redirect** out,
+			      entry** held) noexcept
 {
 	thread_counters& c = tc_[maps::thread_index()];
 	key4 k4[64];
@@ -81,30 +90,54 @@ unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flag
 	unsigned n4 = 0, n6 = 0, bypass = 0;
 	for (unsigned i = 0; i < n; i++) {
 		out[i] = nullptr;
-		if (t[i]->proto != ct::kProtoTCP || (tcp_flags[i] & (ct::kSYN | ct::kFIN | ct::kRST)) != 0) {
-			bypass += t[i]->proto == ct::kProtoTCP;
+		if (held != nullptr)
+			held[i] = nullptr;
+		const ct::packet& p = *pk[i];
+		if (p.t.proto != ct::kProtoTCP)
+			continue;
+		// A SYN is never the short path's; a FIN or RST is looked up (its
+		// CT judgement needs the window the short path forwarded) but no
+		// hit. ICMP errors quoting a connection are the CT's.
+		if (p.kind != ct::pkt_kind::normal || (p.tcp_flags & ct::kSYN)) {
+			bypass++;
 			continue;
 		}
-		if (t[i]->family == 6) {
-			make(*t[i], k6[n6]);
+		if (p.t.family == 6) {
+			make(p.t, k6[n6]);
 			p6[n6] = &k6[n6];
 			w6[n6++] = static_cast<uint8_t>(i);
 		} else {
-			make(*t[i], k4[n4]);
+			make(p.t, k4[n4]);
 			p4[n4] = &k4[n4];
 			w4[n4++] = static_cast<uint8_t>(i);
 		}
 	}
 	const uint32_t now = ct::table::ticks(now_ns);
-	unsigned hits = 0, wrong_port = 0;
+	unsigned hits = 0, wrong_port = 0, out_of_window = 0, judged = 0;
 	auto account = [&](entry* e, unsigned i) {
+		const ct::packet& p = *pk[i];
+		auto no_hit = [&](unsigned& why) {
+			why++;
+			if (held != nullptr)
+				held[i] = e;
+		};
+		if (p.tcp_flags & (ct::kFIN | ct::kRST))
+			return no_hit(bypass);
 		const uint8_t want = std::atomic_ref<uint8_t>(e->r.in_port).load(std::memory_order_relaxed);
-		if (in_ports != nullptr && want != 0 && in_ports[i] != ct::kNoPort && want != in_ports[i] + 1) {
-			wrong_port++;
-			return;
-		}
+		if (want != 0 && p.in_port != ct::kNoPort && want != p.in_port + 1)
+			return no_hit(wrong_port);
+		entry* peer = peer_of(*e);
+		if (peer == nullptr)
+			return no_hit(judged);
+		using ct::window::get;
+		const uint8_t sf = get(e->seen.flags), rf = get(peer->seen.flags);
+		if ((sf & (ct::kSeenScaled | ct::kSeenLiberal)) != ct::kSeenScaled ||
+		    (rf & (ct::kSeenInit | ct::kSeenLiberal)) != ct::kSeenInit)
+			return no_hit(judged);
+		if (!ct::window::track_ack(e->seen, peer->seen, p.tcp_seq, p.tcp_ack, p.tcp_len, p.tcp_win))
+			return no_hit(out_of_window);
 		std::atomic_ref<uint32_t>(e->packets).store(e->packets + 1, std::memory_order_relaxed);
-		std::atomic_ref<uint64_t>(e->bytes).store(e->bytes + bytes[i], std::memory_order_relaxed);
+		std::atomic_ref<uint64_t>(e->bytes).store(e->bytes + p.bytes, std::memory_order_relaxed);
 		std::atomic_ref<uint32_t>(e->last_seen).store(now, std::memory_order_relaxed);
 		out[i] = &e->r;
 		hits++;
@@ -124,10 +157,46 @@ unsigned sockmap::lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flag
 				account(v[j], w6[j]);
 	}
 	c.hits.add(hits);
-	c.misses.add(n - hits - bypass - wrong_port);
+	c.misses.add(n - hits - bypass - wrong_port - out_of_window - judged);
 	c.bypass_flags.add(bypass);
 	c.wrong_port.add(wrong_port);
+	c.out_of_window.add(out_of_window);
+	c.ct_judged.add(judged);
 	return hits;
+}
+
+void sockmap::reconcile(ct::table& ct, const ct::tuple& t, entry& e, uint64_t now_ns) noexcept
+{
+	if (entry* peer = peer_of(e); peer != nullptr)
+		(void)ct.merge_window(t, now_ns, e.seen, peer->seen);
+}
+
+template <typename H, typename K>
+void sockmap::link(H& h, const K& a, const K& b) noexcept
+{
+	entry* ea = h.lookup(a);
+	entry* eb = h.lookup(b);
+	if (ea == nullptr || eb == nullptr)
+		return;
+	// Each direction comes in where the other leaves.
+	std::atomic_ref<uint8_t>(ea->r.in_port).store(static_cast<uint8_t>(eb->r.port + 1), std::memory_order_relaxed);
+	std::atomic_ref<uint8_t>(eb->r.in_port).store(static_cast<uint8_t>(ea->r.port + 1), std::memory_order_relaxed);
+	std::atomic_ref<entry*>(ea->peer).store(eb, std::memory_order_release);
+	std::atomic_ref<entry*>(eb->peer).store(ea, std::memory_order_release);
+}
+
+// A reader that still holds the peer it loaded before the clear is in a
+// read-side section older than the erase that follows: the entry is freed
+// only after it (rhash's grace period).
+template <typename H, typename K>
+void sockmap::unlink(H& h, const K& k) noexcept
+{
+	entry* e = h.lookup(k);
+	if (e == nullptr)
+		return;
+	if (entry* p = peer_of(*e); p != nullptr)
+		std::atomic_ref<entry*>(p->peer).store(nullptr, std::memory_order_release);
+	std::atomic_ref<entry*>(e->peer).store(nullptr, std::memory_order_release);
 }
 
 using maps::insert_settled;  // maps/settle.h
@@ -139,9 +208,7 @@ int sockmap::insert(const ct::tuple& orig, const redirect& fwd, const redirect& 
 	entry ef{}, er{};
 	ef.r = fwd;
 	er.r = rev;
-	// Each direction comes in where the other leaves.
-	ef.r.in_port = static_cast<uint8_t>(rev.port + 1);
-	er.r.in_port = static_cast<uint8_t>(fwd.port + 1);
+	ef.r.in_port = er.r.in_port = 0;  // link() sets them
 	auto both = [&](auto& h, auto ka, auto kb) {
 		make(orig, ka);
 		make(orig.reversed(), kb);
@@ -149,9 +216,12 @@ int sockmap::insert(const ct::tuple& orig, const redirect& fwd, const redirect& 
 		if (rc != 0)
 			return rc;
 		rc = insert_settled(h, kb, er);
-		if (rc != 0)
+		if (rc != 0) {
 			h.erase(ka);
-		return rc;
+			return rc;
+		}
+		link(h, ka, kb);
+		return 0;
 	};
 	const int rc = orig.family == 6 ? both(h6_, key6{}, key6{}) : both(h4_, key4{}, key4{});
 	if (rc == 0)
@@ -166,6 +236,8 @@ int sockmap::erase(const ct::tuple& t)
 	auto both = [&](auto& h, auto ka, auto kb) {
 		make(t, ka);
 		make(t.reversed(), kb);
+		unlink(h, ka);
+		unlink(h, kb);
 		const int a = h.erase(ka), b = h.erase(kb);
 		return a == 0 || b == 0 ? 0 : -ENOENT;
 	};
@@ -218,32 +290,18 @@ int sockmap::restore_direction(const ct::tuple& t, const redirect& r)
 	entry e{};
 	e.r = r;
 	e.r.in_port = 0;
-	// Once both directions are back, each comes in where the other leaves
-	// (as insert() sets it); until then this one takes any port.
-	auto link = [&](auto& h, const auto& k, const auto& kr) {
-		int rc = insert_settled(h, k, e);
-		if (rc != 0)
-			return rc;
-		entry* mine = h.lookup(k);
-		entry* other = h.lookup(kr);
-		if (mine != nullptr && other != nullptr) {
-			std::atomic_ref<uint8_t>(mine->r.in_port).store(static_cast<uint8_t>(other->r.port + 1), std::memory_order_relaxed);
-			std::atomic_ref<uint8_t>(other->r.in_port).store(static_cast<uint8_t>(mine->r.port + 1), std::memory_order_relaxed);
-		}
-		return 0;
+	// Once both directions are back, link() ties them (ports and peers);
+	// until then this one is no hit. Each takes its window from the CT at
+	// its first segment.
+	auto put = [&](auto& h, auto k, auto kr) {
+		make(t, k);
+		make(t.reversed(), kr);
+		const int rc = insert_settled(h, k, e);
+		if (rc == 0)
+			link(h, k, kr);
+		return rc;
 	};
-	int rc;
-	if (t.family == 6) {
-		key6 k, kr;
-		make(t, k);
-		make(t.reversed(), kr);
-		rc = link(h6_, k, kr);
-	} else {
-		key4 k, kr;
-		make(t, k);
-		make(t.reversed(), kr);
-		rc = link(h4_, k, kr);
-	}
+	const int rc = t.family == 6 ? put(h6_, key6{}, key6{}) : put(h4_, key4{}, key4{});
 	if (rc == -ENOSPC)
 		cc_.full++;
 	return rc;
@@ -261,6 +319,9 @@ size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos)
 			gone.push_back(k);
 			return true;
 		}
+		// The CT's window catches up with what the short path forwarded
+		// (a snapshot, a listing and the next FIN see it).
+		reconcile(ct, t, e, now_ns);
 		const uint32_t p = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
 		const uint64_t b = std::atomic_ref<uint64_t>(e.bytes).load(std::memory_order_relaxed);
 		if (p != e.synced_packets) {
@@ -278,9 +339,11 @@ size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos)
 	*pos = h.scan(*pos, kSyncBuckets, visit);
 	if (*pos >= H::kScanEnd)
 		*pos = 0;  // the sweep starts over next time
+	// Both directions of a connection go together (erase() unlinks them
+	// first): the second of a pair in `gone` finds nothing left.
 	size_t conns = 0;
 	for (const K& k : gone) {
-		if (h.erase(k) == 0)
+		if (erase(tuple_of(k)) == 0)
 			conns++;
 	}
 	h.maintain(1u << 16);
@@ -289,8 +352,7 @@ size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos)
 
 size_t sockmap::sync(ct::table& ct, uint64_t now_ns)
 {
-	// Each connection has two directions: count the pair once.
-	const size_t n = (sync_family(h4_, ct, now_ns, &sync_pos4_) + sync_family(h6_, ct, now_ns, &sync_pos6_)) / 2;
+	const size_t n = sync_family(h4_, ct, now_ns, &sync_pos4_) + sync_family(h6_, ct, now_ns, &sync_pos6_);
 	cc_.removed_expired += n;
 	return n;
 }

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "ct/events.h"
+#include "ct/packet.h"
 #include "ct/table.h"
 #include "ct/tuple.h"
 #include "maps/rhash.h"
@@ -85,12 +86,18 @@ struct entry {
 	uint32_t packets;    // hits, this direction
 	uint32_t last_seen;  // ms ticks of the last hit
 	uint64_t bytes;
+	// This direction's window as the short path tracks it (ct/tcp_window.h:
+	// written by the worker its segments reach, read by the other
+	// direction's). No kSeenInit: not taken from the CT yet.
+	ct::tcp_seen seen;
 	uint32_t synced_packets;  // control thread: already folded into the CT
-	uint32_t pad;
+	// The other direction's entry (set once both are in; nullptr: not
+	// linked, no hit). Erasing either clears both links first.
+	entry* peer;
 	uint64_t synced_bytes;
 };
 
-#define CTPLANE_SOCKMAP_COUNTERS(X) X(hits) X(misses) X(bypass_flags) X(wrong_port)
+#define CTPLANE_SOCKMAP_COUNTERS(X) X(hits) X(misses) X(bypass_flags) X(wrong_port) X(out_of_window) X(ct_judged)
 #define CTPLANE_SOCKMAP_CONTROL_COUNTERS(X) \
 	X(inserted) X(removed_closed) X(removed_expired) X(full) X(not_local) X(unresolved)
 
@@ -120,14 +127,29 @@ public:
 
 	// ---- workers ----------------------------------------------------------
 	// For packets [0, n) (n <= 64): out[i] = the redirect of packet i's
-	// connection direction, or nullptr (not in the sockhash, or a packet
-	// with SYN, FIN or RST, which the CT must see). Returns the hits.
-	// in_ports (optional): each packet's ingress port (ct::kNoPort:
-	// unchecked). A packet from another port than its direction's is no
-	// hit (wrong_port): it takes the CT's path, which holds it to its
-	// flow's port as any other.
-	unsigned lookup_bulk(const ct::tuple* const* t, const uint8_t* tcp_flags, const uint32_t* bytes, unsigned n,
-			     uint64_t now_ns, const redirect** out, const uint8_t* in_ports = nullptr) noexcept;
+	// connection direction, or nullptr. A hit is a plain ACK (data or
+	// not) of a direction in the sockhash that
+	//   - comes in on its direction's port (packet::in_port; kNoPort:
+	//     unchecked), else wrong_port;
+	//   - is in the window (window::track_ack against the short path's own
+	//     window of both directions, which it then advances), else
+	//     out_of_window. What the short path cannot judge goes to the CT
+	//     (ct_judged): a direction's segments before reconcile() gave it
+	//     the CT's window (its first after the insert), and sides outside
+	//     the fast case (a window not scaled yet, a liberal pickup).
+	// SYN, FIN and RST never hit: the CT must see them (bypass_flags).
+	// held (optional): held[i] = the direction's entry when packet i is
+	// no hit but its direction is in the sockhash (a FIN or RST, a
+	// segment out of the window or from another port). The caller passes
+	// it to reconcile() before the CT judges the packet: the CT's window
+	// is behind by what the short path forwarded. Returns the hits.
+	unsigned lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t now_ns, const redirect** out,
+			     entry** held = nullptr) noexcept;
+	// Merges the short path's window of t's connection with the CT's flow,
+	// both ways (ct::table::merge_window): the CT judges what the short
+	// path did not take with the window as forwarded, and the short path
+	// goes on from what the CT saw. Any registered thread.
+	void reconcile(ct::table& ct, const ct::tuple& t, entry& e, uint64_t now_ns) noexcept;
 
 	// ---- control thread ---------------------------------------------------
 	// Drives the lifecycle from one CT event: a TCP flow becoming
@@ -170,6 +192,12 @@ private:
 	static void make(const ct::tuple& t, K& k) noexcept;
 	template <typename K>
 	static ct::tuple tuple_of(const K& k) noexcept;
+	// Sets both directions' port and peer links once both are in.
+	template <typename H, typename K>
+	static void link(H& h, const K& a, const K& b) noexcept;
+	// Clears the peer links of k's entry and of its peer (before erasing).
+	template <typename H, typename K>
+	static void unlink(H& h, const K& k) noexcept;
 	template <typename H>
 	size_t sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos);
 	struct alignas(64) thread_counters {

@@ -78,13 +78,39 @@ protected:
 			});
 		});
 	}
+	// A segment as the pipeline passes it: the short path, or (reconciled
+	// with what the short path forwarded) the CT, if the connection is
+	// short-circuited. Anything else is left alone (`last` unchanged).
+	const redirect* pass(ct::packet p)
+	{
+		const ct::packet* pp = &p;
+		const redirect* out = nullptr;
+		entry* held = nullptr;
+		sm.lookup_bulk(&pp, 1, clk.now_ns(), &out, &held);
+		if (out == nullptr && held != nullptr) {
+			sm.reconcile(ct, p.t, *held, clk.now_ns());
+			last = ct.process(p, clk.now_ns());
+		}
+		return out;
+	}
 	const redirect* hit(const ct::tuple& t, uint8_t flags = kACK | kPSH, uint32_t bytes = 1000,
 			    uint8_t in_port = ct::kNoPort)
 	{
-		const ct::tuple* tp = &t;
-		const redirect* out = nullptr;
-		sm.lookup_bulk(&tp, &flags, &bytes, 1, clk.now_ns(), &out, &in_port);
-		return out;
+		ct::packet p = ct::test::tcp(t, flags, bytes);
+		p.in_port = in_port;
+		return pass(p);
+	}
+	// A direction's first segments after the insert take the CT's path
+	// (the short path takes its window from the CT, and the server's side
+	// has sent nothing past its SYN-ACK yet): both ways until both hit.
+	void warm(const ct::tuple& t)
+	{
+		for (int i = 0; i < 4; i++) {
+			hit(t, kACK, 40);
+			hit(t.reversed(), kACK, 40);
+		}
+		ASSERT_NE(hit(t, kACK, 40), nullptr);
+		ASSERT_NE(hit(t.reversed(), kACK, 40), nullptr);
 	}
 
 	maps::rcu::thread_registration reg;
@@ -92,6 +118,7 @@ protected:
 	ct::table ct{ctc()};
 	sockmap sm;
 	bool resolvable = true;
+	ct::result last{};
 	const ct::tuple local = ct::tuple::v4(0x0a010005, 0x0a020007, 40000, 6379, ct::kProtoTCP);
 };
 
@@ -102,6 +129,8 @@ TEST_F(sockmap_fixture, an_established_local_connection_is_inserted_both_ways_an
 	EXPECT_EQ(hit(local), nullptr) << "inserted by the control thread, not by the packet";
 	control();
 	EXPECT_EQ(sm.size(), 2u);
+	warm(local);
+	const stats before = sm.get_stats();
 	const redirect* f = hit(local);
 	const redirect* r = hit(local.reversed());
 	ASSERT_NE(f, nullptr);
@@ -111,8 +140,10 @@ TEST_F(sockmap_fixture, an_established_local_connection_is_inserted_both_ways_an
 	EXPECT_EQ(r->port, 1);  // towards 10.1.0.5
 	const stats s = sm.get_stats();
 	EXPECT_EQ(s.inserted, 1u);
-	EXPECT_EQ(s.hits, 2u);
-	EXPECT_EQ(s.misses, 2u);
+	EXPECT_EQ(s.hits - before.hits, 2u);
+	EXPECT_EQ(s.misses, 2u) << "the two segments before the insert";
+	EXPECT_GE(s.ct_judged, 2u) << "each direction's first segment after it";
+	EXPECT_EQ(s.out_of_window, 0u);
 }
 
 // A short-circuited direction is held to its port: it comes in where the
@@ -122,6 +153,7 @@ TEST_F(sockmap_fixture, a_segment_from_another_port_than_its_direction_s_takes_t
 {
 	handshake(local);
 	control();
+	warm(local);
 	ASSERT_NE(hit(local, kACK, 100, 1), nullptr) << "10.1.0.5's side: in where its replies leave (port 1)";
 	ASSERT_NE(hit(local.reversed(), kACK, 100, 2), nullptr);
 	EXPECT_EQ(hit(local, kACK, 100, 2), nullptr) << "the client's tuple on the server's port";
@@ -142,17 +174,23 @@ TEST_F(sockmap_fixture, a_paged_walk_lists_every_direction_once_beside_a_worker_
 	}
 	control();
 	ASSERT_EQ(sm.size(), 200u);
+	// One retransmittable segment per connection, built here (the
+	// sequencer is this thread's): the worker sends each over and over.
+	std::vector<ct::packet> segs;
+	for (const ct::tuple& t : conns)
+		segs.push_back(ct::test::tcp(t, kACK, 100));
 	std::atomic<bool> stop{false};
 	std::atomic<uint64_t> hits{0};
 	std::thread worker([&] {
 		maps::rcu::thread_registration r;
 		while (!stop.load(std::memory_order_relaxed)) {
-			for (const ct::tuple& t : conns) {
-				const ct::tuple* tp = &t;
-				const uint8_t fl = kACK;
-				const uint32_t b = 100;
+			for (const ct::packet& g : segs) {
+				const ct::packet* pp = &g;
 				const redirect* out = nullptr;
-				hits += sm.lookup_bulk(&tp, &fl, &b, 1, clk.now_ns(), &out);
+				entry* held = nullptr;
+				hits += sm.lookup_bulk(&pp, 1, clk.now_ns(), &out, &held);
+				if (held != nullptr)  // the first: the window from the CT
+					sm.reconcile(ct, g.t, *held, clk.now_ns());
 			}
 			maps::rcu::quiescent();
 		}
@@ -212,8 +250,10 @@ TEST_F(sockmap_fixture, a_fin_removes_it_through_the_ct_event)
 {
 	handshake(local);
 	control();
+	warm(local);
 	ASSERT_NE(hit(local), nullptr);
-	ASSERT_EQ(send(local, kFIN | kACK).state, ct::tcp_fin_wait);
+	ASSERT_EQ(hit(local, kFIN | kACK), nullptr);
+	ASSERT_EQ(last.state, ct::tcp_fin_wait);
 	control();
 	EXPECT_EQ(sm.size(), 0u);
 	EXPECT_EQ(hit(local), nullptr);
@@ -236,6 +276,13 @@ TEST_F(sockmap_fixture, hits_keep_the_ct_entry_alive_and_counted)
 	ct.set_timeouts(t);
 	handshake(local);
 	control();
+	warm(local);
+	sm.sync(ct, clk.now_ns());  // the warm-up's hits folded in
+	const ct::flow_view before = [&] {
+		ct::flow_view v;
+		ct.find(local, clk.now_ns(), &v);
+		return v;
+	}();
 	for (int minute = 0; minute < 5; minute++) {
 		clk.advance_ms(40'000);
 		ASSERT_NE(hit(local), nullptr);
@@ -245,15 +292,87 @@ TEST_F(sockmap_fixture, hits_keep_the_ct_entry_alive_and_counted)
 	ct::flow_view v;
 	ASSERT_TRUE(ct.find(local, clk.now_ns(), &v)) << "the CT entry expired under sockmap traffic";
 	EXPECT_EQ(v.state, ct::tcp_established);
-	EXPECT_EQ(v.packets[0], 2u + 5);  // SYN, ACK, five hits
-	EXPECT_EQ(v.packets[1], 1u + 5);
-	EXPECT_EQ(v.bytes[1], 60u + 5 * 500);
+	EXPECT_EQ(v.packets[0], before.packets[0] + 5);  // five hits, folded in
+	EXPECT_EQ(v.packets[1], before.packets[1] + 5);
+	EXPECT_EQ(v.bytes[1], before.bytes[1] + 5 * 500);
 	// Idle: the CT expires it and sync() removes the sockmap entries.
 	clk.advance_ms(61'000);
 	ct.tick(clk.now_ns());
 	EXPECT_EQ(sm.sync(ct, clk.now_ns()), 1u);
 	EXPECT_EQ(sm.size(), 0u);
 	EXPECT_EQ(hit(local), nullptr);
+}
+
+// The short path judges the window as the CT would (track_ack on its own
+// copy): a forger on the right port with the right tuple but a sequence
+// outside the window is no hit, and the CT, reconciled, refuses it.
+TEST_F(sockmap_fixture, a_segment_outside_the_window_is_no_hit_and_the_ct_refuses_it)
+{
+	handshake(local);
+	control();
+	warm(local);
+	const uint32_t next = ct::test::tcp_sequencer::get().next(local);
+	const uint32_t ack = ct::test::tcp_sequencer::get().next(local.reversed());
+	for (uint32_t seq : {next + 10'000'000u, next - 10'000'000u}) {
+		const ct::packet forged = ct::test::tcp_raw(local, kACK | kPSH, seq, ack, 100);
+		EXPECT_EQ(pass(forged), nullptr) << seq;
+		EXPECT_EQ(last.v, ct::verdict::invalid);
+	}
+	// An ack of data the other side never sent.
+	EXPECT_EQ(pass(ct::test::tcp_raw(local, kACK, next, ack + 5'000'000, 0)), nullptr);
+	EXPECT_EQ(sm.get_stats().out_of_window, 3u);
+	EXPECT_EQ(ct.stats().c.invalid_window, 3u);
+	// The connection itself goes on on the short path.
+	EXPECT_NE(hit(local), nullptr);
+	EXPECT_NE(hit(local.reversed()), nullptr);
+}
+
+// A connection that moved far more than a window on the short path closes
+// through the CT: the FIN is judged with the window as forwarded, not as
+// the CT last saw it at the insert.
+TEST_F(sockmap_fixture, a_fin_after_many_windows_on_the_short_path_is_in_the_ct_s_window)
+{
+	handshake(local);
+	control();
+	warm(local);
+	for (int i = 0; i < 2000; i++) {  // 2.9 MB, 45 windows of 64 KiB
+		ASSERT_NE(hit(local, kACK | kPSH, 1500), nullptr) << i;
+		if (i % 10 == 0)
+			ASSERT_NE(hit(local.reversed(), kACK, 40), nullptr) << i;
+	}
+	ASSERT_NE(hit(local.reversed(), kACK, 40), nullptr);
+	EXPECT_EQ(hit(local, kFIN | kACK, 40), nullptr);
+	EXPECT_EQ(last.v, ct::verdict::tracked);
+	EXPECT_EQ(last.state, ct::tcp_fin_wait);
+	control();
+	EXPECT_EQ(sm.size(), 0u);
+	EXPECT_EQ(send(local.reversed(), kFIN | kACK).state, ct::tcp_last_ack);
+	EXPECT_EQ(send(local, kACK).state, ct::tcp_time_wait);
+	EXPECT_EQ(sm.get_stats().out_of_window, 0u);
+	EXPECT_EQ(ct.stats().c.invalid_window, 0u);
+}
+
+// sync() keeps the CT's window with the short path's, so what reads the
+// CT between segments (a snapshot, a listing) sees it as forwarded.
+TEST_F(sockmap_fixture, sync_brings_the_ct_s_window_up_to_the_short_path_s)
+{
+	handshake(local);
+	control();
+	warm(local);
+	for (int i = 0; i < 200; i++) {
+		ASSERT_NE(hit(local, kACK | kPSH, 1500), nullptr);
+		if (i % 10 == 0)
+			ASSERT_NE(hit(local.reversed(), kACK, 40), nullptr);
+	}
+	const uint32_t next = ct::test::tcp_sequencer::get().next(local);
+	auto ct_end = [&] {
+		uint32_t end = 0;
+		ct.export_flows(clk.now_ns(), [&](const ct::flow_record& r) { end = r.seen[0].end; });
+		return end;
+	};
+	EXPECT_NE(ct_end(), next);
+	sm.sync(ct, clk.now_ns());
+	EXPECT_EQ(ct_end(), next);
 }
 
 TEST_F(sockmap_fixture, non_local_connections_are_never_inserted)
