@@ -7,6 +7,8 @@
 
 namespace ctplane::dataplane {
 
+using net::be16;
+
 namespace {
 uint32_t ticks(uint64_t now_ns) noexcept { return static_cast<uint32_t>(now_ns / 1'000'000); }
 }  // namespace
@@ -37,7 +39,34 @@ fragments::src_key fragments::src_of(const uint8_t* addr, uint8_t family) noexce
 	return k;
 }
 
-bool fragments::record(const parsed& p, uint16_t in_port, uint64_t now_ns) noexcept
+namespace {
+
+// Where a fragment's data starts in the frame, and its offset in the
+// fragmentable part of its datagram (bytes). The parser validated the
+// headers this walks.
+void data_of(const uint8_t* frame, const parsed& p, uint32_t* data, uint32_t* frag_off) noexcept
+{
+	const uint8_t* ip = frame + p.l3_off;
+	if (p.family == 4) {
+		*data = p.l3_off + static_cast<uint32_t>(ip[0] & 0x0f) * 4;
+		*frag_off = static_cast<uint32_t>(be16(ip + 6) & 0x1fff) * 8;
+		return;
+	}
+	uint8_t nh = ip[6];
+	uint32_t off = 40;
+	for (unsigned n = 0; n < kMaxExtHeaders && nh != 44; n++) {
+		const uint8_t next = ip[off];
+		off += nh == 51 ? (uint32_t{ip[off + 1]} + 2) * 4 : (uint32_t{ip[off + 1]} + 1) * 8;
+		nh = next;
+	}
+	*data = p.l3_off + off + 8;
+	*frag_off = static_cast<uint32_t>(be16(ip + off + 2) & 0xfff8);
+}
+
+}  // namespace
+
+bool fragments::record(const parsed& p, const uint8_t* frame, uint16_t in_port, uint64_t now_ns, bool verify,
+		       bool opened) noexcept
 {
 	const src_key sk = src_of(p.ct.t.src, p.family);
 	src_val* sv = src_.lookup(sk);
@@ -48,7 +77,33 @@ bool fragments::record(const parsed& p, uint16_t in_port, uint64_t now_ns) noexc
 		count.fetch_sub(1, std::memory_order_relaxed);
 		return false;
 	}
-	const val v{p.ct.t.sport, p.ct.t.dport, ticks(now_ns) + kTimeoutMs, in_port};
+	val v{};
+	v.sport = p.ct.t.sport;
+	v.dport = p.ct.t.dport;
+	v.expires = ticks(now_ns) + kTimeoutMs;
+	v.in_port = in_port;
+	v.state = kSumOff;
+	const uint8_t proto = p.ct.t.proto;
+	const uint8_t* ip = frame + p.l3_off;
+	const uint8_t* l4 = frame + p.l4_off;
+	const bool has_sum = proto == ct::kProtoTCP || (proto == ct::kProtoUDP && !(p.family == 4 && be16(l4 + 6) == 0)) ||
+			     (proto == ct::kProtoICMP && p.family == 4) || (proto == ct::kProtoICMPv6 && p.family == 6);
+	if (verify && p.l4_off != 0 && has_sum) {
+		uint32_t data, frag_off;
+		data_of(frame, p, &data, &frag_off);
+		const uint32_t n = p.l3_off + p.l3_len - p.l4_off;
+		v.skip = static_cast<uint16_t>(p.l4_off - data);  // v6 headers after the fragment header
+		v.sum = csum_fold(l4, n);
+		if (proto != ct::kProtoICMP) {
+			v.sum += csum_fold(ip + (p.family == 4 ? 12 : 8), p.family == 4 ? 8 : 32) + proto;
+			if (proto == ct::kProtoUDP)
+				v.sum += be16(l4 + 4);  // the datagram's length, from its header
+			else
+				v.len_term = 1;
+		}
+		v.seen = n;
+		v.state = static_cast<uint8_t>(kSumPending | (opened ? kSumOpened : 0));
+	}
 	if (frags_.insert(key_of(p), v) != 0) {
 		count.fetch_sub(1, std::memory_order_relaxed);
 		return false;
@@ -56,14 +111,45 @@ bool fragments::record(const parsed& p, uint16_t in_port, uint64_t now_ns) noexc
 	return true;
 }
 
-bool fragments::ports_of(const parsed& p, uint16_t in_port, uint64_t now_ns, uint16_t* sport,
-			 uint16_t* dport) const noexcept
+bool fragments::later(const parsed& p, const uint8_t* frame, uint16_t in_port, uint64_t now_ns, uint16_t* sport,
+		      uint16_t* dport, sum* judged, bool* opened) noexcept
 {
-	const val* v = frags_.lookup(key_of(p));
+	*judged = sum::none;
+	*opened = false;
+	val* v = frags_.lookup(key_of(p));
 	if (v == nullptr || static_cast<int32_t>(ticks(now_ns) - v->expires) >= 0 || v->in_port != in_port)
 		return false;
 	*sport = v->sport;
 	*dport = v->dport;
+	std::atomic_ref<uint8_t> state(v->state);
+	const uint8_t st = state.load(std::memory_order_acquire);
+	if ((st & ~kSumOpened) != kSumPending)
+		return true;
+	uint32_t data, frag_off;
+	data_of(frame, p, &data, &frag_off);
+	const uint32_t n = p.l3_off + p.l3_len - data;
+	std::atomic_ref<uint32_t>(v->sum).fetch_add(csum_fold(frame + data, n), std::memory_order_relaxed);
+	if (!p.more_frags)
+		std::atomic_ref<uint32_t>(v->length).store(frag_off - v->skip + n, std::memory_order_relaxed);
+	const uint32_t seen = std::atomic_ref<uint32_t>(v->seen).fetch_add(n, std::memory_order_acq_rel) + n;
+	const uint32_t length = std::atomic_ref<uint32_t>(v->length).load(std::memory_order_acquire);
+	uint8_t expect = st;
+	if (length == 0 || seen < length ||
+	    !state.compare_exchange_strong(expect, static_cast<uint8_t>(kSumDone | (st & kSumOpened)),
+					    std::memory_order_acq_rel))
+		return true;
+	// This fragment completed the datagram: judge it, once.
+	*opened = (st & kSumOpened) != 0;
+	if (seen != length) {
+		*judged = sum::unverifiable;
+		return true;
+	}
+	uint64_t s = std::atomic_ref<uint32_t>(v->sum).load(std::memory_order_relaxed);
+	if (v->len_term)
+		s += (length >> 16) + (length & 0xffff);
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	*judged = s == 0xffff ? sum::good : sum::bad;
 	return true;
 }
 

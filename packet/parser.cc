@@ -34,7 +34,6 @@ namespace {
 
 constexpr uint16_t kEthIPv4 = 0x0800, kEthIPv6 = 0x86dd, kEthARP = 0x0806;
 constexpr uint16_t kEthVLAN = 0x8100, kEthQinQ = 0x88a8;
-constexpr unsigned kMaxExtHeaders = 8;
 
 uint32_t be32(const uint8_t* p) noexcept
 {

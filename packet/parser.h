@@ -30,6 +30,7 @@ namespace ctplane::dataplane {
 enum class frame_kind : uint8_t { ip, arp, dropped };
 
 inline constexpr uint8_t kFragNone = 0, kFragFirst = 1, kFragLater = 2;
+inline constexpr unsigned kMaxExtHeaders = 8;  // IPv6 extension headers a packet may carry
 
 struct parsed {
 	frame_kind kind;

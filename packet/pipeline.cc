@@ -1203,7 +1203,7 @@ void pipeline::police_stage(work& w) noexcept
 // ones (packet/fragments.h), or counted as untracked.
 void pipeline::record_fragment(const work& w, unsigned i) noexcept
 {
-	if (!frags_.record(w.p[i], w.in_port[i], w.now))
+	if (!frags_.record(w.p[i], w.f[i].data, w.in_port[i], w.now, checksum_, w.made[i]))
 		w.s->fragments_untracked.inc();
 }
 
@@ -1211,10 +1211,22 @@ void pipeline::later_fragment(work& w, unsigned i) noexcept
 {
 	parsed& p = w.p[i];
 	ct::tuple t = p.ct.t;
-	if (!frags_.ports_of(p, w.in_port[i], w.now, &t.sport, &t.dport)) {
+	fragments::sum judged;
+	bool opened;
+	if (!frags_.later(p, w.f[i].data, w.in_port[i], w.now, &t.sport, &t.dport, &judged, &opened)) {
 		drop_frame(w, i, drop::fragment_unknown);
 		return;
 	}
+	if (judged == fragments::sum::bad) [[unlikely]] {
+		// The receiver does not get the datagram whole (this fragment
+		// completed it), and what its first fragment opened goes.
+		if (opened)
+			ct_.erase(t, w.now);
+		drop_frame(w, i, drop::l4_bad_checksum);
+		return;
+	}
+	if (judged == fragments::sum::unverifiable)
+		w.s->fragments_unverified.inc();
 	ct::flow_view fv;
 	unsigned dir = 0;
 	if (!ct_.find(t, w.now, &fv, &dir)) {  // a reply of a NATed flow too (its alias)

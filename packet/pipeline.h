@@ -120,7 +120,7 @@ uint32_t flow_hash(const ct::tuple& t) noexcept;
 
 #define CTPLANE_LCORE_COUNTERS(X) \
 	X(rx) X(forwarded) X(control) X(dropped) X(sockmap_hits) X(dnat) X(snat) X(new_flows) X(fragments) \
-	X(fragments_untracked) X(arp_replies) X(echo_replies) X(punt_policed_arp_nd) X(punt_policed_resolve) \
+	X(fragments_untracked) X(fragments_unverified) X(arp_replies) X(echo_replies) X(punt_policed_arp_nd) X(punt_policed_resolve) \
 	X(punt_policed_icmp) X(punt_policed_other) X(punt_policed_source) X(syn_proxy_cookies) \
 	X(syn_proxy_accepted) X(syn_proxy_bad_cookie) X(syn_proxy_established) X(syn_proxy_no_room)
 

@@ -4,6 +4,7 @@
 // with correct lengths and checksums unless a test breaks them.
 #pragma once
 
+#include <array>
 #include <map>
 
 #include <cstdint>
@@ -214,6 +215,59 @@ inline bool checksums_ok(const bytes& f, unsigned l3_off = 14)
 	if (ip[9] != 6 && ip[9] != 17)
 		return true;
 	return l4_sum4(ip) == 0xffff;
+}
+
+// A whole IP datagram (IPv4, or IPv6 without extension headers) cut into
+// fragments as a host's stack cuts it: `sizes` bytes of its payload for
+// each but the last (multiples of 8), the rest in the last, one id.
+// Its L4 checksum stays the whole datagram's.
+inline std::vector<bytes> fragment(const bytes& ip, std::vector<size_t> sizes, uint32_t id)
+{
+	const bool v4 = (ip[0] >> 4) == 4;
+	const size_t hl = v4 ? static_cast<size_t>(ip[0] & 0x0f) * 4 : 40;
+	const bytes payload(ip.begin() + static_cast<long>(hl), ip.end());
+	size_t total = 0;
+	for (size_t n : sizes)
+		total += n;
+	sizes.push_back(payload.size() - total);
+	std::vector<bytes> out;
+	size_t off = 0;
+	for (size_t k = 0; k < sizes.size(); k++) {
+		const bool more = k + 1 < sizes.size();
+		bytes f(ip.begin(), ip.begin() + static_cast<long>(hl));
+		if (v4) {
+			put16(f, 2, static_cast<uint16_t>(hl + sizes[k]));
+			put16(f, 4, static_cast<uint16_t>(id));
+			put16(f, 6, static_cast<uint16_t>((more ? 0x2000 : 0) | off / 8));
+			f[10] = f[11] = 0;
+			put16(f, 10, static_cast<uint16_t>(~csum_fold(f.data(), static_cast<uint32_t>(hl))));
+		} else {
+			bytes fh(8, 0);
+			fh[0] = ip[6];
+			put16(fh, 2, static_cast<uint16_t>(off | (more ? 1 : 0)));
+			put16(fh, 4, static_cast<uint16_t>(id >> 16));
+			put16(fh, 6, static_cast<uint16_t>(id));
+			f[6] = 44;
+			put16(f, 4, static_cast<uint16_t>(8 + sizes[k]));
+			f.insert(f.end(), fh.begin(), fh.end());
+		}
+		f.insert(f.end(), payload.begin() + static_cast<long>(off), payload.begin() + static_cast<long>(off + sizes[k]));
+		out.push_back(f);
+		off += sizes[k];
+	}
+	return out;
+}
+// An IPv6 datagram between two full addresses, its L4 checksum set.
+inline bytes ipv6_between(const std::array<uint8_t, 16>& src, const std::array<uint8_t, 16>& dst, const l4& x)
+{
+	bytes b = ipv6(1, 2, x);
+	std::copy(src.begin(), src.end(), b.begin() + 8);
+	std::copy(dst.begin(), dst.end(), b.begin() + 24);
+	bytes h(b.begin() + 40, b.end());
+	const uint32_t len = static_cast<uint32_t>(h.size());
+	set_l4_csum(h, x.proto, csum_fold(b.data() + 8, 32) + (len >> 16) + (len & 0xffff) + x.proto);
+	std::copy(h.begin(), h.end(), b.begin() + 40);
+	return b;
 }
 
 // Big-endian reads of a frame's fields.

@@ -315,6 +315,98 @@ TEST_F(pipeline_fixture, fragment_tracking_is_capped_per_source)
 	EXPECT_EQ(pl.stats().fragments_untracked, 10u);
 }
 
+// A fragmented datagram's L4 checksum covers the whole datagram: the
+// first fragment leaves its part of the sum, the later ones add theirs,
+// and the fragment that completes it verifies (packet/fragments.h). A bad
+// one is dropped, so the receiver never reassembles the datagram, and the
+// flow the first fragment opened goes with it.
+TEST_F(pipeline_fixture, a_fragmented_datagram_s_checksum_is_verified_when_its_last_fragment_arrives)
+{
+	const uint32_t kDnsVip = 0x0a600035;
+	auto datagram = [&](uint16_t sport, uint16_t id) {
+		l4 u = udp(sport, 53, 2992);
+		for (size_t k = 8; k < u.hdr.size(); k++)
+			u.hdr[k] = static_cast<uint8_t>(k * 7);
+		std::vector<bytes> f = fragment(ipv4(kClient, kDnsVip, u), {1480, 1480}, id);
+		for (bytes& b : f)
+			b = eth4(b);
+		return f;
+	};
+	auto flow = [&](uint16_t sport) {
+		return ct.find(ct::tuple::v4(kClient, kDnsVip, sport, 53, ct::kProtoUDP), clk.now_ns(), nullptr);
+	};
+	const auto bad = [&] { return pl.stats().drops[static_cast<unsigned>(drop::l4_bad_checksum)]; };
+	// Whole: every fragment leaves, translated (the first fragment's sum
+	// is taken after its DNAT: the checksum it carries then is the one
+	// that must verify), and the flow stays.
+	for (const out& o : run(datagram(5001, 1)))
+		EXPECT_EQ(o.f, fate::forward) << drop_name(o.reason);
+	EXPECT_TRUE(flow(5001));
+	EXPECT_EQ(bad(), 0u);
+	// A byte of the middle fragment corrupted: the last one completes the
+	// datagram and is dropped; the flow its first fragment opened is gone.
+	std::vector<bytes> f = datagram(5002, 2);
+	f[1][14 + 20 + 100] ^= 0x5a;
+	std::vector<out> o = run(f);
+	EXPECT_EQ(o[0].f, fate::forward) << drop_name(o[0].reason);
+	EXPECT_EQ(o[1].f, fate::forward) << drop_name(o[1].reason);
+	EXPECT_EQ(o[2].reason, drop::l4_bad_checksum) << drop_name(o[2].reason);
+	EXPECT_FALSE(flow(5002));
+	EXPECT_EQ(bad(), 1u);
+	// Out of order across bursts: the middle one completes it.
+	f = datagram(5003, 3);
+	f[2][14 + 20 + 5] ^= 0x01;
+	EXPECT_EQ(one(f[0]).f, fate::forward);
+	EXPECT_EQ(one(f[2]).f, fate::forward);
+	EXPECT_EQ(one(f[1]).reason, drop::l4_bad_checksum);
+	EXPECT_FALSE(flow(5003));
+	// A duplicate fragment: the bytes seen twice make it unverifiable
+	// (passed, counted); a straggler after the last is not judged again.
+	f = datagram(5004, 4);
+	for (const out& x : run({f[0], f[1], f[1], f[2], f[2]}))
+		EXPECT_EQ(x.f, fate::forward) << drop_name(x.reason);
+	EXPECT_EQ(pl.stats().fragments_unverified, 1u);
+	EXPECT_TRUE(flow(5004));
+	EXPECT_EQ(bad(), 2u);
+}
+
+// TCP (the pseudo-header's length waits for the last fragment) and IPv6
+// (the fragment header between the IP header and the data).
+TEST_F(pipeline_fixture, fragmented_tcp_and_ipv6_datagrams_are_verified_whole)
+{
+	const auto bad = [&] { return pl.stats().drops[static_cast<unsigned>(drop::l4_bad_checksum)]; };
+	for (int corrupt = 0; corrupt < 2; corrupt++) {
+		const uint16_t sport = static_cast<uint16_t>(50001 + corrupt);
+		l4 t = tcp(sport, 9000, ct::kSYN, 1800);
+		for (size_t k = 20; k < t.hdr.size(); k++)
+			t.hdr[k] = static_cast<uint8_t>(k);
+		std::vector<bytes> f = fragment(with_l4_csum(ipv4(kClient, kB1, t)), {1000}, 77 + corrupt);
+		if (corrupt)
+			f[1][40] ^= 0x80;
+		const std::vector<out> o = run({eth4(f[0]), eth4(f[1])});
+		EXPECT_EQ(o[0].f, fate::forward) << drop_name(o[0].reason);
+		EXPECT_EQ(o[1].f, corrupt ? fate::drop : fate::forward) << drop_name(o[1].reason);
+		EXPECT_EQ(ct.find(ct::tuple::v4(kClient, kB1, sport, 9000, ct::kProtoTCP), clk.now_ns(), nullptr), !corrupt);
+	}
+	EXPECT_EQ(bad(), 1u);
+	const std::array<uint8_t, 16> c{0x20, 0x01, 0x0d, 0xb8, 0, 0x0c, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10};
+	const std::array<uint8_t, 16> s{0x20, 0x01, 0x0d, 0xb8, 0, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02};
+	for (int corrupt = 0; corrupt < 2; corrupt++) {
+		l4 u = udp(static_cast<uint16_t>(7001 + corrupt), 9000, 3000);
+		for (size_t k = 8; k < u.hdr.size(); k++)
+			u.hdr[k] = static_cast<uint8_t>(k * 13);
+		std::vector<bytes> f = fragment(ipv6_between(c, s, u), {1232, 1232}, 0x10000 + corrupt);
+		if (corrupt)
+			f[1][40 + 8 + 600] ^= 0x10;
+		const std::vector<out> o = run({eth6(f[0]), eth6(f[1]), eth6(f[2])});
+		EXPECT_EQ(o[0].f, fate::forward) << drop_name(o[0].reason);
+		EXPECT_EQ(o[1].f, fate::forward) << drop_name(o[1].reason);
+		EXPECT_EQ(o[2].f, corrupt ? fate::drop : fate::forward) << drop_name(o[2].reason);
+	}
+	EXPECT_EQ(bad(), 2u);
+	EXPECT_EQ(pl.stats().fragments_unverified, 0u);
+}
+
 TEST_F(pipeline_fixture, an_icmp_error_about_a_dnated_packet_goes_back_quoting_the_vip)
 {
 	const out o1 = one(syn(41000));
