@@ -606,6 +606,12 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		for (unsigned i = 0; i < n; i++)
 			if (vals[i] != nullptr)
 				__builtin_prefetch(reinterpret_cast<const char*>(&vals[i]->seen[1]) + sizeof(tcp_seen) - 1);
+	// A proxied flow's client segments need its reply alias (the proxy's
+	// offsets): a second probe, keyed by what the flow holds. Found for
+	// the whole burst first, bucket lines then entries prefetched, so the
+	// burst's second probes overlap rather than queue one behind another.
+	F* pas[kChunk];
+	const uint64_t ahead = proxy_aliases(fam, keys, vals, n, pas);
 	const uint8_t fam_id = Fam::kFamily;
 	unsigned fast = 0;
 	for (unsigned i = 0; i < n; i++) {
@@ -656,7 +662,7 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 			uint32_t ack = p.tcp_ack;
 			bool ok = true;
 			if (load(f->bytes[1]) & kProxied) [[unlikely]] {
-				pa = alias != nullptr ? alias : proxy_alias(fam, *k, *f);
+				pa = alias != nullptr ? alias : ((ahead >> i) & 1) ? pas[i] : proxy_alias(fam, *k, *f);
 				ok = pa != nullptr && (window::get(pa->seen[0].flags) & kProxyKnown);
 				if (ok && dir == 0)
 					ack += window::get(pa->seen[0].end);
@@ -708,6 +714,39 @@ void table::proxy_result(F& a, unsigned dir, const packet& p, result& r) noexcep
 	v.client_win = static_cast<uint16_t>(get(a.seen[1].edge));
 	v.client_tsval = get(a.seen[1].end);
 	r.proxied = true;
+}
+
+template <typename Fam>
+uint64_t table::proxy_aliases(Fam& fam, const typename Fam::key* keys, typename Fam::flow* const* vals, unsigned n,
+			      typename Fam::flow** pas) const noexcept
+{
+	using K = typename Fam::key;
+	if (!fam.lru.empty())  // an alias may be in the LRU: proxy_alias() looks there too, one by one
+		return 0;
+	K ak[kChunk];
+	uint64_t h[kChunk];
+	uint8_t at[kChunk];
+	unsigned m = 0;
+	for (unsigned i = 0; i < n; i++) {
+		const auto* f = vals[i];
+		unsigned rk;
+		if (f == nullptr || is_alias(*f) || !(load(f->bytes[1]) & kProxied) ||
+		    !alias_key(keys[i], *f, load_status(f->h), &ak[m], &rk))
+			continue;
+		h[m] = fam.hash.hash(ak[m]);
+		fam.hash.prefetch(h[m]);
+		at[m++] = static_cast<uint8_t>(i);
+	}
+	uint64_t found = 0;
+	for (unsigned j = 0; j < m; j++) {
+		auto* a = fam.hash.lookup_with_hash(ak[j], h[j]);
+		if (a == nullptr || !is_alias(*a) || alias_target(*a) != vals[at[j]])
+			continue;  // proxy_alias() will say so again, in the loop
+		__builtin_prefetch(&a->seen[0]);
+		pas[at[j]] = a;
+		found |= uint64_t{1} << at[j];
+	}
+	return found;
 }
 
 template <typename Fam>
@@ -1139,7 +1178,11 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			if (nat != nullptr) {
 				// The reply alias, before the packet leaves (no reply can
 				// come before it); without it the flow cannot stand.
-				const int ar = link_alias(fam, k, out, now, nat);
+				// At max_entries the alias takes a slot of its own: one
+				// more early drop makes it (the flow's took the first).
+				int ar = link_alias(fam, k, out, now, nat);
+				if (ar == -ENOSPC && early_drop(fam, h, now))
+					ar = link_alias(fam, k, out, now, nat);
 				if (ar != 0) {
 					if (claim(*out, init.h.status)) {
 						untake();  // (a flow claimed by another thread gave it back: emit)

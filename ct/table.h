@@ -474,6 +474,11 @@ private:
 	// The reply alias of proxied flow f (key k): it holds the proxy's data.
 	template <typename Fam>
 	typename Fam::flow* proxy_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f) const noexcept;
+	// proxy_alias() for a burst's proxied flows at once (their probes
+	// overlap): bit i set, pas[i] is vals[i]'s alias.
+	template <typename Fam>
+	uint64_t proxy_aliases(Fam& fam, const typename Fam::key* keys, typename Fam::flow* const* vals, unsigned n,
+			       typename Fam::flow** pas) const noexcept;
 	// After winning f's destruction: unlinks its alias if it points at f.
 	template <typename Fam>
 	void unlink_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f, uint16_t st) noexcept;

@@ -14,6 +14,9 @@
 //       proxy: each answered with a cookie SYN-ACK, no state
 //   pipeline/syn_proxy_established/<flows>   ACKs of established flows
 //       through the proxy (sequence numbers translated)
+//   pipeline/flood_mix/<packets>   issue 25's flood (hairpin pairs, spoofed
+//       SYNs to a syn_proxy: auto service, legitimate clients among them):
+//       established flows lost, legitimate connections admitted
 //   testpmd_io                     dpdk-testpmd --forward-mode=io on a
 //       net_ring port (a separate process), the do-nothing ceiling
 //   io_forward                     rx_burst -> template rewrite -> tx_burst
@@ -146,9 +149,10 @@ struct world {
 	pipeline* pl;
 	uint64_t now = 1'000'000'000'000ull;
 
-	explicit world(bool sockmap, bool proxy = false)
+	explicit world(bool sockmap, bool proxy = false) : world(config_text(sockmap, proxy)) {}
+	explicit world(const std::string& text)
 	{
-		auto c = config::load_string(config_text(sockmap, proxy), "bench.yaml");
+		auto c = config::load_string(text, "bench.yaml");
 		std::string err;
 		if (c) {
 			c.value().ct.event_ring = 1 << 20;
@@ -482,6 +486,184 @@ void bm_proxy_established(benchmark::State& state, uint64_t flows)
 		state.SkipWithError("proxied established packets were not all forwarded");
 }
 
+// Issue 25's flood through the whole pipeline: 100K established flows to
+// the services in a table capped at 2M, then forged hairpin pairs (a
+// mid-stream segment and its "reply", both through the client port, which
+// allows hairpins: picked up, unassured) from 10^6 sources, and spoofed
+// SYNs to a `syn_proxy: auto` service (state until the control pass sees
+// its half-open count past the threshold, cookies after), at a simulated
+// 10 Mpps. Legitimate clients open a connection to the same service every
+// 100 us simulated (10K/s) and play the whole handshake an RTT (1 ms) per
+// step: against the cookie SYN-ACK when the proxy answers, against the
+// backend when it does not. A control pass every simulated millisecond.
+// Counted: the established flows lost (goal 0) and the legitimate
+// connections established (goal >= 99 %).
+void bm_flood_mix(benchmark::State& state, uint64_t attack)
+{
+	constexpr uint64_t kEstablished = 100'000;
+	constexpr uint64_t kBurstNs = 3'200;       // 32 packets at 10 Mpps
+	constexpr uint64_t kEvery = 31, kRtt = 312;  // bursts: 100 us, 1 ms
+	constexpr uint32_t kVip = 0x0a600000;      // s0, 10.96.0.0:80
+	std::string text = config_text(false, false);
+	auto replace = [&](const std::string& a, const std::string& b) { text.replace(text.find(a), a.size(), b); };
+	replace("addresses: [192.168.1.1/24]}", "addresses: [192.168.1.1/24], hairpin: true}");
+	replace("  - {prefix: 10.0.0.0/8,", "  - {prefix: 11.0.0.0/8, port: client, via: 192.168.1.254}\n"
+					 "  - {prefix: 12.0.0.0/8, port: client, via: 192.168.1.254}\n"
+					 "  - {prefix: 10.0.0.0/8,");
+	replace("max_entries: 16777216\n  initial_entries: 2097152", "max_entries: 2000000\n  initial_entries: 262144");
+	replace("port: 80, protocol: tcp}", "port: 80, protocol: tcp, syn_proxy: auto}");
+	auto be32 = [](const uint8_t* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; };
+	for (auto _ : state) {
+		state.PauseTiming();
+		world w(text);
+		(void)w.establish(kEstablished, false);
+		for (int i = 0; i < 64; i++)
+			w.dp->tick(w.now, 1 << 16);
+		struct conn {
+			uint32_t cl;
+			uint16_t sp, bport = 0;
+			uint32_t be = 0, cookie = 0;
+			uint64_t due;
+			int step = 0;  // 0 SYN, 1 ACK of the cookie, 2 backend SYN-ACK (direct), 3 (proxied), 4 last ACK, 5 done, -1 refused
+			bool proxied = false;
+		};
+		std::vector<conn> legit;
+		std::mt19937_64 rng(25);
+		std::vector<bytes> buf(kBurst + 8);
+		frame fr[kBurst + 8];
+		outcome oc[kBurst + 8];
+		int owner[kBurst + 8];
+		uint64_t sent = 0, b = 0;
+		size_t next_due = 0;  // legit[0, next_due) are done or refused
+		state.ResumeTiming();
+		for (; sent < attack; b++) {
+			unsigned n = 0;
+			auto put = [&](bytes f, int who) {
+				f.resize(f.size() + 64);
+				buf[n] = std::move(f);
+				owner[n] = who;
+				n++;
+			};
+			while (n < kBurst) {
+				const uint64_t x = rng();
+				if ((x & 3) != 0 && n + 2 <= kBurst) {  // a hairpin pair from one of 10^6 sources
+					const uint32_t a = 0x0b000000u + uint32_t(x % 1'000'000), c = 0x0c000000u + uint32_t((x >> 20) % 1'000'000);
+					const uint16_t sp = uint16_t(1024 + (x >> 40) % 60000);
+					put(tcp_frame(a, c, sp, 443, ct::kACK | ct::kPSH, uint32_t(x >> 8), uint32_t(x >> 24)), -1);
+					put(tcp_frame(c, a, 443, sp, ct::kACK, uint32_t(x >> 24), uint32_t(x >> 8)), -1);
+				} else {  // a spoofed SYN to the proxied service
+					put(tcp_frame(0x0b000000u | uint32_t(x >> 40), kVip, uint16_t(1024 + (x >> 8) % 60000), 80, ct::kSYN,
+						      uint32_t(x >> 16)), -1);
+				}
+			}
+			sent += n;
+			if (b % kEvery == 0) {  // a new legitimate client
+				conn c;
+				c.cl = 0xc0a88000u | uint32_t(2 + legit.size() % 30000);
+				c.sp = uint16_t(1024 + (legit.size() / 30000) % 60000);
+				c.due = b;
+				legit.push_back(c);
+			}
+			for (size_t k = next_due; k < legit.size() && n < kBurst + 6; k++) {
+				conn& c = legit[k];
+				if (c.due > b || c.step >= 5 || c.step < 0)
+					continue;
+				switch (c.step) {
+				case 0: put(tcp_frame(c.cl, kVip, c.sp, 80, ct::kSYN, kClientIsn), int(k)); break;
+				case 1: put(tcp_frame(c.cl, kVip, c.sp, 80, ct::kACK, kClientIsn + 1, c.cookie + 1), int(k)); break;
+				case 2:
+				case 3:
+					put(tcp_frame(c.be, c.cl, c.bport, c.sp, ct::kSYN | ct::kACK, kServerIsn, kClientIsn + 1), int(k));
+					break;
+				case 4: put(tcp_frame(c.cl, kVip, c.sp, 80, ct::kACK, kClientIsn + 1, kServerIsn + 1), int(k)); break;
+				}
+			}
+			for (unsigned i = 0; i < n; i++) {
+				fr[i] = frame{buf[i].data(), uint32_t(buf[i].size() - 64), kPortInfer};
+				fr[i].cap = uint32_t(buf[i].size());
+			}
+			w.pl->process(fr, n, w.now, oc);
+			for (unsigned i = 0; i < n; i++) {
+				if (owner[i] < 0)
+					continue;
+				conn& c = legit[size_t(owner[i])];
+				const uint8_t* ip = buf[i].data() + 14;
+				const uint8_t fl = ip[33];
+				if (oc[i].f != fate::forward) {
+					c.step = -1;
+					continue;
+				}
+				c.due = b + kRtt;
+				switch (c.step) {
+				case 0:
+					if (be32(ip + 16) == c.cl && fl == (ct::kSYN | ct::kACK)) {  // the cookie
+						c.proxied = true;
+						c.cookie = be32(ip + 24);
+						c.step = 1;
+					} else {  // to the backend
+						c.be = be32(ip + 16);
+						c.bport = uint16_t(ip[22] << 8 | ip[23]);
+						c.step = 2;
+					}
+					break;
+				case 1:
+					c.be = be32(ip + 16);
+					c.bport = uint16_t(ip[22] << 8 | ip[23]);
+					c.step = 3;
+					break;
+				case 2: c.step = 4; break;
+				default: c.step = 5; break;
+				}
+			}
+			while (next_due < legit.size() && (legit[next_due].step >= 5 || legit[next_due].step < 0))
+				next_due++;
+			w.now += kBurstNs;
+			if (b % kRtt == 0)
+				w.dp->tick(w.now, 1 << 14);
+			maps::rcu::quiescent();
+		}
+		state.PauseTiming();
+		uint64_t lost = 0, admitted = 0, finished = 0, refused = 0, proxied = 0;
+		for (uint64_t i = 0; i < kEstablished; i++) {
+			const uint32_t cl = 0xc0a88000u | uint32_t(2 + (i >> 10) % 30000);
+			ct::flow_view v;
+			if (!w.ct->find(ct::tuple::v4(cl, 0x0a600000u | uint32_t(i % kServices), uint16_t(1024 + (i & 1023)), 80,
+						    ct::kProtoTCP),
+					w.now, &v) ||
+			    v.state != ct::tcp_established)
+				lost++;
+		}
+		for (const conn& c : legit) {
+			if (c.step < 0) {
+				refused++, finished++;
+				continue;
+			}
+			if (c.step < 5)
+				continue;  // still in its handshake when the run ended
+			finished++;
+			proxied += c.proxied;
+			ct::flow_view v;
+			admitted += w.ct->find(ct::tuple::v4(c.cl, kVip, c.sp, 80, ct::kProtoTCP), w.now, &v) &&
+				    v.state == ct::tcp_established;
+		}
+		const ct::stats s = w.ct->stats();
+		const pipeline_stats ps = w.pl->stats();
+		state.counters["established_lost"] = double(lost);
+		state.counters["legit"] = double(finished);
+		state.counters["legit_admitted_pct"] = finished != 0 ? 100.0 * double(admitted) / double(finished) : 0;
+		state.counters["legit_refused"] = double(refused);
+		state.counters["legit_proxied"] = double(proxied);
+		state.counters["cookies"] = double(ps.syn_proxy_cookies);
+		state.counters["evicted_halfopen"] = double(s.c.evicted_halfopen);
+		state.counters["evicted_unassured"] = double(s.c.evicted_unassured);
+		state.counters["refused_full"] = double(s.c.refused_full);
+		state.counters["flows"] = double(w.ct->size());
+		state.counters["simulated_s"] = double(b * kBurstNs) / 1e9;
+		state.ResumeTiming();
+	}
+	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(attack));
+}
+
 void bm_io(benchmark::State& state)
 {
 	std::vector<bytes> t(kTemplates, tcp_frame(0xc0a80002, 0x0a600001, 1024, 80, ct::kACK));
@@ -588,6 +770,12 @@ int main(int argc, char** argv)
 	benchmark::RegisterBenchmark("pipeline/new_flows", bm_new_flows)->Iterations(quick ? 20'000 : 100'000);
 	benchmark::RegisterBenchmark("pipeline/syn_proxy_cookies", bm_proxy_cookies)->Iterations(quick ? 20'000 : 100'000);
 	benchmark::RegisterBenchmark(("pipeline/syn_proxy_established/" + fl).c_str(), bm_proxy_established, flows);
+	const uint64_t attack = quick ? 3'000'000 : 30'000'000;
+	benchmark::RegisterBenchmark(("pipeline/flood_mix/" + std::to_string(attack / 1'000'000) + "M").c_str(), bm_flood_mix,
+				     attack)
+		->Iterations(1)
+		->Unit(benchmark::kMillisecond)
+		->UseRealTime();
 	if (!trace.empty())
 		benchmark::RegisterBenchmark("replay/pcap", bm_replay, trace, cfg)->UseManualTime()->Iterations(1);
 	int bargc = int(rest.size());

@@ -363,6 +363,26 @@ tuple reply_of(const tuple& c, const nat_init& n)
 	return r;
 }
 
+// A NATed flow takes two slots (the flow and its reply alias): at
+// max_entries each is made by an early drop, and a service's new
+// connection is admitted as a plain flow is.
+TEST_F(ct_table_small, at_max_entries_a_nated_flow_makes_room_for_itself_and_its_alias)
+{
+	for (unsigned i = 0; i < 1000; i++)
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(1 + i)), kSYN)).v, verdict::created);
+	advance_ms(5'000);  // past young: the flood's half-open flows go first
+	const nat_init n = backend_nat();
+	for (unsigned i = 0; i < 100; i++) {
+		const tuple t = client4(static_cast<uint16_t>(5000 + i));
+		ASSERT_EQ(tbl.process(tcp(t, kSYN), clk.now_ns(), &n).v, verdict::created) << i;
+		EXPECT_TRUE(tbl.find(reply_of(t, n), clk.now_ns(), nullptr)) << "found by its alias";
+	}
+	const stats s = tbl.stats();
+	EXPECT_EQ(s.c.evicted_halfopen, 200u);
+	EXPECT_EQ(s.c.refused_full, 0u);
+	EXPECT_EQ(s.nat_aliases4, 100u);
+}
+
 TEST_F(ct_table_small, a_nated_flow_is_found_by_its_reply_tuple_in_the_lru_and_after_the_drain)
 {
 	const nat_init n = backend_nat();
