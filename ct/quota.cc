@@ -2,6 +2,7 @@
 #include "ct/quota.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <mutex>
 
@@ -24,13 +25,6 @@ constexpr uint8_t shape_epoch(uint32_t s) noexcept { return s & 7; }
 constexpr uint8_t shape_len4(uint32_t s) noexcept { return static_cast<uint8_t>(s >> 8); }
 constexpr uint8_t shape_len6(uint32_t s) noexcept { return static_cast<uint8_t>(s >> 16); }
 
-void mask(uint8_t* a, unsigned bytes, unsigned len) noexcept
-{
-	for (unsigned i = 0; i < bytes; i++) {
-		const unsigned keep = len >= 8 * (i + 1) ? 8 : len > 8 * i ? len - 8 * i : 0;
-		a[i] &= static_cast<uint8_t>(keep == 0 ? 0 : 0xff << (8 - keep));
-	}
-}
 }  // namespace
 
 struct quota::key {
@@ -39,13 +33,21 @@ struct quota::key {
 	uint16_t svc_port;
 	uint8_t svc_proto, family, len, cls;
 	uint8_t pad[2];
-	bool operator==(const key& o) const noexcept { return std::memcmp(this, &o, sizeof(*this)) == 0; }
+	bool operator==(const key& o) const noexcept { return maps::bytes_equal<40>(this, &o); }
 };
 
-struct alignas(64) quota::slot {
-	uint64_t hash;  // 0: free
+// A bucket's line: its lock and what choosing among its kWays slots reads
+// (tags, counts, ages); a slot's key is read only when its tag matches.
+struct alignas(64) quota::bucket {
+	maps::spinlock lock;
+	uint32_t tag[kWays];    // the key hash's high half | 1; 0: free
+	uint32_t count[kWays];  // flows counted
+	uint32_t stamp[kWays];  // CT ticks of the last take (the LRU among equal counts)
+};
+struct quota::slot {
 	key k;
-	uint32_t count, refused, stamp, pad;
+	uint32_t refused;
+	uint32_t pad;
 };
 
 std::string validate(const quota_config& q)
@@ -63,15 +65,16 @@ std::string validate(const quota_config& q)
 	return "";
 }
 
-quota::quota(const quota_config& c) : cfg_(c), seed_(maps::table_seed())
+quota::quota(const quota_config& c)
+	: cfg_(c), seed_(maps::table_seed()), tc_(std::make_unique<thread_counters[]>(maps::kMaxThreads))
 {
-	static_assert(sizeof(key) == 40 && sizeof(slot) == 64);
+	static_assert(sizeof(key) == 40 && sizeof(slot) == 48 && sizeof(bucket) == 64);
 	size_t n = kWays;
 	while (n < c.sources)
 		n <<= 1;
 	nbuckets_ = n / kWays;
 	slots_ = std::make_unique<slot[]>(n);
-	locks_ = std::make_unique<maps::spinlock[]>(nbuckets_);
+	buckets_ = std::make_unique<bucket[]>(nbuckets_);
 	std::memset(static_cast<void*>(slots_.get()), 0, n * sizeof(slot));
 	limit_.store(c.flows_per_source, std::memory_order_relaxed);
 	tighten_factor_.store(c.tighten_factor, std::memory_order_relaxed);
@@ -143,9 +146,9 @@ void quota::configure(const quota_config& c) noexcept
 		const uint8_t e = static_cast<uint8_t>((shape_epoch(shape_.load(std::memory_order_relaxed)) + 1) & 7);
 		shape_.store(shape(e, c.prefix_v4, c.prefix_v6), std::memory_order_release);
 		for (size_t b = 0; b < nbuckets_; b++) {
-			std::lock_guard<maps::spinlock> g(locks_[b]);
+			std::lock_guard<maps::spinlock> g(buckets_[b].lock);
 			for (unsigned w = 0; w < kWays; w++)
-				slots_[b * kWays + w].hash = 0;
+				buckets_[b].tag[w] = 0;
 		}
 		used_.store(0, std::memory_order_relaxed);
 		epochs_.fetch_add(1, std::memory_order_relaxed);
@@ -155,50 +158,87 @@ void quota::configure(const quota_config& c) noexcept
 	cfg_.sources = sources;
 }
 
+// Composed in 8-byte words and stored as such: the hash then loads what
+// was stored whole (a key built byte by byte stalls every load of it on
+// store forwarding, most of what counting cost).
 void quota::key_of(const tuple& t, uint8_t cls, uint32_t sh, key* k) const noexcept
 {
-	std::memset(k, 0, sizeof(*k));
-	const unsigned bytes = t.family == 6 ? 16 : 4;
-	k->family = t.family;
-	k->cls = cls;
-	k->len = t.family == 6 ? shape_len6(sh) : shape_len4(sh);
-	std::memcpy(k->src, t.src, bytes);
-	mask(k->src, bytes, k->len);
-	if (cls == kQuotaService) {
-		std::memcpy(k->svc, t.dst, bytes);
-		k->svc_port = t.dport;
-		k->svc_proto = t.proto;
+	static_assert(offsetof(key, svc) == 16 && offsetof(key, svc_port) == 32 && offsetof(key, cls) == 37);
+	const unsigned len = t.family == 6 ? shape_len6(sh) : shape_len4(sh);
+	// The first `bits` bits (network order) of an 8-byte word as loaded.
+	auto front = [](uint64_t w, int bits) -> uint64_t {
+		if (bits <= 0)
+			return 0;
+		if (bits >= 64)
+			return w;
+		return __builtin_bswap64(__builtin_bswap64(w) & (~uint64_t{0} << (64 - bits)));
+	};
+	auto word = [](const uint8_t* p, unsigned n) -> uint64_t {
+		if (n == 8) {
+			uint64_t w;
+			std::memcpy(&w, p, 8);
+			return w;
+		}
+		uint32_t w;  // a 4-byte load, widened (no partial store to reload)
+		std::memcpy(&w, p, 4);
+		return w;
+	};
+	const bool v6 = t.family == 6;
+	const bool service = cls == kQuotaService;
+	const uint64_t w[5] = {
+		front(word(t.src, v6 ? 8 : 4), static_cast<int>(len)),
+		v6 ? front(word(t.src + 8, 8), static_cast<int>(len) - 64) : 0,
+		service ? word(t.dst, v6 ? 8 : 4) : 0,
+		service && v6 ? word(t.dst + 8, 8) : 0,
+		(service ? uint64_t{t.dport} | uint64_t{t.proto} << 16 : 0) | uint64_t{t.family} << 24 |
+			uint64_t{len} << 32 | uint64_t{cls} << 40,
+	};
+	// One 8-byte store per word (a copy of the array would be 16-byte
+	// loads of 8-byte stores: the stall again).
+	auto* out = reinterpret_cast<uint8_t*>(k);
+	for (unsigned i = 0; i < 5; i++) {
+		const uint64_t v = w[i];
+		__asm__("" : : "r"(v));  // kept in a register, stored as a word
+		std::memcpy(out + 8 * i, &v, 8);
 	}
 }
 
-quota::slot* quota::find(const key& k, uint64_t h, bool make) noexcept
+// The bucket of hash h: its high bits (the low ones are the tag's too).
+quota::bucket& quota::bucket_of(uint64_t h) const noexcept
 {
-	slot* b = &slots_[(h % nbuckets_) * kWays];
-	slot* free = nullptr;
-	slot* victim = nullptr;
+	return buckets_[static_cast<size_t>(h >> 40) & (nbuckets_ - 1)];
+}
+
+int quota::find(bucket& b, const key& k, uint64_t h, bool make, uint32_t now) noexcept
+{
+	const uint32_t tag = static_cast<uint32_t>(h) | 1;
+	const size_t base = static_cast<size_t>(&b - buckets_.get()) * kWays;
+	int free = -1, victim = -1;
 	for (unsigned w = 0; w < kWays; w++) {
-		slot& s = b[w];
-		if (s.hash == h && s.k == k)
-			return &s;
-		if (s.hash == 0) {
-			if (free == nullptr)
-				free = &s;
-		} else if (victim == nullptr || s.count < victim->count ||
-			   (s.count == victim->count && static_cast<int32_t>(s.stamp - victim->stamp) < 0)) {
-			victim = &s;
+		if (b.tag[w] == tag && slots_[base + w].k == k)
+			return static_cast<int>(w);
+		if (b.tag[w] == 0) {
+			if (free < 0)
+				free = static_cast<int>(w);
+		} else if (victim < 0 || b.count[w] < b.count[victim] ||
+			   (b.count[w] == b.count[victim] && static_cast<int32_t>(b.stamp[w] - b.stamp[victim]) < 0)) {
+			victim = static_cast<int>(w);
 		}
 	}
 	if (!make)
-		return nullptr;
-	if (free != nullptr) {
+		return -1;
+	if (free >= 0) {
 		used_.fetch_add(1, std::memory_order_relaxed);
 	} else {
 		free = victim;
-		evicted_.fetch_add(1, std::memory_order_relaxed);
+		tc().evicted.inc();
 	}
-	free->hash = h;
-	free->k = k;
-	free->count = free->refused = 0;
+	b.tag[free] = tag;
+	b.count[free] = 0;
+	b.stamp[free] = now;
+	slot& s = slots_[base + static_cast<size_t>(free)];
+	s.k = k;
+	s.refused = 0;
 	return free;
 }
 
@@ -209,7 +249,7 @@ uint32_t quota::limit_of(uint32_t base) const noexcept
 	return std::max<uint32_t>(1, base / tighten_factor_.load(std::memory_order_relaxed));
 }
 
-bool quota::count(const tuple& t, uint32_t svc_limit, bool limited, uint8_t* tag) noexcept
+bool quota::count(const tuple& t, uint32_t svc_limit, bool limited, uint32_t now, uint8_t* tag) noexcept
 {
 	*tag = 0;
 	const uint32_t base = svc_limit != 0 ? svc_limit : limit_.load(std::memory_order_relaxed);
@@ -222,34 +262,34 @@ bool quota::count(const tuple& t, uint32_t svc_limit, bool limited, uint8_t* tag
 		const uint32_t sh = shape_.load(std::memory_order_acquire);
 		key k;
 		key_of(t, cls, sh, &k);
-		const uint64_t h = maps::hash_bytes<sizeof(key)>(&k, seed_) | 1;
-		maps::spinlock& l = locks_[h % nbuckets_];
-		std::lock_guard<maps::spinlock> g(l);
+		const uint64_t h = maps::hash_bytes<sizeof(key)>(&k, seed_);
+		bucket& b = bucket_of(h);
+		std::lock_guard<maps::spinlock> g(b.lock);
 		if (shape_.load(std::memory_order_relaxed) != sh)
 			continue;
-		slot* s = find(k, h, true);
-		s->stamp = clock_.fetch_add(1, std::memory_order_relaxed);
-		if (limited && s->count >= limit_of(base)) {
-			s->refused++;
-			refused_.fetch_add(1, std::memory_order_relaxed);
+		const int w = find(b, k, h, true, now);
+		b.stamp[w] = now;
+		if (limited && b.count[w] >= limit_of(base)) {
+			slots_[static_cast<size_t>(&b - buckets_.get()) * kWays + static_cast<size_t>(w)].refused++;
+			tc().refused.inc();
 			return false;
 		}
-		s->count++;
+		b.count[w]++;
 		*tag = quota_tag(cls, shape_epoch(sh));
 		return true;
 	}
 	return true;
 }
 
-bool quota::take(const tuple& t, uint32_t svc_limit, uint8_t* tag) noexcept
+bool quota::take(const tuple& t, uint32_t svc_limit, uint32_t now, uint8_t* tag) noexcept
 {
-	return count(t, svc_limit, true, tag);
+	return count(t, svc_limit, true, now, tag);
 }
 
-uint8_t quota::force(const tuple& t, uint32_t svc_limit) noexcept
+uint8_t quota::force(const tuple& t, uint32_t svc_limit, uint32_t now) noexcept
 {
 	uint8_t tag;
-	count(t, svc_limit, false, &tag);
+	count(t, svc_limit, false, now, &tag);
 	return tag;
 }
 
@@ -263,15 +303,16 @@ void quota::give(const tuple& t, uint8_t tag) noexcept
 		return;  // counted in an epoch whose counters are gone
 	key k;
 	key_of(t, cls, sh, &k);
-	const uint64_t h = maps::hash_bytes<sizeof(key)>(&k, seed_) | 1;
-	std::lock_guard<maps::spinlock> g(locks_[h % nbuckets_]);
+	const uint64_t h = maps::hash_bytes<sizeof(key)>(&k, seed_);
+	bucket& b = bucket_of(h);
+	std::lock_guard<maps::spinlock> g(b.lock);
 	if (shape_.load(std::memory_order_relaxed) != sh)
 		return;
-	slot* s = find(k, h, false);
-	if (s == nullptr || s->count == 0)
+	const int w = find(b, k, h, false, 0);
+	if (w < 0 || b.count[w] == 0)
 		return;  // its counter was given up for another key
-	if (--s->count == 0 && s->refused == 0) {
-		s->hash = 0;
+	if (--b.count[w] == 0 && slots_[static_cast<size_t>(&b - buckets_.get()) * kWays + static_cast<size_t>(w)].refused == 0) {
+		b.tag[w] = 0;
 		used_.fetch_sub(1, std::memory_order_relaxed);
 	}
 }
@@ -282,10 +323,11 @@ std::vector<quota_row> quota::top(size_t n, bool by_refused) const
 	auto weight = [&](const quota_row& r) { return by_refused ? uint64_t{r.refused} : uint64_t{r.flows}; };
 	auto heavier = [&](const quota_row& a, const quota_row& b) { return weight(a) > weight(b); };
 	for (size_t b = 0; b < nbuckets_; b++) {
-		std::lock_guard<maps::spinlock> g(locks_[b]);
+		const bucket& bk = buckets_[b];
+		std::lock_guard<maps::spinlock> g(const_cast<maps::spinlock&>(bk.lock));
 		for (unsigned w = 0; w < kWays; w++) {
 			const slot& s = slots_[b * kWays + w];
-			if (s.hash == 0 || (by_refused ? s.refused : s.count) == 0)
+			if (bk.tag[w] == 0 || (by_refused ? s.refused : bk.count[w]) == 0)
 				continue;
 			quota_row r{};
 			r.family = s.k.family;
@@ -295,7 +337,7 @@ std::vector<quota_row> quota::top(size_t n, bool by_refused) const
 			std::memcpy(r.svc_addr, s.k.svc, 16);
 			r.svc_port = s.k.svc_port;
 			r.svc_proto = s.k.svc_proto;
-			r.flows = s.count;
+			r.flows = bk.count[w];
 			r.refused = s.refused;
 			// Keep the n heaviest: a min-heap of them.
 			if (rows.size() < n) {
@@ -317,8 +359,11 @@ quota_stats quota::stats() const noexcept
 	quota_stats s;
 	s.counters = used_.load(std::memory_order_relaxed);
 	s.capacity = nbuckets_ * kWays;
-	s.evicted = evicted_.load(std::memory_order_relaxed);
-	s.refused = refused_.load(std::memory_order_relaxed);
+	s.evicted = s.refused = 0;
+	for (unsigned i = 0; i < maps::kMaxThreads; i++) {
+		s.evicted += tc_[i].evicted.get();
+		s.refused += tc_[i].refused.get();
+	}
 	s.epoch = epochs_.load(std::memory_order_relaxed);
 	s.tight = tight();
 	return s;

@@ -38,6 +38,8 @@
 
 #include "ct/ct_config.h"
 #include "ct/tuple.h"
+#include "maps/rcu.h"
+#include "maps/rhash.h"
 #include "maps/spinlock.h"
 
 namespace ctplane::ct {
@@ -93,9 +95,10 @@ public:
 	// service with its own limit svc_limit != 0): true and *tag if it may
 	// be created (tag 0: not counted: no quota applies), false if over
 	// its limit (counted as a refusal).
-	bool take(const tuple& t, uint32_t svc_limit, uint8_t* tag) noexcept;
+	// now: the CT's ms ticks (the counters' LRU among equal counts).
+	bool take(const tuple& t, uint32_t svc_limit, uint32_t now, uint8_t* tag) noexcept;
 	// Counts the flow in without a limit (a restored snapshot's).
-	uint8_t force(const tuple& t, uint32_t svc_limit) noexcept;
+	uint8_t force(const tuple& t, uint32_t svc_limit, uint32_t now) noexcept;
 	// The flow of original tuple t, tagged tag, ended (or was never made).
 	void give(const tuple& t, uint8_t tag) noexcept;
 	// Whether tag counts a flow in the current epoch.
@@ -131,28 +134,34 @@ public:
 	quota_stats stats() const noexcept;
 
 private:
+	struct bucket;
 	struct slot;
 	struct key;
 	friend struct quota_test_peer;
 	void key_of(const tuple& t, uint8_t cls, uint32_t shape, key* k) const noexcept;
-	// The slot of k in its bucket (its lock held), made if absent and
-	// `make` (a free slot, else the bucket's fewest-flows one); nullptr:
-	// absent and !make.
-	slot* find(const key& k, uint64_t h, bool make) noexcept;
+	bucket& bucket_of(uint64_t h) const noexcept;
+	// The way of k in bucket b (its lock held), made if absent and `make`
+	// (a free way, else the bucket's fewest-flows one, the oldest among
+	// equals); -1: absent and !make.
+	int find(bucket& b, const key& k, uint64_t h, bool make, uint32_t now) noexcept;
 	uint32_t limit_of(uint32_t base) const noexcept;
-	bool count(const tuple& t, uint32_t svc_limit, bool limited, uint8_t* tag) noexcept;
+	bool count(const tuple& t, uint32_t svc_limit, bool limited, uint32_t now, uint8_t* tag) noexcept;
+	struct alignas(64) thread_counters {
+		maps::counter evicted, refused;
+	};
+	thread_counters& tc() noexcept { return tc_[maps::thread_index()]; }
 
 	quota_config cfg_;  // the control thread's copy
 	uint64_t seed_;
 	size_t nbuckets_ = 0;
-	std::unique_ptr<slot[]> slots_;
-	std::unique_ptr<maps::spinlock[]> locks_;  // one per bucket: guards its slots
+	std::unique_ptr<slot[]> slots_;      // kWays per bucket
+	std::unique_ptr<bucket[]> buckets_;  // each guards its ways' slots
 	std::atomic<uint32_t> limit_{0};
 	std::atomic<uint32_t> shape_{0};  // epoch | prefix_v4 << 8 | prefix_v6 << 16
 	std::atomic<uint32_t> tighten_factor_{4};
 	std::atomic<bool> tight_{false};
-	std::atomic<uint32_t> clock_{0};  // LRU stamps: bumped per take
-	std::atomic<uint64_t> used_{0}, evicted_{0}, refused_{0}, epochs_{0};
+	std::atomic<uint64_t> used_{0}, epochs_{0};
+	std::unique_ptr<thread_counters[]> tc_;  // per worker, summed by stats()
 	// The services' own limits, sorted; RCU-published.
 	std::atomic<const std::vector<service_limit>*> services_{nullptr};
 };

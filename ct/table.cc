@@ -989,7 +989,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			if (dir == 0 && quota_->current(qold)) {
 				qnew = qold;
 			} else if (quota_->active(svc_limit)) {
-				if (!quota_->take(p.t, svc_limit, &qnew)) {
+				if (!quota_->take(p.t, svc_limit, now, &qnew)) {
 					r = result{verdict::refused_quota, 0, st_none, r.family, nullptr};
 					c.refused_quota.inc();
 					refused_event(p.t, now);
@@ -1116,7 +1116,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	// The opener's quota (ct/quota.h): one probe per new flow. Given back
 	// below if the flow is not made after all.
 	uint8_t qtag = 0;
-	if (quota_->active(svc_limit) && !quota_->take(p.t, svc_limit, &qtag)) {
+	if (quota_->active(svc_limit) && !quota_->take(p.t, svc_limit, now, &qtag)) {
 		r = result{verdict::refused_quota, 0, st_none, r.family, nullptr};
 		c.refused_quota.inc();
 		refused_event(p.t, now);
@@ -1909,7 +1909,7 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 	// Counted by its opener (and its service, if the service has a quota
 	// of its own), never refused for it.
 	const uint32_t svc_limit = (fl & kNat) ? quota_->service_limit_of(r.orig) : 0;
-	const uint8_t qtag = quota_->active(svc_limit) ? quota_->force(r.orig, svc_limit) : 0;
+	const uint8_t qtag = quota_->active(svc_limit) ? quota_->force(r.orig, svc_limit, now) : 0;
 	init.h.nat_port = r.nat_port;
 	init.h.backend = r.backend;
 	std::memcpy(init.nat_addr, r.nat_addr, sizeof(init.nat_addr));
