@@ -724,7 +724,7 @@ uint64_t table::proxy_aliases(Fam& fam, const typename Fam::key* keys, typename 
 	if (!fam.lru.empty())  // an alias may be in the LRU: proxy_alias() looks there too, one by one
 		return 0;
 	K ak[kChunk];
-	uint64_t h[kChunk];
+	const K* akp[kChunk];
 	uint8_t at[kChunk];
 	unsigned m = 0;
 	for (unsigned i = 0; i < n; i++) {
@@ -733,17 +733,21 @@ uint64_t table::proxy_aliases(Fam& fam, const typename Fam::key* keys, typename 
 		if (f == nullptr || is_alias(*f) || !(load(f->bytes[1]) & kProxied) ||
 		    !alias_key(keys[i], *f, load_status(f->h), &ak[m], &rk))
 			continue;
-		h[m] = fam.hash.hash(ak[m]);
-		fam.hash.prefetch(h[m]);
+		akp[m] = &ak[m];
 		at[m++] = static_cast<uint8_t>(i);
 	}
+	if (m == 0)
+		return 0;
+	// The hash's own bulk lookup: buckets, then entries, each stage
+	// prefetched for all before any is read.
+	typename Fam::flow* a[kChunk];
+	uint64_t mask;
+	fam.hash.lookup_bulk(akp, m, a, &mask);
 	uint64_t found = 0;
 	for (unsigned j = 0; j < m; j++) {
-		auto* a = fam.hash.lookup_with_hash(ak[j], h[j]);
-		if (a == nullptr || !is_alias(*a) || alias_target(*a) != vals[at[j]])
+		if (!((mask >> j) & 1) || !is_alias(*a[j]) || alias_target(*a[j]) != vals[at[j]])
 			continue;  // proxy_alias() will say so again, in the loop
-		__builtin_prefetch(&a->seen[0]);
-		pas[at[j]] = a;
+		pas[at[j]] = a[j];
 		found |= uint64_t{1} << at[j];
 	}
 	return found;
@@ -1514,8 +1518,11 @@ bool table::early_drop(Fam& fam, uint64_t h, uint32_t now) noexcept
 		}
 		if (best == cls && take(vk, *vf, vst, best, false))
 			return true;
-		if (cls == drop_halfopen && yf != nullptr && take(yk, *yf, yst, drop_halfopen, false))
-			return true;  // no older half-open flow: a young one
+		// No older half-open flow and no unassured one: a young half-open
+		// flow (a handshake under way goes after a flood's pickups; an
+		// assured flow, however idle, after both).
+		if (cls == drop_unassured && yf != nullptr && take(yk, *yf, yst, drop_halfopen, false))
+			return true;
 	}
 	return false;
 }

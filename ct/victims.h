@@ -12,8 +12,8 @@
 //
 // Half-open flows younger than a second are not listed (a later sweep
 // names them if they are still half-open): they are taken only when no
-// older one is, so a flood of SYNs evicts itself, not the handshakes under
-// way.
+// older one and no unassured one is, so a flood of SYNs evicts itself, and
+// a flood of pickups evicts itself, not the handshakes under way.
 //
 // The GC's sweep (the control thread) visits every live flow and stages
 // the keys of each class here: the first kPerClass of the half-open and

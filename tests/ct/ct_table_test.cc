@@ -220,6 +220,33 @@ TEST_F(ct_table_small, early_drop_takes_old_half_open_flows_before_young_ones)
 	EXPECT_EQ(tbl.stats().c.evicted_halfopen, 300u);
 }
 
+// A flood of forged pickups (unassured) does not evict the handshakes
+// under way: a young half-open flow goes after every unassured one.
+TEST_F(ct_table_small, early_drop_takes_unassured_flows_before_young_half_open_ones)
+{
+	for (unsigned i = 0; i < 900; i++) {  // picked up, answered, never assured
+		const tuple t = client4(static_cast<uint16_t>(1 + i));
+		ASSERT_EQ(send(tcp(t, kACK | kPSH, 100)).v, verdict::created);
+		ASSERT_EQ(send(tcp(t.reversed(), kACK)).v, verdict::tracked);
+	}
+	for (unsigned i = 0; i < 100; i++)  // handshakes under way
+		ASSERT_EQ(send(tcp(client4(static_cast<uint16_t>(2000 + i)), kSYN)).v, verdict::created);
+	tbl.gc_buckets(clk.now_ns(), 1u << 20);
+	for (unsigned i = 0; i < 500; i++) {  // the flood goes on
+		const tuple t = client4(static_cast<uint16_t>(5000 + i));
+		ASSERT_EQ(send(tcp(t, kACK | kPSH, 100)).v, verdict::created) << i;
+	}
+	unsigned kept = 0;
+	for (unsigned i = 0; i < 100; i++)
+		kept += state_of(client4(static_cast<uint16_t>(2000 + i))) == tcp_syn_sent;
+	EXPECT_EQ(kept, 100u);
+	// The flood's own unanswered pickups are young half-open flows too:
+	// one may go when a pop finds only stale names.
+	const stats st = tbl.stats();
+	EXPECT_EQ(st.c.evicted_unassured + st.c.evicted_halfopen, 500u);
+	EXPECT_GE(st.c.evicted_unassured, 490u);
+}
+
 TEST_F(ct_table_small, assured_flows_are_never_evicted_when_the_idle_minimum_is_off)
 {
 	tbl.set_assured_evict_idle(0);
