@@ -48,6 +48,13 @@ constexpr uint64_t kOnePort = uint64_t{1} << 61;
 // bytes[1]: the flow came through the SYN proxy (nat_init::proxy); its
 // reply alias holds the proxy's data (proxy_alias()).
 constexpr uint64_t kProxied = uint64_t{1} << 60;
+// bytes[1] of a proxied flow: the backend answered, and the flow itself
+// holds what its client's segments need, so they translate without the
+// alias (one probe, as any flow's): h.backend the sequence offset,
+// packets[1] the timestamp offset (as the alias's seen[0].end / .edge).
+// Its LB backend id and its reply-direction packet count are then the
+// alias's (h.backend, bytes[1]): reply_alias(), view_of(), emit().
+constexpr uint64_t kProxyKnownFlow = uint64_t{1} << 59;
 // The proxy's data in a proxied flow's alias (link_alias): packets[0] the
 // cookie, packets[1] the cookie SYN-ACK's timestamp; seen[0] the backend's
 // offsets once its SYN-ACK came (end: sequence, edge: timestamps; flags:
@@ -234,7 +241,7 @@ std::string validate(const config& c)
 	return "";
 }
 
-bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, uint32_t* backend) noexcept
+bool nat_of(const result& r, uint8_t addr[16], uint16_t* port) noexcept
 {
 	if (r.flow == nullptr)
 		return false;
@@ -248,7 +255,6 @@ bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, uint32_t* backend
 	else
 		std::memcpy(addr, reinterpret_cast<const flow4*>(r.flow)->nat_addr, 4);
 	*port = r.flow->nat_port;
-	*backend = r.flow->backend;
 	return true;
 }
 
@@ -412,6 +418,10 @@ void table::emit(event_type type, const K& k, const F& f, uint8_t old_state, des
 		e.packets[d] = load(f.packets[d]);
 		e.bytes[d] = load(f.bytes[d]) & kByteCount;
 	}
+	if (load(f.bytes[1]) & kProxied) [[unlikely]] {
+		const F* a = reply_alias(k, f);
+		e.packets[1] = a != nullptr ? static_cast<uint32_t>(load(a->bytes[1])) : 0;
+	}
 	events_.push(e);
 }
 
@@ -430,7 +440,7 @@ void table::refused_event(const tuple& t, uint32_t now) noexcept
 }
 
 template <typename K, typename F>
-flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo) noexcept
+flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo, const F* alias) noexcept
 {
 	flow_view v;
 	std::memset(&v, 0, sizeof(v));
@@ -445,14 +455,20 @@ flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo) noexcept
 	v.expires_ms = load(f.h.expires);
 	v.last_seen_ms = v.expires_ms - tmo[v.state == tcp_established && !(v.flags & kAssured) ? uint8_t{tcp_syn_recv} : v.state];
 	v.backend = f.h.backend;
+	if (load(f.bytes[1]) & kProxied) [[unlikely]] {  // the alias's (kProxyKnownFlow)
+		v.packets[1] = alias != nullptr ? static_cast<uint32_t>(load(alias->bytes[1])) : 0;
+		v.backend = alias != nullptr ? alias->h.backend : 0;
+	}
 	std::memcpy(v.nat_addr, f.nat_addr, sizeof(f.nat_addr));
 	v.nat_port = f.h.nat_port;
 	return v;
 }
 
 // for_each() is a template callers instantiate: the views it builds are made here.
-template flow_view table::view_of<key4, flow4>(const key4&, const flow4&, const uint32_t*) noexcept;
-template flow_view table::view_of<key6, flow6>(const key6&, const flow6&, const uint32_t*) noexcept;
+template flow_view table::view_of<key4, flow4>(const key4&, const flow4&, const uint32_t*, const flow4*) noexcept;
+template const flow4* table::reply_alias<key4, flow4>(const key4&, const flow4&) const noexcept;
+template flow_view table::view_of<key6, flow6>(const key6&, const flow6&, const uint32_t*, const flow6*) noexcept;
+template const flow6* table::reply_alias<key6, flow6>(const key6&, const flow6&) const noexcept;
 
 // ---- the packet path ------------------------------------------------------------------
 
@@ -606,12 +622,6 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		for (unsigned i = 0; i < n; i++)
 			if (vals[i] != nullptr)
 				__builtin_prefetch(reinterpret_cast<const char*>(&vals[i]->seen[1]) + sizeof(tcp_seen) - 1);
-	// A proxied flow's client segments need its reply alias (the proxy's
-	// offsets): a second probe, keyed by what the flow holds. Found for
-	// the whole burst first, bucket lines then entries prefetched, so the
-	// burst's second probes overlap rather than queue one behind another.
-	F* pas[kChunk];
-	const uint64_t ahead = proxy_aliases(fam, keys, vals, n, pas);
 	const uint8_t fam_id = Fam::kFamily;
 	unsigned fast = 0;
 	for (unsigned i = 0; i < n; i++) {
@@ -656,24 +666,33 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 			[[likely]] {
 			const unsigned dir = kd ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
 			// A flow through the SYN proxy: its client acknowledges in the
-			// cookie's space (the offset is in its reply alias: the
-			// backend's packets came through it, the client's look it up).
+			// cookie's space. The offsets are in the flow once the
+			// backend answered (kProxyKnownFlow): its client's segments
+			// need nothing else; the backend's came through the alias.
 			F* pa = nullptr;
 			uint32_t ack = p.tcp_ack;
 			bool ok = true;
-			if (load(f->bytes[1]) & kProxied) [[unlikely]] {
-				pa = alias != nullptr ? alias : ((ahead >> i) & 1) ? pas[i] : proxy_alias(fam, *k, *f);
-				ok = pa != nullptr && (window::get(pa->seen[0].flags) & kProxyKnown);
-				if (ok && dir == 0)
-					ack += window::get(pa->seen[0].end);
+			const bool proxied = (load(f->bytes[1]) & kProxied) != 0;
+			if (proxied) [[unlikely]] {
+				if (dir == 0) {
+					ok = (std::atomic_ref<uint64_t>(f->bytes[1]).load(std::memory_order_acquire) & kProxyKnownFlow) != 0;
+					ack += load(f->h.backend);
+				} else {
+					pa = alias;
+					ok = pa != nullptr && (window::get(pa->seen[0].flags) & kProxyKnown);
+				}
 			}
 			if (ok && (!track_window || window::track_ack(f->seen[kd], f->seen[kd ^ 1], p.tcp_seq, ack, p.tcp_len, p.tcp_win))) {
 				store(f->h.expires, est_expires);
-				store(f->packets[dir], load(f->packets[dir]) + 1);
+				count_packet(*f, pa, dir);
 				store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
 				r = result{verdict::tracked, static_cast<uint8_t>(dir), tcp_established, fam_id, &f->h, via};
-				if (pa != nullptr)
-					proxy_result(*pa, dir, p, r);
+				if (proxied) [[unlikely]] {
+					if (pa != nullptr)
+						proxy_result(*f, *pa, dir, p, r);
+					else
+						client_result(*f, r);
+				}
 				fast++;
 				continue;
 			}
@@ -691,7 +710,7 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 // writes them), once; a retransmitted one is turned into the client's ACK
 // again.
 template <typename F>
-void table::proxy_result(F& a, unsigned dir, const packet& p, result& r) noexcept
+void table::proxy_result(F& f, F& a, unsigned dir, const packet& p, result& r) noexcept
 {
 	using window::get;
 	using window::put;
@@ -701,10 +720,17 @@ void table::proxy_result(F& a, unsigned dir, const packet& p, result& r) noexcep
 	uint8_t fl = get(a.seen[0].flags);
 	if (v.synack && !(fl & kProxyKnown)) {
 		const uint32_t cookie_ts = load(a.packets[1]);
-		put(a.seen[0].end, p.tcp_seq - v.cookie);
-		put(a.seen[0].edge, cookie_ts != 0 && p.tcp_tsval != 0 ? p.tcp_tsval - cookie_ts : 0u);
+		const uint32_t seq_delta = p.tcp_seq - v.cookie;
+		const uint32_t ts_delta = cookie_ts != 0 && p.tcp_tsval != 0 ? p.tcp_tsval - cookie_ts : 0u;
+		put(a.seen[0].end, seq_delta);
+		put(a.seen[0].edge, ts_delta);
 		fl = static_cast<uint8_t>(kProxyKnown | ((p.tcp_wscale == kNoWscale ? 0xf : std::min<uint8_t>(p.tcp_wscale, 14)) << 4));
 		put(a.seen[0].flags, fl);
+		// The flow's copy, for its client's segments (this worker writes
+		// the reply direction's fields: bytes[1] is its own).
+		store(f.h.backend, seq_delta);
+		store(f.packets[1], ts_delta);
+		std::atomic_ref<uint64_t>(f.bytes[1]).store(load(f.bytes[1]) | kProxyKnownFlow, std::memory_order_release);
 	}
 	v.known = (fl & kProxyKnown) != 0;
 	v.seq_delta = get(a.seen[0].end);
@@ -716,41 +742,31 @@ void table::proxy_result(F& a, unsigned dir, const packet& p, result& r) noexcep
 	r.proxied = true;
 }
 
-template <typename Fam>
-uint64_t table::proxy_aliases(Fam& fam, const typename Fam::key* keys, typename Fam::flow* const* vals, unsigned n,
-			      typename Fam::flow** pas) const noexcept
+// A client segment of a proxied flow whose backend answered: the
+// translation from the flow's own copy of the offsets (no alias).
+template <typename F>
+void table::client_result(const F& f, result& r) noexcept
 {
-	using K = typename Fam::key;
-	if (!fam.lru.empty())  // an alias may be in the LRU: proxy_alias() looks there too, one by one
-		return 0;
-	K ak[kChunk];
-	const K* akp[kChunk];
-	uint8_t at[kChunk];
-	unsigned m = 0;
-	for (unsigned i = 0; i < n; i++) {
-		const auto* f = vals[i];
-		unsigned rk;
-		if (f == nullptr || is_alias(*f) || !(load(f->bytes[1]) & kProxied) ||
-		    !alias_key(keys[i], *f, load_status(f->h), &ak[m], &rk))
-			continue;
-		akp[m] = &ak[m];
-		at[m++] = static_cast<uint8_t>(i);
+	result::proxy_view& v = r.proxy;
+	std::memset(&v, 0, sizeof(v));
+	v.known = true;
+	v.seq_delta = load(f.h.backend);
+	v.ts_delta = load(f.packets[1]);
+	v.backend_wscale = v.client_wscale = 0xff;
+	r.proxied = true;
+}
+
+// One packet of direction dir: a proxied flow's reply packets are counted
+// in its alias (pa), its packets[1] being the timestamp offset.
+template <typename F>
+void table::count_packet(F& f, F* pa, unsigned dir) noexcept
+{
+	if (dir == 1 && (load(f.bytes[1]) & kProxied)) [[unlikely]] {
+		if (pa != nullptr)
+			store(pa->bytes[1], load(pa->bytes[1]) + 1);
+		return;
 	}
-	if (m == 0)
-		return 0;
-	// The hash's own bulk lookup: buckets, then entries, each stage
-	// prefetched for all before any is read.
-	typename Fam::flow* a[kChunk];
-	uint64_t mask;
-	fam.hash.lookup_bulk(akp, m, a, &mask);
-	uint64_t found = 0;
-	for (unsigned j = 0; j < m; j++) {
-		if (!((mask >> j) & 1) || !is_alias(*a[j]) || alias_target(*a[j]) != vals[at[j]])
-			continue;  // proxy_alias() will say so again, in the loop
-		pas[at[j]] = a[j];
-		found |= uint64_t{1} << at[j];
-	}
-	return found;
+	store(f.packets[dir], load(f.packets[dir]) + 1);
 }
 
 template <typename Fam>
@@ -763,6 +779,17 @@ typename Fam::flow* table::proxy_alias(Fam& fam, const typename Fam::key& k, con
 	bool in_lru;
 	auto* a = find_entry(fam, ak, &in_lru);
 	return a != nullptr && is_alias(*a) && alias_target(*a) == &f ? a : nullptr;
+}
+
+template <typename K, typename F>
+const F* table::reply_alias(const K& k, const F& f) const noexcept
+{
+	if (!(load(f.bytes[1]) & kProxied))
+		return nullptr;
+	if constexpr (std::is_same_v<F, flow4>)
+		return proxy_alias(*f4_, k, f);
+	else
+		return proxy_alias(*f6_, k, f);
 }
 
 // A flow whose answer proves nothing: picked up mid-stream (its sides are
@@ -884,12 +911,13 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 	typename Fam::flow* pa = nullptr;
 	packet adj;
 	const packet* pp = &seg;
-	if (seg.t.proto == kProtoTCP && seg.kind == pkt_kind::normal && (load(f->bytes[1]) & kProxied)) [[unlikely]] {
+	if (load(f->bytes[1]) & kProxied) [[unlikely]] {
 		pa = proxy_alias(fam, k, *f);
 		const bool from_client = (kdir ^ ((flags_of(cur) & kOrigHi) ? 1u : 0u)) == 0;
-		if (pa != nullptr && from_client && (window::get(pa->seen[0].flags) & kProxyKnown) && (seg.tcp_flags & kACK)) {
+		if (seg.t.proto == kProtoTCP && seg.kind == pkt_kind::normal && from_client && (seg.tcp_flags & kACK) &&
+		    (std::atomic_ref<uint64_t>(f->bytes[1]).load(std::memory_order_acquire) & kProxyKnownFlow)) {
 			adj = seg;
-			adj.tcp_ack += window::get(pa->seen[0].end);
+			adj.tcp_ack += load(f->h.backend);
 			pp = &adj;
 		}
 	}
@@ -962,7 +990,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			}
 			if (w > 0) {
 				// Believable enough to pass, not to change the flow.
-				store(f->packets[dir], load(f->packets[dir]) + 1);
+				count_packet(*f, pa, dir);
 				store(f->bytes[dir], load(f->bytes[dir]) + p.bytes);
 				r = result{verdict::tracked, static_cast<uint8_t>(dir), s, r.family, &f->h};
 				c.tracked.inc();
@@ -1031,7 +1059,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 			}
 		}
 		store(f->h.expires, now + life(x.state, x.flags));
-		store(f->packets[dir], load(f->packets[dir]) + 1);
+		count_packet(*f, pa, dir);
 		store(f->bytes[dir], (load(f->bytes[dir]) + p.bytes) | mark);
 		if (x.reopen) {
 			r = result{verdict::created, 0, x.state, r.family, &f->h};
@@ -1040,8 +1068,8 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 		} else {
 			r = result{verdict::tracked, static_cast<uint8_t>(dir), x.state, r.family, &f->h};
 			c.tracked.inc();
-			if (pa != nullptr)
-				proxy_result(*pa, dir, p, r);
+			if (pa != nullptr && p.t.proto == kProtoTCP && p.kind == pkt_kind::normal)
+				proxy_result(*f, *pa, dir, p, r);
 			if (x.state != s)
 				emit(event_type::state_change, k, *f, s, destroy_reason::none, now);
 			// nf_conntrack: a connection whose only answer (or whose end)
@@ -1273,6 +1301,7 @@ int table::link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* 
 		// worker that sees its SYN-ACK (apply()).
 		a.packets[0] = nat->proxy_isn;
 		a.packets[1] = nat->proxy_tsval;
+		a.h.backend = nat->backend;  // the flow's h.backend becomes its sequence offset
 		a.seen[1].end = nat->client_tsval;
 		a.seen[1].edge = nat->client_win;
 		a.seen[1].flags = nat->proxy_wscale;
@@ -1546,7 +1575,7 @@ bool table::find_in(const Fam& fam, const tuple& t, uint32_t now, flow_view* v, 
 	for (unsigned s = 0; s < kStates; s++)
 		tmo[s] = timeout(static_cast<uint8_t>(s));
 	if (v != nullptr)
-		*v = view_of(*k, *f, tmo);
+		*v = view_of(*k, *f, tmo, reply_alias(*k, *f));
 	if (dir != nullptr)
 		*dir = kdir ^ ((flags_of(st) & kOrigHi) ? 1u : 0u);
 	return true;
@@ -1876,6 +1905,11 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 			r.packets[d] = load(f.packets[d]);
 			r.bytes[d] = load(f.bytes[d]) & kByteCount;
 			r.seen[d] = window::load_side(f.seen[odir ^ d]);
+		}
+		if (load(f.bytes[1]) & kProxied) [[unlikely]] {
+			const F* a = reply_alias(k, f);
+			r.packets[1] = a != nullptr ? static_cast<uint32_t>(load(a->bytes[1])) : 0;
+			r.backend = a != nullptr ? a->h.backend : 0;
 		}
 		fn(r);
 		n++;

@@ -158,7 +158,7 @@ const char* verdict_name(verdict v) noexcept;
 struct result;
 // The translation of the flow `r` points at: false if it has none (kNat
 // unset) or r has no flow. addr gets 16 bytes (IPv4 in addr[0..4)).
-bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, uint32_t* backend) noexcept;
+bool nat_of(const result& r, uint8_t addr[16], uint16_t* port) noexcept;
 
 struct result {
 	verdict v;
@@ -469,16 +469,20 @@ private:
 	template <typename Fam>
 	int link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, uint32_t now,
 		       const nat_init* nat = nullptr) noexcept;
+	// A segment of proxied flow f (alias a) the CT took: the translation
+	// (the backend's SYN-ACK sets the offsets, in both).
 	template <typename F>
-	static void proxy_result(F& alias, unsigned dir, const packet& p, result& r) noexcept;
+	static void proxy_result(F& f, F& a, unsigned dir, const packet& p, result& r) noexcept;
+	template <typename F>
+	static void client_result(const F& f, result& r) noexcept;
+	template <typename F>
+	static void count_packet(F& f, F* pa, unsigned dir) noexcept;
 	// The reply alias of proxied flow f (key k): it holds the proxy's data.
 	template <typename Fam>
 	typename Fam::flow* proxy_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f) const noexcept;
-	// proxy_alias() for a burst's proxied flows at once (their probes
-	// overlap): bit i set, pas[i] is vals[i]'s alias.
-	template <typename Fam>
-	uint64_t proxy_aliases(Fam& fam, const typename Fam::key* keys, typename Fam::flow* const* vals, unsigned n,
-			       typename Fam::flow** pas) const noexcept;
+	// A proxied flow's alias (nullptr for another flow, or none).
+	template <typename K, typename F>
+	const F* reply_alias(const K& k, const F& f) const noexcept;
 	// After winning f's destruction: unlinks its alias if it points at f.
 	template <typename Fam>
 	void unlink_alias(Fam& fam, const typename Fam::key& k, const typename Fam::flow& f, uint16_t st) noexcept;
@@ -517,7 +521,8 @@ private:
 		  uint32_t now) noexcept;
 	void refused_event(const tuple& t, uint32_t now) noexcept;  // a quota refusal
 	template <typename K, typename F>
-	static flow_view view_of(const K& k, const F& f, const uint32_t* tmo) noexcept;
+	// alias: a proxied flow's (reply_alias()), whose fields it reports.
+	static flow_view view_of(const K& k, const F& f, const uint32_t* tmo, const F* alias = nullptr) noexcept;
 
 	// A TCP segment that may open a flow mid-stream (ct.tcp.loose): an
 	// ACK without SYN or RST, with or without data or FIN.
@@ -590,7 +595,7 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 			std::vector<flow_view> v;
 			fam.lru.erase_if([&](const K& k, F& f) {
 				if (live(f))
-					v.push_back(view_of(k, f, tmo));
+					v.push_back(view_of(k, f, tmo, reply_alias(k, f)));
 				return false;
 			});
 			for (uint64_t i = pos; i < v.size(); i++)
@@ -602,7 +607,7 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 		}
 		if (fam.hash.walk_from(&pos, &skip, [&](const K&, F& f) { return live(f); },
 				       [&](const K& k, F& f) {
-					       return fn(static_cast<const flow_view&>(view_of(k, f, tmo)));
+					       return fn(static_cast<const flow_view&>(view_of(k, f, tmo, reply_alias(k, f))));
 				       }))
 			return true;
 		*stop = at(pos, skip);

@@ -1059,8 +1059,7 @@ void pipeline::nat_stage(work& w) noexcept
 		}
 		uint8_t addr[16];
 		uint16_t port;
-		uint32_t backend;
-		if (!ct::nat_of(r, addr, &port, &backend))
+		if (!ct::nat_of(r, addr, &port))
 			continue;
 		const bool reply = r.dir == 1;
 		if (!reply && !r.via_alias && r.v != ct::verdict::related) {

@@ -247,6 +247,34 @@ TEST_F(synproxy_fixture, the_handshake_is_answered_with_a_cookie_and_the_backend
 	EXPECT_EQ(v.state, ct::tcp_established);
 	EXPECT_EQ(v.packets[0], 3u);
 	EXPECT_EQ(v.packets[1], 2u);
+	const uint32_t backend = v.backend;
+	EXPECT_NE(backend, 0u);
+	EXPECT_NE(backend, bisn - cookie) << "the backend's id, not the sequence offset the flow keeps for its client";
+
+	// The rest of the connection on the established fast path: the
+	// client's segments translated from the flow's own copy of the
+	// offsets, the backend's through its alias; counts and backend kept.
+	uint32_t cseq = isn + 101, sseq = bisn + 301;
+	for (int i = 0; i < 20; i++) {
+		const out c = from_client(tcp_opts(40000, 80, ct::kACK | ct::kPSH, cseq, cookie + 1 + 300 + 50 * i, 502,
+						   ts_opt(ts0 + 20 + i, so.tsval + 10 + i), 100));
+		ASSERT_EQ(c.o.f, fate::forward) << i << " " << drop_name(c.o.reason);
+		EXPECT_TRUE(checksums_ok(c.f));
+		EXPECT_EQ(be32_at(c.f, 34 + 8), bisn + 301 + 50 * i) << "acknowledges in the backend's numbers";
+		EXPECT_EQ(options_of(c.f).tsecr, bts + 10 + i);
+		cseq += 100;
+		const out b = from_backend(tcp_opts(8080, 40000, ct::kACK | ct::kPSH, sseq, cseq, 1000, ts_opt(bts + 20 + i, ts0 + 20 + i), 50));
+		ASSERT_EQ(b.o.f, fate::forward) << i << " " << drop_name(b.o.reason);
+		EXPECT_TRUE(checksums_ok(b.f));
+		EXPECT_EQ(be32_at(b.f, 34 + 4), cookie + 1 + 300 + 50 * i);
+		EXPECT_EQ(options_of(b.f).tsval, so.tsval + 20 + i);
+		sseq += 50;
+	}
+	ASSERT_TRUE(ct.find(ct::tuple::v4(kClient, kVip, 40000, 80, ct::kProtoTCP), clk.now_ns(), &v));
+	EXPECT_EQ(v.packets[0], 23u);
+	EXPECT_EQ(v.packets[1], 22u);
+	EXPECT_EQ(v.backend, backend);
+	EXPECT_EQ(pl.stats().drops[static_cast<unsigned>(drop::ct_invalid)], 0u);
 }
 
 TEST_F(synproxy_fixture, a_syn_flood_and_forged_acks_make_no_state)
