@@ -747,8 +747,7 @@ void table::proxy_result(F& f, F& a, unsigned dir, const packet& p, result& r) n
 template <typename F>
 void table::client_result(const F& f, result& r) noexcept
 {
-	result::proxy_view& v = r.proxy;
-	std::memset(&v, 0, sizeof(v));
+	result::proxy_view& v = r.proxy;  // zeroed with r
 	v.known = true;
 	v.seq_delta = load(f.h.backend);
 	v.ts_delta = load(f.packets[1]);
