@@ -144,14 +144,24 @@ unsigned sockmap::lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t 
 	};
 	entry* v[64];
 	uint64_t mask;
+	// The window check reads the other direction's entry too: its lines
+	// are fetched for the whole burst before the first check waits on one.
+	auto peers = [&](unsigned m) {
+		for (unsigned j = 0; j < m; j++)
+			if ((mask >> j) & 1)
+				if (const entry* q = peer_of(*v[j]); q != nullptr)
+					__builtin_prefetch(&q->seen);
+	};
 	if (n4 != 0 && h4_.size() != 0) {
 		h4_.lookup_bulk(p4, n4, v, &mask);
+		peers(n4);
 		for (unsigned j = 0; j < n4; j++)
 			if ((mask >> j) & 1)
 				account(v[j], w4[j]);
 	}
 	if (n6 != 0 && h6_.size() != 0) {
 		h6_.lookup_bulk(p6, n6, v, &mask);
+		peers(n6);
 		for (unsigned j = 0; j < n6; j++)
 			if ((mask >> j) & 1)
 				account(v[j], w6[j]);
