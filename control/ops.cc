@@ -864,16 +864,13 @@ reply ops::sockmap_list(const std::string& params)
 		r.error("bad cursor \"" + pg.cursor + "\"");
 		return r;
 	}
-	table_out t(r, {"proto", "src", "sport", "dst", "dport", "port", "nat", "packets", "bytes"});
+	// hits: this direction's packets on the short path since its insert
+	// (the connection's packets and bytes, folded in, are `ct list`'s).
+	table_out t(r, {"proto", "src", "sport", "dst", "dport", "port", "hits"});
 	t.set_limit(pg.limit);
 	const uint64_t next = dp_.sm().walk(cursor, [&](const ct::tuple& d, const sockmap::entry& e) {
-		std::string nat = "-";
-		if (e.r.nat != 0)
-			nat = std::string((e.r.nat & sockmap::kNatDst) ? "dst " : "src ") +
-			      net::endpoint_string(e.r.nat_addr, d.family, e.r.nat_port);
 		return t.add({proto_str(d.proto), addr_str(d.src, d.family), std::to_string(d.sport), addr_str(d.dst, d.family),
-			      std::to_string(d.dport), port_name(e.r.port), nat, std::to_string(e.packets),
-			      std::to_string(e.bytes)});
+			      std::to_string(d.dport), port_name(e.r.port), std::to_string(e.packets)});
 	});
 	t.finish(next == sockmap::sockmap::kWalkEnd ? 0 : next);
 	return r;

@@ -468,11 +468,7 @@ std::string write_state(stack& dp, const save_plan& p, const std::string& path, 
 		r.sport = t.sport;
 		r.dport = t.dport;
 		r.out_port = d.port;
-		std::memcpy(r.dst_mac, d.dst_mac, 6);
-		std::memcpy(r.src_mac, d.src_mac, 6);
-		r.nat = d.nat;
-		std::memcpy(r.nat_addr, d.nat_addr, 16);
-		r.nat_port = d.nat_port;
+		std::memcpy(r.dst_mac, d.dst_mac, 6);  // src_mac is the port's; nat stays 0 (none is short-circuited)
 		w.add(&r);
 		res.sockmap++;
 	});
@@ -845,7 +841,9 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 	std::string sm_err = rd.each(sockmap_layout(), [&](const void* p) {
 		const auto& r = *static_cast<const sockmap_rec*>(p);
 		const int port = port_of(r.out_port);
-		if ((r.family != 4 && r.family != 6) || port < 0) {
+		// A translated direction (a snapshot of an older build) is no
+		// longer short-circuited: its connection takes the CT's path.
+		if ((r.family != 4 && r.family != 6) || port < 0 || r.nat != 0) {
 			res.sockmap_skipped++;
 			return;
 		}
@@ -861,10 +859,6 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 		sockmap::redirect d{};
 		d.port = static_cast<uint16_t>(port);
 		std::memcpy(d.dst_mac, r.dst_mac, 6);
-		std::memcpy(d.src_mac, r.src_mac, 6);
-		d.nat = r.nat != 0;
-		std::memcpy(d.nat_addr, r.nat_addr, 16);
-		d.nat_port = r.nat_port;
 		if (dp.sm().restore_direction(t, d) == 0)
 			res.sockmap++;
 		else

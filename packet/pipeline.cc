@@ -195,7 +195,6 @@ bool pipeline::resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcep
 		return false;
 	r->port = port;
 	std::memcpy(r->dst_mac, mac, 6);
-	std::memcpy(r->src_mac, ports_[port].mac, 6);
 	return true;
 }
 
@@ -852,13 +851,8 @@ void pipeline::sockmap_stage(work& w) noexcept
 			w.idx[m++] = static_cast<uint16_t>(i);
 			continue;
 		}
-		const sockmap::redirect& r = *rd[j];
-		if (r.nat & sockmap::kNatDst)
-			rewrite(w.f[i].data, w.p[i], false, r.nat_addr, r.nat_port);
-		if (r.nat & sockmap::kNatSrc)
-			rewrite(w.f[i].data, w.p[i], true, r.nat_addr, r.nat_port);
 		w.s->sockmap_hits.inc();
-		finish(w, i, r.port, r.dst_mac);
+		finish(w, i, rd[j]->port, rd[j]->dst_mac);
 	}
 	w.n = m;
 }

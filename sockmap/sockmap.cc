@@ -112,7 +112,7 @@ unsigned sockmap::lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t 
 			w4[n4++] = static_cast<uint8_t>(i);
 		}
 	}
-	const uint32_t now = ct::table::ticks(now_ns);
+	(void)now_ns;
 	unsigned hits = 0, wrong_port = 0, out_of_window = 0, judged = 0;
 	auto account = [&](entry* e, unsigned i) {
 		const ct::packet& p = *pk[i];
@@ -137,8 +137,7 @@ unsigned sockmap::lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t 
 		if (!ct::window::track_ack(e->seen, peer->seen, p.tcp_seq, p.tcp_ack, p.tcp_len, p.tcp_win))
 			return no_hit(out_of_window);
 		std::atomic_ref<uint32_t>(e->packets).store(e->packets + 1, std::memory_order_relaxed);
-		std::atomic_ref<uint64_t>(e->bytes).store(e->bytes + p.bytes, std::memory_order_relaxed);
-		std::atomic_ref<uint32_t>(e->last_seen).store(now, std::memory_order_relaxed);
+		std::atomic_ref<uint32_t>(e->bytes).store(e->bytes + p.bytes, std::memory_order_relaxed);
 		out[i] = &e->r;
 		hits++;
 	};
@@ -333,14 +332,13 @@ size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos)
 		// (a snapshot, a listing and the next FIN see it).
 		reconcile(ct, t, e, now_ns);
 		const uint32_t p = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
-		const uint64_t b = std::atomic_ref<uint64_t>(e.bytes).load(std::memory_order_relaxed);
+		const uint32_t b = std::atomic_ref<uint32_t>(e.bytes).load(std::memory_order_relaxed);
 		if (p != e.synced_packets) {
-			const uint32_t seen = std::atomic_ref<uint32_t>(e.last_seen).load(std::memory_order_relaxed);
-			// Refresh as of the last hit, not now: an idle connection
-			// still expires on time.
-			const uint64_t ago_ms = static_cast<uint32_t>(ct::table::ticks(now_ns) - seen);
-			const uint64_t at = now_ns - std::min(now_ns, ago_ms * 1'000'000);
-			ct.touch(t, at, p - e.synced_packets, b - e.synced_bytes);
+			// Hits since the last visit: the last of them came after it,
+			// so the flow's expiry is refreshed as of now, late by at most
+			// one sweep of the sockhash (an idle connection still expires
+			// within that of its time). Deltas modulo 2^32.
+			ct.touch(t, now_ns, p - e.synced_packets, b - e.synced_bytes);
 			e.synced_packets = p;
 			e.synced_bytes = b;
 		}

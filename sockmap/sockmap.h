@@ -7,13 +7,12 @@
 // fall in the configured local prefixes, the control thread inserts both
 // directions into a sockhash (maps::rhash, one per family) keyed by the
 // directional 5-tuple, holding what the dataplane needs to send the packet
-// straight on (egress port, MAC rewrite, NAT rewrite). A later packet of
-// that connection that is a plain ACK (data or not; no SYN, FIN or RST)
-// hits and skips the CT state machine, the load balancer and the LPM; its
-// packets, bytes and last-seen time are counted in the sockhash entry (one
-// writer per direction, relaxed stores) and folded into the CT entry by
-// sync() on the control thread, so the CT entry neither expires nor loses
-// counts. FIN, RST and SYN miss on purpose: the CT sees them, the connection
+// straight on (egress port, next hop's MAC). A later packet of that
+// connection that is a plain ACK (data or not; no SYN, FIN or RST) in its
+// window hits and skips the CT state machine, the load balancer and the
+// LPM; its packets and bytes are counted in the sockhash entry (one writer
+// per direction, relaxed stores) and folded into the CT entry by sync() on
+// the control thread, so the CT entry neither expires nor loses counts. FIN, RST and SYN miss on purpose: the CT sees them, the connection
 // leaves ESTABLISHED, and its event removes the entries. CT expiry removes
 // them too (sync() finds the flow gone). When the sockhash is full the
 // connection stays on the normal path and `full` counts it.
@@ -50,19 +49,17 @@
 namespace ctplane::sockmap {
 
 
-// What the dataplane applies to a hit: its precomputed rewrite.
+// What the dataplane applies to a hit: its precomputed rewrite (the
+// source MAC is the egress port's). Translated flows are never
+// short-circuited (their replies carry other addresses than the original
+// tuple reversed), so there is no address to rewrite.
 struct redirect {
 	uint16_t port;       // egress port id
 	uint8_t dst_mac[6];
-	uint8_t src_mac[6];
-	uint8_t nat;         // kNatDst / kNatSrc bits: which address/port to rewrite
-	uint8_t in_port;     // the port this direction comes in on + 1 (the other's egress; insert sets it); 0: any
-	uint8_t nat_addr[16];  // network order
-	uint16_t nat_port;     // host order
-	uint16_t pad2;
+	uint8_t in_port;     // the port this direction comes in on + 1 (the other's egress; link() sets it); 0: any
+	uint8_t pad;
 };
-static_assert(sizeof(redirect) == 36);
-inline constexpr uint8_t kNatDst = 1, kNatSrc = 2;
+static_assert(sizeof(redirect) == 10);
 
 // Directional keys (packet order, not canonical: each direction has its
 // own rewrite).
@@ -81,21 +78,27 @@ struct key6 {
 };
 static_assert(sizeof(key6) == 40);
 
+// 48 bytes: with an IPv4 key, an entry is one cache line (the entry
+// allocator hands out 64-byte objects at 64-byte offsets), and a hit
+// reads and writes that line and its peer's.
 struct entry {
 	redirect r;
-	uint32_t packets;    // hits, this direction
-	uint32_t last_seen;  // ms ticks of the last hit
-	uint64_t bytes;
+	uint16_t pad;
+	// Hits of this direction, and their bytes modulo 2^32 (one writer per
+	// direction, relaxed stores): sync() folds the deltas into the CT,
+	// far more often than 4 GiB can pass one direction.
+	uint32_t packets;
+	uint32_t bytes;
 	// This direction's window as the short path tracks it (ct/tcp_window.h:
 	// written by the worker its segments reach, read by the other
 	// direction's). No kSeenInit: not taken from the CT yet.
 	ct::tcp_seen seen;
-	uint32_t synced_packets;  // control thread: already folded into the CT
+	uint32_t synced_packets, synced_bytes;  // control thread: already folded into the CT
 	// The other direction's entry (set once both are in; nullptr: not
 	// linked, no hit). Erasing either clears both links first.
 	entry* peer;
-	uint64_t synced_bytes;
 };
+static_assert(sizeof(entry) == 48 && sizeof(key4) + sizeof(entry) == 64);
 
 #define CTPLANE_SOCKMAP_COUNTERS(X) X(hits) X(misses) X(bypass_flags) X(wrong_port) X(out_of_window) X(ct_judged)
 #define CTPLANE_SOCKMAP_CONTROL_COUNTERS(X) \
@@ -282,8 +285,7 @@ uint64_t sockmap::walk(uint64_t cursor, Fn&& fn)
 			    c.synced_packets = e.synced_packets;
 			    c.synced_bytes = e.synced_bytes;
 			    c.packets = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
-			    c.bytes = std::atomic_ref<uint64_t>(e.bytes).load(std::memory_order_relaxed);
-			    c.last_seen = std::atomic_ref<uint32_t>(e.last_seen).load(std::memory_order_relaxed);
+			    c.bytes = std::atomic_ref<uint32_t>(e.bytes).load(std::memory_order_relaxed);
 			    return fn(static_cast<const ct::tuple&>(tuple_of(k)), static_cast<const entry&>(c));
 		    }))
 			return true;
