@@ -839,7 +839,7 @@ void pipeline::sockmap_stage(work& w) noexcept
 	sockmap::entry* held[kMaxBurst];
 	for (unsigned j = 0; j < w.n; j++)
 		pk[j] = &w.p[w.idx[j]].ct;
-	sm_.lookup_bulk(pk, w.n, w.now, rd, held);
+	sm_.lookup_bulk(pk, w.n, rd, held);
 	unsigned m = 0;
 	for (unsigned j = 0; j < w.n; j++) {
 		const unsigned i = w.idx[j];

@@ -78,7 +78,7 @@ entry* peer_of(const entry& e) noexcept
 
 }  // namespace
 
-unsigned sockmap::lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t now_ns, const redirect** out,
+unsigned sockmap::lookup_bulk(const ct::packet* const* pk, unsigned n, const redirect** out,
 			      entry** held) noexcept
 {
 	thread_counters& c = tc_[maps::thread_index()];
@@ -112,7 +112,6 @@ unsigned sockmap::lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t 
 			w4[n4++] = static_cast<uint8_t>(i);
 		}
 	}
-	(void)now_ns;
 	unsigned hits = 0, wrong_port = 0, out_of_window = 0, judged = 0;
 	auto account = [&](entry* e, unsigned i) {
 		const ct::packet& p = *pk[i];

@@ -146,7 +146,7 @@ public:
 	// segment out of the window or from another port). The caller passes
 	// it to reconcile() before the CT judges the packet: the CT's window
 	// is behind by what the short path forwarded. Returns the hits.
-	unsigned lookup_bulk(const ct::packet* const* pk, unsigned n, uint64_t now_ns, const redirect** out,
+	unsigned lookup_bulk(const ct::packet* const* pk, unsigned n, const redirect** out,
 			     entry** held = nullptr) noexcept;
 	// Merges the short path's window of t's connection with the CT's flow,
 	// both ways (ct::table::merge_window): the CT judges what the short

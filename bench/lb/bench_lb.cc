@@ -305,7 +305,7 @@ fast_world& fworld(uint64_t conns)
 		sockmap::entry* held[kBurst];
 		for (unsigned i = 0; i < kBurst; i++)
 			pp[i] = &w->pkts[q + i];
-		w->sm->lookup_bulk(pp, kBurst, now, out, held);
+		w->sm->lookup_bulk(pp, kBurst, out, held);
 		for (unsigned i = 0; i < kBurst; i++)
 			if (held[i] != nullptr)
 				w->sm->reconcile(*w->t, pp[i]->t, *held[i], now);
@@ -321,11 +321,10 @@ void bm_fast_sockmap(benchmark::State& state, uint64_t conns)
 	const sockmap::redirect* out[kBurst];
 	size_t q = 0;
 	uint64_t hits = 0;
-	const uint64_t now = 1'000'000'000'000ull;
 	for (auto _ : state) {
 		for (unsigned i = 0; i < kBurst; i++)
 			pp[i] = &w.pkts[(q + i) & (kQueries - 1)];
-		hits += w.sm->lookup_bulk(pp, kBurst, now, out);
+		hits += w.sm->lookup_bulk(pp, kBurst, out);
 		q += kBurst;
 		maps::rcu::quiescent();
 	}

@@ -86,7 +86,7 @@ protected:
 		const ct::packet* pp = &p;
 		const redirect* out = nullptr;
 		entry* held = nullptr;
-		sm.lookup_bulk(&pp, 1, clk.now_ns(), &out, &held);
+		sm.lookup_bulk(&pp, 1, &out, &held);
 		if (out == nullptr && held != nullptr) {
 			sm.reconcile(ct, p.t, *held, clk.now_ns());
 			last = ct.process(p, clk.now_ns());
@@ -188,7 +188,7 @@ TEST_F(sockmap_fixture, a_paged_walk_lists_every_direction_once_beside_a_worker_
 				const ct::packet* pp = &g;
 				const redirect* out = nullptr;
 				entry* held = nullptr;
-				hits += sm.lookup_bulk(&pp, 1, clk.now_ns(), &out, &held);
+				hits += sm.lookup_bulk(&pp, 1, &out, &held);
 				if (held != nullptr)  // the first: the window from the CT
 					sm.reconcile(ct, g.t, *held, clk.now_ns());
 			}
