@@ -676,7 +676,8 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 			if (proxied) [[unlikely]] {
 				if (dir == 0) {
 					ok = (std::atomic_ref<uint64_t>(f->bytes[1]).load(std::memory_order_acquire) & kProxyKnownFlow) != 0;
-					ack += load(f->h.backend);
+					if (ok)
+						ack += load(f->h.backend);
 				} else {
 					pa = alias;
 					ok = pa != nullptr && (window::get(pa->seen[0].flags) & kProxyKnown);

@@ -327,12 +327,13 @@ size_t sockmap::sync_family(H& h, ct::table& ct, uint64_t now_ns, uint64_t* pos)
 			gone.push_back(k);
 			return true;
 		}
-		// The CT's window catches up with what the short path forwarded
-		// (a snapshot, a listing and the next FIN see it).
-		reconcile(ct, t, e, now_ns);
 		const uint32_t p = std::atomic_ref<uint32_t>(e.packets).load(std::memory_order_relaxed);
 		const uint32_t b = std::atomic_ref<uint32_t>(e.bytes).load(std::memory_order_relaxed);
 		if (p != e.synced_packets) {
+			// The CT's window catches up with what the short path
+			// forwarded (a snapshot, a listing and the next FIN see it);
+			// without hits since the last visit there is nothing to bring.
+			reconcile(ct, t, e, now_ns);
 			// Hits since the last visit: the last of them came after it,
 			// so the flow's expiry is refreshed as of now, late by at most
 			// one sweep of the sockhash (an idle connection still expires
