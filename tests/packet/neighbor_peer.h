@@ -11,16 +11,18 @@
 
 namespace ctplane::dataplane {
 struct pipeline_test_peer {
-	// The top `bits` bits of the bucket position: one bucket in every
-	// table of up to 2^bits buckets (growing does not split such keys).
-	static uint64_t bucket_of(const pipeline& pl, uint32_t a4, unsigned bits)
+	// The bucket of the neighbour table as it is now (its first 23
+	// buckets while it holds fewer than 256 neighbours). Not the top bits
+	// of the position: with a bucket count that is no power of two, keys
+	// that share their top bits still straddle two buckets one time in 45.
+	static uint64_t bucket_of(const pipeline& pl, uint32_t a4)
 	{
 		const fib& p = pl.fib();
 		fib::nb_key k{};
 		for (int i = 0; i < 4; i++)
 			k.addr[i] = static_cast<uint8_t>(a4 >> (24 - 8 * i));
 		k.family = 4;
-		return p.neigh_.position(p.neigh_.hash(k)) >> (32 - bits);
+		return (uint64_t{p.neigh_.position(p.neigh_.hash(k))} * p.neigh_.buckets()) >> 32;
 	}
 };
 }  // namespace ctplane::dataplane
