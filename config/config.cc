@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "config/route_file.h"
+#include "ct/snat.h"
 #include "ct/state.h"
 #include "lb/lb_config.h"
 #include "sockmap/sockmap.h"
@@ -767,6 +769,109 @@ void read_sockmap(const reader& r, const YAML::Node& node, const std::string& pa
 		r.fail(node, path, "enabled needs at least one entry in local_prefixes");
 }
 
+// `snat:` a list of source NAT rules (after `ports:`: they name ports).
+void read_snat(const reader& r, const YAML::Node& node, const std::string& path, ctplane_config& c)
+{
+	r.items(node, path, [&](const YAML::Node& item, const std::string& ip) {
+		snat_rule_spec s;
+		bool has_source = false, has_port = false;
+		r.fields(item, ip,
+			 {
+				 {"source",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  s.source = r.prefix(n, q);
+					  has_source = true;
+				  }},
+				 {"out_port",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  s.out_port = port_ref(r, n, q, c);
+					  has_port = true;
+				  }},
+				 {"destination",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  s.destination = r.prefix(n, q);
+					  s.has_destination = true;
+				  }},
+				 {"addresses",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  r.items(n, q, [&](const YAML::Node& a, const std::string& aq) {
+						  const net::address ad = r.addr(a, aq);
+						  for (const net::address& o : s.addresses)
+							  if (o == ad)
+								  r.fail(a, aq, net::to_string(ad) + " is given twice");
+						  s.addresses.push_back(ad);
+					  });
+					  if (s.addresses.empty())
+						  r.fail(n, q, "give at least one address (or leave addresses out: the port's own)");
+				  }},
+				 {"ports",
+				  [&](const YAML::Node& n, const std::string& q) {
+					  // "1024-65535", or one port.
+					  const std::string v = n.IsScalar() ? n.Scalar() : "";
+					  const size_t dash = v.find('-');
+					  uint64_t lo = 0, hi = 0;
+					  const bool ok = dash == std::string::npos
+								  ? net::parse_decimal(v, 65535, &lo) && (hi = lo, true)
+								  : net::parse_decimal(v.substr(0, dash), 65535, &lo) &&
+									    net::parse_decimal(v.substr(dash + 1), 65535, &hi);
+					  if (!ok || lo == 0 || hi < lo)
+						  r.fail(n, q, "expected a port range like 1024-65535 (low to high, 1-65535), got " +
+								       reader::shown(n));
+					  s.port_lo = static_cast<uint16_t>(lo);
+					  s.port_hi = static_cast<uint16_t>(hi);
+				  }},
+			 });
+		if (!has_source || !has_port)
+			r.fail(item, ip, std::string("a source NAT rule needs ") + (has_source ? "an out_port" : "a source"));
+		if (s.has_destination && s.destination.family != s.source.family)
+			r.fail(item, ip + ".destination", "destination and source must be of one family");
+		for (const net::address& a : s.addresses)
+			if (a.family != s.source.family)
+				r.fail(item, ip + ".addresses", net::to_string(a) + " is not of the source's family");
+		if (s.addresses.empty()) {
+			bool any = false;
+			for (const net::prefix& a : c.ports[s.out_port].addresses)
+				any = any || a.family == s.source.family;
+			if (!any)
+				r.fail(item, ip, "port " + c.ports[s.out_port].name + " has no IPv" +
+							 std::to_string(s.source.family) +
+							 " address to masquerade to: give addresses");
+		}
+		if (s.addresses.size() > ct::kSnatRuleAddresses)
+			r.fail(item, ip + ".addresses", "at most " + std::to_string(ct::kSnatRuleAddresses) + " addresses");
+		if (c.snat.size() >= kMaxSnatRules)
+			r.fail(item, ip, "at most " + std::to_string(kMaxSnatRules) + " source NAT rules");
+		c.snat.push_back(s);
+	});
+	// Every address with one port range (its ports are one pool), and not
+	// more addresses than the pools hold.
+	std::vector<std::pair<net::address, std::pair<uint16_t, uint16_t>>> seen;
+	for (size_t i = 0; i < c.snat.size(); i++) {
+		const snat_rule_spec& s = c.snat[i];
+		std::vector<net::address> as = s.addresses;
+		if (as.empty())
+			for (const net::prefix& p : c.ports[s.out_port].addresses)
+				if (p.family == s.source.family) {
+					net::address a;
+					a.family = p.family;
+					std::memcpy(a.addr, p.addr, 16);
+					as.push_back(a);
+				}
+		for (const net::address& a : as) {
+			auto it = std::find_if(seen.begin(), seen.end(), [&](const auto& x) { return x.first == a; });
+			if (it == seen.end()) {
+				seen.push_back({a, {s.port_lo, s.port_hi}});
+			} else if (it->second != std::make_pair(s.port_lo, s.port_hi)) {
+				r.fail(node[i], path + "[" + std::to_string(i) + "].ports",
+				       net::to_string(a) + " has the port range " + std::to_string(it->second.first) + "-" +
+					       std::to_string(it->second.second) + " in an earlier rule: an address has one range");
+			}
+		}
+	}
+	if (seen.size() > ct::snat_pools::kMaxAddresses)
+		r.fail(node, path, "at most " + std::to_string(ct::snat_pools::kMaxAddresses) + " source NAT addresses");
+}
+
 }  // namespace
 
 result<ctplane_config> load_string(const std::string& text, const std::string& name)
@@ -783,8 +888,8 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 		std::string backends_path;
 		YAML::Mark services_at = root.Mark();
 		// Neighbors and routes reference ports: read after them.
-		YAML::Node neighbors, routes;
-		std::string neighbors_path, routes_path;
+		YAML::Node neighbors, routes, snat;
+		std::string neighbors_path, routes_path, snat_path;
 		YAML::Mark routes_file_at;
 		r.fields(root, "",
 			 {
@@ -826,6 +931,11 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 				  }},
 				 {"sockmap",
 				  [&](const YAML::Node& n, const std::string& p) { read_sockmap(r, n, p, cfg.sockmap); }},
+				 {"snat",
+				  [&](const YAML::Node& n, const std::string& p) {
+					  snat.reset(n);
+					  snat_path = p;
+				  }},
 				 {"control", [&](const YAML::Node& n, const std::string& p) { read_control(r, n, p, cfg.control); }},
 				 {"dpdk",
 				  [&](const YAML::Node& n, const std::string& p) {
@@ -896,6 +1006,8 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 			read_neighbors(r, neighbors, neighbors_path, cfg);
 		if (!routes_path.empty())
 			read_routes(r, routes, routes_path, cfg);
+		if (!snat_path.empty())
+			read_snat(r, snat, snat_path, cfg);
 		if (!cfg.routes_file.empty()) {
 			// Relative to the config file's folder; appended to the YAML's
 			// routes, each prefix once in all.

@@ -99,6 +99,23 @@ struct route_spec {
 	lb::address via;
 };
 
+// `snat:` a source NAT rule (masquerade). A new flow leaving by `out_port`
+// from a source in `source` (and, if given, to a destination in
+// `destination`) leaves from one of `addresses` (none given: the port's
+// own addresses of the flow's family) and a port of [port_lo, port_hi]
+// (ct/snat.h allocates). Rules are tried in order; the first that matches
+// translates. TCP, UDP and ICMP echo get ports (an echo's identifier);
+// other protocols are translated by address alone.
+inline constexpr size_t kMaxSnatRules = 256;
+struct snat_rule_spec {
+	net::prefix source;
+	uint32_t out_port = 0;  // index into ports
+	bool has_destination = false;
+	net::prefix destination;
+	std::vector<net::address> addresses;
+	uint16_t port_lo = 1024, port_hi = 65535;
+};
+
 // The control path's limits (`control:`): neighbour resolution and the
 // frames the workers hand it. Every table and queue of it has a cap; what
 // a cap refuses is counted.
@@ -182,6 +199,7 @@ struct ctplane_config {
 	ct::config ct;
 	lb::config lb;            // `lb:` limits, `services:`, `backends:`
 	sockmap::config sockmap;  // `sockmap:`
+	std::vector<snat_rule_spec> snat;  // `snat:`
 	control_spec control;     // `control:`
 	state_spec state;         // `state:`
 	telemetry_spec telemetry; // `telemetry:`

@@ -154,6 +154,20 @@ bool syn_proxy_changed(const config::ctplane_config& a, const config::ctplane_co
 	return seen != m.size();
 }
 
+bool same_snat(const std::vector<config::snat_rule_spec>& a, const std::vector<config::snat_rule_spec>& b)
+{
+	if (a.size() != b.size())
+		return false;
+	for (size_t i = 0; i < a.size(); i++) {
+		const config::snat_rule_spec &x = a[i], &y = b[i];
+		if (!(x.source == y.source) || x.out_port != y.out_port || x.has_destination != y.has_destination ||
+		    (x.has_destination && !(x.destination == y.destination)) || x.addresses != y.addresses ||
+		    x.port_lo != y.port_lo || x.port_hi != y.port_hi)
+			return false;
+	}
+	return true;
+}
+
 bool same_timeouts(const ct::timeouts& a, const ct::timeouts& b)
 {
 	return std::memcmp(&a, &b, sizeof(a)) == 0;
@@ -198,6 +212,11 @@ std::string prepare_reload(stack& dp, config::ctplane_config next, reload_plan* 
 	dp.pl().fib().routes_in_slices([&](const config::route_spec& r) { have.push_back(r); }, quiesce);
 	if (quiesce)
 		maps::rcu::offline();
+	// Source NAT rules: planned aside (their addresses checked against
+	// the CT's pools), published below at once.
+	if (!same_snat(cur.snat, next.snat))
+		if (std::string e = dp.pl().plan_snat(next, &plan.snat); !e.empty())
+			return e + "; nothing was applied";
 	unsigned* rd = plan.rd;
 	route_diff(std::move(have), next.routes, rd);
 	if (rd[0] + rd[1] + rd[2] != 0)
@@ -279,6 +298,11 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 		out.push_back(std::string("sockmap: ") + (next.sockmap.enabled ? "on" : "off") + ", " +
 			      std::to_string(next.sockmap.local.size()) + " local prefixes, max_entries " +
 			      std::to_string(next.sockmap.max_entries));
+	}
+	if (plan.snat != nullptr) {
+		const size_t n = plan.snat->rules.size();
+		dp.pl().commit_snat(std::move(plan.snat));
+		out.push_back("snat: " + std::to_string(n) + " rule" + (n == 1 ? "" : "s"));
 	}
 	if (cur.state.file != next.state.file || cur.state.save_on_exit != next.state.save_on_exit)
 		out.push_back("state: file \"" + next.state.file + "\"" + (next.state.save_on_exit ? ", saved on exit" : ""));

@@ -51,6 +51,7 @@ struct reload_plan {
 	lb::lb_plan lb;  // services and backends, their Maglev tables built
 	fib::route_plan routes;
 	unsigned rd[3] = {0, 0, 0};  // routes added, changed, removed
+	std::unique_ptr<dataplane::snat_rules> snat;  // the new source NAT rules (nullptr: unchanged)
 };
 // Any thread registered with RCU while no other write runs (a reload_job
 // refuses them); quiesce: it is a thread of its own (offline but for the

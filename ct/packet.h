@@ -14,6 +14,8 @@
 
 namespace ctplane::ct {
 
+struct snat_target;  // ct/snat.h
+
 // The translation a new flow is created with: the original destination is
 // rewritten to (addr, port), chosen by the load balancer as `backend`.
 struct nat_init {
@@ -29,6 +31,12 @@ struct nat_init {
 	uint32_t proxy_isn = 0;       // the cookie: the server's ISN as the client knows it
 	uint32_t proxy_tsval = 0;     // the timestamp the cookie SYN-ACK sent (0: none)
 	uint32_t client_tsval = 0;    // the client's, on its ACK
+	// Source NAT (ct/snat.h): set instead of addr / port / backend, the
+	// addresses the flow's source may be translated to; the CT picks the
+	// address (from snat_pick) and the port (from snat_rnd).
+	const snat_target* snat = nullptr;
+	uint32_t snat_pick = 0;  // a hash of the source: its paired address
+	uint64_t snat_rnd = 0;   // secret-seeded per flow: the port's random start
 };
 
 inline constexpr uint8_t kNoPort = 0xff;  // packet::in_port / reply_port: not checked

@@ -55,6 +55,15 @@ constexpr uint64_t kProxied = uint64_t{1} << 60;
 // Its LB backend id and its reply-direction packet count are then the
 // alias's (h.backend, bytes[1]): reply_alias(), view_of(), emit().
 constexpr uint64_t kProxyKnownFlow = uint64_t{1} << 59;
+// bytes[1]: a source-NAT flow (ct/snat.h): nat_addr / nat_port are its
+// translated source, and its reply alias is (destination -> nat_addr,
+// nat_port). Its port is held in the address's pool until the flow ends.
+constexpr uint64_t kSnatFlow = uint64_t{1} << 58;
+template <typename F>
+bool is_snat(const F& f) noexcept
+{
+	return (load(f.bytes[1]) & kSnatFlow) != 0;
+}
 // The proxy's data in a proxied flow's alias (link_alias): packets[0] the
 // cookie, packets[1] the cookie SYN-ACK's timestamp; seen[0] the backend's
 // offsets once its SYN-ACK came (end: sequence, edge: timestamps; flags:
@@ -166,6 +175,7 @@ const char* verdict_name(verdict v) noexcept
 	case verdict::refused_busy: return "refused_busy";
 	case verdict::refused_nomem: return "refused_nomem";
 	case verdict::refused_quota: return "refused_quota";
+	case verdict::refused_snat: return "refused_snat";
 	case verdict::pending: return "pending";
 	}
 	return "?";
@@ -241,7 +251,7 @@ std::string validate(const config& c)
 	return "";
 }
 
-bool nat_of(const result& r, uint8_t addr[16], uint16_t* port) noexcept
+bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, bool* src) noexcept
 {
 	if (r.flow == nullptr)
 		return false;
@@ -250,11 +260,19 @@ bool nat_of(const result& r, uint8_t addr[16], uint16_t* port) noexcept
 		return false;
 	// flow_head is the first member of flow4 / flow6 (standard layout).
 	std::memset(addr, 0, 16);
-	if (r.family == 6)
-		std::memcpy(addr, reinterpret_cast<const flow6*>(r.flow)->nat_addr, 16);
-	else
-		std::memcpy(addr, reinterpret_cast<const flow4*>(r.flow)->nat_addr, 4);
+	bool s;
+	if (r.family == 6) {
+		const auto* f = reinterpret_cast<const flow6*>(r.flow);
+		std::memcpy(addr, f->nat_addr, 16);
+		s = is_snat(*f);
+	} else {
+		const auto* f = reinterpret_cast<const flow4*>(r.flow);
+		std::memcpy(addr, f->nat_addr, 4);
+		s = is_snat(*f);
+	}
 	*port = r.flow->nat_port;
+	if (src != nullptr)
+		*src = s;
 	return true;
 }
 
@@ -403,8 +421,11 @@ void table::emit(event_type type, const K& k, const F& f, uint8_t old_state, des
 		 uint32_t now) noexcept
 {
 	const uint16_t st = load_status(f.h);
-	if (type == event_type::destroyed)  // every destruction passes here
-		quota_->give(tuple_of(k, (flags_of(st) & kOrigHi) ? 1 : 0), quota_tag_of(f));
+	if (type == event_type::destroyed) {  // every destruction passes here
+		const tuple o = tuple_of(k, (flags_of(st) & kOrigHi) ? 1 : 0);
+		quota_->give(o, quota_tag_of(f));
+		snat_release(o, f);
+	}
 	if (!events_.enabled())
 		return;
 	event e;
@@ -461,6 +482,7 @@ flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo, const F* a
 	}
 	std::memcpy(v.nat_addr, f.nat_addr, sizeof(f.nat_addr));
 	v.nat_port = f.h.nat_port;
+	v.snat = is_snat(f);
 	return v;
 }
 
@@ -1167,12 +1189,26 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 		else
 			window::init_syn(init.seen[kdir], init.seen[kdir ^ 1], g, false);
 	}
-	if (nat != nullptr) {
+	if (nat != nullptr && nat->snat != nullptr) {
+		// Source NAT: an address and a port held for the flow before it is
+		// published (a packet of it another worker sees is translated
+		// whole); the reply alias's insert below has the last word.
+		fl |= kNat;
+		if (!snat_choose(fam, k, p, *nat, fl, init)) {
+			untake();
+			r = result{verdict::refused_snat, 0, st_none, r.family, nullptr};
+			c.refused_snat.inc();
+			snat_->exhausted(p.t);
+			return;
+		}
+		init.bytes[1] = kSnatFlow;
+	} else if (nat != nullptr) {
 		fl |= kNat;
 		std::memcpy(init.nat_addr, nat->addr, sizeof(init.nat_addr));
 		init.h.nat_port = nat->port;
 		init.h.backend = nat->backend;
 	}
+	auto unhold = [&] { snat_release(p.t, init); };
 	init.h.status = status(s0, fl);
 	init.h.expires = now + life(s0, fl);
 	init.packets[0] = 1;
@@ -1201,6 +1237,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 				c.spilled.inc();
 			else if (rc == -ENOSPC) {
 				untake();
+				unhold();
 				r = result{verdict::refused_busy, 0, st_none, r.family, nullptr};
 				c.refused_busy.inc();
 				return;
@@ -1218,6 +1255,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 				if (ar != 0) {
 					if (claim(*out, init.h.status)) {
 						untake();  // (a flow claimed by another thread gave it back: emit)
+						unhold();
 						if (!lru || fam.lru.erase(k) != 0)
 							fam.hash.erase(k);
 					}
@@ -1243,6 +1281,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 		}
 		if (rc == -EEXIST) {  // another worker (or packet of the burst) created it first
 			untake();
+			unhold();
 			c.insert_raced.inc();
 			found(out, lru);
 			return;
@@ -1252,6 +1291,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			continue;
 		}
 		untake();
+		unhold();
 		if (rc == -ENOSPC) {
 			r = result{verdict::refused_full, 0, st_none, r.family, nullptr};
 			c.refused_full.inc();
@@ -1263,6 +1303,62 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	}
 }
 
+// ---- source NAT ---------------------------------------------------------------------
+
+template <typename Fam>
+bool table::snat_choose(Fam& fam, const typename Fam::key& k, const packet& p, const nat_init& nat, uint8_t fl,
+			typename Fam::flow& init) noexcept
+{
+	using K = typename Fam::key;
+	const snat_target& t = *nat.snat;
+	init.bytes[1] = kSnatFlow;  // (alias_key reads it)
+	snat_class cls = snat_class::tcp;
+	const bool ports = snat_class_of(p.t.proto, &cls);
+	// Whether the reply tuple of (address, port) towards this destination
+	// is some flow's already (one probe).
+	auto taken = [&] {
+		K ak;
+		unsigned rk;
+		bool in_lru;
+		return alias_key(k, init, status(0, fl), &ak, &rk) && find_entry(fam, ak, &in_lru) != nullptr;
+	};
+	uint64_t rnd = nat.snat_rnd;
+	for (unsigned a = 0; a < t.n; a++) {
+		const snat_address& ad = *t.addrs[(nat.snat_pick + a) % t.n];
+		std::memcpy(init.nat_addr, ad.addr, sizeof(init.nat_addr));
+		if (!ports) {  // by address alone: one such flow per destination and address
+			init.h.nat_port = 0;
+			if (!taken())
+				return true;
+			continue;
+		}
+		port_pool& pool = *ad.pools[static_cast<unsigned>(cls)];
+		if (const int port = pool.take_free(rnd); port >= 0) {
+			init.h.nat_port = static_cast<uint16_t>(port);
+			return true;
+		}
+		// Every port has a flow: one whose flows go elsewhere serves this
+		// destination too (a bounded number of tries).
+		for (unsigned n = 0; n < snat_pools::kProbes; n++) {
+			rnd = (rnd ^ (rnd >> 31)) * 0x9e3779b97f4a7c15ull + n;
+			init.h.nat_port = pool.pick(rnd >> 16);
+			if (!taken()) {
+				pool.hold(init.h.nat_port);
+				return true;
+			}
+		}
+		ad.exhausted[static_cast<unsigned>(cls)].fetch_add(1, std::memory_order_relaxed);
+	}
+	return false;
+}
+
+template <typename F>
+void table::snat_release(const tuple& orig, const F& f) noexcept
+{
+	if (is_snat(f))
+		snat_->release(orig.family, f.nat_addr, orig.proto, f.h.nat_port);
+}
+
 // ---- reply aliases ----------------------------------------------------------------
 
 template <typename K, typename F>
@@ -1271,12 +1367,23 @@ bool table::alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* repl
 	if (!(flags_of(st) & kNat))
 		return false;
 	const tuple o = tuple_of(k, (flags_of(st) & kOrigHi) ? 1 : 0);
-	tuple r = o;  // the reply: from the backend to the opener
-	std::memset(r.src, 0, sizeof(r.src));
-	std::memcpy(r.src, f.nat_addr, sizeof(f.nat_addr));
-	r.sport = f.h.nat_port != 0 ? f.h.nat_port : o.dport;
-	std::memcpy(r.dst, o.src, sizeof(r.dst));
-	r.dport = o.sport;
+	tuple r = o;
+	if (is_snat(f)) {
+		// The reply: from the destination to the translated source (an
+		// echo's identifier is both its ports).
+		std::memcpy(r.src, o.dst, sizeof(r.src));
+		r.sport = o.proto == kProtoICMP || o.proto == kProtoICMPv6 ? f.h.nat_port : o.dport;
+		std::memset(r.dst, 0, sizeof(r.dst));
+		std::memcpy(r.dst, f.nat_addr, sizeof(f.nat_addr));
+		r.dport = f.h.nat_port;
+	} else {
+		// The reply: from the backend to the opener.
+		std::memset(r.src, 0, sizeof(r.src));
+		std::memcpy(r.src, f.nat_addr, sizeof(f.nat_addr));
+		r.sport = f.h.nat_port != 0 ? f.h.nat_port : o.dport;
+		std::memcpy(r.dst, o.src, sizeof(r.dst));
+		r.dport = o.sport;
+	}
 	*reply_kdir = make_key(r, *ak);
 	return std::memcmp(ak, &k, sizeof(K)) != 0;
 }
@@ -1911,6 +2018,7 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 			r.packets[1] = a != nullptr ? static_cast<uint32_t>(load(a->bytes[1])) : 0;
 			r.backend = a != nullptr ? a->h.backend : 0;
 		}
+		r.snat = is_snat(f);
 		fn(r);
 		n++;
 	};
@@ -1960,6 +2068,8 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 		init.seen[odir ^ d] = r.seen[d];
 	}
 	init.bytes[0] |= quota_bits(qtag);
+	if (r.snat && (fl & kNat))
+		init.bytes[1] |= kSnatFlow;
 	const uint64_t h = fam.hash.hash(k);
 	// A resize in the way (or a chain past its limit: the table grows or
 	// reseeds): run it to its end, a bounded number of times.
@@ -1974,6 +2084,8 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 		quota_->give(r.orig, qtag);
 		fam.hash.erase_with_hash(k, h);  // a flow whose replies could not be found is no flow
 	}
+	if (ar == 0 && r.snat)  // its port, held again (an address no rule has now: nothing)
+		snat_->hold(r.orig.family, r.nat_addr, r.orig.proto, r.nat_port);
 	return ar;
 }
 

@@ -105,6 +105,7 @@
 #include "ct/events.h"
 #include "ct/packet.h"
 #include "ct/quota.h"
+#include "ct/snat.h"
 #include "ct/state.h"
 #include "ct/tcp_window.h"
 #include "ct/tuple.h"
@@ -151,14 +152,17 @@ enum class verdict : uint8_t {
 	refused_busy,   // an opener neither the resizing hash nor the overflow LRU took
 	refused_nomem,  // the allocator is exhausted
 	refused_quota,  // an opener past its source's quota (ct/quota.h)
+	refused_snat,   // an opener source NAT found no port for (ct/snat.h)
 	pending,        // lookup_bulk: no flow (yet); create_bulk decides
 };
 const char* verdict_name(verdict v) noexcept;
 
 struct result;
 // The translation of the flow `r` points at: false if it has none (kNat
-// unset) or r has no flow. addr gets 16 bytes (IPv4 in addr[0..4)).
-bool nat_of(const result& r, uint8_t addr[16], uint16_t* port) noexcept;
+// unset) or r has no flow. addr gets 16 bytes (IPv4 in addr[0..4)). *src
+// (optional): the translation is of the source (source NAT: the flow's
+// packets leave from addr, port), not of the destination (a backend).
+bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, bool* src = nullptr) noexcept;
 
 struct result {
 	verdict v;
@@ -204,6 +208,7 @@ struct flow_view {
 	uint32_t backend;
 	uint8_t nat_addr[16];
 	uint16_t nat_port;
+	bool snat;  // nat_addr / nat_port translate the source (ct/snat.h)
 };
 
 // A flow as a snapshot carries it: everything its entry holds, by the
@@ -219,6 +224,7 @@ struct flow_record {
 	uint32_t packets[2];
 	uint64_t bytes[2];
 	tcp_seen seen[2];        // the window data of the original side, of the reply side
+	bool snat;               // nat_addr / nat_port translate the source (ct/snat.h)
 };
 
 // Per-thread, summed by stats(). Names are the counters' public names.
@@ -226,7 +232,7 @@ struct flow_record {
 	X(created) X(reopened) X(tracked) X(related) X(untracked) X(invalid_no_flow) X(invalid_state) \
 	X(invalid_window) X(invalid_port) X(port_relearnt) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
 	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_unassured) X(evicted_idle) X(evicted_overflow) X(refused_full) X(refused_busy)             \
-	X(refused_nomem) X(refused_quota) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
+	X(refused_nomem) X(refused_quota) X(refused_snat) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
 	X(alias_replaced)
 
 struct counters {
@@ -367,6 +373,10 @@ public:
 	// it (cheap: two loads). Any thread.
 	uint32_t fill_pct() const noexcept;
 	const ct::quota& quotas() const noexcept { return *quota_; }
+	// The source NAT addresses and their ports (ct/snat.h): the control
+	// thread adds addresses (a rule's), the CT allocates and gives back.
+	const snat_pools& snat() const noexcept { return *snat_; }
+	snat_pools& snat() noexcept { return *snat_; }
 	ct::quota& quotas() noexcept { return *quota_; }  // the control thread: service limits
 	// New limits and watermarks for both families (a reload): "" or what
 	// is wrong, nothing changed then. max_entries may rise up to twice its
@@ -498,6 +508,14 @@ private:
 		    const nat_init* nat, result& r, const uint64_t* hash = nullptr) noexcept;
 	template <typename Fam>
 	bool early_drop(Fam& fam, uint64_t h, uint32_t now) noexcept;
+	// Source NAT for a new flow (ct/snat.h): its address and port, held,
+	// in init (nat_addr, h.nat_port); false if none fits (counted).
+	template <typename Fam>
+	bool snat_choose(Fam& fam, const typename Fam::key& k, const packet& p, const nat_init& nat, uint8_t fl,
+			 typename Fam::flow& init) noexcept;
+	// Gives a source-NATed flow's port back (its end, or its insert failed).
+	template <typename F>
+	void snat_release(const tuple& orig, const F& f) noexcept;
 	drop_class class_of(uint8_t s, uint8_t fl, uint32_t exp, uint32_t now) const noexcept;
 	template <typename K, typename F>
 	bool claim_victim(const K& k, F& f, uint32_t now, unlink_later<K, F>* later) noexcept;
@@ -561,6 +579,7 @@ private:
 	std::atomic<uint64_t> gc_sweeps_{0};
 	std::atomic<uint32_t> evict_idle_{0};  // ms; 0: assured flows are never evicted
 	std::unique_ptr<quota> quota_;
+	std::unique_ptr<snat_pools> snat_ = std::make_unique<snat_pools>();
 	std::atomic<uint64_t> max_now_{0};  // max_entries as set_limits() left it
 };
 

@@ -42,6 +42,9 @@ namespace ctplane::dataplane {
 	X(ct_refused_busy, "conntrack: table resizing and overflow full")                           \
 	X(ct_refused_nomem, "conntrack: out of memory")                                             \
 	X(quota, "conntrack: the source is over its flows-per-source quota (ct.quota)")             \
+	X(snat_exhausted, "source NAT: no port of the rule's addresses free towards the destination")  \
+	X(snat_no_mapping, "to a source NAT address and port that no flow holds (from outside)")    \
+	X(snat_hairpin, "to a source NAT address and port, from a host behind the NAT (hairpin)")  \
 	X(syn_proxy_cookie, "an ACK to a SYN-proxied service: no flow's, and no valid cookie")       \
 	X(fragment_unknown, "a later fragment whose first fragment was not seen")                  \
 	X(punt_policed, "for the appliance, past its class's punt rate (control.punt)")               \

@@ -140,6 +140,9 @@ std::string pipeline::build(const config::ctplane_config& c)
 	const uint32_t rates[kPuntClasses] = {c.control.punt_arp_nd, c.control.punt_resolve, c.control.punt_icmp,
 					      c.control.punt_other};
 	punt_seed_ = maps::table_seed();
+	snat_seed_ = maps::table_seed();
+	for (unsigned l = 0; l < nlcores_; l++)
+		lc_[l].snat_rng = maps::table_seed() | 1;
 	for (unsigned k = 0; k < kPuntClasses; k++) {
 		punt_rate_[k] = double(rates[k]) / nlcores_;
 		punt_src_rate_[k] = punt_rate_[k] * c.control.punt_source_pct / 100.0;
@@ -153,6 +156,10 @@ std::string pipeline::build(const config::ctplane_config& c)
 	}
 	if (std::string e = fib_.build(c, ports.size()); !e.empty())
 		return e;
+	std::unique_ptr<snat_rules> snat;
+	if (std::string e = plan_snat(c, &snat); !e.empty())
+		return e;
+	commit_snat(std::move(snat));
 	ports_ = std::move(ports);
 	own4_.clear();
 	own6_.clear();
@@ -198,6 +205,138 @@ bool pipeline::resolve(const ct::tuple& dir, sockmap::redirect* r) const noexcep
 	return true;
 }
 
+// ---- source NAT rules -------------------------------------------------------------
+
+namespace {
+bool in_prefix(const net::prefix& pf, const uint8_t* a, uint8_t family) noexcept
+{
+	if (pf.family != family)
+		return false;
+	const unsigned full = pf.len / 8, rest = pf.len % 8;
+	if (std::memcmp(pf.addr, a, full) != 0)
+		return false;
+	return rest == 0 || ((pf.addr[full] ^ a[full]) & static_cast<uint8_t>(0xff00 >> rest)) == 0;
+}
+}  // namespace
+
+std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr<snat_rules>* out) const
+{
+	auto r = std::make_unique<snat_rules>();
+	ct::snat_pools& pools = ct_.snat();
+	// Each rule's addresses: its own, or its port's of the family.
+	std::vector<std::vector<net::address>> addrs(c.snat.size());
+	size_t fresh = 0;
+	for (size_t i = 0; i < c.snat.size(); i++) {
+		const config::snat_rule_spec& s = c.snat[i];
+		if (s.out_port >= c.ports.size())
+			return "snat[" + std::to_string(i) + "]: no port " + std::to_string(s.out_port);
+		addrs[i] = s.addresses;
+		if (addrs[i].empty())
+			for (const net::prefix& p : c.ports[s.out_port].addresses)
+				if (p.family == s.source.family) {
+					net::address a;
+					a.family = p.family;
+					std::memcpy(a.addr, p.addr, 16);
+					addrs[i].push_back(a);
+				}
+		if (addrs[i].empty() || addrs[i].size() > ct::kSnatRuleAddresses)
+			return "snat[" + std::to_string(i) + "]: 1 to " + std::to_string(ct::kSnatRuleAddresses) +
+			       " addresses to translate to";
+		for (const net::address& a : addrs[i]) {
+			if (std::string e = pools.check(a.family, a.addr, s.port_lo, s.port_hi); !e.empty())
+				return "snat[" + std::to_string(i) + "]: " + net::to_string(a) + ": " + e;
+			if (pools.find(a.family, a.addr) == nullptr &&
+			    std::none_of(r->ranges.begin(), r->ranges.end(), [&](const snat_rules::range& x) {
+				    return x.family == a.family && std::memcmp(x.addr, a.addr, 16) == 0;
+			    }))
+				fresh++;
+			if (std::none_of(r->ranges.begin(), r->ranges.end(), [&](const snat_rules::range& x) {
+				    return x.family == a.family && std::memcmp(x.addr, a.addr, 16) == 0;
+			    })) {
+				snat_rules::range x{};
+				x.family = a.family;
+				std::memcpy(x.addr, a.addr, 16);
+				x.lo = s.port_lo;
+				x.hi = s.port_hi;
+				r->ranges.push_back(x);
+			}
+		}
+	}
+	if (pools.addresses().size() + fresh > ct::snat_pools::kMaxAddresses)
+		return "snat: more than " + std::to_string(ct::snat_pools::kMaxAddresses) +
+		       " source NAT addresses while ctplane runs (those of earlier configs count): restart ctplane";
+	// Everything checked: the pools of new addresses are made now (an
+	// address the rules drop later keeps its pools: flows may hold ports).
+	for (size_t i = 0; i < c.snat.size(); i++) {
+		const config::snat_rule_spec& s = c.snat[i];
+		snat_rule rule{};
+		rule.source = s.source;
+		rule.out_port = static_cast<uint16_t>(s.out_port);
+		rule.has_destination = s.has_destination;
+		rule.destination = s.destination;
+		for (const net::address& a : addrs[i]) {
+			std::string err;
+			const ct::snat_address* sa = pools.add(a.family, a.addr, s.port_lo, s.port_hi, &err);
+			if (sa == nullptr)
+				return "snat[" + std::to_string(i) + "]: " + net::to_string(a) + ": " + err;  // checked above
+			rule.target.addrs[rule.target.n++] = sa;
+		}
+		r->rules.push_back(rule);
+	}
+	*out = std::move(r);
+	return "";
+}
+
+void pipeline::commit_snat(std::unique_ptr<snat_rules> r)
+{
+	if (snat_owned_ != nullptr)
+		snat_dying_.push_back(std::move(snat_owned_));
+	snat_owned_ = std::move(r);
+	snat_.store(snat_owned_ != nullptr && !snat_owned_->rules.empty() ? snat_owned_.get() : nullptr,
+		    std::memory_order_release);
+}
+
+bool pipeline::snat_inbound(const parsed& p) const noexcept
+{
+	const snat_rules* r = snat();
+	if (r == nullptr)
+		return false;
+	const ct::tuple& t = p.ct.t;
+	const bool any_port = p.frag == kFragLater;  // no L4 header: its first fragment's flow decides
+	if (!any_port && t.proto != ct::kProtoTCP && t.proto != ct::kProtoUDP &&
+	    p.ct.kind != ct::pkt_kind::icmp_echo_reply)
+		return false;
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	for (const snat_rules::range& x : r->ranges)
+		if (x.family == p.family && std::memcmp(x.addr, t.dst, alen) == 0 &&
+		    (any_port || (t.dport >= x.lo && t.dport <= x.hi)))
+			return true;
+	return false;
+}
+
+const snat_rule* pipeline::snat_match(const snat_rules& r, const ct::tuple& t, uint16_t out_port) const noexcept
+{
+	for (const snat_rule& x : r.rules)  // at most config::kMaxSnatRules
+		if (x.out_port == out_port && in_prefix(x.source, t.src, t.family) &&
+		    (!x.has_destination || in_prefix(x.destination, t.dst, t.family)))
+			return &x;
+	return nullptr;
+}
+
+namespace {
+// A source address's hash under the pipeline's secret seed (which of a
+// rule's addresses is its own).
+uint32_t source_hash(const uint8_t src[16], uint64_t seed) noexcept
+{
+	uint64_t a, b;
+	std::memcpy(&a, src, 8);
+	std::memcpy(&b, src + 8, 8);
+	uint64_t h = (a ^ seed) * 0x9e3779b97f4a7c15ull;
+	h = (h ^ (h >> 32) ^ b) * 0xff51afd7ed558ccdull;
+	return static_cast<uint32_t>(h >> 32);
+}
+}  // namespace
+
 bool pipeline::for_us(const parsed& p) const noexcept
 {
 	if (p.ct.kind == ct::pkt_kind::icmp_error)
@@ -229,14 +368,17 @@ void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint1
 	uint8_t* l4 = p.l4_off != 0 ? frm + p.l4_off : nullptr;
 	const unsigned co = l4 != nullptr && p.frag != kFragLater ? l4_csum_off(p.ct.t.proto, p.family, l4) : 0;
 	const bool ports = port != 0 && l4 != nullptr && (p.ct.t.proto == ct::kProtoTCP || p.ct.t.proto == ct::kProtoUDP);
+	// An echo's identifier is its port (source NAT translates it).
+	const bool echo = port != 0 && l4 != nullptr && p.frag != kFragLater &&
+			  (p.ct.kind == ct::pkt_kind::icmp_echo_request || p.ct.kind == ct::pkt_kind::icmp_echo_reply);
 	// The L4 checksum changes once, over the address and the port
 	// together: old and new words side by side.
 	uint8_t before[18], after[18];
 	std::memcpy(before, field, alen);
 	std::memcpy(after, addr, alen);
 	unsigned n = alen;
-	uint8_t* pf = ports ? l4 + (src ? 0 : 2) : nullptr;
-	if (ports) {
+	uint8_t* pf = ports ? l4 + (src ? 0 : 2) : echo ? l4 + 4 : nullptr;
+	if (pf != nullptr) {
 		before[n] = pf[0], before[n + 1] = pf[1];
 		put16(after + n, port);
 		n += 2;
@@ -249,9 +391,11 @@ void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint1
 		csum_replace(l4 + co, before, after, n);
 		if (p.ct.t.proto == ct::kProtoUDP && l4[co] == 0 && l4[co + 1] == 0)
 			l4[co] = l4[co + 1] = 0xff;  // 0 means "no checksum" in UDP: send its other form
+	} else if (echo) {
+		csum_replace(l4 + 2, before + alen, after + alen, 2);  // ICMPv4's sum has no pseudo-header
 	}
 	std::memcpy(field, addr, alen);
-	if (ports)
+	if (pf != nullptr)
 		pf[0] = after[alen], pf[1] = after[alen + 1];
 }
 
@@ -263,6 +407,9 @@ void rewrite_quoted(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr
 	uint8_t* in = frm + p.inner_l3_off;
 	const unsigned alen = p.family == 4 ? 4 : 16;
 	uint8_t* field = in + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
+	uint8_t before[18], after[18];
+	std::memcpy(before, field, alen);
+	std::memcpy(after, addr, alen);
 	if (p.family == 4)
 		csum_replace(in + 10, field, addr, 4);
 	std::memcpy(field, addr, alen);
@@ -270,9 +417,26 @@ void rewrite_quoted(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr
 	// ports are left as they are.
 	const unsigned ihl = p.family == 4 ? static_cast<unsigned>(in[0] & 0x0f) * 4 : 0;
 	const uint8_t proto = p.ct.t.proto;
-	if (ihl != 0 && port != 0 && (proto == ct::kProtoTCP || proto == ct::kProtoUDP) &&
-	    p.inner_l3_off + ihl + 4 <= len)
-		put16(in + ihl + (src ? 0 : 2), port);
+	uint8_t* l4 = in + ihl;
+	const uint32_t have = len - std::min(len, p.inner_l3_off + ihl);  // quoted L4 bytes in the frame
+	if (ihl == 0 || port == 0 || have < 8)
+		return;
+	// The quoted L4 header's own checksum too, when the quote holds it
+	// (the receiver may match on it): over the address and the port.
+	if (proto == ct::kProtoTCP || proto == ct::kProtoUDP) {
+		uint8_t* pf = l4 + (src ? 0 : 2);
+		before[4] = pf[0], before[5] = pf[1];
+		put16(after + 4, port);
+		const unsigned co = proto == ct::kProtoTCP ? 16 : 6;
+		if (have >= co + 2 && (proto == ct::kProtoTCP || be16(l4 + 6) != 0))
+			csum_replace(l4 + co, before, after, 6);
+		put16(pf, port);
+	} else if (proto == ct::kProtoICMP && (l4[0] == 8 || l4[0] == 0)) {  // an echo: its identifier
+		before[4] = l4[4], before[5] = l4[5];
+		put16(after + 4, port);
+		csum_replace(l4 + 2, before + 4, after + 4, 2);
+		put16(l4 + 4, port);
+	}
 }
 
 // The outer header's source or destination address alone (the IPv4
@@ -775,7 +939,8 @@ void pipeline::parse_stage(work& w) noexcept
 			continue;
 		}
 		if (p.kind == frame_kind::arp ||
-		    (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137) || for_us(p)) {
+		    (p.ct.t.proto == ct::kProtoICMPv6 && p.icmp_type >= 133 && p.icmp_type <= 137) ||
+		    (for_us(p) && !snat_inbound(p))) {
 			if (answer(fr, p, s)) {
 				w.out[i] = outcome{fate::forward, drop::kCount, fr.in_port};
 				continue;
@@ -969,13 +1134,25 @@ void pipeline::service_stage(work& w) noexcept
 // port the flow's replies must come in on.
 void pipeline::admit_stage(work& w) noexcept
 {
+	const snat_rules* snat = this->snat();
 	for (unsigned m = 0; m < w.nmiss; m++) {
 		const unsigned j = w.miss[m];
 		const unsigned i = w.idx[j];
 		ct::packet& c = w.ctp[j];
+		const parsed& p = w.p[i];
+		if (snat != nullptr && w.natp[j] == nullptr && snat_inbound(p)) [[unlikely]] {
+			// To a source NAT address and port, and no flow's: nothing
+			// opens a mapping from outside; from behind the NAT (a host
+			// behind a rule's source) it is a hairpin, not done.
+			const bool inside = std::any_of(snat->rules.begin(), snat->rules.end(), [&](const snat_rule& x) {
+				return in_prefix(x.source, c.t.src, c.t.family);
+			});
+			drop_frame(w, i, inside ? drop::snat_hairpin : drop::snat_no_mapping);
+			w.idx[j] = kGone;
+			continue;
+		}
 		if (!ct_.may_open(c))
 			continue;  // the CT refuses it (no flow to follow)
-		const parsed& p = w.p[i];
 		const uint16_t in = w.in_port[i];
 		if (in < ports_.size() && ports_[in].rp_filter != config::rp_mode::off) {
 			uint16_t back;
@@ -999,6 +1176,18 @@ void pipeline::admit_stage(work& w) noexcept
 		}
 		c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
 		c.hairpin = out_port == in;  // a port that allows hairpins: assured as a pickup is
+		if (snat != nullptr && w.natp[j] == nullptr)
+			if (const snat_rule* x = snat_match(*snat, c.t, out_port)) {
+				// Source NAT: the CT picks the address (the source's
+				// own of the rule's) and the port (from a random start).
+				uint64_t& rng = w.s->snat_rng;
+				rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+				w.nat[j] = ct::nat_init{};
+				w.nat[j].snat = &x->target;
+				w.nat[j].snat_pick = source_hash(c.t.src, snat_seed_);
+				w.nat[j].snat_rnd = rng;
+				w.natp[j] = &w.nat[j];
+			}
 	}
 	compact_misses(w);
 }
@@ -1035,6 +1224,7 @@ void pipeline::nat_stage(work& w) noexcept
 		case ct::verdict::refused_busy: drop_frame(w, i, drop::ct_refused_busy); w.idx[j] = kGone; continue;
 		case ct::verdict::refused_nomem: drop_frame(w, i, drop::ct_refused_nomem); w.idx[j] = kGone; continue;
 		case ct::verdict::refused_quota: drop_frame(w, i, drop::quota); w.idx[j] = kGone; continue;
+		case ct::verdict::refused_snat: drop_frame(w, i, drop::snat_exhausted); w.idx[j] = kGone; continue;
 		default: break;
 		}
 		if (r.proxied) [[unlikely]] {
@@ -1053,8 +1243,13 @@ void pipeline::nat_stage(work& w) noexcept
 		}
 		uint8_t addr[16];
 		uint16_t port;
-		if (!ct::nat_of(r, addr, &port))
+		bool src_nat;
+		if (!ct::nat_of(r, addr, &port, &src_nat))
 			continue;
+		if (src_nat) {
+			snat_translate(w, i, r, addr, port);
+			continue;
+		}
 		const bool reply = r.dir == 1;
 		if (!reply && !r.via_alias && r.v != ct::verdict::related) {
 			rewrite(w.f[i].data, w.p[i], false, addr, port);
@@ -1074,6 +1269,49 @@ void pipeline::nat_stage(work& w) noexcept
 		}
 	}
 	compact(w);
+}
+
+// A source-NATed flow: its opener's packets leave from (addr, port), the
+// replies (found under the alias) go back to the opener; an ICMP error
+// about the translated packet goes to the opener about the packet as it
+// sent it, and the opener's own error about a reply goes out from addr,
+// about the reply as it was sent.
+void pipeline::snat_translate(work& w, unsigned i, const ct::result& r, const uint8_t* addr, uint16_t port) noexcept
+{
+	const parsed& p = w.p[i];
+	uint8_t* frm = w.f[i].data;
+	ct::tuple o;
+	if (!ct::original_of(r, &o))
+		return;
+	if (r.v != ct::verdict::related) {
+		if (r.dir == 0 && !r.via_alias) {
+			rewrite(frm, p, true, addr, port);
+			w.dnat[i] = true;
+			w.s->snat.inc();
+		} else if (r.dir == 1 && r.via_alias) {
+			rewrite(frm, p, false, o.src, o.sport);
+			w.dnat[i] = true;
+			w.s->dnat.inc();
+		}
+		return;
+	}
+	const unsigned alen = p.family == 4 ? 4 : 16;
+	const uint8_t* ip = frm + p.l3_off;
+	if (r.dir == 0 && r.via_alias) {
+		rewrite_quoted(frm, p, true, o.src, o.sport, w.f[i].len);
+		if (std::memcmp(ip + (p.family == 4 ? kV4Dst : kV6Dst), addr, alen) == 0)
+			set_outer_addr(frm, p, false, o.src);
+		icmp_checksum(frm, p);
+		w.dnat[i] = true;
+		w.s->dnat.inc();
+	} else if (r.dir == 1 && !r.via_alias) {
+		rewrite_quoted(frm, p, false, addr, port, w.f[i].len);
+		if (std::memcmp(ip + (p.family == 4 ? kV4Src : kV6Src), o.src, alen) == 0)
+			set_outer_addr(frm, p, true, addr);
+		icmp_checksum(frm, p);
+		w.dnat[i] = true;
+		w.s->snat.inc();
+	}
 }
 
 // ICMP errors about a NATed flow. Quoting the translated packet (client ->
@@ -1228,7 +1466,15 @@ void pipeline::later_fragment(work& w, unsigned i) noexcept
 	}
 	ct_.touch(t, w.now, 1, p.ct.bytes);
 	const unsigned alen = p.family == 4 ? 4 : 16;
-	if (fv.flags & ct::kNat) {
+	if ((fv.flags & ct::kNat) && fv.snat) {
+		if (dir == 0 && std::memcmp(t.src, fv.orig.src, alen) == 0) {
+			rewrite(w.f[i].data, p, true, fv.nat_addr, 0);  // leaves from the NAT address
+			w.s->snat.inc();
+		} else if (dir == 1 && std::memcmp(t.dst, fv.nat_addr, alen) == 0) {
+			rewrite(w.f[i].data, p, false, fv.orig.src, 0);  // back to the opener
+			w.s->dnat.inc();
+		}
+	} else if (fv.flags & ct::kNat) {
 		if (dir == 0 && std::memcmp(t.dst, fv.orig.dst, alen) == 0) {
 			rewrite(w.f[i].data, p, false, fv.nat_addr, 0);
 			w.s->dnat.inc();
@@ -1255,6 +1501,10 @@ void pipeline::maintain(uint64_t now_ns) noexcept
 {
 	frags_.maintain(now_ns);
 	fib_.maintain();
+	if (!snat_dying_.empty()) {
+		maps::rcu::synchronize();  // no worker still reads the rules replaced
+		snat_dying_.clear();
+	}
 }
 
 pipeline_stats pipeline::stats() const

@@ -157,6 +157,7 @@ struct alignas(64) lcore_stats {
 	maps::counter drops[kDropReasons];
 	stage_counters stages[kStages];
 	uint64_t bursts = 0;  // this worker's alone (which burst is sampled)
+	uint64_t snat_rng = 0;  // source NAT's random port starts (xorshift, secret seed)
 	std::unique_ptr<maps::counter[]> backend_flows;  // new flows per backend id
 	size_t nbackend_flows = 0;
 	// The punt token buckets (this worker's alone: plain fields).
@@ -182,6 +183,28 @@ struct pipeline_stats {
 	std::vector<uint64_t> backend_flows;
 };
 
+// Source NAT rules as the workers match them (config `snat:`): built by
+// pipeline::plan_snat, published whole by commit_snat.
+struct snat_rule {
+	net::prefix source;
+	uint16_t out_port;
+	bool has_destination;
+	net::prefix destination;
+	ct::snat_target target;  // the CT's pools of its addresses
+};
+struct snat_rules {
+	std::vector<snat_rule> rules;
+	// Every address of a rule with its port range: a packet to one of them
+	// with a port in the range (an echo reply's identifier) is a reply to
+	// find in the CT, not one for the appliance.
+	struct range {
+		uint8_t family;
+		uint8_t addr[16];
+		uint16_t lo, hi;
+	};
+	std::vector<range> ranges;
+};
+
 class pipeline {
 public:
 	// The CT, LB and sockmap are the caller's (the control thread drives
@@ -195,6 +218,15 @@ public:
 	// "" or what is wrong (a route whose next hop is no neighbor is kept:
 	// its packets drop as no_neighbor until the address is resolved).
 	std::string build(const config::ctplane_config& c);
+	// Source NAT: the rules of c planned aside ("" or what is wrong,
+	// nothing changed: an address past the pools' cap, an address whose
+	// port range changed), then published at once (cannot fail). The
+	// rules replaced are freed after a grace period, by maintain().
+	// Control thread.
+	std::string plan_snat(const config::ctplane_config& c, std::unique_ptr<snat_rules>* out) const;
+	void commit_snat(std::unique_ptr<snat_rules> r);
+	const snat_rules* snat() const noexcept { return snat_.load(std::memory_order_acquire); }
+
 	// The SYN proxy's services and knobs (services[].syn_proxy,
 	// ct.syn_proxy), by the load balancer's current ids: at build and after
 	// a reload's commit. Control thread.
@@ -320,6 +352,13 @@ private:
 		return port < ports_.size() && ports_[port].rp_filter != config::rp_mode::off;
 	}
 	bool for_us(const parsed& p) const noexcept;
+	// A packet to a source NAT address and port (a reply the CT knows, or
+	// one no mapping holds): not for the appliance.
+	bool snat_inbound(const parsed& p) const noexcept;
+	// The first rule that translates a new flow from src to dst leaving by
+	// out_port; nullptr if none.
+	const snat_rule* snat_match(const snat_rules& r, const ct::tuple& t, uint16_t out_port) const noexcept;
+	void snat_translate(work& w, unsigned i, const ct::result& r, const uint8_t* addr, uint16_t port) noexcept;
 	bool answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept;
 	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) noexcept;
 
@@ -360,6 +399,10 @@ private:
 	void proxy_synack(work& w, unsigned j, const ct::result& r) noexcept;
 	void proxy_translate(work& w, unsigned i, const ct::result& r) noexcept;
 	uint64_t punt_seed_ = 0;
+	std::atomic<const snat_rules*> snat_{nullptr};
+	std::unique_ptr<snat_rules> snat_owned_;
+	std::vector<std::unique_ptr<snat_rules>> snat_dying_;  // freed after a grace period (maintain)
+	uint64_t snat_seed_ = 0;
 	// A punt of class c from worker lc now: within its rate? Counts the refusals.
 	bool police(lcore_stats& s, punt_class c, uint64_t now_ns, const parsed& p, const uint8_t* frm) noexcept;
 };

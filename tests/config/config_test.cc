@@ -185,7 +185,7 @@ TEST(config, unknown_and_duplicate_keys)
 		  "quota, resize_budget_buckets, shrink_pct, syn_proxy, tcp, timeouts)");
 	EXPECT_EQ(err_of("rutes: []\n"),
 		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, control, ct, dpdk, lb, neighbors, ports, "
-		  "routes, routes_file, services, sockmap, state, telemetry, workers)");
+		  "routes, routes_file, services, snat, sockmap, state, telemetry, workers)");
 	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_syn: 5s\n"),
 		  "t.yaml:3:5: ct.timeouts.tcp_syn: unknown key (expected one of: icmp, other_assured, "
 		  "other_unreplied, tcp_close, tcp_close_wait, tcp_established, tcp_fin_wait, tcp_last_ack, "

@@ -540,7 +540,7 @@ telemetry: {owner: "0", group: "0"}
 	EXPECT_EQ(sizeof(ct::config), 160u) << "ct::config changed: classify the new field in config/live.cc";
 	EXPECT_EQ(sizeof(config::control_spec), 68u) << "control_spec changed: classify the new field";
 	EXPECT_EQ(sizeof(config::dpdk_spec), 28u) << "dpdk_spec changed: classify the new field";
-	EXPECT_EQ(sizeof(config::ctplane_config), 624u) << "ctplane_config changed: classify the new field";
+	EXPECT_EQ(sizeof(config::ctplane_config), 648u) << "ctplane_config changed: classify the new field";
 
 	using cfg = config::ctplane_config;
 	lb::address a10;
@@ -630,6 +630,11 @@ telemetry: {owner: "0", group: "0"}
 		{"sockmap.enabled", [&](cfg& c) { c.sockmap.enabled = true; c.sockmap.local = {prefix("10.0.0.0/16")}; }},
 		{"sockmap.max_entries", [](cfg& c) { c.sockmap.max_entries += 1024; }},
 		{"sockmap.local_prefixes", [&](cfg& c) { c.sockmap.local.push_back(prefix("10.7.0.0/16")); }},
+		{"snat[].source", [&](cfg& c) { c.snat[0].source = prefix("192.168.101.0/24"); }},
+		{"snat[].out_port", [](cfg& c) { c.snat[0].out_port ^= 1; }},
+		{"snat[].destination", [&](cfg& c) { c.snat[0].destination = prefix("198.51.100.0/24"); }},
+		{"snat[].addresses", [](cfg& c) { c.snat[0].addresses = {net::address{4, {10, 0, 0, 250}}}; }},
+		{"snat[].ports", [](cfg& c) { c.snat[0].addresses = {net::address{4, {10, 0, 0, 251}}}, c.snat[0].port_lo = 30000, c.snat[0].port_hi = 39999; }},
 		{"control.retrans", [](cfg& c) { c.control.retrans_ms++; }},
 		{"control.probes", [](cfg& c) { c.control.probes++; }},
 		{"control.hold", [](cfg& c) { c.control.hold_ms++; }},
