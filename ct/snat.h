@@ -17,9 +17,14 @@
 //      RFC 4787's "paired" pooling), then the others in turn;
 //   2. a port no flow uses on that address (port_pool::take_free: the
 //      first free one from a random start, O(1) expected however full);
-//   3. none free: kProbes random ports that flows to other destinations
-//      use (endpoint-dependent reuse, VPP NAT44-ED), each checked against
-//      the CT for this destination;
+//   3. none free: up to kProbes distinct ports that flows to other
+//      destinations use (endpoint-dependent reuse, VPP NAT44-ED), each
+//      checked against the CT for this destination (one probe): a random
+//      start and a random stride prime to the range, so a range of up to
+//      kProbes ports is tried whole; a larger one may refuse a flow while
+//      a port is still unused towards its destination (counted as any
+//      exhaustion: the bound is what keeps a flood of new flows to one
+//      destination from costing the whole range each);
 //   4. none fits on any address: the flow is refused (refused_snat), and
 //      the exhaustion is counted on the address and on the destination
 //      (destinations(): the heaviest, with the last source refused).
@@ -82,7 +87,7 @@ struct snat_destination {
 class snat_pools {
 public:
 	static constexpr unsigned kMaxAddresses = 64;
-	static constexpr unsigned kProbes = 8;         // in-use ports tried per address once none is free
+	static constexpr unsigned kProbes = 16;        // in-use ports tried per address once none is free
 	static constexpr unsigned kDestinations = 64;  // exhaustion records
 
 	snat_pools();

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 
 #include "ct/quota.h"
@@ -1338,10 +1339,20 @@ bool table::snat_choose(Fam& fam, const typename Fam::key& k, const packet& p, c
 			return true;
 		}
 		// Every port has a flow: one whose flows go elsewhere serves this
-		// destination too (a bounded number of tries).
-		for (unsigned n = 0; n < snat_pools::kProbes; n++) {
-			rnd = (rnd ^ (rnd >> 31)) * 0x9e3779b97f4a7c15ull + n;
-			init.h.nat_port = pool.pick(rnd >> 16);
+		// destination too. Up to kProbes distinct ports, from a random
+		// one in a random stride prime to the range (all of a range of
+		// kProbes ports or fewer).
+		const uint32_t size = pool.size();
+		rnd = (rnd ^ (rnd >> 31)) * 0x9e3779b97f4a7c15ull;
+		const uint32_t start = static_cast<uint32_t>(rnd >> 32) % size;
+		uint32_t stride = size > 1 ? 1 + static_cast<uint32_t>(rnd) % (size - 1) : 1;
+		for (unsigned g = 0; g < 64 && std::gcd(stride, size) != 1; g++)
+			stride = stride % (size - 1) + 1;
+		if (std::gcd(stride, size) != 1)
+			stride = 1;
+		const uint32_t probes = std::min<uint32_t>(size, snat_pools::kProbes);
+		for (uint32_t n = 0; n < probes; n++) {
+			init.h.nat_port = pool.pick((start + uint64_t{n} * stride) % size);
 			if (!taken()) {
 				pool.hold(init.h.nat_port);
 				return true;
