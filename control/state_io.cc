@@ -89,6 +89,12 @@ struct ct_rec {
 	uint32_t reply_end, reply_edge;
 	uint16_t reply_maxwin;
 	uint8_t reply_wflags, reply_port;
+	// Source NAT (ct/snat.h): fields of their own, and such a flow's
+	// `flags` without "nat": a reader that knows no source NAT restores
+	// it untranslated rather than as a DNAT to the NAT address.
+	uint8_t snat;
+	uint16_t snat_port;
+	uint8_t snat_addr[16];
 };
 
 struct sockmap_rec {
@@ -210,7 +216,8 @@ const state::layout& ct_layout()
 		 F_(ct_rec, orig_wflags, ftype::u8),    F_(ct_rec, orig_port, ftype::u8),
 		 F_(ct_rec, reply_end, ftype::u32),     F_(ct_rec, reply_edge, ftype::u32),
 		 F_(ct_rec, reply_maxwin, ftype::u16),  F_(ct_rec, reply_wflags, ftype::u8),
-		 F_(ct_rec, reply_port, ftype::u8)}};
+		 F_(ct_rec, reply_port, ftype::u8),     F_(ct_rec, snat, ftype::u8),
+		 F_(ct_rec, snat_port, ftype::u16),     F_(ct_rec, snat_addr, ftype::bytes)}};
 	return l;
 }
 
@@ -284,6 +291,14 @@ ct_rec to_rec(const ct::flow_record& f)
 	r.reply_maxwin = f.seen[1].maxwin;
 	r.reply_wflags = f.seen[1].flags;
 	r.reply_port = f.seen[1].port;
+	if (f.snat) {
+		r.flags = static_cast<uint8_t>(r.flags & ~ct::kNat);
+		r.snat = 1;
+		r.snat_port = f.nat_port;
+		std::memcpy(r.snat_addr, f.nat_addr, 16);
+		r.nat_port = 0;
+		std::memset(r.nat_addr, 0, 16);
+	}
 	return r;
 }
 
@@ -310,6 +325,12 @@ ct::flow_record from_rec(const ct_rec& r)
 	f.bytes[1] = r.bytes_reply;
 	f.seen[0] = ct::tcp_seen{r.orig_end, r.orig_edge, r.orig_maxwin, r.orig_wflags, r.orig_port};
 	f.seen[1] = ct::tcp_seen{r.reply_end, r.reply_edge, r.reply_maxwin, r.reply_wflags, r.reply_port};
+	if (r.snat != 0) {
+		f.flags = static_cast<uint8_t>(f.flags | ct::kNat);
+		f.snat = true;
+		f.nat_port = r.snat_port;
+		std::memcpy(f.nat_addr, r.snat_addr, 16);
+	}
 	return f;
 }
 

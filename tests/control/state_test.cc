@@ -366,6 +366,37 @@ TEST_F(state_fixture, a_backend_endpoint_serving_two_services_restores)
 	EXPECT_EQ(rr.flows, 1u);
 }
 
+// Source NAT: the mapping comes back, its port is held again, and the
+// replies of the restored flow find it.
+TEST_F(state_fixture, a_source_nat_flow_restores_with_its_mapping_and_its_port_held)
+{
+	std::string text = sized::with_max(65536);
+	text += "snat:\n  - {source: 192.168.0.0/15, out_port: server, ports: 50000-50003}\n";
+	constexpr uint32_t kOut = 0x0a000103;  // 10.0.1.3, beyond the NAT
+	appliance a(text), b(text);
+	bytes q = eth4(ipv4(kClient, kOut, udp(5353, 53)));
+	ASSERT_EQ(a.send(q, 0, now).f, fate::forward);
+	ASSERT_EQ(ip4_at(q, 26), 0x0a0000feu);  // from the server port's address
+	const uint16_t port = u16_at(q, 34);
+	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, true, kWall), "");
+	restore_result rr;
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
+	EXPECT_EQ(rr.flows, 1u);
+	const uint8_t wan[4] = {10, 0, 0, 254};
+	const ct::snat_address* sa = b.dp->ct().snat().find(4, wan);
+	ASSERT_NE(sa, nullptr);
+	EXPECT_EQ(sa->pools[1]->users(port), 1u) << "the restored flow holds its port";
+	bytes reply = eth4(ipv4(kOut, 0x0a0000fe, udp(53, port)));
+	const outcome o = b.send(reply, 1, now);
+	ASSERT_EQ(o.f, fate::forward) << drop_name(o.reason);
+	EXPECT_EQ(ip4_at(reply, 30), kClient);
+	EXPECT_EQ(u16_at(reply, 36), 5353);
+	// The same client's next datagram keeps the mapping.
+	bytes again = eth4(ipv4(kClient, kOut, udp(5353, 53)));
+	ASSERT_EQ(b.send(again, 0, now).f, fate::forward);
+	EXPECT_EQ(u16_at(again, 34), port);
+}
+
 TEST_F(state_fixture, a_snapshot_of_another_record_layout_is_read_by_field_name)
 {
 	write_other_build(path, old_layout(), 300, [](uint32_t i, void* p) {
