@@ -203,6 +203,9 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/ct/delete", "Removes the flows that match (conntrack -D). Params: addr=,port=,state=,proto=,cursor="},
 		{"/ctplane/ct/flush", "Removes every flow (conntrack -F). Params: cursor="},
 		{"/ctplane/sockmap", "Short-circuited connection directions. Params: cursor=,limit=. Table"},
+		{"/ctplane/nat/list", "Source NAT mappings: a flow's source and its translation. Params: addr=,port=,state=,proto=,cursor=,limit=. Table"},
+		{"/ctplane/nat/stats", "Source NAT addresses: ports in use and free by protocol, flows no port could take. Table"},
+		{"/ctplane/nat/exhausted", "Destinations source NAT ran out of ports towards, most refused first, with the last source refused. Params: n=N (1..100, default 10). Table"},
 		{"/ctplane/services", "Services. Params: cursor=ID,limit=N. Table"},
 		{"/ctplane/backends", "Backends. Params: [SERVICE],cursor=ID,limit=N. Table"},
 		{"/ctplane/backend/add", "Adds a backend. Params: SERVICE,ADDR:PORT[,WEIGHT]"},
@@ -362,6 +365,12 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 		return ct_delete(params, now_ns, c == "ct/flush");
 	if (c == "sockmap")
 		return sockmap_list(params);
+	if (c == "nat/list")
+		return nat_list(params, now_ns);
+	if (c == "nat/stats")
+		return nat_stats();
+	if (c == "nat/exhausted")
+		return nat_exhausted(params);
 	if (c == "services")
 		return services(params);
 	if (c == "backends")
@@ -873,6 +882,90 @@ reply ops::sockmap_list(const std::string& params)
 			      std::to_string(d.dport), port_name(e.r.port), std::to_string(e.packets)});
 	});
 	t.finish(next == sockmap::sockmap::kWalkEnd ? 0 : next);
+	return r;
+}
+
+// Source NAT mappings: the flows the CT translates the source of, paged
+// as ct list (the same filters, on the flow's original tuple).
+reply ops::nat_list(const std::string& params, uint64_t now_ns)
+{
+	reply r;
+	ct_filter flt;
+	if (std::string e = flt.parse("nat list", params); !e.empty()) {
+		r.error(e);
+		return r;
+	}
+	table_out t(r, {"proto", "state", "src", "sport", "nat_addr", "nat_port", "dst", "dport", "expires_s"});
+	const uint32_t now = ct::table::ticks(now_ns);
+	uint64_t rows = 0, visited = 0;
+	const uint64_t next = dp_.ct().walk(flt.cursor, [&](const ct::flow_view& f) {
+		if (++visited > kWalkBudget)
+			return false;  // bounded per call, as ct list
+		if (!f.snat || !flt.matches(f))
+			return true;
+		if (rows == flt.limit)
+			return false;
+		const ct::tuple& o = f.orig;
+		const int32_t left = static_cast<int32_t>(f.expires_ms - now);
+		if (!t.add({proto_str(o.proto), ct::state_name(f.state), addr_str(o.src, o.family), std::to_string(o.sport),
+			    addr_str(f.nat_addr, o.family), std::to_string(f.nat_port), addr_str(o.dst, o.family),
+			    std::to_string(o.dport), std::to_string(left > 0 ? left / 1000 : 0)}))
+			return false;
+		rows++;
+		return true;
+	});
+	t.finish(next == ct::table::kWalkEnd ? 0 : next);
+	return r;
+}
+
+reply ops::nat_stats()
+{
+	reply r;
+	const ct::snat_pools& pools = dp_.ct().snat();
+	const std::vector<const ct::snat_address*> addrs = pools.addresses();
+	const dataplane::snat_rules* rules = dp_.pl().snat();
+	r.num("rules", rules != nullptr ? rules->rules.size() : 0);
+	r.num("addresses", addrs.size());
+	r.num("refused", dp_.ct().stats().c.refused_snat);
+	const dataplane::pipeline_stats ps = dp_.pl().stats();
+	r.num("no_mapping", ps.drops[static_cast<unsigned>(dataplane::drop::snat_no_mapping)]);
+	r.num("hairpin", ps.drops[static_cast<unsigned>(dataplane::drop::snat_hairpin)]);
+	table_out t(r, {"address", "proto", "ports", "in_use", "free", "exhausted"});
+	for (const ct::snat_address* a : addrs)  // at most snat_pools::kMaxAddresses
+		for (unsigned c = 0; c < ct::kSnatClasses; c++) {
+			const ct::port_pool& p = *a->pools[c];
+			t.add({addr_str(a->addr, a->family), ct::snat_class_name(static_cast<ct::snat_class>(c)),
+			       std::to_string(a->lo) + "-" + std::to_string(a->hi), std::to_string(p.in_use()),
+			       std::to_string(p.size() - p.in_use()),
+			       std::to_string(a->exhausted[c].load(std::memory_order_relaxed))});
+		}
+	t.finish(0);
+	return r;
+}
+
+reply ops::nat_exhausted(const std::string& params)
+{
+	reply r;
+	uint64_t n = 10;
+	unsigned byi = 0;
+	if (!top_params(params, "nat exhausted", {"refused"}, &n, &byi, r))
+		return r;
+	table_out t(r, {"destination", "proto", "refused", "last_source"});
+	for (const ct::snat_destination& d : dp_.ct().snat().destinations()) {
+		if (t.rows() == n)
+			break;
+		const ct::tuple& l = d.last;
+		const bool ports = l.proto == ct::kProtoTCP || l.proto == ct::kProtoUDP;
+		lb::endpoint dst{}, src{};
+		std::memcpy(dst.addr, l.dst, 16);
+		std::memcpy(src.addr, l.src, 16);
+		dst.family = src.family = l.family;
+		dst.port = ports ? l.dport : 0;
+		src.port = ports ? l.sport : 0;
+		t.add({ports ? endpoint_str(dst) : addr_str(l.dst, l.family), proto_str(l.proto), std::to_string(d.refused),
+		       ports ? endpoint_str(src) : addr_str(l.src, l.family)});
+	}
+	t.finish(0);
 	return r;
 }
 

@@ -197,6 +197,9 @@ private:
 	reply ct_events(const std::string& params);
 	reply ct_delete(const std::string& params, uint64_t now_ns, bool flush);
 	reply sockmap_list(const std::string& params);
+	reply nat_list(const std::string& params, uint64_t now_ns);
+	reply nat_stats();
+	reply nat_exhausted(const std::string& params);
 	reply services(const std::string& params);
 	reply backends(const std::string& params);
 	reply backend_cmd(const std::string& verb, const std::string& params);

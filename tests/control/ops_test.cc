@@ -51,9 +51,9 @@ backends:
 
 class ops_fixture : public ::testing::Test {
 protected:
-	ops_fixture()
+	explicit ops_fixture(const std::string& text = kConfig)
 	{
-		auto c = config::load_string(kConfig, "fixture.yaml");
+		auto c = config::load_string(text, "fixture.yaml");
 		EXPECT_TRUE(c.ok()) << c.err().str();
 		std::string err;
 		dp = stack::build(c.value(), 1, &err);
@@ -281,6 +281,47 @@ TEST_F(ops_fixture, ct_quota_names_the_sources_refused_and_their_counts)
 	EXPECT_TRUE(run("/ctplane/ct/quota", "n=0").is_error());
 	EXPECT_TRUE(run("/ctplane/ct/quota", "by=dst").is_error());
 	EXPECT_TRUE(run("/ctplane/ct/quota", "x=1").is_error());
+}
+
+// Source NAT: the mappings, the ports per address, and who ran out.
+class nat_ops : public ops_fixture {
+protected:
+	nat_ops() : ops_fixture(std::string(kConfig) + "snat: [{source: 192.168.0.0/15, out_port: server, ports: 61000-61001}]\n") {}
+};
+
+TEST_F(nat_ops, nat_list_stats_and_exhaustion_by_destination)
+{
+	ASSERT_EQ(syn(0xc0a80105, 1000, 0x0a000103, 22).f, fate::forward);
+	ASSERT_EQ(syn(0xc0a80106, 1001, 0x0a000103, 22).f, fate::forward);
+	const outcome o = syn(0xc0a80107, 1002, 0x0a000103, 22);
+	EXPECT_EQ(o.reason, drop::snat_exhausted);
+	ASSERT_EQ(syn(0xc0a80107, 1003, 0x0a000102, 22).f, fate::forward) << "another destination reuses a port";
+	auto list = rows(run("/ctplane/nat/list"));
+	ASSERT_EQ(list.size(), 3u);
+	for (const auto& m : list) {
+		EXPECT_EQ(m.at("nat_addr"), "10.0.0.254");
+		EXPECT_TRUE(m.at("nat_port") == "61000" || m.at("nat_port") == "61001") << m.at("nat_port");
+		EXPECT_EQ(m.at("state"), "SYN_SENT");
+	}
+	EXPECT_EQ(rows(run("/ctplane/nat/list", "addr=192.168.1.6")).size(), 1u);
+	const reply st = run("/ctplane/nat/stats");
+	EXPECT_EQ(num(st, "rules"), 1u);
+	EXPECT_EQ(num(st, "addresses"), 1u);
+	EXPECT_EQ(num(st, "refused"), 1u);
+	const auto pools = rows(st);
+	ASSERT_EQ(pools.size(), 3u);  // tcp, udp, icmp
+	EXPECT_EQ(pools[0].at("proto"), "tcp");
+	EXPECT_EQ(pools[0].at("ports"), "61000-61001");
+	EXPECT_EQ(pools[0].at("in_use"), "2");
+	EXPECT_EQ(pools[0].at("free"), "0");
+	EXPECT_EQ(pools[0].at("exhausted"), "1");
+	const auto ex = rows(run("/ctplane/nat/exhausted"));
+	ASSERT_EQ(ex.size(), 1u);
+	EXPECT_EQ(ex[0].at("destination"), "10.0.1.3:22");
+	EXPECT_EQ(ex[0].at("last_source"), "192.168.1.7:1002");
+	EXPECT_EQ(ex[0].at("refused"), "1");
+	EXPECT_TRUE(run("/ctplane/nat/exhausted", "n=0").is_error());
+	EXPECT_TRUE(run("/ctplane/nat/list", "state=NOPE").is_error());
 }
 
 TEST_F(ops_fixture, ct_list_filters_and_shows_the_translation)

@@ -865,6 +865,70 @@ class E2E(unittest.TestCase):
         self.assertEqual(os.path.getsize(out), BIG)
         self.assertEqual(T.ctl_json("tables")["routes/entries"], len(base))
 
+    def test_20_masquerade_reaches_a_server_with_no_route_back(self):
+        # s2 loses its default route: it can answer only its own subnet.
+        # A source NAT rule (a live reload) makes the client's flows to it
+        # leave from ctplane's s2 address, so TCP, UDP, ICMP echo and an
+        # ICMP error all come back; without the rule, nothing does.
+        with open(T.cfg) as f:
+            orig = f.read()
+        nat = os.path.join(T.dir, "nat.yaml")
+        with open(nat, "w") as f:
+            f.write(orig + "snat:\n  - {source: 10.0.0.0/24, out_port: s2, ports: 20000-20999}\n")
+        echo = ("import socket\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "s.bind(('10.1.2.2', 7000))\n"
+                "while True:\n"
+                "    d, a = s.recvfrom(100)\n"
+                "    s.sendto(repr(a).encode(), a)\n")
+        T.spawn(NS["s2"], sys.executable, "-c", echo)
+        ask = ("import socket, sys\n"
+               "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+               "s.settimeout(3)\n"
+               "s.connect(('10.1.2.2', int(sys.argv[1])))\n"
+               "for _ in range(3):\n"
+               "    s.send(b'who')\n"
+               "    try:\n"
+               "        print(s.recv(100).decode())\n"
+               "        break\n"
+               "    except ConnectionRefusedError:\n"
+               "        print('refused')\n"
+               "        break\n"
+               "    except socket.timeout:\n"
+               "        pass\n"
+               "else:\n"
+               "    print('timeout')\n")
+        sh("ip", "route", "del", "default", ns=NS["s2"])
+        try:
+            self.assertNotEqual(T.curl("http://10.1.2.2:8080/whoami", check=False, timeout=5).returncode, 0,
+                                "s2 answered without a route back: the test proves nothing")
+            T.ctl("reload", nat)
+            self.assertEqual(T.curl("http://10.1.2.2:8080/whoami").returncode, 0)
+            seen = sh(sys.executable, "-c", ask, "7000", ns=NS["client"]).stdout.strip()
+            self.assertRegex(seen, r"^\('10\.1\.2\.1', 20\d\d\d\)$", "the server saw the NAT address and port")
+            # Nothing listens on 33434: s2's port unreachable about the
+            # translated datagram reaches the client's socket.
+            self.assertEqual(sh(sys.executable, "-c", ask, "33434", ns=NS["client"]).stdout.strip(), "refused")
+            sh("ping", "-c", "2", "-W", "2", "10.1.2.2", ns=NS["client"])
+            maps = T.ctl_json("nat", "list")
+            protos = {m["proto"] for m in maps if m["nat_addr"] == "10.1.2.1" and m["dst"] == "10.1.2.2"}
+            self.assertEqual(protos, {"tcp", "udp", "icmp"}, maps)
+            for m in maps:
+                self.assertTrue(20000 <= int(m["nat_port"]) <= 20999, m)
+            st = T.ctl_json("nat", "stats")
+            self.assertEqual(st["rules"], 1)
+            self.assertEqual(st["refused"], 0)
+            udp = [r for r in st["pools"] if r["address"] == "10.1.2.1" and r["proto"] == "udp"]
+            self.assertGreaterEqual(int(udp[0]["in_use"]), 2, st)
+            # From outside, the NAT address's range opens nothing.
+            r = sh(sys.executable, "-c", ask.replace("10.1.2.2', int", "10.1.2.1', int"), "20999",
+                   ns=NS["s2"], check=False)
+            self.assertEqual(r.stdout.strip(), "timeout")
+            self.assertGreaterEqual(T.ctl_json("stats")["drop/snat_no_mapping"], 1)
+        finally:
+            sh("ip", "route", "add", "default", "via", "10.1.2.1", ns=NS["s2"], check=False)
+            T.ctl("reload", T.cfg, check=False)
+
     def test_99_sigterm_stops_it_cleanly_with_the_final_counters(self):
         T.app.send_signal(signal.SIGTERM)
         self.assertEqual(T.app.wait(timeout=20), 0)
