@@ -61,10 +61,13 @@ std::string flow_json(const ct::flow_view& f, uint32_t now_ms, const std::string
 {
 	const ct::tuple& o = f.orig;
 	std::string nat = "null", be = "null";
-	if (f.flags & ct::kNat) {
+	if (f.dnat) {
 		nat = quoted(net::endpoint_string(f.nat_addr, o.family, f.nat_port));
 		be = quoted(backend);
 	}
+	std::string snat = "null";
+	if (f.snat)
+		snat = quoted(net::endpoint_string(f.snat_addr, o.family, f.snat_port));
 	const int32_t left = static_cast<int32_t>(f.expires_ms - now_ms);
 	char tail[160];
 	std::snprintf(tail, sizeof tail,
@@ -75,7 +78,7 @@ std::string flow_json(const ct::flow_view& f, uint32_t now_ms, const std::string
 	       ", \"src\": " + quoted(net::to_string(o.src, o.family)) + ", \"sport\": " + std::to_string(o.sport) +
 	       ", \"dst\": " + quoted(net::to_string(o.dst, o.family)) + ", \"dport\": " + std::to_string(o.dport) +
 	       ", \"zone\": " + std::to_string(o.zone) + ", \"state\": " + quoted(ct::state_name(f.state)) +
-	       ", \"flags\": " + quoted(flag_names(f.flags)) + ", \"nat\": " + nat + ", \"backend\": " + be + tail;
+	       ", \"flags\": " + quoted(flag_names(f.flags)) + ", \"nat\": " + nat + ", \"snat\": " + snat + ", \"backend\": " + be + tail;
 }
 
 std::string event_line(const ct::event& e, uint64_t time_ns)

@@ -761,9 +761,11 @@ struct ct_filter {
 		if (addr.family != 0 &&
 		    !(o.family == addr.family && (std::memcmp(o.src, addr.addr, alen) == 0 ||
 						  std::memcmp(o.dst, addr.addr, alen) == 0 ||
-						  ((f.flags & ct::kNat) && std::memcmp(f.nat_addr, addr.addr, alen) == 0))))
+						  (f.dnat && std::memcmp(f.nat_addr, addr.addr, alen) == 0) ||
+						  (f.snat && std::memcmp(f.snat_addr, addr.addr, alen) == 0))))
 			return false;
-		if (port != 0 && o.sport != port && o.dport != port && !((f.flags & ct::kNat) && f.nat_port == port))
+		if (port != 0 && o.sport != port && o.dport != port && !(f.dnat && f.nat_port == port) &&
+		    !(f.snat && f.snat_port == port))
 			return false;
 		return !((state >= 0 && f.state != state) || (proto >= 0 && o.proto != proto));
 	}
@@ -795,14 +797,16 @@ reply ops::ct_list(const std::string& params, uint64_t now_ns)
 		if (rows == flt.limit)
 			return false;
 		const ct::tuple& o = f.orig;
-		std::string nat = "-";
-		if (f.flags & ct::kNat) {
-			lb::endpoint e{};
-			std::memcpy(e.addr, f.nat_addr, 16);
-			e.family = o.family;
-			e.port = f.nat_port;
-			nat = endpoint_str(e);
-		}
+		// The translations: "backend" (DNAT), "src>address:port" (source
+		// NAT), both for a FullNAT service.
+		std::string nat;
+		if (f.dnat)
+			nat = net::endpoint_string(f.nat_addr, o.family, f.nat_port);
+		if (f.snat)
+			nat += (nat.empty() ? "" : " ") + std::string("src>") +
+			       net::endpoint_string(f.snat_addr, o.family, f.snat_port);
+		if (nat.empty())
+			nat = "-";
 		const int32_t left = static_cast<int32_t>(f.expires_ms - now);
 		if (!t.add({proto_str(o.proto), ct::state_name(f.state), addr_str(o.src, o.family), std::to_string(o.sport),
 			    addr_str(o.dst, o.family), std::to_string(o.dport), nat,
@@ -895,7 +899,7 @@ reply ops::nat_list(const std::string& params, uint64_t now_ns)
 		r.error(e);
 		return r;
 	}
-	table_out t(r, {"proto", "state", "src", "sport", "nat_addr", "nat_port", "dst", "dport", "expires_s"});
+	table_out t(r, {"proto", "state", "src", "sport", "nat_addr", "nat_port", "dst", "dport", "backend", "expires_s"});
 	const uint32_t now = ct::table::ticks(now_ns);
 	uint64_t rows = 0, visited = 0;
 	const uint64_t next = dp_.ct().walk(flt.cursor, [&](const ct::flow_view& f) {
@@ -908,8 +912,9 @@ reply ops::nat_list(const std::string& params, uint64_t now_ns)
 		const ct::tuple& o = f.orig;
 		const int32_t left = static_cast<int32_t>(f.expires_ms - now);
 		if (!t.add({proto_str(o.proto), ct::state_name(f.state), addr_str(o.src, o.family), std::to_string(o.sport),
-			    addr_str(f.nat_addr, o.family), std::to_string(f.nat_port), addr_str(o.dst, o.family),
-			    std::to_string(o.dport), std::to_string(left > 0 ? left / 1000 : 0)}))
+			    addr_str(f.snat_addr, o.family), std::to_string(f.snat_port), addr_str(o.dst, o.family),
+			    std::to_string(o.dport), f.dnat ? net::endpoint_string(f.nat_addr, o.family, f.nat_port) : "-",
+			    std::to_string(left > 0 ? left / 1000 : 0)}))
 			return false;
 		rows++;
 		return true;

@@ -89,9 +89,10 @@ struct ct_rec {
 	uint32_t reply_end, reply_edge;
 	uint16_t reply_maxwin;
 	uint8_t reply_wflags, reply_port;
-	// Source NAT (ct/snat.h): fields of their own, and such a flow's
-	// `flags` without "nat": a reader that knows no source NAT restores
-	// it untranslated rather than as a DNAT to the NAT address.
+	// Source NAT (ct/snat.h): fields of their own. A masquerade flow's
+	// `flags` have no "nat" (a reader that knows no source NAT restores it
+	// untranslated, not as a DNAT to the NAT address); a FullNAT flow's
+	// have it (its DNAT, in nat_addr / nat_port).
 	uint8_t snat;
 	uint16_t snat_port;
 	uint8_t snat_addr[16];
@@ -292,12 +293,11 @@ ct_rec to_rec(const ct::flow_record& f)
 	r.reply_wflags = f.seen[1].flags;
 	r.reply_port = f.seen[1].port;
 	if (f.snat) {
-		r.flags = static_cast<uint8_t>(r.flags & ~ct::kNat);
+		if (!f.dnat)
+			r.flags = static_cast<uint8_t>(r.flags & ~ct::kNat);
 		r.snat = 1;
-		r.snat_port = f.nat_port;
-		std::memcpy(r.snat_addr, f.nat_addr, 16);
-		r.nat_port = 0;
-		std::memset(r.nat_addr, 0, 16);
+		r.snat_port = f.snat_port;
+		std::memcpy(r.snat_addr, f.snat_addr, 16);
 	}
 	return r;
 }
@@ -325,11 +325,12 @@ ct::flow_record from_rec(const ct_rec& r)
 	f.bytes[1] = r.bytes_reply;
 	f.seen[0] = ct::tcp_seen{r.orig_end, r.orig_edge, r.orig_maxwin, r.orig_wflags, r.orig_port};
 	f.seen[1] = ct::tcp_seen{r.reply_end, r.reply_edge, r.reply_maxwin, r.reply_wflags, r.reply_port};
+	f.dnat = (r.flags & ct::kNat) != 0;
 	if (r.snat != 0) {
 		f.flags = static_cast<uint8_t>(f.flags | ct::kNat);
 		f.snat = true;
-		f.nat_port = r.snat_port;
-		std::memcpy(f.nat_addr, r.snat_addr, 16);
+		f.snat_port = r.snat_port;
+		std::memcpy(f.snat_addr, r.snat_addr, 16);
 	}
 	return f;
 }

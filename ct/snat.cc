@@ -88,6 +88,8 @@ const snat_address* snat_pools::add(uint8_t family, const uint8_t addr[16], uint
 	for (auto& p : a->pools)
 		p = std::make_unique<port_pool>(lo, hi);
 	snat_address* raw = a.get();
+	raw->index = static_cast<uint8_t>(n_);
+	by_index_[n_].store(raw, std::memory_order_release);
 	owned_[n_++] = std::move(a);
 	unsigned s = home(family, addr);
 	while (slots_[s].a.load(std::memory_order_relaxed) != nullptr)

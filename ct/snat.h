@@ -69,6 +69,7 @@ struct snat_address {
 	std::unique_ptr<port_pool> pools[kSnatClasses];
 	// New flows no port of this address could take, by class.
 	mutable std::atomic<uint64_t> exhausted[kSnatClasses] = {};
+	uint8_t index = 0;  // snat_pools::at()
 };
 
 // What a rule translates to: some of the registry's addresses.
@@ -103,6 +104,13 @@ public:
 	std::string check(uint8_t family, const uint8_t addr[16], uint16_t lo, uint16_t hi) const;
 	// Any thread: the address's entry, nullptr if it was never added.
 	const snat_address* find(uint8_t family, const uint8_t* addr) const noexcept;
+	// Addresses by their order of addition (a FullNAT flow keeps the
+	// index: one byte, not the address): nullptr past the last.
+	const snat_address* at(unsigned i) const noexcept
+	{
+		return i < kMaxAddresses ? by_index_[i].load(std::memory_order_acquire) : nullptr;
+	}
+	unsigned index_of(const snat_address* a) const noexcept { return a->index; }
 	// A flow translated to (addr, port) of protocol proto ends / is
 	// restored holding it. Nothing for an unknown address or a port out of
 	// its range.
@@ -123,6 +131,7 @@ private:
 	static constexpr unsigned kSlots = 2 * kMaxAddresses;  // open addressing, half full at most
 	unsigned home(uint8_t family, const uint8_t* addr) const noexcept;
 	std::unique_ptr<snat_address> owned_[kMaxAddresses];
+	std::atomic<snat_address*> by_index_[kMaxAddresses] = {};
 	unsigned n_ = 0;
 	slot slots_[kSlots];
 	mutable maps::spinlock dest_lock_;

@@ -65,6 +65,17 @@ bool is_snat(const F& f) noexcept
 {
 	return (load(f.bytes[1]) & kSnatFlow) != 0;
 }
+// bytes[1]: a FullNAT flow (services[].snat): DNAT to its backend
+// (nat_addr / nat_port) and its source translated too: h.backend holds
+// the source's address (its snat_pools index, bits 16-23) and port (bits
+// 0-15); its LB backend id is the reply alias's h.backend (reply_alias()),
+// whose key is (backend -> that address and port).
+constexpr uint64_t kFullNatFlow = uint64_t{1} << 61;
+template <typename F>
+bool is_fullnat(const F& f) noexcept
+{
+	return (load(f.bytes[1]) & kFullNatFlow) != 0;
+}
 // The proxy's data in a proxied flow's alias (link_alias): packets[0] the
 // cookie, packets[1] the cookie SYN-ACK's timestamp; seen[0] the backend's
 // offsets once its SYN-ACK came (end: sequence, edge: timestamps; flags:
@@ -252,29 +263,51 @@ std::string validate(const config& c)
 	return "";
 }
 
-bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, bool* src) noexcept
+template <typename F>
+bool table::snat_of(const F& f, const uint8_t** addr, uint16_t* port) const noexcept
 {
-	if (r.flow == nullptr)
-		return false;
-	const uint16_t st = load_status(*r.flow);
-	if ((flags_of(st) & kNat) == 0)
-		return false;
-	// flow_head is the first member of flow4 / flow6 (standard layout).
-	std::memset(addr, 0, 16);
-	bool s;
-	if (r.family == 6) {
-		const auto* f = reinterpret_cast<const flow6*>(r.flow);
-		std::memcpy(addr, f->nat_addr, 16);
-		s = is_snat(*f);
-	} else {
-		const auto* f = reinterpret_cast<const flow4*>(r.flow);
-		std::memcpy(addr, f->nat_addr, 4);
-		s = is_snat(*f);
+	if (is_snat(f)) {
+		*addr = f.nat_addr;
+		*port = f.h.nat_port;
+		return true;
 	}
-	*port = r.flow->nat_port;
-	if (src != nullptr)
-		*src = s;
+	if (!is_fullnat(f))
+		return false;
+	const uint32_t b = load(f.h.backend);
+	const snat_address* a = snat_->at(b >> 16 & 0xff);
+	if (a == nullptr)
+		return false;
+	*addr = a->addr;
+	*port = static_cast<uint16_t>(b);
 	return true;
+}
+
+bool table::nat(const result& r, nat_info* n) const noexcept
+{
+	if (r.flow == nullptr || (flags_of(load_status(*r.flow)) & kNat) == 0)
+		return false;
+	auto fill = [&](const auto& f) {
+		constexpr size_t alen = sizeof(f.nat_addr);
+		const uint8_t* sa;
+		if (snat_of(f, &sa, &n->sport)) {
+			n->snat = true;
+			std::memset(n->saddr, 0, 16);
+			std::memcpy(n->saddr, sa, alen);
+		}
+		if (!is_snat(f)) {
+			n->dnat = true;
+			std::memset(n->addr, 0, 16);
+			std::memcpy(n->addr, f.nat_addr, alen);
+			n->port = f.h.nat_port;
+		}
+	};
+	*n = nat_info{};
+	// flow_head is the first member of flow4 / flow6 (standard layout).
+	if (r.family == 6)
+		fill(*reinterpret_cast<const flow6*>(r.flow));
+	else
+		fill(*reinterpret_cast<const flow4*>(r.flow));
+	return n->dnat || n->snat;
 }
 
 bool original_of(const result& r, tuple* t) noexcept
@@ -462,7 +495,7 @@ void table::refused_event(const tuple& t, uint32_t now) noexcept
 }
 
 template <typename K, typename F>
-flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo, const F* alias) noexcept
+flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo, const F* alias) const noexcept
 {
 	flow_view v;
 	std::memset(&v, 0, sizeof(v));
@@ -481,16 +514,27 @@ flow_view table::view_of(const K& k, const F& f, const uint32_t* tmo, const F* a
 		v.packets[1] = alias != nullptr ? static_cast<uint32_t>(load(alias->bytes[1])) : 0;
 		v.backend = alias != nullptr ? alias->h.backend : 0;
 	}
-	std::memcpy(v.nat_addr, f.nat_addr, sizeof(f.nat_addr));
-	v.nat_port = f.h.nat_port;
-	v.snat = is_snat(f);
+	if (!(v.flags & kNat))
+		return v;
+	if (is_fullnat(f))
+		v.backend = alias != nullptr ? alias->h.backend : 0;
+	if (!is_snat(f)) {
+		v.dnat = true;
+		std::memcpy(v.nat_addr, f.nat_addr, sizeof(f.nat_addr));
+		v.nat_port = f.h.nat_port;
+	}
+	const uint8_t* sa;
+	if (snat_of(f, &sa, &v.snat_port)) {
+		v.snat = true;
+		std::memcpy(v.snat_addr, sa, sizeof(f.nat_addr));
+	}
 	return v;
 }
 
 // for_each() is a template callers instantiate: the views it builds are made here.
-template flow_view table::view_of<key4, flow4>(const key4&, const flow4&, const uint32_t*, const flow4*) noexcept;
+template flow_view table::view_of<key4, flow4>(const key4&, const flow4&, const uint32_t*, const flow4*) const noexcept;
 template const flow4* table::reply_alias<key4, flow4>(const key4&, const flow4&) const noexcept;
-template flow_view table::view_of<key6, flow6>(const key6&, const flow6&, const uint32_t*, const flow6*) noexcept;
+template flow_view table::view_of<key6, flow6>(const key6&, const flow6&, const uint32_t*, const flow6*) const noexcept;
 template const flow6* table::reply_alias<key6, flow6>(const key6&, const flow6&) const noexcept;
 
 // ---- the packet path ------------------------------------------------------------------
@@ -807,7 +851,7 @@ typename Fam::flow* table::proxy_alias(Fam& fam, const typename Fam::key& k, con
 template <typename K, typename F>
 const F* table::reply_alias(const K& k, const F& f) const noexcept
 {
-	if (!(load(f.bytes[1]) & kProxied))
+	if (!(load(f.bytes[1]) & (kProxied | kFullNatFlow)))
 		return nullptr;
 	if constexpr (std::is_same_v<F, flow4>)
 		return proxy_alias(*f4_, k, f);
@@ -1193,8 +1237,13 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	if (nat != nullptr && nat->snat != nullptr) {
 		// Source NAT: an address and a port held for the flow before it is
 		// published (a packet of it another worker sees is translated
-		// whole); the reply alias's insert below has the last word.
+		// whole); the reply alias's insert below has the last word. A
+		// FullNAT service's flow has its backend too.
 		fl |= kNat;
+		if (nat->backend != 0) {
+			std::memcpy(init.nat_addr, nat->addr, sizeof(init.nat_addr));
+			init.h.nat_port = nat->port;
+		}
 		if (!snat_choose(fam, k, p, *nat, fl, init)) {
 			untake();
 			r = result{verdict::refused_snat, 0, st_none, r.family, nullptr};
@@ -1202,7 +1251,6 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 			snat_->exhausted(p.t);
 			return;
 		}
-		init.bytes[1] = kSnatFlow;
 	} else if (nat != nullptr) {
 		fl |= kNat;
 		std::memcpy(init.nat_addr, nat->addr, sizeof(init.nat_addr));
@@ -1312,7 +1360,18 @@ bool table::snat_choose(Fam& fam, const typename Fam::key& k, const packet& p, c
 {
 	using K = typename Fam::key;
 	const snat_target& t = *nat.snat;
-	init.bytes[1] = kSnatFlow;  // (alias_key reads it)
+	// Masquerade: the source's translation in nat_addr / nat_port. FullNAT
+	// (a service's backend in those): in h.backend, as an address index.
+	const bool full = nat.backend != 0;
+	init.bytes[1] = full ? kFullNatFlow : kSnatFlow;  // (alias_key reads it)
+	auto set = [&](const snat_address& ad, uint16_t port) {
+		if (full) {
+			init.h.backend = uint32_t{ad.index} << 16 | port;
+		} else {
+			std::memcpy(init.nat_addr, ad.addr, sizeof(init.nat_addr));
+			init.h.nat_port = port;
+		}
+	};
 	snat_class cls = snat_class::tcp;
 	const bool ports = snat_class_of(p.t.proto, &cls);
 	// Whether the reply tuple of (address, port) towards this destination
@@ -1326,16 +1385,15 @@ bool table::snat_choose(Fam& fam, const typename Fam::key& k, const packet& p, c
 	uint64_t rnd = nat.snat_rnd;
 	for (unsigned a = 0; a < t.n; a++) {
 		const snat_address& ad = *t.addrs[(nat.snat_pick + a) % t.n];
-		std::memcpy(init.nat_addr, ad.addr, sizeof(init.nat_addr));
 		if (!ports) {  // by address alone: one such flow per destination and address
-			init.h.nat_port = 0;
+			set(ad, 0);
 			if (!taken())
 				return true;
 			continue;
 		}
 		port_pool& pool = *ad.pools[static_cast<unsigned>(cls)];
 		if (const int port = pool.take_free(rnd); port >= 0) {
-			init.h.nat_port = static_cast<uint16_t>(port);
+			set(ad, static_cast<uint16_t>(port));
 			return true;
 		}
 		// Every port has a flow: one whose flows go elsewhere serves this
@@ -1352,9 +1410,10 @@ bool table::snat_choose(Fam& fam, const typename Fam::key& k, const packet& p, c
 			stride = 1;
 		const uint32_t probes = std::min<uint32_t>(size, snat_pools::kProbes);
 		for (uint32_t n = 0; n < probes; n++) {
-			init.h.nat_port = pool.pick((start + uint64_t{n} * stride) % size);
+			const uint16_t port = pool.pick((start + uint64_t{n} * stride) % size);
+			set(ad, port);
 			if (!taken()) {
-				pool.hold(init.h.nat_port);
+				pool.hold(port);
 				return true;
 			}
 		}
@@ -1366,14 +1425,16 @@ bool table::snat_choose(Fam& fam, const typename Fam::key& k, const packet& p, c
 template <typename F>
 void table::snat_release(const tuple& orig, const F& f) noexcept
 {
-	if (is_snat(f))
-		snat_->release(orig.family, f.nat_addr, orig.proto, f.h.nat_port);
+	const uint8_t* a;
+	uint16_t port;
+	if (snat_of(f, &a, &port))
+		snat_->release(orig.family, a, orig.proto, port);
 }
 
 // ---- reply aliases ----------------------------------------------------------------
 
 template <typename K, typename F>
-bool table::alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* reply_kdir) noexcept
+bool table::alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* reply_kdir) const noexcept
 {
 	if (!(flags_of(st) & kNat))
 		return false;
@@ -1388,12 +1449,22 @@ bool table::alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* repl
 		std::memcpy(r.dst, f.nat_addr, sizeof(f.nat_addr));
 		r.dport = f.h.nat_port;
 	} else {
-		// The reply: from the backend to the opener.
+		// The reply: from the backend to the opener (FullNAT: to the
+		// opener's translation).
 		std::memset(r.src, 0, sizeof(r.src));
 		std::memcpy(r.src, f.nat_addr, sizeof(f.nat_addr));
 		r.sport = f.h.nat_port != 0 ? f.h.nat_port : o.dport;
 		std::memcpy(r.dst, o.src, sizeof(r.dst));
 		r.dport = o.sport;
+		const uint8_t* sa;
+		uint16_t sp;
+		if (is_fullnat(f)) {
+			if (!snat_of(f, &sa, &sp))
+				return false;
+			std::memset(r.dst, 0, sizeof(r.dst));
+			std::memcpy(r.dst, sa, sizeof(f.nat_addr));
+			r.dport = sp;
+		}
 	}
 	*reply_kdir = make_key(r, *ak);
 	return std::memcmp(ak, &k, sizeof(K)) != 0;
@@ -1413,6 +1484,8 @@ int table::link_alias(Fam& fam, const typename Fam::key& k, typename Fam::flow* 
 	std::memset(&a, 0, sizeof(a));
 	a.h.status = status(st_alias, rk != 0 ? kOrigHi : 0);
 	a.bytes[0] = reinterpret_cast<uintptr_t>(f);
+	if (is_fullnat(*f) && nat != nullptr)
+		a.h.backend = nat->backend;  // the flow's h.backend is its source's translation
 	if (nat != nullptr && nat->proxy) {
 		// The SYN proxy's data, in the alias's unused fields: written
 		// here before it is published, and the backend's offsets by the
@@ -2029,7 +2102,22 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 			r.packets[1] = a != nullptr ? static_cast<uint32_t>(load(a->bytes[1])) : 0;
 			r.backend = a != nullptr ? a->h.backend : 0;
 		}
-		r.snat = is_snat(f);
+		if (flags_of(st) & kNat) {
+			r.dnat = !is_snat(f);
+			if (!r.dnat) {
+				r.nat_port = 0;
+				std::memset(r.nat_addr, 0, sizeof(r.nat_addr));
+			}
+			const uint8_t* sa;
+			if (snat_of(f, &sa, &r.snat_port)) {
+				r.snat = true;
+				std::memcpy(r.snat_addr, sa, sizeof(f.nat_addr));
+			}
+			if (is_fullnat(f)) {
+				const F* a = reply_alias(k, f);
+				r.backend = a != nullptr ? a->h.backend : 0;
+			}
+		}
 		fn(r);
 		n++;
 	};
@@ -2079,8 +2167,23 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 		init.seen[odir ^ d] = r.seen[d];
 	}
 	init.bytes[0] |= quota_bits(qtag);
-	if (r.snat && (fl & kNat))
-		init.bytes[1] |= kSnatFlow;
+	nat_init ni{};  // what the reply alias holds (a FullNAT flow's backend id)
+	if (r.snat && (fl & kNat)) {
+		if (!r.dnat) {  // masquerade
+			init.bytes[1] |= kSnatFlow;
+			std::memcpy(init.nat_addr, r.snat_addr, sizeof(init.nat_addr));
+			init.h.nat_port = r.snat_port;
+		} else {  // FullNAT: the source's address by its index in the pools
+			const snat_address* a = snat_->find(r.orig.family, r.snat_addr);
+			if (a == nullptr) {
+				quota_->give(r.orig, qtag);
+				return -EINVAL;  // no source NAT address of the running config
+			}
+			init.bytes[1] |= kFullNatFlow;
+			init.h.backend = uint32_t{a->index} << 16 | r.snat_port;
+			ni.backend = r.backend;
+		}
+	}
 	const uint64_t h = fam.hash.hash(k);
 	// A resize in the way (or a chain past its limit: the table grows or
 	// reseeds): run it to its end, a bounded number of times.
@@ -2090,13 +2193,13 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 	if (rc != 0 || !(fl & kNat))
 		return rc;
 	F* f = fam.hash.lookup_with_hash(k, h);
-	const int ar = f != nullptr ? link_alias(fam, k, f, now) : -ENOENT;
+	const int ar = f != nullptr ? link_alias(fam, k, f, now, &ni) : -ENOENT;
 	if (ar != 0 && f != nullptr && claim(*f, init.h.status)) {
 		quota_->give(r.orig, qtag);
 		fam.hash.erase_with_hash(k, h);  // a flow whose replies could not be found is no flow
 	}
 	if (ar == 0 && r.snat)  // its port, held again (an address no rule has now: nothing)
-		snat_->hold(r.orig.family, r.nat_addr, r.orig.proto, r.nat_port);
+		snat_->hold(r.orig.family, r.snat_addr, r.orig.proto, r.snat_port);
 	return ar;
 }
 

@@ -158,11 +158,14 @@ enum class verdict : uint8_t {
 const char* verdict_name(verdict v) noexcept;
 
 struct result;
-// The translation of the flow `r` points at: false if it has none (kNat
-// unset) or r has no flow. addr gets 16 bytes (IPv4 in addr[0..4)). *src
-// (optional): the translation is of the source (source NAT: the flow's
-// packets leave from addr, port), not of the destination (a backend).
-bool nat_of(const result& r, uint8_t addr[16], uint16_t* port, bool* src = nullptr) noexcept;
+// Both translations of a flow (table::nat()).
+struct nat_info {
+	bool dnat = false, snat = false;
+	uint8_t addr[16];   // dnat: the backend (IPv4 in addr[0..4))
+	uint16_t port = 0;
+	uint8_t saddr[16];  // snat: the source's translation
+	uint16_t sport = 0;
+};
 
 struct result {
 	verdict v;
@@ -206,9 +209,14 @@ struct flow_view {
 	uint64_t bytes[2];
 	uint32_t expires_ms, last_seen_ms;
 	uint32_t backend;
+	// The translations: of the destination (a service's backend: dnat,
+	// nat_addr / nat_port) and of the source (source NAT or a FullNAT
+	// service: snat, snat_addr / snat_port, ct/snat.h).
+	bool dnat, snat;
 	uint8_t nat_addr[16];
 	uint16_t nat_port;
-	bool snat;  // nat_addr / nat_port translate the source (ct/snat.h)
+	uint8_t snat_addr[16];
+	uint16_t snat_port;
 };
 
 // A flow as a snapshot carries it: everything its entry holds, by the
@@ -224,7 +232,11 @@ struct flow_record {
 	uint32_t packets[2];
 	uint64_t bytes[2];
 	tcp_seen seen[2];        // the window data of the original side, of the reply side
-	bool snat;               // nat_addr / nat_port translate the source (ct/snat.h)
+	// As flow_view: nat_addr / nat_port are the destination's translation
+	// (dnat), snat_addr / snat_port the source's (snat).
+	bool dnat, snat;
+	uint8_t snat_addr[16];
+	uint16_t snat_port;
 };
 
 // Per-thread, summed by stats(). Names are the counters' public names.
@@ -290,6 +302,8 @@ public:
 		process_bulk(&p, 1, now_ns, &r, nat != nullptr ? &nat : nullptr);
 		return r;
 	}
+	// The translations of the flow `r` points at; false if it has none.
+	bool nat(const result& r, nat_info* n) const noexcept;
 	// The live (not expired at now_ns) flow of tuple t, from either
 	// direction; *dir gets t's direction in it.
 	bool find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir = nullptr) const noexcept;
@@ -473,7 +487,12 @@ private:
 	// of its reply tuple in it; false if the flow needs none (no NAT, or
 	// the translation leaves the reply tuple the key's own).
 	template <typename K, typename F>
-	static bool alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* reply_kdir) noexcept;
+	bool alias_key(const K& k, const F& f, uint16_t st, K* ak, unsigned* reply_kdir) const noexcept;
+	// A source-NATed flow's source translation (masquerade: nat_addr,
+	// nat_port; FullNAT: the pools' address h.backend names): false if it
+	// has none.
+	template <typename F>
+	bool snat_of(const F& f, const uint8_t** addr, uint16_t* port) const noexcept;
 	// Links the reply alias of the NATed flow f (key k). 0, -EEXIST (the
 	// reply tuple is another flow's), -EBUSY, -ENOSPC, -ENOMEM.
 	template <typename Fam>
@@ -540,7 +559,7 @@ private:
 	void refused_event(const tuple& t, uint32_t now) noexcept;  // a quota refusal
 	template <typename K, typename F>
 	// alias: a proxied flow's (reply_alias()), whose fields it reports.
-	static flow_view view_of(const K& k, const F& f, const uint32_t* tmo, const F* alias = nullptr) noexcept;
+	flow_view view_of(const K& k, const F& f, const uint32_t* tmo, const F* alias = nullptr) const noexcept;
 
 	// A TCP segment that may open a flow mid-stream (ct.tcp.loose): an
 	// ACK without SYN or RST, with or without data or FIN.

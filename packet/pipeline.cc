@@ -1241,18 +1241,20 @@ void pipeline::nat_stage(work& w) noexcept
 			if (w.natp[j] != nullptr && w.natp[j]->backend < s.nbackend_flows)
 				s.backend_flows[w.natp[j]->backend].inc();
 		}
-		uint8_t addr[16];
-		uint16_t port;
-		bool src_nat;
-		if (!ct::nat_of(r, addr, &port, &src_nat))
+		ct::nat_info ni;
+		if (!ct_.nat(r, &ni))
 			continue;
-		if (src_nat) {
-			snat_translate(w, i, r, addr, port);
+		if (!ni.dnat) {  // source NAT alone
+			snat_translate(w, i, r, ni.saddr, ni.sport);
 			continue;
 		}
 		const bool reply = r.dir == 1;
 		if (!reply && !r.via_alias && r.v != ct::verdict::related) {
-			rewrite(w.f[i].data, w.p[i], false, addr, port);
+			rewrite(w.f[i].data, w.p[i], false, ni.addr, ni.port);
+			if (ni.snat) {  // FullNAT: from the appliance's address too
+				rewrite(w.f[i].data, w.p[i], true, ni.saddr, ni.sport);
+				s.snat.inc();
+			}
 			w.dnat[i] = true;
 			s.dnat.inc();
 			continue;
@@ -1264,8 +1266,12 @@ void pipeline::nat_stage(work& w) noexcept
 		if (r.v != ct::verdict::related) {
 			rewrite(w.f[i].data, w.p[i], true, o.dst, o.dport);  // from the service's address
 			s.snat.inc();
+			if (ni.snat) {  // FullNAT: back to the client's own address
+				rewrite(w.f[i].data, w.p[i], false, o.src, o.sport);
+				s.dnat.inc();
+			}
 		} else {
-			icmp_nat(w, i, r, o, addr, port);
+			icmp_nat(w, i, r, o, ni);
 		}
 	}
 	compact(w);
@@ -1318,23 +1324,32 @@ void pipeline::snat_translate(work& w, unsigned i, const ct::result& r, const ui
 // backend, found under the alias): the quote is shown as sent to the
 // service. Quoting our reply as the client got it (service -> client): the
 // error goes to the backend, about the packet the backend sent.
-void pipeline::icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& o, const uint8_t* addr,
-			uint16_t port) noexcept
+void pipeline::icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& o, const ct::nat_info& n) noexcept
 {
 	const parsed& p = w.p[i];
 	uint8_t* frm = w.f[i].data;
 	const unsigned alen = p.family == 4 ? 4 : 16;
+	const uint8_t* ip = frm + p.l3_off;
 	if (r.dir == 0) {
 		rewrite_quoted(frm, p, false, o.dst, o.dport, w.f[i].len);
+		if (n.snat) {  // FullNAT: the quote as the client sent it, and to the client
+			rewrite_quoted(frm, p, true, o.src, o.sport, w.f[i].len);
+			if (std::memcmp(ip + (p.family == 4 ? kV4Dst : kV6Dst), n.saddr, alen) == 0)
+				set_outer_addr(frm, p, false, o.src);
+		}
 		icmp_checksum(frm, p);
 		w.s->snat.inc();
 		return;
 	}
 	if (std::memcmp(p.ct.t.src, o.dst, alen) == 0)
-		rewrite_quoted(frm, p, true, addr, port, w.f[i].len);
-	const uint8_t* dst = frm + p.l3_off + (p.family == 4 ? kV4Dst : kV6Dst);
-	if (std::memcmp(dst, o.dst, alen) == 0)
-		set_outer_addr(frm, p, false, addr);
+		rewrite_quoted(frm, p, true, n.addr, n.port, w.f[i].len);
+	if (std::memcmp(ip + (p.family == 4 ? kV4Dst : kV6Dst), o.dst, alen) == 0)
+		set_outer_addr(frm, p, false, n.addr);
+	if (n.snat) {  // FullNAT: about the reply as the backend sent it, from the appliance
+		rewrite_quoted(frm, p, false, n.saddr, n.sport, w.f[i].len);
+		if (std::memcmp(ip + (p.family == 4 ? kV4Src : kV6Src), o.src, alen) == 0)
+			set_outer_addr(frm, p, true, n.saddr);
+	}
 	icmp_checksum(frm, p);
 	w.s->dnat.inc();
 }
@@ -1466,15 +1481,24 @@ void pipeline::later_fragment(work& w, unsigned i) noexcept
 	}
 	ct_.touch(t, w.now, 1, p.ct.bytes);
 	const unsigned alen = p.family == 4 ? 4 : 16;
-	if ((fv.flags & ct::kNat) && fv.snat) {
+	if (fv.snat && !fv.dnat) {
 		if (dir == 0 && std::memcmp(t.src, fv.orig.src, alen) == 0) {
-			rewrite(w.f[i].data, p, true, fv.nat_addr, 0);  // leaves from the NAT address
+			rewrite(w.f[i].data, p, true, fv.snat_addr, 0);  // leaves from the NAT address
 			w.s->snat.inc();
-		} else if (dir == 1 && std::memcmp(t.dst, fv.nat_addr, alen) == 0) {
+		} else if (dir == 1 && std::memcmp(t.dst, fv.snat_addr, alen) == 0) {
 			rewrite(w.f[i].data, p, false, fv.orig.src, 0);  // back to the opener
 			w.s->dnat.inc();
 		}
-	} else if (fv.flags & ct::kNat) {
+	} else if (fv.dnat) {
+		// FullNAT: the source as well, both ways (before the destination:
+		// the checks below read the addresses as they came).
+		if (fv.snat && dir == 0 && std::memcmp(t.src, fv.orig.src, alen) == 0) {
+			rewrite(w.f[i].data, p, true, fv.snat_addr, 0);
+			w.s->snat.inc();
+		} else if (fv.snat && dir == 1 && std::memcmp(t.dst, fv.snat_addr, alen) == 0) {
+			rewrite(w.f[i].data, p, false, fv.orig.src, 0);
+			w.s->dnat.inc();
+		}
 		if (dir == 0 && std::memcmp(t.dst, fv.orig.dst, alen) == 0) {
 			rewrite(w.f[i].data, p, false, fv.nat_addr, 0);
 			w.s->dnat.inc();

@@ -340,8 +340,7 @@ private:
 	void drop_frame(work& w, unsigned i, drop why, punt p = punt::none) noexcept;
 	void compact(work& w) noexcept;         // drops kGone frames from the live vector (after the CT)
 	void compact_misses(work& w) noexcept;  // and from the new flows' list
-	void icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& orig, const uint8_t* addr,
-		      uint16_t port) noexcept;
+	void icmp_nat(work& w, unsigned i, const ct::result& r, const ct::tuple& orig, const ct::nat_info& n) noexcept;
 	void forward(work& w, unsigned i, bool routed, uint16_t port, uint64_t mac_word) noexcept;
 
 	void record_fragment(const work& w, unsigned i) noexcept;

@@ -107,8 +107,9 @@ TEST_F(snat_fixture, a_tcp_connection_leaves_from_the_wan_address_and_its_replie
 	ASSERT_TRUE(ct.find(ct::tuple::v4(kHost, kServer, 5555, 80, ct::kProtoTCP), clk.now_ns(), &v));
 	EXPECT_EQ(v.state, ct::tcp_established);
 	EXPECT_TRUE(v.snat);
-	EXPECT_EQ(ip4_at_bytes(v.nat_addr), kWan);
-	EXPECT_EQ(v.nat_port, port);
+	EXPECT_FALSE(v.dnat);
+	EXPECT_EQ(ip4_at_bytes(v.snat_addr), kWan);
+	EXPECT_EQ(v.snat_port, port);
 	// Found from outside under the translated tuple too.
 	ASSERT_TRUE(ct.find(ct::tuple::v4(kServer, kWan, 80, port, ct::kProtoTCP), clk.now_ns(), &v));
 	const pipeline_stats s = pl.stats();
