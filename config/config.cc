@@ -668,6 +668,7 @@ void read_services(const reader& r, const YAML::Node& node, const std::string& p
 					  else
 						  r.fail(n, p, "expected off, on or auto, got " + (v.empty() ? std::string("a non-scalar") : v));
 				  }},
+				 {"snat", [&](const YAML::Node& n, const std::string& p) { s.snat = r.boolean(n, p); }},
 			 });
 		if (s.name.empty() || !has_vip || !has_port)
 			r.fail(item, ip, std::string("a service needs ") + (s.name.empty() ? "a name" : !has_vip ? "a vip" : "a port"));
@@ -675,6 +676,8 @@ void read_services(const reader& r, const YAML::Node& node, const std::string& p
 			r.fail(item, ip, "duplicate service name \"" + s.name + "\"");
 		if (s.syn_proxy != lb::kSynProxyOff && s.proto != 6)
 			r.fail(item, ip, "service \"" + s.name + "\": syn_proxy is for TCP services");
+		if (s.syn_proxy != lb::kSynProxyOff && s.snat)
+			r.fail(item, ip, "service \"" + s.name + "\": snat (FullNAT) and syn_proxy cannot be on together");
 		const std::string fe = std::to_string(s.proto) + " " + endpoint_text(s.vip, s.port);
 		if (auto [it, fresh] = frontends.emplace(fe, s.name); !fresh)
 			r.fail(item, ip, endpoint_text(s.vip, s.port) + " is already service \"" + it->second + "\"");

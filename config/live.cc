@@ -69,6 +69,7 @@ const std::vector<key_rule>& key_rules()
 		{"services[].maglev_size", live, "the service's table is rebuilt"},
 		{"services[].flows_per_source", live, "the service's next new flow is counted against it"},
 		{"services[].syn_proxy", live, "the service's next SYN meets it"},
+		{"services[].snat", live, "the service's next new flow; its flows keep their translation"},
 		{"ct.syn_proxy.mss", live, "the next cookie SYN-ACK offers it"},
 		{"ct.syn_proxy.wscale", live, "the next cookie SYN-ACK offers it"},
 		{"ct.syn_proxy.auto_ct_pct", live, "the next control tick uses it"},

@@ -134,20 +134,22 @@ void route_diff(std::vector<config::route_spec> have, std::vector<config::route_
 
 // Services whose SYN proxy mode changed, or the knobs; a service added
 // or removed with a mode other than off.
-bool syn_proxy_changed(const config::ctplane_config& a, const config::ctplane_config& b)
+// The services' modes the pipeline keeps by id (SYN proxy, FullNAT).
+bool service_modes_changed(const config::ctplane_config& a, const config::ctplane_config& b)
 {
 	if (!(a.ct.syn_proxy == b.ct.syn_proxy))
 		return true;
-	std::map<std::string, uint8_t> m;
+	auto mode = [](const lb::service_spec& s) { return static_cast<unsigned>(s.syn_proxy) | (s.snat ? 0x100u : 0u); };
+	std::map<std::string, unsigned> m;
 	for (const lb::service_spec& s : a.lb.services)
-		if (s.syn_proxy != lb::kSynProxyOff)
-			m[s.name] = s.syn_proxy;
+		if (mode(s) != 0)
+			m[s.name] = mode(s);
 	size_t seen = 0;
 	for (const lb::service_spec& s : b.lb.services) {
-		if (s.syn_proxy == lb::kSynProxyOff)
+		if (mode(s) == 0)
 			continue;
 		const auto it = m.find(s.name);
-		if (it == m.end() || it->second != s.syn_proxy)
+		if (it == m.end() || it->second != mode(s))
 			return true;
 		seen++;
 	}
@@ -214,7 +216,10 @@ std::string prepare_reload(stack& dp, config::ctplane_config next, reload_plan* 
 		maps::rcu::offline();
 	// Source NAT rules: planned aside (their addresses checked against
 	// the CT's pools), published below at once.
-	if (!same_snat(cur.snat, next.snat))
+	auto fullnat = [](const config::ctplane_config& c) {
+		return std::any_of(c.lb.services.begin(), c.lb.services.end(), [](const lb::service_spec& s) { return s.snat; });
+	};
+	if (!same_snat(cur.snat, next.snat) || fullnat(cur) != fullnat(next))
 		if (std::string e = dp.pl().plan_snat(next, &plan.snat); !e.empty())
 			return e + "; nothing was applied";
 	unsigned* rd = plan.rd;
@@ -263,9 +268,9 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 	const unsigned be_added = lp.backends_added(), be_removed = lp.backends_removed();
 	const unsigned rebuilt = lp.tables();
 	lb.commit(std::move(plan.lb));
-	if (syn_proxy_changed(cur, next)) {
-		dp.pl().set_syn_proxy(next);  // by the ids the commit left
-		out.push_back("syn_proxy: services and knobs");
+	if (service_modes_changed(cur, next)) {
+		dp.pl().set_service_modes(next);  // by the ids the commit left
+		out.push_back("services: SYN proxy and FullNAT modes");
 	}
 	if (svc_added + svc_removed + be_added + be_removed != 0)
 		out.push_back("lb: services +" + std::to_string(svc_added) + " -" + std::to_string(svc_removed) +
@@ -302,7 +307,11 @@ void apply_reload(stack& dp, control_path& ctl, reload_plan&& plan, std::vector<
 	if (plan.snat != nullptr) {
 		const size_t n = plan.snat->rules.size();
 		dp.pl().commit_snat(std::move(plan.snat));
-		out.push_back("snat: " + std::to_string(n) + " rule" + (n == 1 ? "" : "s"));
+		out.push_back("snat: " + std::to_string(n) + " rule" + (n == 1 ? "" : "s") +
+			      (next.lb.services.end() != std::find_if(next.lb.services.begin(), next.lb.services.end(),
+								      [](const lb::service_spec& s) { return s.snat; })
+				       ? ", FullNAT addresses"
+				       : ""));
 	}
 	if (cur.state.file != next.state.file || cur.state.save_on_exit != next.state.save_on_exit)
 		out.push_back("state: file \"" + next.state.file + "\"" + (next.state.save_on_exit ? ", saved on exit" : ""));

@@ -41,7 +41,7 @@ std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, s
 		*err = e;
 		return nullptr;
 	}
-	s->pl_->set_syn_proxy(c);
+	s->pl_->set_service_modes(c);
 	return s;
 }
 

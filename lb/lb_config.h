@@ -40,6 +40,11 @@ struct service_spec {
 	// (on while the CT is past ct.syn_proxy.auto_ct_pct of max_entries, or
 	// the service has ct.syn_proxy.auto_half_open half-open flows). TCP only.
 	uint8_t syn_proxy = 0;  // kSynProxyOff / On / Auto
+	// FullNAT (dpvs's FNAT): the client's address and port are translated
+	// too, to the address of the appliance's port towards the backend and
+	// a port of it (ct/snat.h), so the backend's replies come back through
+	// the appliance whatever its routes. Not with syn_proxy.
+	bool snat = false;
 };
 inline constexpr uint8_t kSynProxyOff = 0, kSynProxyOn = 1, kSynProxyAuto = 2;
 

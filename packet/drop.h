@@ -45,6 +45,7 @@ namespace ctplane::dataplane {
 	X(snat_exhausted, "source NAT: no port of the rule's addresses free towards the destination")  \
 	X(snat_no_mapping, "to a source NAT address and port that no flow holds (from outside)")    \
 	X(snat_hairpin, "to a source NAT address and port, from a host behind the NAT (hairpin)")  \
+	X(snat_no_address, "FullNAT service: the port towards the backend has no address of its family") \
 	X(syn_proxy_cookie, "an ACK to a SYN-proxied service: no flow's, and no valid cookie")       \
 	X(fragment_unknown, "a later fragment whose first fragment was not seen")                  \
 	X(punt_policed, "for the appliance, past its class's punt rate (control.punt)")               \

@@ -101,6 +101,7 @@ struct pipeline::work {
 	parsed p[kMaxBurst];
 	uint16_t in_port[kMaxBurst];  // where it came in (kPortInfer: nowhere known)
 	bool dnat[kMaxBurst];         // its destination was translated
+	bool fullnat[kMaxBurst];      // live index: a new flow to a FullNAT service
 	bool made[kMaxBurst];         // its CT flow is new (undone if it cannot leave)
 	uint8_t j_of[kMaxBurst];      // made: its live index at the NAT stage
 	uint16_t idx[kMaxBurst];      // the live vector; kGone: left it in this stage
@@ -262,6 +263,43 @@ std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr
 			}
 		}
 	}
+	// FullNAT services take the addresses of the port towards their
+	// backend: each port's, with the range a rule gave the address, else
+	// Linux's ephemeral range (ports below it stay the appliance's own).
+	const bool fullnat = std::any_of(c.lb.services.begin(), c.lb.services.end(),
+					 [](const lb::service_spec& s) { return s.snat; });
+	struct port_addr {
+		size_t port;
+		net::address a;
+		uint16_t lo, hi;
+	};
+	std::vector<port_addr> port_addrs;
+	for (size_t p = 0; fullnat && p < c.ports.size(); p++)
+		for (const net::prefix& pf : c.ports[p].addresses) {
+			net::address a;
+			a.family = pf.family;
+			std::memcpy(a.addr, pf.addr, 16);
+			port_addr x{p, a, kFullNatLo, kFullNatHi};
+			auto same = [&](const snat_rules::range& y) {
+				return y.family == a.family && std::memcmp(y.addr, a.addr, 16) == 0;
+			};
+			if (auto it = std::find_if(r->ranges.begin(), r->ranges.end(), same); it != r->ranges.end()) {
+				x.lo = it->lo, x.hi = it->hi;
+			} else if (const ct::snat_address* sa = pools.find(a.family, a.addr)) {
+				x.lo = sa->lo, x.hi = sa->hi;  // an earlier config's
+			} else {
+				fresh++;
+			}
+			if (std::none_of(r->ranges.begin(), r->ranges.end(), same)) {
+				snat_rules::range y{};
+				y.family = a.family;
+				std::memcpy(y.addr, a.addr, 16);
+				y.lo = x.lo;
+				y.hi = x.hi;
+				r->ranges.push_back(y);
+			}
+			port_addrs.push_back(x);
+		}
 	if (pools.addresses().size() + fresh > ct::snat_pools::kMaxAddresses)
 		return "snat: more than " + std::to_string(ct::snat_pools::kMaxAddresses) +
 		       " source NAT addresses while ctplane runs (those of earlier configs count): restart ctplane";
@@ -283,6 +321,17 @@ std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr
 		}
 		r->rules.push_back(rule);
 	}
+	if (fullnat) {
+		r->ports.resize(c.ports.size());
+		for (const port_addr& x : port_addrs) {
+			std::string err;
+			const ct::snat_address* sa = pools.add(x.a.family, x.a.addr, x.lo, x.hi, &err);
+			ct::snat_target& t = r->ports[x.port][x.a.family == 4 ? 0 : 1];
+			if (sa == nullptr || t.n == ct::kSnatRuleAddresses)
+				continue;  // (checked above; a port's 17th address is not used)
+			t.addrs[t.n++] = sa;
+		}
+	}
 	*out = std::move(r);
 	return "";
 }
@@ -292,7 +341,9 @@ void pipeline::commit_snat(std::unique_ptr<snat_rules> r)
 	if (snat_owned_ != nullptr)
 		snat_dying_.push_back(std::move(snat_owned_));
 	snat_owned_ = std::move(r);
-	snat_.store(snat_owned_ != nullptr && !snat_owned_->rules.empty() ? snat_owned_.get() : nullptr,
+	snat_.store(snat_owned_ != nullptr && (!snat_owned_->rules.empty() || !snat_owned_->ports.empty())
+			    ? snat_owned_.get()
+			    : nullptr,
 		    std::memory_order_release);
 }
 
@@ -613,8 +664,16 @@ void pipeline::finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) 
 
 // ---- the SYN proxy (packet/synproxy.h) ------------------------------------------------
 
-void pipeline::set_syn_proxy(const config::ctplane_config& c)
+void pipeline::set_service_modes(const config::ctplane_config& c)
 {
+	for (uint32_t id : fullnat_ids_)
+		fullnat_[id].store(false, std::memory_order_relaxed);
+	fullnat_ids_.clear();
+	for (const lb::service_spec& s : c.lb.services)
+		if (const uint32_t id = s.snat ? lb_.service_id(s.name) : 0; id != 0 && id < kMaxProxyServices) {
+			fullnat_[id].store(true, std::memory_order_relaxed);
+			fullnat_ids_.push_back(id);
+		}
 	for (uint32_t id : proxy_ids_)
 		proxy_[id].store(0, std::memory_order_relaxed);
 	proxy_ids_.clear();
@@ -1032,6 +1091,7 @@ void pipeline::ct_lookup_stage(work& w) noexcept
 	for (unsigned j = 0; j < w.n; j++) {
 		w.ctp[j] = w.p[w.idx[j]].ct;
 		w.natp[j] = nullptr;
+		w.fullnat[j] = false;
 	}
 	ct_.lookup_bulk(w.ctp, w.n, w.now, w.res);
 	for (unsigned j = 0; j < w.n; j++) {
@@ -1121,6 +1181,7 @@ void pipeline::service_stage(work& w) noexcept
 		w.nat[j].port = rw.port;
 		w.nat[j].backend = rw.backend;
 		w.natp[j] = &w.nat[j];
+		w.fullnat[j] = fullnat_[ids[k]].load(std::memory_order_relaxed);
 	}
 	compact_misses(w);
 }
@@ -1176,7 +1237,22 @@ void pipeline::admit_stage(work& w) noexcept
 		}
 		c.reply_port = checked(out_port) ? static_cast<uint8_t>(out_port) : ct::kNoPort;
 		c.hairpin = out_port == in;  // a port that allows hairpins: assured as a pickup is
-		if (snat != nullptr && w.natp[j] == nullptr)
+		if (w.fullnat[j]) [[unlikely]] {
+			// FullNAT: from the address of the port towards the backend.
+			const ct::snat_target* t = snat != nullptr && out_port < snat->ports.size()
+							   ? &snat->ports[out_port][c.t.family == 4 ? 0 : 1]
+							   : nullptr;
+			if (t == nullptr || t->n == 0) {
+				drop_frame(w, i, drop::snat_no_address);
+				w.idx[j] = kGone;
+				continue;
+			}
+			uint64_t& rng = w.s->snat_rng;
+			rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+			w.nat[j].snat = t;
+			w.nat[j].snat_pick = source_hash(c.t.src, snat_seed_);
+			w.nat[j].snat_rnd = rng;
+		} else if (snat != nullptr && w.natp[j] == nullptr)
 			if (const snat_rule* x = snat_match(*snat, c.t, out_port)) {
 				// Source NAT: the CT picks the address (the source's
 				// own of the rule's) and the port (from a random start).

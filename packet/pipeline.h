@@ -192,6 +192,8 @@ struct snat_rule {
 	net::prefix destination;
 	ct::snat_target target;  // the CT's pools of its addresses
 };
+// A FullNAT source port range where no rule gives the address one.
+inline constexpr uint16_t kFullNatLo = 32768, kFullNatHi = 60999;
 struct snat_rules {
 	std::vector<snat_rule> rules;
 	// Every address of a rule with its port range: a packet to one of them
@@ -203,6 +205,9 @@ struct snat_rules {
 		uint16_t lo, hi;
 	};
 	std::vector<range> ranges;
+	// FullNAT services' flows leave from the addresses of the port towards
+	// their backend: per port, IPv4 [0] and IPv6 [1] (n = 0: none).
+	std::vector<std::array<ct::snat_target, 2>> ports;
 };
 
 class pipeline {
@@ -227,10 +232,11 @@ public:
 	void commit_snat(std::unique_ptr<snat_rules> r);
 	const snat_rules* snat() const noexcept { return snat_.load(std::memory_order_acquire); }
 
-	// The SYN proxy's services and knobs (services[].syn_proxy,
-	// ct.syn_proxy), by the load balancer's current ids: at build and after
-	// a reload's commit. Control thread.
-	void set_syn_proxy(const config::ctplane_config& c);
+	// The services' modes by the load balancer's current ids: the SYN
+	// proxy (services[].syn_proxy, and the ct.syn_proxy knobs) and FullNAT
+	// (services[].snat): at build and after a reload's commit. Control
+	// thread.
+	void set_service_modes(const config::ctplane_config& c);
 	// Control thread, every pass: the cookie secrets' rotation, auto
 	// services switched on and off (the CT's fill, the services' half-open
 	// flows as of the last GC sweep).
@@ -379,6 +385,9 @@ private:
 	static constexpr uint32_t kMaxProxyServices = (1u << 20) + 1;  // lb.max_services' bound
 	static constexpr uint8_t kProxyActive = 0x80;
 	std::unique_ptr<std::atomic<uint8_t>[]> proxy_ = std::make_unique<std::atomic<uint8_t>[]>(kMaxProxyServices);
+	// Per service id: FullNAT (services[].snat).
+	std::unique_ptr<std::atomic<bool>[]> fullnat_ = std::make_unique<std::atomic<bool>[]>(kMaxProxyServices);
+	std::vector<uint32_t> fullnat_ids_;  // set (control thread: cleared on the next set)
 	std::atomic<bool> proxy_any_{false};
 	std::atomic<uint16_t> proxy_mss_{1460};
 	std::atomic<uint8_t> proxy_ws_{7};

@@ -89,7 +89,7 @@ TEST(config_services, bad_addresses_ports_and_protocols)
 		  "t.yaml:5:18: services[0].maglev_size: 1000 is not a prime");
 	EXPECT_EQ(err_of("services: {}\n"), "t.yaml:1:11: services: expected a sequence, got a mapping");
 	EXPECT_EQ(err_of("services:\n  - name: a\n    vip: 10.0.0.1\n    port: 80\n    ports: 81\n"),
-		  "t.yaml:5:5: services[0].ports: unknown key (expected one of: flows_per_source, maglev_size, name, port, protocol, syn_proxy, vip)");
+		  "t.yaml:5:5: services[0].ports: unknown key (expected one of: flows_per_source, maglev_size, name, port, protocol, snat, syn_proxy, vip)");
 	EXPECT_EQ(err_of("services:\n  - name: a\n    vip: 10.0.0.1\n    port: 53\n    protocol: udp\n    syn_proxy: on\n"),
 		  "t.yaml:2:5: services[0]: service \"a\": syn_proxy is for TCP services");
 	EXPECT_EQ(err_of("services:\n  - name: a\n    vip: 10.0.0.1\n    port: 80\n    syn_proxy: maybe\n"),

@@ -618,6 +618,7 @@ telemetry: {owner: "0", group: "0"}
 		{"services[].maglev_size", [](cfg& c) { c.lb.services[0].maglev_size = 509; }},
 		{"services[].flows_per_source", [](cfg& c) { c.lb.services[0].flows_per_source = 20; }},
 		{"services[].syn_proxy", [](cfg& c) { c.lb.services[0].syn_proxy = lb::kSynProxyOn; }},
+		{"services[].snat", [](cfg& c) { c.lb.services[0].snat = !c.lb.services[0].snat; }},
 		{"ct.syn_proxy.mss", [](cfg& c) { c.ct.syn_proxy.mss = 1400; }},
 		{"ct.syn_proxy.wscale", [](cfg& c) { c.ct.syn_proxy.wscale = 9; }},
 		{"ct.syn_proxy.auto_ct_pct", [](cfg& c) { c.ct.syn_proxy.auto_ct_pct = 70; }},

@@ -42,13 +42,14 @@ snat:
 
 class snat_fixture : public ::testing::Test {
 protected:
-	explicit snat_fixture(unsigned lcores = 1) : pl{ct, lb, sm, lcores}
+	explicit snat_fixture(unsigned lcores = 1, const char* text = kConfig) : pl{ct, lb, sm, lcores}
 	{
-		auto c = config::load_string(kConfig, "snat.yaml");
+		auto c = config::load_string(text, "snat.yaml");
 		EXPECT_TRUE(c.ok()) << c.err().str();
 		cfg = c.value();
 		EXPECT_EQ(lb.apply(cfg.lb), "");
 		EXPECT_EQ(pl.build(cfg), "");
+		pl.set_service_modes(cfg);
 	}
 	struct out {
 		fate f;
@@ -337,6 +338,87 @@ TEST_F(snat_fixture, a_reload_changes_the_rules_and_flows_keep_their_mappings)
 	EXPECT_NE(pl.plan_snat(next, &r).find("restart to change it"), std::string::npos);
 }
 
+// FullNAT: a service whose backend sees the appliance's address, so its
+// replies come back through ctplane whatever its routes.
+const char* kFullNat = R"(
+ports:
+  - {name: lan, mac: "02:00:00:00:00:01", addresses: [192.168.1.1/24]}
+  - {name: srv, mac: "02:00:00:00:00:02", addresses: [10.0.0.254/16]}
+neighbors:
+  - {address: 192.168.1.10, mac: "02:aa:00:00:00:10", port: lan}
+  - {address: 10.0.1.1, mac: "02:bb:00:00:00:01", port: srv}
+routes:
+  - {prefix: 192.168.1.0/24, port: lan}
+  - {prefix: 10.0.0.0/16, port: srv}
+lb: {maglev_size: 251}
+services:
+  - {name: fnat, vip: 10.96.0.20, port: 80, protocol: tcp, snat: true}
+  - {name: plain, vip: 10.96.0.21, port: 80, protocol: tcp}
+backends:
+  - {service: fnat, address: 10.0.1.1, port: 8080}
+  - {service: plain, address: 10.0.1.1, port: 8080}
+)";
+constexpr uint32_t kFnatVip = 0x0a600014, kBackend = 0x0a000101, kSrvAddr = 0x0a0000fe;
+
+class fullnat_fixture : public snat_fixture {
+protected:
+	fullnat_fixture() : snat_fixture(1, kFullNat) {}
+};
+
+TEST_F(fullnat_fixture, the_backend_sees_the_appliance_and_its_replies_reach_the_client_from_the_vip)
+{
+	const out syn = one(eth4(ipv4(kHost, kFnatVip, tcp(5555, 80, ct::kSYN))), 0);
+	ASSERT_EQ(syn.f, fate::forward) << drop_name(syn.reason);
+	EXPECT_EQ(syn.port, 1);
+	EXPECT_EQ(ip4_at(syn.frame, 26), kSrvAddr);
+	EXPECT_EQ(ip4_at(syn.frame, 30), kBackend);
+	const uint16_t port = u16_at(syn.frame, 34);
+	EXPECT_GE(port, kFullNatLo);
+	EXPECT_LE(port, kFullNatHi);
+	EXPECT_EQ(u16_at(syn.frame, 36), 8080);
+	EXPECT_TRUE(checksums_ok(syn.frame));
+	const out sa = one(eth4(ipv4(kBackend, kSrvAddr, tcp_seq(8080, port, ct::kSYN | ct::kACK, 500000, 1001))), 1);
+	ASSERT_EQ(sa.f, fate::forward) << drop_name(sa.reason);
+	EXPECT_EQ(sa.port, 0);
+	EXPECT_EQ(ip4_at(sa.frame, 26), kFnatVip);
+	EXPECT_EQ(u16_at(sa.frame, 34), 80);
+	EXPECT_EQ(ip4_at(sa.frame, 30), kHost);
+	EXPECT_EQ(u16_at(sa.frame, 36), 5555);
+	EXPECT_TRUE(checksums_ok(sa.frame));
+	ASSERT_EQ(one(eth4(ipv4(kHost, kFnatVip, tcp_seq(5555, 80, ct::kACK, 1001, 500001))), 0).f, fate::forward);
+	ct::flow_view v;
+	ASSERT_TRUE(ct.find(ct::tuple::v4(kHost, kFnatVip, 5555, 80, ct::kProtoTCP), clk.now_ns(), &v));
+	EXPECT_EQ(v.state, ct::tcp_established);
+	EXPECT_TRUE(v.dnat);
+	EXPECT_TRUE(v.snat);
+	EXPECT_EQ(ip4_at_bytes(v.nat_addr), kBackend);
+	EXPECT_EQ(ip4_at_bytes(v.snat_addr), kSrvAddr);
+	EXPECT_EQ(v.snat_port, port);
+	EXPECT_EQ(v.backend, lb.backend_id("fnat", cfg.lb.backends[0].addr, 8080)) << "the backend id, kept in the alias";
+	const uint8_t srv[4] = {10, 0, 0, 254};
+	EXPECT_EQ(ct.snat().find(4, srv)->pools[0]->users(port), 1u);
+	// The backend's port unreachable about a translated segment reaches the
+	// client about its own, from the VIP's side.
+	const bytes q(syn.frame.begin() + 14, syn.frame.begin() + 14 + 28);
+	const out err = one(eth4(ipv4(kBackend, kSrvAddr, icmp(1, 3, 0, q))), 1);
+	ASSERT_EQ(err.f, fate::forward) << drop_name(err.reason);
+	EXPECT_EQ(ip4_at(err.frame, 30), kHost);
+	const unsigned qo = 14 + 20 + 8;
+	EXPECT_EQ(ip4_at(err.frame, qo + 12), kHost);
+	EXPECT_EQ(ip4_at(err.frame, qo + 16), kFnatVip);
+	EXPECT_EQ(u16_at(err.frame, qo + 20), 5555);
+	EXPECT_EQ(u16_at(err.frame, qo + 22), 80);
+	EXPECT_EQ(csum_fold(err.frame.data() + qo, 20), 0xffff);
+	EXPECT_EQ(csum_fold(err.frame.data() + 34, static_cast<uint32_t>(err.frame.size() - 34)), 0xffff);
+	// The plain service beside it keeps the client's address.
+	const out plain = one(eth4(ipv4(kHost, 0x0a600015, tcp(5556, 80, ct::kSYN))), 0);
+	ASSERT_EQ(plain.f, fate::forward);
+	EXPECT_EQ(ip4_at(plain.frame, 26), kHost);
+	// The flow's end gives its port back.
+	ASSERT_EQ(ct.erase(ct::tuple::v4(kHost, kFnatVip, 5555, 80, ct::kProtoTCP), clk.now_ns()), 0);
+	EXPECT_EQ(ct.snat().find(4, srv)->pools[0]->users(port), 0u);
+}
+
 TEST(snat_config, rules_are_checked_with_file_line_and_path)
 {
 	const std::string base = R"(
@@ -357,6 +439,9 @@ ports:
 	EXPECT_NE(err("snat: [{source: \"fd00::/64\", out_port: wan}]\n").find("no IPv6 address"), std::string::npos);
 	EXPECT_NE(err("snat: [{source: 192.168.1.0/24, out_port: wan, addresses: [\"2001:db8::1\"]}]\n")
 			  .find("not of the source's family"),
+		  std::string::npos);
+	EXPECT_NE(err("services: [{name: s, vip: 10.9.0.1, port: 80, snat: true, syn_proxy: on}]\n")
+			  .find("cannot be on together"),
 		  std::string::npos);
 	EXPECT_NE(err("snat: [{source: 192.168.1.0/24, out_port: wan, ports: 1000-2000},\n"
 		      "       {source: 192.168.2.0/24, out_port: wan, ports: 3000-4000}]\n")

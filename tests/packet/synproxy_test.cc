@@ -95,7 +95,7 @@ protected:
 		cfg = c.value();
 		EXPECT_EQ(lb.apply(cfg.lb), "");
 		EXPECT_EQ(pl.build(cfg), "");
-		pl.set_syn_proxy(cfg);
+		pl.set_service_modes(cfg);
 	}
 	struct out {
 		outcome o;
@@ -324,7 +324,7 @@ TEST_F(synproxy_fixture, auto_mode_turns_on_with_the_services_half_open_flows)
 {
 	cfg.lb.services[0].syn_proxy = lb::kSynProxyAuto;
 	cfg.ct.syn_proxy.auto_half_open = 5;
-	pl.set_syn_proxy(cfg);
+	pl.set_service_modes(cfg);
 	pl.syn_proxy_tick(clk.now_ns());
 	EXPECT_FALSE(pl.syn_proxy_active(lb.service_id("web")));
 	// Plain SYNs make half-open flows while the proxy is off.
