@@ -37,6 +37,7 @@ TAG = f"e{os.getpid() % 100000}"
 NS = {n: f"ctp{TAG}{n}" for n in ("dp", "client", "s1", "s2", "gen")}
 VIP = "10.100.0.1"
 GUARD = "10.100.0.3"  # a service behind the SYN proxy
+FNAT = "10.100.0.4"   # a FullNAT service (services[].snat), its backend s2
 PORT_MAC = {"client": "02:c7:00:00:00:01", "s1": "02:c7:00:00:00:02", "s2": "02:c7:00:00:00:03",
             "gen": "02:c7:00:00:00:04"}
 HOST = {"client": ("10.0.0.2/24", "10.0.0.1", "2001:db8::2/64", "2001:db8::1"),
@@ -91,6 +92,7 @@ services:
   - {{name: dns, vip: {vip}, port: 53, protocol: udp}}
   - {{name: void, vip: 10.100.0.2, port: 80, protocol: tcp}}
   - {{name: guard, vip: {guard}, port: 80, protocol: tcp, syn_proxy: on}}
+  - {{name: fnat, vip: {fnat}, port: 80, protocol: tcp, snat: true}}
 backends:
   - {{service: web, address: 10.1.1.2, port: 8080}}
   - {{service: web, address: 10.1.2.2, port: 8080}}
@@ -98,6 +100,7 @@ backends:
   - {{service: dns, address: 10.1.2.2, port: 5353}}
   - {{service: guard, address: 10.1.1.2, port: 8080}}
   - {{service: guard, address: 10.1.2.2, port: 8080}}
+  - {{service: fnat, address: 10.1.2.2, port: 8080}}
 state:
   file: {state}
   save_on_exit: true
@@ -137,7 +140,7 @@ class Topology:
         self.cfg = os.path.join(self.dir, "ctplane.yaml")
         self.state = os.path.join(self.dir, "state.snap")
         with open(self.cfg, "w") as f:
-            f.write(CONFIG.format(ports="\n".join(ports), vip=VIP, guard=GUARD, state=self.state))
+            f.write(CONFIG.format(ports="\n".join(ports), vip=VIP, guard=GUARD, fnat=FNAT, state=self.state))
         self.log = open(os.path.join(self.dir, "ctplane.log"), "w+")
         self.start_app()
         for s in ("s1", "s2"):
@@ -874,7 +877,9 @@ class E2E(unittest.TestCase):
             orig = f.read()
         nat = os.path.join(T.dir, "nat.yaml")
         with open(nat, "w") as f:
-            f.write(orig + "snat:\n  - {source: 10.0.0.0/24, out_port: s2, ports: 20000-20999}\n")
+            # The FullNAT service made 10.1.2.1's range 32768-60999 at start:
+            # an address keeps one range, so the rule takes it too.
+            f.write(orig + "snat:\n  - {source: 10.0.0.0/24, out_port: s2, ports: 32768-60999}\n")
         echo = ("import socket\n"
                 "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
                 "s.bind(('10.1.2.2', 7000))\n"
@@ -902,10 +907,16 @@ class E2E(unittest.TestCase):
         try:
             self.assertNotEqual(T.curl("http://10.1.2.2:8080/whoami", check=False, timeout=5).returncode, 0,
                                 "s2 answered without a route back: the test proves nothing")
+            # The FullNAT service reaches s2 all the same: s2 sees ctplane's
+            # address and answers it.
+            self.assertEqual(T.curl(f"http://{FNAT}/whoami").stdout.strip(), "s2")
+            fn = [m for m in T.ctl_json("nat", "list") if m["dst"] == FNAT]
+            self.assertTrue(fn and fn[0]["nat_addr"] == "10.1.2.1" and fn[0]["backend"] == "10.1.2.2:8080", fn)
             T.ctl("reload", nat)
             self.assertEqual(T.curl("http://10.1.2.2:8080/whoami").returncode, 0)
             seen = sh(sys.executable, "-c", ask, "7000", ns=NS["client"]).stdout.strip()
-            self.assertRegex(seen, r"^\('10\.1\.2\.1', 20\d\d\d\)$", "the server saw the NAT address and port")
+            m = re.match(r"^\('10\.1\.2\.1', (\d+)\)$", seen)
+            self.assertTrue(m and 32768 <= int(m.group(1)) <= 60999, f"the server saw {seen}, not the NAT's")
             # Nothing listens on 33434: s2's port unreachable about the
             # translated datagram reaches the client's socket.
             self.assertEqual(sh(sys.executable, "-c", ask, "33434", ns=NS["client"]).stdout.strip(), "refused")
@@ -914,14 +925,14 @@ class E2E(unittest.TestCase):
             protos = {m["proto"] for m in maps if m["nat_addr"] == "10.1.2.1" and m["dst"] == "10.1.2.2"}
             self.assertEqual(protos, {"tcp", "udp", "icmp"}, maps)
             for m in maps:
-                self.assertTrue(20000 <= int(m["nat_port"]) <= 20999, m)
+                self.assertTrue(32768 <= int(m["nat_port"]) <= 60999, m)
             st = T.ctl_json("nat", "stats")
             self.assertEqual(st["rules"], 1)
             self.assertEqual(st["refused"], 0)
             udp = [r for r in st["pools"] if r["address"] == "10.1.2.1" and r["proto"] == "udp"]
             self.assertGreaterEqual(int(udp[0]["in_use"]), 2, st)
             # From outside, the NAT address's range opens nothing.
-            r = sh(sys.executable, "-c", ask.replace("10.1.2.2', int", "10.1.2.1', int"), "20999",
+            r = sh(sys.executable, "-c", ask.replace("10.1.2.2', int", "10.1.2.1', int"), "60999",
                    ns=NS["s2"], check=False)
             self.assertEqual(r.stdout.strip(), "timeout")
             self.assertGreaterEqual(T.ctl_json("stats")["drop/snat_no_mapping"], 1)
