@@ -286,22 +286,24 @@ bool table::nat(const result& r, nat_info* n) const noexcept
 {
 	if (r.flow == nullptr || (flags_of(load_status(*r.flow)) & kNat) == 0)
 		return false;
+	// Only the bytes of the family are set (IPv4: addr[0..4)).
 	auto fill = [&](const auto& f) {
 		constexpr size_t alen = sizeof(f.nat_addr);
-		const uint8_t* sa;
-		if (snat_of(f, &sa, &n->sport)) {
-			n->snat = true;
-			std::memset(n->saddr, 0, 16);
-			std::memcpy(n->saddr, sa, alen);
-		}
-		if (!is_snat(f)) {
-			n->dnat = true;
-			std::memset(n->addr, 0, 16);
+		const uint64_t b1 = load(f.bytes[1]);
+		n->dnat = (b1 & kSnatFlow) == 0;
+		n->snat = false;
+		if (n->dnat) {
 			std::memcpy(n->addr, f.nat_addr, alen);
 			n->port = f.h.nat_port;
 		}
+		if (b1 & (kSnatFlow | kFullNatFlow)) [[unlikely]] {
+			const uint8_t* sa;
+			if (snat_of(f, &sa, &n->sport)) {
+				n->snat = true;
+				std::memcpy(n->saddr, sa, alen);
+			}
+		}
 	};
-	*n = nat_info{};
 	// flow_head is the first member of flow4 / flow6 (standard layout).
 	if (r.family == 6)
 		fill(*reinterpret_cast<const flow6*>(r.flow));

@@ -161,9 +161,9 @@ struct result;
 // Both translations of a flow (table::nat()).
 struct nat_info {
 	bool dnat = false, snat = false;
-	uint8_t addr[16];   // dnat: the backend (IPv4 in addr[0..4))
+	uint8_t addr[16];   // dnat: the backend (IPv4: addr[0..4) alone is set)
 	uint16_t port = 0;
-	uint8_t saddr[16];  // snat: the source's translation
+	uint8_t saddr[16];  // snat: the source's translation (as addr)
 	uint16_t sport = 0;
 };
 

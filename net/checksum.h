@@ -55,6 +55,21 @@ inline uint16_t csum_fold(const uint8_t* p, uint32_t n, uint32_t seed = 0) noexc
 
 // Updates the big-endian 16-bit checksum at `c` for `n` bytes (n even) at
 // an even offset changing from `old` to `neu` (RFC 1624: HC' = ~(~HC + ~m + m')).
+// The ones'-complement difference of a change (RFC 1624 eqn 3's ~m + m'),
+// to add to checksums with csum_apply: computed once for fields that
+// several checksums cover.
+inline uint32_t csum_delta(uint16_t old, uint16_t neu) noexcept
+{
+	return static_cast<uint16_t>(~old) + uint32_t{neu};
+}
+inline void csum_apply(uint8_t* c, uint32_t delta) noexcept
+{
+	uint32_t s = static_cast<uint16_t>(~be16(c)) + delta;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	put16(c, static_cast<uint16_t>(~s));
+}
+
 inline void csum_replace(uint8_t* c, const uint8_t* old, const uint8_t* neu, unsigned n) noexcept
 {
 	uint32_t s = static_cast<uint16_t>(~be16(c));

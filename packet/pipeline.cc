@@ -413,6 +413,33 @@ namespace {
 // (port 0: keep), updating the IPv4 header checksum and the L4 checksum.
 void rewrite(uint8_t* frm, const parsed& p, bool src, const uint8_t* addr, uint16_t port) noexcept
 {
+	const uint8_t proto = p.ct.t.proto;
+	if (p.family == 4 && p.l4_off != 0 && p.frag != kFragLater && (proto == ct::kProtoTCP || proto == ct::kProtoUDP))
+		[[likely]] {
+		// The established path's case: the address's difference computed
+		// once for the IP header and the pseudo-header, the port's added
+		// for the L4 checksum (RFC 1624).
+		uint8_t* ip = frm + p.l3_off;
+		uint8_t* field = ip + (src ? kV4Src : kV4Dst);
+		uint8_t* l4 = frm + p.l4_off;
+		const uint32_t da = net::csum_delta(be16(field), be16(addr)) + net::csum_delta(be16(field + 2), be16(addr + 2));
+		net::csum_apply(ip + 10, da);
+		std::memcpy(field, addr, 4);
+		uint32_t dl = da;
+		if (port != 0) {
+			uint8_t* pf = l4 + (src ? 0 : 2);
+			dl += net::csum_delta(be16(pf), port);
+			put16(pf, port);
+		}
+		if (proto == ct::kProtoTCP) {
+			net::csum_apply(l4 + 16, dl);
+		} else if (be16(l4 + 6) != 0) {  // IPv4 UDP without a checksum keeps none
+			net::csum_apply(l4 + 6, dl);
+			if (l4[6] == 0 && l4[7] == 0)
+				l4[6] = l4[7] = 0xff;  // 0 means "no checksum" in UDP: send its other form
+		}
+		return;
+	}
 	uint8_t* ip = frm + p.l3_off;
 	const unsigned alen = p.family == 4 ? 4 : 16;
 	uint8_t* field = ip + (p.family == 4 ? (src ? kV4Src : kV4Dst) : (src ? kV6Src : kV6Dst));
@@ -1321,7 +1348,13 @@ void pipeline::nat_stage(work& w) noexcept
 		if (!ct_.nat(r, &ni))
 			continue;
 		if (!ni.dnat) {  // source NAT alone
-			snat_translate(w, i, r, ni.saddr, ni.sport);
+			if (r.dir == 0 && !r.via_alias && r.v != ct::verdict::related) [[likely]] {  // the opener's
+				rewrite(w.f[i].data, w.p[i], true, ni.saddr, ni.sport);
+				w.dnat[i] = true;
+				s.snat.inc();
+			} else {
+				snat_translate(w, i, r, ni.saddr, ni.sport);
+			}
 			continue;
 		}
 		const bool reply = r.dir == 1;
@@ -1362,15 +1395,17 @@ void pipeline::snat_translate(work& w, unsigned i, const ct::result& r, const ui
 {
 	const parsed& p = w.p[i];
 	uint8_t* frm = w.f[i].data;
+	if (r.dir == 0 && !r.via_alias && r.v != ct::verdict::related) {  // the opener's
+		rewrite(frm, p, true, addr, port);
+		w.dnat[i] = true;
+		w.s->snat.inc();
+		return;
+	}
 	ct::tuple o;
 	if (!ct::original_of(r, &o))
 		return;
 	if (r.v != ct::verdict::related) {
-		if (r.dir == 0 && !r.via_alias) {
-			rewrite(frm, p, true, addr, port);
-			w.dnat[i] = true;
-			w.s->snat.inc();
-		} else if (r.dir == 1 && r.via_alias) {
+		if (r.dir == 1 && r.via_alias) {
 			rewrite(frm, p, false, o.src, o.sport);
 			w.dnat[i] = true;
 			w.s->dnat.inc();
