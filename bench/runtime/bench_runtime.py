@@ -14,6 +14,13 @@ forwarding core (testpmd). 64-byte frames. Traces:
             DNAT one way, SNAT back
   syn/<N>   N distinct SYNs to a server (new flows until the loop repeats;
             the table grows from its minimum size)
+  out/<N>   N connections' data-less ACKs one way only, to a server beyond
+            the sink (picked up mid-stream, never answered: the CT's full
+            path each packet)
+  masq/<N>  the same, masqueraded (snat: 16 addresses, a port each flow):
+            the first loop allocates the mappings, every later one
+            translates (its ratio over out/<N> is source NAT's cost; the
+            replies' ports are the allocator's secret, so none are sent)
 
 Per run: the median of the per-second rates after the first two seconds
 (ctplane: its forwarded counter, --stats 1; testpmd: Rx-pps of the source
@@ -84,6 +91,9 @@ def trace(kind, n):
         if kind == "syn":
             yield frame(c, SERVER, cp, 80, SYN, (i * 7919) & 0xFFFFFFFF, 0)
             continue
+        if kind in ("out", "masq"):
+            yield frame(c, SERVER, cp, 80, ACK, 1000, 500000)
+            continue
         dst, dport = (VIP, 80) if kind == "vip" else (SERVER, 80)
         src, sport = (BACKEND, 8080) if kind == "vip" else (SERVER, 80)
         yield frame(c, dst, cp, dport, ACK, 1000, 500000)
@@ -115,7 +125,10 @@ services:
   - {{name: vip, vip: 10.100.0.1, port: 80, protocol: tcp}}
 backends:
   - {{service: vip, address: 10.1.0.2, port: 8080}}
-"""
+{snat}"""
+
+SNAT = ("snat:\n  - {source: 10.0.0.0/16, out_port: sink, addresses: ["
+        + ", ".join(f"10.254.0.{a}" for a in range(1, 17)) + "]}\n")
 
 
 def median_rate(values, skip=2):
@@ -156,7 +169,8 @@ def main():
     ap.add_argument("--ctplane", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=6)
-    ap.add_argument("--traces", default="est/1000,est/100000,est/1000000,vip/100000,syn/1000000")
+    ap.add_argument("--traces", default="est/1000,est/100000,est/1000000,vip/100000,syn/1000000,out/100000,"
+                                        "masq/100000")
     ap.add_argument("--json")
     a = ap.parse_args()
     if shutil.which("dpdk-testpmd") is None:
@@ -175,7 +189,8 @@ def main():
             mem = int(mbufs * MB_PER_MBUF) + 1024
             cfg = os.path.join(tmp, f"{kind}{n}.yaml")
             with open(cfg, "w") as f:
-                f.write(CONFIG.format(pcap=pcap, ct_max=max(2 * n, 65536), mbufs=mbufs))
+                f.write(CONFIG.format(pcap=pcap, ct_max=max(2 * n, 65536), mbufs=mbufs,
+                                      snat=SNAT if kind == "masq" else ""))
             ours, theirs, drops = [], [], {}
             for _ in range(a.rounds):  # alternated: the machine's noise hits both
                 r, drops = run_ctplane(a.ctplane, cfg, mem, a.seconds)
@@ -187,6 +202,12 @@ def main():
                             "ctplane_runs": ours, "testpmd_runs": theirs, "drops": drops})
             print(f"{spec:<14} ctplane {o / 1e6:7.2f} Mpps   testpmd io {t / 1e6:7.2f} Mpps   "
                   f"ratio {o / t if t else 0:5.2f}x", flush=True)
+        out = {r["trace"].split("/")[1]: r for r in results if r["trace"].startswith("out/")}
+        for r in results:
+            o = out.get(r["trace"].split("/")[1]) if r["trace"].startswith("masq/") else None
+            if o and o["ctplane_mpps"]:
+                print(f"{r['trace']:<14} masqueraded over the same untranslated: "
+                      f"{r['ctplane_mpps'] / o['ctplane_mpps']:5.2f}x", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
