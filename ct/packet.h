@@ -58,6 +58,9 @@ struct packet {
 	// The packet may not open a flow mid-stream even in loose mode (a
 	// backend's segment: the client's side picks its flow up, NATed).
 	bool no_pickup = false;
+	// The packet may not open a flow at all, only follow one (a packet to
+	// a source NAT address and port: a mapping's reply, or nothing).
+	bool no_open = false;
 	// The retry of a packet the CT refused with result::wrong_port, once
 	// the caller checked that its source routes back through in_port (its
 	// route moved: a reload, a failover): the flow's side re-learns its

@@ -709,7 +709,7 @@ void table::run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, u
 		// before create_bulk reopens the entry in place (its insert
 		// finds it: -EEXIST, then apply). Reopened here, it skipped them.
 		if (!is_alias(*f) && expired(load(f->h.expires), now) &&
-		    (opens(p.t.proto, p.kind, p.tcp_flags) || can_pickup(p))) {
+		    may_open(p)) {
 			r = result{verdict::pending, 0, st_none, fam_id, nullptr};
 			r.hashed = (hashed >> i) & 1;
 			r.hash = hashes[i];
@@ -991,7 +991,7 @@ void table::apply(Fam& fam, const typename Fam::key& k, typename Fam::flow* f, u
 		}
 	}
 	const packet& p = *pp;
-	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
+	const bool opener = !p.no_open && opens(p.t.proto, p.kind, p.tcp_flags);
 	for (;;) {
 		uint64_t mark = 0;  // bookkeeping bits the packet adds to its direction's bytes
 		const uint8_t s = state_of(cur), fl = flags_of(cur);
@@ -1176,7 +1176,7 @@ void table::create(Fam& fam, const typename Fam::key& k, unsigned kdir, const pa
 	using F = typename Fam::flow;
 	thread_counters& c = tc();
 	const bool pickup = can_pickup(p);
-	const bool opener = opens(p.t.proto, p.kind, p.tcp_flags);
+	const bool opener = !p.no_open && opens(p.t.proto, p.kind, p.tcp_flags);
 	// A service's own quota (a flow to a service: the load balancer chose
 	// its translation).
 	const uint32_t svc_limit = nat != nullptr ? quota_->service_limit_of(p.t) : 0;

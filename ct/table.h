@@ -294,7 +294,7 @@ public:
 	// Whether the packet may open a flow (an opener, or a pickup in loose mode).
 	bool may_open(const packet& p) const noexcept
 	{
-		return opens(p.t.proto, p.kind, p.tcp_flags) || can_pickup(p);
+		return !p.no_open && (opens(p.t.proto, p.kind, p.tcp_flags) || can_pickup(p));
 	}
 	result process(const packet& p, uint64_t now_ns, const nat_init* nat = nullptr) noexcept
 	{
@@ -565,7 +565,7 @@ private:
 	// ACK without SYN or RST, with or without data or FIN.
 	bool can_pickup(const packet& p) const noexcept
 	{
-		return cfg_.tcp.loose && !p.no_pickup && p.t.proto == kProtoTCP && p.kind == pkt_kind::normal &&
+		return cfg_.tcp.loose && !p.no_pickup && !p.no_open && p.t.proto == kProtoTCP && p.kind == pkt_kind::normal &&
 		       (p.tcp_flags & (kSYN | kRST | kACK)) == kACK;
 	}
 	template <typename F>

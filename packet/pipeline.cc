@@ -102,6 +102,7 @@ struct pipeline::work {
 	uint16_t in_port[kMaxBurst];  // where it came in (kPortInfer: nowhere known)
 	bool dnat[kMaxBurst];         // its destination was translated
 	bool fullnat[kMaxBurst];      // live index: a new flow to a FullNAT service
+	uint8_t snat_in[kMaxBurst];   // live index: to a NAT address and port with no flow (1 outside, 2 behind it)
 	bool made[kMaxBurst];         // its CT flow is new (undone if it cannot leave)
 	uint8_t j_of[kMaxBurst];      // made: its live index at the NAT stage
 	uint16_t idx[kMaxBurst];      // the live vector; kGone: left it in this stage
@@ -1119,6 +1120,7 @@ void pipeline::ct_lookup_stage(work& w) noexcept
 		w.ctp[j] = w.p[w.idx[j]].ct;
 		w.natp[j] = nullptr;
 		w.fullnat[j] = false;
+		w.snat_in[j] = 0;
 	}
 	ct_.lookup_bulk(w.ctp, w.n, w.now, w.res);
 	for (unsigned j = 0; j < w.n; j++) {
@@ -1229,14 +1231,16 @@ void pipeline::admit_stage(work& w) noexcept
 		ct::packet& c = w.ctp[j];
 		const parsed& p = w.p[i];
 		if (snat != nullptr && w.natp[j] == nullptr && snat_inbound(p)) [[unlikely]] {
-			// To a source NAT address and port, and no flow's: nothing
-			// opens a mapping from outside; from behind the NAT (a host
-			// behind a rule's source) it is a hairpin, not done.
+			// To a source NAT address and port, and no flow's yet: it may
+			// only follow a flow (an earlier packet of this burst may make
+			// the mapping it answers: the CT looks again), never open one.
+			// If none, it drops by name (nat_stage): from outside, no
+			// mapping; from behind the NAT (a rule's source), a hairpin.
 			const bool inside = std::any_of(snat->rules.begin(), snat->rules.end(), [&](const snat_rule& x) {
 				return in_prefix(x.source, c.t.src, c.t.family);
 			});
-			drop_frame(w, i, inside ? drop::snat_hairpin : drop::snat_no_mapping);
-			w.idx[j] = kGone;
+			c.no_open = true;
+			w.snat_in[j] = inside ? 2 : 1;
 			continue;
 		}
 		if (!ct_.may_open(c))
@@ -1322,7 +1326,10 @@ void pipeline::nat_stage(work& w) noexcept
 			continue;
 		ct::result& r = w.res[j];
 		switch (r.v) {
-		case ct::verdict::invalid: drop_frame(w, i, drop::ct_invalid); w.idx[j] = kGone; continue;
+		case ct::verdict::invalid:
+			drop_frame(w, i, w.snat_in[j] == 0 ? drop::ct_invalid : w.snat_in[j] == 1 ? drop::snat_no_mapping : drop::snat_hairpin);
+			w.idx[j] = kGone;
+			continue;
 		case ct::verdict::refused_full: drop_frame(w, i, drop::ct_refused_full); w.idx[j] = kGone; continue;
 		case ct::verdict::refused_busy: drop_frame(w, i, drop::ct_refused_busy); w.idx[j] = kGone; continue;
 		case ct::verdict::refused_nomem: drop_frame(w, i, drop::ct_refused_nomem); w.idx[j] = kGone; continue;

@@ -263,6 +263,87 @@ def edge_cases():
     return f, names
 
 
+NAT_ADDR = "10.0.0.254"  # the server-side address both trackers masquerade to
+
+
+class MasqConn(Conn):
+    """A connection through masquerade: the server answers the NAT address
+    and the port the tracker gave the flow (mapping[name]); the client's
+    first segment goes to `first`, the rest to `rest`."""
+
+    def __init__(self, name, first, rest, mapping, *a, **kw):
+        super().__init__(rest, *a, **kw)
+        self.name, self.first, self.mapping, self.sent = name, first, mapping, False
+
+    def c2s(self, flags, data=b"", seq=None, ack=None, bad=False):
+        frames = self.f
+        if not self.sent:
+            self.f, self.sent = self.first, True
+        super().c2s(flags, data, seq, ack, bad)
+        self.f = frames
+
+    def s2c(self, flags, data=b"", seq=None, ack=None, bad=False):
+        if self.mapping is None:
+            self.s += len(data) + (1 if flags & (SYN | FIN) else 0)
+            return
+        self.f.append(eth(ipv4(self.sv, NAT_ADDR, 6, tcp(self.sp, self.mapping[self.name], flags,
+                                                           self.s if seq is None else seq,
+                                                           self.c if ack is None else ack, data))))
+        if seq is None:
+            self.s += len(data) + (1 if flags & (SYN | FIN) else 0)
+
+
+def masq_cases(mapping=None):
+    """The masquerade case: every flow's first packet (the prefix: the
+    trackers allocate their mappings in this order, and nothing ends before
+    the last), then the rest of each conversation, the server's packets to
+    the mapping the tracker gave (mapping: name -> port or echo id; None:
+    the prefix alone). Returns (prefix, rest, names)."""
+    first, rest, names = [], [], {}
+    cl, sv = "192.168.3.10", "10.0.1.1"
+    port = [43000]
+
+    def conn(name):
+        port[0] += 1
+        names[name] = (6, cl, port[0], sv, 80)
+        return MasqConn(name, first, rest, mapping, cl, port[0], sv, 80)
+
+    close, est, syn, rst = conn("masq_tcp_close"), conn("masq_tcp_data"), conn("masq_tcp_syn_only"), conn("masq_tcp_rst")
+    for c in (close, est, syn, rst):
+        c.c2s(SYN)
+    for name, sp in (("masq_udp_answered", 5300), ("masq_udp_unanswered", 5301)):
+        names[name] = (17, cl, sp, sv, 53)
+        first.append(eth(ipv4(cl, sv, 17, udp(sp, 53, b"query"))))
+    names["masq_icmp_echo"] = (1, cl, 4343, sv, 4343)
+    first.append(eth(ipv4(cl, sv, 1, struct.pack("!BBHHH", 8, 0, 0, 4343, 1) + b"ping" * 8)))
+    if mapping is None:
+        return first, rest, names
+    close.s2c(SYN | ACK)
+    close.c2s(ACK)
+    close.c2s(ACK | PSH, b"x" * 300)
+    close.s2c(ACK | PSH, b"y" * 900)
+    close.c2s(FIN | ACK)
+    close.s2c(FIN | ACK)
+    close.c2s(ACK)
+    est.s2c(SYN | ACK)
+    est.c2s(ACK)
+    est.c2s(ACK | PSH, b"GET / HTTP/1.1\r\n\r\n")
+    est.s2c(ACK | PSH, b"z" * 1000)
+    est.c2s(ACK)
+    rst.s2c(SYN | ACK)
+    rst.c2s(ACK)
+    rst.s2c(RST | ACK)
+    rest.append(eth(ipv4(sv, NAT_ADDR, 17, udp(53, mapping["masq_udp_answered"], b"answer"))))
+    rest.append(eth(ipv4(sv, NAT_ADDR, 1, struct.pack("!BBHHH", 0, 0, 0, mapping["masq_icmp_echo"], 1) + b"ping" * 8)))
+    return first, rest, names
+
+
+def mapping_of(names, ports):
+    """name -> the port (echo id) a tracker gave the flow, from its
+    original tuple -> port."""
+    return {n: ports[key] for n, key in names.items() if key in ports}
+
+
 def write_pcap(path, frames):
     with open(path, "wb") as out:
         out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
@@ -310,6 +391,23 @@ def ctplane_flows(ctplane, config, pcap, workdir):
             cls = "new" if state.endswith("UNREPLIED") else "established"
         flows[(proto, f["src"], f["sport"], f["dst"], f["dport"])] = (cls, "assured" in f["flags"].split(","))
     return flows
+
+
+def ctplane_mappings(ctplane, config, pcap, workdir):
+    """original tuple -> the source NAT port (echo id) ctplane's replay gave it."""
+    dump = os.path.join(workdir, "ct_masq.jsonl")
+    r = subprocess.run([ctplane, "replay", "--config", config, "--pcap", pcap, "--no-progress", "--dump-ct", dump],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("ctplane replay failed:\n" + r.stdout + r.stderr)
+    numbers = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58}
+    out = {}
+    for line in open(dump):
+        f = json.loads(line)
+        if f.get("snat"):
+            proto = numbers.get(f["proto"]) or int(f["proto"])
+            out[(proto, f["src"], f["sport"], f["dst"], f["dport"])] = int(f["snat"].rsplit(":", 1)[1])
+    return out
 
 
 class Kernel:
@@ -378,6 +476,37 @@ class Kernel:
                 flows[key] = (cls, "[ASSURED]" in w)
         return flows
 
+    def masquerade(self):
+        """Source NAT of the client network out of the server side, as nftables does it."""
+        rules = (f"table ip knat {{\n chain post {{ type nat hook postrouting priority 100; "
+                 f"oifname \"rs{TAG}\" ip saddr 192.168.0.0/16 masquerade; }}\n}}\n")
+        p = subprocess.run(["ip", "netns", "exec", R, "nft", "-f", "-"], input=rules, text=True, capture_output=True)
+        if p.returncode != 0:
+            raise RuntimeError("nft masquerade: " + p.stderr)
+
+    def mappings(self):
+        """original tuple -> the port (echo id) the kernel's NAT gave it: the
+        reply tuple's destination port."""
+        out = {}
+        for line in sh("conntrack", "-L", "-f", "ipv4", ns=R, check=False).stdout.splitlines():
+            w = line.split()
+            if len(w) < 4:
+                continue
+            proto = int(w[1])
+            seen = {}
+            for x in w:
+                if "=" in x:
+                    k, v = x.split("=", 1)
+                    seen.setdefault(k, []).append(v)
+            if proto in (1, 58):
+                if len(seen.get("id", [])) >= 2:
+                    out[(proto, seen["src"][0], int(seen["id"][0]), seen["dst"][0], int(seen["id"][0]))] = \
+                        int(seen["id"][1])
+            elif len(seen.get("dport", [])) >= 2:
+                out[(proto, seen["src"][0], int(seen["sport"][0]), seen["dst"][0], int(seen["dport"][0]))] = \
+                    int(seen["dport"][1])
+        return out
+
     def close(self):
         for ns in (R, F):
             sh("ip", "netns", "del", ns, check=False)
@@ -440,7 +569,7 @@ def main():
     ctplane, gen, src = (os.path.abspath(a) for a in sys.argv[1:4])
     out = os.environ.get("GTEST_OUTPUT", "")
     xml = os.path.join(out[4:], "e2e_kernel_diff.xml") if out.startswith("xml:") else None
-    tests = ["edge_cases", "gen_trace_direct"]
+    tests = ["edge_cases", "gen_trace_direct", "masquerade"]
     if os.geteuid() != 0 or not shutil.which("nft") or not shutil.which("conntrack"):
         print("kernel_diff: needs root, nft and conntrack; skipped", file=sys.stderr)
         if xml:
@@ -477,6 +606,43 @@ def main():
         if len(ours) < 50:
             bad.append(f"gen_trace: only {len(ours)} flows: the trace did not go through")
         cases.append(("gen_trace_direct", "failure" if bad else None, "\n".join(bad)))
+        # 3. Masquerade: ctplane's source NAT against nftables' masquerade.
+        # Each tracker picks its own ports, so the servers' packets are
+        # written for each: the first packets go through first, the
+        # mappings are read back, then the rest of the conversations.
+        k.flush()
+        k.masquerade()
+        with open(config) as f:
+            text = f.read()
+        masq_cfg = os.path.join(work, "masq.yaml")
+        with open(masq_cfg, "w") as f:  # the example's rule has 10.0.0.254's range: so does this one
+            f.write(text.replace("snat:\n", "snat:\n  - {source: 192.168.0.0/16, out_port: server, ports: 20000-29999}\n", 1))
+        first, _, names = masq_cases()
+        pre = os.path.join(work, "masq_first.pcap")
+        write_pcap(pre, first)
+        ours_map = mapping_of(names, ctplane_mappings(ctplane, masq_cfg, pre, work))
+        k.feed(pre)
+        theirs_map = mapping_of(names, k.mappings())
+        bad = []
+        for n in names:
+            if n not in ours_map or n not in theirs_map:
+                bad.append(f"masquerade: {n}: no mapping (ctplane {ours_map.get(n)}, kernel {theirs_map.get(n)})")
+        if not bad:
+            ours_first, ours_rest, _ = masq_cases(ours_map)
+            full = os.path.join(work, "masq_ctplane.pcap")
+            write_pcap(full, ours_first + ours_rest)
+            ours = ctplane_flows(ctplane, masq_cfg, full, work)
+            _, theirs_rest, _ = masq_cases(theirs_map)
+            rest = os.path.join(work, "masq_kernel_rest.pcap")
+            write_pcap(rest, theirs_rest)
+            k.feed(rest)
+            theirs = {key: v for key, v in k.flows().items() if key in names.values()}
+            ours = {key: v for key, v in ours.items() if key in names.values()}
+            bad = compare("masquerade", ours, theirs, names)
+            for n, key in names.items():
+                print(f"  {n:34s} ctplane {ours.get(key, ('absent', False))} port {ours_map[n]}  "
+                      f"kernel {theirs.get(key, ('absent', False))} port {theirs_map[n]}")
+        cases.append(("masquerade", "failure" if bad else None, "\n".join(bad)))
     finally:
         if k is not None:
             k.close()

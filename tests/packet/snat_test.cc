@@ -287,6 +287,44 @@ TEST_F(snat_fixture, nothing_opens_a_mapping_from_outside_and_a_hairpin_is_refus
 	EXPECT_EQ(from_outside(kServer2, udp(53, port)).f, fate::drop);
 }
 
+// A reply in the same burst as its flow's first packet (a trace replayed,
+// a fast server on a slow poll): the CT looks again before calling it a
+// packet no mapping holds. The port is the one this fixture's seed gives.
+TEST_F(snat_fixture, a_reply_in_the_burst_that_made_its_mapping_finds_it)
+{
+	std::vector<bytes> probe{eth4(ipv4(kHost, kServer, udp(6100, 53)))};
+	frame pf{probe[0].data(), static_cast<uint32_t>(probe[0].size()), 0};
+	outcome po;
+	pl.process(&pf, 1, clk.now_ns(), &po);
+	ASSERT_EQ(po.f, fate::forward);
+	ASSERT_EQ(ct.erase(ct::tuple::v4(kHost, kServer, 6100, 53, ct::kProtoUDP), clk.now_ns()), 0);
+	// Every port is free again: the next flow's port is not known ahead, so
+	// its reply names each port of the range, one frame per port.
+	std::vector<bytes> f{eth4(ipv4(kHost, kServer, udp(6101, 53)))};
+	for (uint16_t p = kLo; p <= kHi; p++)
+		f.push_back(eth4(ipv4(kServer, kWan, udp(53, p))));
+	std::vector<frame> fr;
+	for (bytes& b : f)
+		fr.push_back(frame{b.data(), static_cast<uint32_t>(b.size()), static_cast<uint16_t>(fr.empty() ? 0 : 1)});
+	std::vector<outcome> oc(f.size());
+	pl.process(fr.data(), static_cast<unsigned>(fr.size()), clk.now_ns(), oc.data());
+	ASSERT_EQ(oc[0].f, fate::forward);
+	const uint16_t port = u16_at(f[0], 34);
+	unsigned forwarded = 0;
+	for (size_t k = 1; k < f.size(); k++) {
+		if (u16_at(f[k], 36) == 6101 || oc[k].f == fate::forward) {
+			forwarded++;
+			EXPECT_EQ(oc[k].f, fate::forward) << "the reply to " << port;
+			EXPECT_EQ(ip4_at(f[k], 30), kHost);
+		} else {
+			EXPECT_EQ(oc[k].reason, drop::snat_no_mapping);
+		}
+	}
+	EXPECT_EQ(forwarded, 1u);
+	EXPECT_EQ(drops(drop::snat_no_mapping), 9u);
+	EXPECT_EQ(ct.size(), 1u) << "nothing opened from outside";
+}
+
 TEST_F(snat_fixture, fragments_of_a_translated_datagram_leave_from_the_nat_address)
 {
 	const bytes whole = ipv4(kHost, kServer, udp(6000, 53, 200));
