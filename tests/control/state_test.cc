@@ -397,6 +397,40 @@ TEST_F(state_fixture, a_source_nat_flow_restores_with_its_mapping_and_its_port_h
 	EXPECT_EQ(u16_at(again, 34), port);
 }
 
+// FullNAT: the backend, the source's translation and the backend id (the
+// alias's) all come back.
+TEST_F(state_fixture, a_fullnat_flow_restores_with_its_backend_and_its_source_translation)
+{
+	std::string text = sized::with_max(65536);
+	const std::string dns = "protocol: udp}";
+	text.replace(text.find(dns), dns.size(), "protocol: udp, snat: true}");
+	appliance a(text), b(text);
+	bytes q = eth4(ipv4(kClient, 0x0a600035, udp(5353, 53)));
+	ASSERT_EQ(a.send(q, 0, now).f, fate::forward);
+	ASSERT_EQ(ip4_at(q, 26), 0x0a0000feu);  // from the server port's address
+	ASSERT_EQ(ip4_at(q, 30), 0x0a000103u);  // to the backend
+	const uint16_t port = u16_at(q, 34);
+	ASSERT_EQ(save_state(*a.dp, *a.ctl, path, now, nullptr, true, kWall), "");
+	restore_result rr;
+	ASSERT_EQ(restore_state(*b.dp, *b.ctl, path, now, &rr, kWall), "");
+	EXPECT_EQ(rr.flows, 1u);
+	ct::flow_view v;
+	ASSERT_TRUE(b.dp->ct().find(ct::tuple::v4(kClient, 0x0a600035, 5353, 53, ct::kProtoUDP), now, &v));
+	EXPECT_TRUE(v.dnat && v.snat);
+	EXPECT_EQ(ip4_at_bytes(v.nat_addr), 0x0a000103u);
+	EXPECT_EQ(ip4_at_bytes(v.snat_addr), 0x0a0000feu);
+	EXPECT_EQ(v.snat_port, port);
+	EXPECT_NE(v.backend, 0u);
+	const uint8_t srv[4] = {10, 0, 0, 254};
+	EXPECT_EQ(b.dp->ct().snat().find(4, srv)->pools[1]->users(port), 1u);
+	bytes reply = eth4(ipv4(0x0a000103, 0x0a0000fe, udp(53, port)));
+	const outcome o = b.send(reply, 1, now);
+	ASSERT_EQ(o.f, fate::forward) << drop_name(o.reason);
+	EXPECT_EQ(ip4_at(reply, 26), 0x0a600035u);  // from the VIP
+	EXPECT_EQ(ip4_at(reply, 30), kClient);
+	EXPECT_EQ(u16_at(reply, 36), 5353);
+}
+
 TEST_F(state_fixture, a_snapshot_of_another_record_layout_is_read_by_field_name)
 {
 	write_other_build(path, old_layout(), 300, [](uint32_t i, void* p) {

@@ -457,6 +457,63 @@ TEST_F(fullnat_fixture, the_backend_sees_the_appliance_and_its_replies_reach_the
 	EXPECT_EQ(ct.snat().find(4, srv)->pools[0]->users(port), 0u);
 }
 
+// IPv6 (NAT66 masquerade, as Linux's): TCP both ways, an echo's
+// identifier; the L4 checksums cover the addresses (pseudo-header).
+const char* kConfig6 = R"(
+ports:
+  - {name: lan, mac: "02:00:00:00:00:01", addresses: ["fd00:1::1/64"]}
+  - {name: wan, mac: "02:00:00:00:00:02", addresses: ["2001:db8:f::1/64"]}
+neighbors:
+  - {address: "fd00:1::10", mac: "02:aa:00:00:00:10", port: lan}
+  - {address: "2001:db8:f::fe", mac: "02:bb:00:00:00:fe", port: wan}
+routes:
+  - {prefix: "fd00:1::/64", port: lan}
+  - {prefix: "::/0", port: wan, via: "2001:db8:f::fe"}
+snat:
+  - {source: "fd00::/16", out_port: wan, ports: 50000-50099}
+)";
+
+class snat6_fixture : public snat_fixture {
+protected:
+	snat6_fixture() : snat_fixture(1, kConfig6) {}
+	static std::array<uint8_t, 16> a6(std::initializer_list<uint8_t> head, uint8_t last)
+	{
+		std::array<uint8_t, 16> a{};
+		std::copy(head.begin(), head.end(), a.begin());
+		a[15] = last;
+		return a;
+	}
+};
+
+TEST_F(snat6_fixture, an_ipv6_host_is_masqueraded_both_ways)
+{
+	const auto host = a6({0xfd, 0x00, 0x00, 0x01}, 0x10), server = a6({0x20, 0x01, 0x0d, 0xb8, 0x00, 0x99}, 0x07),
+		   wan = a6({0x20, 0x01, 0x0d, 0xb8, 0x00, 0x0f}, 0x01);
+	const out syn = one(eth6(ipv6_between(host, server, tcp(5555, 443, ct::kSYN))), 0);
+	ASSERT_EQ(syn.f, fate::forward) << drop_name(syn.reason);
+	EXPECT_EQ(syn.port, 1);
+	EXPECT_TRUE(std::equal(wan.begin(), wan.end(), syn.frame.begin() + 14 + 8));
+	const uint16_t port = u16_at(syn.frame, 54);
+	EXPECT_GE(port, 50000);
+	EXPECT_LE(port, 50099);
+	EXPECT_TRUE(l4_ok6(syn.frame));
+	const out sa = one(eth6(ipv6_between(server, wan, tcp_seq(443, port, ct::kSYN | ct::kACK, 500000, 1001))), 1);
+	ASSERT_EQ(sa.f, fate::forward) << drop_name(sa.reason);
+	EXPECT_EQ(sa.port, 0);
+	EXPECT_TRUE(std::equal(host.begin(), host.end(), sa.frame.begin() + 14 + 24));
+	EXPECT_EQ(u16_at(sa.frame, 56), 5555);
+	EXPECT_TRUE(l4_ok6(sa.frame));
+	const out ping = one(eth6(ipv6_between(host, server, icmp(58, 128, 0x4242, bytes(8, 1)))), 0);
+	ASSERT_EQ(ping.f, fate::forward) << drop_name(ping.reason);
+	const uint16_t id = u16_at(ping.frame, 54 + 4);
+	EXPECT_NE(id, 0x4242);
+	EXPECT_TRUE(icmp6_ok(ping.frame));
+	const out pong = one(eth6(ipv6_between(server, wan, icmp(58, 129, id, bytes(8, 1)))), 1);
+	ASSERT_EQ(pong.f, fate::forward) << drop_name(pong.reason);
+	EXPECT_EQ(u16_at(pong.frame, 54 + 4), 0x4242);
+	EXPECT_TRUE(icmp6_ok(pong.frame));
+}
+
 TEST(snat_config, rules_are_checked_with_file_line_and_path)
 {
 	const std::string base = R"(
