@@ -389,6 +389,18 @@ uint32_t source_hash(const uint8_t src[16], uint64_t seed) noexcept
 }
 }  // namespace
 
+// A new flow's source NAT: the CT picks the address (the source's own of
+// the target's, by a secret-seeded hash) and the port (from a random start
+// this worker draws).
+void pipeline::snat_source(work& w, unsigned j, const ct::snat_target& t) noexcept
+{
+	uint64_t& rng = w.s->snat_rng;
+	rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+	w.nat[j].snat = &t;
+	w.nat[j].snat_pick = source_hash(w.ctp[j].t.src, snat_seed_);
+	w.nat[j].snat_rnd = rng;
+}
+
 bool pipeline::for_us(const parsed& p) const noexcept
 {
 	if (p.ct.kind == ct::pkt_kind::icmp_error)
@@ -1278,22 +1290,12 @@ void pipeline::admit_stage(work& w) noexcept
 				w.idx[j] = kGone;
 				continue;
 			}
-			uint64_t& rng = w.s->snat_rng;
-			rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-			w.nat[j].snat = t;
-			w.nat[j].snat_pick = source_hash(c.t.src, snat_seed_);
-			w.nat[j].snat_rnd = rng;
+			snat_source(w, j, *t);
 		} else if (snat != nullptr && w.natp[j] == nullptr)
 			if (const snat_rule* x = snat_match(*snat, c.t, out_port)) {
-				// Source NAT: the CT picks the address (the source's
-				// own of the rule's) and the port (from a random start).
-				uint64_t& rng = w.s->snat_rng;
-				rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
 				w.nat[j] = ct::nat_init{};
-				w.nat[j].snat = &x->target;
-				w.nat[j].snat_pick = source_hash(c.t.src, snat_seed_);
-				w.nat[j].snat_rnd = rng;
 				w.natp[j] = &w.nat[j];
+				snat_source(w, j, x->target);
 			}
 	}
 	compact_misses(w);

@@ -364,6 +364,7 @@ private:
 	// out_port; nullptr if none.
 	const snat_rule* snat_match(const snat_rules& r, const ct::tuple& t, uint16_t out_port) const noexcept;
 	void snat_translate(work& w, unsigned i, const ct::result& r, const uint8_t* addr, uint16_t port) noexcept;
+	void snat_source(work& w, unsigned j, const ct::snat_target& t) noexcept;
 	bool answer(frame& fr, const parsed& p, lcore_stats& s) const noexcept;
 	void finish(work& w, unsigned i, uint16_t port, const uint8_t mac[6]) noexcept;
 
