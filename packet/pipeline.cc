@@ -260,6 +260,7 @@ std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr
 				std::memcpy(x.addr, a.addr, 16);
 				x.lo = s.port_lo;
 				x.hi = s.port_hi;
+				x.port = static_cast<uint16_t>(s.out_port);
 				r->ranges.push_back(x);
 			}
 		}
@@ -297,6 +298,7 @@ std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr
 				std::memcpy(y.addr, a.addr, 16);
 				y.lo = x.lo;
 				y.hi = x.hi;
+				y.port = static_cast<uint16_t>(x.port);
 				r->ranges.push_back(y);
 			}
 			port_addrs.push_back(x);
@@ -348,22 +350,22 @@ void pipeline::commit_snat(std::unique_ptr<snat_rules> r)
 		    std::memory_order_release);
 }
 
-bool pipeline::snat_inbound(const parsed& p) const noexcept
+const snat_rules::range* pipeline::snat_inbound(const parsed& p) const noexcept
 {
 	const snat_rules* r = snat();
 	if (r == nullptr)
-		return false;
+		return nullptr;
 	const ct::tuple& t = p.ct.t;
 	const bool any_port = p.frag == kFragLater;  // no L4 header: its first fragment's flow decides
 	if (!any_port && t.proto != ct::kProtoTCP && t.proto != ct::kProtoUDP &&
 	    p.ct.kind != ct::pkt_kind::icmp_echo_reply)
-		return false;
+		return nullptr;
 	const unsigned alen = p.family == 4 ? 4 : 16;
 	for (const snat_rules::range& x : r->ranges)
 		if (x.family == p.family && std::memcmp(x.addr, t.dst, alen) == 0 &&
 		    (any_port || (t.dport >= x.lo && t.dport <= x.hi)))
-			return true;
-	return false;
+			return &x;
+	return nullptr;
 }
 
 const snat_rule* pipeline::snat_match(const snat_rules& r, const ct::tuple& t, uint16_t out_port) const noexcept
@@ -1242,17 +1244,16 @@ void pipeline::admit_stage(work& w) noexcept
 		const unsigned i = w.idx[j];
 		ct::packet& c = w.ctp[j];
 		const parsed& p = w.p[i];
-		if (snat != nullptr && w.natp[j] == nullptr && snat_inbound(p)) [[unlikely]] {
+		if (const snat_rules::range* nat_to = snat != nullptr && w.natp[j] == nullptr ? snat_inbound(p) : nullptr)
+			[[unlikely]] {
 			// To a source NAT address and port, and no flow's yet: it may
 			// only follow a flow (an earlier packet of this burst may make
 			// the mapping it answers: the CT looks again), never open one.
-			// If none, it drops by name (nat_stage): from outside, no
-			// mapping; from behind the NAT (a rule's source), a hairpin.
-			const bool inside = std::any_of(snat->rules.begin(), snat->rules.end(), [&](const snat_rule& x) {
-				return in_prefix(x.source, c.t.src, c.t.family);
-			});
+			// If none, it drops by name (nat_stage): from outside (the
+			// address's own port), no mapping; from another port (a host
+			// behind the NAT), a hairpin.
 			c.no_open = true;
-			w.snat_in[j] = inside ? 2 : 1;
+			w.snat_in[j] = w.in_port[i] == nat_to->port ? 1 : 2;
 			continue;
 		}
 		if (!ct_.may_open(c))

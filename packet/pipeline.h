@@ -203,6 +203,7 @@ struct snat_rules {
 		uint8_t family;
 		uint8_t addr[16];
 		uint16_t lo, hi;
+		uint16_t port;  // where its outside is: the rule's out_port (FullNAT: the address's port)
 	};
 	std::vector<range> ranges;
 	// FullNAT services' flows leave from the addresses of the port towards
@@ -359,7 +360,7 @@ private:
 	bool for_us(const parsed& p) const noexcept;
 	// A packet to a source NAT address and port (a reply the CT knows, or
 	// one no mapping holds): not for the appliance.
-	bool snat_inbound(const parsed& p) const noexcept;
+	const snat_rules::range* snat_inbound(const parsed& p) const noexcept;
 	// The first rule that translates a new flow from src to dst leaving by
 	// out_port; nullptr if none.
 	const snat_rule* snat_match(const snat_rules& r, const ct::tuple& t, uint16_t out_port) const noexcept;
