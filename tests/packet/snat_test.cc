@@ -514,6 +514,23 @@ TEST_F(snat6_fixture, an_ipv6_host_is_masqueraded_both_ways)
 	EXPECT_TRUE(icmp6_ok(pong.frame));
 }
 
+// RFC 6056: an outsider cannot tell the next mapping from the last ones.
+// 16 new flows' ports scatter over the range (32768-60999 here): neither a
+// run from a fixed start nor the clients' own ports (the chance that 16
+// random ports of 28K fall within 2000 of each other is below 1e-17).
+TEST_F(fullnat_fixture, ports_come_from_random_starts_not_in_order)
+{
+	std::set<uint16_t> ports;
+	for (uint16_t i = 0; i < 16; i++) {
+		const out o = one(eth4(ipv4(kHost, kFnatVip, tcp(static_cast<uint16_t>(40000 + i), 80, ct::kSYN))), 0);
+		ASSERT_EQ(o.f, fate::forward) << drop_name(o.reason);
+		ports.insert(u16_at(o.frame, 34));
+		EXPECT_NE(u16_at(o.frame, 34), 40000 + i) << "the client's own port";
+	}
+	ASSERT_EQ(ports.size(), 16u);
+	EXPECT_GT(*ports.rbegin() - *ports.begin(), 2000) << "a run of ports, not random starts";
+}
+
 TEST(snat_config, rules_are_checked_with_file_line_and_path)
 {
 	const std::string base = R"(
