@@ -521,13 +521,15 @@ TEST_F(snat6_fixture, an_ipv6_host_is_masqueraded_both_ways)
 TEST_F(fullnat_fixture, ports_come_from_random_starts_not_in_order)
 {
 	std::set<uint16_t> ports;
+	unsigned own = 0;  // kept the client's port (by chance, 1 in 28K each)
 	for (uint16_t i = 0; i < 16; i++) {
 		const out o = one(eth4(ipv4(kHost, kFnatVip, tcp(static_cast<uint16_t>(40000 + i), 80, ct::kSYN))), 0);
 		ASSERT_EQ(o.f, fate::forward) << drop_name(o.reason);
 		ports.insert(u16_at(o.frame, 34));
-		EXPECT_NE(u16_at(o.frame, 34), 40000 + i) << "the client's own port";
+		own += u16_at(o.frame, 34) == 40000 + i;
 	}
 	ASSERT_EQ(ports.size(), 16u);
+	EXPECT_LT(own, 2u) << "the clients' own ports";
 	EXPECT_GT(*ports.rbegin() - *ports.begin(), 2000) << "a run of ports, not random starts";
 }
 
