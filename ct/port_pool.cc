@@ -70,7 +70,9 @@ int port_pool::take_free(uint64_t rnd) noexcept
 	const int i = first_free_from(static_cast<uint32_t>(rnd % n_));
 	if (i < 0)
 		return -1;
-	users_[static_cast<uint32_t>(i)] = 1;
+	// Its first flow is the bitmap's cleared bit alone: the count of
+	// further flows (users_, 256 KiB a pool, a likely cache miss) is not
+	// touched on a new flow's path; a flow's end reads it (mostly the GC's).
 	mark_used(static_cast<uint32_t>(i));
 	used_.store(used_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 	return lo_ + i;
@@ -82,9 +84,11 @@ void port_pool::hold(uint16_t p) noexcept
 	if (p < lo_ || i >= n_)
 		return;
 	std::lock_guard<maps::spinlock> g(lock_);
-	if (users_[i]++ == 0) {
+	if (is_free(i)) {
 		mark_used(i);
 		used_.store(used_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+	} else {
+		users_[i]++;  // one more beyond the first
 	}
 }
 
@@ -94,9 +98,11 @@ bool port_pool::release(uint16_t p) noexcept
 	if (p < lo_ || i >= n_)
 		return false;
 	std::lock_guard<maps::spinlock> g(lock_);
-	if (users_[i] == 0)
+	if (is_free(i))
 		return false;
-	if (--users_[i] == 0) {
+	if (users_[i] != 0) {
+		users_[i]--;
+	} else {
 		mark_free(i);
 		used_.store(used_.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
 	}
@@ -109,7 +115,7 @@ uint32_t port_pool::users(uint16_t p) const noexcept
 	if (p < lo_ || i >= n_)
 		return 0;
 	std::lock_guard<maps::spinlock> g(const_cast<maps::spinlock&>(lock_));
-	return users_[i];
+	return is_free(i) ? 0 : users_[i] + 1;
 }
 
 }  // namespace ctplane::ct

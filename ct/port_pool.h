@@ -60,13 +60,14 @@ private:
 	static constexpr unsigned kWords = 1024;   // 65536 ports / 64
 	static constexpr unsigned kSummary = 16;   // kWords / 64
 	void mark_free(uint32_t i) noexcept;        // i: index in the range
+	bool is_free(uint32_t i) const noexcept { return (free_[i >> 6] >> (i & 63)) & 1; }
 	void mark_used(uint32_t i) noexcept;
 	int first_free_from(uint32_t i) const noexcept;
 
 	const uint16_t lo_;
 	const uint32_t n_;
 	maps::spinlock lock_;
-	std::unique_ptr<uint32_t[]> users_;  // flows per port, by index in the range
+	std::unique_ptr<uint32_t[]> users_;  // flows per port beyond the first (a port in use), by index
 	uint64_t free_[kWords] = {};         // bit: the port has no flow
 	uint64_t summary_[kSummary] = {};    // bit: free_ word has a bit set
 	std::atomic<uint32_t> used_{0};
