@@ -151,9 +151,15 @@ void snat_pools::exhausted(const tuple& t) noexcept
 
 std::vector<const snat_address*> snat_pools::addresses() const
 {
+	// By the published index (a reload's plan may add one meanwhile, on
+	// its own thread).
 	std::vector<const snat_address*> v;
-	for (unsigned i = 0; i < n_; i++)
-		v.push_back(owned_[i].get());
+	for (unsigned i = 0; i < kMaxAddresses; i++) {
+		const snat_address* a = at(i);
+		if (a == nullptr)
+			break;
+		v.push_back(a);
+	}
 	return v;
 }
 

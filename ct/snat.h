@@ -36,10 +36,11 @@
 // to 65535 ports each (~270 KiB a pool); kDestinations exhaustion records,
 // the least counted replaced.
 //
-// Concurrency: add() and the listings on the control thread; find(),
-// release(), hold() and exhausted() from any registered thread (a pool
-// takes its own spinlock; the destination records one more, on the
-// exhaustion path only).
+// Concurrency: add() and check() by one planning thread at a time (the
+// control thread, or a reload's plan on its own thread); the listings,
+// find(), at(), release(), hold() and exhausted() from any thread (an
+// address is published complete; a pool takes its own spinlock; the
+// destination records one more, on the exhaustion path only).
 #pragma once
 
 #include <atomic>
