@@ -587,8 +587,8 @@ TEST_F(snat_two_workers, one_flow_on_two_workers_and_two_workers_wanting_one_por
 			frame fr{f.data(), static_cast<uint32_t>(f.size()), 0};
 			outcome oc;
 			ready.fetch_add(1);
-			while (ready.load() < 2 * (k + 1)) {
-			}
+			while (ready.load() < 2 * (k + 1))
+				std::this_thread::yield();  // (two cores, shared with the test runner)
 			pl.process(&fr, 1, clk.now_ns(), &oc, lc);
 			if (oc.f != fate::forward && bad.fetch_add(1) == 0)
 				ADD_FAILURE() << "round " << k << " worker " << lc << ": " << drop_name(oc.reason);
@@ -619,8 +619,8 @@ TEST_F(snat_two_workers, twenty_flows_on_two_workers_share_ten_ports_without_dou
 	auto fill = [&](unsigned lc) {
 		maps::rcu::thread_registration r;
 		ready.fetch_add(1);
-		while (ready.load() < 2) {
-		}
+		while (ready.load() < 2)
+			std::this_thread::yield();
 		for (uint16_t i = 0; i < 10; i++) {
 			bytes f = eth4(ipv4(lc == 0 ? kHost : kHost2, kRouter, udp(static_cast<uint16_t>(100 + i), 53)));
 			frame fr{f.data(), static_cast<uint32_t>(f.size()), 0};
