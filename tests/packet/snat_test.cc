@@ -609,6 +609,41 @@ TEST_F(snat_two_workers, one_flow_on_two_workers_and_two_workers_wanting_one_por
 	EXPECT_EQ(ct.stats().c.refused_snat, 0u);
 }
 
+// Two workers, two hosts, one server: ten flows want the ten ports at
+// once; every one gets a port of its own, none is dropped.
+TEST_F(snat_two_workers, ten_flows_on_two_workers_get_the_ten_ports_without_a_drop)
+{
+	std::atomic<unsigned> ready{0}, fwd{0};
+	std::set<uint16_t> taken[2];
+	auto fill = [&](unsigned lc) {
+		maps::rcu::thread_registration r;
+		ready.fetch_add(1);
+		while (ready.load() < 2)
+			std::this_thread::yield();
+		for (uint16_t i = 0; i < 5; i++) {
+			bytes f = eth4(ipv4(lc == 0 ? kHost : kHost2, kServer2, udp(static_cast<uint16_t>(700 + i), 53)));
+			frame fr{f.data(), static_cast<uint32_t>(f.size()), 0};
+			outcome oc;
+			pl.process(&fr, 1, clk.now_ns(), &oc, lc);
+			if (oc.f == fate::forward) {
+				fwd++;
+				taken[lc].insert(u16_at(f, 34));
+			} else {
+				ADD_FAILURE() << "worker " << lc << ": " << drop_name(oc.reason);
+			}
+			maps::rcu::quiescent();
+		}
+	};
+	std::thread c(fill, 0), d(fill, 1);
+	c.join();
+	d.join();
+	EXPECT_EQ(fwd.load(), 10u);
+	EXPECT_EQ(taken[0].size() + taken[1].size(), 10u);
+	for (uint16_t p : taken[0])
+		EXPECT_EQ(taken[1].count(p), 0u) << p << " given twice";
+	EXPECT_EQ(ct.stats().c.nat_clash, 0u);
+}
+
 // Two workers, two hosts, one server: twenty flows want the ten ports;
 // ten get them, ten are refused by name, none is given twice.
 TEST_F(snat_two_workers, twenty_flows_on_two_workers_share_ten_ports_without_doubling_one)
