@@ -228,6 +228,23 @@ std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr
 	// Each rule's addresses: its own, or its port's of the family.
 	std::vector<std::vector<net::address>> addrs(c.snat.size());
 	size_t fresh = 0;
+	// The ranges the workers check inbound packets against: one per
+	// address (the first rule, or port, that names it).
+	auto range_of = [&](const net::address& a) -> const snat_rules::range* {
+		for (const snat_rules::range& x : r->ranges)
+			if (x.family == a.family && std::memcmp(x.addr, a.addr, 16) == 0)
+				return &x;
+		return nullptr;
+	};
+	auto add_range = [&](const net::address& a, uint16_t lo, uint16_t hi, size_t port) {
+		snat_rules::range x{};
+		x.family = a.family;
+		std::memcpy(x.addr, a.addr, 16);
+		x.lo = lo;
+		x.hi = hi;
+		x.port = static_cast<uint16_t>(port);
+		r->ranges.push_back(x);
+	};
 	for (size_t i = 0; i < c.snat.size(); i++) {
 		const config::snat_rule_spec& s = c.snat[i];
 		if (s.out_port >= c.ports.size())
@@ -247,21 +264,9 @@ std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr
 		for (const net::address& a : addrs[i]) {
 			if (std::string e = pools.check(a.family, a.addr, s.port_lo, s.port_hi); !e.empty())
 				return "snat[" + std::to_string(i) + "]: " + net::to_string(a) + ": " + e;
-			if (pools.find(a.family, a.addr) == nullptr &&
-			    std::none_of(r->ranges.begin(), r->ranges.end(), [&](const snat_rules::range& x) {
-				    return x.family == a.family && std::memcmp(x.addr, a.addr, 16) == 0;
-			    }))
-				fresh++;
-			if (std::none_of(r->ranges.begin(), r->ranges.end(), [&](const snat_rules::range& x) {
-				    return x.family == a.family && std::memcmp(x.addr, a.addr, 16) == 0;
-			    })) {
-				snat_rules::range x{};
-				x.family = a.family;
-				std::memcpy(x.addr, a.addr, 16);
-				x.lo = s.port_lo;
-				x.hi = s.port_hi;
-				x.port = static_cast<uint16_t>(s.out_port);
-				r->ranges.push_back(x);
+			if (range_of(a) == nullptr) {
+				fresh += pools.find(a.family, a.addr) == nullptr;
+				add_range(a, s.port_lo, s.port_hi, s.out_port);
 			}
 		}
 	}
@@ -282,24 +287,14 @@ std::string pipeline::plan_snat(const config::ctplane_config& c, std::unique_ptr
 			a.family = pf.family;
 			std::memcpy(a.addr, pf.addr, 16);
 			port_addr x{p, a, kFullNatLo, kFullNatHi};
-			auto same = [&](const snat_rules::range& y) {
-				return y.family == a.family && std::memcmp(y.addr, a.addr, 16) == 0;
-			};
-			if (auto it = std::find_if(r->ranges.begin(), r->ranges.end(), same); it != r->ranges.end()) {
-				x.lo = it->lo, x.hi = it->hi;
-			} else if (const ct::snat_address* sa = pools.find(a.family, a.addr)) {
-				x.lo = sa->lo, x.hi = sa->hi;  // an earlier config's
+			if (const snat_rules::range* y = range_of(a)) {
+				x.lo = y->lo, x.hi = y->hi;  // a rule's
 			} else {
-				fresh++;
-			}
-			if (std::none_of(r->ranges.begin(), r->ranges.end(), same)) {
-				snat_rules::range y{};
-				y.family = a.family;
-				std::memcpy(y.addr, a.addr, 16);
-				y.lo = x.lo;
-				y.hi = x.hi;
-				y.port = static_cast<uint16_t>(x.port);
-				r->ranges.push_back(y);
+				if (const ct::snat_address* sa = pools.find(a.family, a.addr))
+					x.lo = sa->lo, x.hi = sa->hi;  // an earlier config's
+				else
+					fresh++;
+				add_range(a, x.lo, x.hi, p);
 			}
 			port_addrs.push_back(x);
 		}
