@@ -26,6 +26,8 @@ constexpr size_t kSectionHeader = 16 + 4 + 4 + 8 + 4 + 4;
 constexpr uint32_t kCrcInit = 0xffffffffu;
 constexpr size_t kBuffer = 1u << 20;
 constexpr size_t kMaxNames = 256;  // per field, in a file's manifest
+constexpr size_t kMaxTables = 64;
+constexpr size_t kMaxFields = 1024;  // per table
 
 // CRC32C (Castagnoli) with the SSE4.2 crc32 instructions (x86-64-v2, the
 // build's floor), 8 bytes at a time, then 4, 2, 1: the values of DPDK's
@@ -153,6 +155,190 @@ const field* layout::find(const std::string& name) const
 	return nullptr;
 }
 
+// ---- manifests and conversion -----------------------------------------------------
+
+std::string manifest_text(const std::vector<layout>& layouts)
+{
+	std::ostringstream m;
+	m << "ctplane-state " << kVersion << "\nbuild " << build_id() << "\n";
+	for (const layout& l : layouts) {
+		m << "table " << l.table << " record " << l.record_size << "\n";
+		for (const field& f : l.fields) {
+			m << "field " << f.name << " " << f.offset << " " << f.size << " " << ftype_name(f.type) << "\n";
+			for (const auto& [n, name] : f.names)
+				m << (f.named == naming::bits ? "bit " : "value ") << name << " " << n << "\n";
+		}
+	}
+	m << "end\n";
+	return m.str();
+}
+
+std::string parse_manifest(const std::string& text, std::vector<layout>* out, std::string* build)
+{
+	std::vector<layout> ls;
+	std::istringstream in(text);
+	std::string line;
+	bool ended = false;
+	unsigned lineno = 0;
+	while (std::getline(in, line)) {
+		lineno++;
+		std::istringstream ls_(line);
+		std::string w;
+		ls_ >> w;
+		auto bad = [&](const std::string& why) { return "manifest line " + std::to_string(lineno) + ": " + why; };
+		if (ended)
+			return bad("text after end");
+		if (lineno == 1) {
+			unsigned v = 0;
+			if (w != "ctplane-state" || !(ls_ >> v) || v != kVersion)
+				return bad("expected \"ctplane-state " + std::to_string(kVersion) + "\"");
+		} else if (w == "build") {
+			if (build != nullptr)
+				std::getline(ls_ >> std::ws, *build);
+		} else if (w == "table") {
+			layout l;
+			std::string rec;
+			if (!(ls_ >> l.table >> rec >> l.record_size) || rec != "record")
+				return bad("expected \"table NAME record BYTES\"");
+			if (ls.size() >= kMaxTables)
+				return bad("more than " + std::to_string(kMaxTables) + " tables");
+			ls.push_back(std::move(l));
+		} else if (w == "field") {
+			if (ls.empty())
+				return bad("field before any table");
+			if (ls.back().fields.size() >= kMaxFields)
+				return bad("table " + ls.back().table + ": more than " + std::to_string(kMaxFields) + " fields");
+			field f;
+			std::string t;
+			if (!(ls_ >> f.name >> f.offset >> f.size >> t) || !type_of(t, &f.type))
+				return bad("expected \"field NAME OFFSET SIZE u8|u16|u32|u64|bytes\"");
+			ls.back().fields.push_back(f);
+		} else if (w == "value" || w == "bit") {
+			if (ls.empty() || ls.back().fields.empty())
+				return bad(w + " before any field");
+			field& f = ls.back().fields.back();
+			const naming kind = w == "bit" ? naming::bits : naming::values;
+			std::string name;
+			uint64_t n = 0;
+			if (!(ls_ >> name >> n) || type_size(f.type) == 0)
+				return bad("expected \"" + w + " NAME NUMBER\" after an integer field");
+			if (f.named != naming::none && f.named != kind)
+				return bad("field " + f.name + ": both values and bits named");
+			if (f.names.size() >= kMaxNames)
+				return bad("field " + f.name + ": more than " + std::to_string(kMaxNames) + " names");
+			for (const auto& [m, other] : f.names)
+				if (m == n || other == name)
+					return bad("field " + f.name + ": " + name + " or " + std::to_string(n) + " named twice");
+			if (kind == naming::bits && (n == 0 || (n & (n - 1)) != 0))
+				return bad("field " + f.name + ": bit " + name + " is not one bit");
+			f.named = kind;
+			f.names.emplace_back(n, name);
+		} else if (w == "end") {
+			ended = true;
+		} else if (!w.empty()) {
+			return bad("unknown statement \"" + w + "\"");
+		}
+	}
+	if (!ended)
+		return "manifest has no end";
+	for (const layout& l : ls)
+		if (std::string e = layout_error(l); !e.empty())
+			return e;
+	*out = std::move(ls);
+	return "";
+}
+
+std::string compat_error(const layout& theirs, const layout& mine)
+{
+	for (const field& f : mine.fields)
+		if (const field* t = theirs.find(f.name)) {
+			// An unsigned field widened since the file was written is
+			// zero-extended; any other change of size or type refuses.
+			const bool widened = type_size(t->type) != 0 && type_size(f.type) != 0 && t->size < f.size;
+			if ((t->size != f.size || t->type != f.type) && !widened)
+				return "table " + mine.table + ": field " + f.name + " is " + describe(*t) + " in the file, " +
+				       describe(f) + " here";
+		}
+	return "";
+}
+
+std::string converter::build(const layout& theirs, const layout& mine)
+{
+	if (std::string e = compat_error(theirs, mine); !e.empty())
+		return e;
+	in_size_ = theirs.record_size;
+	out_size_ = mine.record_size;
+	plan_.clear();
+	blank_.assign(mine.record_size, 0);
+	for (const field& f : mine.fields) {
+		const field* t = theirs.find(f.name);
+		if (t == nullptr) {
+			if (f.dflt != 0 && type_size(f.type) != 0)
+				std::memcpy(blank_.data() + f.offset, &f.dflt, f.size);  // little-endian
+			continue;
+		}
+		copy c{t->offset, f.offset, std::min(t->size, f.size), f.size, naming::none, {}, f.name};
+		if (f.named != naming::none && t->named == f.named) {
+			// Their numbers to mine, by name, once: a number of theirs
+			// without a name of mine maps to kUnknown (the record refused).
+			c.named = f.named;
+			for (const auto& [n, name] : t->names) {
+				uint64_t m = kUnknown;
+				for (const auto& [mn, mname] : f.names)
+					if (mname == name)
+						m = mn;
+				c.map.push_back({n, m, name});
+			}
+		}
+		plan_.push_back(std::move(c));
+	}
+	return "";
+}
+
+bool converter::convert(const uint8_t* in, uint8_t* out, std::string* why) const
+{
+	std::memcpy(out, blank_.data(), out_size_);
+	for (const copy& c : plan_) {
+		if (c.from_size < c.to_size)
+			std::memset(out + c.to, 0, c.to_size);
+		std::memcpy(out + c.to, in + c.from, c.from_size);  // little-endian: zero-extended
+		if (c.named == naming::none)
+			continue;
+		uint64_t v = 0, res = 0;
+		std::memcpy(&v, in + c.from, c.from_size);
+		auto refuse = [&](const std::string& w) {
+			if (why != nullptr)
+				*why = "field " + c.name + ": " + w;
+			return false;
+		};
+		auto find = [&](uint64_t n) -> const named_map* {
+			for (const named_map& m : c.map)
+				if (m.theirs == n)
+					return &m;
+			return nullptr;
+		};
+		if (c.named == naming::values) {
+			const named_map* m = find(v);
+			if (m == nullptr)
+				return refuse("value " + std::to_string(v) + " has no name in the file");
+			if (m->mine == kUnknown)
+				return refuse("value " + std::to_string(v) + " (\"" + m->name + "\") is unknown to this build");
+			res = m->mine;
+		} else {
+			for (uint64_t bits = v; bits != 0; bits &= bits - 1) {
+				const named_map* m = find(bits & (~bits + 1));
+				if (m == nullptr)
+					return refuse("bit " + std::to_string(bits & (~bits + 1)) + " has no name in the file");
+				if (m->mine == kUnknown)
+					return refuse("flag \"" + m->name + "\" is unknown to this build");
+				res |= m->mine;
+			}
+		}
+		std::memcpy(out + c.to, &res, c.to_size);
+	}
+	return true;
+}
+
 // ---- writer -----------------------------------------------------------------------
 
 writer::~writer() { abandon(); }
@@ -194,18 +380,7 @@ std::string writer::open(const std::string& path, const std::vector<layout>& lay
 		::unlink(tmp_.c_str());
 		return tmp_ + ": " + std::strerror(err);
 	}
-	std::ostringstream m;
-	m << "ctplane-state " << kVersion << "\nbuild " << build_id() << "\n";
-	for (const layout& l : layouts) {
-		m << "table " << l.table << " record " << l.record_size << "\n";
-		for (const field& f : l.fields) {
-			m << "field " << f.name << " " << f.offset << " " << f.size << " " << ftype_name(f.type) << "\n";
-			for (const auto& [n, name] : f.names)
-				m << (f.named == naming::bits ? "bit " : "value ") << name << " " << n << "\n";
-		}
-	}
-	m << "end\n";
-	const std::string text = m.str();
+	const std::string text = manifest_text(layouts);
 	uint8_t h[kHeader];
 	std::memcpy(h, kMagic, 8);
 	put32(h + 8, kVersion);
@@ -361,72 +536,18 @@ std::string reader::open(const std::string& path)
 	const uint32_t nsections = get32(map_ + 20);
 
 	// The manifest.
-	std::istringstream in(std::string(reinterpret_cast<const char*>(map_ + kHeader), mlen));
-	std::string line;
-	bool ended = false;
-	unsigned lineno = 0;
-	while (std::getline(in, line)) {
-		lineno++;
-		std::istringstream ls(line);
-		std::string w;
-		ls >> w;
-		auto bad = [&](const std::string& why) { return path + ": manifest line " + std::to_string(lineno) + ": " + why; };
-		if (ended)
-			return bad("text after end");
-		if (lineno == 1) {
-			unsigned v = 0;
-			if (w != "ctplane-state" || !(ls >> v) || v != kVersion)
-				return bad("expected \"ctplane-state " + std::to_string(kVersion) + "\"");
-		} else if (w == "build") {
-			std::getline(ls >> std::ws, build_);
-		} else if (w == "table") {
-			section s;
-			std::string rec;
-			if (!(ls >> s.file.table >> rec >> s.file.record_size) || rec != "record")
-				return bad("expected \"table NAME record BYTES\"");
-			sections_.push_back(std::move(s));
-		} else if (w == "field") {
-			if (sections_.empty())
-				return bad("field before any table");
-			field f;
-			std::string t;
-			if (!(ls >> f.name >> f.offset >> f.size >> t) || !type_of(t, &f.type))
-				return bad("expected \"field NAME OFFSET SIZE u8|u16|u32|u64|bytes\"");
-			sections_.back().file.fields.push_back(f);
-		} else if (w == "value" || w == "bit") {
-			if (sections_.empty() || sections_.back().file.fields.empty())
-				return bad(w + " before any field");
-			field& f = sections_.back().file.fields.back();
-			const naming kind = w == "bit" ? naming::bits : naming::values;
-			std::string name;
-			uint64_t n = 0;
-			if (!(ls >> name >> n) || type_size(f.type) == 0)
-				return bad("expected \"" + w + " NAME NUMBER\" after an integer field");
-			if (f.named != naming::none && f.named != kind)
-				return bad("field " + f.name + ": both values and bits named");
-			if (f.names.size() >= kMaxNames)
-				return bad("field " + f.name + ": more than " + std::to_string(kMaxNames) + " names");
-			for (const auto& [m, other] : f.names)
-				if (m == n || other == name)
-					return bad("field " + f.name + ": " + name + " or " + std::to_string(n) + " named twice");
-			if (kind == naming::bits && (n == 0 || (n & (n - 1)) != 0))
-				return bad("field " + f.name + ": bit " + name + " is not one bit");
-			f.named = kind;
-			f.names.emplace_back(n, name);
-		} else if (w == "end") {
-			ended = true;
-		} else if (!w.empty()) {
-			return bad("unknown statement \"" + w + "\"");
-		}
+	std::vector<layout> ls;
+	if (std::string e = parse_manifest(std::string(reinterpret_cast<const char*>(map_ + kHeader), mlen), &ls, &build_);
+	    !e.empty())
+		return path + ": " + e;
+	for (layout& l : ls) {
+		section s;
+		s.file = std::move(l);
+		sections_.push_back(std::move(s));
 	}
-	if (!ended)
-		return path + ": manifest has no end";
 	if (sections_.size() != nsections)
 		return path + ": the header counts " + std::to_string(nsections) + " sections, the manifest " +
 		       std::to_string(sections_.size());
-	for (const section& s : sections_)
-		if (std::string e = layout_error(s.file); !e.empty())
-			return path + ": " + e;
 
 	// The sections, each against the manifest, and their checksums.
 	size_t at = kHeader + mlen;
@@ -478,18 +599,7 @@ uint64_t reader::count(const std::string& table) const
 std::string reader::check(const layout& mine) const
 {
 	const section* s = find(mine.table);
-	if (s == nullptr)
-		return "";
-	for (const field& f : mine.fields)
-		if (const field* theirs = s->file.find(f.name)) {
-			// An unsigned field widened since the file was written is
-			// zero-extended; any other change of size or type refuses.
-			const bool widened = type_size(theirs->type) != 0 && type_size(f.type) != 0 && theirs->size < f.size;
-			if ((theirs->size != f.size || theirs->type != f.type) && !widened)
-				return "table " + mine.table + ": field " + f.name + " is " + describe(*theirs) +
-				       " in the file, " + describe(f) + " here";
-		}
-	return "";
+	return s == nullptr ? "" : compat_error(s->file, mine);
 }
 
 std::string reader::each(const layout& mine, const std::function<void(const void*)>& fn) const
@@ -497,73 +607,14 @@ std::string reader::each(const layout& mine, const std::function<void(const void
 	const section* s = find(mine.table);
 	if (s == nullptr)
 		return "";
-	struct copy {
-		uint32_t from, to, from_size, to_size;
-		const field* mine = nullptr;    // named on both sides: mapped
-		const field* theirs = nullptr;
-	};
-	std::vector<copy> plan;
-	std::vector<uint8_t> blank(mine.record_size, 0);
-	for (const field& f : mine.fields) {
-		if (const field* theirs = s->file.find(f.name)) {
-			copy c{theirs->offset, f.offset, std::min(theirs->size, f.size), f.size};
-			if (f.named != naming::none && theirs->named == f.named) {
-				c.mine = &f;
-				c.theirs = theirs;
-			}
-			plan.push_back(c);
-		} else if (f.dflt != 0 && type_size(f.type) != 0) {
-			std::memcpy(blank.data() + f.offset, &f.dflt, f.size);  // little-endian
-		}
-	}
-	auto name_of = [](const field& f, uint64_t n) -> const std::string* {
-		for (const auto& [m, name] : f.names)
-			if (m == n)
-				return &name;
-		return nullptr;
-	};
-	auto number_of = [](const field& f, const std::string& name, uint64_t* n) {
-		for (const auto& [m, other] : f.names)
-			if (other == name) {
-				*n = m;
-				return true;
-			}
-		return false;
-	};
+	converter cv;
+	if (std::string e = cv.build(s->file, mine); !e.empty())
+		return e;
 	std::vector<uint8_t> rec(mine.record_size);
 	for (uint64_t i = 0; i < s->count; i++) {
-		const uint8_t* in = s->data + i * s->file.record_size;
-		std::memcpy(rec.data(), blank.data(), rec.size());
-		for (const copy& c : plan) {
-			std::memset(rec.data() + c.to, 0, c.to_size);
-			std::memcpy(rec.data() + c.to, in + c.from, c.from_size);  // little-endian: zero-extended
-			if (c.mine == nullptr)
-				continue;
-			uint64_t v = 0, out = 0;
-			std::memcpy(&v, in + c.from, c.from_size);
-			auto refuse = [&](const std::string& why) {
-				return "table " + mine.table + ": record " + std::to_string(i) + ": field " + c.mine->name + ": " + why;
-			};
-			if (c.mine->named == naming::values) {
-				const std::string* name = name_of(*c.theirs, v);
-				if (name == nullptr)
-					return refuse("value " + std::to_string(v) + " has no name in the file");
-				if (!number_of(*c.mine, *name, &out))
-					return refuse("value " + std::to_string(v) + " (\"" + *name + "\") is unknown to this build");
-			} else {
-				for (uint64_t bits = v; bits != 0; bits &= bits - 1) {
-					const uint64_t bit = bits & (~bits + 1);
-					const std::string* name = name_of(*c.theirs, bit);
-					uint64_t mine_bit = 0;
-					if (name == nullptr)
-						return refuse("bit " + std::to_string(bit) + " has no name in the file");
-					if (!number_of(*c.mine, *name, &mine_bit))
-						return refuse("flag \"" + *name + "\" is unknown to this build");
-					out |= mine_bit;
-				}
-			}
-			std::memcpy(rec.data() + c.to, &out, c.to_size);
-		}
+		std::string why;
+		if (!cv.convert(s->data + i * s->file.record_size, rec.data(), &why))
+			return "table " + mine.table + ": record " + std::to_string(i) + ": " + why;
 		fn(rec.data());
 	}
 	return "";

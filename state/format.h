@@ -86,6 +86,46 @@ uint32_t crc32c(const void* p, size_t n, uint32_t init) noexcept;
 // The build that wrote a file: version and commit (meson), compiler.
 const char* build_id() noexcept;
 
+// The manifest text of `layouts` (the file's, and a sync peer's hello).
+std::string manifest_text(const std::vector<layout>& layouts);
+// Parses a manifest: "" (and *out, *build) or "manifest line N: why".
+std::string parse_manifest(const std::string& text, std::vector<layout>* out, std::string* build);
+// "" if records of `theirs` convert to `mine`, else the line that refuses
+// ("table ct: field expires_in_ms is 4 bytes (u32) in the file, 8 bytes (u64) here").
+std::string compat_error(const layout& theirs, const layout& mine);
+
+// The copy plan from another build's layout of a table to this build's,
+// made once (names matched, enum values and flag bits mapped), then applied
+// per record without allocating: the snapshot reader's and the sync
+// receiver's (sync/), which gets a peer's records in the peer's layout.
+class converter {
+public:
+	// "" or compat_error's refusal.
+	std::string build(const layout& theirs, const layout& mine);
+	uint32_t in_size() const noexcept { return in_size_; }
+	uint32_t out_size() const noexcept { return out_size_; }
+	// in: in_size() bytes in their layout; out: out_size() in mine. false
+	// (and *why: "field state: value 9 (\"syn_proxy\") is unknown to this
+	// build") if a named number has no name here; out is then garbage.
+	bool convert(const uint8_t* in, uint8_t* out, std::string* why) const;
+
+private:
+	static constexpr uint64_t kUnknown = ~uint64_t{0};
+	struct named_map {
+		uint64_t theirs, mine;
+		std::string name;
+	};
+	struct copy {
+		uint32_t from, to, from_size, to_size;
+		naming named;
+		std::vector<named_map> map;
+		std::string name;
+	};
+	uint32_t in_size_ = 0, out_size_ = 0;
+	std::vector<copy> plan_;
+	std::vector<uint8_t> blank_;
+};
+
 class writer {
 public:
 	// Nothing is created until open().
