@@ -20,7 +20,7 @@ BUILDTYPE=${BUILDTYPE:-release}
 # the metrics test scrapes with).
 PACKAGES=(
 	g++ meson ninja-build pkg-config python3 ccache
-	libdpdk-dev liburcu-dev libyaml-cpp-dev
+	libdpdk-dev liburcu-dev libyaml-cpp-dev libsodium-dev
 	libgtest-dev libbenchmark-dev libabsl-dev zlib1g-dev libpcap-dev
 	iproute2 ethtool curl iputils-ping procps dpdk-dev nftables conntrack
 	python3-prometheus-client

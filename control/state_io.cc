@@ -13,12 +13,16 @@
 
 #include "config/route_file.h"
 #include "state/format.h"
+#include "sync/record.h"
 
 namespace ctplane::dataplane {
 
 namespace {
 
 using state::ftype;
+using sync::ct_rec;
+using sync::to_rec;
+using sync::from_rec;
 
 // ---- the records of format version 1, and their layouts ----------------------------
 // A field's meaning never changes under its name: a new meaning is a new
@@ -71,33 +75,6 @@ struct neighbor_rec {
 	uint8_t mac[6];
 };
 
-struct ct_rec {
-	uint8_t family, proto;
-	uint16_t zone;
-	uint8_t src[16], dst[16];
-	uint16_t sport, dport;
-	uint8_t state, flags;
-	uint16_t nat_port;
-	uint32_t backend;
-	uint8_t nat_addr[16];
-	uint32_t expires_in_ms;
-	uint32_t packets_orig, packets_reply;
-	uint64_t bytes_orig, bytes_reply;
-	uint32_t orig_end, orig_edge;
-	uint16_t orig_maxwin;
-	uint8_t orig_wflags, orig_port;
-	uint32_t reply_end, reply_edge;
-	uint16_t reply_maxwin;
-	uint8_t reply_wflags, reply_port;
-	// Source NAT (ct/snat.h): fields of their own. A masquerade flow's
-	// `flags` have no "nat" (a reader that knows no source NAT restores it
-	// untranslated, not as a DNAT to the NAT address); a FullNAT flow's
-	// have it (its DNAT, in nat_addr / nat_port).
-	uint8_t snat;
-	uint16_t snat_port;
-	uint8_t snat_addr[16];
-};
-
 struct sockmap_rec {
 	uint8_t family, proto;
 	uint16_t zone;
@@ -134,23 +111,6 @@ const state::layout& port_layout()
 	return l;
 }
 
-// Names for an enum field's values (0..n-1) or a flags field's bits.
-state::field named_values(state::field f, unsigned n, const char* (*name)(unsigned))
-{
-	f.named = state::naming::values;
-	for (unsigned v = 0; v < n; v++)
-		f.names.emplace_back(v, name(v));
-	return f;
-}
-
-state::field named_bits(state::field f, std::initializer_list<std::pair<uint64_t, const char*>> bits)
-{
-	f.named = state::naming::bits;
-	for (const auto& [b, n] : bits)
-		f.names.emplace_back(b, n);
-	return f;
-}
-
 const state::layout& service_layout()
 {
 	static const state::layout l{"services", sizeof(service_rec),
@@ -166,7 +126,7 @@ const state::layout& backend_layout()
 	static const state::layout l{"backends", sizeof(backend_rec),
 				     {F_(backend_rec, id, ftype::u32), F_(backend_rec, service, ftype::u32),
 				      F_(backend_rec, addr, ftype::bytes), F_(backend_rec, family, ftype::u8),
-				      named_values(F_(backend_rec, state, ftype::u8), 3,
+				      state::named_values(F_(backend_rec, state, ftype::u8), 3,
 						   [](unsigned v) { return lb::state_name(static_cast<lb::backend_state>(v)); }),
 				      F_(backend_rec, port, ftype::u16),
 				      F_(backend_rec, weight, ftype::u32)}};
@@ -191,39 +151,6 @@ const state::layout& neighbor_layout()
 	return l;
 }
 
-}  // namespace
-
-// Public for the layout-change test (tests/control/state_test.cc).
-const state::layout& ct_layout()
-{
-	static const state::layout l{
-		"ct",
-		sizeof(ct_rec),
-		{F_(ct_rec, family, ftype::u8),         F_(ct_rec, proto, ftype::u8),
-		 F_(ct_rec, zone, ftype::u16),          F_(ct_rec, src, ftype::bytes),
-		 F_(ct_rec, dst, ftype::bytes),         F_(ct_rec, sport, ftype::u16),
-		 F_(ct_rec, dport, ftype::u16),
-		 named_values(F_(ct_rec, state, ftype::u8), ct::kStates, [](unsigned v) { return ct::state_name(static_cast<uint8_t>(v)); }),
-		 named_bits(F_(ct_rec, flags, ftype::u8), {{ct::kOrigHi, "orig_hi"}, {ct::kReplied, "replied"}, {ct::kNat, "nat"},
-							    {ct::kFinOrig, "fin_orig"}, {ct::kFinReply, "fin_reply"},
-							    {ct::kFirstFinReply, "first_fin_reply"}, {ct::kSimOpen, "sim_open"},
-							    {ct::kAssured, "assured"}}),
-		 F_(ct_rec, nat_port, ftype::u16),
-		 F_(ct_rec, backend, ftype::u32),       F_(ct_rec, nat_addr, ftype::bytes),
-		 F_(ct_rec, expires_in_ms, ftype::u32), F_(ct_rec, packets_orig, ftype::u32),
-		 F_(ct_rec, packets_reply, ftype::u32), F_(ct_rec, bytes_orig, ftype::u64),
-		 F_(ct_rec, bytes_reply, ftype::u64),   F_(ct_rec, orig_end, ftype::u32),
-		 F_(ct_rec, orig_edge, ftype::u32),     F_(ct_rec, orig_maxwin, ftype::u16),
-		 F_(ct_rec, orig_wflags, ftype::u8),    F_(ct_rec, orig_port, ftype::u8),
-		 F_(ct_rec, reply_end, ftype::u32),     F_(ct_rec, reply_edge, ftype::u32),
-		 F_(ct_rec, reply_maxwin, ftype::u16),  F_(ct_rec, reply_wflags, ftype::u8),
-		 F_(ct_rec, reply_port, ftype::u8),     F_(ct_rec, snat, ftype::u8),
-		 F_(ct_rec, snat_port, ftype::u16),     F_(ct_rec, snat_addr, ftype::bytes)}};
-	return l;
-}
-
-namespace {
-
 const state::layout& sockmap_layout()
 {
 	static const state::layout l{"sockmap", sizeof(sockmap_rec),
@@ -238,6 +165,12 @@ const state::layout& sockmap_layout()
 }
 
 #undef F_
+
+}  // namespace
+
+const state::layout& ct_layout() { return sync::ct_layout(); }
+
+namespace {
 
 // In file order: the small tables first, the summary last (it counts what
 // happened while the CT was walked).
@@ -259,80 +192,6 @@ uint64_t created_destroyed(const ct::stats& s)
 	const ct::counters& c = s.c;
 	return c.created + c.reopened + c.picked_up + c.expired_gc + c.erased + c.evicted_expired +
 	       c.evicted_halfopen + c.evicted_overflow;
-}
-
-ct_rec to_rec(const ct::flow_record& f)
-{
-	ct_rec r;
-	std::memset(&r, 0, sizeof(r));
-	r.family = f.orig.family;
-	r.proto = f.orig.proto;
-	r.zone = f.orig.zone;
-	std::memcpy(r.src, f.orig.src, 16);
-	std::memcpy(r.dst, f.orig.dst, 16);
-	r.sport = f.orig.sport;
-	r.dport = f.orig.dport;
-	r.state = f.state;
-	r.flags = f.flags;
-	r.nat_port = f.nat_port;
-	r.backend = f.backend;
-	std::memcpy(r.nat_addr, f.nat_addr, 16);
-	r.expires_in_ms = f.expires_in_ms;
-	r.packets_orig = f.packets[0];
-	r.packets_reply = f.packets[1];
-	r.bytes_orig = f.bytes[0];
-	r.bytes_reply = f.bytes[1];
-	r.orig_end = f.seen[0].end;
-	r.orig_edge = f.seen[0].edge;
-	r.orig_maxwin = f.seen[0].maxwin;
-	r.orig_wflags = f.seen[0].flags;
-	r.orig_port = f.seen[0].port;
-	r.reply_end = f.seen[1].end;
-	r.reply_edge = f.seen[1].edge;
-	r.reply_maxwin = f.seen[1].maxwin;
-	r.reply_wflags = f.seen[1].flags;
-	r.reply_port = f.seen[1].port;
-	if (f.snat) {
-		if (!f.dnat)
-			r.flags = static_cast<uint8_t>(r.flags & ~ct::kNat);
-		r.snat = 1;
-		r.snat_port = f.snat_port;
-		std::memcpy(r.snat_addr, f.snat_addr, 16);
-	}
-	return r;
-}
-
-ct::flow_record from_rec(const ct_rec& r)
-{
-	ct::flow_record f;
-	std::memset(&f, 0, sizeof(f));
-	f.orig.family = r.family;
-	f.orig.proto = r.proto;
-	f.orig.zone = r.zone;
-	std::memcpy(f.orig.src, r.src, 16);
-	std::memcpy(f.orig.dst, r.dst, 16);
-	f.orig.sport = r.sport;
-	f.orig.dport = r.dport;
-	f.state = r.state;
-	f.flags = r.flags;
-	f.nat_port = r.nat_port;
-	f.backend = r.backend;
-	std::memcpy(f.nat_addr, r.nat_addr, 16);
-	f.expires_in_ms = r.expires_in_ms;
-	f.packets[0] = r.packets_orig;
-	f.packets[1] = r.packets_reply;
-	f.bytes[0] = r.bytes_orig;
-	f.bytes[1] = r.bytes_reply;
-	f.seen[0] = ct::tcp_seen{r.orig_end, r.orig_edge, r.orig_maxwin, r.orig_wflags, r.orig_port};
-	f.seen[1] = ct::tcp_seen{r.reply_end, r.reply_edge, r.reply_maxwin, r.reply_wflags, r.reply_port};
-	f.dnat = (r.flags & ct::kNat) != 0;
-	if (r.snat != 0) {
-		f.flags = static_cast<uint8_t>(f.flags | ct::kNat);
-		f.snat = true;
-		f.snat_port = r.snat_port;
-		std::memcpy(f.snat_addr, r.snat_addr, 16);
-	}
-	return f;
 }
 
 lb::address addr_of(uint8_t family, const uint8_t* a)

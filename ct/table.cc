@@ -2073,6 +2073,50 @@ ct::stats table::stats() const noexcept
 
 // ---- snapshots ----------------------------------------------------------------------
 
+template <typename K, typename F>
+void table::record_of(const K& k, const F& f, uint32_t now, flow_record* out) const noexcept
+{
+	flow_record& r = *out;
+	std::memset(&r, 0, sizeof(r));
+	const uint16_t st = load_status(f.h);
+	const uint32_t exp = load(f.h.expires);
+	const unsigned odir = (flags_of(st) & kOrigHi) ? 1 : 0;  // the key direction of the original tuple
+	r.orig = tuple_of(k, odir);
+	r.state = state_of(st);
+	r.flags = flags_of(st) & static_cast<uint8_t>(~kOrigHi);
+	r.nat_port = f.h.nat_port;
+	r.backend = f.h.backend;
+	std::memcpy(r.nat_addr, f.nat_addr, sizeof(f.nat_addr));
+	r.expires_in_ms = expired(exp, now) ? 0 : exp - now;
+	for (unsigned d = 0; d < 2; d++) {
+		r.packets[d] = load(f.packets[d]);
+		r.bytes[d] = load(f.bytes[d]) & kByteCount;
+		r.seen[d] = window::load_side(f.seen[odir ^ d]);
+	}
+	if (load(f.bytes[1]) & kProxied) [[unlikely]] {
+		const F* a = reply_alias(k, f);
+		r.packets[1] = a != nullptr ? static_cast<uint32_t>(load(a->bytes[1])) : 0;
+		r.backend = a != nullptr ? a->h.backend : 0;
+		r.proxied = true;
+	}
+	if (flags_of(st) & kNat) {
+		r.dnat = !is_snat(f);
+		if (!r.dnat) {
+			r.nat_port = 0;
+			std::memset(r.nat_addr, 0, sizeof(r.nat_addr));
+		}
+		const uint8_t* sa;
+		if (snat_of(f, &sa, &r.snat_port)) {
+			r.snat = true;
+			std::memcpy(r.snat_addr, sa, sizeof(f.nat_addr));
+		}
+		if (is_fullnat(f)) {
+			const F* a = reply_alias(k, f);
+			r.backend = a != nullptr ? a->h.backend : 0;
+		}
+	}
+}
+
 template <typename Fam>
 uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn, bool quiesce)
 {
@@ -2081,45 +2125,10 @@ uint64_t table::export_family(Fam& fam, uint32_t now, const std::function<void(c
 	uint64_t n = 0;
 	auto one = [&](const K& k, const F& f) {
 		const uint16_t st = load_status(f.h);
-		const uint32_t exp = load(f.h.expires);
-		if (state_of(st) == st_none || state_of(st) == st_alias || expired(exp, now))
+		if (state_of(st) == st_none || state_of(st) == st_alias || expired(load(f.h.expires), now))
 			return;
 		flow_record r;
-		std::memset(&r, 0, sizeof(r));
-		const unsigned odir = (flags_of(st) & kOrigHi) ? 1 : 0;  // the key direction of the original tuple
-		r.orig = tuple_of(k, odir);
-		r.state = state_of(st);
-		r.flags = flags_of(st) & static_cast<uint8_t>(~kOrigHi);
-		r.nat_port = f.h.nat_port;
-		r.backend = f.h.backend;
-		std::memcpy(r.nat_addr, f.nat_addr, sizeof(f.nat_addr));
-		r.expires_in_ms = exp - now;
-		for (unsigned d = 0; d < 2; d++) {
-			r.packets[d] = load(f.packets[d]);
-			r.bytes[d] = load(f.bytes[d]) & kByteCount;
-			r.seen[d] = window::load_side(f.seen[odir ^ d]);
-		}
-		if (load(f.bytes[1]) & kProxied) [[unlikely]] {
-			const F* a = reply_alias(k, f);
-			r.packets[1] = a != nullptr ? static_cast<uint32_t>(load(a->bytes[1])) : 0;
-			r.backend = a != nullptr ? a->h.backend : 0;
-		}
-		if (flags_of(st) & kNat) {
-			r.dnat = !is_snat(f);
-			if (!r.dnat) {
-				r.nat_port = 0;
-				std::memset(r.nat_addr, 0, sizeof(r.nat_addr));
-			}
-			const uint8_t* sa;
-			if (snat_of(f, &sa, &r.snat_port)) {
-				r.snat = true;
-				std::memcpy(r.snat_addr, sa, sizeof(f.nat_addr));
-			}
-			if (is_fullnat(f)) {
-				const F* a = reply_alias(k, f);
-				r.backend = a != nullptr ? a->h.backend : 0;
-			}
-		}
+		record_of(k, f, now, &r);
 		fn(r);
 		n++;
 	};
@@ -2145,7 +2154,7 @@ uint64_t table::export_flows(uint64_t now_ns, const std::function<void(const flo
 }
 
 template <typename Fam>
-int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
+int table::restore_into(Fam& fam, const flow_record& r, uint32_t now, bool settle) noexcept
 {
 	using K = typename Fam::key;
 	using F = typename Fam::flow;
@@ -2189,7 +2198,8 @@ int table::restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept
 	const uint64_t h = fam.hash.hash(k);
 	// A resize in the way (or a chain past its limit: the table grows or
 	// reseeds): run it to its end, a bounded number of times.
-	const int rc = maps::settle(fam.hash, [&] { return fam.hash.insert_with_hash(k, init, h); });
+	const int rc = settle ? maps::settle(fam.hash, [&] { return fam.hash.insert_with_hash(k, init, h); })
+			      : fam.hash.insert_with_hash(k, init, h);
 	if (rc != 0)
 		quota_->give(r.orig, qtag);
 	if (rc != 0 || !(fl & kNat))
@@ -2212,6 +2222,79 @@ int table::restore_flow(const flow_record& r, uint64_t now_ns) noexcept
 		return -EINVAL;
 	const uint32_t now = ticks(now_ns);
 	return r.orig.family == 4 ? restore_into(*f4_, r, now) : restore_into(*f6_, r, now);
+}
+
+bool table::find_record(const tuple& t, uint64_t now_ns, flow_record* r) const noexcept
+{
+	const uint32_t now = ticks(now_ns);
+	auto in = [&](auto& fam) {
+		using Fam = std::decay_t<decltype(fam)>;
+		typename Fam::key key;
+		unsigned kdir = make_key(t, key);
+		bool in_lru, via = false;
+		const typename Fam::key* kp = &key;
+		auto* f = const_cast<table*>(this)->find_entry(fam, key, &in_lru);
+		if (f != nullptr && is_alias(*f))
+			f = const_cast<table*>(this)->follow<Fam>(f, &kp, &kdir, true, &via);
+		if (f == nullptr)
+			return false;
+		const uint16_t st = load_status(f->h);
+		if (state_of(st) == st_none || state_of(st) == st_alias || expired(load(f->h.expires), now))
+			return false;
+		record_of(*kp, *f, now, r);
+		return true;
+	};
+	return t.family == 6 ? in(*f6_) : in(*f4_);
+}
+
+template <typename Fam>
+int table::update_synced(Fam& fam, const flow_record& r, uint32_t now) noexcept
+{
+	typename Fam::key k;
+	const unsigned odir = make_key(r.orig, k);
+	bool in_lru;
+	auto* f = find_entry(fam, k, &in_lru);
+	if (f == nullptr)
+		return -ENOENT;
+	if (is_alias(*f))
+		return -EEXIST;  // r.orig is the reply of another flow here
+	std::atomic_ref<uint16_t> st(f->h.status);
+	uint16_t cur = st.load(std::memory_order_acquire);
+	for (unsigned tries = 0;; tries++) {
+		if (state_of(cur) == st_none)
+			return -EAGAIN;  // being destroyed: its destroy event will follow
+		const uint8_t keep = flags_of(cur) & (kOrigHi | kNat);
+		const uint16_t next = status(r.state, keep | (r.flags & static_cast<uint8_t>(~(kOrigHi | kNat))));
+		if (next == cur || st.compare_exchange_weak(cur, next, std::memory_order_acq_rel))
+			break;
+		if (tries == 8)
+			return -EAGAIN;  // a worker keeps moving it: its own update wins
+	}
+	store(f->h.expires, now + r.expires_in_ms);
+	for (unsigned d = 0; d < 2; d++)
+		window::store_side(f->seen[odir ^ d], r.seen[d]);
+	tc().sync_updated.inc();
+	return 1;
+}
+
+int table::apply_synced(const flow_record& r, uint64_t now_ns) noexcept
+{
+	if ((r.orig.family != 4 && r.orig.family != 6) || r.state == st_none || r.state >= kStates ||
+	    r.expires_in_ms == 0)
+		return -EINVAL;
+	const uint32_t now = ticks(now_ns);
+	auto in = [&](auto& fam) {
+		int rc = update_synced(fam, r, now);
+		if (rc != -ENOENT)
+			return rc;
+		rc = restore_into(fam, r, now, false);
+		if (rc == -EEXIST)  // made meanwhile (a worker saw a packet of it)
+			rc = update_synced(fam, r, now);
+		else if (rc == 0)
+			tc().synced.inc();
+		return rc;
+	};
+	return r.orig.family == 4 ? in(*f4_) : in(*f6_);
 }
 
 uint64_t table::size() const noexcept

@@ -237,6 +237,7 @@ struct flow_record {
 	bool dnat, snat;
 	uint8_t snat_addr[16];
 	uint16_t snat_port;
+	bool proxied;  // through the SYN proxy: its sequence offsets are not in the record
 };
 
 // Per-thread, summed by stats(). Names are the counters' public names.
@@ -245,7 +246,7 @@ struct flow_record {
 	X(invalid_window) X(invalid_port) X(port_relearnt) X(window_liberal) X(rst_ignored) X(picked_up) X(refused_not_syn)                \
 	X(spilled) X(evicted_expired) X(evicted_halfopen) X(evicted_unassured) X(evicted_idle) X(evicted_overflow) X(refused_full) X(refused_busy)             \
 	X(refused_nomem) X(refused_quota) X(refused_snat) X(insert_raced) X(expired_gc) X(erased) X(drained) X(gc_clamped) X(nat_clash)                  \
-	X(alias_replaced)
+	X(alias_replaced) X(synced) X(sync_updated)
 
 struct counters {
 #define CTPLANE_X(n) uint64_t n = 0;
@@ -415,6 +416,28 @@ public:
 	// -ENOSPC (max_entries); -EBUSY (the hash would not take it even after
 	// running its resize: bounded); -ENOMEM.
 	int restore_flow(const flow_record& r, uint64_t now_ns) noexcept;
+
+	// ---- state sync between appliances (sync/) --------------------------------
+	// walk() for flow records: from `cursor` calls fn(const flow_record&)
+	// -> bool for every flow live at now_ns (false refuses that flow and
+	// ends the page); returns the cursor to go on from, kWalkEnd at the end.
+	// Any registered RCU thread.
+	template <typename Fn>
+	uint64_t walk_records(uint64_t cursor, uint64_t now_ns, Fn&& fn);
+	// The live flow of t (either direction) as a snapshot carries it.
+	// Any registered RCU thread. false if none.
+	bool find_record(const tuple& t, uint64_t now_ns, flow_record* r) const noexcept;
+	// A peer's flow (sync/), from a registered RCU thread that is not the
+	// control thread (the sync thread), beside the workers: a flow of
+	// r.orig is updated in place (state and flags but kNat, lifetime,
+	// both windows; its translation and counters stay), else entered as
+	// restore_flow() would, without running a resize: 1 updated, 0
+	// entered, -EBUSY (a resize or a full chain is in the way: try again
+	// later; the overflow LRU is kept for the workers' flows), -EEXIST
+	// (r.orig is another flow's reply), -EAGAIN (the flow is being
+	// destroyed), and restore_flow's errors. No event: a flow a peer
+	// made is not sent back to it. Flows entered are counted as synced.
+	int apply_synced(const flow_record& r, uint64_t now_ns) noexcept;
 	// Control thread, before restoring n4 + n6 flows: sizes the hashes for
 	// them at once (no resize on the way).
 	void reserve(uint64_t n4, uint64_t n6) noexcept
@@ -468,7 +491,13 @@ private:
 	template <typename Fam>
 	uint64_t export_family(Fam& fam, uint32_t now, const std::function<void(const flow_record&)>& fn, bool quiesce);
 	template <typename Fam>
-	int restore_into(Fam& fam, const flow_record& r, uint32_t now) noexcept;
+	int restore_into(Fam& fam, const flow_record& r, uint32_t now, bool settle = true) noexcept;
+	template <typename Fam>
+	int update_synced(Fam& fam, const flow_record& r, uint32_t now) noexcept;
+	template <typename K, typename F>
+	void record_of(const K& k, const F& f, uint32_t now, flow_record* r) const noexcept;
+	template <typename V, typename Make, typename Fn>
+	uint64_t walk_as(uint64_t cursor, Make&& make, Fn&& fn);
 	template <typename Fam>
 	void run(Fam& fam, const packet* pkts, const uint16_t* idx, unsigned n, uint32_t now,
 		 result* out) noexcept;
@@ -606,15 +635,12 @@ private:
 // hash position in [0, 2^32] (33 bits) or an LRU index in bits 16-48, and
 // in bits 0-15 the flows at exactly that position already offered (a
 // 32-bit tie).
-template <typename Fn>
-uint64_t table::walk(uint64_t cursor, Fn&& fn)
+template <typename V, typename Make, typename Fn>
+uint64_t table::walk_as(uint64_t cursor, Make&& make, Fn&& fn)
 {
 	constexpr uint64_t kPosMask = (uint64_t{1} << 33) - 1;
 	if (cursor == kWalkEnd)
 		return kWalkEnd;
-	uint32_t tmo[kStates];
-	for (unsigned s = 0; s < kStates; s++)
-		tmo[s] = timeout(static_cast<uint8_t>(s));
 	unsigned part = static_cast<unsigned>(cursor >> 49);
 	uint64_t pos = (cursor >> 16) & kPosMask;
 	unsigned skip = static_cast<unsigned>(cursor & 0xffff);
@@ -630,14 +656,14 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 		using F = typename Fam::flow;
 		if (lru) {
 			// Small (overflow_entries) and usually empty: indexed by its order.
-			std::vector<flow_view> v;
+			std::vector<V> v;
 			fam.lru.erase_if([&](const K& k, F& f) {
 				if (live(f))
-					v.push_back(view_of(k, f, tmo, reply_alias(k, f)));
+					v.push_back(make(k, f));
 				return false;
 			});
 			for (uint64_t i = pos; i < v.size(); i++)
-				if (!fn(static_cast<const flow_view&>(v[i]))) {
+				if (!fn(static_cast<const V&>(v[i]))) {
 					*stop = at(i, 0);
 					return false;
 				}
@@ -645,7 +671,7 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 		}
 		if (fam.hash.walk_from(&pos, &skip, [&](const K&, F& f) { return live(f); },
 				       [&](const K& k, F& f) {
-					       return fn(static_cast<const flow_view&>(view_of(k, f, tmo, reply_alias(k, f))));
+					       return fn(static_cast<const V&>(make(k, f)));
 				       }))
 			return true;
 		*stop = at(pos, skip);
@@ -657,6 +683,31 @@ uint64_t table::walk(uint64_t cursor, Fn&& fn)
 			return stop;
 	}
 	return kWalkEnd;
+}
+
+template <typename Fn>
+uint64_t table::walk(uint64_t cursor, Fn&& fn)
+{
+	uint32_t tmo[kStates];
+	for (unsigned s = 0; s < kStates; s++)
+		tmo[s] = timeout(static_cast<uint8_t>(s));
+	return walk_as<flow_view>(
+		cursor, [&](const auto& k, const auto& f) { return view_of(k, f, tmo, reply_alias(k, f)); },
+		std::forward<Fn>(fn));
+}
+
+template <typename Fn>
+uint64_t table::walk_records(uint64_t cursor, uint64_t now_ns, Fn&& fn)
+{
+	const uint32_t now = ticks(now_ns);
+	return walk_as<flow_record>(
+		cursor,
+		[&](const auto& k, const auto& f) {
+			flow_record r;
+			record_of(k, f, now, &r);
+			return r;
+		},
+		[&](const flow_record& r) { return r.expires_in_ms == 0 || fn(r); });
 }
 
 template <typename Fn>

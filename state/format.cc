@@ -147,6 +147,22 @@ const char* ftype_name(ftype t) noexcept
 
 const char* build_id() noexcept { return CTPLANE_BUILD_ID; }
 
+field named_values(field f, unsigned n, const char* (*name)(unsigned))
+{
+	f.named = naming::values;
+	for (unsigned v = 0; v < n; v++)
+		f.names.emplace_back(v, name(v));
+	return f;
+}
+
+field named_bits(field f, std::initializer_list<std::pair<uint64_t, const char*>> bits)
+{
+	f.named = naming::bits;
+	for (const auto& [b, n] : bits)
+		f.names.emplace_back(b, n);
+	return f;
+}
+
 const field* layout::find(const std::string& name) const
 {
 	for (const field& f : fields)

@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +76,10 @@ struct layout {
 	std::vector<field> fields;
 	const field* find(const std::string& name) const;
 };
+
+// Names for an enum field's values (0..n-1) or a flags field's bits.
+field named_values(field f, unsigned n, const char* (*name)(unsigned));
+field named_bits(field f, std::initializer_list<std::pair<uint64_t, const char*>> bits);
 
 // Describes member `m` of record type `R`.
 #define CTPLANE_STATE_FIELD(R, m, t) \
