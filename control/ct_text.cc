@@ -33,7 +33,7 @@ const char* event_name(ct::event_type t) noexcept
 
 const char* reason_name(ct::destroy_reason r) noexcept
 {
-	static const char* kWhy[] = {"", "expired", "evicted", "erased", "refused", "quota"};
+	static const char* kWhy[] = {"", "expired", "evicted", "erased", "refused", "quota", "synced"};
 	return kWhy[static_cast<unsigned>(r)];
 }
 

@@ -21,7 +21,8 @@ namespace ctplane::ct {
 
 // refused: a new flow not made (reason quota: its source is over its quota).
 enum class event_type : uint8_t { created, state_change, destroyed, refused };
-enum class destroy_reason : uint8_t { none, expired, evicted, erased, refused, quota };
+// synced: erased by a sync peer's destroy record (sync/ sends it on to no one).
+enum class destroy_reason : uint8_t { none, expired, evicted, erased, refused, quota, synced };
 
 struct event {
 	event_type type;

@@ -1833,7 +1833,7 @@ int table::merge_window(const tuple& t, uint64_t now_ns, tcp_seen& sender, tcp_s
 }
 
 template <typename Fam>
-int table::erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept
+int table::erase_in(Fam& fam, const tuple& t, uint32_t now, destroy_reason why) noexcept
 {
 	typename Fam::key key;
 	unsigned kdir = make_key(t, key);
@@ -1850,7 +1850,7 @@ int table::erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept
 	const uint16_t st = load_status(f->h);
 	if (state_of(st) == st_none || !claim(*f, st))
 		return -ENOENT;  // someone else is destroying it
-	emit(event_type::destroyed, k, *f, state_of(st), destroy_reason::erased, now);
+	emit(event_type::destroyed, k, *f, state_of(st), why, now);
 	unlink_alias(fam, k, *f, st);
 	if (!in_lru)
 		fam.hash.erase(k);
@@ -1860,9 +1860,9 @@ int table::erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept
 	return 0;
 }
 
-int table::erase(const tuple& t, uint64_t now_ns) noexcept
+int table::erase(const tuple& t, uint64_t now_ns, destroy_reason why) noexcept
 {
-	return t.family == 6 ? erase_in(*f6_, t, ticks(now_ns)) : erase_in(*f4_, t, ticks(now_ns));
+	return t.family == 6 ? erase_in(*f6_, t, ticks(now_ns), why) : erase_in(*f4_, t, ticks(now_ns), why);
 }
 
 // ---- control thread ----------------------------------------------------------------

@@ -308,8 +308,9 @@ public:
 	// The live (not expired at now_ns) flow of tuple t, from either
 	// direction; *dir gets t's direction in it.
 	bool find(const tuple& t, uint64_t now_ns, flow_view* v, unsigned* dir = nullptr) const noexcept;
-	// Destroys the flow of t (either direction). 0 or -ENOENT.
-	int erase(const tuple& t, uint64_t now_ns) noexcept;
+	// Destroys the flow of t (either direction). 0 or -ENOENT. why: the
+	// destroyed event's reason (erased; synced for a sync peer's record).
+	int erase(const tuple& t, uint64_t now_ns, destroy_reason why = destroy_reason::erased) noexcept;
 	// Accounts `packets` / `bytes` seen in t's direction of its live flow
 	// outside process() (the sockmap's short path), and refreshes its
 	// expiry as a packet at now_ns would. No state change. 0 or -ENOENT.
@@ -570,7 +571,7 @@ private:
 	template <typename Fam>
 	size_t gc_family(Fam& fam, uint32_t now, uint64_t deadline_ns, size_t max_chunks, bool* wrapped) noexcept;
 	template <typename Fam>
-	int erase_in(Fam& fam, const tuple& t, uint32_t now) noexcept;
+	int erase_in(Fam& fam, const tuple& t, uint32_t now, destroy_reason why) noexcept;
 	template <typename Fam>
 	int touch_in(Fam& fam, const tuple& t, uint32_t now, uint32_t packets, uint64_t bytes) noexcept;
 	template <typename Fam>
