@@ -349,7 +349,11 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 					   {
 						   {"be_liberal",
 						    [&](const YAML::Node& m, const std::string& q) { c.tcp.be_liberal = r.boolean(m, q); }},
-						   {"loose", [&](const YAML::Node& m, const std::string& q) { c.tcp.loose = r.boolean(m, q); }},
+						   {"loose",
+						    [&](const YAML::Node& m, const std::string& q) {
+							    c.tcp.loose = r.boolean(m, q);
+							    c.tcp.loose_given = true;
+						    }},
 						   {"window_tracking",
 						    [&](const YAML::Node& m, const std::string& q) { c.tcp.window_tracking = r.boolean(m, q); }},
 					   });
@@ -405,6 +409,67 @@ void read_ct(const reader& r, const YAML::Node& node, const std::string& path, c
 	// Anything else ct::validate knows (kept in one place for hand-built configs).
 	if (std::string err = ct::validate(c); !err.empty())
 		r.fail(node, path, err);
+}
+
+void read_sync(const reader& r, const YAML::Node& node, const std::string& path, sync_spec& c)
+{
+	bool has_listen = false, has_key = false;
+	YAML::Mark peers_at = node.Mark();
+	r.fields(node, path,
+		 {
+			 {"listen",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.listen = r.addr(n, p);
+				  has_listen = true;
+			  }},
+			 {"port", [&](const YAML::Node& n, const std::string& p) { c.port = r.port(n, p); }},
+			 {"peers",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  peers_at = n.Mark();
+				  r.items(n, p, [&](const YAML::Node& m, const std::string& q) {
+					  if (c.peers.size() >= 16)
+						  r.fail(m, q, "at most 16 peers");
+					  const net::address a = r.addr(m, q);
+					  for (const net::address& x : c.peers)
+						  if (x == a)
+							  r.fail(m, q, net::to_string(a) + " is given twice");
+					  c.peers.push_back(a);
+				  });
+			  }},
+			 {"key_file",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.key_file = r.str(n, p);
+				  has_key = true;
+			  }},
+			 {"window", [&](const YAML::Node& n, const std::string& p) { c.window = static_cast<uint32_t>(r.uint(n, p, 1, 65536)); }},
+			 {"queue",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  c.queue = static_cast<uint32_t>(r.uint(n, p, 64, 1u << 24));
+				  if (c.queue & (c.queue - 1))
+					  r.fail(n, p, std::to_string(c.queue) + " is not a power of two");
+			  }},
+			 {"mtu", [&](const YAML::Node& n, const std::string& p) { c.mtu = static_cast<uint32_t>(r.uint(n, p, 576, 65000)); }},
+			 {"refresh",
+			  [&](const YAML::Node& n, const std::string& p) {
+				  const uint32_t ms = r.duration_ms(n, p);
+				  if (ms < 1000)
+					  r.fail(n, p, "at least 1s");
+				  c.refresh_s = ms / 1000;
+			  }},
+		 });
+	if (!has_listen)
+		r.fail(node, path, "sync needs listen (this appliance's sync address)");
+	if (c.peers.empty())
+		r.fail_at(peers_at, path + ".peers", "sync needs at least one peer");
+	if (!has_key)
+		r.fail(node, path, "sync needs key_file (32 bytes shared with the peers, mode 0600)");
+	for (const net::address& a : c.peers)
+		if (a.family != c.listen.family)
+			r.fail_at(peers_at, path + ".peers",
+				  "peer " + net::to_string(a) + " is not of the family of listen (" + net::to_string(c.listen) + ")");
+		else if (a == c.listen)
+			r.fail_at(peers_at, path + ".peers", net::to_string(a) + " is listen itself");
+	c.enabled = true;
 }
 
 void read_control(const reader& r, const YAML::Node& node, const std::string& path, control_spec& c)
@@ -990,6 +1055,7 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 							    }},
 						   });
 				  }},
+				 {"sync", [&](const YAML::Node& n, const std::string& p) { read_sync(r, n, p, cfg.sync); }},
 				 {"state",
 				  [&](const YAML::Node& n, const std::string& p) {
 					  r.fields(n, p,
@@ -1036,6 +1102,10 @@ result<ctplane_config> load_string(const std::string& text, const std::string& n
 		// Anything else lb::validate knows (limits against counts).
 		if (std::string err = lb::validate(cfg.lb); !err.empty())
 			r.fail_at(services_at, "services", err);
+		// A peer knows the flows: no segment is trusted unseen unless
+		// the YAML says so.
+		if (cfg.sync.enabled && !cfg.ct.tcp.loose_given)
+			cfg.ct.tcp.loose = false;
 	} catch (const failure& f) {
 		return f.e;
 	} catch (const YAML::Exception& e) {

@@ -163,6 +163,24 @@ struct state_spec {
 	std::string dir;
 };
 
+// `sync:`: CT state sync with peer appliances (sync/service.h). A kernel
+// UDP socket at listen:port (a management address, not a DPDK port: the
+// workers never see sync traffic); every peer at its address and the
+// same port; messages authenticated with the key in key_file (32 bytes or
+// 64 hex digits, mode 0600). With sync on, ct.tcp.loose defaults to
+// false: a peer knows the flows, so no segment needs trusting unseen.
+struct sync_spec {
+	bool enabled = false;          // a `sync:` section with peers
+	net::address listen;           // this appliance's sync address
+	uint16_t port = 7400;
+	std::vector<net::address> peers;
+	std::string key_file;
+	uint32_t window = 1024;        // unacknowledged messages per peer
+	uint32_t queue = 262144;       // changes held for a peer behind (power of two)
+	uint32_t mtu = 1400;           // bytes per datagram
+	uint32_t refresh_s = 30;       // every flow sent again this often
+};
+
 // `telemetry:`: who may use the two control sockets. The control socket
 // (DPDK telemetry's dpdk_telemetry.v2: every command, writes included) is
 // 0600; the read-only socket beside it (ctplane_ro.sock: lists, stats,
@@ -202,6 +220,7 @@ struct ctplane_config {
 	std::vector<snat_rule_spec> snat;  // `snat:`
 	control_spec control;     // `control:`
 	state_spec state;         // `state:`
+	sync_spec sync;           // `sync:`
 	telemetry_spec telemetry; // `telemetry:`
 	dpdk_spec dpdk;           // `dpdk:`
 };

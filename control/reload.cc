@@ -94,6 +94,11 @@ std::string restart_only(const config::ctplane_config& a, const config::ctplane_
 		return "telemetry";
 	if (a.state.dir != b.state.dir)
 		return "state.dir";
+	const config::sync_spec &y = a.sync, &z = b.sync;
+	if (y.enabled != z.enabled || !(y.listen == z.listen) || y.port != z.port || y.peers != z.peers ||
+	    y.key_file != z.key_file || y.window != z.window || y.queue != z.queue || y.mtu != z.mtu ||
+	    y.refresh_s != z.refresh_s)
+		return "sync";
 	// The sockmap learns from CT events: switching it on needs them on.
 	if (b.sockmap.enabled && !a.sockmap.enabled && !a.ct.events)
 		return "sockmap.enabled (needs ct.events, off since the start)";

@@ -40,7 +40,10 @@ struct tcp_config {
 	// A non-SYN segment of an unknown flow opens it ESTABLISHED, its
 	// window seeded from the segment (nf_conntrack_tcp_loose): a restarted
 	// or failed-over appliance keeps its connections. false: only a SYN opens.
+	// Default: true, but false when state sync is on (config/config.h
+	// sync_spec: the peer knows the flows).
 	bool loose = true;
+	bool loose_given = false;  // the YAML set loose (config: the sync default does not apply)
 	// Window tracking itself (ct/tcp_window.h). Off: TCP judged by its
 	// flags alone, every RST closes: for comparison (bench_ct measures the
 	// cost) or behind a device that already tracks windows. Not advised.

@@ -185,7 +185,7 @@ TEST(config, unknown_and_duplicate_keys)
 		  "quota, resize_budget_buckets, shrink_pct, syn_proxy, tcp, timeouts)");
 	EXPECT_EQ(err_of("rutes: []\n"),
 		  "t.yaml:1:1: rutes: unknown key (expected one of: backends, burst, control, ct, dpdk, lb, neighbors, ports, "
-		  "routes, routes_file, services, snat, sockmap, state, telemetry, workers)");
+		  "routes, routes_file, services, snat, sockmap, state, sync, telemetry, workers)");
 	EXPECT_EQ(err_of("ct:\n  timeouts:\n    tcp_syn: 5s\n"),
 		  "t.yaml:3:5: ct.timeouts.tcp_syn: unknown key (expected one of: icmp, other_assured, "
 		  "other_unreplied, tcp_close, tcp_close_wait, tcp_established, tcp_fin_wait, tcp_last_ack, "
@@ -262,6 +262,39 @@ TEST(config, syntax_errors_and_unreadable_files)
 	const auto r = load_file("/nonexistent/ctplane.yaml");
 	ASSERT_FALSE(r.ok());
 	EXPECT_EQ(r.err().str(), "/nonexistent/ctplane.yaml: cannot read: No such file or directory");
+}
+
+TEST(config, sync_section_defaults_loose_off_and_names_what_is_missing)
+{
+	auto r = load_string("sync: {listen: 10.0.9.1, peers: [10.0.9.2], key_file: /etc/k}\n", "t.yaml");
+	ASSERT_TRUE(r.ok()) << r.err().str();
+	EXPECT_TRUE(r.value().sync.enabled);
+	EXPECT_EQ(r.value().sync.port, 7400);
+	EXPECT_EQ(r.value().sync.refresh_s, 30u);
+	EXPECT_FALSE(r.value().ct.tcp.loose);  // a peer knows the flows
+	auto given = load_string("sync: {listen: 10.0.9.1, peers: [10.0.9.2], key_file: /etc/k}\nct: {tcp: {loose: true}}\n",
+				 "t.yaml");
+	ASSERT_TRUE(given.ok());
+	EXPECT_TRUE(given.value().ct.tcp.loose);
+	auto none = load_string("workers: 1\n", "t.yaml");
+	ASSERT_TRUE(none.ok());
+	EXPECT_TRUE(none.value().ct.tcp.loose);
+	EXPECT_FALSE(none.value().sync.enabled);
+
+	EXPECT_EQ(err_of("sync: {peers: [10.0.9.2], key_file: /k}\n"),
+		  "t.yaml:1:7: sync: sync needs listen (this appliance's sync address)");
+	EXPECT_EQ(err_of("sync: {listen: 10.0.9.1, key_file: /k}\n"), "t.yaml:1:7: sync.peers: sync needs at least one peer");
+	EXPECT_EQ(err_of("sync: {listen: 10.0.9.1, peers: [10.0.9.2]}\n"),
+		  "t.yaml:1:7: sync: sync needs key_file (32 bytes shared with the peers, mode 0600)");
+	EXPECT_EQ(err_of("sync: {listen: 10.0.9.1, peers: [10.0.9.2, 10.0.9.2], key_file: /k}\n"),
+		  "t.yaml:1:44: sync.peers[1]: 10.0.9.2 is given twice");
+	EXPECT_EQ(err_of("sync: {listen: 10.0.9.1, peers: ['2001:db8::2'], key_file: /k}\n"),
+		  "t.yaml:1:33: sync.peers: peer 2001:db8::2 is not of the family of listen (10.0.9.1)");
+	EXPECT_EQ(err_of("sync: {listen: 10.0.9.1, peers: [10.0.9.2], key_file: /k, queue: 1000}\n"),
+		  "t.yaml:1:66: sync.queue: 1000 is not a power of two");
+	EXPECT_EQ(err_of("sync: {listen: 10.0.9.1, peers: [10.0.9.2], key_file: /k, refresh: 10ms}\n"),
+		  "t.yaml:1:68: sync.refresh: at least 1s");
+	EXPECT_EQ(err_of("sync: {listen: 10.0.9.1, peers: [10.0.9.2], key_file: /k, mtu: 100}\n").find("sync.mtu"), 13u);
 }
 
 }  // namespace

@@ -521,6 +521,8 @@ services: [{name: s, vip: 10.9.0.1, port: 80, maglev_size: 251}]
 ct: {hash_seed: 1}
 state: {file: /tmp/x.snap, dir: /tmp}
 telemetry: {owner: "0", group: "0"}
+sync: {listen: 10.255.0.1, port: 7400, peers: [10.255.0.2], key_file: /tmp/k, window: 512, queue: 65536, mtu: 1400,
+       refresh: 30s}
 )";
 	std::set<std::string> keys;
 	config::record_keys(&keys);
@@ -540,7 +542,7 @@ telemetry: {owner: "0", group: "0"}
 	EXPECT_EQ(sizeof(ct::config), 160u) << "ct::config changed: classify the new field in config/live.cc";
 	EXPECT_EQ(sizeof(config::control_spec), 68u) << "control_spec changed: classify the new field";
 	EXPECT_EQ(sizeof(config::dpdk_spec), 28u) << "dpdk_spec changed: classify the new field";
-	EXPECT_EQ(sizeof(config::ctplane_config), 648u) << "ctplane_config changed: classify the new field";
+	EXPECT_EQ(sizeof(config::ctplane_config), 744u) << "ctplane_config changed: classify the new field";
 
 	using cfg = config::ctplane_config;
 	lb::address a10;
@@ -656,6 +658,14 @@ telemetry: {owner: "0", group: "0"}
 		{"state.file", [](cfg& c) { c.state.file = "/tmp/other.snap"; }},
 		{"state.save_on_exit", [](cfg& c) { c.state.file = "/tmp/s.snap", c.state.save_on_exit = true; }},
 		{"state.dir", [](cfg& c) { c.state.dir = "/tmp"; }},
+		{"sync.listen", [&](cfg& c) { c.sync.enabled = true, c.sync.listen = a10; }},
+		{"sync.port", [](cfg& c) { c.sync.port++; }},
+		{"sync.peers", [&](cfg& c) { c.sync.peers.push_back(a10); }},
+		{"sync.key_file", [](cfg& c) { c.sync.key_file = "/tmp/k"; }},
+		{"sync.window", [](cfg& c) { c.sync.window++; }},
+		{"sync.queue", [](cfg& c) { c.sync.queue *= 2; }},
+		{"sync.mtu", [](cfg& c) { c.sync.mtu++; }},
+		{"sync.refresh", [](cfg& c) { c.sync.refresh_s++; }},
 		{"telemetry.owner", [](cfg& c) { c.telemetry.owner = "0", c.telemetry.uid = 0; }},
 		{"telemetry.group", [](cfg& c) { c.telemetry.group = "0", c.telemetry.gid = 0; }},
 		{"dpdk.mbufs", [](cfg& c) { c.dpdk.mbufs = 65536; }},
