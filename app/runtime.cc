@@ -708,6 +708,26 @@ int run_main(int argc, char** argv)
 						     from.c_str(), (clk.now_ns() - t) / 1'000'000);
 			}
 		}
+		// CT state sync with the peers (sync/service.h): after the restore,
+		// so the peers' resync and ours start from the restored table.
+		std::unique_ptr<sync::service> sync_svc;
+		if (c.sync.enabled) {
+			sync::service_config sc;
+			sc.listen = c.sync.listen;
+			sc.port = c.sync.port;
+			sc.peers = c.sync.peers;
+			sc.key_file = c.sync.key_file;
+			sc.s.window = c.sync.window;
+			sc.s.queue = c.sync.queue;
+			sc.s.mtu = c.sync.mtu;
+			sc.s.refresh_s = c.sync.refresh_s;
+			sync_svc = sync::service::start(sc, *ct, [&clk] { return clk.now_ns(); }, &err_text);
+			if (!sync_svc)
+				return fail(cfg_path + ": " + err_text);
+			dp->set_sync(sync_svc.get());
+			std::fprintf(stderr, "ctplane: sync on %s with %zu peers (ct.tcp.loose %s)\n",
+				     sync_svc->listen_name().c_str(), c.sync.peers.size(), c.ct.tcp.loose ? "on" : "off");
+		}
 		for (const auto& [cmd, help] : ops::commands())
 			rte_telemetry_register_cmd(cmd.c_str(), tel_command, help.c_str());
 
@@ -803,6 +823,8 @@ int run_main(int argc, char** argv)
 		for (void* m = nullptr; rte_ring_dequeue(inject_ring, &m) == 0;)
 			rte_pktmbuf_free(static_cast<rte_mbuf*>(m));
 		saver.wait();  // a background save ends before the exit's and before the stack goes
+		dp->set_sync(nullptr);
+		sync_svc.reset();  // the sync thread stops before the save and the stack
 		job.wait();    // a reload being prepared is dropped (nothing of it was applied)
 		if (c.state.save_on_exit) {
 			save_result sr;

@@ -221,6 +221,8 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/tables", "Table sizes and resize history"},
 		{"/ctplane/state/save", "Writes a state snapshot in the background. Params: [FILE] (default: state.file)"},
 		{"/ctplane/state/status", "The last state save: running, file, error, what it wrote, ms"},
+		{"/ctplane/sync/status", "CT state sync: this appliance's session, refusals (bad tag, stale, foreign), lag p50/p99, and per peer: up, sequence sent and acknowledged, lag in records and ms, resyncs, records applied. Table"},
+		{"/ctplane/sync/resync", "CT state sync: every peer gets the whole table again"},
 		{"/ctplane/reload", "Applies the YAML while forwarding, prepared in the background. Params: [FILE] (default: the running one's)"},
 		{"/ctplane/reload/status", "The last reload or route replace: running, what, file, error, changes, ms"},
 	};
@@ -266,7 +268,7 @@ bool ops::writes(const std::string& cmd)
 	const std::string pre = "/ctplane/";
 	const std::string c = cmd.rfind(pre, 0) == 0 ? cmd.substr(pre.size()) : cmd;
 	return c == "ct/delete" || c == "ct/flush" || c.rfind("backend/", 0) == 0 || c.rfind("route/", 0) == 0 ||
-	       c == "reload" || c == "state/save";
+	       c == "reload" || c == "state/save" || c == "sync/resync";
 }
 
 std::string reply::json(const std::string& cmd) const
@@ -394,6 +396,18 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 			r.error("reload: " + e);
 		else
 			return reload_(file);
+		return r;
+	}
+	if (c == "sync/status")
+		return sync_status(now_ns);
+	if (c == "sync/resync") {
+		reply r;
+		if (dp_.sync() == nullptr) {
+			r.error("sync is off (the config has no sync: section)");
+			return r;
+		}
+		dp_.sync()->resync();
+		r.text("resync", "started for every peer");
 		return r;
 	}
 	if (c == "state/status") {
@@ -1260,6 +1274,52 @@ reply ops::neighbors(const std::string& params, uint64_t now_ns)
 		return false;
 	});
 	t.finish(next);
+	return r;
+}
+
+reply ops::sync_status(uint64_t now_ns)
+{
+	(void)now_ns;
+	reply r;
+	const sync::service* sv = dp_.sync();
+	if (sv == nullptr) {
+		r.error("sync is off (the config has no sync: section)");
+		return r;
+	}
+	const sync::status s = sv->snapshot();
+	char epoch[24];
+	std::snprintf(epoch, sizeof(epoch), "%016" PRIx64, s.epoch);
+	r.text("listen", sv->listen_name());
+	r.text("epoch", epoch);
+	r.num("changes", s.changes);
+	r.num("queue_dropped", s.queue_dropped);
+	r.num("bad_mac", s.bad_mac);
+	r.num("stale", s.stale);
+	r.num("malformed", s.malformed);
+	r.num("foreign", s.foreign);
+	r.num("busy_retries", s.busy_retries);
+	r.num("lag_p50_us", s.lag_p50_us);
+	r.num("lag_p99_us", s.lag_p99_us);
+	r.row("fields", {"peer", "up", "sent", "acked", "unacked", "lag_records", "lag_ms", "resyncs_sent",
+			 "resyncs_received", "resyncing", "sessions", "records_sent", "resends", "records_applied",
+			 "records_updated", "records_destroyed", "records_refused", "duplicates", "layout_refused",
+			 "last_heard_ms"});
+	const std::vector<std::string> names = sv->peer_names();
+	for (size_t i = 0; i < s.peers.size(); i++) {
+		const sync::peer_status& p = s.peers[i];
+		auto n = [](uint64_t v) { return std::to_string(v); };
+		r.row(std::to_string(i),
+		      {i < names.size() ? names[i] : "?", p.up ? "1" : "0", n(p.sent), n(p.acked), n(p.unacked),
+		       n(p.lag_records), n(p.lag_ms), n(p.resyncs_sent), n(p.resyncs_received), p.resyncing ? "1" : "0",
+		       n(p.sessions), n(p.records_sent), n(p.resends), n(p.records_applied), n(p.records_updated),
+		       n(p.records_destroyed), n(p.records_refused), n(p.duplicates), n(p.layout_refused),
+		       n(p.last_heard_ms)});
+	}
+	r.num("rows", s.peers.size());
+	r.num("next", 0);
+	for (size_t i = 0; i < s.peers.size(); i++)
+		if (!s.peers[i].layout_error.empty())
+			r.text("layout_error/" + std::to_string(i), s.peers[i].layout_error);
 	return r;
 }
 

@@ -60,9 +60,12 @@
 //                                    written in the background: "started"
 //   /ctplane/state/status            the last save: running, file, error,
 //                                    flows, routes, ..., ms
+//   /ctplane/sync/status             CT state sync (sync/service.h): session,
+//                                    refusals, lag; a row per peer
+//   /ctplane/sync/resync             every peer gets the whole table again
 //
 // Writes (ops::writes: ct/delete, ct/flush, backend/*, route/add, del and
-// replace, reload, state/save) are the control socket's; the read-only
+// replace, reload, state/save, sync/resync) are the control socket's; the read-only
 // socket refuses them with one line. File parameters are names in one
 // configured folder (no path leads out of it, no link is followed).
 //
@@ -208,6 +211,7 @@ private:
 	reply route_replace(const std::string& params);
 	reply neighbors(const std::string& params, uint64_t now_ns);
 	reply tables();
+	reply sync_status(uint64_t now_ns);
 	std::string port_name(unsigned port) const;
 
 	stack& dp_;

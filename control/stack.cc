@@ -15,8 +15,8 @@ std::unique_ptr<stack> stack::build(config::ctplane_config c, unsigned lcores, s
 {
 	std::unique_ptr<stack> s(new stack());
 	maps::set_table_hugepages(c.dpdk.table_hugepages);
-	if (c.sockmap.enabled)
-		c.ct.events = true;  // the sockmap follows CT events
+	if (c.sockmap.enabled || c.sync.enabled)
+		c.ct.events = true;  // the sockmap and sync follow CT events
 	s->cfg_ = c;
 	try {
 		s->ct_ = std::make_unique<ct::table>(c.ct);
@@ -86,11 +86,13 @@ bool service_limits_changed(const lb::config& a, const lb::config& b)
 void stack::drain_events()
 {
 	const bool sm = sm_->enabled();
-	if (!sm && !sink_)
+	if (!sm && !sink_ && sync_ == nullptr)
 		return;
 	ct_->drain_events([&](const ct::event& e) {
 		if (sink_)
 			sink_(e);
+		if (sync_ != nullptr)
+			sync_->on_event(e);
 		if (sm)
 			sm_->on_event(e, [&](const ct::tuple& d, sockmap::redirect* r) {
 				// A translated flow's replies carry other addresses than

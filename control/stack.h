@@ -15,6 +15,7 @@
 #include "packet/pipeline.h"
 #include "lb/balancer.h"
 #include "sockmap/sockmap.h"
+#include "sync/service.h"
 
 namespace ctplane::dataplane {
 
@@ -28,7 +29,7 @@ bool service_limits_changed(const lb::config& a, const lb::config& b);
 class stack {
 public:
 	// nullptr and *err set ("what is wrong") if the config cannot run.
-	// `c.ct.events` is switched on when the sockmap needs them.
+	// `c.ct.events` is switched on when the sockmap or sync needs them.
 	static std::unique_ptr<stack> build(config::ctplane_config c, unsigned lcores, std::string* err);
 
 	// Control thread, every tick: CT GC (by time, or by `gc_buckets` when
@@ -46,6 +47,11 @@ public:
 	// Control thread: every CT event drained is also passed to `sink` (the
 	// operator's event log). Needs `ct.events` on in the config.
 	void set_event_sink(std::function<void(const ct::event&)> sink) { sink_ = std::move(sink); }
+	// Control thread: CT state sync with peers (the runtime's; sync/service.h):
+	// every event drained goes to it too. nullptr: off. The service must
+	// be stopped (reset) before the stack goes.
+	void set_sync(sync::service* s) noexcept { sync_ = s; }
+	sync::service* sync() const noexcept { return sync_; }
 
 	ct::table& ct() noexcept { return *ct_; }
 	lb::balancer& lb() noexcept { return *lb_; }
@@ -65,6 +71,7 @@ private:
 	std::unique_ptr<sockmap::sockmap> sm_;
 	std::unique_ptr<dataplane::pipeline> pl_;
 	std::function<void(const ct::event&)> sink_;
+	sync::service* sync_ = nullptr;
 };
 
 }  // namespace ctplane::dataplane

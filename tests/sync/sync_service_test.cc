@@ -52,13 +52,15 @@ uint64_t mono_ns()
 			.count());
 }
 
-// Waits (yielding) until pred() or about 20 s.
-template <typename Pred>
-bool eventually(Pred&& pred)
+// Waits (yielding) until pred() or about 20 s; the caller's control
+// thread work (the tables' resizes) between tries.
+template <typename Pred, typename Tick>
+bool eventually(Pred&& pred, Tick&& tick)
 {
 	for (int i = 0; i < 20000; i++) {
 		if (pred())
 			return true;
+		tick();
 		maps::rcu::offline();
 		std::this_thread::sleep_for(std::chrono::milliseconds(1));
 		maps::rcu::online();
@@ -86,17 +88,26 @@ TEST(sync_service, two_appliances_on_loopback_share_their_flows_and_strangers_ar
 	auto b = service::start(cb, tb, clock, &err);
 	ASSERT_NE(b, nullptr) << err;
 
+	// This thread is both tables' control thread: it grows them.
+	auto tick = [&] {
+		ta.grow();
+		tb.grow();
+	};
+	auto until = [&](auto&& pred) { return eventually(pred, tick); };
 	constexpr uint32_t kFlows = 20000;
 	for (uint32_t i = 0; i < kFlows; i++) {
 		ta.process(udp(ct::tuple::v4(0x0a000000 | i, 0x0a640001, 1000, 53, ct::kProtoUDP)), mono_ns());
-		if (i % 256 == 0)
+		if (i % 256 == 0) {
 			ta.drain_events([&](const ct::event& e) { a->on_event(e); });
+			tick();
+		}
 	}
 	ta.drain_events([&](const ct::event& e) { a->on_event(e); });
-	ASSERT_TRUE(eventually([&] { return tb.size() == kFlows; })) << tb.size();
+	ASSERT_EQ(ta.size(), kFlows);
+	ASSERT_TRUE(until([&] { return tb.size() == kFlows; })) << tb.size();
 	ct::flow_record r;
 	EXPECT_TRUE(tb.find_record(ct::tuple::v4(0x0a000000 | 777, 0x0a640001, 1000, 53, ct::kProtoUDP), mono_ns(), &r));
-	ASSERT_TRUE(eventually([&] {
+	ASSERT_TRUE(until([&] {
 		const status s = a->snapshot();
 		return s.peers[0].up && s.peers[0].unacked == 0 && s.peers[0].acked == s.peers[0].sent;
 	}));
@@ -116,13 +127,13 @@ TEST(sync_service, two_appliances_on_loopback_share_their_flows_and_strangers_ar
 	for (int i = 0; i < 5; i++)
 		ASSERT_EQ(::sendto(fd, junk, sizeof(junk), 0, reinterpret_cast<sockaddr*>(&to), sizeof(to)), 200);
 	::close(fd);
-	EXPECT_TRUE(eventually([&] { return a->snapshot().foreign == 5; })) << a->snapshot().foreign;
+	EXPECT_TRUE(until([&] { return a->snapshot().foreign == 5; })) << a->snapshot().foreign;
 	EXPECT_EQ(a->snapshot().bad_mac, 0u);
 
 	// An erase follows; the peer's copy goes.
 	ta.erase(ct::tuple::v4(0x0a000000 | 777, 0x0a640001, 1000, 53, ct::kProtoUDP), mono_ns());
 	ta.drain_events([&](const ct::event& e) { a->on_event(e); });
-	EXPECT_TRUE(eventually([&] { return tb.size() == kFlows - 1; }));
+	EXPECT_TRUE(until([&] { return tb.size() == kFlows - 1; }));
 }
 
 TEST(sync_service, a_key_others_may_read_or_a_taken_address_is_refused_by_name)
