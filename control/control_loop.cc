@@ -64,6 +64,12 @@ void control_loop::step(uint64_t now_ns, pass_stats* timing)
 				timing->phase("grow");
 			dp_.grow();
 		}
+		if (dp_.sync() != nullptr) {
+			// Peers hear of a change within a pass, not a tick.
+			if (timing != nullptr)
+				timing->phase("events");
+			dp_.drain_events();
+		}
 		return;
 	}
 	tick_now(now_ns, timing);

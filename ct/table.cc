@@ -2270,9 +2270,27 @@ int table::update_synced(Fam& fam, const flow_record& r, uint32_t now) noexcept
 		if (tries == 8)
 			return -EAGAIN;  // a worker keeps moving it: its own update wins
 	}
-	store(f->h.expires, now + r.expires_in_ms);
-	for (unsigned d = 0; d < 2; d++)
-		window::store_side(f->seen[odir ^ d], r.seen[d]);
+	// Never shorter than it is here (this side may have seen later packets).
+	const uint32_t exp = now + r.expires_in_ms;
+	if (static_cast<int32_t>(exp - load(f->h.expires)) > 0)
+		store(f->h.expires, exp);
+	// Each window field the later of the two: a peer's record never
+	// takes back what this side's own segments advanced.
+	// A side this table has not seen send, or knows only liberally (from
+	// an earlier record, or a pickup), takes the record's whole, judged
+	// liberally still (sync/protocol.h); one it tracks strictly merges.
+	for (unsigned d = 0; d < 2; d++) {
+		tcp_seen& mine = f->seen[odir ^ d];
+		tcp_seen theirs = r.seen[d];
+		const uint8_t mf = window::load_side(mine).flags;
+		if ((!(mf & kSeenInit) || (mf & kSeenLiberal)) && (theirs.flags & kSeenInit)) {
+			if (r.orig.proto == kProtoTCP)
+				theirs.flags |= kSeenLiberal;
+			window::store_side(mine, theirs);
+		} else {
+			window::merge(mine, theirs);
+		}
+	}
 	tc().sync_updated.inc();
 	return 1;
 }

@@ -430,9 +430,10 @@ public:
 	bool find_record(const tuple& t, uint64_t now_ns, flow_record* r) const noexcept;
 	// A peer's flow (sync/), from a registered RCU thread that is not the
 	// control thread (the sync thread), beside the workers: a flow of
-	// r.orig is updated in place (state and flags but kNat, lifetime,
-	// both windows; its translation and counters stay), else entered as
-	// restore_flow() would, without running a resize: 1 updated, 0
+	// r.orig is updated in place (state and flags but kNat; its lifetime
+	// if longer; each window field the later of the two, window::merge;
+	// its translation and counters stay), else entered as restore_flow()
+	// would, without running a resize: 1 updated, 0
 	// entered, -EBUSY (a resize or a full chain is in the way: try again
 	// later; the overflow LRU is kept for the workers' flows), -EEXIST
 	// (r.orig is another flow's reply), -EAGAIN (the flow is being

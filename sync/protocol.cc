@@ -586,6 +586,15 @@ bool engine::apply(peer& p, std::vector<uint8_t>& msg, size_t* at, uint64_t now_
 			continue;
 		}
 		f.expires_in_ms = static_cast<uint32_t>(std::min<uint64_t>(uint64_t{f.expires_in_ms} + grace_ms, UINT32_MAX));
+		// The windows are as of the record; the connection moves on
+		// without records (a segment is no change). A flow entered here is
+		// judged liberally (out-of-window segments pass, changing
+		// nothing: conntrackd's default for injected flows, and a live
+		// snapshot's restore); one this side has keeps its own, merged.
+		if (f.orig.proto == ct::kProtoTCP)
+			for (ct::tcp_seen& w : f.seen)
+				if (w.flags & ct::kSeenInit)
+					w.flags |= ct::kSeenLiberal;
 		const int rc = ct_.apply_synced(f, now_ns);
 		if (rc == -EBUSY || rc == -EAGAIN) {
 			st_busy_++;

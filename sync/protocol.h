@@ -88,7 +88,7 @@ struct settings {
 	uint32_t queue = 262144;     // changes held for peers behind (power of two)
 	uint32_t mtu = 1400;         // bytes per data message (UDP payload)
 	uint32_t resend_ms = 40;
-	uint32_t ack_ms = 5;         // an ack waits at most this long
+	uint32_t ack_ms = 1;         // an ack waits at most this long
 	uint32_t hello_ms = 1000;
 	uint32_t peer_timeout_ms = 3000;
 	uint32_t refresh_s = 60;     // every flow is sent again this often
