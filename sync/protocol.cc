@@ -82,6 +82,7 @@ struct engine::peer {
 	enum class walk_mode : uint8_t { none, resync, refresh } walk = walk_mode::none;
 	uint64_t walk_cursor = 0;
 	bool walk_begun = false;
+	bool resync_again = false;  // another resync once this one ends
 	uint64_t next_refresh_ns = 0;
 	double walk_tokens = 0;  // a refresh walk's pace (records)
 	uint64_t walk_tokens_ns = 0;
@@ -214,13 +215,24 @@ void engine::on_event(const ct::event& e, uint64_t now_ns)
 	}
 }
 
+void engine::resync(peer& p)
+{
+	// A walk that is running goes on (what it has passed is sent); one
+	// more follows it, for what changed behind its cursor. Restarting it
+	// would never end under a steady loss.
+	if (p.walk == peer::walk_mode::resync) {
+		p.resync_again = true;
+		return;
+	}
+	p.walk = peer::walk_mode::resync;
+	p.walk_cursor = 0;
+	p.walk_begun = false;
+}
+
 void engine::resync_all()
 {
-	for (auto& p : peers_) {
-		p->walk = peer::walk_mode::resync;
-		p->walk_cursor = 0;
-		p->walk_begun = false;
-	}
+	for (auto& p : peers_)
+		resync(*p);
 }
 
 // Builds data messages for p while its window has room: the changes it
@@ -235,9 +247,7 @@ bool engine::fill(peer& p, uint64_t now_ns, uint32_t* budget)
 		// missed are lost to it; the CT as it is now goes instead.
 		st_dropped_ += head_ - p.cursor - log_.size();
 		p.cursor = head_;
-		p.walk = peer::walk_mode::resync;
-		p.walk_cursor = 0;
-		p.walk_begun = false;
+		resync(p);
 	}
 	if (p.walk == peer::walk_mode::refresh) {
 		// Paced: the table once per refresh_s.
@@ -300,6 +310,10 @@ bool engine::fill(peer& p, uint64_t now_ns, uint32_t* budget)
 				p.walk = peer::walk_mode::none;
 				p.walk_cursor = 0;
 				p.next_refresh_ns = now_ns + uint64_t{s_.refresh_s} * 1000 * kMs;
+				if (p.resync_again) {
+					p.resync_again = false;
+					resync(p);
+				}
 			}
 		}
 		if (n == 0)
@@ -485,6 +499,7 @@ void engine::new_session(peer& p, uint64_t epoch, uint64_t now_ns)
 	p.walk = peer::walk_mode::resync;
 	p.walk_cursor = 0;
 	p.walk_begun = false;
+	p.resync_again = false;
 	p.st.sessions++;
 	send_hello(p, now_ns);  // naming it: its side of the session
 }

@@ -185,6 +185,7 @@ private:
 	bool apply_held(peer& p, uint64_t now_ns);
 	bool apply(peer& p, std::vector<uint8_t>& msg, size_t* at, uint64_t now_ns);
 	void new_session(peer& p, uint64_t epoch, uint64_t now_ns);
+	void resync(peer& p);
 	void lag(uint64_t us);
 
 	settings s_;

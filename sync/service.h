@@ -21,7 +21,9 @@
 //
 // The thread: receive (recvmmsg, up to 64 datagrams), poll the engine,
 // send (sendmmsg), a quiescent state; when nothing waits, it sleeps in
-// poll(2) for up to 1 ms, offline for RCU.
+// poll(2) for up to 1 ms, offline for RCU. It inherits the CPU affinity of
+// the thread that starts it: the runtime starts it on the main lcore, so
+// it shares the control thread's core and never a worker's.
 //
 // Concurrency: on_event from the control thread; status() and resync()
 // from any thread.

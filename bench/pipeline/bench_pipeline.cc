@@ -29,6 +29,8 @@
 //
 // Flags (before Google Benchmark's own): --quick (100K flows).
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <pcap/pcap.h>
 #include <rte_eal.h>
 #include <rte_eth_ring.h>
@@ -59,6 +61,7 @@
 #include "lb/balancer.h"
 #include "maps/rcu.h"
 #include "sockmap/sockmap.h"
+#include "sync/service.h"
 #include "net/bytes.h"
 
 namespace ctplane::bench {
@@ -161,12 +164,13 @@ struct world {
 	uint64_t now = 1'000'000'000'000ull;
 
 	explicit world(bool sockmap, bool proxy = false, unsigned snat = 0) : world(config_text(sockmap, proxy, snat)) {}
-	explicit world(const std::string& text)
+	explicit world(const std::string& text, bool events = false)
 	{
 		auto c = config::load_string(text, "bench.yaml");
 		std::string err;
 		if (c) {
 			c.value().ct.event_ring = 1 << 20;
+			c.value().ct.events = c.value().ct.events || events;
 			dp = stack::build(c.value(), 1, &err);
 		}
 		if (!dp) {
@@ -430,9 +434,55 @@ void bm_sockmap(benchmark::State& state, uint64_t conns)
 // servers outside (snat: issue 26's goal, >= 0.8x the DNAT ones; over 16
 // addresses, or over one, whose 64K ports run out after 64K flows: then
 // every new flow probes in-use ports against its destination).
-void bm_new_flows(benchmark::State& state, unsigned snat)
+void bm_new_flows(benchmark::State& state, unsigned snat, bool with_sync)
 {
-	world w(false, false, snat);
+	world w(config_text(false, false, snat), with_sync);
+	// With sync (issue 27's goal: >= 0.8x without): the service on a
+	// loopback socket, its peer (another table, its own sync thread)
+	// applying every flow; the control loop drains the events each pass.
+	std::unique_ptr<ct::table> peer_ct;
+	std::unique_ptr<sync::service> me, peer;
+	if (with_sync) {
+		const std::string key = "/tmp/ctplane-bench-sync-" + std::to_string(::getpid()) + ".key";
+		::unlink(key.c_str());
+		const int fd = ::open(key.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+		const std::string hex(64, 'b');
+		if (fd < 0 || ::write(fd, hex.data(), hex.size()) != ssize_t(hex.size())) {
+			state.SkipWithError("no key file in /tmp");
+			return;
+		}
+		::close(fd);
+		sync::service_config a, b;
+		(void)net::parse_address("127.0.0.1", &a.listen);
+		(void)net::parse_address("127.0.0.2", &b.listen);
+		a.peers = {b.listen};
+		b.peers = {a.listen};
+		a.port = b.port = static_cast<uint16_t>(40000 + ::getpid() % 20000);
+		a.key_file = b.key_file = key;
+		a.s.hello_ms = b.s.hello_ms = 50;
+		ct::config pc = w.ct->cfg();
+		pc.events = false;
+		peer_ct = std::make_unique<ct::table>(pc);
+		std::string err;
+		auto sclk = std::make_shared<ct::tsc_clock>();
+		// Started from the control thread's CPU, as the runtime starts it
+		// from its main lcore: the sync threads inherit that affinity and
+		// leave the worker's core alone.
+		std::thread([&] {
+			move_to_other_cpu();
+			me = sync::service::start(a, *w.ct, [sclk] { return sclk->now_ns(); }, &err);
+			if (me)
+				peer = sync::service::start(b, *peer_ct, [sclk] { return sclk->now_ns(); }, &err);
+		}).join();
+		::unlink(key.c_str());
+		if (!me || !peer) {
+			state.SkipWithError(err.c_str());
+			return;
+		}
+		w.dp->set_sync(me.get());
+		for (int i = 0; i < 5000 && !me->snapshot().peers[0].up; i++)
+			std::this_thread::sleep_for(std::chrono::milliseconds(1));
+	}
 	std::vector<bytes> t;
 	for (size_t i = 0; i < kTemplates; i++)
 		t.push_back(tcp_frame(0xc0a80000u | uint32_t(2 + i % 60000),
@@ -452,6 +502,8 @@ void bm_new_flows(benchmark::State& state, unsigned snat)
 			passes.begin();
 			cl.step(clk.now_ns(), &passes);
 			passes.end();
+			if (peer_ct)
+				peer_ct->grow();  // the peer's control thread's part
 			maps::rcu::offline();
 			std::this_thread::sleep_for(std::chrono::microseconds(500));
 			maps::rcu::online();
@@ -481,6 +533,16 @@ void bm_new_flows(benchmark::State& state, unsigned snat)
 	state.SetLabel(std::string("longest control pass in ") + passes.longest_phase());
 	maps::rcu::online();
 	state.counters["flows"] = double(w.ct->size());
+	if (with_sync) {
+		const sync::status st = me->snapshot();
+		state.counters["sync_records_sent"] = double(st.peers[0].records_sent);
+		state.counters["sync_queue_dropped"] = double(st.queue_dropped);
+		state.counters["sync_lag_p99_us"] = double(st.lag_p99_us);
+		state.counters["peer_flows"] = double(peer_ct->size());
+		w.dp->set_sync(nullptr);
+		me.reset();
+		peer.reset();
+	}
 	if (state.counters["forwarded_share"] < 0.999)
 		state.SkipWithError("new connections were not all forwarded");
 }
@@ -830,9 +892,10 @@ int main(int argc, char** argv)
 	benchmark::RegisterBenchmark("io_forward", bm_io);
 	benchmark::RegisterBenchmark(("pipeline/established/" + fl).c_str(), bm_established, flows);
 	benchmark::RegisterBenchmark("pipeline/sockmap/100K", bm_sockmap, uint64_t{100'000});
-	benchmark::RegisterBenchmark("pipeline/new_flows", bm_new_flows, 0u)->Iterations(quick ? 20'000 : 100'000);
-	benchmark::RegisterBenchmark("pipeline/new_flows_snat", bm_new_flows, 16u)->Iterations(quick ? 20'000 : 100'000);
-	benchmark::RegisterBenchmark("pipeline/new_flows_snat_1addr", bm_new_flows, 1u)->Iterations(quick ? 20'000 : 100'000);
+	benchmark::RegisterBenchmark("pipeline/new_flows", bm_new_flows, 0u, false)->Iterations(quick ? 20'000 : 100'000);
+	benchmark::RegisterBenchmark("pipeline/new_flows_sync", bm_new_flows, 0u, true)->Iterations(quick ? 20'000 : 100'000);
+	benchmark::RegisterBenchmark("pipeline/new_flows_snat", bm_new_flows, 16u, false)->Iterations(quick ? 20'000 : 100'000);
+	benchmark::RegisterBenchmark("pipeline/new_flows_snat_1addr", bm_new_flows, 1u, false)->Iterations(quick ? 20'000 : 100'000);
 	benchmark::RegisterBenchmark(("pipeline/established_plain/" + fl).c_str(), bm_established_outside, flows, false);
 	benchmark::RegisterBenchmark(("pipeline/established_snat/" + fl).c_str(), bm_established_outside, flows, true);
 	benchmark::RegisterBenchmark("pipeline/syn_proxy_cookies", bm_proxy_cookies)->Iterations(quick ? 20'000 : 100'000);
