@@ -19,8 +19,15 @@
 //                         the engine's sending is sync/send's, on the sync
 //                         thread's core.
 //
+//   sync/lag/100000       new connections at 100K/s for 3 s, synced to a
+//                         peer on loopback (its own table and thread):
+//                         the change-to-acknowledgement lag p50 / p99.
+//
 // Flags: --quick (N = 1M only; default also 4M).
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
+#include <unistd.h>
+#include <x86intrin.h>
 
 #include <atomic>
 #include <chrono>
@@ -34,6 +41,7 @@
 #include "ct/table.h"
 #include "maps/rcu.h"
 #include "sync/protocol.h"
+#include "sync/service.h"
 
 namespace ctplane::bench {
 namespace {
@@ -265,6 +273,106 @@ void bm_new_flows(benchmark::State& state, bool on)
 	state.SetItemsProcessed(int64_t(state.iterations()) * kBurst);
 }
 
+// Lag under load: new flows at `rate` per second for 3 s on this thread
+// (the worker), a second thread as the control thread (drains the events
+// into the service every 0.5 ms, grows both tables), the service and its
+// peer on loopback sockets applying every flow. Counters: the sender's
+// change-to-acknowledgement lag p50 / p99 (log2 buckets, their upper
+// bound), records sent, dropped, flows on the peer.
+void bm_lag(benchmark::State& state, uint64_t rate)
+{
+	maps::rcu::thread_registration reg;
+	const std::string key = "/tmp/ctplane-bench-lag-" + std::to_string(::getpid()) + ".key";
+	::unlink(key.c_str());
+	const int fd = ::open(key.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+	const std::string hex(64, 'd');
+	if (fd < 0 || ::write(fd, hex.data(), hex.size()) != ssize_t(hex.size())) {
+		state.SkipWithError("no key file in /tmp");
+		return;
+	}
+	::close(fd);
+	const uint64_t total = rate * 3;
+	for (auto _ : state) {
+		table src(table_config(total, true)), dst(table_config(total, false));
+		sync::service_config a, b;
+		(void)net::parse_address("127.0.0.1", &a.listen);
+		(void)net::parse_address("127.0.0.2", &b.listen);
+		a.peers = {b.listen};
+		b.peers = {a.listen};
+		a.port = b.port = static_cast<uint16_t>(40000 + ::getpid() % 20000);
+		a.key_file = b.key_file = key;
+		a.s.hello_ms = b.s.hello_ms = 50;
+		tsc_clock clk;
+		std::unique_ptr<sync::service> me, peer;
+		std::string err;
+		std::atomic<bool> stop{false};
+		std::thread ctl([&] {
+			move_to_other_cpu();  // the services' threads inherit it
+			maps::rcu::thread_registration r;
+			me = sync::service::start(a, src, [&clk] { return clk.now_ns(); }, &err);
+			if (me)
+				peer = sync::service::start(b, dst, [&clk] { return clk.now_ns(); }, &err);
+			while (!stop.load(std::memory_order_relaxed) && me && peer) {
+				src.drain_events([&](const event& e) { me->on_event(e); });
+				src.grow();
+				dst.grow();
+				maps::rcu::offline();
+				std::this_thread::sleep_for(std::chrono::microseconds(500));
+				maps::rcu::online();
+			}
+		});
+		for (int i = 0; i < 5000 && !(me && me->snapshot().peers[0].up); i++) {
+			maps::rcu::offline();
+			std::this_thread::sleep_for(std::chrono::milliseconds(1));
+			maps::rcu::online();
+		}
+		if (!me || !peer || !me->snapshot().peers[0].up) {
+			stop = true;
+			ctl.join();
+			state.SkipWithError(("no sync session: " + err).c_str());
+			break;
+		}
+		packet p[kBurst];
+		result r[kBurst];
+		const uint64_t t0 = clk.now_ns();
+		for (uint64_t next = 0; next < total; next += kBurst) {
+			const uint64_t due = t0 + next * 1'000'000'000ull / rate;
+			while (clk.now_ns() < due) {
+				maps::rcu::quiescent();
+				_mm_pause();
+			}
+			for (unsigned i = 0; i < kBurst; i++)
+				p[i] = packet{flow(next + i, kProtoTCP), 60, kSYN, pkt_kind::normal};
+			src.process_bulk(p, kBurst, clk.now_ns(), r);
+			maps::rcu::quiescent();
+		}
+		// Until the peer has them all (or 10 s).
+		for (int i = 0; i < 10000 && dst.size() < src.size(); i++) {
+			maps::rcu::offline();
+			std::this_thread::sleep_for(std::chrono::milliseconds(1));
+			maps::rcu::online();
+		}
+		maps::rcu::offline();
+		std::this_thread::sleep_for(std::chrono::milliseconds(100));  // a status pass
+		maps::rcu::online();
+		const sync::status st = me->snapshot();
+		state.counters["lag_p50_us"] = double(st.lag_p50_us);
+		state.counters["lag_p99_us"] = double(st.lag_p99_us);
+		state.counters["records_sent"] = double(st.peers[0].records_sent);
+		state.counters["queue_dropped"] = double(st.queue_dropped);
+		state.counters["flows"] = double(src.size());
+		state.counters["peer_flows"] = double(dst.size());
+		stop = true;
+		maps::rcu::offline();
+		ctl.join();
+		maps::rcu::online();
+		me.reset();
+		peer.reset();
+	}
+	::unlink(key.c_str());
+	state.SetItemsProcessed(int64_t(state.iterations()) * int64_t(total));
+}
+
 void register_all(bool quick)
 {
 	std::vector<uint64_t> sizes = {1'000'000};
@@ -283,6 +391,10 @@ void register_all(bool quick)
 	for (int on : {0, 1})
 		benchmark::RegisterBenchmark(("sync/new_flows/" + std::to_string(on)).c_str(), bm_new_flows, on != 0)
 			->UseRealTime();
+	benchmark::RegisterBenchmark("sync/lag/100000", bm_lag, 100'000)
+		->Unit(benchmark::kMillisecond)
+		->Iterations(1)
+		->UseRealTime();
 }
 
 }  // namespace
