@@ -3,14 +3,14 @@
 # each for a bounded time from its checked-in seed corpus
 # (tests/fuzz/corpus/<target>/; new finds go to $BUILD_DIR/corpus/<target>).
 #   tests/fuzz/run_fuzz.sh [seconds per target] [target ...]
-# Targets: parser pipeline config pcap telemetry state. Installs clang when
+# Targets: parser pipeline config pcap telemetry state sync. Installs clang when
 # missing. Ends with "N passed, N failed" (one per target) for the CI summary.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(parser pipeline config pcap telemetry state)
+[ ${#targets[@]} -eq 0 ] && targets=(parser pipeline config pcap telemetry state sync)
 out=${BUILD_DIR:-build-fuzz}
 need=()
 command -v clang++-14 >/dev/null || need+=(clang-14)
@@ -31,7 +31,7 @@ fi
 flags=(-std=c++20 -O1 -g -march=x86-64-v2 -fsanitize=address,undefined -fno-sanitize-recover=undefined -I.)
 # The library sources the targets link: every folder but the DPDK runtime
 # (app/runtime.cc, app/main.cc) and the benches, by glob so a new file is in.
-srcs=(net/*.cc maps/*.cc ct/*.cc lb/*.cc sockmap/*.cc config/*.cc state/*.cc packet/*.cc control/*.cc
+srcs=(net/*.cc maps/*.cc ct/*.cc lb/*.cc sockmap/*.cc config/*.cc state/*.cc sync/*.cc packet/*.cc control/*.cc
 	app/replay.cc app/capture.cc)
 objs=()
 pids=()
@@ -46,7 +46,7 @@ for s in "${srcs[@]}"; do
 	if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}" || fail_build=1; pids=("${pids[@]:1}"); fi
 done
 for p in "${pids[@]}"; do wait "$p" || fail_build=1; done
-libs=(-lurcu-qsbr -lurcu-common -lyaml-cpp -lpcap -lpthread)
+libs=(-lurcu-qsbr -lurcu-common -lyaml-cpp -lpcap -lsodium -lpthread)
 passed=0
 failed=0
 for t in "${targets[@]}"; do
@@ -70,7 +70,7 @@ for t in "${targets[@]}"; do
 	# there (a Maglev table, say) would read as a leak. Their growth is
 	# bounded by -rss_limit_mb instead.
 	leaks=()
-	case "$t" in pipeline | pcap | telemetry | state) leaks=(-detect_leaks=0) ;; esac
+	case "$t" in pipeline | pcap | telemetry | state | sync) leaks=(-detect_leaks=0) ;; esac
 	maxlen=4096
 	[ "$t" = state ] && maxlen=65536  # a snapshot's manifest alone is ~2 KiB
 	if "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=3072 -print_final_stats=1 -artifact_prefix="$out/" \
