@@ -363,6 +363,8 @@ void engine::poll(uint64_t now_ns, uint32_t budget)
 			p.walk_tokens = 0;
 			p.walk_tokens_ns = now_ns;
 		}
+		if (!p.current.empty())
+			apply_held(p, now_ns);  // the CT asked to wait: again
 		if (up || p.unacked.size() < s_.window)
 			fill(p, now_ns, &budget);
 		if (p.ack_due && (p.since_ack >= kAckEvery || now_ns - p.ack_due_ns >= uint64_t{s_.ack_ms} * kMs))

@@ -242,6 +242,35 @@ TEST_F(sync_pair, loss_duplication_and_reordering_are_recovered_in_order)
 	EXPECT_EQ(s.queue_dropped, 0u);
 }
 
+TEST_F(sync_pair, records_the_ct_cannot_take_during_a_resize_are_applied_after_it)
+{
+	pump(5);
+	constexpr uint32_t kFlows = 60000;
+	for (uint32_t i = 0; i < kFlows; i++) {
+		a.tbl->process(udp(flow(i, ct::kProtoUDP)), now());
+		if (i % 512 == 0)
+			a.tbl->grow();  // a's control thread is there
+	}
+	for (int i = 0; i < 1000 && a.tbl->stats().hash4.resizing; i++)
+		a.tbl->grow();
+	ASSERT_EQ(a.tbl->size(), kFlows);
+	// b's table is not grown (its control thread is away): it answers
+	// -EBUSY once its chains are full, and b waits, holding the rest.
+	for (int i = 0; i < 50; i++) {
+		pump(1);
+		a.tbl->grow();
+	}
+	EXPECT_GT(b.eng->snapshot(now()).busy_retries, 0u);
+	EXPECT_LT(b.tbl->size(), kFlows);
+	// Its control thread back: everything arrives, in order.
+	for (int i = 0; i < 3000 && b.tbl->size() < kFlows; i++) {
+		b.tbl->grow();
+		pump(1);
+	}
+	EXPECT_EQ(b.tbl->size(), kFlows);
+	EXPECT_EQ(b.eng->snapshot(now()).peers[0].records_refused, 0u);
+}
+
 TEST_F(sync_pair, a_peer_that_joins_late_gets_the_table_by_resync)
 {
 	b.mute = true;  // b is not there yet: a hears nothing
