@@ -16,7 +16,11 @@
 #include <deque>
 #include <mutex>
 #include <csignal>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <cerrno>
 #include <pthread.h>
 #include <cstdio>
 #include <cstring>
@@ -51,6 +55,45 @@ std::atomic<bool> g_stop{false};
 void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
 std::atomic<bool> g_reload{false};
 void on_hangup(int) { g_reload.store(true, std::memory_order_relaxed); }
+// /ctplane/state/handover: stop, write the exact state, release the ports, exit.
+std::atomic<bool> g_handover{false};
+
+uint64_t wall_ns()
+{
+	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+					     std::chrono::system_clock::now().time_since_epoch())
+					     .count());
+}
+
+// One command to another ctplane's control socket (DPDK telemetry v2: an
+// info message on connect, then one reply per command): the reply, or ""
+// and *err.
+std::string telemetry_call(const std::string& sock, const std::string& cmd, std::string* err)
+{
+	const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	sockaddr_un a{};
+	a.sun_family = AF_UNIX;
+	std::strncpy(a.sun_path, sock.c_str(), sizeof(a.sun_path) - 1);
+	if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0) {
+		*err = sock + ": " + std::strerror(errno);
+		if (fd >= 0)
+			::close(fd);
+		return "";
+	}
+	timeval tv{30, 0};
+	(void)::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	std::string buf(65536, '\0');
+	std::string r;
+	if (::recv(fd, buf.data(), buf.size(), 0) > 0 && ::send(fd, cmd.data(), cmd.size(), 0) == ssize_t(cmd.size())) {
+		const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
+		if (n > 0)
+			r.assign(buf.data(), static_cast<size_t>(n));
+	}
+	if (r.empty())
+		*err = sock + ": no answer to " + cmd;
+	::close(fd);
+	return r;
+}
 
 int fail(const std::string& msg)
 {
@@ -390,6 +433,9 @@ int run_main(int argc, char** argv)
 			break;
 		}
 	std::string cfg_path, restore_path;
+	// --take-over PREFIX: the running ctplane under DPDK file prefix PREFIX
+	// hands this one its state and its ports (below).
+	std::string take_over;
 	double duration = 0, stats_every = 0;
 	for (int i = sep + 1; i < argc; i++) {
 		const std::string a = argv[i];
@@ -405,6 +451,8 @@ int run_main(int argc, char** argv)
 				stats_every = std::stod(v);
 			else if (a == "--restore")
 				restore_path = v;
+			else if (a == "--take-over")
+				take_over = v;
 			else
 				return fail("unknown option " + a);
 		} catch (const std::exception&) {
@@ -412,7 +460,8 @@ int run_main(int argc, char** argv)
 		}
 	}
 	if (cfg_path.empty())
-		return fail("usage: ctplane [EAL options] -- --config FILE [--restore FILE] [--duration SECONDS] [--stats SECONDS]");
+		return fail("usage: ctplane [EAL options] -- --config FILE [--restore FILE | --take-over PREFIX] [--duration SECONDS] "
+			    "[--stats SECONDS]");
 	auto cfg = config::load_file(cfg_path);
 	if (!cfg)
 		return fail(cfg.err().str());
@@ -422,10 +471,22 @@ int run_main(int argc, char** argv)
 	for (const config::port_spec& p : c.ports)
 		if (p.device.empty())
 			return fail(cfg_path + ": port \"" + p.name + "\" has no device");
-	// EAL: the caller's arguments, plus the configured devices.
+	if (!take_over.empty()) {
+		if (!restore_path.empty())
+			return fail("--take-over and --restore: one or the other");
+		if (c.state.file.empty())
+			return fail(cfg_path + ": --take-over needs state.file (where the running one writes its state)");
+		for (const config::port_spec& p : c.ports)
+			if (!is_vdev(p.device))
+				return fail("--take-over: port \"" + p.name + "\" is a PCI device; a take-over attaches its ports "
+					    "after the running one released them, which this build does for virtual devices only");
+	}
+	// EAL: the caller's arguments, plus the configured devices (a take-over
+	// attaches them later, once the running one released them).
 	std::vector<std::string> args(argv, argv + sep);
 	for (const config::port_spec& p : c.ports)
-		args.push_back(is_vdev(p.device) ? "--vdev=" + p.device : "-a" + p.device);
+		if (take_over.empty())
+			args.push_back(is_vdev(p.device) ? "--vdev=" + p.device : "-a" + p.device);
 	std::vector<char*> eargv;
 	for (std::string& s : args)
 		eargv.push_back(s.data());
@@ -468,15 +529,21 @@ int run_main(int argc, char** argv)
 		if (pool == nullptr)
 			return fail(std::string("mbuf pool: ") + rte_strerror(rte_errno));
 		std::vector<uint16_t> port_ids;
+		// The ports, configured and started: "" or what is wrong.
+		auto setup_ports = [&]() -> std::string {
 		for (const config::port_spec& p : c.ports) {
+			if (!take_over.empty()) {
+				if (int rc = rte_dev_probe(p.device.c_str()); rc != 0)
+					return "port \"" + p.name + "\": " + p.device + ": " + rte_strerror(-rc);
+			}
 			uint16_t id;
 			if (rte_eth_dev_get_port_by_name(dev_name(p.device).c_str(), &id) != 0)
-				return fail("port \"" + p.name + "\": no DPDK device " + dev_name(p.device));
+				return "port \"" + p.name + "\": no DPDK device " + dev_name(p.device);
 			rte_eth_dev_info info{};
 			rte_eth_dev_info_get(id, &info);
 			if (info.max_rx_queues < workers || info.max_tx_queues < workers)
-				return fail("port \"" + p.name + "\" has " + std::to_string(info.max_rx_queues) + " RX queues, " +
-					    std::to_string(workers) + " workers need one each");
+				return "port \"" + p.name + "\" has " + std::to_string(info.max_rx_queues) + " RX queues, " +
+				       std::to_string(workers) + " workers need one each";
 			rte_eth_conf conf{};
 			// The NIC's L4 checksum verdict where it gives one (the pipeline
 			// verifies the rest in software when ct.checksum is on).
@@ -519,10 +586,15 @@ int run_main(int argc, char** argv)
 			if (rc == 0)
 				rc = rte_eth_dev_start(id);
 			if (rc != 0)
-				return fail("port \"" + p.name + "\": " + rte_strerror(-rc));
+				return "port \"" + p.name + "\": " + rte_strerror(-rc);
 			rte_eth_promiscuous_enable(id);
 			port_ids.push_back(id);
 		}
+		return std::string();
+		};
+		if (take_over.empty())
+			if (std::string e = setup_ports(); !e.empty())
+				return fail(e);
 
 		// One punt ring per class: the control thread takes ARP / ND first.
 		rte_ring* punt_rings[kPuntClasses];
@@ -596,6 +668,20 @@ int run_main(int argc, char** argv)
 		// Snapshots in the background (control/state_io.h state_saver):
 		// the control loop goes on while the file is written.
 		state_saver saver;
+		op.set_handover([&] {
+			reply r;
+			if (c.state.file.empty()) {
+				r.error("a handover writes state.file: the config has none");
+				return r;
+			}
+			g_handover.store(true, std::memory_order_relaxed);
+			g_stop.store(true, std::memory_order_relaxed);
+			std::fprintf(stderr, "ctplane: handing over: stopping, the state goes to %s\n", c.state.file.c_str());
+			r.text("handover", "stopping");
+			r.num("pid", static_cast<uint64_t>(::getpid()));
+			r.text("file", c.state.file);
+			return r;
+		});
 		op.set_state_saver([&](const std::string& file, uint64_t now) {
 			reply r;
 			if (std::string e = saver.start(*dp, ctl, file, now); !e.empty()) {
@@ -691,11 +777,72 @@ int run_main(int argc, char** argv)
 		// State from a snapshot: --restore FILE (must work), or state.file
 		// when it exists (a bad one is reported and the start goes on empty:
 		// forwarding matters more than the connections it held).
+		// --take-over PREFIX: the running one (under that DPDK file prefix)
+		// stops its workers, writes its exact state to state.file, releases
+		// its ports and exits; this one, ready but for that, restores it,
+		// attaches the ports and starts forwarding. No flow made before the
+		// switch is lost; the gap is from its workers' stop to ours' start.
+		uint64_t handed_over_at = 0;
+		if (!take_over.empty()) {
+			const std::string dir = rte_eal_get_runtime_dir();
+			const std::string sock = dir.substr(0, dir.rfind('/') + 1) + take_over + "/dpdk_telemetry.v2";
+			std::string err;
+			// The state file as it is: the handover's replaces it (a new inode).
+			struct stat before{};
+			const bool had = ::stat(c.state.file.c_str(), &before) == 0;
+			const std::string r = telemetry_call(sock, "/ctplane/state/handover", &err);
+			const size_t at = r.find("\"pid\"");
+			if (r.empty() || at == std::string::npos || r.find(':', at) == std::string::npos)
+				return fail("--take-over " + take_over + ": " + (r.empty() ? err : r));
+			const pid_t old = static_cast<pid_t>(std::strtol(r.c_str() + r.find(':', at) + 1, nullptr, 10));
+			// Until it is gone (exited: a zombie its parent has not reaped
+			// yet counts): its ports are released and its state written.
+			auto alive = [](pid_t pid) {
+				if (::kill(pid, 0) != 0 && errno == ESRCH)
+					return false;
+				char path[64], st[512] = {};
+				std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+				FILE* f = std::fopen(path, "r");
+				if (f == nullptr)
+					return false;
+				const size_t n = std::fread(st, 1, sizeof(st) - 1, f);
+				std::fclose(f);
+				const char* end = std::strrchr(st, ')');  // "pid (comm) S ..."
+				return n == 0 || end == nullptr || end[1] == '\0' || end[2] != 'Z';
+			};
+			// Its ports are released before it writes the file; the new file
+			// is whole once renamed into place (state/format.h).
+			auto written = [&] {
+				struct stat now{};
+				return ::stat(c.state.file.c_str(), &now) == 0 &&
+				       (!had || now.st_ino != before.st_ino || now.st_dev != before.st_dev);
+			};
+			for (int i = 0; i < 120000 && !written() && (old <= 0 || alive(old)); i++)
+				::usleep(250);
+			if (!written())
+				return fail("--take-over " + take_over + ": pid " + std::to_string(old) + " wrote no state to " +
+					    c.state.file + (old > 0 && alive(old) ? " within 30 s" : " before it exited"));
+			const uint64_t t_file = wall_ns();
+			restore_result rr;
+			const uint64_t t = clk.now_ns();
+			if (std::string e = restore_state(*dp, ctl, c.state.file, t, &rr); !e.empty())
+				return fail("--take-over " + take_over + ": " + e);
+			const uint64_t t_state = wall_ns();
+			if (std::string e = setup_ports(); !e.empty())
+				return fail("--take-over " + take_over + ": " + e);
+			handed_over_at = rr.saved_unix_ns;
+			std::fprintf(stderr,
+				     "ctplane: took over from %s (pid %d): %s; its state written %.1f ms after its workers "
+				     "stopped, restored in %.1f ms, ports up in %.1f ms\n",
+				     take_over.c_str(), static_cast<int>(old), describe(rr).c_str(),
+				     t_file > rr.saved_unix_ns && rr.saved_unix_ns != 0 ? double(t_file - rr.saved_unix_ns) / 1e6 : 0.0,
+				     double(t_state - t_file) / 1e6, double(wall_ns() - t_state) / 1e6);
+		}
 		{
 			const bool given = !restore_path.empty();
 			const std::string from = given ? restore_path : c.state.file;
 			struct stat st;
-			if (!from.empty() && (given || ::stat(from.c_str(), &st) == 0)) {
+			if (take_over.empty() && !from.empty() && (given || ::stat(from.c_str(), &st) == 0)) {
 				restore_result rr;
 				const uint64_t t = clk.now_ns();
 				const std::string e = restore_state(*dp, ctl, from, t, &rr);
@@ -728,8 +875,14 @@ int run_main(int argc, char** argv)
 			std::fprintf(stderr, "ctplane: sync on %s with %zu peers (ct.tcp.loose %s)\n",
 				     sync_svc->listen_name().c_str(), c.sync.peers.size(), c.ct.tcp.loose ? "on" : "off");
 		}
-		for (const auto& [cmd, help] : ops::commands())
-			rte_telemetry_register_cmd(cmd.c_str(), tel_command, help.c_str());
+		for (const auto& [cmd, help] : ops::commands()) {
+			// DPDK takes a help of fewer than RTE_TEL_MAX_STRING_LEN bytes (a
+			// longer one refuses the command: writes reach only this socket).
+			const std::string h = help.substr(0, RTE_TEL_MAX_STRING_LEN - 1);
+			if (int rc = rte_telemetry_register_cmd(cmd.c_str(), tel_command, h.c_str()); rc != 0)
+				std::fprintf(stderr, "ctplane: telemetry command %s not registered: %s\n", cmd.c_str(),
+					     rte_strerror(-rc));
+		}
 
 		std::vector<std::unique_ptr<worker_ctx>> ctx;
 		unsigned lc = rte_get_next_lcore(-1, 1, 0);
@@ -745,6 +898,11 @@ int run_main(int argc, char** argv)
 			x.inject = w == 0 ? inject_ring : nullptr;
 			x.punt_dropped = punt_dropped.get();
 			rte_eal_remote_launch(worker_main, &x, lc);
+		}
+		if (handed_over_at != 0) {
+			const uint64_t now = wall_ns();
+			std::fprintf(stderr, "ctplane: forwarding gap %.1f ms (the running one's workers stopped -> ours started)\n",
+				     now > handed_over_at ? double(now - handed_over_at) / 1e6 : 0.0);
 		}
 		tel_serving(true);
 		if (std::string e = ro.start(ro_sock, 0660, c.telemetry.uid, c.telemetry.gid, ro_command); !e.empty())
@@ -815,7 +973,19 @@ int run_main(int argc, char** argv)
 		for (const auto& x : ctx)
 			while (!x->done.load(std::memory_order_acquire))
 				rte_pause();
+		const uint64_t stopped_unix_ns = wall_ns();  // nothing is forwarded from here
 		maps::rcu::online();
+		// A handover releases the ports first: the one taking over attaches
+		// them once the state file it waits for is there.
+		const bool handover = g_handover.load(std::memory_order_relaxed);
+		bool ports_closed = false;
+		if (handover) {
+			for (uint16_t id : port_ids) {
+				rte_eth_dev_stop(id);
+				rte_eth_dev_close(id);
+			}
+			ports_closed = true;
+		}
 		// Drain: what the workers punted or were to send is dropped (counted).
 		for (rte_ring* r : punt_rings)
 			for (void* m = nullptr; rte_ring_dequeue(r, &m) == 0;)
@@ -826,10 +996,12 @@ int run_main(int argc, char** argv)
 		dp->set_sync(nullptr);
 		sync_svc.reset();  // the sync thread stops before the save and the stack
 		job.wait();    // a reload being prepared is dropped (nothing of it was applied)
-		if (c.state.save_on_exit) {
+		if (c.state.save_on_exit || handover) {
 			save_result sr;
 			const uint64_t t = clk.now_ns();
-			if (std::string e = save_state(*dp, ctl, c.state.file, t, &sr, false); !e.empty())
+			// Dated when the workers stopped: the flows' lifetimes, and a
+			// take-over's gap, count from there.
+			if (std::string e = save_state(*dp, ctl, c.state.file, t, &sr, false, stopped_unix_ns); !e.empty())
 				std::fprintf(stderr, "ctplane: state not saved: %s\n", e.c_str());
 			else
 				std::fprintf(stderr, "ctplane: saved %s to %s in %" PRIu64 " ms\n", describe(sr).c_str(),
@@ -842,6 +1014,8 @@ int run_main(int argc, char** argv)
 			     cs.arp_requests_sent, cs.nd_solicits_sent, cs.resolved, cs.resolve_failed, cs.icmp_errors_sent,
 			     cs.echo6_replies);
 		for (uint16_t id : port_ids) {
+			if (ports_closed)
+				break;
 			rte_eth_dev_stop(id);
 			rte_eth_dev_close(id);
 		}

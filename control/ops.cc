@@ -221,6 +221,7 @@ const std::vector<std::pair<std::string, std::string>>& ops::commands()
 		{"/ctplane/tables", "Table sizes and resize history"},
 		{"/ctplane/state/save", "Writes a state snapshot in the background. Params: [FILE] (default: state.file)"},
 		{"/ctplane/state/status", "The last state save: running, file, error, what it wrote, ms"},
+		{"/ctplane/state/handover", "Stops forwarding, writes the exact state to state.file, releases the ports and exits: what ctplane run --take-over asks of the running one"},
 		{"/ctplane/sync/status", "CT state sync: this appliance's session, refusals (bad tag, stale, foreign), lag p50/p99, and per peer: up, sequence sent and acknowledged, lag in records and ms, resyncs, records applied. Table"},
 		{"/ctplane/sync/resync", "CT state sync: every peer gets the whole table again"},
 		{"/ctplane/reload", "Applies the YAML while forwarding, prepared in the background. Params: [FILE] (default: the running one's)"},
@@ -268,7 +269,7 @@ bool ops::writes(const std::string& cmd)
 	const std::string pre = "/ctplane/";
 	const std::string c = cmd.rfind(pre, 0) == 0 ? cmd.substr(pre.size()) : cmd;
 	return c == "ct/delete" || c == "ct/flush" || c.rfind("backend/", 0) == 0 || c.rfind("route/", 0) == 0 ||
-	       c == "reload" || c == "state/save" || c == "sync/resync";
+	       c == "reload" || c == "state/save" || c == "state/handover" || c == "sync/resync";
 }
 
 std::string reply::json(const std::string& cmd) const
@@ -396,6 +397,13 @@ reply ops::run(const std::string& cmd, const std::string& params, uint64_t now_n
 			r.error("reload: " + e);
 		else
 			return reload_(file);
+		return r;
+	}
+	if (c == "state/handover") {
+		if (handover_)
+			return handover_();
+		reply r;
+		r.error("no handover here (the running ctplane hands over)");
 		return r;
 	}
 	if (c == "sync/status")

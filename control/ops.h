@@ -60,12 +60,15 @@
 //                                    written in the background: "started"
 //   /ctplane/state/status            the last save: running, file, error,
 //                                    flows, routes, ..., ms
+//   /ctplane/state/handover          stop forwarding, write the exact state to
+//                                    state.file, release the ports, exit (what
+//                                    `ctplane run --take-over` asks): "pid"
 //   /ctplane/sync/status             CT state sync (sync/service.h): session,
 //                                    refusals, lag; a row per peer
 //   /ctplane/sync/resync             every peer gets the whole table again
 //
 // Writes (ops::writes: ct/delete, ct/flush, backend/*, route/add, del and
-// replace, reload, state/save, sync/resync) are the control socket's; the read-only
+// replace, reload, state/save, state/handover, sync/resync) are the control socket's; the read-only
 // socket refuses them with one line. File parameters are names in one
 // configured folder (no path leads out of it, no link is followed).
 //
@@ -169,6 +172,11 @@ public:
 	void set_busy(std::function<std::string()> fn) { busy_ = std::move(fn); }
 	// The control loop's pass times (/ctplane/stats/control).
 	void set_pass_stats(const pass_stats* p) { passes_ = p; }
+	// What /ctplane/state/handover runs (the runtime: stop, write the
+	// exact state to state.file, release the ports, exit; a process
+	// started with --take-over asks for it).
+	using handover_fn = std::function<reply()>;
+	void set_handover(handover_fn fn) { handover_ = std::move(fn); }
 	// What /ctplane/state/status answers (the background save's progress).
 	using state_status_fn = std::function<reply()>;
 	void set_state_status(state_status_fn fn) { state_status_ = std::move(fn); }
@@ -219,6 +227,7 @@ private:
 	port_stats_fn port_stats_;
 	state_save_fn state_save_;
 	state_status_fn state_status_;
+	handover_fn handover_;
 	route_replace_fn route_replace_;
 	status_fn reload_status_;
 	std::function<std::string()> busy_;

@@ -659,6 +659,7 @@ std::string restore_state(stack& dp, control_path& ctl, const std::string& path,
 	const uint64_t down_ms =
 		sum.written_unix_ns != 0 && unix_now > sum.written_unix_ns ? (unix_now - sum.written_unix_ns) / 1'000'000 : 0;
 	res.downtime_ms = down_ms;
+	res.saved_unix_ns = sum.written_unix_ns;
 	const bool live = sum.live != 0;
 	res.live = live;
 	uint64_t n4 = 0, n6 = 0;

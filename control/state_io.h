@@ -61,6 +61,7 @@ struct restore_result {
 	uint64_t flows_skipped = 0;  // a tuple restored twice, or a record no flow can have
 	uint64_t flows_expired = 0;  // their lifetime ended while ctplane was down
 	uint64_t downtime_ms = 0;    // from the save to this restore (wall clock)
+	uint64_t saved_unix_ns = 0;  // when the snapshot is dated (wall clock; 0: not known)
 	uint64_t services = 0, backends = 0, routes = 0, neighbors = 0, sockmap = 0;
 	uint64_t neighbors_refused = 0, sockmap_skipped = 0;
 	uint64_t ports_unknown = 0;  // ports of the file whose name the config lacks

@@ -114,6 +114,7 @@ class Topology:
         self.procs = []
         self.dir = tempfile.mkdtemp(prefix="ctplane-e2e-")
         self.app = None
+        self.prefix = f"ctp{TAG}"  # the running ctplane's DPDK file prefix
 
     def build(self):
         for ns in NS.values():
@@ -154,14 +155,19 @@ class Topology:
                        "--directory", root)
         self.wait_http()
 
-    def start_app(self):
-        """Starts ctplane (again) and waits until it answers on its telemetry socket."""
+    def start_app(self, take_over=None):
+        """Starts ctplane (again) and waits until it answers on its telemetry socket.
+        take_over: the DPDK file prefix of a running one that hands this one its state and
+        ports (ctplane run --take-over); this one then runs under the other prefix."""
         dp = NS["dp"]
+        if take_over is not None:
+            self.prefix = f"ctp{TAG}" if self.prefix != f"ctp{TAG}" else f"ctp{TAG}h"
         if os.path.exists(self.socket()):
             os.remove(self.socket())  # a killed one's
         self.app = subprocess.Popen(
             ["ip", "netns", "exec", dp, CTPLANE, "run", "-l", "0-1", "--no-huge", "--no-pci", "-m", "512",
-             f"--file-prefix=ctp{TAG}", "--log-level=*:warning", "--", "--config", self.cfg],
+             f"--file-prefix={self.prefix}", "--log-level=*:warning", "--", "--config", self.cfg,
+             *(["--take-over", take_over] if take_over else [])],
             stdout=self.log, stderr=subprocess.STDOUT)
         self.procs.append(self.app)
         # The socket comes with the EAL; the commands once the state is
@@ -202,7 +208,7 @@ class Topology:
             sh("sysctl", "-qw", "net.ipv4.tcp_rmem=4096 65536 131072", ns=NS[name])
 
     def socket(self):
-        return f"/var/run/dpdk/ctp{TAG}/dpdk_telemetry.v2"
+        return f"/var/run/dpdk/{self.prefix}/dpdk_telemetry.v2"
 
     def app_log(self):
         self.log.flush()
@@ -262,7 +268,7 @@ class Topology:
         return "\n".join(f"--- {k} ---\n{v.rstrip()}" for k, v in parts)
 
     def ctl(self, *args, check=True):
-        return sh(sys.executable, CTL, "--prefix", f"ctp{TAG}", *args, check=check)
+        return sh(sys.executable, CTL, "--prefix", self.prefix, *args, check=check)
 
     def ctl_json(self, *args):
         return json.loads(self.ctl("--json", *args).stdout)
@@ -291,6 +297,7 @@ class Topology:
             sh("ip", "netns", "del", ns, check=False)
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(f"/var/run/dpdk/ctp{TAG}", ignore_errors=True)
+        shutil.rmtree(f"/var/run/dpdk/ctp{TAG}h", ignore_errors=True)
 
 
 T = None  # the topology, shared by the cases (built once: bringing it up takes seconds)
@@ -658,9 +665,10 @@ class E2E(unittest.TestCase):
         self.assertEqual(len(r.stdout.splitlines()), 3, r.stdout)
         self.assertGreaterEqual(T.ctl_json("stats")["control/resets_sent"], 1)
 
-    def restart_keeps_transfers(self, stop):
+    def restart_keeps_transfers(self, stop, start=None):
         """Long transfers through the VIP, then stop(); ctplane starts again from its
-        snapshot and every transfer completes intact from the backend it started on."""
+        snapshot (start(), by default a plain start) and every transfer completes intact
+        from the backend it started on."""
         outs, procs = [], []
         for i in range(3):
             outs.append(os.path.join(T.dir, f"restart{i}.out"))
@@ -675,7 +683,7 @@ class E2E(unittest.TestCase):
         time.sleep(1)  # well into the transfers
         t0 = time.monotonic()
         stop()
-        T.start_app()
+        (start or T.start_app)()
         up = time.monotonic()
         before = T.ctl_json("stats")["forwarded"]
         while T.ctl_json("stats")["forwarded"] == before and time.monotonic() - up < 20:
@@ -683,7 +691,7 @@ class E2E(unittest.TestCase):
         gap = time.monotonic() - t0
         print(f"\n  forwarding gap {gap:.2f} s (stop to the first packet forwarded; start took {up - t0:.2f} s)",
               file=sys.stderr)
-        self.assertIn("restored", T.app_log())
+        self.assertRegex(T.app_log(), r"restored|took over")
         for p, out in zip(procs, outs):
             self.assertEqual(p.wait(timeout=60), 0, T.describe(p))
             self.assertEqual(os.path.getsize(out), BIG)
@@ -939,6 +947,23 @@ class E2E(unittest.TestCase):
         finally:
             sh("ip", "route", "add", "default", "via", "10.1.2.1", ns=NS["s2"], check=False)
             T.ctl("reload", T.cfg, check=False)
+
+    def test_21_a_new_process_takes_over_live_and_loses_nothing(self):
+        """ctplane run --take-over: the running one stops, writes its exact state and
+        releases its ports; the new one, started and ready meanwhile, restores it and
+        forwards. Twice (there and back), transfers running each time."""
+        for _ in range(2):
+            old, prefix = T.app, T.prefix
+            self.restart_keeps_transfers(lambda: None, lambda: T.start_app(take_over=prefix))
+            self.assertEqual(old.wait(timeout=20), 0)
+            log = T.app_log()
+            self.assertIn(f"took over from {prefix}", log)
+            gaps = re.findall(r"forwarding gap ([0-9.]+) ms", log)
+            self.assertTrue(gaps, log)
+            steps = re.findall(r"its state written .*", log)
+            print(f"  take-over from {prefix}: forwarding gap {gaps[-1]} ms (its workers stopped -> ours started; "
+                  f"{steps[-1] if steps else ''})", file=sys.stderr)
+        self.assertEqual(T.prefix, f"ctp{TAG}")
 
     def test_99_sigterm_stops_it_cleanly_with_the_final_counters(self):
         T.app.send_signal(signal.SIGTERM)
