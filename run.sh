@@ -105,7 +105,7 @@ build) deps && build ;;
 test) deps && build && run_tests "$BUILD_DIR" "$@" ;;  # optional: suite names
 demo) deps && build && demo ;;
 bench)
-	# ./run.sh bench [rhash|lpm|ct|lb|pipeline|state|control] [Google Benchmark filter]
+	# ./run.sh bench [rhash|lpm|ct|lb|pipeline|state|sync|control] [Google Benchmark filter]
 	# ./run.sh bench runtime [bench_runtime.py options]: ctplane run vs dpdk-testpmd io
 	deps "${BENCH_PACKAGES[@]}" && build
 	if [ "$(meson introspect "$BUILD_DIR" --buildoptions |
@@ -118,7 +118,7 @@ bench)
 			--json "$BUILD_DIR/bench_runtime.json" "$@"
 	fi
 	which=rhash
-	case "${1:-}" in rhash | lpm | ct | lb | pipeline | state | control) which=$1 && shift ;; esac
+	case "${1:-}" in rhash | lpm | ct | lb | pipeline | state | sync | control) which=$1 && shift ;; esac
 	filter=${1:-.}
 	bin=$BUILD_DIR/bench/maps/bench_$which
 	[ -x "$bin" ] || bin=$BUILD_DIR/bench/$which/bench_$which
@@ -144,7 +144,7 @@ bench)
 		sed 's/^/chart: /'
 	;;
 *)
-	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline|state|control|runtime] [filter]|deps" >&2
+	echo "usage: $0 demo|test|build|bench [rhash|lpm|ct|lb|pipeline|state|sync|control|runtime] [filter]|deps" >&2
 	exit 2
 	;;
 esac

@@ -59,6 +59,22 @@ void on_hangup(int) { g_reload.store(true, std::memory_order_relaxed); }
 // /ctplane/state/handover: stop, write the exact state, release the ports, exit.
 std::atomic<bool> g_handover{false};
 
+// Whether a process is there (one that exited but is not reaped yet is not).
+bool alive(pid_t pid)
+{
+	if (::kill(pid, 0) != 0 && errno == ESRCH)
+		return false;
+	char path[64], st[512] = {};
+	std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+	FILE* f = std::fopen(path, "r");
+	if (f == nullptr)
+		return false;
+	const size_t n = std::fread(st, 1, sizeof(st) - 1, f);
+	std::fclose(f);
+	const char* end = std::strrchr(st, ')');  // "pid (comm) S ..."
+	return n == 0 || end == nullptr || end[1] == '\0' || end[2] != 'Z';
+}
+
 uint64_t wall_ns()
 {
 	return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -532,15 +548,9 @@ int run_main(int argc, char** argv)
 		std::vector<uint16_t> port_ids;
 		// The ports, configured and started: "" or what is wrong.
 		uint64_t probe_ns = 0;  // a take-over's attach of its ports
-		auto setup_ports = [&]() -> std::string {
-		if (!take_over.empty()) {
-			const uint64_t t0 = wall_ns();
-			for (const config::port_spec& p : c.ports)
-				if (int rc = rte_dev_probe(p.device.c_str()); rc != 0)
-					return "port \"" + p.name + "\": " + p.device + ": " + rte_strerror(-rc);
-			probe_ns = wall_ns() - t0;
-		}
-		for (const config::port_spec& p : c.ports) {
+		pid_t take_over_pid = 0;  // the process handing over
+		// One port, configured and started: "" or what is wrong.
+		auto setup_port = [&](const config::port_spec& p) -> std::string {
 			uint16_t id;
 			if (rte_eth_dev_get_port_by_name(dev_name(p.device).c_str(), &id) != 0)
 				return "port \"" + p.name + "\": no DPDK device " + dev_name(p.device);
@@ -585,6 +595,7 @@ int run_main(int argc, char** argv)
 				rc = rte_eth_dev_adjust_nb_rx_tx_desc(id, &nrxd, &ntxd);
 			for (unsigned q = 0; rc == 0 && q < workers; q++) {
 				rc = rte_eth_rx_queue_setup(id, static_cast<uint16_t>(q), nrxd, rte_eth_dev_socket_id(id), nullptr, pool);
+
 				if (rc == 0)
 					rc = rte_eth_tx_queue_setup(id, static_cast<uint16_t>(q), ntxd, rte_eth_dev_socket_id(id), nullptr);
 			}
@@ -594,8 +605,48 @@ int run_main(int argc, char** argv)
 				return "port \"" + p.name + "\": " + rte_strerror(-rc);
 			rte_eth_promiscuous_enable(id);
 			port_ids.push_back(id);
-		}
-		return std::string();
+			return std::string();
+		};
+		auto setup_ports = [&]() -> std::string {
+			for (const config::port_spec& p : c.ports) {
+				if (take_over.empty()) {
+					if (std::string e = setup_port(p); !e.empty())
+						return e;
+					continue;
+				}
+				// Taking over: attached now that the other process released
+				// it. Some devices are let go of by the kernel only when
+				// that process is gone (an AF_XDP socket): then the device is
+				// detached, and attached again once it exited (at most 10 s),
+				// then every 10 ms for up to 1 s.
+				std::string e;
+				const uint64_t t0 = wall_ns();
+				for (int attempt = 0; attempt < 100; attempt++) {
+					if (attempt != 0) {
+						uint16_t id;
+						if (rte_eth_dev_get_port_by_name(dev_name(p.device).c_str(), &id) == 0) {
+							rte_eth_dev_stop(id);
+							rte_eth_dev_close(id);
+						}
+						(void)rte_eal_hotplug_remove("vdev", dev_name(p.device).c_str());
+						for (int i = 0; i < 20000 && take_over_pid > 0 && alive(take_over_pid); i++)
+							::usleep(500);
+						if (attempt != 1)
+							::usleep(10'000);
+					}
+					if (int rc = rte_dev_probe(p.device.c_str()); rc != 0) {
+						e = "port \"" + p.name + "\": " + p.device + ": " + rte_strerror(-rc);
+						continue;
+					}
+					e = setup_port(p);
+					if (e.empty())
+						break;
+				}
+				probe_ns += wall_ns() - t0;
+				if (!e.empty())
+					return e;
+			}
+			return std::string();
 		};
 		if (take_over.empty())
 			if (std::string e = setup_ports(); !e.empty())
@@ -800,21 +851,7 @@ int run_main(int argc, char** argv)
 			if (r.empty() || at == std::string::npos || r.find(':', at) == std::string::npos)
 				return fail("--take-over " + take_over + ": " + (r.empty() ? err : r));
 			const pid_t old = static_cast<pid_t>(std::strtol(r.c_str() + r.find(':', at) + 1, nullptr, 10));
-			// Until it is gone (exited: a zombie its parent has not reaped
-			// yet counts): its ports are released and its state written.
-			auto alive = [](pid_t pid) {
-				if (::kill(pid, 0) != 0 && errno == ESRCH)
-					return false;
-				char path[64], st[512] = {};
-				std::snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
-				FILE* f = std::fopen(path, "r");
-				if (f == nullptr)
-					return false;
-				const size_t n = std::fread(st, 1, sizeof(st) - 1, f);
-				std::fclose(f);
-				const char* end = std::strrchr(st, ')');  // "pid (comm) S ..."
-				return n == 0 || end == nullptr || end[1] == '\0' || end[2] != 'Z';
-			};
+			take_over_pid = old;
 			// Its ports are released before it writes the file; the new file
 			// is whole once renamed into place (state/format.h).
 			auto written = [&] {
