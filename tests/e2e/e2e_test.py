@@ -665,18 +665,23 @@ class E2E(unittest.TestCase):
         self.assertEqual(len(r.stdout.splitlines()), 3, r.stdout)
         self.assertGreaterEqual(T.ctl_json("stats")["control/resets_sent"], 1)
 
-    def restart_keeps_transfers(self, stop, start=None):
+    def restart_keeps_transfers(self, stop, start=None, strays_ok=False):
         """Long transfers through the VIP, then stop(); ctplane starts again from its
         snapshot (start(), by default a plain start) and every transfer completes intact
-        from the backend it started on."""
+        from the backend it started on, its flow restored (not picked up mid-stream).
+        strays_ok: a packet of an earlier case's connection may arrive and be invalid."""
         outs, procs = [], []
+        # Flows of earlier cases (a connection that closed while ctplane was
+        # down stays ESTABLISHED in its table until it expires): not these.
+        before = {f["sport"] for f in T.ctl_json("ct", "list", "--addr", VIP, "--port", "80")}
         for i in range(3):
             outs.append(os.path.join(T.dir, f"restart{i}.out"))
             procs.append(T.long_transfer(outs[-1], rate="800k"))  # about 8 s each
         deadline = time.monotonic() + 20
         flows = []
         while time.monotonic() < deadline and len(flows) < 3:
-            flows = T.ctl_json("ct", "list", "--addr", VIP, "--port", "80", "--state", "ESTABLISHED")
+            flows = [f for f in T.ctl_json("ct", "list", "--addr", VIP, "--port", "80", "--state", "ESTABLISHED")
+                     if f["sport"] not in before]
             time.sleep(0.1)
         self.assertEqual(len(flows), 3, [T.describe(p) for p in procs])
         backend = {f["sport"]: backend_of(f) for f in flows}
@@ -708,8 +713,12 @@ class E2E(unittest.TestCase):
             self.assertEqual(len(who), 1, "the body is no server's file: corrupted")
             came_from += who
         self.assertEqual(sorted(backend.values()), sorted(came_from))
+        summary = T.ctl_json("ct", "stats")
+        self.assertEqual(int(summary["picked_up"]), 0, "a transfer's flow was picked up, not restored")
         stats = T.ctl_json("stats")
-        self.assertEqual(stats.get("drop/ct_invalid", 0), 0, stats)
+        if stats.get("drop/ct_invalid", 0) != 0 and not strays_ok:
+            self.fail("packets dropped as invalid after the restart:\n" + T.ctl("ct", "stats", check=False).stdout +
+                      T.ctl("ct", "list", check=False).stdout)
 
     def test_14_transfers_survive_a_restart_saved_on_sigterm(self):
         def stop():
@@ -954,7 +963,10 @@ class E2E(unittest.TestCase):
         forwards. Twice (there and back), transfers running each time."""
         for _ in range(2):
             old, prefix = T.app, T.prefix
-            self.restart_keeps_transfers(lambda: None, lambda: T.start_app(take_over=prefix))
+            # After every other case: late packets of their connections may
+            # reach the new process (and count as invalid); the transfers'
+            # own flows are restored, never picked up.
+            self.restart_keeps_transfers(lambda: None, lambda: T.start_app(take_over=prefix), strays_ok=True)
             self.assertEqual(old.wait(timeout=20), 0)
             log = T.app_log()
             self.assertIn(f"took over from {prefix}", log)
