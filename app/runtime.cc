@@ -621,6 +621,12 @@ int run_main(int argc, char** argv)
 				// then every 10 ms for up to 1 s.
 				std::string e;
 				const uint64_t t0 = wall_ns();
+				// An AF_XDP device keeps the other process's XDP program
+				// until that process is gone: attaching earlier fails, or
+				// half-succeeds with the stale program in place. Wait first.
+				if (p.device.rfind("net_af_xdp", 0) == 0)
+					for (int i = 0; i < 20000 && take_over_pid > 0 && alive(take_over_pid); i++)
+						::usleep(500);
 				for (int attempt = 0; attempt < 100; attempt++) {
 					if (attempt != 0) {
 						uint16_t id;
