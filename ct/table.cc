@@ -960,7 +960,11 @@ int table::judge_tcp(F& f, uint8_t s, unsigned kdir, unsigned dir, const step& x
 	case window_verdict::rst_inexact: tc().rst_ignored.inc(); return 1;
 	case window_verdict::out_of_window: break;
 	}
-	if (cfg_.tcp.be_liberal || (get(S.flags) & kSeenLiberal)) {
+	// Either side known only approximately (picked up, restored from a
+	// live snapshot, entered from a sync record) makes the judgement
+	// approximate too: an active/active pair each sees one direction of a
+	// flow whose other side it knows only from records.
+	if (cfg_.tcp.be_liberal || ((get(S.flags) | get(R.flags)) & kSeenLiberal)) {
 		tc().window_liberal.inc();
 		return 1;
 	}

@@ -43,7 +43,11 @@ SERVERS = ("10.1.1.2", "10.1.1.4")
 APP = {"a": {"up": "10.2.0.2", "down": "10.1.1.1", "sync": "192.168.100.1", "peer": "192.168.100.2",
              "mac": ("02:c8:00:00:0a:01", "02:c8:00:00:0a:02"), "lcores": ["-l", "0-1"]},
        "b": {"up": "10.2.0.3", "down": "10.1.1.3", "sync": "192.168.100.2", "peer": "192.168.100.1",
-             "mac": ("02:c8:00:00:0b:01", "02:c8:00:00:0b:02"), "lcores": ["-l", "0-1", "--main-lcore", "1"]}}
+             "mac": ("02:c8:00:00:0b:01", "02:c8:00:00:0b:02"), "lcores": ["-l", "0-1"]}}
+# Both workers busy-poll CPU 1 (sharing it): CPU 0 stays for the kernel, the
+# control threads and the clients. A worker on each CPU of a two-CPU machine
+# starves the kernel's per-CPU work (RCU grace periods, workqueues): `ip`
+# then blocks for minutes.
 BIG = 4 * 1024 * 1024  # at 600 KB/s about 7 s
 
 CONFIG = """
@@ -175,9 +179,9 @@ class Pair:
         sh("sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1", ns=NS["router"])
         sh("sysctl", "-qw", "net.ipv4.fib_multipath_hash_policy=1", ns=NS["srv"])
         sh("ip", "route", "replace", f"{VIP}/32", "nexthop", "via", APP["a"]["up"], "nexthop", "via",
-           APP["b"]["up"], ns=NS["router"])
+           APP["b"]["up"], ns=NS["router"], timeout=90)
         sh("ip", "route", "replace", "default", "nexthop", "via", APP["a"]["down"], "nexthop", "via",
-           APP["b"]["down"], ns=NS["srv"])
+           APP["b"]["down"], ns=NS["srv"], timeout=90)
 
     def start(self, x):
         prefix = f"ctp{TAG}{x}"

@@ -198,6 +198,29 @@ TEST_F(sync_pair, a_flow_synced_at_its_syn_takes_the_windows_of_its_handshake_la
 	EXPECT_EQ(r.v, ct::verdict::tracked);
 }
 
+TEST_F(sync_pair, an_active_active_pair_each_seeing_one_direction_tracks_the_connection)
+{
+	// ECMP upstream and downstream hash apart: the client's segments reach
+	// a, the server's b. Each knows the other direction from records only.
+	pump(5);
+	const ct::tuple t = flow(6);
+	ASSERT_EQ(a.tbl->process(tcp(t, ct::kSYN), now()).v, ct::verdict::created);
+	pump(10);
+	ASSERT_EQ(b.tbl->process(tcp(t.reversed(), ct::kSYN | ct::kACK), now()).v, ct::verdict::tracked);
+	pump(10);
+	EXPECT_EQ(a.tbl->process(tcp(t, ct::kACK), now()).v, ct::verdict::tracked);
+	for (int i = 0; i < 4; i++)
+		EXPECT_EQ(a.tbl->process(tcp(t, ct::kACK | ct::kPSH, 1400), now()).v, ct::verdict::tracked);
+	pump(10);
+	// The server acknowledges data b never saw.
+	for (int i = 0; i < 4; i++)
+		EXPECT_EQ(b.tbl->process(tcp(t.reversed(), ct::kACK | ct::kPSH, 1400), now()).v, ct::verdict::tracked);
+	EXPECT_EQ(a.tbl->process(tcp(t, ct::kACK), now()).v, ct::verdict::tracked);
+	ct::flow_record r;
+	ASSERT_TRUE(b.tbl->find_record(t, now(), &r));
+	EXPECT_EQ(r.state, ct::tcp_established);
+}
+
 TEST_F(sync_pair, loss_duplication_and_reordering_are_recovered_in_order)
 {
 	pump(5);
