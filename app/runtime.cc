@@ -493,10 +493,15 @@ int run_main(int argc, char** argv)
 			return fail("--take-over and --restore: one or the other");
 		if (c.state.file.empty())
 			return fail(cfg_path + ": --take-over needs state.file (where the running one writes its state)");
-		for (const config::port_spec& p : c.ports)
+		for (const config::port_spec& p : c.ports) {
 			if (!is_vdev(p.device))
 				return fail("--take-over: port \"" + p.name + "\" is a PCI device; a take-over attaches its ports "
 					    "after the running one released them, which this build does for virtual devices only");
+			if (p.device.rfind("net_af_xdp", 0) == 0)
+				return fail("--take-over: port \"" + p.name + "\" is an AF_XDP device; the kernel lets go of the "
+					    "running one's XDP socket and program some time after it exits, and a socket bound "
+					    "meanwhile stays deaf: stop it and start this one instead (state.file keeps the flows)");
+		}
 	}
 	// EAL: the caller's arguments, plus the configured devices (a take-over
 	// attaches them later, once the running one released them).
@@ -615,18 +620,11 @@ int run_main(int argc, char** argv)
 					continue;
 				}
 				// Taking over: attached now that the other process released
-				// it. Some devices are let go of by the kernel only when
-				// that process is gone (an AF_XDP socket): then the device is
-				// detached, and attached again once it exited (at most 10 s),
+				// it. Should the kernel still hold it, the device is detached,
+				// and attached again once that process exited (at most 10 s),
 				// then every 10 ms for up to 1 s.
 				std::string e;
 				const uint64_t t0 = wall_ns();
-				// An AF_XDP device keeps the other process's XDP program
-				// until that process is gone: attaching earlier fails, or
-				// half-succeeds with the stale program in place. Wait first.
-				if (p.device.rfind("net_af_xdp", 0) == 0)
-					for (int i = 0; i < 20000 && take_over_pid > 0 && alive(take_over_pid); i++)
-						::usleep(500);
 				for (int attempt = 0; attempt < 100; attempt++) {
 					if (attempt != 0) {
 						uint16_t id;
