@@ -673,7 +673,8 @@ class E2E(unittest.TestCase):
         outs, procs = [], []
         # Flows of earlier cases (a connection that closed while ctplane was
         # down stays ESTABLISHED in its table until it expires): not these.
-        before = {f["sport"] for f in T.ctl_json("ct", "list", "--addr", VIP, "--port", "80")}
+        before = {(f["src"], f["sport"])
+                  for f in T.ctl_json("ct", "list", "--addr", VIP, "--port", "80", "--state", "ESTABLISHED")}
         for i in range(3):
             outs.append(os.path.join(T.dir, f"restart{i}.out"))
             procs.append(T.long_transfer(outs[-1], rate="800k"))  # about 8 s each
@@ -681,7 +682,7 @@ class E2E(unittest.TestCase):
         flows = []
         while time.monotonic() < deadline and len(flows) < 3:
             flows = [f for f in T.ctl_json("ct", "list", "--addr", VIP, "--port", "80", "--state", "ESTABLISHED")
-                     if f["sport"] not in before]
+                     if (f["src"], f["sport"]) not in before]
             time.sleep(0.1)
         self.assertEqual(len(flows), 3, [T.describe(p) for p in procs])
         backend = {f["sport"]: backend_of(f) for f in flows}

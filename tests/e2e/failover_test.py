@@ -328,14 +328,15 @@ class Failover(unittest.TestCase):
         outs = [os.path.join(P.dir, f"t{label}{i}.out") for i in range(n)]
         # Flows of earlier cases' transfers (ended while their appliance was
         # down) may stay ESTABLISHED in a table: only new ones are these.
-        old = {f["sport"] for f in P.flows(move.src, "--port", "80")}
+        old = {(f["src"], f["sport"]) for f in P.flows(move.src, "--port", "80", "--state", "ESTABLISHED")}
         procs = [P.transfer(o) for o in outs]
         udp = UdpClient()
         udp.start()
         first = None
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            est = [f for f in P.flows(move.src, "--port", "80", "--state", "ESTABLISHED") if f["sport"] not in old]
+            est = [f for f in P.flows(move.src, "--port", "80", "--state", "ESTABLISHED")
+                   if (f["src"], f["sport"]) not in old]
             if len(est) >= n and udp.answers:
                 first = est
                 break
